@@ -1,0 +1,29 @@
+//! lifecycle-top: "top for shutdowns". Attach to a live process tree, see what keeps it
+//! alive, drive its teardown phase by phase, and capture the stacks of whatever is stuck.
+//!
+//! Module map (the core has no ratatui import; `ui` is the only drawing code):
+//! - [`model`]: plain data shared by all parts (process identity, snapshots, agent facts).
+//! - [`collect`]: /proc readers producing owned [`model::Snapshot`]s; pidfds; exit watching.
+//! - [`agent`]: the agent protocol, framing and client state machine.
+//! - [`teardown`]: plans, the pure phase engine and the executor that sends signals.
+//! - [`stacks`]: stack snapshots (kernel wait point, native, Python).
+//! - [`report`]: headless summary, JSON report, Chrome trace export.
+//! - [`state`]: the app model, updated from events, no I/O.
+//! - [`ui`]: layout, theme, keys, one widget per panel.
+//! - [`app`]: the TUI event loop; [`headless`]: the same core with a printer.
+//! - [`cli`]: clap at the edge, turned into a validated [`cli::Config`].
+//! - [`launch`]: starting `-- CMD` under a subreaper; [`demo`]: the bundled demo target.
+
+pub mod agent;
+pub mod app;
+pub mod cli;
+pub mod collect;
+pub mod demo;
+pub mod headless;
+pub mod launch;
+pub mod model;
+pub mod report;
+pub mod stacks;
+pub mod state;
+pub mod teardown;
+pub mod ui;
