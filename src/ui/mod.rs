@@ -1,1 +1,3 @@
 //! (being written: see the issue for this module)
+
+pub mod widgets;

@@ -1,0 +1,3 @@
+//! One file per panel. Each `render` draws borrowed state into an area.
+
+pub mod stacks;
