@@ -49,8 +49,8 @@ pub fn parse_maps(text: &str) -> Vec<Mapping> {
 /// The unwind-relevant parts of one ELF file, relative addresses (svma).
 #[derive(Clone)]
 pub struct ElfUnwindInfo {
-    /// (p_vaddr, p_offset, p_filesz) of each PT_LOAD, to compute the load bias.
-    loads: Vec<(u64, u64, u64)>,
+    /// (p_vaddr, p_offset, p_filesz, executable) of each PT_LOAD, for the load bias.
+    loads: Vec<(u64, u64, u64, bool)>,
     text: Option<(Range<u64>, Bytes)>,
     eh_frame: Option<(Range<u64>, Bytes)>,
     eh_frame_hdr: Option<(Range<u64>, Bytes)>,
@@ -71,7 +71,8 @@ pub fn read_elf(path: &str) -> Result<ElfUnwindInfo, String> {
         .segments()
         .map(|s| {
             let (off, size) = s.file_range();
-            (s.address(), off, size)
+            let exec = matches!(s.flags(), object::SegmentFlags::Elf { p_flags } if p_flags & object::elf::PF_X != 0);
+            (s.address(), off, size, exec)
         })
         .collect();
     Ok(ElfUnwindInfo {
@@ -86,13 +87,21 @@ pub fn read_elf(path: &str) -> Result<ElfUnwindInfo, String> {
 }
 
 impl ElfUnwindInfo {
-    /// Load bias of an executable mapping at `start` with file offset `offset`.
+    /// Load bias of an executable mapping at `start` with file offset `offset`. Mappings
+    /// start on page boundaries, so the segment's offset and vaddr are page-aligned down
+    /// first; the executable PT_LOAD wins when a read-only one also covers the page.
     pub fn bias(&self, start: u64, offset: u64) -> Option<u64> {
-        let (vaddr, poff, _) = self
+        const PAGE_MASK: u64 = !0xfff;
+        let covers = |(_, poff, size, _): &&(u64, u64, u64, bool)| {
+            (*poff & PAGE_MASK) <= offset && offset < poff + (*size).max(1)
+        };
+        let (vaddr, poff, _, _) = self
             .loads
             .iter()
-            .find(|(_, poff, size)| *poff <= offset && offset < poff + size.max(&1))?;
-        start.checked_sub(vaddr + (offset - poff))
+            .filter(covers)
+            .find(|l| l.3)
+            .or_else(|| self.loads.iter().find(covers))?;
+        start.checked_sub((vaddr & PAGE_MASK) + (offset - (poff & PAGE_MASK)))
     }
 
     /// A framehop module for this file loaded with `bias`, covering `avma`.
@@ -186,7 +195,7 @@ mod tests {
     #[test]
     fn bias_of_pie_and_non_pie() {
         let pie = ElfUnwindInfo {
-            loads: vec![(0, 0, 0x800), (0x1000, 0x1000, 0x5000)],
+            loads: vec![(0, 0, 0x185d4, false), (0x195e0, 0x185e0, 0x48380, true)],
             text: None,
             eh_frame: None,
             eh_frame_hdr: None,
@@ -194,7 +203,7 @@ mod tests {
         };
         assert_eq!(pie.bias(0x5555_5555_5000, 0x1000), Some(0x5555_5555_4000));
         let fixed = ElfUnwindInfo {
-            loads: vec![(0x401000, 0x1000, 0x2000)],
+            loads: vec![(0x401000, 0x1000, 0x2000, true)],
             ..pie
         };
         assert_eq!(fixed.bias(0x401000, 0x1000), Some(0));

@@ -171,7 +171,9 @@ pub fn bp_candidates(unwinder: &NativeUnwinder, stack: &mut StackCopy, max: usiz
     out
 }
 
-/// Walk with rbp unknown; if that stops early, retry with guessed rbp values, keep the best.
+/// Walk with rbp unknown and with up to 8 guessed rbp values; keep the best walk: one that
+/// reaches the end of the stack cleanly beats a truncated one, then more frames win. rbp=0
+/// alone often "ends" cleanly at the first frame-pointer frame, so guesses are always tried.
 #[cfg(target_arch = "x86_64")]
 pub fn walk_guessing_bp(
     unwinder: &NativeUnwinder,
@@ -180,20 +182,12 @@ pub fn walk_guessing_bp(
     pc: u64,
     sp: u64,
 ) -> Walk {
-    let first = walk(unwinder, cache, stack, pc, sp, 0);
-    if first.truncated.is_none() {
-        return first;
-    }
-    let mut best = first;
+    let score = |w: &Walk| (w.truncated.is_none(), w.lookup_addrs.len());
+    let mut best = walk(unwinder, cache, stack, pc, sp, 0);
     for bp in bp_candidates(unwinder, stack, 8) {
         let w = walk(unwinder, cache, stack, pc, sp, bp);
-        let better = (w.truncated.is_none() && best.truncated.is_some())
-            || w.lookup_addrs.len() > best.lookup_addrs.len();
-        if better {
+        if score(&w) > score(&best) {
             best = w;
-            if best.truncated.is_none() {
-                break;
-            }
         }
     }
     best
