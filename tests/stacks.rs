@@ -90,3 +90,33 @@ fn cli_text_and_json_are_joined_per_thread() {
     let err = stacks::cli::run(i32::MAX, false, false, &mut Vec::new()).unwrap_err();
     assert!(err.to_string().contains("no process"));
 }
+
+#[test]
+fn native_frames_of_c_threads_built_with_gcc() {
+    let t = c_target(2);
+    let snap = stacks::capture(t.pid(), &[], &StackOptions::default());
+    for (thread, func) in [
+        ("c_mutex", "c_blocked_on_mutex"),
+        ("c_sleep", "c_blocked_in_sleep"),
+        ("c_pipe", "c_blocked_on_pipe"),
+        ("c_parked", "c_parked_on_condvar"),
+    ] {
+        let th = thread_named(&snap, thread);
+        let native = th
+            .stack(SourceKind::Native)
+            .unwrap_or_else(|| panic!("{thread}: no native stack:\n{}", dump(&snap)));
+        assert!(
+            has_function(native, func),
+            "{thread}: {func} not in\n{}",
+            dump(&snap)
+        );
+        assert!(
+            has_function(native, "start_thread"),
+            "{thread}: walk did not reach start_thread\n{}",
+            dump(&snap)
+        );
+    }
+    // The kernel view decodes the pipe read with its fd target.
+    let pipe = thread_named(&snap, "c_pipe").kernel.clone().unwrap();
+    assert!(pipe.described_args[0].contains("pipe:["), "{pipe:?}");
+}

@@ -148,6 +148,13 @@ pub struct StackOptions {
     /// path cannot read it (a thread running in user space). Opt-in: a ptrace stop makes
     /// epoll_wait/sigtimedwait return EINTR in the target.
     pub seize: bool,
+    /// With `seize`, interrupt even threads the ptrace-free path could read (comparisons,
+    /// benchmarks). Off by default.
+    pub prefer_seize: bool,
+    /// Test hook: keep a seized thread stopped this long before detaching, so tests can kill
+    /// the helper or lifecycle-top mid-capture and check the thread resumes. Zero otherwise.
+    #[doc(hidden)]
+    pub hold_stopped: Duration,
     /// The agent's `stacks` response, if an agent is connected (see `python::from_agent`).
     pub python_from_agent: Option<serde_json::Value>,
     /// Unwind native stacks at all.
@@ -164,6 +171,8 @@ impl Default for StackOptions {
     fn default() -> Self {
         Self {
             seize: false,
+            prefer_seize: false,
+            hold_stopped: Duration::ZERO,
             python_from_agent: None,
             native: true,
             kernel_stack: true,

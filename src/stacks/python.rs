@@ -35,8 +35,17 @@ struct AgentFrame {
     function: Option<String>,
 }
 
-/// Python stacks from an agent response, by native thread id: (tid, python name, frames).
-pub fn from_agent(v: &serde_json::Value) -> Result<Vec<(i32, Option<String>, Vec<Frame>)>, String> {
+/// One thread of an agent response.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PyThreadStack {
+    pub tid: i32,
+    pub name: Option<String>,
+    /// Innermost first.
+    pub frames: Vec<Frame>,
+}
+
+/// Python stacks from an agent response, by native thread id.
+pub fn from_agent(v: &serde_json::Value) -> Result<Vec<PyThreadStack>, String> {
     let parsed: AgentStacks = serde_json::from_value(v.clone()).map_err(|e| {
         format!("agent stacks response not understood: {e} (agent/lifecycle-top version mismatch?)")
     })?;
@@ -59,7 +68,11 @@ pub fn from_agent(v: &serde_json::Value) -> Result<Vec<(i32, Option<String>, Vec
             if outer_first {
                 frames.reverse();
             }
-            Some((tid, t.name, frames))
+            Some(PyThreadStack {
+                tid,
+                name: t.name,
+                frames,
+            })
         })
         .collect())
 }
@@ -89,7 +102,7 @@ pub fn join_into(
     if let Some(v) = &opts.python_from_agent {
         match from_agent(v) {
             Ok(list) => {
-                for (tid, _name, frames) in list {
+                for PyThreadStack { tid, frames, .. } in list {
                     if let Some(t) = threads.iter_mut().find(|t| t.tid == tid) {
                         let stack = SourceStack {
                             source: SourceKind::AgentPython,
@@ -131,9 +144,9 @@ mod tests {
         ]});
         let got = from_agent(&v).expect("parses");
         assert_eq!(got.len(), 1);
-        assert_eq!(got[0].0, 42);
-        assert_eq!(got[0].2[0].function, "wait_here");
-        assert_eq!(got[0].2[0].line, Some(3));
+        assert_eq!(got[0].tid, 42);
+        assert_eq!(got[0].frames[0].function, "wait_here");
+        assert_eq!(got[0].frames[0].line, Some(3));
     }
 
     #[test]
@@ -141,7 +154,7 @@ mod tests {
         let v = serde_json::json!({"order": "outermost_first", "threads": [
             {"native_id": 1, "frames": [{"function": "main"}, {"function": "leaf"}]}]});
         let got = from_agent(&v).expect("parses");
-        assert_eq!(got[0].2[0].function, "leaf");
+        assert_eq!(got[0].frames[0].function, "leaf");
     }
 
     #[test]

@@ -98,14 +98,21 @@ impl Target {
     }
 
     pub fn rust() -> Self {
+        Self::rust_with(&[])
+    }
+
+    /// The Rust target with extra args (`spin` adds a thread busy in user space).
+    pub fn rust_with(args: &[&str]) -> Self {
         let exe = target_dir().join("examples/stacks_blocked_threads");
         assert!(
             exe.exists(),
             "{} missing: run `cargo build --example stacks_blocked_threads` (cargo test builds it)",
             exe.display()
         );
+        let mut cmd = Command::new(exe);
+        cmd.args(args);
         Self::start(
-            Command::new(exe),
+            cmd,
             &["mutex_waiter", "condvar_waiter", "sleeper", "pipe_reader"],
             None,
         )
@@ -127,4 +134,62 @@ pub fn dump(snap: &StackSnapshot) -> String {
     let mut out = Vec::new();
     stacks::cli::write_text(snap, &mut out).unwrap();
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Compile tests/targets/stacks_blocked.c with gcc (-O0: frame-pointer frames, the hard case
+/// for the ptrace-free path) into a temp dir and start it with `extra` parked threads.
+pub fn c_target(extra: usize) -> Target {
+    c_target_with(extra, false)
+}
+
+/// Same, optionally with a thread stuck in D state (a vfork parent).
+pub fn c_target_with(extra: usize, vfork: bool) -> Target {
+    require_tool("gcc");
+    let dir = tempfile::tempdir().unwrap();
+    let exe = dir.path().join("stacks_blocked");
+    let src = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/targets/stacks_blocked.c"
+    );
+    let st = Command::new("gcc")
+        .args(["-O0", "-g", "-pthread", "-o"])
+        .arg(&exe)
+        .arg(src)
+        .status()
+        .unwrap();
+    assert!(st.success(), "gcc failed to build {src}");
+    let mut cmd = Command::new(&exe);
+    cmd.arg(extra.to_string());
+    if vfork {
+        cmd.arg("vfork");
+    }
+    Target::start(cmd, &["c_mutex", "c_sleep", "c_pipe"], Some(dir))
+}
+
+/// Scheduler state letter of a thread ('t' = ptrace stop), None once gone.
+pub fn thread_state(pid: i32, tid: i32) -> Option<char> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")).ok()?;
+    s[s.rfind(')')? + 2..].chars().next()
+}
+
+/// Poll until `cond` holds (10 s bound, only to end a broken test; never a timing assertion).
+pub fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(Instant::now() < deadline, "never happened: {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+pub fn tid_named(pid: i32, name: &str) -> i32 {
+    let snap = stacks::capture(
+        pid,
+        &[],
+        &StackOptions {
+            native: false,
+            kernel_stack: false,
+            ..Default::default()
+        },
+    );
+    thread_named(&snap, name).tid
 }

@@ -1,5 +1,5 @@
 //! Test target for tests/stacks.rs: threads blocked forever in named `#[inline(never)]`
-//! functions (mutex, condvar, sleep, pipe read). Prints "ready" once all are spawned; dies
+//! functions (mutex, condvar, sleep, pipe read), plus with `spin` a thread busy in user space. Prints "ready" once all are spawned; dies
 //! with its parent (PR_SET_PDEATHSIG) so a failed test never leaves it behind.
 
 use std::hint::black_box;
@@ -34,6 +34,15 @@ fn blocked_on_pipe_read(fd: i32) {
     // SAFETY: reading into a local buffer from a pipe we own.
     let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
     black_box(n);
+}
+
+/// Runs in user space forever (with `spin`): only the opt-in seize path can unwind it.
+#[inline(never)]
+fn busy_spinning() {
+    let mut x = 0u64;
+    loop {
+        x = black_box(x.wrapping_add(1));
+    }
 }
 
 #[inline(never)]
@@ -72,6 +81,10 @@ fn main() {
             Box::new(move || blocked_on_pipe_read(read_fd)),
         ),
     ];
+    let mut handles = handles;
+    if std::env::args().any(|a| a == "spin") {
+        handles.push(spawn("spinner", Box::new(busy_spinning)));
+    }
     println!("ready");
     main_waits_forever(handles);
 }

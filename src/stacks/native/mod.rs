@@ -11,7 +11,6 @@ pub mod unwind;
 
 use super::kernel::{self, SyscallLine};
 use super::{SourceError, SourceKind, SourceStack, StackOptions, ThreadStacks};
-use crate::model::RunState;
 use modules::{ElfCache, Mapping};
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -177,6 +176,9 @@ fn capture_thread(
     opts: &StackOptions,
 ) -> Result<(unwind::Walk, String), String> {
     let tid = t.tid;
+    if opts.seize && opts.prefer_seize {
+        return seize_thread(pid, t, pc, opts, "seize preferred");
+    }
     let limit_of = |sp: u64| {
         maps.iter()
             .find(|m| m.range.contains(&sp))
@@ -211,17 +213,13 @@ fn seize_thread(
             "{why}: no ptrace-free stack (use --seize / `seize` to interrupt it briefly)"
         ));
     }
-    let k = t.kernel.as_ref().ok_or("thread vanished")?;
-    if k.state == RunState::DiskSleep {
-        return Err("in uninterruptible sleep (D): never interrupted, kernel view only".into());
+    // Fresh state: the kernel view may be a few ms old.
+    let fresh = kernel::read_thread(pid, t.tid, false);
+    let k = fresh.kernel.as_ref().ok_or("thread vanished")?;
+    if let Some(why) = seize::refusal(k) {
+        return Err(why);
     }
-    if k.tracer_pid != 0 {
-        return Err(format!(
-            "already traced by pid {}: not touched (detach the debugger)",
-            k.tracer_pid
-        ));
-    }
-    let cap = seize::capture(pid, t.tid, opts.per_thread_budget)?;
+    let cap = seize::capture(pid, t.tid, opts.per_thread_budget, opts.hold_stopped)?;
     let mut stack = unwind::StackCopy::from_bytes(cap.sp, cap.stack);
     let walk = unwind::walk(
         &pc.unwinder,

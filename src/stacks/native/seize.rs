@@ -27,9 +27,21 @@ const PAGE: usize = 4096;
 const PAGES: usize = 64;
 const STACK_BYTES: usize = PAGE * PAGES;
 
-/// Test hook: keep the thread stopped this long before detaching, so tests can kill the
-/// helper (or lifecycle-top) while the target is stopped and check that it resumes.
-pub const HOLD_ENV: &str = "LIFECYCLE_TOP_TEST_HOLD_STOPPED_MS";
+/// Why a thread must not be interrupted, if it must not: a thread in D state (the stop would
+/// only land when it wakes, holding our helper for nobody knows how long), or a thread that
+/// already has a tracer (a debugger: never fight it).
+pub fn refusal(k: &crate::stacks::KernelView) -> Option<String> {
+    if k.state == crate::model::RunState::DiskSleep {
+        return Some("in uninterruptible sleep (D): never interrupted, kernel view only".into());
+    }
+    if k.tracer_pid != 0 {
+        return Some(format!(
+            "already traced by pid {}: not touched (detach the debugger to see native frames)",
+            k.tracer_pid
+        ));
+    }
+    None
+}
 
 /// Written by the helper into memory shared with us.
 #[repr(C)]
@@ -144,11 +156,9 @@ unsafe fn helper(parent: libc::pid_t, pid: i32, tid: i32, hdr: *mut Header, hold
 /// Bounded by `budget`: past it the helper is SIGKILLed (the kernel then detaches and the
 /// thread resumes). Errors are one line with the reason and a remedy.
 #[cfg(target_arch = "x86_64")]
-pub fn capture(pid: i32, tid: i32, budget: Duration) -> Result<Captured, String> {
-    let hold_ms: u64 = std::env::var(HOLD_ENV)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
+/// `hold` keeps the thread stopped that much longer (test hook, zero in real use).
+pub fn capture(pid: i32, tid: i32, budget: Duration, hold: Duration) -> Result<Captured, String> {
+    let hold_ms = hold.as_millis() as u64;
     let size = std::mem::size_of::<Header>() + STACK_BYTES;
     // SAFETY: anonymous shared mapping, checked for MAP_FAILED, unmapped by `Shared::drop`.
     let mem = unsafe {
@@ -226,7 +236,12 @@ pub fn capture(pid: i32, tid: i32, budget: Duration) -> Result<Captured, String>
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-pub fn capture(_pid: i32, _tid: i32, _budget: Duration) -> Result<Captured, String> {
+pub fn capture(
+    _pid: i32,
+    _tid: i32,
+    _budget: Duration,
+    _hold: Duration,
+) -> Result<Captured, String> {
     Err("ptrace capture is implemented for x86_64 only in this build".into())
 }
 

@@ -77,6 +77,7 @@ impl StackCopy {
     }
 
     /// A stack word; grows the copy (doubling) when the walk goes past what was read.
+    #[allow(clippy::result_unit_err)] // framehop's read_stack callback signature
     pub fn word(&mut self, addr: u64) -> Result<u64, ()> {
         let off = addr.checked_sub(self.base).ok_or(())? as usize;
         if off + 8 > self.bytes.len() {
@@ -98,7 +99,7 @@ impl StackCopy {
         self.base
     }
 
-    pub fn len(&self) -> usize {
+    pub fn copied_len(&self) -> usize {
         self.bytes.len()
     }
 }
@@ -156,7 +157,7 @@ pub fn bp_candidates(unwinder: &NativeUnwinder, stack: &mut StackCopy, max: usiz
     let code_end = unwinder.max_known_code_address();
     let mut out = Vec::new();
     let base = stack.base();
-    let end = base + stack.len() as u64;
+    let end = base + stack.copied_len() as u64;
     let mut s = base;
     while s + 16 <= end && out.len() < max {
         if let (Ok(next), Ok(ret)) = (stack.word(s), stack.word(s + 8))
