@@ -184,8 +184,13 @@ fn capture_thread(
             .find(|m| m.range.contains(&sp))
             .map(|m| m.range.end)
     };
+    // First "before" is the line the kernel view just read: saves one slow read per thread.
+    let mut first = t.kernel.as_ref().map(kernel::line_of);
     for _attempt in 0..2 {
-        let before = kernel::read_syscall(pid, tid).map_err(|e| format!("thread {tid}: {e}"))?;
+        let before = match first.take() {
+            Some(line) => line,
+            None => kernel::read_syscall(pid, tid).map_err(|e| format!("thread {tid}: {e}"))?,
+        };
         let Some((sp, ip)) = before.as_ref().and_then(SyscallLine::sp_pc) else {
             return seize_thread(pid, t, pc, opts, "running in user space");
         };
