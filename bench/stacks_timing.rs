@@ -1,7 +1,7 @@
 //! Timing helper for bench/stacks_vs_tools.sh: `stacks_timing PID [RUNS] [--seize]` takes one
 //! cold snapshot of every thread of PID, then RUNS warm ones (same thread, so the caches are
 //! reused), and prints one line of figures: threads, frames, cold ms, warm min/median/max ms,
-//! and the longest pause (always 0 on the ptrace-free path, which never stops a thread).
+//! and the longest pause (`--dump` also prints the last snapshot as text) (always 0 on the ptrace-free path, which never stops a thread).
 
 use lifecycle_top::stacks::{self, SourceKind, StackOptions};
 use std::time::Instant;
@@ -33,6 +33,10 @@ fn main() {
         warm.push(t.elapsed().as_secs_f64() * 1e3);
     }
     warm.sort_by(f64::total_cmp);
+    if args.iter().any(|a| a == "--dump") {
+        let mut out = std::io::stdout();
+        let _ = stacks::cli::write_text(&last, &mut out);
+    }
     let native: Vec<_> = last
         .threads
         .iter()

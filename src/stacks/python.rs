@@ -46,6 +46,8 @@ pub struct PyThreadStack {
 
 /// Python stacks from an agent response, by native thread id.
 pub fn from_agent(v: &serde_json::Value) -> Result<Vec<PyThreadStack>, String> {
+    // Accept the whole response line as well as its `result`.
+    let v = v.get("result").unwrap_or(v);
     let parsed: AgentStacks = serde_json::from_value(v.clone()).map_err(|e| {
         format!("agent stacks response not understood: {e} (agent/lifecycle-top version mismatch?)")
     })?;
