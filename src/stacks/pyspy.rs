@@ -12,6 +12,7 @@ use py_spy::config::LockingStrategy;
 use py_spy::{Config, PythonSpy};
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 
 thread_local! {
     // PythonSpy holds file maps and interpreter addresses for one process: reuse it.
@@ -41,18 +42,15 @@ pub fn capture(pid: i32, start_time: u64) -> Result<Vec<PyThreadStack>, SourceEr
     SPIES.with(|cell| {
         let mut spies = cell.borrow_mut();
         spies.retain(|(p, _), _| std::path::Path::new(&format!("/proc/{p}")).exists());
-        if !spies.contains_key(&(pid, start_time)) {
-            let spy = PythonSpy::new(pid as py_spy::Pid, &config()).map_err(|e| {
+        let spy = match spies.entry((pid, start_time)) {
+            Entry::Occupied(o) => o.into_mut(),
+            Entry::Vacant(v) => v.insert(PythonSpy::new(pid as py_spy::Pid, &config()).map_err(|e| {
                 err(format!(
                     "py-spy cannot read this interpreter: {} (use the agent: launch under lifecycle-top)",
                     one_line(&e)
                 ))
-            })?;
-            spies.insert((pid, start_time), spy);
-        }
-        let spy = spies
-            .get_mut(&(pid, start_time))
-            .ok_or_else(|| err("py-spy state lost".into()))?;
+            })?),
+        };
         let traces = match spy.get_stack_traces() {
             Ok(t) => t,
             // The interpreter moved under a non-blocking read: one more try.
