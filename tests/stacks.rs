@@ -120,3 +120,29 @@ fn native_frames_of_c_threads_built_with_gcc() {
     let pipe = thread_named(&snap, "c_pipe").kernel.clone().unwrap();
     assert!(pipe.described_args[0].contains("pipe:["), "{pipe:?}");
 }
+
+#[test]
+fn blocked_threads_are_stuck_across_two_snapshots() {
+    use lifecycle_top::stacks::stuck::{Observation, stuck_tids};
+    let t = Target::rust();
+    let opts = StackOptions {
+        native: false,
+        ..Default::default()
+    };
+    let obs = |s: &stacks::StackSnapshot| {
+        s.threads
+            .iter()
+            .filter_map(Observation::from_stacks)
+            .collect::<Vec<_>>()
+    };
+    let a = stacks::capture(t.pid(), &[], &opts);
+    let b = stacks::capture(t.pid(), &[], &opts);
+    let stuck = stuck_tids(&obs(&a), &obs(&b));
+    for name in ["mutex_waiter", "condvar_waiter", "pipe_reader"] {
+        assert!(
+            stuck.contains(&thread_named(&b, name).tid),
+            "{name} not stuck: {stuck:?}\n{}",
+            dump(&b)
+        );
+    }
+}
