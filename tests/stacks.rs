@@ -71,6 +71,23 @@ fn native_frames_of_rust_threads_ptrace_free() {
             "{thread}: {func} not in\n{}",
             dump(&snap)
         );
+        // Demangled: std is v0-mangled (_R...), the target legacy-mangled (_ZN...).
+        let mangled = native
+            .frames
+            .iter()
+            .find(|f| f.function.starts_with("_R") || f.function.starts_with("_ZN"));
+        assert!(mangled.is_none(), "{thread}: mangled frame {mangled:?}");
+        // file:line from DWARF for the target's own function.
+        let own = native
+            .frames
+            .iter()
+            .find(|f| f.function.contains(func))
+            .unwrap();
+        let file_ok = own
+            .file
+            .as_deref()
+            .is_some_and(|f| f.ends_with("stacks_blocked_threads.rs"));
+        assert!(file_ok && own.line.is_some(), "{own:?}");
     }
 }
 
