@@ -212,10 +212,26 @@ pub fn capture(pid: i32, tids: &[i32], opts: &StackOptions) -> StackSnapshot {
         .iter()
         .map(|&tid| kernel::read_thread(pid, tid, opts.kernel_stack))
         .collect();
+    // Read once: with many threads the maps file is long (a stack and a guard per thread).
+    let maps_text = std::fs::read_to_string(format!("/proc/{pid}/maps"));
     if opts.native {
-        native::capture_into(pid, &mut threads, opts, started, &mut errors);
+        match &maps_text {
+            Ok(text) => native::capture_into(pid, text, &mut threads, opts, started, &mut errors),
+            Err(e) => errors.push(SourceError {
+                source: SourceKind::Native,
+                message: format!(
+                    "/proc/{pid}/maps unreadable: {e} (run as the target's user or root)"
+                ),
+            }),
+        }
     }
-    python::join_into(pid, &mut threads, opts, &mut errors);
+    python::join_into(
+        pid,
+        maps_text.as_deref().ok(),
+        &mut threads,
+        opts,
+        &mut errors,
+    );
     StackSnapshot {
         pid,
         taken_at_unix_ms,

@@ -48,22 +48,16 @@ fn err(message: String) -> SourceError {
 
 /// Unwind and symbolize the native stack of each thread, appending a `Native` stack.
 #[cfg(target_arch = "x86_64")]
+/// `maps_text` is /proc/PID/maps, read once per snapshot by the caller.
 pub fn capture_into(
     pid: i32,
+    maps_text: &str,
     threads: &mut [ThreadStacks],
     opts: &StackOptions,
     started: Instant,
     errors: &mut Vec<SourceError>,
 ) {
-    let maps = match std::fs::read_to_string(format!("/proc/{pid}/maps")) {
-        Ok(t) => modules::parse_maps(&t),
-        Err(e) => {
-            errors.push(err(format!(
-                "/proc/{pid}/maps unreadable: {e} (run as the target's user or root)"
-            )));
-            return;
-        }
-    };
+    let maps = modules::parse_maps(maps_text);
     let Some(st) = kernel::start_time(pid) else {
         return;
     };
@@ -236,6 +230,7 @@ fn seize_thread(
 #[cfg(not(target_arch = "x86_64"))]
 pub fn capture_into(
     _pid: i32,
+    _maps_text: &str,
     _threads: &mut [ThreadStacks],
     _opts: &StackOptions,
     _started: Instant,

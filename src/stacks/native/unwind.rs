@@ -11,7 +11,7 @@ use std::io::IoSliceMut;
 
 /// How much stack to copy in one read; enough for typical blocked threads, and more is read
 /// on demand up to `MAX_STACK`.
-const FIRST_READ: usize = 32 * 1024;
+const FIRST_READ: usize = 8 * 1024;
 const MAX_STACK: usize = 1024 * 1024;
 
 /// Bytes of a thread's stack from `base` (its sp) upward, bounded by its mapping's end.
