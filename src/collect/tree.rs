@@ -289,6 +289,15 @@ impl Tree {
                 continue;
             };
             if let Some(stat) = f.read(&mut self.buf).ok().and_then(procfs::parse_stat) {
+                let key = ProcKey {
+                    pid,
+                    start_time: stat.start_time,
+                };
+                // An exited process we listed, still a zombie in /proc: not new.
+                if self.exited.iter().any(|e| e.info.key == key) {
+                    self.others.insert(pid, (ino, generation));
+                    continue;
+                }
                 candidates.push((pid, ino, stat));
             }
         }
