@@ -19,6 +19,7 @@ mod text;
 pub mod threads;
 pub mod tree;
 
+pub use live::{CollectEvent, LiveCollector};
 pub use text::snapshot_text;
 
 use crate::model::{ProcKey, Snapshot, SystemInfo};
@@ -89,19 +90,33 @@ impl AttachError {
 }
 
 /// Raise RLIMIT_NOFILE's soft limit to the hard limit (the collector keeps ~5 fds per
-/// thread and ~4 per process open). Returns the new soft limit (`u64::MAX` = unlimited).
-pub fn raise_nofile_limit() -> io::Result<u64> {
+/// thread and ~3 per process open). Best effort: returns the soft limit now in force
+/// (`u64::MAX` = unlimited); a refusal is logged, and the collector then keeps fewer files.
+pub fn raise_nofile_limit() -> u64 {
     let lim = getrlimit(Resource::Nofile);
-    if lim.current != lim.maximum {
-        setrlimit(
-            Resource::Nofile,
-            Rlimit {
-                current: lim.maximum,
-                maximum: lim.maximum,
-            },
-        )?;
+    if lim.current == lim.maximum {
+        return lim.current.unwrap_or(u64::MAX);
     }
-    Ok(lim.maximum.unwrap_or(u64::MAX))
+    let raised = Rlimit {
+        current: lim.maximum,
+        maximum: lim.maximum,
+    };
+    match setrlimit(Resource::Nofile, raised) {
+        Ok(()) => lim.maximum.unwrap_or(u64::MAX),
+        Err(e) => {
+            tracing::warn!("cannot raise RLIMIT_NOFILE: {e}");
+            lim.current.unwrap_or(u64::MAX)
+        }
+    }
+}
+
+/// One snapshot for `lifecycle-top snapshot`: attach, refresh, wait 250 ms and refresh
+/// again so CPU% has an interval to be measured over.
+pub fn snapshot_once(pid: i32) -> Result<Snapshot, AttachError> {
+    let mut c = Collector::attach(pid, CollectorOptions::default())?;
+    c.refresh();
+    std::thread::sleep(Duration::from_millis(250));
+    Ok(c.refresh())
 }
 
 /// System-wide files for the header, kept open (two `pread`s per refresh: cheaper than
@@ -163,7 +178,7 @@ impl Collector {
         )
         .map_err(|e| AttachError::from_io(pid, e.into()))?;
         // Best effort: without a higher limit we still work, with fewer fds kept open.
-        let _ = raise_nofile_limit();
+        raise_nofile_limit();
         let key = ProcKey {
             pid,
             start_time: stat.start_time,
