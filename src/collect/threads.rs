@@ -1,0 +1,177 @@
+//! The target's threads. Each refresh lists `/proc/PID/task` (getdents on a dirfd kept open),
+//! keeps the per-thread files open and re-reads them with `pread`, and reads the expensive
+//! ones (`stat`, `wchan`, `syscall`, `status`) only for threads whose `schedstat` changed: a
+//! thread that was not scheduled cannot have changed state, wait point or counters. Every
+//! `full` refresh re-reads everything anyway, as a safety net.
+
+use crate::collect::dirscan::DirScanner;
+use crate::collect::procfs::{self, ProcFile};
+use crate::collect::syscalls;
+use crate::model::{RunState, ThreadInfo, WaitPoint};
+use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::collections::HashMap;
+use std::io;
+
+/// Open files of one thread, plus what was last read from them.
+struct Slot {
+    schedstat: Option<ProcFile>,
+    stat: ProcFile,
+    wchan: Option<ProcFile>,
+    syscall: Option<ProcFile>,
+    status: Option<ProcFile>,
+    last_sched: Option<[u64; 3]>,
+    prev_ticks: u64,
+    info: ThreadInfo,
+    generation: u64,
+}
+
+impl Slot {
+    fn open(task_dir: BorrowedFd<'_>, tid: i32) -> io::Result<Slot> {
+        let dir = procfs::open_dir_at(task_dir, &tid.to_string())?;
+        let d = dir.as_fd();
+        let stat = ProcFile::open_at(d, c"stat")?;
+        Ok(Slot {
+            schedstat: ProcFile::open_at(d, c"schedstat").ok(),
+            stat,
+            wchan: ProcFile::open_at(d, c"wchan").ok(),
+            // Needs ptrace-attach rights (Yama may refuse): then the syscall column stays empty.
+            syscall: ProcFile::open_at(d, c"syscall").ok(),
+            status: ProcFile::open_at(d, c"status").ok(),
+            last_sched: None,
+            prev_ticks: 0,
+            info: ThreadInfo {
+                tid,
+                name: String::new(),
+                state: RunState::Other('?'),
+                wait: WaitPoint::default(),
+                cpu_ticks: 0,
+                cpu_percent: 0.0,
+                voluntary_ctxt_switches: None,
+                nonvoluntary_ctxt_switches: None,
+            },
+            generation: 0,
+        })
+    }
+
+    /// Re-read this thread. Returns `false` when it is gone.
+    fn update(&mut self, buf: &mut Vec<u8>, force: bool, elapsed_ticks: f64) -> bool {
+        let sched = self
+            .schedstat
+            .as_ref()
+            .and_then(|f| f.read(buf).ok())
+            .and_then(procfs::parse_schedstat);
+        let ran = sched.is_none() || sched != self.last_sched;
+        self.last_sched = sched;
+        if !(force || ran) {
+            self.info.cpu_percent = 0.0;
+            return true;
+        }
+        let Some(stat) = self.stat.read(buf).ok().and_then(procfs::parse_stat) else {
+            return false;
+        };
+        let first = self.info.name.is_empty();
+        self.prev_ticks = if first {
+            stat.cpu_ticks
+        } else {
+            self.info.cpu_ticks
+        };
+        self.info.name = stat.comm;
+        self.info.state = RunState::from_char(stat.state);
+        self.info.cpu_ticks = stat.cpu_ticks;
+        self.info.cpu_percent = if elapsed_ticks > 0.0 {
+            (stat.cpu_ticks.saturating_sub(self.prev_ticks) as f64 / elapsed_ticks * 100.0) as f32
+        } else {
+            0.0
+        };
+        self.info.wait.wchan = self
+            .wchan
+            .as_ref()
+            .and_then(|f| f.read(buf).ok())
+            .and_then(procfs::parse_wchan);
+        let sc = self
+            .syscall
+            .as_ref()
+            .and_then(|f| f.read(buf).ok())
+            .and_then(procfs::parse_syscall);
+        self.info.wait.syscall_nr = sc.as_ref().map(|(nr, _)| *nr);
+        self.info.wait.syscall = sc
+            .as_ref()
+            .and_then(|(nr, _)| syscalls::name(*nr))
+            .map(str::to_owned);
+        self.info.wait.syscall_args = sc.map(|(_, a)| a).unwrap_or_default();
+        if let Some(st) = self.status.as_ref().and_then(|f| f.read(buf).ok()) {
+            let st = procfs::parse_status(st);
+            self.info.voluntary_ctxt_switches = st.voluntary;
+            self.info.nonvoluntary_ctxt_switches = st.nonvoluntary;
+        }
+        true
+    }
+}
+
+/// Thread table of one process.
+pub struct Threads {
+    task_dir: OwnedFd,
+    scanner: DirScanner,
+    slots: HashMap<i32, Slot>,
+    buf: Vec<u8>,
+    generation: u64,
+    tids: Vec<i32>,
+}
+
+impl Threads {
+    /// `proc_dir` is the process's `/proc/PID` dirfd.
+    pub fn new(proc_dir: BorrowedFd<'_>) -> io::Result<Threads> {
+        Ok(Threads {
+            task_dir: procfs::open_dir_at(proc_dir, "task")?,
+            scanner: DirScanner::new(),
+            slots: HashMap::new(),
+            buf: vec![0; 4096],
+            generation: 0,
+            tids: Vec::new(),
+        })
+    }
+
+    /// Refresh and return the threads sorted by tid. `elapsed_ticks` is the wall time since
+    /// the previous refresh in clock ticks (for CPU%). An error means the process is gone.
+    pub fn refresh(&mut self, full: bool, elapsed_ticks: f64) -> io::Result<Vec<ThreadInfo>> {
+        self.generation += 1;
+        let generation = self.generation;
+        self.tids.clear();
+        self.scanner
+            .scan_pids(self.task_dir.as_fd(), |tid, _ino| self.tids.push(tid))?;
+        for &tid in &self.tids {
+            let slot = match self.slots.entry(tid) {
+                std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    match Slot::open(self.task_dir.as_fd(), tid) {
+                        Ok(s) => v.insert(s),
+                        // Exited between getdents and open, or out of fds: skip this round.
+                        Err(_) => continue,
+                    }
+                }
+            };
+            let first = slot.generation == 0;
+            if slot.update(&mut self.buf, full || first, elapsed_ticks) {
+                slot.generation = generation;
+            }
+        }
+        self.slots.retain(|_, s| s.generation == generation);
+        let mut out: Vec<ThreadInfo> = self.slots.values().map(|s| s.info.clone()).collect();
+        out.sort_by_key(|t| t.tid);
+        Ok(out)
+    }
+
+    /// Number of open files held (for diagnostics and the fd-limit check).
+    pub fn open_files(&self) -> usize {
+        self.slots
+            .values()
+            .map(|s| {
+                1 + usize::from(s.schedstat.is_some())
+                    + usize::from(s.wchan.is_some())
+                    + usize::from(s.syscall.is_some())
+                    + usize::from(s.status.is_some())
+            })
+            .sum::<usize>()
+            + 1
+    }
+}

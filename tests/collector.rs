@@ -1,0 +1,391 @@
+//! The collector against real processes: python3 threads with known names, sh trees that
+//! trap signals, a parent that exits leaving an orphan, exits reported by the live pidfd
+//! watcher, the pid-reuse guard and attach errors. Every test waits for an observable state
+//! (with a generous deadline) and never asserts on timing. Spawned trees run in their own
+//! process group, killed by a guard when the test ends (also on panic).
+#![allow(clippy::unwrap_used)]
+
+use lifecycle_top::collect::live::{self, CollectEvent};
+use lifecycle_top::collect::pidfd::{PidFd, PidFdError};
+use lifecycle_top::collect::{AttachError, Collector, CollectorOptions, procfs, snapshot_text};
+use lifecycle_top::model::{ExitStatus, ProcInfo, ProcKey, RunState, Snapshot};
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+/// Fail (never skip) when a tool the test needs is missing.
+fn need(tool: &str) {
+    if let Err(e) = Command::new(tool)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+    {
+        panic!("`{tool}` is needed by this test and could not be run ({e}): install {tool}");
+    }
+}
+
+/// A spawned target in its own process group; dropping it SIGKILLs the whole group.
+struct Target {
+    child: Child,
+}
+
+impl Target {
+    fn spawn(cmd: &mut Command) -> Target {
+        let child = cmd
+            .process_group(0)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot spawn {cmd:?}: {e}"));
+        Target { child }
+    }
+    fn sh(script: &str) -> Target {
+        need("sh");
+        Target::spawn(Command::new("sh").args(["-c", script]))
+    }
+    fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+    fn key(&self) -> ProcKey {
+        ProcKey {
+            pid: self.pid(),
+            start_time: procfs::read_start_time(self.pid()).expect("start time"),
+        }
+    }
+}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        let pg = nix::unistd::Pid::from_raw(self.pid());
+        let _ = nix::sys::signal::killpg(pg, nix::sys::signal::Signal::SIGKILL);
+        let _ = self.child.wait(); // may fail: the collector may have reaped it
+    }
+}
+
+/// Refresh until `pred` holds; panic with the last snapshot after the deadline.
+fn wait_for(c: &mut Collector, what: &str, pred: impl Fn(&Snapshot) -> bool) -> Snapshot {
+    let end = Instant::now() + DEADLINE;
+    loop {
+        let snap = c.refresh();
+        if pred(&snap) {
+            return snap;
+        }
+        if Instant::now() > end {
+            panic!(
+                "timed out waiting for {what}; last snapshot:\n{}",
+                snapshot_text(&snap)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn by_name<'a>(s: &'a Snapshot, name: &str) -> Vec<&'a ProcInfo> {
+    s.processes.iter().filter(|p| p.name == name).collect()
+}
+
+const PY_THREADS: &str = r#"
+import ctypes, sys, threading, time
+libc = ctypes.CDLL(None)
+def named(n):  # Python < 3.14 does not set the kernel thread name from Thread.name
+    libc.prctl(15, n.encode(), 0, 0, 0)
+ready = threading.Barrier(3)
+never = threading.Event()
+def sleeper():
+    named("lt-sleeper"); ready.wait(); time.sleep(1000)
+def waiter():
+    named("lt-waiter"); ready.wait(); never.wait()
+for f in (sleeper, waiter):
+    threading.Thread(target=f, daemon=True).start()
+ready.wait()
+print("ready", flush=True)
+sys.stdin.read()
+"#;
+
+#[test]
+fn python_threads_names_count_states_and_wait_points() {
+    need("python3");
+    let mut t = Target::spawn(
+        Command::new("python3")
+            .args(["-c", PY_THREADS])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped()),
+    );
+    let mut line = String::new();
+    BufReader::new(t.child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "ready");
+    let mut c = Collector::attach(t.pid(), CollectorOptions::default()).unwrap();
+    let thread = |s: &Snapshot, n: &str| s.threads.iter().find(|x| x.name == n).cloned();
+    let snap = wait_for(&mut c, "threads blocked in their syscalls", |s| {
+        let sleeping = |n: &str, calls: &[&str]| {
+            thread(s, n).is_some_and(|x| {
+                x.state == RunState::Sleeping
+                    && x.wait
+                        .syscall
+                        .as_deref()
+                        .is_some_and(|c| calls.contains(&c))
+            })
+        };
+        sleeping(
+            "lt-sleeper",
+            &["clock_nanosleep", "nanosleep", "select", "pselect6"],
+        ) && sleeping("lt-waiter", &["futex"])
+            && s.threads
+                .first()
+                .is_some_and(|m| m.wait.syscall.as_deref() == Some("read"))
+    });
+    assert_eq!(snap.threads.len(), 3, "{}", snapshot_text(&snap));
+    assert_eq!(
+        snap.threads[0].tid,
+        t.pid(),
+        "main thread first (lowest tid)"
+    );
+    let w = thread(&snap, "lt-waiter").unwrap();
+    assert!(w.voluntary_ctxt_switches.is_some());
+    assert!(w.wait.syscall_nr.is_some());
+    let target = snap.target_info().unwrap();
+    assert_eq!(target.num_threads, 3);
+    assert_eq!(target.depth, 0);
+    assert_eq!(snap.processes[0].key, c.target());
+    // Many refreshes later (past a full re-read), the gated reads still agree.
+    for _ in 0..35 {
+        c.refresh();
+    }
+    let again = c.refresh();
+    assert_eq!(again.threads.len(), 3);
+    assert_eq!(thread(&again, "lt-waiter").unwrap().wait, w.wait);
+}
+
+#[test]
+fn sh_tree_in_depth_first_order_with_signal_masks() {
+    let t = Target::sh(
+        "sh -c 'trap \"\" TERM; sleep 1000 & wait' & \
+         sh -c 'trap \"exit 7\" TERM; sleep 1001 & wait' & wait",
+    );
+    let mut c = Collector::attach(t.pid(), CollectorOptions::default()).unwrap();
+    let snap = wait_for(&mut c, "two sh children with a sleep each", |s| {
+        by_name(s, "sleep").len() == 2 && s.processes.len() == 5
+    });
+    let p = &snap.processes;
+    assert_eq!(p[0].key, t.key());
+    // DFS: each sh child is directly followed by its sleep.
+    for i in [1, 3] {
+        assert_eq!(
+            (p[i].name.as_str(), p[i].depth, p[i].ppid),
+            ("sh", 1, t.pid())
+        );
+        assert_eq!((p[i + 1].name.as_str(), p[i + 1].depth), ("sleep", 2));
+        assert_eq!(p[i + 1].ppid, p[i].key.pid);
+        assert_eq!(p[i].pgid, t.pid());
+    }
+    let ignoring = p.iter().filter(|x| x.signals.ignores(15)).count();
+    let catching = p
+        .iter()
+        .filter(|x| x.name == "sh" && x.signals.catches(15))
+        .count();
+    assert!(
+        ignoring >= 2,
+        "sh child and its sleep ignore TERM\n{}",
+        snapshot_text(&snap)
+    );
+    assert_eq!(catching, 1, "{}", snapshot_text(&snap));
+    assert!(p.iter().all(|x| !x.orphan && x.exit.is_none()));
+    assert!(!p[1].cmdline.is_empty());
+    // SIGTERM the catching child: it exits, its sleep is reparented out -> orphan.
+    let catcher = p
+        .iter()
+        .find(|x| x.name == "sh" && x.signals.catches(15))
+        .unwrap();
+    PidFd::open(catcher.key).unwrap().send_signal(15).unwrap();
+    let ck = catcher.key;
+    let snap = wait_for(&mut c, "the TERM-catching child exited", |s| {
+        s.processes.iter().any(|x| x.key == ck && x.exit.is_some())
+    });
+    assert!(
+        snap.live_descendants()
+            .any(|x| x.name == "sleep" && x.orphan)
+    );
+}
+
+#[test]
+fn grandchild_of_exited_parent_stays_tracked_as_orphan() {
+    // The middle sh exits on USR1, leaving its sleep behind. The target execs its own sleep
+    // so it stays alive (and never reaps the middle one).
+    let t = Target::sh("sh -c 'sleep 1000 & trap \"exit 0\" USR1; wait' & exec sleep 1002");
+    let mut c = Collector::attach(t.pid(), CollectorOptions::default()).unwrap();
+    let snap = wait_for(&mut c, "middle sh with its sleep", |s| {
+        by_name(s, "sh").len() == 1 && s.processes.iter().any(|x| x.depth == 2)
+    });
+    let middle = by_name(&snap, "sh")[0].key;
+    let grandchild = snap.processes.iter().find(|x| x.depth == 2).unwrap().key;
+    // Wait until the middle sh has installed its trap before signalling it.
+    wait_for(&mut c, "USR1 trap installed", |s| {
+        s.processes
+            .iter()
+            .any(|x| x.key == middle && x.signals.catches(10))
+    });
+    PidFd::open(middle).unwrap().send_signal(10).unwrap();
+    let snap = wait_for(&mut c, "grandchild marked orphan", |s| {
+        s.processes
+            .iter()
+            .any(|x| x.key == grandchild && x.orphan && x.exit.is_none())
+    });
+    let g = snap.processes.iter().find(|x| x.key == grandchild).unwrap();
+    assert_ne!(g.ppid, middle.pid);
+    assert_eq!(g.depth, 2, "an orphan keeps its depth");
+    let m = snap.processes.iter().find(|x| x.key == middle).unwrap();
+    let status = m.exit.unwrap().status;
+    assert!(
+        matches!(status, ExitStatus::Code(0) | ExitStatus::Unknown),
+        "{status:?}"
+    );
+    // Order: live tree first, then orphans, then exited.
+    let pos = |k: ProcKey| snap.processes.iter().position(|x| x.key == k).unwrap();
+    assert!(pos(grandchild) < pos(middle));
+    assert_eq!(snap.processes[0].key, t.key());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_events_report_exit_code_and_signal() {
+    async fn exited(lc: &mut live::LiveCollector, key: ProcKey) -> ExitStatus {
+        let deadline = tokio::time::sleep(DEADLINE);
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                ev = lc.events.recv() => match ev {
+                    Some(CollectEvent::Exited { key: k, status, .. }) if k == key => return status,
+                    Some(_) => {}
+                    None => panic!("event channel closed"),
+                },
+                _ = &mut deadline => panic!("no Exited event for {key:?}"),
+            }
+        }
+    }
+    let opts = || CollectorOptions {
+        launch_mode: true, // the targets are our children: reap them for the code
+        ..CollectorOptions::default()
+    };
+    // A long interval: the exit must still be reported through the pidfd.
+    let interval = Duration::from_secs(3600);
+
+    let mut t = Target::spawn(
+        Command::new("sh")
+            .args(["-c", "read x; exit 5"])
+            .stdin(Stdio::piped()),
+    );
+    let key = t.key();
+    let mut lc = live::spawn(Collector::attach(t.pid(), opts()).unwrap(), interval);
+    let first = loop {
+        if let Some(CollectEvent::Snapshot(s)) = lc.events.recv().await {
+            break s;
+        }
+    };
+    assert_eq!(first.target, key);
+    writeln!(t.child.stdin.take().unwrap(), "go").unwrap();
+    assert_eq!(exited(&mut lc, key).await, ExitStatus::Code(5));
+    // The refresh the watcher requested shows the exit too.
+    let snap = loop {
+        if let Some(CollectEvent::Snapshot(s)) = lc.events.recv().await
+            && s.target_info().is_some_and(|p| p.exit.is_some())
+        {
+            break s;
+        }
+    };
+    assert_eq!(
+        snap.target_info().unwrap().exit.unwrap().status,
+        ExitStatus::Code(5)
+    );
+    assert!(snap.threads.is_empty());
+
+    let t2 = Target::spawn(Command::new("sleep").arg("1000"));
+    let key2 = t2.key();
+    let mut lc2 = live::spawn(Collector::attach(t2.pid(), opts()).unwrap(), interval);
+    lc2.refresh_now();
+    PidFd::open(key2).unwrap().send_signal(9).unwrap();
+    assert_eq!(exited(&mut lc2, key2).await, ExitStatus::Signal(9));
+}
+
+#[test]
+fn exited_processes_linger_then_drop() {
+    let t = Target::sh("sleep 0.3 & exec sleep 1003");
+    let opts = CollectorOptions {
+        exited_linger: Duration::from_millis(500),
+        ..CollectorOptions::default()
+    };
+    let mut c = Collector::attach(t.pid(), opts).unwrap();
+    let snap = wait_for(&mut c, "short child exits", |s| {
+        s.processes
+            .iter()
+            .any(|x| x.key != s.target && x.exit.is_some())
+    });
+    let gone = snap
+        .processes
+        .iter()
+        .find(|x| x.exit.is_some())
+        .unwrap()
+        .key;
+    wait_for(&mut c, "exited child dropped", |s| {
+        s.processes.iter().all(|x| x.key != gone)
+    });
+}
+
+#[test]
+fn pidfd_refuses_wrong_start_time_and_dead_process() {
+    let t = Target::spawn(Command::new("sleep").arg("1000"));
+    let key = t.key();
+    let fd = PidFd::open(key).unwrap();
+    assert_eq!(fd.key(), key);
+    assert!(!fd.has_exited());
+    let wrong = ProcKey {
+        start_time: key.start_time.wrapping_sub(1),
+        ..key
+    };
+    assert!(matches!(PidFd::open(wrong), Err(PidFdError::Reused { .. })));
+    fd.send_signal(9).unwrap();
+    let deadline = Instant::now() + DEADLINE;
+    while !fd.has_exited() {
+        assert!(Instant::now() < deadline, "SIGKILL not observed");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(fd.try_reap(), Some(ExitStatus::Signal(9)));
+    assert!(PidFd::open(key).is_err(), "a reaped process has no pidfd");
+}
+
+#[test]
+fn attach_errors_are_one_line_with_a_remedy() {
+    let err = Collector::attach(i32::MAX, CollectorOptions::default())
+        .err()
+        .unwrap();
+    assert!(matches!(err, AttachError::NoSuchProcess(_)), "{err:?}");
+    let err = Collector::attach(-4, CollectorOptions::default())
+        .err()
+        .unwrap();
+    assert!(matches!(err, AttachError::NoSuchProcess(_)), "{err:?}");
+    // A zombie: our own child that exited and that we have not reaped yet.
+    let z = Target::spawn(&mut Command::new("true"));
+    let pid = z.pid();
+    let deadline = Instant::now() + DEADLINE;
+    while procfs::read_path(&format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|b| procfs::parse_stat(&b))
+        .is_none_or(|s| s.state != 'Z')
+    {
+        assert!(Instant::now() < deadline, "child never became a zombie");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let zerr = Collector::attach(pid, CollectorOptions::default())
+        .err()
+        .unwrap();
+    assert!(
+        matches!(zerr, AttachError::Zombie(p) if p == pid),
+        "{zerr:?}"
+    );
+    for e in [err, zerr] {
+        let msg = e.to_string();
+        assert!(!msg.contains('\n') && msg.contains(':'), "{msg}");
+    }
+}
