@@ -35,7 +35,12 @@ fn start_workload() -> Workload {
         .arg(&src)
         .arg("-lpthread")
         .status()
-        .unwrap_or_else(|e| panic!("gcc is needed to build {} ({e}): install gcc", src.display()));
+        .unwrap_or_else(|e| {
+            panic!(
+                "gcc is needed to build {} ({e}): install gcc",
+                src.display()
+            )
+        });
     assert!(status.success(), "gcc failed on {}", src.display());
     let mut child = Command::new(&bin).stdout(Stdio::piped()).spawn().unwrap();
     let mut line = String::new();
