@@ -72,9 +72,9 @@ impl<'a> Session<'a> {
             interval_ms: u64::try_from(self.opts.interval.as_millis()).unwrap_or(u64::MAX),
             max_tasks: self.opts.max_tasks,
         }));
-        if let Err(e) = wr.write_all(&greeting).await {
-            return self.finish(format!("could not subscribe: {e}"));
-        }
+        // A failed write is not the end yet: what the agent sent before closing is still
+        // readable and says more (e.g. an error line, or a message cut in the middle).
+        let greeting_failed = wr.write_all(&greeting).await.err();
         for f in leftover {
             if let Err(r) = self.frame(f) {
                 return self.finish(r);
@@ -90,6 +90,8 @@ impl<'a> Session<'a> {
                     Ok(0) => {
                         let reason = if decoder.pending() > 0 || decoder.is_discarding() {
                             format!("agent disconnected mid-message ({} bytes of an unfinished line)", decoder.pending())
+                        } else if let Some(e) = &greeting_failed {
+                            format!("agent closed the connection (could not subscribe: {e})")
                         } else {
                             "agent closed the connection".to_string()
                         };
