@@ -150,7 +150,10 @@ fn finish(
     match choice {
         Some(QuitChoice::KillTree) => {
             let n = kill_tree(state);
-            eprintln!("lifecycle-top: killed {n} process(es) of the tree rooted at {}", state.target_pid);
+            eprintln!(
+                "lifecycle-top: killed {n} process(es) of the tree rooted at {}",
+                state.target_pid
+            );
         }
         Some(QuitChoice::Detach) => {
             eprintln!(

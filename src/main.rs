@@ -60,7 +60,11 @@ fn usage_error(msg: &str) -> ExitCode {
 /// the screen).
 fn init_tracing(path: Option<&std::path::Path>) {
     let Some(path) = path else { return };
-    match std::fs::OpenOptions::new().create(true).append(true).open(path) {
+    match std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
         Ok(file) => {
             let _ = tracing_subscriber::fmt()
                 .with_writer(std::sync::Mutex::new(file))
@@ -71,6 +75,9 @@ fn init_tracing(path: Option<&std::path::Path>) {
                 )
                 .try_init();
         }
-        Err(e) => eprintln!("lifecycle-top: cannot open log file {}: {e}", path.display()),
+        Err(e) => eprintln!(
+            "lifecycle-top: cannot open log file {}: {e}",
+            path.display()
+        ),
     }
 }
