@@ -10,11 +10,17 @@ pub struct TasksView<'a> {
     pub status: &'a str,
     /// Latest complete report, if any.
     pub report: Option<&'a Report>,
+    /// Draw the panel border as focused.
+    pub focused: bool,
 }
 
 impl<'a> TasksView<'a> {
     pub fn new(status: &'a str, report: Option<&'a Report>) -> Self {
-        Self { status, report }
+        Self {
+            status,
+            report,
+            focused: false,
+        }
     }
 
     pub fn loops(&self) -> &'a [LoopInfo] {

@@ -20,7 +20,7 @@ pub fn render(frame: &mut Frame, area: Rect, view: &TasksView, state: &mut Table
         Some(r) => format!("Tasks {} · agent {}", r.tasks_total, view.status),
         None => format!("Tasks · agent {}", view.status),
     };
-    let block = panel(title, false);
+    let block = panel(title, view.focused);
     let inner = block.inner(area);
     frame.render_widget(block, area);
     let Some(report) = view.report else {
