@@ -6,6 +6,7 @@ pub mod help;
 pub mod log;
 pub mod phases;
 pub mod status;
+pub mod tasks;
 pub mod threads;
 pub mod tree;
 
