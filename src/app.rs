@@ -2,16 +2,19 @@
 //! teardown and key events into it and redraws when something changed. The terminal is
 //! restored on every way out (normal quit, SIGTERM/SIGINT/SIGHUP, panic via ratatui's hook).
 
+use crate::agent::{self, AgentEvent};
 use crate::cli::{RunConfig, Target};
 use crate::collect::{self, CollectEvent, Collector, CollectorOptions};
-use crate::state::{AppState, Command, Event, Mode, QuitChoice};
+use crate::model::Snapshot;
+use crate::state::{AgentStatus, AppState, Command, Event, Mode, QuitChoice};
 use crate::ui;
 use anyhow::{Context, Result};
 use crossterm::event::{self as term, KeyEvent};
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
@@ -59,7 +62,10 @@ pub async fn run(cfg: RunConfig, attached: Attached) -> Result<ExitCode> {
     } = attached;
     let mut state = AppState::new(mode, pid);
     state.log_path = log_path.as_ref().map(|p| p.display().to_string());
+    let target = collector.target();
+    let tree = TreePids::new(target.pid);
     let mut live = collect::live::spawn(collector, cfg.interval);
+    let mut agent = agent::spawn_client(target, tree.checker(), cfg.interval);
 
     let (key_tx, mut key_rx) = mpsc::channel::<KeyEvent>(64);
     let stop_keys = Arc::new(AtomicBool::new(false));
@@ -81,7 +87,10 @@ pub async fn run(cfg: RunConfig, attached: Attached) -> Result<ExitCode> {
         tokio::select! {
             ev = live.events.recv() => {
                 match ev {
-                    Some(CollectEvent::Snapshot(s)) => state.apply(Event::Snapshot(s)),
+                    Some(CollectEvent::Snapshot(s)) => {
+                        tree.update(&s);
+                        state.apply(Event::Snapshot(s));
+                    }
                     Some(CollectEvent::Exited { key, status, at_unix_ms }) => {
                         state.apply(Event::Exited { key, status, at_unix_ms });
                     }
@@ -89,6 +98,12 @@ pub async fn run(cfg: RunConfig, attached: Attached) -> Result<ExitCode> {
                     None => state.apply(Event::CollectError("collector stopped".into())),
                 }
                 dirty = true;
+            }
+            ev = agent.events.recv() => {
+                if let Some(ev) = ev {
+                    state.apply(agent_event(ev));
+                    dirty = true;
+                }
             }
             key = key_rx.recv() => {
                 let Some(key) = key else { break Ok(None) };
@@ -117,6 +132,42 @@ pub async fn run(cfg: RunConfig, attached: Attached) -> Result<ExitCode> {
         }
     };
     finish(&mut terminal, &stop_keys, &state, outcome)
+}
+
+fn agent_event(ev: AgentEvent) -> Event {
+    match ev {
+        AgentEvent::Connected(hello) => Event::AgentHello(Box::new(hello)),
+        AgentEvent::Report(report) => Event::AgentReport(report),
+        AgentEvent::Lost(why) => Event::Agent(AgentStatus::Lost(why)),
+        AgentEvent::NotFound(why) => Event::Agent(AgentStatus::NotFound(why)),
+    }
+}
+
+/// The pids currently in the target tree, shared with the agent client so it only accepts
+/// a socket peer from inside the tree.
+#[derive(Clone)]
+pub struct TreePids(Arc<RwLock<HashSet<i32>>>);
+
+impl TreePids {
+    pub fn new(target: i32) -> Self {
+        Self(Arc::new(RwLock::new(HashSet::from([target]))))
+    }
+    pub fn update(&self, snap: &Snapshot) {
+        if let Ok(mut set) = self.0.write() {
+            set.clear();
+            set.extend(
+                snap.processes
+                    .iter()
+                    .filter(|p| p.exit.is_none())
+                    .map(|p| p.key.pid),
+            );
+            set.insert(snap.target.pid);
+        }
+    }
+    pub fn checker(&self) -> Arc<dyn Fn(i32) -> bool + Send + Sync> {
+        let set = self.0.clone();
+        Arc::new(move |pid| set.read().is_ok_and(|s| s.contains(&pid)))
+    }
 }
 
 /// Killed by a signal: the demo never outlives us, anything else is left alone.

@@ -3,7 +3,7 @@
 //! 0 ok / clean, 1 something lingered (headless), 2 usage or attach error.
 
 use lifecycle_top::cli::{self, Config};
-use lifecycle_top::{app, collect};
+use lifecycle_top::{agent, app, collect};
 use std::io::Write;
 use std::process::ExitCode;
 
@@ -37,8 +37,14 @@ fn run(config: Config) -> anyhow::Result<ExitCode> {
         Config::Stacks { .. } => {
             anyhow::bail!("`stacks` is not available in this build yet")
         }
-        Config::AgentPrint | Config::AgentPath => {
-            anyhow::bail!("`agent` is not available in this build yet")
+        Config::AgentPrint => {
+            print!("{}", agent::embedded::AGENT_SOURCE);
+            Ok(ExitCode::SUCCESS)
+        }
+        Config::AgentPath => {
+            let dir = agent::embedded::install_dir()?;
+            println!("{}", dir.display());
+            Ok(ExitCode::SUCCESS)
         }
         Config::Run(cfg) => {
             let runtime = tokio::runtime::Builder::new_multi_thread()

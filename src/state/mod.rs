@@ -9,6 +9,7 @@ mod tables;
 
 pub use tables::{SortKey, ThreadRow, thread_rows};
 
+use crate::agent::protocol::{Hello, Report};
 use crate::model::{AgentFacts, ExitInfo, ExitStatus, ProcKey, Snapshot};
 use std::collections::HashMap;
 
@@ -75,7 +76,9 @@ pub enum Event {
     },
     CollectError(String),
     Agent(AgentStatus),
-    AgentFacts(Box<AgentFacts>),
+    /// A (new) agent said hello: when its identity changed, what we knew is dropped.
+    AgentHello(Box<Hello>),
+    AgentReport(Box<Report>),
     LogTail(Vec<String>),
     Status(String),
 }
@@ -137,6 +140,9 @@ pub struct AppState {
     pub exits: HashMap<ProcKey, ExitInfo>,
     pub agent: AgentStatus,
     pub agent_facts: Option<AgentFacts>,
+    pub agent_hello: Option<Hello>,
+    pub agent_report: Option<Box<Report>>,
+    pub selected_task: usize,
     pub focus: Panel,
     pub sort: SortKey,
     pub sort_reverse: bool,
@@ -161,6 +167,9 @@ impl AppState {
             exits: HashMap::new(),
             agent: AgentStatus::Searching,
             agent_facts: None,
+            agent_hello: None,
+            agent_report: None,
+            selected_task: 0,
             focus: Panel::Threads,
             sort: SortKey::Tid,
             sort_reverse: false,
@@ -214,10 +223,31 @@ impl AppState {
             Event::Agent(status) => {
                 if !matches!(status, AgentStatus::Connected(_)) {
                     self.agent_facts = None;
+                    self.agent_report = None;
                 }
                 self.agent = status;
             }
-            Event::AgentFacts(f) => self.agent_facts = Some(*f),
+            Event::AgentHello(hello) => {
+                let restarted = self.agent_hello.as_ref().is_some_and(|old| {
+                    old.identity() != hello.identity() || old.agent.instance != hello.agent.instance
+                });
+                if restarted {
+                    self.agent_facts = None;
+                    self.agent_report = None;
+                    self.selected_task = 0;
+                }
+                self.agent = AgentStatus::Connected(format!(
+                    "{} {} agent {}",
+                    hello.runtime.name, hello.runtime.version, hello.agent.version
+                ));
+                self.agent_hello = Some(*hello);
+            }
+            Event::AgentReport(report) => {
+                self.agent_facts = Some(AgentFacts::from(report.as_ref()));
+                let n = report.tasks.len();
+                self.selected_task = self.selected_task.min(n.saturating_sub(1));
+                self.agent_report = Some(report);
+            }
             Event::LogTail(lines) => self.log_tail = lines,
             Event::Status(s) => self.status = Some(s),
         }
@@ -274,7 +304,12 @@ impl AppState {
                     .unwrap_or_default();
                 self.selected_pid = step(&keys, self.selected_pid, delta);
             }
-            Panel::Tasks | Panel::Timeline => {}
+            Panel::Tasks => {
+                let n = self.agent_report.as_ref().map_or(0, |r| r.tasks.len());
+                let i = (self.selected_task as isize).saturating_add(delta);
+                self.selected_task = i.clamp(0, n.saturating_sub(1) as isize) as usize;
+            }
+            Panel::Timeline => {}
         }
     }
 
