@@ -10,6 +10,9 @@ mod signal_phase;
 pub mod timeline;
 pub mod world;
 
+#[cfg(test)]
+mod tests;
+
 use serde_json::Value;
 use std::future::Future;
 use std::pin::Pin;
