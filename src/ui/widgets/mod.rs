@@ -7,6 +7,7 @@ pub mod log;
 pub mod phases;
 pub mod status;
 pub mod threads;
+pub mod timeline;
 pub mod tree;
 
 use crate::ui::theme;
