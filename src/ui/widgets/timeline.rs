@@ -85,10 +85,8 @@ pub fn render(frame: &mut Frame, area: Rect, timeline: &Timeline, plan: &Plan, n
             ]));
             continue;
         };
-        let (a, b) = (
-            col(start),
-            col(end).max(col(start) + 1).min(bar_w.max(col(start) + 1)),
-        );
+        let a = col(start).min(bar_w - 1);
+        let b = col(end).clamp(a + 1, bar_w);
         let bar = format!(
             "{}{}{}",
             " ".repeat(a),
