@@ -162,6 +162,23 @@ fn agent_install_dir() -> Result<Option<PathBuf>> {
     Ok(None)
 }
 
+/// Launches the demo: like [`launch`], but the demo tree dies with lifecycle-top.
+pub fn launch_demo(cmd: &[String], inject_agent: bool) -> Result<Launched> {
+    let agent_dir = if inject_agent {
+        agent_install_dir()?
+    } else {
+        None
+    };
+    launch_with(
+        cmd,
+        &LaunchOptions {
+            agent_dir,
+            die_with_us: true,
+            ..LaunchOptions::default()
+        },
+    )
+}
+
 fn open_log(path: &Path) -> Result<File> {
     OpenOptions::new()
         .create(true)
