@@ -3,9 +3,11 @@
 //! ([`timeline`]) and the tokio [`runner`] that the TUI and headless mode both drive.
 
 pub mod engine;
+pub mod exec;
 pub mod plan;
 mod plan_fields;
 mod rules;
+pub mod runner;
 mod signal_phase;
 pub mod timeline;
 pub mod world;
@@ -20,6 +22,7 @@ use std::time::Duration;
 
 pub use engine::{Effect, Engine, Input};
 pub use plan::{Phase, Plan, PlanError};
+pub use runner::{PhaseEvent, Runner, RunnerHandle};
 pub use timeline::{Outcome, PhaseRecord, Timeline};
 
 /// User commands (TUI keys `n`, `1`..`9`, `a`, `x`, `+`; headless sends `RunAll`).
