@@ -58,3 +58,12 @@ pub fn verdict(t: &Timeline) -> String {
     }
     s
 }
+
+pub fn exit_status(s: crate::model::ExitStatus) -> String {
+    use crate::model::ExitStatus;
+    match s {
+        ExitStatus::Code(c) => format!("exit code {c}"),
+        ExitStatus::Signal(sig) => format!("killed by {}", crate::teardown::plan::signal_name(sig)),
+        ExitStatus::Unknown => "exited (status not knowable: not our child)".into(),
+    }
+}
