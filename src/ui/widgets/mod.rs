@@ -8,6 +8,7 @@ pub mod phases;
 pub mod status;
 pub mod tasks;
 pub mod threads;
+pub mod timeline;
 pub mod tree;
 
 use crate::ui::theme;
