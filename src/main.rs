@@ -3,7 +3,7 @@
 //! 0 ok / clean, 1 something lingered (headless), 2 usage or attach error.
 
 use lifecycle_top::cli::{self, Config};
-use lifecycle_top::{agent, app, collect};
+use lifecycle_top::{agent, app, collect, headless, stacks};
 use std::io::Write;
 use std::process::ExitCode;
 
@@ -34,8 +34,9 @@ fn run(config: Config) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Config::Stacks { .. } => {
-            anyhow::bail!("`stacks` is not available in this build yet")
+        Config::Stacks { pid, json, seize } => {
+            stacks::cli::run(pid, json, seize, &mut std::io::stdout().lock())?;
+            Ok(ExitCode::SUCCESS)
         }
         Config::AgentPrint => {
             print!("{}", agent::embedded::AGENT_SOURCE);
@@ -46,6 +47,7 @@ fn run(config: Config) -> anyhow::Result<ExitCode> {
             println!("{}", dir.display());
             Ok(ExitCode::SUCCESS)
         }
+        Config::Run(cfg) if cfg.headless => Ok(headless::run(&cfg)),
         Config::Run(cfg) => {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)

@@ -6,8 +6,13 @@ use crate::agent::{self, AgentEvent};
 use crate::cli::{RunConfig, Target};
 use crate::collect::{self, CollectEvent, Collector, CollectorOptions};
 use crate::model::Snapshot;
+use crate::stacks::StackSnapshot;
 use crate::state::{AgentStatus, AppState, Command, Event, Mode, QuitChoice};
+use crate::teardown::{Plan, plan};
 use crate::ui;
+use commands::TeardownSlot;
+
+mod commands;
 use anyhow::{Context, Result};
 use crossterm::event::{self as term, KeyEvent};
 use std::collections::HashSet;
@@ -22,6 +27,8 @@ use tokio::sync::mpsc;
 /// What was attached to, before the terminal is touched.
 pub struct Attached {
     pub pid: i32,
+    /// `--plan`, loaded and validated before the terminal is touched.
+    pub plan: Option<Plan>,
     pub mode: Mode,
     pub log_path: Option<PathBuf>,
     pub collector: Collector,
@@ -30,6 +37,7 @@ pub struct Attached {
 /// Resolves the target (attach, launch or demo) and attaches the collector. Errors here
 /// are printed as one line by `main`, with the terminal untouched.
 pub fn attach(cfg: &RunConfig) -> Result<Attached> {
+    let plan = cfg.plan.as_deref().map(plan::load).transpose()?;
     let (pid, mode, log_path) = match &cfg.target {
         Target::Pid(pid) => (*pid, Mode::Attach, None),
         Target::Launch(cmd) => {
@@ -43,9 +51,14 @@ pub fn attach(cfg: &RunConfig) -> Result<Attached> {
         }
     };
     collect::raise_nofile_limit();
-    let collector = Collector::attach(pid, CollectorOptions::default())?;
+    let opts = CollectorOptions {
+        launch_mode: !matches!(mode, Mode::Attach),
+        ..CollectorOptions::default()
+    };
+    let collector = Collector::attach(pid, opts)?;
     Ok(Attached {
         pid,
+        plan,
         mode,
         log_path,
         collector,
@@ -56,6 +69,7 @@ pub fn attach(cfg: &RunConfig) -> Result<Attached> {
 pub async fn run(cfg: RunConfig, attached: Attached) -> Result<ExitCode> {
     let Attached {
         pid,
+        plan,
         mode,
         log_path,
         collector,
@@ -66,6 +80,8 @@ pub async fn run(cfg: RunConfig, attached: Attached) -> Result<ExitCode> {
     let tree = TreePids::new(target.pid);
     let mut live = collect::live::spawn(collector, cfg.interval);
     let mut agent = agent::spawn_client(target, tree.checker(), cfg.interval);
+    let mut teardown = TeardownSlot::new(plan);
+    let (stacks_tx, mut stacks_rx) = mpsc::channel::<StackSnapshot>(4);
 
     let (key_tx, mut key_rx) = mpsc::channel::<KeyEvent>(64);
     let stop_keys = Arc::new(AtomicBool::new(false));
@@ -89,9 +105,13 @@ pub async fn run(cfg: RunConfig, attached: Attached) -> Result<ExitCode> {
                 match ev {
                     Some(CollectEvent::Snapshot(s)) => {
                         tree.update(&s);
+                        teardown.on_snapshot(&mut state, &s, &agent);
                         state.apply(Event::Snapshot(s));
                     }
                     Some(CollectEvent::Exited { key, status, at_unix_ms }) => {
+                        if let Some(r) = teardown.runner() {
+                            r.handle.exited(key, status);
+                        }
                         state.apply(Event::Exited { key, status, at_unix_ms });
                     }
                     Some(CollectEvent::Error(e)) => state.apply(Event::CollectError(e)),
@@ -102,6 +122,21 @@ pub async fn run(cfg: RunConfig, attached: Attached) -> Result<ExitCode> {
             ev = agent.events.recv() => {
                 if let Some(ev) = ev {
                     state.apply(agent_event(ev));
+                    if let Some(r) = teardown.runner() {
+                        r.handle.agent_facts(state.agent_facts.clone());
+                    }
+                    dirty = true;
+                }
+            }
+            Some(pe) = teardown.next_event() => {
+                if commands::on_phase_event(&mut state, pe, &live, &agent, &stacks_tx) {
+                    break Ok(None);
+                }
+                dirty = true;
+            }
+            snap = stacks_rx.recv() => {
+                if let Some(snap) = snap {
+                    state.apply(Event::Stacks(Box::new(snap)));
                     dirty = true;
                 }
             }
@@ -112,12 +147,16 @@ pub async fn run(cfg: RunConfig, attached: Attached) -> Result<ExitCode> {
                         if let Command::Quit(choice) = cmd {
                             return finish(&mut terminal, &stop_keys, &state, Ok(choice));
                         }
-                        dispatch(&mut state, cmd);
+                        commands::dispatch(&mut state, cmd, &mut teardown, &agent, &stacks_tx);
                     }
                 }
                 dirty = true;
             }
             _ = tick.tick() => {
+                state.apply(Event::Now(collect::exits::now_unix_ms()));
+                if state.timeline.as_ref().is_some_and(|t| t.running.is_some()) {
+                    dirty = true;
+                }
                 if let Some(path) = &log_path {
                     let tail = crate::launch::tail_log(path, 200);
                     if tail != state.log_tail {
@@ -175,17 +214,6 @@ fn default_signal_choice(state: &AppState) -> Option<QuitChoice> {
     match state.mode {
         Mode::Launch { demo: true } => Some(QuitChoice::KillTree),
         _ => None,
-    }
-}
-
-fn dispatch(state: &mut AppState, cmd: Command) {
-    match cmd {
-        Command::Quit(_) => {}
-        Command::Teardown(_) | Command::CaptureStacks(_) | Command::WriteStacks => {
-            state.apply(Event::Status(
-                "teardown and stacks are not wired into the TUI yet".into(),
-            ));
-        }
     }
 }
 
