@@ -33,7 +33,9 @@ use std::time::{Duration, Instant};
 /// Knobs of the collector; `Default` is what the TUI uses.
 #[derive(Debug, Clone)]
 pub struct CollectorOptions {
-    /// Every this many refreshes, re-read every file regardless of the `schedstat` gate.
+    /// Each process and thread is re-read in full once every this many refreshes regardless
+    /// of the `schedstat` gate (spread over refreshes): catches what changes without the
+    /// thread running (a name set by another thread, signal dispositions).
     pub full_reread_every: u32,
     /// How long an exited process stays listed.
     pub exited_linger: Duration,
@@ -246,8 +248,7 @@ impl Collector {
             .last
             .map_or(0.0, |t| now.duration_since(t).as_secs_f64());
         self.last = Some(now);
-        let every = u64::from(self.opts.full_reread_every.max(1));
-        let full = self.ticks.is_multiple_of(every);
+        let tick = self.ticks;
         self.ticks += 1;
         let uptime_secs = self
             .sys
@@ -261,12 +262,14 @@ impl Collector {
             page_size: self.page_size,
             uptime_secs,
             elapsed_ticks: elapsed * self.clk_tck,
+            tick,
+            every: u64::from(self.opts.full_reread_every.max(1)),
         };
-        if let Err(e) = self.tree.refresh(full, &clock) {
+        if let Err(e) = self.tree.refresh(&clock) {
             tracing::warn!("process scan failed: {e}");
         }
         let threads = match (&mut self.threads, self.tree.contains(self.tree.target.pid)) {
-            (Some(t), true) => t.refresh(full, clock.elapsed_ticks).unwrap_or_default(),
+            (Some(t), true) => t.refresh(&clock).unwrap_or_default(),
             _ => Vec::new(),
         };
         Snapshot {

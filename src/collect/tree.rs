@@ -24,6 +24,20 @@ pub struct Clock {
     pub uptime_secs: f64,
     /// Wall time since the previous refresh, in clock ticks (CPU% denominator).
     pub elapsed_ticks: f64,
+    /// Refresh counter and the re-read period: each process and thread is re-read in full
+    /// once every `every` refreshes, on a refresh that depends on its id, so the safety-net
+    /// re-reads are spread evenly instead of making every Nth refresh a spike.
+    pub tick: u64,
+    pub every: u64,
+}
+
+impl Clock {
+    /// Is `id` due for its periodic full re-read on this refresh?
+    pub fn due(&self, id: i32) -> bool {
+        (id as u64)
+            .wrapping_add(self.tick)
+            .is_multiple_of(self.every.max(1))
+    }
 }
 
 /// One tracked process: its kept files, pidfd and last figures.
@@ -80,7 +94,8 @@ impl Entry {
         Some(e)
     }
 
-    /// `cmdline` and `status` (signal masks): read on first sight, on exec and on full refresh.
+    /// `cmdline` and `status` (signal masks): read on first sight, on exec and when due (another
+    /// thread may change the signal dispositions without this one running).
     fn read_rare(&mut self) {
         if let Ok(f) = ProcFile::open_at(self.dir.as_fd(), c"cmdline") {
             let mut buf = Vec::new();
@@ -102,8 +117,10 @@ impl Entry {
     }
 
     /// Re-read `stat` unless the process provably did not run (single-threaded and
-    /// `schedstat` unchanged). Returns `false` if the process is gone.
+    /// `schedstat` unchanged) and is not due. Returns `false` if the process is gone.
     fn update(&mut self, buf: &mut Vec<u8>, force: bool, clock: &Clock) -> bool {
+        let due = clock.due(self.info.key.pid);
+        let force = force || due;
         let single = self.info.num_threads <= 1;
         let sched = self
             .schedstat
@@ -135,7 +152,7 @@ impl Entry {
             self.info.cpu_ticks = stat.cpu_ticks;
             self.info.num_threads = stat.num_threads;
             self.info.rss_bytes = stat.rss_pages * clock.page_size;
-            if execed || (force && !first) {
+            if execed || (due && !first) {
                 self.read_rare();
             }
         } else {
@@ -216,7 +233,7 @@ impl Tree {
         self.live.contains_key(&pid)
     }
 
-    pub fn refresh(&mut self, full: bool, clock: &Clock) -> io::Result<()> {
+    pub fn refresh(&mut self, clock: &Clock) -> io::Result<()> {
         self.generation += 1;
         let generation = self.generation;
         self.scan.clear();
@@ -230,8 +247,8 @@ impl Tree {
         let mut gone = Vec::new();
         for (pid, e) in self.live.iter_mut() {
             let exited = match &e.pidfd {
-                Some(fd) => fd.has_exited() || !e.update(&mut self.buf, full, clock),
-                None => !e.update(&mut self.buf, full, clock) || e.info.state == RunState::Zombie,
+                Some(fd) => fd.has_exited() || !e.update(&mut self.buf, false, clock),
+                None => !e.update(&mut self.buf, false, clock) || e.info.state == RunState::Zombie,
             };
             if exited {
                 gone.push(*pid);
