@@ -93,15 +93,19 @@ def named(n):  # Python < 3.14 does not set the kernel thread name from Thread.n
     libc.prctl(15, n.encode(), 0, 0, 0)
 ready = threading.Barrier(3)
 never = threading.Event()
+sleeper_tid = []
 def sleeper():
-    named("lt-sleeper"); ready.wait(); time.sleep(1000)
+    named("lt-sleeper"); sleeper_tid.append(threading.get_native_id()); ready.wait()
+    time.sleep(1000)
 def waiter():
     named("lt-waiter"); ready.wait(); never.wait()
 for f in (sleeper, waiter):
     threading.Thread(target=f, daemon=True).start()
 ready.wait()
 print("ready", flush=True)
-sys.stdin.read()
+for line in sys.stdin:  # rename the sleeper from this thread: the sleeper does not run
+    with open("/proc/self/task/%d/comm" % sleeper_tid[0], "w") as f:
+        f.write("lt-renamed")
 "#;
 
 #[test]
@@ -158,6 +162,14 @@ fn python_threads_names_count_states_and_wait_points() {
     let again = c.refresh();
     assert_eq!(again.threads.len(), 3);
     assert_eq!(thread(&again, "lt-waiter").unwrap().wait, w.wait);
+    // A rename done by another thread (the sleeper's schedstat does not move) is still
+    // picked up by the periodic re-check.
+    let sleeper_tid = thread(&again, "lt-sleeper").unwrap().tid;
+    writeln!(t.child.stdin.as_ref().unwrap(), "rename").unwrap();
+    let snap = wait_for(&mut c, "renamed sleeper", |s| {
+        thread(s, "lt-renamed").is_some()
+    });
+    assert_eq!(thread(&snap, "lt-renamed").unwrap().tid, sleeper_tid);
 }
 
 #[test]
