@@ -103,9 +103,17 @@ for f in (sleeper, waiter):
     threading.Thread(target=f, daemon=True).start()
 ready.wait()
 print("ready", flush=True)
-for line in sys.stdin:  # rename the sleeper from this thread: the sleeper does not run
-    with open("/proc/self/task/%d/comm" % sleeper_tid[0], "w") as f:
-        f.write("lt-renamed")
+late_stop = threading.Event()
+def late():
+    named("lt-late"); late_stop.wait()
+for line in sys.stdin:
+    if line.startswith("rename"):  # from this thread: the sleeper does not run
+        with open("/proc/self/task/%d/comm" % sleeper_tid[0], "w") as f:
+            f.write("lt-renamed")
+    elif line.startswith("spawn"):
+        threading.Thread(target=late).start()
+    elif line.startswith("stop"):
+        late_stop.set()
 "#;
 
 #[test]
@@ -170,6 +178,15 @@ fn python_threads_names_count_states_and_wait_points() {
         thread(s, "lt-renamed").is_some()
     });
     assert_eq!(thread(&snap, "lt-renamed").unwrap().tid, sleeper_tid);
+    // A thread born, then gone (the task dir is listed only when the count changes).
+    writeln!(t.child.stdin.as_ref().unwrap(), "spawn").unwrap();
+    let snap = wait_for(&mut c, "late thread", |s| thread(s, "lt-late").is_some());
+    assert_eq!(snap.threads.len(), 4);
+    writeln!(t.child.stdin.as_ref().unwrap(), "stop").unwrap();
+    let snap = wait_for(&mut c, "late thread gone", |s| {
+        thread(s, "lt-late").is_none()
+    });
+    assert_eq!(snap.threads.len(), 3, "{}", snapshot_text(&snap));
 }
 
 #[test]

@@ -268,8 +268,10 @@ impl Collector {
         if let Err(e) = self.tree.refresh(&clock) {
             tracing::warn!("process scan failed: {e}");
         }
-        let threads = match (&mut self.threads, self.tree.contains(self.tree.target.pid)) {
-            (Some(t), true) => t.refresh(&clock).unwrap_or_default(),
+        let target = self.tree.live.get(&self.tree.target.pid);
+        let expected = target.map(|e| e.info.num_threads);
+        let threads = match (&mut self.threads, target.is_some()) {
+            (Some(t), true) => t.refresh(&clock, expected).unwrap_or_default(),
             _ => Vec::new(),
         };
         Snapshot {

@@ -11,7 +11,7 @@ use crate::collect::syscalls;
 use crate::collect::tree::Clock;
 use crate::model::{RunState, ThreadInfo, WaitPoint};
 use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::io;
 
 /// Open files of one thread, plus what was last read from them.
@@ -134,7 +134,10 @@ impl Slot {
 pub struct Threads {
     task_dir: OwnedFd,
     scanner: DirScanner,
-    slots: HashMap<i32, Slot>,
+    /// By tid, so the table comes out sorted.
+    slots: BTreeMap<i32, Slot>,
+    /// `task` was listed at least once.
+    listed: bool,
     buf: Vec<u8>,
     generation: u64,
     tids: Vec<i32>,
@@ -146,40 +149,54 @@ impl Threads {
         Ok(Threads {
             task_dir: procfs::open_dir_at(proc_dir, "task")?,
             scanner: DirScanner::new(),
-            slots: HashMap::new(),
+            slots: BTreeMap::new(),
+            listed: false,
             buf: vec![0; 4096],
             generation: 0,
             tids: Vec::new(),
         })
     }
 
-    /// Refresh and return the threads sorted by tid. An error means the process is gone.
-    pub fn refresh(&mut self, clock: &Clock) -> io::Result<Vec<ThreadInfo>> {
+    /// Refresh and return the threads sorted by tid. `expected` is the thread count from the
+    /// process's `stat`, read this refresh: a dead thread shows as a failed read on its kept
+    /// fds, so `/proc/PID/task` only needs listing (the costliest part of a steady refresh:
+    /// a dentry lookup per thread) when the count says a thread was born, plus once every
+    /// N refreshes as a safety net. An error means the process is gone.
+    pub fn refresh(&mut self, clock: &Clock, expected: Option<u32>) -> io::Result<Vec<ThreadInfo>> {
+        let buf = &mut self.buf;
+        self.slots.retain(|_, s| s.update(buf, false, clock));
+        let count_differs = expected.is_none_or(|n| n as usize != self.slots.len());
+        if !self.listed || count_differs || clock.tick.is_multiple_of(clock.every.max(1)) {
+            self.list(clock)?;
+        }
+        Ok(self.slots.values().map(|s| s.info.clone()).collect())
+    }
+
+    /// getdents of `/proc/PID/task`: open and read the new threads, drop the unlisted ones.
+    fn list(&mut self, clock: &Clock) -> io::Result<()> {
         self.generation += 1;
         let generation = self.generation;
         self.tids.clear();
+        let tids = &mut self.tids;
         self.scanner
-            .scan_pids(self.task_dir.as_fd(), |tid, _ino| self.tids.push(tid))?;
+            .scan_pids(self.task_dir.as_fd(), |tid, _ino| tids.push(tid))?;
+        self.listed = true;
         for &tid in &self.tids {
-            let slot = match self.slots.entry(tid) {
-                std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
-                std::collections::hash_map::Entry::Vacant(v) => {
-                    match Slot::open(self.task_dir.as_fd(), tid) {
-                        Ok(s) => v.insert(s),
-                        // Exited between getdents and open, or out of fds: skip this round.
-                        Err(_) => continue,
-                    }
-                }
-            };
-            let first = slot.generation == 0;
-            if slot.update(&mut self.buf, first, clock) {
+            if let Some(slot) = self.slots.get_mut(&tid) {
                 slot.generation = generation;
+                continue;
+            }
+            // Exited between getdents and open, or out of fds: skip this round.
+            let Ok(mut slot) = Slot::open(self.task_dir.as_fd(), tid) else {
+                continue;
+            };
+            if slot.update(&mut self.buf, true, clock) {
+                slot.generation = generation;
+                self.slots.insert(tid, slot);
             }
         }
         self.slots.retain(|_, s| s.generation == generation);
-        let mut out: Vec<ThreadInfo> = self.slots.values().map(|s| s.info.clone()).collect();
-        out.sort_by_key(|t| t.tid);
-        Ok(out)
+        Ok(())
     }
 
     /// Number of open files held (for diagnostics and the fd-limit check).

@@ -241,15 +241,15 @@ impl Tree {
         self.scanner
             .scan_pids(self.proc_root.as_fd(), |pid, ino| scan.push((pid, ino)))?;
 
-        // 1. Tracked processes: exited or updated. The pidfd is the authority (it also sees
-        //    zombies); without one, the kept `stat` fd fails once the process is reaped, even
-        //    if its pid was reused meanwhile.
+        // 1. Tracked processes: exited or updated. Exiting means running, so the gated read
+        //    sees it: the kept `stat` fd fails once the process is reaped (even if its pid
+        //    was reused meanwhile), and a zombie shows `Z`. `Z` is also what a process whose
+        //    main thread exited shows while other threads run: the pidfd tells them apart.
         let mut gone = Vec::new();
         for (pid, e) in self.live.iter_mut() {
-            let exited = match &e.pidfd {
-                Some(fd) => fd.has_exited() || !e.update(&mut self.buf, false, clock),
-                None => !e.update(&mut self.buf, false, clock) || e.info.state == RunState::Zombie,
-            };
+            let exited = !e.update(&mut self.buf, false, clock)
+                || (e.info.state == RunState::Zombie
+                    && e.pidfd.as_ref().is_none_or(|fd| fd.has_exited()));
             if exited {
                 gone.push(*pid);
             }
