@@ -10,6 +10,7 @@
 //! - [`snapshot_text`]: the plain-text table of a snapshot (`lifecycle-top snapshot`).
 
 pub mod dirscan;
+pub mod entry;
 pub mod exits;
 pub mod live;
 pub mod pidfd;
