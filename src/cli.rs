@@ -141,14 +141,11 @@ impl RunConfig {
             }
             (false, None, false) => Target::Launch(raw.cmd),
             (false, Some(_), false) => {
-                return Err(UsageError(
-                    "give either --pid N or -- CMD, not both".into(),
-                ));
+                return Err(UsageError("give either --pid N or -- CMD, not both".into()));
             }
             (false, None, true) => {
                 return Err(UsageError(
-                    "nothing to watch: give --pid N, -- CMD, or try `lifecycle-top demo`"
-                        .into(),
+                    "nothing to watch: give --pid N, -- CMD, or try `lifecycle-top demo`".into(),
                 ));
             }
         };

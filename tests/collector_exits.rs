@@ -65,6 +65,10 @@ async fn live_events_report_exit_code_and_signal() {
         ExitStatus::Code(5)
     );
     assert!(snap.threads.is_empty());
+    assert_eq!(
+        snap.processes[0].key, key,
+        "an exited target is still listed first"
+    );
 
     let t2 = Target::spawn(Command::new("sleep").arg("1000"));
     let key2 = t2.key();

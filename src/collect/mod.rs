@@ -38,7 +38,7 @@ pub struct CollectorOptions {
     /// of the `schedstat` gate (spread over refreshes): catches what changes without the
     /// thread running (a name set by another thread, signal dispositions).
     pub full_reread_every: u32,
-    /// How long an exited process stays listed.
+    /// How long an exited process stays listed (the target stays listed for good).
     pub exited_linger: Duration,
     /// Read the target's threads (the thread table).
     pub threads: bool,

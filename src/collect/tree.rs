@@ -199,10 +199,12 @@ impl Tree {
         }
         self.others.retain(|_, o| o.1 == generation);
 
-        // 4. Exited processes linger, then go (with their remembered exit).
+        // 4. Exited processes linger, then go (with their remembered exit). The target stays:
+        //    how it ended is the headline until the user quits.
         let linger = self.opts.exited_linger;
+        let target = self.target;
         self.exited
-            .retain(|e| e.exited_at.is_some_and(|t| t.elapsed() < linger));
+            .retain(|e| e.info.key == target || e.exited_at.is_some_and(|t| t.elapsed() < linger));
         let cutoff = now_unix_ms().saturating_sub(linger.as_millis() as u64 * 2);
         self.exits.prune(cutoff);
         Ok(())
