@@ -1,90 +1,19 @@
 //! The collector against real processes: python3 threads with known names, sh trees that
-//! trap signals, a parent that exits leaving an orphan, exits reported by the live pidfd
-//! watcher, the pid-reuse guard and attach errors. Every test waits for an observable state
-//! (with a generous deadline) and never asserts on timing. Spawned trees run in their own
-//! process group, killed by a guard when the test ends (also on panic).
+//! trap signals, a parent that exits leaving an orphan, exited processes lingering. Every
+//! test waits for an observable state (with a generous deadline) and never asserts on
+//! timing. Spawned trees run in their own process group, killed by a guard when the test
+//! ends (also on panic). Exits, pidfds and attach errors: tests/collector_exits.rs.
 #![allow(clippy::unwrap_used)]
 
-use lifecycle_top::collect::live::{self, CollectEvent};
-use lifecycle_top::collect::pidfd::{PidFd, PidFdError};
-use lifecycle_top::collect::{AttachError, Collector, CollectorOptions, procfs, snapshot_text};
-use lifecycle_top::model::{ExitStatus, ProcInfo, ProcKey, RunState, Snapshot};
+mod collector_util;
+
+use collector_util::{Target, by_name, need, wait_for};
+use lifecycle_top::collect::pidfd::PidFd;
+use lifecycle_top::collect::{Collector, CollectorOptions, snapshot_text};
+use lifecycle_top::model::{ExitStatus, ProcKey, RunState, Snapshot};
 use std::io::{BufRead, BufReader, Write};
-use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
-const DEADLINE: Duration = Duration::from_secs(30);
-
-/// Fail (never skip) when a tool the test needs is missing.
-fn need(tool: &str) {
-    if let Err(e) = Command::new(tool)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-    {
-        panic!("`{tool}` is needed by this test and could not be run ({e}): install {tool}");
-    }
-}
-
-/// A spawned target in its own process group; dropping it SIGKILLs the whole group.
-struct Target {
-    child: Child,
-}
-
-impl Target {
-    fn spawn(cmd: &mut Command) -> Target {
-        let child = cmd
-            .process_group(0)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot spawn {cmd:?}: {e}"));
-        Target { child }
-    }
-    fn sh(script: &str) -> Target {
-        need("sh");
-        Target::spawn(Command::new("sh").args(["-c", script]))
-    }
-    fn pid(&self) -> i32 {
-        self.child.id() as i32
-    }
-    fn key(&self) -> ProcKey {
-        ProcKey {
-            pid: self.pid(),
-            start_time: procfs::read_start_time(self.pid()).expect("start time"),
-        }
-    }
-}
-
-impl Drop for Target {
-    fn drop(&mut self) {
-        let pg = nix::unistd::Pid::from_raw(self.pid());
-        let _ = nix::sys::signal::killpg(pg, nix::sys::signal::Signal::SIGKILL);
-        let _ = self.child.wait(); // may fail: the collector may have reaped it
-    }
-}
-
-/// Refresh until `pred` holds; panic with the last snapshot after the deadline.
-fn wait_for(c: &mut Collector, what: &str, pred: impl Fn(&Snapshot) -> bool) -> Snapshot {
-    let end = Instant::now() + DEADLINE;
-    loop {
-        let snap = c.refresh();
-        if pred(&snap) {
-            return snap;
-        }
-        if Instant::now() > end {
-            panic!(
-                "timed out waiting for {what}; last snapshot:\n{}",
-                snapshot_text(&snap)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn by_name<'a>(s: &'a Snapshot, name: &str) -> Vec<&'a ProcInfo> {
-    s.processes.iter().filter(|p| p.name == name).collect()
-}
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 const PY_THREADS: &str = r#"
 import ctypes, sys, threading, time
@@ -93,15 +22,27 @@ def named(n):  # Python < 3.14 does not set the kernel thread name from Thread.n
     libc.prctl(15, n.encode(), 0, 0, 0)
 ready = threading.Barrier(3)
 never = threading.Event()
+sleeper_tid = []
 def sleeper():
-    named("lt-sleeper"); ready.wait(); time.sleep(1000)
+    named("lt-sleeper"); sleeper_tid.append(threading.get_native_id()); ready.wait()
+    time.sleep(1000)
 def waiter():
     named("lt-waiter"); ready.wait(); never.wait()
 for f in (sleeper, waiter):
     threading.Thread(target=f, daemon=True).start()
 ready.wait()
 print("ready", flush=True)
-sys.stdin.read()
+late_stop = threading.Event()
+def late():
+    named("lt-late"); late_stop.wait()
+for line in sys.stdin:
+    if line.startswith("rename"):  # from this thread: the sleeper does not run
+        with open("/proc/self/task/%d/comm" % sleeper_tid[0], "w") as f:
+            f.write("lt-renamed")
+    elif line.startswith("spawn"):
+        threading.Thread(target=late).start()
+    elif line.startswith("stop"):
+        late_stop.set()
 "#;
 
 #[test]
@@ -158,6 +99,23 @@ fn python_threads_names_count_states_and_wait_points() {
     let again = c.refresh();
     assert_eq!(again.threads.len(), 3);
     assert_eq!(thread(&again, "lt-waiter").unwrap().wait, w.wait);
+    // A rename done by another thread (the sleeper's schedstat does not move) is still
+    // picked up by the periodic re-check.
+    let sleeper_tid = thread(&again, "lt-sleeper").unwrap().tid;
+    writeln!(t.child.stdin.as_ref().unwrap(), "rename").unwrap();
+    let snap = wait_for(&mut c, "renamed sleeper", |s| {
+        thread(s, "lt-renamed").is_some()
+    });
+    assert_eq!(thread(&snap, "lt-renamed").unwrap().tid, sleeper_tid);
+    // A thread born, then gone (the task dir is listed only when the count changes).
+    writeln!(t.child.stdin.as_ref().unwrap(), "spawn").unwrap();
+    let snap = wait_for(&mut c, "late thread", |s| thread(s, "lt-late").is_some());
+    assert_eq!(snap.threads.len(), 4);
+    writeln!(t.child.stdin.as_ref().unwrap(), "stop").unwrap();
+    let snap = wait_for(&mut c, "late thread gone", |s| {
+        thread(s, "lt-late").is_none()
+    });
+    assert_eq!(snap.threads.len(), 3, "{}", snapshot_text(&snap));
 }
 
 #[test]
@@ -249,66 +207,6 @@ fn grandchild_of_exited_parent_stays_tracked_as_orphan() {
     assert_eq!(snap.processes[0].key, t.key());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn live_events_report_exit_code_and_signal() {
-    async fn exited(lc: &mut live::LiveCollector, key: ProcKey) -> ExitStatus {
-        let deadline = tokio::time::sleep(DEADLINE);
-        tokio::pin!(deadline);
-        loop {
-            tokio::select! {
-                ev = lc.events.recv() => match ev {
-                    Some(CollectEvent::Exited { key: k, status, .. }) if k == key => return status,
-                    Some(_) => {}
-                    None => panic!("event channel closed"),
-                },
-                _ = &mut deadline => panic!("no Exited event for {key:?}"),
-            }
-        }
-    }
-    let opts = || CollectorOptions {
-        launch_mode: true, // the targets are our children: reap them for the code
-        ..CollectorOptions::default()
-    };
-    // A long interval: the exit must still be reported through the pidfd.
-    let interval = Duration::from_secs(3600);
-
-    let mut t = Target::spawn(
-        Command::new("sh")
-            .args(["-c", "read x; exit 5"])
-            .stdin(Stdio::piped()),
-    );
-    let key = t.key();
-    let mut lc = live::spawn(Collector::attach(t.pid(), opts()).unwrap(), interval);
-    let first = loop {
-        if let Some(CollectEvent::Snapshot(s)) = lc.events.recv().await {
-            break s;
-        }
-    };
-    assert_eq!(first.target, key);
-    writeln!(t.child.stdin.take().unwrap(), "go").unwrap();
-    assert_eq!(exited(&mut lc, key).await, ExitStatus::Code(5));
-    // The refresh the watcher requested shows the exit too.
-    let snap = loop {
-        if let Some(CollectEvent::Snapshot(s)) = lc.events.recv().await
-            && s.target_info().is_some_and(|p| p.exit.is_some())
-        {
-            break s;
-        }
-    };
-    assert_eq!(
-        snap.target_info().unwrap().exit.unwrap().status,
-        ExitStatus::Code(5)
-    );
-    assert!(snap.threads.is_empty());
-
-    let t2 = Target::spawn(Command::new("sleep").arg("1000"));
-    let key2 = t2.key();
-    let mut lc2 = live::spawn(Collector::attach(t2.pid(), opts()).unwrap(), interval);
-    lc2.refresh_now();
-    PidFd::open(key2).unwrap().send_signal(9).unwrap();
-    assert_eq!(exited(&mut lc2, key2).await, ExitStatus::Signal(9));
-}
-
 #[test]
 fn exited_processes_linger_then_drop() {
     let t = Target::sh("sleep 0.3 & exec sleep 1003");
@@ -331,61 +229,4 @@ fn exited_processes_linger_then_drop() {
     wait_for(&mut c, "exited child dropped", |s| {
         s.processes.iter().all(|x| x.key != gone)
     });
-}
-
-#[test]
-fn pidfd_refuses_wrong_start_time_and_dead_process() {
-    let t = Target::spawn(Command::new("sleep").arg("1000"));
-    let key = t.key();
-    let fd = PidFd::open(key).unwrap();
-    assert_eq!(fd.key(), key);
-    assert!(!fd.has_exited());
-    let wrong = ProcKey {
-        start_time: key.start_time.wrapping_sub(1),
-        ..key
-    };
-    assert!(matches!(PidFd::open(wrong), Err(PidFdError::Reused { .. })));
-    fd.send_signal(9).unwrap();
-    let deadline = Instant::now() + DEADLINE;
-    while !fd.has_exited() {
-        assert!(Instant::now() < deadline, "SIGKILL not observed");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    assert_eq!(fd.try_reap(), Some(ExitStatus::Signal(9)));
-    assert!(PidFd::open(key).is_err(), "a reaped process has no pidfd");
-}
-
-#[test]
-fn attach_errors_are_one_line_with_a_remedy() {
-    let err = Collector::attach(i32::MAX, CollectorOptions::default())
-        .err()
-        .unwrap();
-    assert!(matches!(err, AttachError::NoSuchProcess(_)), "{err:?}");
-    let err = Collector::attach(-4, CollectorOptions::default())
-        .err()
-        .unwrap();
-    assert!(matches!(err, AttachError::NoSuchProcess(_)), "{err:?}");
-    // A zombie: our own child that exited and that we have not reaped yet.
-    let z = Target::spawn(&mut Command::new("true"));
-    let pid = z.pid();
-    let deadline = Instant::now() + DEADLINE;
-    while procfs::read_path(&format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|b| procfs::parse_stat(&b))
-        .is_none_or(|s| s.state != 'Z')
-    {
-        assert!(Instant::now() < deadline, "child never became a zombie");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let zerr = Collector::attach(pid, CollectorOptions::default())
-        .err()
-        .unwrap();
-    assert!(
-        matches!(zerr, AttachError::Zombie(p) if p == pid),
-        "{zerr:?}"
-    );
-    for e in [err, zerr] {
-        let msg = e.to_string();
-        assert!(!msg.contains('\n') && msg.contains(':'), "{msg}");
-    }
 }

@@ -10,6 +10,7 @@
 //! - [`snapshot_text`]: the plain-text table of a snapshot (`lifecycle-top snapshot`).
 
 pub mod dirscan;
+pub mod entry;
 pub mod exits;
 pub mod live;
 pub mod pidfd;
@@ -33,9 +34,11 @@ use std::time::{Duration, Instant};
 /// Knobs of the collector; `Default` is what the TUI uses.
 #[derive(Debug, Clone)]
 pub struct CollectorOptions {
-    /// Every this many refreshes, re-read every file regardless of the `schedstat` gate.
+    /// Each process and thread is re-read in full once every this many refreshes regardless
+    /// of the `schedstat` gate (spread over refreshes): catches what changes without the
+    /// thread running (a name set by another thread, signal dispositions).
     pub full_reread_every: u32,
-    /// How long an exited process stays listed.
+    /// How long an exited process stays listed (the target stays listed for good).
     pub exited_linger: Duration,
     /// Read the target's threads (the thread table).
     pub threads: bool,
@@ -246,8 +249,7 @@ impl Collector {
             .last
             .map_or(0.0, |t| now.duration_since(t).as_secs_f64());
         self.last = Some(now);
-        let every = u64::from(self.opts.full_reread_every.max(1));
-        let full = self.ticks.is_multiple_of(every);
+        let tick = self.ticks;
         self.ticks += 1;
         let uptime_secs = self
             .sys
@@ -261,12 +263,16 @@ impl Collector {
             page_size: self.page_size,
             uptime_secs,
             elapsed_ticks: elapsed * self.clk_tck,
+            tick,
+            every: u64::from(self.opts.full_reread_every.max(1)),
         };
-        if let Err(e) = self.tree.refresh(full, &clock) {
+        if let Err(e) = self.tree.refresh(&clock) {
             tracing::warn!("process scan failed: {e}");
         }
-        let threads = match (&mut self.threads, self.tree.contains(self.tree.target.pid)) {
-            (Some(t), true) => t.refresh(full, clock.elapsed_ticks).unwrap_or_default(),
+        let target = self.tree.live.get(&self.tree.target.pid);
+        let expected = target.map(|e| e.info.num_threads);
+        let threads = match (&mut self.threads, target.is_some()) {
+            (Some(t), true) => t.refresh(&clock, expected).unwrap_or_default(),
             _ => Vec::new(),
         };
         Snapshot {

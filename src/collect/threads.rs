@@ -1,15 +1,17 @@
 //! The target's threads. Each refresh lists `/proc/PID/task` (getdents on a dirfd kept open),
 //! keeps the per-thread files open and re-reads them with `pread`, and reads the expensive
 //! ones (`stat`, `wchan`, `syscall`, `status`) only for threads whose `schedstat` changed: a
-//! thread that was not scheduled cannot have changed state, wait point or counters. Every
-//! `full` refresh re-reads everything anyway, as a safety net.
+//! thread that was not scheduled cannot have changed state, wait point or counters. Once
+//! every N refreshes (spread by tid) a thread's `stat` is re-read anyway: another thread
+//! may have renamed it; if anything in it changed, the rest is re-read too.
 
 use crate::collect::dirscan::DirScanner;
 use crate::collect::procfs::{self, ProcFile};
 use crate::collect::syscalls;
+use crate::collect::tree::Clock;
 use crate::model::{RunState, ThreadInfo, WaitPoint};
 use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::io;
 
 /// Open files of one thread, plus what was last read from them.
@@ -54,35 +56,55 @@ impl Slot {
     }
 
     /// Re-read this thread. Returns `false` when it is gone.
-    fn update(&mut self, buf: &mut Vec<u8>, force: bool, elapsed_ticks: f64) -> bool {
+    fn update(&mut self, buf: &mut Vec<u8>, first: bool, clock: &Clock) -> bool {
         let sched = self
             .schedstat
             .as_ref()
             .and_then(|f| f.read(buf).ok())
             .and_then(procfs::parse_schedstat);
         let ran = sched.is_none() || sched != self.last_sched;
+        // schedstat's run time is in ns: a far finer CPU% than 10 ms ticks.
+        let sched_pct = match (sched, self.last_sched) {
+            (Some(now), Some(before)) if clock.elapsed_ticks > 0.0 => {
+                let elapsed_ns = clock.elapsed_ticks / clock.clk_tck * 1e9;
+                Some((now[0].saturating_sub(before[0]) as f64 / elapsed_ns * 100.0) as f32)
+            }
+            _ => None,
+        };
         self.last_sched = sched;
-        if !(force || ran) {
+        let due = clock.due(self.info.tid);
+        if !(first || ran || due) {
             self.info.cpu_percent = 0.0;
             return true;
         }
         let Some(stat) = self.stat.read(buf).ok().and_then(procfs::parse_stat) else {
             return false;
         };
-        let first = self.info.name.is_empty();
+        let state = RunState::from_char(stat.state);
+        let changed = first
+            || ran
+            || stat.comm != self.info.name
+            || state != self.info.state
+            || stat.cpu_ticks != self.info.cpu_ticks;
         self.prev_ticks = if first {
             stat.cpu_ticks
         } else {
             self.info.cpu_ticks
         };
         self.info.name = stat.comm;
-        self.info.state = RunState::from_char(stat.state);
+        self.info.state = state;
         self.info.cpu_ticks = stat.cpu_ticks;
-        self.info.cpu_percent = if elapsed_ticks > 0.0 {
-            (stat.cpu_ticks.saturating_sub(self.prev_ticks) as f64 / elapsed_ticks * 100.0) as f32
-        } else {
-            0.0
-        };
+        self.info.cpu_percent = sched_pct.unwrap_or_else(|| {
+            if clock.elapsed_ticks > 0.0 {
+                let delta = stat.cpu_ticks.saturating_sub(self.prev_ticks);
+                (delta as f64 / clock.elapsed_ticks * 100.0) as f32
+            } else {
+                0.0
+            }
+        });
+        if !changed {
+            return true;
+        }
         self.info.wait.wchan = self
             .wchan
             .as_ref()
@@ -112,7 +134,10 @@ impl Slot {
 pub struct Threads {
     task_dir: OwnedFd,
     scanner: DirScanner,
-    slots: HashMap<i32, Slot>,
+    /// By tid, so the table comes out sorted.
+    slots: BTreeMap<i32, Slot>,
+    /// `task` was listed at least once.
+    listed: bool,
     buf: Vec<u8>,
     generation: u64,
     tids: Vec<i32>,
@@ -124,41 +149,54 @@ impl Threads {
         Ok(Threads {
             task_dir: procfs::open_dir_at(proc_dir, "task")?,
             scanner: DirScanner::new(),
-            slots: HashMap::new(),
+            slots: BTreeMap::new(),
+            listed: false,
             buf: vec![0; 4096],
             generation: 0,
             tids: Vec::new(),
         })
     }
 
-    /// Refresh and return the threads sorted by tid. `elapsed_ticks` is the wall time since
-    /// the previous refresh in clock ticks (for CPU%). An error means the process is gone.
-    pub fn refresh(&mut self, full: bool, elapsed_ticks: f64) -> io::Result<Vec<ThreadInfo>> {
+    /// Refresh and return the threads sorted by tid. `expected` is the thread count from the
+    /// process's `stat`, read this refresh: a dead thread shows as a failed read on its kept
+    /// fds, so `/proc/PID/task` only needs listing (the costliest part of a steady refresh:
+    /// a dentry lookup per thread) when the count says a thread was born, plus once every
+    /// N refreshes as a safety net. An error means the process is gone.
+    pub fn refresh(&mut self, clock: &Clock, expected: Option<u32>) -> io::Result<Vec<ThreadInfo>> {
+        let buf = &mut self.buf;
+        self.slots.retain(|_, s| s.update(buf, false, clock));
+        let count_differs = expected.is_none_or(|n| n as usize != self.slots.len());
+        if !self.listed || count_differs || clock.tick.is_multiple_of(clock.every.max(1)) {
+            self.list(clock)?;
+        }
+        Ok(self.slots.values().map(|s| s.info.clone()).collect())
+    }
+
+    /// getdents of `/proc/PID/task`: open and read the new threads, drop the unlisted ones.
+    fn list(&mut self, clock: &Clock) -> io::Result<()> {
         self.generation += 1;
         let generation = self.generation;
         self.tids.clear();
+        let tids = &mut self.tids;
         self.scanner
-            .scan_pids(self.task_dir.as_fd(), |tid, _ino| self.tids.push(tid))?;
+            .scan_pids(self.task_dir.as_fd(), |tid, _ino| tids.push(tid))?;
+        self.listed = true;
         for &tid in &self.tids {
-            let slot = match self.slots.entry(tid) {
-                std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
-                std::collections::hash_map::Entry::Vacant(v) => {
-                    match Slot::open(self.task_dir.as_fd(), tid) {
-                        Ok(s) => v.insert(s),
-                        // Exited between getdents and open, or out of fds: skip this round.
-                        Err(_) => continue,
-                    }
-                }
-            };
-            let first = slot.generation == 0;
-            if slot.update(&mut self.buf, full || first, elapsed_ticks) {
+            if let Some(slot) = self.slots.get_mut(&tid) {
                 slot.generation = generation;
+                continue;
+            }
+            // Exited between getdents and open, or out of fds: skip this round.
+            let Ok(mut slot) = Slot::open(self.task_dir.as_fd(), tid) else {
+                continue;
+            };
+            if slot.update(&mut self.buf, true, clock) {
+                slot.generation = generation;
+                self.slots.insert(tid, slot);
             }
         }
         self.slots.retain(|_, s| s.generation == generation);
-        let mut out: Vec<ThreadInfo> = self.slots.values().map(|s| s.info.clone()).collect();
-        out.sort_by_key(|t| t.tid);
-        Ok(out)
+        Ok(())
     }
 
     /// Number of open files held (for diagnostics and the fd-limit check).

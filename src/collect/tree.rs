@@ -6,146 +6,16 @@
 //! tree (marked `orphan`), and exited ones stay listed for a while with their exit status.
 
 use crate::collect::dirscan::DirScanner;
+pub use crate::collect::entry::{Clock, Entry};
 use crate::collect::exits::{ExitBook, now_unix_ms};
 use crate::collect::pidfd::PidFd;
 use crate::collect::procfs::{self, ProcFile, Stat};
-use crate::model::{ExitInfo, ProcInfo, ProcKey, RunState, SignalMasks};
+use crate::model::{ExitInfo, ProcInfo, ProcKey, RunState};
 use rustix::fd::{AsFd, OwnedFd};
 use std::collections::HashMap;
 use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// Conversion factors and the clock for one refresh.
-#[derive(Debug, Clone, Copy)]
-pub struct Clock {
-    pub clk_tck: f64,
-    pub page_size: u64,
-    pub uptime_secs: f64,
-    /// Wall time since the previous refresh, in clock ticks (CPU% denominator).
-    pub elapsed_ticks: f64,
-}
-
-/// One tracked process: its kept files, pidfd and last figures.
-pub struct Entry {
-    pub info: ProcInfo,
-    ino: u64,
-    dir: OwnedFd,
-    stat: ProcFile,
-    schedstat: Option<ProcFile>,
-    last_sched: Option<[u64; 3]>,
-    pub pidfd: Option<Arc<PidFd>>,
-    exited_at: Option<Instant>,
-}
-
-impl Entry {
-    /// Open `/proc/PID` and its files and check that they are the process `stat` described.
-    fn open(proc_root: &OwnedFd, pid: i32, ino: u64, stat: Stat, depth: u32) -> Option<Entry> {
-        let dir = procfs::open_dir_at(proc_root.as_fd(), &pid.to_string()).ok()?;
-        let stat_file = ProcFile::open_at(dir.as_fd(), c"stat").ok()?;
-        let key = ProcKey {
-            pid,
-            start_time: stat.start_time,
-        };
-        // The pidfd re-checks the start time, so from here on it is this exact process.
-        let pidfd = PidFd::open(key).ok().map(Arc::new);
-        let mut e = Entry {
-            info: ProcInfo {
-                key,
-                ppid: stat.ppid,
-                pgid: stat.pgrp,
-                sid: stat.session,
-                name: String::new(),
-                cmdline: Vec::new(),
-                state: RunState::from_char(stat.state),
-                cpu_ticks: stat.cpu_ticks,
-                cpu_percent: 0.0,
-                rss_bytes: 0,
-                num_threads: stat.num_threads,
-                age_secs: 0.0,
-                depth,
-                orphan: false,
-                signals: SignalMasks::default(),
-                exit: None,
-            },
-            ino,
-            schedstat: ProcFile::open_at(dir.as_fd(), c"schedstat").ok(),
-            dir,
-            stat: stat_file,
-            last_sched: None,
-            pidfd,
-            exited_at: None,
-        };
-        e.read_rare();
-        Some(e)
-    }
-
-    /// `cmdline` and `status` (signal masks): read on first sight, on exec and on full refresh.
-    fn read_rare(&mut self) {
-        if let Ok(f) = ProcFile::open_at(self.dir.as_fd(), c"cmdline") {
-            let mut buf = Vec::new();
-            if let Ok(b) = f.read(&mut buf) {
-                self.info.cmdline = procfs::parse_cmdline(b);
-            }
-        }
-        if let Ok(f) = ProcFile::open_at(self.dir.as_fd(), c"status") {
-            let mut buf = vec![0; 2048];
-            if let Ok(b) = f.read(&mut buf) {
-                let st = procfs::parse_status(b);
-                self.info.signals = SignalMasks {
-                    ignored: st.sig_ign,
-                    caught: st.sig_cgt,
-                    blocked: st.sig_blk,
-                };
-            }
-        }
-    }
-
-    /// Re-read `stat` unless the process provably did not run (single-threaded and
-    /// `schedstat` unchanged). Returns `false` if the process is gone.
-    fn update(&mut self, buf: &mut Vec<u8>, force: bool, clock: &Clock) -> bool {
-        let single = self.info.num_threads <= 1;
-        let sched = self
-            .schedstat
-            .as_ref()
-            .and_then(|f| f.read(buf).ok())
-            .and_then(procfs::parse_schedstat);
-        let ran = !single || sched.is_none() || sched != self.last_sched;
-        self.last_sched = sched;
-        if force || ran {
-            let Some(stat) = self.stat.read(buf).ok().and_then(procfs::parse_stat) else {
-                return false;
-            };
-            if stat.start_time != self.info.key.start_time {
-                return false;
-            }
-            let delta = stat.cpu_ticks.saturating_sub(self.info.cpu_ticks);
-            self.info.cpu_percent = if clock.elapsed_ticks > 0.0 {
-                (delta as f64 / clock.elapsed_ticks * 100.0) as f32
-            } else {
-                0.0
-            };
-            let execed = !self.info.name.is_empty() && self.info.name != stat.comm;
-            let first = self.info.name.is_empty();
-            self.info.name = stat.comm;
-            self.info.ppid = stat.ppid;
-            self.info.pgid = stat.pgrp;
-            self.info.sid = stat.session;
-            self.info.state = RunState::from_char(stat.state);
-            self.info.cpu_ticks = stat.cpu_ticks;
-            self.info.num_threads = stat.num_threads;
-            self.info.rss_bytes = stat.rss_pages * clock.page_size;
-            if execed || (force && !first) {
-                self.read_rare();
-            }
-        } else {
-            self.info.cpu_percent = 0.0;
-        }
-        let started = self.info.key.start_time as f64 / clock.clk_tck;
-        self.info.age_secs = (clock.uptime_secs - started).max(0.0);
-        true
-    }
-}
 
 /// Options the tree needs from [`CollectorOptions`](crate::collect::CollectorOptions).
 #[derive(Debug, Clone, Copy)]
@@ -216,7 +86,7 @@ impl Tree {
         self.live.contains_key(&pid)
     }
 
-    pub fn refresh(&mut self, full: bool, clock: &Clock) -> io::Result<()> {
+    pub fn refresh(&mut self, clock: &Clock) -> io::Result<()> {
         self.generation += 1;
         let generation = self.generation;
         self.scan.clear();
@@ -224,15 +94,15 @@ impl Tree {
         self.scanner
             .scan_pids(self.proc_root.as_fd(), |pid, ino| scan.push((pid, ino)))?;
 
-        // 1. Tracked processes: exited or updated. The pidfd is the authority (it also sees
-        //    zombies); without one, the kept `stat` fd fails once the process is reaped, even
-        //    if its pid was reused meanwhile.
+        // 1. Tracked processes: exited or updated. Exiting means running, so the gated read
+        //    sees it: the kept `stat` fd fails once the process is reaped (even if its pid
+        //    was reused meanwhile), and a zombie shows `Z`. `Z` is also what a process whose
+        //    main thread exited shows while other threads run: the pidfd tells them apart.
         let mut gone = Vec::new();
         for (pid, e) in self.live.iter_mut() {
-            let exited = match &e.pidfd {
-                Some(fd) => fd.has_exited() || !e.update(&mut self.buf, full, clock),
-                None => !e.update(&mut self.buf, full, clock) || e.info.state == RunState::Zombie,
-            };
+            let exited = !e.update(&mut self.buf, false, clock)
+                || (e.info.state == RunState::Zombie
+                    && e.pidfd.as_ref().is_none_or(|fd| fd.has_exited()));
             if exited {
                 gone.push(*pid);
             }
@@ -329,10 +199,12 @@ impl Tree {
         }
         self.others.retain(|_, o| o.1 == generation);
 
-        // 4. Exited processes linger, then go (with their remembered exit).
+        // 4. Exited processes linger, then go (with their remembered exit). The target stays:
+        //    how it ended is the headline until the user quits.
         let linger = self.opts.exited_linger;
+        let target = self.target;
         self.exited
-            .retain(|e| e.exited_at.is_some_and(|t| t.elapsed() < linger));
+            .retain(|e| e.info.key == target || e.exited_at.is_some_and(|t| t.elapsed() < linger));
         let cutoff = now_unix_ms().saturating_sub(linger.as_millis() as u64 * 2);
         self.exits.prune(cutoff);
         Ok(())
