@@ -71,6 +71,23 @@ fn native_frames_of_rust_threads_ptrace_free() {
             "{thread}: {func} not in\n{}",
             dump(&snap)
         );
+        // Demangled: std is v0-mangled (_R...), the target legacy-mangled (_ZN...).
+        let mangled = native
+            .frames
+            .iter()
+            .find(|f| f.function.starts_with("_R") || f.function.starts_with("_ZN"));
+        assert!(mangled.is_none(), "{thread}: mangled frame {mangled:?}");
+        // file:line from DWARF for the target's own function.
+        let own = native
+            .frames
+            .iter()
+            .find(|f| f.function.contains(func))
+            .unwrap();
+        let file_ok = own
+            .file
+            .as_deref()
+            .is_some_and(|f| f.ends_with("stacks_blocked_threads.rs"));
+        assert!(file_ok && own.line.is_some(), "{own:?}");
     }
 }
 
@@ -119,4 +136,30 @@ fn native_frames_of_c_threads_built_with_gcc() {
     // The kernel view decodes the pipe read with its fd target.
     let pipe = thread_named(&snap, "c_pipe").kernel.clone().unwrap();
     assert!(pipe.described_args[0].contains("pipe:["), "{pipe:?}");
+}
+
+#[test]
+fn blocked_threads_are_stuck_across_two_snapshots() {
+    use lifecycle_top::stacks::stuck::{Observation, stuck_tids};
+    let t = Target::rust();
+    let opts = StackOptions {
+        native: false,
+        ..Default::default()
+    };
+    let obs = |s: &stacks::StackSnapshot| {
+        s.threads
+            .iter()
+            .filter_map(Observation::from_stacks)
+            .collect::<Vec<_>>()
+    };
+    let a = stacks::capture(t.pid(), &[], &opts);
+    let b = stacks::capture(t.pid(), &[], &opts);
+    let stuck = stuck_tids(&obs(&a), &obs(&b));
+    for name in ["mutex_waiter", "condvar_waiter", "pipe_reader"] {
+        assert!(
+            stuck.contains(&thread_named(&b, name).tid),
+            "{name} not stuck: {stuck:?}\n{}",
+            dump(&b)
+        );
+    }
 }

@@ -1,8 +1,8 @@
 //! Python targets: CPython threads blocked in named functions. With the agent's `stacks`
 //! result (here produced by the target itself exactly as the agent does:
 //! sys._current_frames joined to Thread.native_id) the Python function names appear on the
-//! right kernel thread, next to its native frames and wait point. Without an agent the
-//! native and kernel sources still work and the missing Python source is a labelled error.
+//! right kernel thread, next to its native frames and wait point. Without an agent, py-spy
+//! (as a library) reads the same names from outside, joined by os_thread_id.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod stacks_common;
@@ -52,35 +52,42 @@ fn python_names_from_agent_result_join_kernel_threads() {
 }
 
 #[test]
-fn python_without_agent_keeps_native_and_kernel_and_says_why() {
-    let (t, _) = python_target(0, false);
-    // Threads start after "ready" only in the dump-less mode's race: wait for three threads.
-    eventually("python threads started", || {
-        stacks::kernel::list_tids(t.pid())
-            .map(|v| v.len() >= 3)
-            .unwrap_or(false)
-    });
+fn python_names_without_agent_via_py_spy() {
+    // The dump only makes the target wait until its threads are blocked; it is not used.
+    let (t, _) = python_target(2, true);
     let snap = stacks::capture(t.pid(), &[], &StackOptions::default());
-    assert!(snap.threads.iter().all(|t| t.kernel.is_some()));
-    // The interpreter's own frames are visible natively (CPython's eval loop).
+    let with = |f: &str| {
+        snap.threads
+            .iter()
+            .find(|t| {
+                t.stack(SourceKind::PySpyPython)
+                    .is_some_and(|s| has_function(s, f))
+            })
+            .unwrap_or_else(|| panic!("no thread with py-spy frame {f}:\n{}", dump(&snap)))
+    };
+    let lock = with("py_blocked_on_lock");
+    assert_eq!(lock.stacks[0].source, SourceKind::PySpyPython);
+    assert_eq!(
+        lock.kernel.as_ref().unwrap().wait.syscall.as_deref(),
+        Some("futex")
+    );
+    // The interpreter's own frames are there too, natively.
     assert!(
-        snap.threads.iter().any(|t| t
-            .stack(SourceKind::Native)
-            .is_some_and(|s| has_function(s, "_PyEval_EvalFrame"))),
+        lock.stack(SourceKind::Native)
+            .is_some_and(|s| has_function(s, "PyThread_acquire_lock")),
         "{}",
         dump(&snap)
     );
-    let py_source = snap
-        .errors
-        .iter()
-        .any(|e| e.source == SourceKind::PySpyPython)
-        || snap
-            .threads
-            .iter()
-            .any(|t| t.stack(SourceKind::PySpyPython).is_some());
+    let sleep = with("py_blocked_in_sleep");
+    assert_ne!(sleep.tid, lock.tid);
     assert!(
-        py_source,
-        "python source neither ran nor said why:\n{}",
-        dump(&snap)
+        sleep
+            .kernel
+            .as_ref()
+            .unwrap()
+            .wait
+            .syscall
+            .as_deref()
+            .is_some_and(|s| s.contains("sleep"))
     );
 }

@@ -20,6 +20,16 @@ pub fn list_tids(pid: i32) -> io::Result<Vec<i32>> {
     Ok(tids)
 }
 
+/// Start time of a process (clock ticks since boot, stat field 22): with the pid, its identity.
+pub fn start_time(pid: i32) -> Option<u64> {
+    let s = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    s[s.rfind(')')? + 1..]
+        .split_whitespace()
+        .nth(19)?
+        .parse()
+        .ok()
+}
+
 /// Parsed `/proc/PID/task/TID/syscall`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SyscallLine {

@@ -8,6 +8,7 @@
 pub mod cli;
 pub mod kernel;
 pub mod native;
+mod pyspy;
 pub mod python;
 pub mod stuck;
 mod syscalls;

@@ -1,7 +1,7 @@
 //! Python frames joined to kernel threads. With an agent connected, its `stacks` response
 //! (`sys._current_frames()` keyed by `Thread.native_id`) is parsed here; without one, a
-//! CPython process gets a labelled error saying how to get Python frames (the py-spy library
-//! source is not built in: see the stacks issue). Frames are innermost first everywhere.
+//! CPython process is read from outside by py-spy (see `pyspy`). Frames are innermost first
+//! everywhere, and Python stacks go first in a thread's list (they say the most).
 
 use super::{Frame, SourceError, SourceKind, SourceStack, StackOptions, ThreadStacks};
 use serde::Deserialize;
@@ -122,13 +122,40 @@ pub fn join_into(
             }),
         }
     }
-    if is_python(pid) {
-        errors.push(SourceError {
-            source: SourceKind::PySpyPython,
-            message: "Python frames need the agent: launch under lifecycle-top (agent injected) \
-                      or run `py-spy dump --pid N`; this build has no agent-less Python reader"
-                .into(),
-        });
+    if !is_python(pid) {
+        return;
+    }
+    let Some(start) = super::kernel::start_time(pid) else {
+        return;
+    };
+    match super::pyspy::capture(pid, start) {
+        Ok(list) => {
+            let mut unjoined = 0;
+            for PyThreadStack { tid, frames, .. } in list {
+                match threads.iter_mut().find(|t| t.tid == tid) {
+                    Some(t) => {
+                        let stack = SourceStack {
+                            source: SourceKind::PySpyPython,
+                            frames,
+                            note: None,
+                        };
+                        t.stacks.insert(0, stack);
+                    }
+                    None if tid == 0 => unjoined += 1,
+                    None => {} // a thread not asked for, or gone since
+                }
+            }
+            if unjoined > 0 {
+                errors.push(SourceError {
+                    source: SourceKind::PySpyPython,
+                    message: format!(
+                        "{unjoined} Python threads could not be joined to kernel threads \
+                         (CPython < 3.11 has no native id): use the agent for joined stacks"
+                    ),
+                });
+            }
+        }
+        Err(e) => errors.push(e),
     }
 }
 

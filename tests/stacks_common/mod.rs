@@ -21,6 +21,27 @@ impl Drop for Target {
     }
 }
 
+/// `cargo test` builds examples only when no target is selected; `cargo test --test stacks`
+/// does not. So build the target example here (a no-op when fresh), once per test binary.
+pub fn build_rust_target() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let mut cmd = Command::new(env!("CARGO"));
+        cmd.args(["build", "--quiet", "--example", "stacks_blocked_threads"]);
+        if target_dir().ends_with("release") {
+            cmd.arg("--release");
+        }
+        let st = cmd
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .expect("cargo runs");
+        assert!(
+            st.success(),
+            "cargo build --example stacks_blocked_threads failed"
+        );
+    });
+}
+
 /// target/debug (or release) of the running test binary.
 pub fn target_dir() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
@@ -103,6 +124,7 @@ impl Target {
 
     /// The Rust target with extra args (`spin` adds a thread busy in user space).
     pub fn rust_with(args: &[&str]) -> Self {
+        build_rust_target();
         let exe = target_dir().join("examples/stacks_blocked_threads");
         assert!(
             exe.exists(),

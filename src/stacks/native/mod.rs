@@ -39,15 +39,6 @@ thread_local! {
     static STATE: RefCell<NativeState> = RefCell::new(NativeState::default());
 }
 
-fn start_time(pid: i32) -> Option<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    s[s.rfind(')')? + 1..]
-        .split_whitespace()
-        .nth(19)?
-        .parse()
-        .ok()
-}
-
 fn err(message: String) -> SourceError {
     SourceError {
         source: SourceKind::Native,
@@ -73,7 +64,9 @@ pub fn capture_into(
             return;
         }
     };
-    let Some(st) = start_time(pid) else { return };
+    let Some(st) = kernel::start_time(pid) else {
+        return;
+    };
     STATE.with(|cell| {
         let mut native = cell.borrow_mut();
         capture_with(&mut native, pid, st, &maps, threads, opts, started, errors);

@@ -22,9 +22,10 @@ pub struct Captured {
 }
 
 const PAGE: usize = 4096;
-/// Stack copied by the helper: 64 pages (one iovec each, so a read stops cleanly at the end
-/// of the stack mapping instead of failing whole).
-const PAGES: usize = 64;
+/// Stack copied by the helper: 16 pages (one iovec each, so a read stops cleanly at the end
+/// of the stack mapping instead of failing whole). 64 KiB holds typical blocked stacks and
+/// keeps the pause near 0.1 ms; 256 KiB measured 0.26 ms. Deeper stacks show as truncated.
+const PAGES: usize = 16;
 const STACK_BYTES: usize = PAGE * PAGES;
 
 /// Why a thread must not be interrupted, if it must not: a thread in D state (the stop would
