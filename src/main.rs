@@ -1,1 +1,91 @@
-fn main() {}
+//! lifecycle-top's entry point: parse the CLI into a validated config, set up diagnostics
+//! (to a file, never the screen), run the chosen mode and map the outcome to an exit code:
+//! 0 ok / clean, 1 something lingered (headless), 2 usage or attach error.
+
+use lifecycle_top::cli::{self, Config};
+use lifecycle_top::{agent, app, collect, headless, stacks};
+use std::io::Write;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let config = match cli::parse() {
+        Ok(c) => c,
+        Err(e) => return usage_error(&e.to_string()),
+    };
+    if let Config::Run(run) = &config {
+        init_tracing(run.log.as_deref());
+    }
+    match run(config) {
+        Ok(code) => code,
+        Err(e) => usage_error(&format!("{e:#}")),
+    }
+}
+
+fn run(config: Config) -> anyhow::Result<ExitCode> {
+    match config {
+        Config::Snapshot { pid, json } => {
+            let snap = collect::snapshot_once(pid)?;
+            let mut out = std::io::stdout().lock();
+            if json {
+                serde_json::to_writer_pretty(&mut out, &snap)?;
+                writeln!(out)?;
+            } else {
+                write!(out, "{}", collect::snapshot_text(&snap))?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Config::Stacks { pid, json, seize } => {
+            stacks::cli::run(pid, json, seize, &mut std::io::stdout().lock())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Config::AgentPrint => {
+            print!("{}", agent::embedded::AGENT_SOURCE);
+            Ok(ExitCode::SUCCESS)
+        }
+        Config::AgentPath => {
+            let dir = agent::embedded::install_dir()?;
+            println!("{}", dir.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Config::Run(cfg) if cfg.headless => Ok(headless::run(&cfg)),
+        Config::Run(cfg) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
+            let attached = app::attach(&cfg)?;
+            runtime.block_on(app::run(cfg, attached))
+        }
+    }
+}
+
+fn usage_error(msg: &str) -> ExitCode {
+    eprintln!("lifecycle-top: {msg}");
+    ExitCode::from(2)
+}
+
+/// Diagnostics go to `--log FILE` / `LIFECYCLE_TOP_LOG`; without one, nowhere (the TUI owns
+/// the screen).
+fn init_tracing(path: Option<&std::path::Path>) {
+    let Some(path) = path else { return };
+    match std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
+        Ok(file) => {
+            let _ = tracing_subscriber::fmt()
+                .with_writer(std::sync::Mutex::new(file))
+                .with_ansi(false)
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_env("LIFECYCLE_TOP_LOG_LEVEL")
+                        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                )
+                .try_init();
+        }
+        Err(e) => eprintln!(
+            "lifecycle-top: cannot open log file {}: {e}",
+            path.display()
+        ),
+    }
+}

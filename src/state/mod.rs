@@ -1,1 +1,539 @@
-//! (being written: see the issue for this module)
+//! The application model (Elm style): one struct owns everything the dashboard shows,
+//! [`AppState::apply`] folds events from the core into it and [`AppState::act`] turns user
+//! actions into [`Command`]s for the core. No I/O and no ratatui here, so the whole
+//! behaviour is unit-testable and the widgets only draw borrowed state.
+
+#[cfg(test)]
+pub(crate) mod fixture;
+mod tables;
+
+pub use tables::{SortKey, ThreadRow, thread_rows};
+
+use crate::agent::protocol::{Hello, Report};
+use crate::model::{AgentFacts, ExitInfo, ExitStatus, ProcKey, Snapshot};
+use crate::stacks::StackSnapshot;
+use crate::teardown::{Plan, Timeline};
+use std::collections::HashMap;
+
+/// Which panel has the keyboard focus.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Panel {
+    Threads,
+    Tree,
+    Tasks,
+    Timeline,
+}
+
+impl Panel {
+    pub const ALL: [Panel; 4] = [Panel::Threads, Panel::Tree, Panel::Tasks, Panel::Timeline];
+
+    fn next(self) -> Self {
+        let i = Self::ALL.iter().position(|p| *p == self).unwrap_or(0);
+        Self::ALL[(i + 1) % Self::ALL.len()]
+    }
+    fn prev(self) -> Self {
+        let i = Self::ALL.iter().position(|p| *p == self).unwrap_or(0);
+        Self::ALL[(i + Self::ALL.len() - 1) % Self::ALL.len()]
+    }
+}
+
+/// How the target was obtained; decides what quitting means.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mode {
+    /// `--pid`: quitting never touches the target.
+    Attach,
+    /// `-- CMD` or `demo`: quitting asks what to do with the tree we started.
+    Launch { demo: bool },
+}
+
+/// Connection to the in-process agent, as shown in the header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AgentStatus {
+    Disabled,
+    Searching,
+    NotFound(String),
+    Connected(String),
+    Lost(String),
+}
+
+/// What the user chose when quitting a launched tree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuitChoice {
+    /// Leave the tree running and print its pid.
+    Detach,
+    /// Kill the whole tree (SIGKILL through pidfds).
+    KillTree,
+    /// Run the remaining teardown phases, then quit.
+    RunPlan,
+}
+
+/// Events from the core and the terminal, already decoded.
+#[derive(Debug, Clone)]
+pub enum Event {
+    Snapshot(Box<Snapshot>),
+    Exited {
+        key: ProcKey,
+        status: ExitStatus,
+        at_unix_ms: u64,
+    },
+    CollectError(String),
+    Agent(AgentStatus),
+    /// A (new) agent said hello: when its identity changed, what we knew is dropped.
+    AgentHello(Box<Hello>),
+    AgentReport(Box<Report>),
+    LogTail(Vec<String>),
+    Status(String),
+    /// The teardown plan in use (and a fresh, empty timeline).
+    Plan(Box<Plan>),
+    Timeline(Box<Timeline>),
+    Stacks(Box<StackSnapshot>),
+    /// Wall clock, for live elapsed times (set by the app on ticks, never read here).
+    Now(u64),
+}
+
+/// What a key press means, independent of the key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Quit,
+    ForceQuit,
+    NextPanel,
+    PrevPanel,
+    Up,
+    Down,
+    PageUp,
+    PageDown,
+    Top,
+    Bottom,
+    CycleSort,
+    ReverseSort,
+    ToggleHelp,
+    Escape,
+    Choose(QuitChoice),
+    // Teardown and stacks: routed to the engine by the app.
+    NextPhase,
+    RunPhase(usize),
+    RunAll,
+    AbortPhase,
+    ExtendTimeout,
+    StackSelected,
+    StackAll,
+    WriteStacks,
+    /// Open the stack pane on the previous / next kept snapshot.
+    PrevStacks,
+    NextStacks,
+}
+
+/// Commands for the core, produced by [`AppState::act`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    Quit(Option<QuitChoice>),
+    Teardown(Action),
+    CaptureStacks(Vec<i32>),
+    WriteStacks,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Overlay {
+    None,
+    Help,
+    QuitPrompt,
+    /// The stack pane, showing `stacks[stack_view]`.
+    Stacks,
+}
+
+/// Snapshots kept so two can be compared.
+pub const KEPT_STACK_SNAPSHOTS: usize = 8;
+
+/// Everything the dashboard shows.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub mode: Mode,
+    pub target_pid: i32,
+    pub snapshot: Option<Snapshot>,
+    /// Exit of the target itself, once noticed.
+    pub target_exit: Option<ExitInfo>,
+    /// Exits noticed through pidfds, by process, so they survive the next snapshot.
+    pub exits: HashMap<ProcKey, ExitInfo>,
+    pub agent: AgentStatus,
+    pub agent_facts: Option<AgentFacts>,
+    pub agent_hello: Option<Hello>,
+    pub agent_report: Option<Box<Report>>,
+    pub selected_task: usize,
+    pub focus: Panel,
+    pub sort: SortKey,
+    pub sort_reverse: bool,
+    pub selected_tid: Option<i32>,
+    pub selected_pid: Option<ProcKey>,
+    pub overlay: Overlay,
+    pub status: Option<String>,
+    pub last_error: Option<String>,
+    pub log_tail: Vec<String>,
+    pub log_path: Option<String>,
+    /// Set when the app should stop; the choice says what to do with a launched tree.
+    pub quit: Option<Option<QuitChoice>>,
+    pub plan: Option<Plan>,
+    pub timeline: Option<Timeline>,
+    pub now_unix_ms: u64,
+    /// Kept stack snapshots, oldest first; the pane shows `stack_view`.
+    pub stacks: Vec<StackSnapshot>,
+    pub stack_view: usize,
+    pub stack_scroll: u16,
+    /// After "run the plan, then quit": quit once the plan is done.
+    pub quit_after_plan: bool,
+}
+
+impl AppState {
+    pub fn new(mode: Mode, target_pid: i32) -> Self {
+        Self {
+            mode,
+            target_pid,
+            snapshot: None,
+            target_exit: None,
+            exits: HashMap::new(),
+            agent: AgentStatus::Searching,
+            agent_facts: None,
+            agent_hello: None,
+            agent_report: None,
+            selected_task: 0,
+            focus: Panel::Threads,
+            sort: SortKey::Tid,
+            sort_reverse: false,
+            selected_tid: None,
+            selected_pid: None,
+            overlay: Overlay::None,
+            status: None,
+            last_error: None,
+            log_tail: Vec::new(),
+            log_path: None,
+            quit: None,
+            plan: None,
+            timeline: None,
+            now_unix_ms: 0,
+            stacks: Vec::new(),
+            stack_view: 0,
+            stack_scroll: 0,
+            quit_after_plan: false,
+        }
+    }
+
+    /// Folds one event from the core into the model.
+    pub fn apply(&mut self, event: Event) {
+        match event {
+            Event::Snapshot(snap) => {
+                let mut snap = *snap;
+                for p in &mut snap.processes {
+                    if p.exit.is_none() {
+                        p.exit = self.exits.get(&p.key).copied();
+                    }
+                }
+                if self.target_exit.is_none()
+                    && let Some(t) = snap.target_info().and_then(|t| t.exit)
+                {
+                    self.target_exit = Some(t);
+                }
+                self.snapshot = Some(snap);
+                self.fix_selection();
+            }
+            Event::Exited {
+                key,
+                status,
+                at_unix_ms,
+            } => {
+                let info = ExitInfo { status, at_unix_ms };
+                self.exits.insert(key, info);
+                if let Some(snap) = &mut self.snapshot {
+                    if let Some(p) = snap.processes.iter_mut().find(|p| p.key == key) {
+                        p.exit = Some(info);
+                    }
+                    if key == snap.target {
+                        self.target_exit = Some(info);
+                        snap.threads.clear();
+                    }
+                }
+            }
+            Event::CollectError(e) => self.last_error = Some(e),
+            Event::Agent(status) => {
+                if !matches!(status, AgentStatus::Connected(_)) {
+                    self.agent_facts = None;
+                    self.agent_report = None;
+                }
+                self.agent = status;
+            }
+            Event::AgentHello(hello) => {
+                let restarted = self.agent_hello.as_ref().is_some_and(|old| {
+                    old.identity() != hello.identity() || old.agent.instance != hello.agent.instance
+                });
+                if restarted {
+                    self.agent_facts = None;
+                    self.agent_report = None;
+                    self.selected_task = 0;
+                }
+                self.agent = AgentStatus::Connected(format!(
+                    "{} {} agent {}",
+                    hello.runtime.name, hello.runtime.version, hello.agent.version
+                ));
+                self.agent_hello = Some(*hello);
+            }
+            Event::AgentReport(report) => {
+                self.agent_facts = Some(AgentFacts::from(report.as_ref()));
+                let n = report.tasks.len();
+                self.selected_task = self.selected_task.min(n.saturating_sub(1));
+                self.agent_report = Some(report);
+            }
+            Event::LogTail(lines) => self.log_tail = lines,
+            Event::Status(s) => self.status = Some(s),
+            Event::Plan(plan) => {
+                self.timeline = None;
+                self.plan = Some(*plan);
+            }
+            Event::Timeline(t) => self.timeline = Some(*t),
+            Event::Now(ms) => self.now_unix_ms = ms,
+            Event::Stacks(snap) => {
+                self.stacks.push(*snap);
+                if self.stacks.len() > KEPT_STACK_SNAPSHOTS {
+                    self.stacks.remove(0);
+                }
+                self.stack_view = self.stacks.len() - 1;
+                self.stack_scroll = 0;
+                self.overlay = Overlay::Stacks;
+            }
+        }
+    }
+
+    /// Thread rows in display order (sorted, with agent facts joined).
+    pub fn thread_rows(&self) -> Vec<ThreadRow<'_>> {
+        match &self.snapshot {
+            Some(s) => thread_rows(s, self.agent_facts.as_ref(), self.sort, self.sort_reverse),
+            None => Vec::new(),
+        }
+    }
+
+    pub fn selected_thread_index(&self) -> Option<usize> {
+        let tid = self.selected_tid?;
+        self.thread_rows().iter().position(|r| r.thread.tid == tid)
+    }
+
+    pub fn selected_process_index(&self) -> Option<usize> {
+        let key = self.selected_pid?;
+        self.snapshot
+            .as_ref()?
+            .processes
+            .iter()
+            .position(|p| p.key == key)
+    }
+
+    fn fix_selection(&mut self) {
+        let tids: Vec<i32> = self.thread_rows().iter().map(|r| r.thread.tid).collect();
+        if self.selected_tid.is_none_or(|t| !tids.contains(&t)) {
+            self.selected_tid = tids.first().copied();
+        }
+        let keys: Vec<ProcKey> = self
+            .snapshot
+            .as_ref()
+            .map(|s| s.processes.iter().map(|p| p.key).collect())
+            .unwrap_or_default();
+        if self.selected_pid.is_none_or(|k| !keys.contains(&k)) {
+            self.selected_pid = keys.first().copied();
+        }
+    }
+
+    fn move_selection(&mut self, delta: isize) {
+        if self.overlay == Overlay::Stacks {
+            let v = (self.stack_scroll as isize).saturating_add(delta);
+            self.stack_scroll = v.clamp(0, u16::MAX as isize) as u16;
+            return;
+        }
+        match self.focus {
+            Panel::Threads => {
+                let tids: Vec<i32> = self.thread_rows().iter().map(|r| r.thread.tid).collect();
+                self.selected_tid = step(&tids, self.selected_tid, delta);
+            }
+            Panel::Tree => {
+                let keys: Vec<ProcKey> = self
+                    .snapshot
+                    .as_ref()
+                    .map(|s| s.processes.iter().map(|p| p.key).collect())
+                    .unwrap_or_default();
+                self.selected_pid = step(&keys, self.selected_pid, delta);
+            }
+            Panel::Tasks => {
+                let n = self.agent_report.as_ref().map_or(0, |r| r.tasks.len());
+                let i = (self.selected_task as isize).saturating_add(delta);
+                self.selected_task = i.clamp(0, n.saturating_sub(1) as isize) as usize;
+            }
+            Panel::Timeline => {}
+        }
+    }
+
+    /// Non-daemon threads when the agent says so, else every live thread but the main one
+    /// (the best guess /proc allows).
+    pub fn threads_to_snapshot(&self) -> Vec<i32> {
+        let Some(snap) = &self.snapshot else {
+            return Vec::new();
+        };
+        match &self.agent_facts {
+            Some(f) => snap
+                .threads
+                .iter()
+                .filter(|t| f.thread(t.tid).is_none_or(|a| !a.daemon))
+                .map(|t| t.tid)
+                .collect(),
+            None => snap.threads.iter().map(|t| t.tid).collect(),
+        }
+    }
+
+    /// Turns a user action into commands; purely local actions just change the model.
+    pub fn act(&mut self, action: Action) -> Vec<Command> {
+        if self.overlay == Overlay::QuitPrompt {
+            return match action {
+                Action::Choose(QuitChoice::RunPlan) => {
+                    // Keep the dashboard up while the plan runs; quit when it is done.
+                    self.overlay = Overlay::None;
+                    self.quit_after_plan = true;
+                    vec![Command::Teardown(Action::RunAll)]
+                }
+                Action::Choose(choice) => {
+                    self.quit = Some(Some(choice));
+                    vec![Command::Quit(Some(choice))]
+                }
+                Action::Escape | Action::Quit => {
+                    self.overlay = Overlay::None;
+                    Vec::new()
+                }
+                Action::ForceQuit => self.quit_now(None),
+                _ => Vec::new(),
+            };
+        }
+        match action {
+            Action::Quit => {
+                let tree_alive = self.target_exit.is_none()
+                    || self
+                        .snapshot
+                        .as_ref()
+                        .is_some_and(|s| s.live_descendants().next().is_some());
+                if matches!(self.mode, Mode::Launch { .. }) && tree_alive {
+                    self.overlay = Overlay::QuitPrompt;
+                    Vec::new()
+                } else {
+                    self.quit_now(None)
+                }
+            }
+            Action::ForceQuit => {
+                // Ctrl-C: a launched demo never outlives us; a launched command is detached.
+                let choice = match self.mode {
+                    Mode::Launch { demo: true } => Some(QuitChoice::KillTree),
+                    Mode::Launch { demo: false } => Some(QuitChoice::Detach),
+                    Mode::Attach => None,
+                };
+                self.quit_now(choice)
+            }
+            Action::NextPanel => {
+                self.focus = self.focus.next();
+                Vec::new()
+            }
+            Action::PrevPanel => {
+                self.focus = self.focus.prev();
+                Vec::new()
+            }
+            Action::Up => self.moved(-1),
+            Action::Down => self.moved(1),
+            Action::PageUp => self.moved(-10),
+            Action::PageDown => self.moved(10),
+            Action::Top => self.moved(isize::MIN / 2),
+            Action::Bottom => self.moved(isize::MAX / 2),
+            Action::CycleSort => {
+                self.sort = self.sort.next();
+                Vec::new()
+            }
+            Action::ReverseSort => {
+                self.sort_reverse = !self.sort_reverse;
+                Vec::new()
+            }
+            Action::ToggleHelp => {
+                self.overlay = if self.overlay == Overlay::Help {
+                    Overlay::None
+                } else {
+                    Overlay::Help
+                };
+                Vec::new()
+            }
+            Action::Escape => {
+                self.overlay = Overlay::None;
+                Vec::new()
+            }
+            Action::Choose(_) => Vec::new(),
+            Action::PrevStacks | Action::NextStacks => {
+                if !self.stacks.is_empty() {
+                    let last = self.stacks.len() - 1;
+                    self.stack_view = match action {
+                        Action::PrevStacks => self.stack_view.saturating_sub(1),
+                        _ => (self.stack_view + 1).min(last),
+                    };
+                    self.stack_scroll = 0;
+                    self.overlay = Overlay::Stacks;
+                }
+                Vec::new()
+            }
+            Action::StackSelected => match self.selected_tid {
+                Some(tid) => vec![Command::CaptureStacks(vec![tid])],
+                None => Vec::new(),
+            },
+            Action::StackAll => vec![Command::CaptureStacks(self.threads_to_snapshot())],
+            Action::WriteStacks => vec![Command::WriteStacks],
+            Action::NextPhase
+            | Action::RunPhase(_)
+            | Action::RunAll
+            | Action::AbortPhase
+            | Action::ExtendTimeout => vec![Command::Teardown(action)],
+        }
+    }
+
+    fn moved(&mut self, delta: isize) -> Vec<Command> {
+        self.move_selection(delta);
+        Vec::new()
+    }
+
+    fn quit_now(&mut self, choice: Option<QuitChoice>) -> Vec<Command> {
+        self.quit = Some(choice);
+        vec![Command::Quit(choice)]
+    }
+
+    /// Counts shown in the header: threads, live children, orphans, exited.
+    pub fn counts(&self) -> Counts {
+        let Some(s) = &self.snapshot else {
+            return Counts::default();
+        };
+        Counts {
+            threads: s.threads.len(),
+            children: s.live_descendants().filter(|p| !p.orphan).count(),
+            orphans: s.live_descendants().filter(|p| p.orphan).count(),
+            exited: s
+                .processes
+                .iter()
+                .filter(|p| p.exit.is_some() && p.key != s.target)
+                .count(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub threads: usize,
+    pub children: usize,
+    pub orphans: usize,
+    pub exited: usize,
+}
+
+fn step<T: Copy + PartialEq>(items: &[T], current: Option<T>, delta: isize) -> Option<T> {
+    if items.is_empty() {
+        return None;
+    }
+    let i = current
+        .and_then(|c| items.iter().position(|x| *x == c))
+        .unwrap_or(0) as isize;
+    let j = (i.saturating_add(delta)).clamp(0, items.len() as isize - 1) as usize;
+    items.get(j).copied()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,133 @@
+use super::*;
+use crate::state::fixture;
+
+fn state() -> AppState {
+    let mut s = AppState::new(Mode::Attach, 100);
+    s.apply(Event::Snapshot(Box::new(fixture::snapshot())));
+    s
+}
+
+#[test]
+fn snapshot_selects_first_rows_and_counts() {
+    let s = state();
+    assert_eq!(s.selected_tid, Some(100));
+    assert_eq!(s.selected_pid.map(|k| k.pid), Some(100));
+    assert_eq!(
+        s.counts(),
+        Counts {
+            threads: 4,
+            children: 2,
+            orphans: 1,
+            exited: 1
+        }
+    );
+}
+
+#[test]
+fn selection_moves_and_clamps() {
+    let mut s = state();
+    s.act(Action::Down);
+    assert_eq!(s.selected_tid, Some(105));
+    s.act(Action::Bottom);
+    assert_eq!(s.selected_tid, Some(107));
+    s.act(Action::Down);
+    assert_eq!(s.selected_tid, Some(107));
+    s.act(Action::NextPanel);
+    s.act(Action::Down);
+    assert_eq!(s.selected_pid.map(|k| k.pid), Some(101));
+    assert_eq!(s.selected_tid, Some(107), "other panel's selection is kept");
+}
+
+#[test]
+fn selection_follows_thread_across_sort() {
+    let mut s = state();
+    s.act(Action::Bottom); // tid 107, the busiest
+    s.act(Action::CycleSort); // name
+    s.act(Action::CycleSort); // state
+    s.act(Action::CycleSort); // cpu
+    assert_eq!(s.sort, SortKey::Cpu);
+    assert_eq!(s.selected_tid, Some(107));
+    assert_eq!(s.selected_thread_index(), Some(0));
+}
+
+#[test]
+fn attach_mode_quits_without_asking() {
+    let mut s = state();
+    assert_eq!(s.act(Action::Quit), vec![Command::Quit(None)]);
+}
+
+#[test]
+fn launch_mode_asks_before_quitting_a_live_tree() {
+    let mut s = AppState::new(Mode::Launch { demo: true }, 100);
+    s.apply(Event::Snapshot(Box::new(fixture::snapshot())));
+    assert!(s.act(Action::Quit).is_empty());
+    assert_eq!(s.overlay, Overlay::QuitPrompt);
+    assert!(s.act(Action::Down).is_empty(), "prompt swallows other keys");
+    assert_eq!(
+        s.act(Action::Choose(QuitChoice::Detach)),
+        vec![Command::Quit(Some(QuitChoice::Detach))]
+    );
+}
+
+#[test]
+fn force_quit_never_leaves_the_demo_behind() {
+    let mut s = AppState::new(Mode::Launch { demo: true }, 100);
+    assert_eq!(
+        s.act(Action::ForceQuit),
+        vec![Command::Quit(Some(QuitChoice::KillTree))]
+    );
+}
+
+#[test]
+fn exit_event_marks_process_and_survives_next_snapshot() {
+    let mut s = state();
+    let key = fixture::snapshot().processes[1].key;
+    s.apply(Event::Exited {
+        key,
+        status: ExitStatus::Signal(9),
+        at_unix_ms: 5,
+    });
+    s.apply(Event::Snapshot(Box::new(fixture::snapshot())));
+    let p = &s.snapshot.as_ref().expect("snapshot").processes[1];
+    assert_eq!(p.exit.map(|e| e.status), Some(ExitStatus::Signal(9)));
+    assert!(s.target_exit.is_none());
+}
+
+#[test]
+fn target_exit_is_recorded() {
+    let mut s = state();
+    let key = fixture::snapshot().target;
+    s.apply(Event::Exited {
+        key,
+        status: ExitStatus::Code(0),
+        at_unix_ms: 5,
+    });
+    assert_eq!(s.target_exit.map(|e| e.status), Some(ExitStatus::Code(0)));
+    assert!(s.snapshot.as_ref().expect("snapshot").threads.is_empty());
+}
+
+#[test]
+fn agent_facts_fill_daemon_and_pick_threads_to_snapshot() {
+    let mut s = state();
+    assert_eq!(s.thread_rows()[1].daemon(), None);
+    s.apply(Event::Agent(AgentStatus::Connected("python 3.11".into())));
+    s.agent_facts = Some(fixture::agent_facts());
+    assert_eq!(s.thread_rows()[1].daemon(), Some(false));
+    assert_eq!(s.thread_rows()[2].daemon(), Some(true));
+    assert_eq!(s.threads_to_snapshot(), vec![100, 105]);
+    s.apply(Event::Agent(AgentStatus::Lost("eof".into())));
+    assert!(s.agent_facts.is_none());
+}
+
+#[test]
+fn keys_for_engine_become_commands() {
+    let mut s = state();
+    assert_eq!(
+        s.act(Action::RunPhase(2)),
+        vec![Command::Teardown(Action::RunPhase(2))]
+    );
+    assert_eq!(
+        s.act(Action::StackSelected),
+        vec![Command::CaptureStacks(vec![100])]
+    );
+}

@@ -1,0 +1,81 @@
+//! Header: target identity, uptime, state, tree counts, agent status and system figures.
+
+use crate::state::{AgentStatus, AppState};
+use crate::ui::{fmt, theme};
+use ratatui::Frame;
+use ratatui::layout::Rect;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Borders, Paragraph};
+
+pub fn render(frame: &mut Frame, area: Rect, state: &AppState) {
+    let key = |s: &str| Span::styled(s.to_string(), theme::header_key());
+    let mut first = vec![Span::styled("lifecycle-top ", theme::title())];
+    let target = state.snapshot.as_ref().and_then(|s| s.target_info());
+    first.push(key("pid "));
+    first.push(Span::raw(state.target_pid.to_string()));
+    if let Some(t) = target {
+        let cmd = if t.cmdline.is_empty() {
+            format!("[{}]", t.name)
+        } else {
+            t.cmdline.join(" ")
+        };
+        first.push(Span::raw(format!("  {cmd}")));
+    }
+    let mut second = Vec::new();
+    match (&state.target_exit, target) {
+        (Some(exit), _) => {
+            second.push(Span::styled(
+                format!("target {} ", fmt::exit(exit.status)),
+                theme::bad(),
+            ));
+        }
+        (None, Some(t)) => {
+            second.push(key("up "));
+            second.push(Span::raw(format!("{} ", fmt::duration_secs(t.age_secs))));
+            second.push(key("state "));
+            second.push(Span::raw(format!("{} ", t.state.as_char())));
+        }
+        (None, None) => second.push(Span::styled("attaching… ", theme::dim())),
+    }
+    let c = state.counts();
+    second.push(key("threads "));
+    second.push(Span::raw(format!("{} ", c.threads)));
+    second.push(key("children "));
+    second.push(Span::raw(format!("{} ", c.children)));
+    second.push(key("orphans "));
+    let orphan_style = if c.orphans > 0 {
+        theme::orphan()
+    } else {
+        Default::default()
+    };
+    second.push(Span::styled(format!("{} ", c.orphans), orphan_style));
+    second.push(key("exited "));
+    second.push(Span::raw(format!("{}  ", c.exited)));
+    second.push(key("agent: "));
+    let agent_style = match &state.agent {
+        AgentStatus::Connected(_) => theme::ok(),
+        AgentStatus::Lost(_) => theme::warn(),
+        _ => theme::dim(),
+    };
+    second.push(Span::styled(
+        super::agent_panel::status_text(&state.agent),
+        agent_style,
+    ));
+    if let Some(sys) = state.snapshot.as_ref().map(|s| &s.system) {
+        second.push(Span::styled(
+            format!(
+                "   {} cpus  mem {}/{}  load {:.2}",
+                sys.cpus,
+                fmt::bytes(sys.mem_total_bytes.saturating_sub(sys.mem_available_bytes)),
+                fmt::bytes(sys.mem_total_bytes),
+                sys.load_avg[0]
+            ),
+            theme::dim(),
+        ));
+    }
+    let text = vec![Line::from(first), Line::from(second)];
+    frame.render_widget(
+        Paragraph::new(text).block(Block::new().borders(Borders::BOTTOM)),
+        area,
+    );
+}

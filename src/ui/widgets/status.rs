@@ -1,0 +1,21 @@
+//! Status line: the last message or error, then key hints.
+
+use crate::state::AppState;
+use crate::ui::theme;
+use ratatui::Frame;
+use ratatui::layout::Rect;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::Paragraph;
+
+const HINTS: &str = "q quit  Tab panel  j/k move  o sort  n next phase  a all  s stack  ? help";
+
+pub fn render(frame: &mut Frame, area: Rect, state: &AppState) {
+    let mut spans = Vec::new();
+    if let Some(err) = &state.last_error {
+        spans.push(Span::styled(format!("{err}  "), theme::bad()));
+    } else if let Some(msg) = &state.status {
+        spans.push(Span::styled(format!("{msg}  "), theme::warn()));
+    }
+    spans.push(Span::styled(HINTS, theme::dim()));
+    frame.render_widget(Paragraph::new(Line::from(spans)), area);
+}
