@@ -183,7 +183,9 @@ fn capture_thread(
         };
         let limit = limit_of(sp).ok_or_else(|| format!("sp {sp:#x} is in no mapping"))?;
         let mut stack = unwind::StackCopy::read(pid, sp, limit)?;
-        let walk = unwind::walk_guessing_bp(&pc.unwinder, &mut pc.rules, &mut stack, ip, sp);
+        let is_code = |a: u64| pc.exec_maps.iter().any(|m| m.range.contains(&a));
+        let walk =
+            unwind::walk_guessing_bp(&pc.unwinder, &mut pc.rules, &mut stack, ip, sp, &is_code);
         let after = kernel::read_syscall(pid, tid).map_err(|e| format!("thread {tid}: {e}"))?;
         if after == before {
             return Ok((walk, "ptrace-free".into()));
