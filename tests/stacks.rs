@@ -71,6 +71,16 @@ fn native_frames_of_rust_threads_ptrace_free() {
             "{thread}: {func} not in\n{}",
             dump(&snap)
         );
+        let root = if thread.starts_with("stacks_blocked") {
+            "lang_start"
+        } else {
+            "start_thread"
+        };
+        assert!(
+            has_function(native, root),
+            "{thread}: walk did not reach {root}\n{}",
+            dump(&snap)
+        );
         // Demangled: std is v0-mangled (_R...), the target legacy-mangled (_ZN...).
         let mangled = native
             .frames

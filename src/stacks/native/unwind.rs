@@ -153,11 +153,15 @@ pub fn walk(
 /// Candidate frame pointers: stack slots s (8-aligned, above sp) whose next word is a return
 /// address into an executable mapping (a frame record is [saved rbp, return address]). The
 /// saved rbp itself is not checked: a caller without frame pointers may use rbp for anything.
-pub fn bp_candidates(stack: &mut StackCopy, is_code: &dyn Fn(u64) -> bool, max: usize) -> Vec<u64> {
+pub fn bp_candidates(
+    stack: &mut StackCopy,
+    from: u64,
+    is_code: &dyn Fn(u64) -> bool,
+    max: usize,
+) -> Vec<u64> {
     let mut out = Vec::new();
-    let base = stack.base();
-    let end = base + stack.copied_len() as u64;
-    let mut s = base;
+    let end = stack.base() + stack.copied_len() as u64;
+    let mut s = from.max(stack.base());
     while s + 16 <= end && out.len() < max {
         if stack.word(s + 8).is_ok_and(is_code) {
             out.push(s);
@@ -186,13 +190,38 @@ pub fn walk_guessing_bp(
     };
     let mut best = walk(unwinder, cache, stack, pc, sp, 0);
     let mut best_score = score(&best);
-    for bp in bp_candidates(stack, is_code, 12) {
-        let w = walk(unwinder, cache, stack, pc, sp, bp);
-        let sc = score(&w);
-        if sc > best_score {
-            best = w;
-            best_score = sc;
+    // Round 1 guesses from sp; later rounds from the slot holding the last return address
+    // found, since the frame-pointer frame that stopped the walk lies above it.
+    let mut from = sp;
+    for _round in 0..3 {
+        for bp in bp_candidates(stack, from, is_code, 12) {
+            let w = walk(unwinder, cache, stack, pc, sp, bp);
+            let sc = score(&w);
+            if sc > best_score {
+                best = w;
+                best_score = sc;
+            }
         }
+        let Some(next) = best.lookup_addrs.last().and_then(|a| slot_of(stack, a + 1)) else {
+            break;
+        };
+        if next <= from {
+            break;
+        }
+        from = next;
     }
     best
+}
+
+/// The first stack slot holding `value` (a return address), if any in the copy.
+fn slot_of(stack: &mut StackCopy, value: u64) -> Option<u64> {
+    let end = stack.base() + stack.copied_len() as u64;
+    let mut s = stack.base();
+    while s + 8 <= end {
+        if stack.word(s) == Ok(value) {
+            return Some(s);
+        }
+        s += 8;
+    }
+    None
 }
