@@ -203,35 +203,22 @@ pub fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// Tid of the thread named `name`; waits for it, since a thread names itself after it starts.
 pub fn tid_named(pid: i32, name: &str) -> i32 {
-    let snap = stacks::capture(
-        pid,
-        &[],
-        &StackOptions {
-            native: false,
-            kernel_stack: false,
-            ..Default::default()
-        },
-    );
-    thread_named(&snap, name).tid
-}
-
-/// The Python target; with `dump`, it first writes its agent-format stacks to
-/// `<tempdir>/stacks.json` (returned) once every named thread is blocked.
-pub fn python_target(extra: usize, dump: bool) -> (Target, Option<serde_json::Value>) {
-    require_tool("python3");
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("stacks.json");
-    let mut cmd = Command::new("python3");
-    cmd.arg(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/targets/stacks_blocked.py"
-    ))
-    .arg(extra.to_string());
-    if dump {
-        cmd.arg(&path);
-    }
-    let t = Target::start(cmd, &[], Some(dir));
-    let v = dump.then(|| serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap());
-    (t, v)
+    let opts = StackOptions {
+        native: false,
+        kernel_stack: false,
+        ..Default::default()
+    };
+    let mut tid = None;
+    eventually(&format!("a thread named {name}"), || {
+        let snap = stacks::capture(pid, &[], &opts);
+        tid = snap
+            .threads
+            .iter()
+            .find(|t| t.name.starts_with(name))
+            .map(|t| t.tid);
+        tid.is_some()
+    });
+    tid.unwrap_or_default()
 }
