@@ -222,3 +222,22 @@ pub fn tid_named(pid: i32, name: &str) -> i32 {
     });
     tid.unwrap_or_default()
 }
+/// The Python target; with `dump`, it first writes its agent-format stacks to
+/// `<tempdir>/stacks.json` (returned) once every named thread is blocked.
+pub fn python_target(extra: usize, dump: bool) -> (Target, Option<serde_json::Value>) {
+    require_tool("python3");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("stacks.json");
+    let mut cmd = Command::new("python3");
+    cmd.arg(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/targets/stacks_blocked.py"
+    ))
+    .arg(extra.to_string());
+    if dump {
+        cmd.arg(&path);
+    }
+    let t = Target::start(cmd, &[], Some(dir));
+    let v = dump.then(|| serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap());
+    (t, v)
+}
