@@ -222,6 +222,7 @@ pub fn tid_named(pid: i32, name: &str) -> i32 {
     });
     tid.unwrap_or_default()
 }
+
 /// The Python target; with `dump`, it first writes its agent-format stacks to
 /// `<tempdir>/stacks.json` (returned) once every named thread is blocked.
 pub fn python_target(extra: usize, dump: bool) -> (Target, Option<serde_json::Value>) {
