@@ -142,7 +142,7 @@ fn phase_letter_keys_run_their_phase() {
         .iter()
         .enumerate()
         .map(|(i, p)| (i, p.key))
-        .last()
+        .next_back()
         .expect("phases");
     s.apply(Event::Plan(Box::new(plan)));
     assert_eq!(
