@@ -12,7 +12,7 @@ use crate::collect::pidfd::PidFd;
 use crate::collect::procfs::{self, ProcFile, Stat};
 use crate::model::{ExitInfo, ProcInfo, ProcKey, RunState};
 use rustix::fd::{AsFd, OwnedFd};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,8 +21,10 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Clone, Copy)]
 pub struct TreeOptions {
     pub exited_linger: Duration,
-    /// Also track new processes whose parent is lifecycle-top itself (launch mode: orphans
-    /// reparented to us as subreaper before a refresh saw them).
+    /// Also track new processes whose parent is lifecycle-top itself and whose process group
+    /// is one of the tree's (launch mode: orphans reparented to us as subreaper before a
+    /// refresh saw them). The group check keeps lifecycle-top's other children (helpers it
+    /// runs) out of the tree, so their exit status is never stolen by our reaping.
     pub adopt_own_children: bool,
 }
 
@@ -171,12 +173,20 @@ impl Tree {
                 candidates.push((pid, ino, stat));
             }
         }
+        let own_pgid = rustix::process::getpgrp().as_raw_nonzero().get();
+        let tree_pgids: HashSet<i32> = match self.opts.adopt_own_children {
+            true => self.live.values().map(|e| e.info.pgid).collect(),
+            false => HashSet::new(),
+        };
         loop {
             let mut added = false;
             let mut rest = Vec::with_capacity(candidates.len());
             for (pid, ino, stat) in candidates {
                 let parent_depth = self.live.get(&stat.ppid).map(|p| p.info.depth);
-                let adopt = self.opts.adopt_own_children && stat.ppid == self.self_pid;
+                let adopt = parent_depth.is_none()
+                    && stat.ppid == self.self_pid
+                    && stat.pgrp != own_pgid
+                    && tree_pgids.contains(&stat.pgrp);
                 if parent_depth.is_none() && !adopt {
                     rest.push((pid, ino, stat));
                     continue;
