@@ -230,3 +230,22 @@ fn exited_processes_linger_then_drop() {
         s.processes.iter().all(|x| x.key != gone)
     });
 }
+
+#[test]
+fn busy_process_shows_cpu_use() {
+    let t = Target::sh("while :; do :; done");
+    let mut c = Collector::attach(t.pid(), CollectorOptions::default()).unwrap();
+    let snap = wait_for(&mut c, "CPU% of a busy loop", |s| {
+        s.target_info()
+            .is_some_and(|p| p.cpu_percent > 5.0 && p.state == RunState::Running)
+            && s.threads.first().is_some_and(|th| th.cpu_percent > 5.0)
+    });
+    let p = snap.target_info().unwrap();
+    assert!(
+        p.cpu_percent <= 100.5 * snap.system.cpus as f32,
+        "{}",
+        p.cpu_percent
+    );
+    assert!(snap.system.cpus >= 1 && snap.system.mem_total_bytes > 0);
+    assert!(snap.system.mem_available_bytes <= snap.system.mem_total_bytes);
+}

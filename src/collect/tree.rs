@@ -1,7 +1,7 @@
 //! The target's process tree. Each refresh lists `/proc` (getdents on a kept dirfd) and
 //! reads `stat` only for pids it has not seen before (a pid whose `/proc` inode changed
 //! counts as new: it was reused). A pid whose parent is tracked joins the tree and gets a
-//! pidfd; processes outside the tree are remembered by (pid, inode, ppid) so they cost
+//! pidfd; processes outside the tree are remembered by (pid, inode) so they cost
 //! nothing on later refreshes. Tracked processes stay tracked when reparented out of the
 //! tree (marked `orphan`), and exited ones stay listed for a while with their exit status.
 
