@@ -182,3 +182,31 @@ fn attach_to_another_users_process_is_permission_denied() {
     assert!(out.status.success(), "helper as nobody failed:\n{text}");
     assert!(text.contains("1 passed"), "helper did not run:\n{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_refresh_now_and_set_interval() {
+    async fn next_snapshot(lc: &mut live::LiveCollector) {
+        let wait = async {
+            loop {
+                match lc.events.recv().await {
+                    Some(CollectEvent::Snapshot(_)) => return,
+                    Some(_) => {}
+                    None => panic!("event channel closed"),
+                }
+            }
+        };
+        tokio::time::timeout(DEADLINE, wait)
+            .await
+            .expect("no snapshot");
+    }
+    let t = Target::spawn(Command::new("sleep").arg("1000"));
+    let c = Collector::attach(t.pid(), CollectorOptions::default()).unwrap();
+    let mut lc = live::spawn(c, Duration::from_secs(3600));
+    next_snapshot(&mut lc).await; // the first one comes at once
+    lc.refresh_now();
+    next_snapshot(&mut lc).await;
+    lc.set_interval(Duration::from_millis(20));
+    for _ in 0..3 {
+        next_snapshot(&mut lc).await;
+    }
+}
