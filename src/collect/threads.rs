@@ -138,6 +138,7 @@ pub struct Threads {
     slots: BTreeMap<i32, Slot>,
     /// `task` was listed at least once.
     listed: bool,
+    warned_fds: bool,
     buf: Vec<u8>,
     generation: u64,
     tids: Vec<i32>,
@@ -151,6 +152,7 @@ impl Threads {
             scanner: DirScanner::new(),
             slots: BTreeMap::new(),
             listed: false,
+            warned_fds: false,
             buf: vec![0; 4096],
             generation: 0,
             tids: Vec::new(),
@@ -186,9 +188,19 @@ impl Threads {
                 slot.generation = generation;
                 continue;
             }
-            // Exited between getdents and open, or out of fds: skip this round.
-            let Ok(mut slot) = Slot::open(self.task_dir.as_fd(), tid) else {
-                continue;
+            // Exited between getdents and open (skip it), or out of fds (say so once).
+            let mut slot = match Slot::open(self.task_dir.as_fd(), tid) {
+                Ok(slot) => slot,
+                Err(e) => {
+                    if e.raw_os_error() == Some(libc::EMFILE) && !self.warned_fds {
+                        self.warned_fds = true;
+                        tracing::warn!(
+                            "out of file descriptors at {} threads: some threads are not shown;                              raise the hard RLIMIT_NOFILE (ulimit -Hn)",
+                            self.slots.len()
+                        );
+                    }
+                    continue;
+                }
             };
             if slot.update(&mut self.buf, true, clock) {
                 slot.generation = generation;
