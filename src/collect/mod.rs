@@ -237,9 +237,10 @@ impl Collector {
         self.exits.clone()
     }
 
-    /// Pidfds of processes that joined the tree since the last call.
+    /// Pidfds of processes that joined the tree since the last call (the first call: of all
+    /// tracked processes). For an exit watcher such as [`live`].
     pub fn take_new_pidfds(&mut self) -> Vec<Arc<pidfd::PidFd>> {
-        std::mem::take(&mut self.tree.new_pidfds)
+        self.tree.take_new_pidfds()
     }
 
     /// Read the tree and threads once. Never fails: a vanished target shows as exited.

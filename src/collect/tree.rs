@@ -44,8 +44,10 @@ pub struct Tree {
     buf: Vec<u8>,
     self_pid: i32,
     exits: ExitBook,
-    /// Pidfds opened since the live watcher last asked.
-    pub new_pidfds: Vec<Arc<PidFd>>,
+    /// Pidfds opened since the live watcher last asked (only kept once someone asks, so a
+    /// collector used without a watcher holds no fds of dead processes).
+    new_pidfds: Vec<Arc<PidFd>>,
+    watched: bool,
 }
 
 impl Tree {
@@ -71,16 +73,27 @@ impl Tree {
             self_pid: std::process::id() as i32,
             exits,
             new_pidfds: Vec::new(),
+            watched: false,
         };
         tree.track(entry);
         Ok(tree)
     }
 
     fn track(&mut self, e: Entry) {
-        if let Some(fd) = &e.pidfd {
+        if let Some(fd) = e.pidfd.as_ref().filter(|_| self.watched) {
             self.new_pidfds.push(Arc::clone(fd));
         }
         self.live.insert(e.info.key.pid, e);
+    }
+
+    /// Pidfds of the processes that joined since the last call; the first call returns
+    /// those of every live tracked process.
+    pub fn take_new_pidfds(&mut self) -> Vec<Arc<PidFd>> {
+        if !self.watched {
+            self.watched = true;
+            return self.live.values().filter_map(|e| e.pidfd.clone()).collect();
+        }
+        std::mem::take(&mut self.new_pidfds)
     }
 
     /// Is `pid` a live tracked process?
