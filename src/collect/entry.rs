@@ -99,6 +99,11 @@ impl Entry {
         Some(e)
     }
 
+    /// The process's `/proc/PID` directory fd (bound to this process, not to the pid).
+    pub fn dir(&self) -> rustix::fd::BorrowedFd<'_> {
+        self.dir.as_fd()
+    }
+
     /// `cmdline` and `status` (signal masks): read on first sight, on exec and when due (another
     /// thread may change the signal dispositions without this one running).
     fn read_rare(&mut self) {

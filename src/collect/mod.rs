@@ -193,13 +193,13 @@ impl Collector {
         };
         let tree = tree::Tree::new(key, tree_opts, exits.clone())
             .map_err(|e| AttachError::from_io(pid, e))?;
-        let threads = match opts.threads {
-            true => Some(
-                procfs::open_dir(&format!("/proc/{pid}"))
-                    .and_then(|d| threads::Threads::new(d.as_fd()))
-                    .map_err(|e| AttachError::from_io(pid, e))?,
+        // Through the target's own /proc/PID fd: the pid cannot have changed hands since.
+        let threads = match (opts.threads, tree.live.get(&pid)) {
+            (true, Some(target)) => Some(
+                threads::Threads::new(target.dir()).map_err(|e| AttachError::from_io(pid, e))?,
             ),
-            false => None,
+            (true, None) => return Err(AttachError::NoSuchProcess(pid)),
+            (false, _) => None,
         };
         let root = procfs::open_dir("/proc").map_err(|e| AttachError::from_io(pid, e))?;
         let sys = SystemFiles {
