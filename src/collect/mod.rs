@@ -45,6 +45,9 @@ pub struct CollectorOptions {
     /// Launch mode: lifecycle-top is the target's parent and child subreaper, so reap exited
     /// tracked children (to get their exit code) and track processes reparented to us.
     pub launch_mode: bool,
+    /// Cap on the files the thread table keeps open (5 per thread); past it, threads are
+    /// read by opening their files per read. `None`: half of RLIMIT_NOFILE.
+    pub max_thread_fds: Option<usize>,
 }
 
 impl Default for CollectorOptions {
@@ -54,6 +57,7 @@ impl Default for CollectorOptions {
             exited_linger: Duration::from_secs(10),
             threads: true,
             launch_mode: false,
+            max_thread_fds: None,
         }
     }
 }
@@ -111,6 +115,12 @@ pub fn raise_nofile_limit() -> u64 {
             lim.current.unwrap_or(u64::MAX)
         }
     }
+}
+
+/// How many fds the thread table may keep open: half the limit, leaving the rest for the
+/// process tree (~3 per process), on-demand reads and everything else lifecycle-top opens.
+fn thread_fd_budget(nofile_limit: u64) -> usize {
+    usize::try_from(nofile_limit / 2).unwrap_or(usize::MAX)
 }
 
 /// One snapshot for `lifecycle-top snapshot`: attach, refresh, wait 250 ms and refresh
@@ -181,7 +191,7 @@ impl Collector {
         )
         .map_err(|e| AttachError::from_io(pid, e.into()))?;
         // Best effort: without a higher limit we still work, with fewer fds kept open.
-        raise_nofile_limit();
+        let nofile = raise_nofile_limit();
         let key = ProcKey {
             pid,
             start_time: stat.start_time,
@@ -196,7 +206,11 @@ impl Collector {
         // Through the target's own /proc/PID fd: the pid cannot have changed hands since.
         let threads = match (opts.threads, tree.live.get(&pid)) {
             (true, Some(target)) => Some(
-                threads::Threads::new(target.dir()).map_err(|e| AttachError::from_io(pid, e))?,
+                threads::Threads::new(
+                    target.dir(),
+                    opts.max_thread_fds.unwrap_or(thread_fd_budget(nofile)),
+                )
+                .map_err(|e| AttachError::from_io(pid, e))?,
             ),
             (true, None) => return Err(AttachError::NoSuchProcess(pid)),
             (false, _) => None,
