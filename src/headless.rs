@@ -62,7 +62,7 @@ fn prepare(cfg: &RunConfig) -> Result<(Collector, Option<Plan>, bool), String> {
 }
 
 /// Without `--plan`: python-asyncio for a Python target, native otherwise.
-fn default_plan(snap: &Snapshot) -> Result<Plan, String> {
+pub fn default_plan(snap: &Snapshot) -> Result<Plan, String> {
     let python = snap.target_info().is_some_and(|t| {
         t.name.starts_with("python") || t.cmdline.first().is_some_and(|c| c.contains("python"))
     });

@@ -3,7 +3,7 @@
 //! 0 ok / clean, 1 something lingered (headless), 2 usage or attach error.
 
 use lifecycle_top::cli::{self, Config};
-use lifecycle_top::{app, collect};
+use lifecycle_top::{agent, app, collect, headless, stacks};
 use std::io::Write;
 use std::process::ExitCode;
 
@@ -34,12 +34,20 @@ fn run(config: Config) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Config::Stacks { .. } => {
-            anyhow::bail!("`stacks` is not available in this build yet")
+        Config::Stacks { pid, json, seize } => {
+            stacks::cli::run(pid, json, seize, &mut std::io::stdout().lock())?;
+            Ok(ExitCode::SUCCESS)
         }
-        Config::AgentPrint | Config::AgentPath => {
-            anyhow::bail!("`agent` is not available in this build yet")
+        Config::AgentPrint => {
+            print!("{}", agent::embedded::AGENT_SOURCE);
+            Ok(ExitCode::SUCCESS)
         }
+        Config::AgentPath => {
+            let dir = agent::embedded::install_dir()?;
+            println!("{}", dir.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Config::Run(cfg) if cfg.headless => Ok(headless::run(&cfg)),
         Config::Run(cfg) => {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -60,7 +68,11 @@ fn usage_error(msg: &str) -> ExitCode {
 /// the screen).
 fn init_tracing(path: Option<&std::path::Path>) {
     let Some(path) = path else { return };
-    match std::fs::OpenOptions::new().create(true).append(true).open(path) {
+    match std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
         Ok(file) => {
             let _ = tracing_subscriber::fmt()
                 .with_writer(std::sync::Mutex::new(file))
@@ -71,6 +83,9 @@ fn init_tracing(path: Option<&std::path::Path>) {
                 )
                 .try_init();
         }
-        Err(e) => eprintln!("lifecycle-top: cannot open log file {}: {e}", path.display()),
+        Err(e) => eprintln!(
+            "lifecycle-top: cannot open log file {}: {e}",
+            path.display()
+        ),
     }
 }

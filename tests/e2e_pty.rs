@@ -86,7 +86,11 @@ fn attach_shows_thread_and_q_leaves_target_alive() {
     cmd.env("TERM", "xterm-256color");
     let mut child = pty.slave.spawn_command(cmd).expect("spawn lifecycle-top");
     drop(pty.slave);
-    let parser = Arc::new(Mutex::new(vt100::Parser::new(40, 140, 0)));
+    let parser = Arc::new(Mutex::new(vt100::Parser::new(
+        std::num::NonZeroU16::new(40).expect("rows"),
+        std::num::NonZeroU16::new(140).expect("cols"),
+        0,
+    )));
     let mut reader = pty.master.try_clone_reader().expect("reader");
     let p2 = parser.clone();
     std::thread::spawn(move || {

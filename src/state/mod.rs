@@ -9,7 +9,10 @@ mod tables;
 
 pub use tables::{SortKey, ThreadRow, thread_rows};
 
+use crate::agent::protocol::{Hello, Report};
 use crate::model::{AgentFacts, ExitInfo, ExitStatus, ProcKey, Snapshot};
+use crate::stacks::StackSnapshot;
+use crate::teardown::{Plan, Timeline};
 use std::collections::HashMap;
 
 /// Which panel has the keyboard focus.
@@ -75,9 +78,17 @@ pub enum Event {
     },
     CollectError(String),
     Agent(AgentStatus),
-    AgentFacts(Box<AgentFacts>),
+    /// A (new) agent said hello: when its identity changed, what we knew is dropped.
+    AgentHello(Box<Hello>),
+    AgentReport(Box<Report>),
     LogTail(Vec<String>),
     Status(String),
+    /// The teardown plan in use (and a fresh, empty timeline).
+    Plan(Box<Plan>),
+    Timeline(Box<Timeline>),
+    Stacks(Box<StackSnapshot>),
+    /// Wall clock, for live elapsed times (set by the app on ticks, never read here).
+    Now(u64),
 }
 
 /// What a key press means, independent of the key.
@@ -107,6 +118,9 @@ pub enum Action {
     StackSelected,
     StackAll,
     WriteStacks,
+    /// Open the stack pane on the previous / next kept snapshot.
+    PrevStacks,
+    NextStacks,
 }
 
 /// Commands for the core, produced by [`AppState::act`].
@@ -123,7 +137,12 @@ pub enum Overlay {
     None,
     Help,
     QuitPrompt,
+    /// The stack pane, showing `stacks[stack_view]`.
+    Stacks,
 }
+
+/// Snapshots kept so two can be compared.
+pub const KEPT_STACK_SNAPSHOTS: usize = 8;
 
 /// Everything the dashboard shows.
 #[derive(Debug, Clone)]
@@ -137,6 +156,9 @@ pub struct AppState {
     pub exits: HashMap<ProcKey, ExitInfo>,
     pub agent: AgentStatus,
     pub agent_facts: Option<AgentFacts>,
+    pub agent_hello: Option<Hello>,
+    pub agent_report: Option<Box<Report>>,
+    pub selected_task: usize,
     pub focus: Panel,
     pub sort: SortKey,
     pub sort_reverse: bool,
@@ -149,6 +171,15 @@ pub struct AppState {
     pub log_path: Option<String>,
     /// Set when the app should stop; the choice says what to do with a launched tree.
     pub quit: Option<Option<QuitChoice>>,
+    pub plan: Option<Plan>,
+    pub timeline: Option<Timeline>,
+    pub now_unix_ms: u64,
+    /// Kept stack snapshots, oldest first; the pane shows `stack_view`.
+    pub stacks: Vec<StackSnapshot>,
+    pub stack_view: usize,
+    pub stack_scroll: u16,
+    /// After "run the plan, then quit": quit once the plan is done.
+    pub quit_after_plan: bool,
 }
 
 impl AppState {
@@ -161,6 +192,9 @@ impl AppState {
             exits: HashMap::new(),
             agent: AgentStatus::Searching,
             agent_facts: None,
+            agent_hello: None,
+            agent_report: None,
+            selected_task: 0,
             focus: Panel::Threads,
             sort: SortKey::Tid,
             sort_reverse: false,
@@ -172,6 +206,13 @@ impl AppState {
             log_tail: Vec::new(),
             log_path: None,
             quit: None,
+            plan: None,
+            timeline: None,
+            now_unix_ms: 0,
+            stacks: Vec::new(),
+            stack_view: 0,
+            stack_scroll: 0,
+            quit_after_plan: false,
         }
     }
 
@@ -214,12 +255,48 @@ impl AppState {
             Event::Agent(status) => {
                 if !matches!(status, AgentStatus::Connected(_)) {
                     self.agent_facts = None;
+                    self.agent_report = None;
                 }
                 self.agent = status;
             }
-            Event::AgentFacts(f) => self.agent_facts = Some(*f),
+            Event::AgentHello(hello) => {
+                let restarted = self.agent_hello.as_ref().is_some_and(|old| {
+                    old.identity() != hello.identity() || old.agent.instance != hello.agent.instance
+                });
+                if restarted {
+                    self.agent_facts = None;
+                    self.agent_report = None;
+                    self.selected_task = 0;
+                }
+                self.agent = AgentStatus::Connected(format!(
+                    "{} {} agent {}",
+                    hello.runtime.name, hello.runtime.version, hello.agent.version
+                ));
+                self.agent_hello = Some(*hello);
+            }
+            Event::AgentReport(report) => {
+                self.agent_facts = Some(AgentFacts::from(report.as_ref()));
+                let n = report.tasks.len();
+                self.selected_task = self.selected_task.min(n.saturating_sub(1));
+                self.agent_report = Some(report);
+            }
             Event::LogTail(lines) => self.log_tail = lines,
             Event::Status(s) => self.status = Some(s),
+            Event::Plan(plan) => {
+                self.timeline = None;
+                self.plan = Some(*plan);
+            }
+            Event::Timeline(t) => self.timeline = Some(*t),
+            Event::Now(ms) => self.now_unix_ms = ms,
+            Event::Stacks(snap) => {
+                self.stacks.push(*snap);
+                if self.stacks.len() > KEPT_STACK_SNAPSHOTS {
+                    self.stacks.remove(0);
+                }
+                self.stack_view = self.stacks.len() - 1;
+                self.stack_scroll = 0;
+                self.overlay = Overlay::Stacks;
+            }
         }
     }
 
@@ -261,6 +338,11 @@ impl AppState {
     }
 
     fn move_selection(&mut self, delta: isize) {
+        if self.overlay == Overlay::Stacks {
+            let v = (self.stack_scroll as isize).saturating_add(delta);
+            self.stack_scroll = v.clamp(0, u16::MAX as isize) as u16;
+            return;
+        }
         match self.focus {
             Panel::Threads => {
                 let tids: Vec<i32> = self.thread_rows().iter().map(|r| r.thread.tid).collect();
@@ -274,7 +356,12 @@ impl AppState {
                     .unwrap_or_default();
                 self.selected_pid = step(&keys, self.selected_pid, delta);
             }
-            Panel::Tasks | Panel::Timeline => {}
+            Panel::Tasks => {
+                let n = self.agent_report.as_ref().map_or(0, |r| r.tasks.len());
+                let i = (self.selected_task as isize).saturating_add(delta);
+                self.selected_task = i.clamp(0, n.saturating_sub(1) as isize) as usize;
+            }
+            Panel::Timeline => {}
         }
     }
 
@@ -299,6 +386,12 @@ impl AppState {
     pub fn act(&mut self, action: Action) -> Vec<Command> {
         if self.overlay == Overlay::QuitPrompt {
             return match action {
+                Action::Choose(QuitChoice::RunPlan) => {
+                    // Keep the dashboard up while the plan runs; quit when it is done.
+                    self.overlay = Overlay::None;
+                    self.quit_after_plan = true;
+                    vec![Command::Teardown(Action::RunAll)]
+                }
                 Action::Choose(choice) => {
                     self.quit = Some(Some(choice));
                     vec![Command::Quit(Some(choice))]
@@ -369,6 +462,18 @@ impl AppState {
                 Vec::new()
             }
             Action::Choose(_) => Vec::new(),
+            Action::PrevStacks | Action::NextStacks => {
+                if !self.stacks.is_empty() {
+                    let last = self.stacks.len() - 1;
+                    self.stack_view = match action {
+                        Action::PrevStacks => self.stack_view.saturating_sub(1),
+                        _ => (self.stack_view + 1).min(last),
+                    };
+                    self.stack_scroll = 0;
+                    self.overlay = Overlay::Stacks;
+                }
+                Vec::new()
+            }
             Action::StackSelected => match self.selected_tid {
                 Some(tid) => vec![Command::CaptureStacks(vec![tid])],
                 None => Vec::new(),

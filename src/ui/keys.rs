@@ -24,7 +24,8 @@ pub const BINDINGS: &[(&str, &str)] = &[
         "s / S",
         "stack snapshot of the selected thread / of non-daemon threads",
     ),
-    ("w", "write the last stack snapshot to a file"),
+    ("w", "write the viewed stack snapshot to a file"),
+    ("[ / ]", "older / newer kept stack snapshot (compare two)"),
     ("?", "this help"),
     ("Esc", "close an overlay"),
 ];
@@ -67,6 +68,8 @@ pub fn action_for(key: KeyEvent, overlay: &Overlay) -> Option<Action> {
         KeyCode::Char('s') => Action::StackSelected,
         KeyCode::Char('S') => Action::StackAll,
         KeyCode::Char('w') => Action::WriteStacks,
+        KeyCode::Char('[') => Action::PrevStacks,
+        KeyCode::Char(']') => Action::NextStacks,
         KeyCode::Char(c @ '1'..='9') => Action::RunPhase(c as usize - '1' as usize),
         _ => return None,
     };

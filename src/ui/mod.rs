@@ -32,8 +32,30 @@ pub fn draw(frame: &mut Frame, state: &AppState) {
     match state.overlay {
         Overlay::Help => widgets::help::render(frame, area),
         Overlay::QuitPrompt => widgets::help::render_quit_prompt(frame, area, state),
+        Overlay::Stacks => draw_stacks(frame, body, state),
         Overlay::None => {}
     }
+}
+
+/// The stack pane over the panels: the kept snapshot being viewed, with its position.
+fn draw_stacks(frame: &mut Frame, area: Rect, state: &AppState) {
+    let Some(snap) = state.stacks.get(state.stack_view) else {
+        return;
+    };
+    let [hint, pane] = Layout::vertical([Constraint::Length(1), Constraint::Min(0)]).areas(area);
+    frame.render_widget(ratatui::widgets::Clear, area);
+    frame.render_widget(
+        ratatui::text::Line::styled(
+            format!(
+                "snapshot {}/{}  ·  j/k scroll  [ ] older/newer  w write to file  Esc close",
+                state.stack_view + 1,
+                state.stacks.len()
+            ),
+            theme::warn(),
+        ),
+        hint,
+    );
+    widgets::stacks::render(frame, pane, snap, state.stack_scroll);
 }
 
 fn draw_bottom(frame: &mut Frame, area: Rect, state: &AppState) {

@@ -27,7 +27,8 @@ fn dashboard_attached_without_agent() {
 fn dashboard_with_agent_facts() {
     let mut s = attached();
     s.apply(Event::Agent(AgentStatus::Connected("python 3.11".into())));
-    s.apply(Event::AgentFacts(Box::new(fixture::agent_facts())));
+    s.apply(Event::AgentReport(Box::new(fixture::agent_report())));
+    assert_eq!(s.agent_facts, Some(fixture::agent_facts()));
     insta::assert_snapshot!(render(&s, 140, 30));
 }
 

@@ -1,0 +1,1268 @@
+"""lifecycle-top Python agent, protocol v1 (see docs/protocol.md in the lifecycle-top repo).
+
+Runs inside the target on its own daemon thread with its own selectors loop, so it answers
+while the app's asyncio loop is blocked. It reports what /proc cannot know (thread daemon
+flags, asyncio loops and tasks, executors, subprocesses and where they were created) and
+acts on request (cancel tasks, shut down executors, stop/close loops, run app phases).
+
+Start it with ``import lifecycle_top_agent; lifecycle_top_agent.install()``, or let
+lifecycle-top inject it (PYTHONPATH + sitecustomize). Stdlib only, Python 3.8+. It never
+raises into the host: every hook and handler swallows its own errors. With no client
+connected the agent thread sleeps in select() with no timeout, so it costs nothing.
+
+One file on purpose: ``lifecycle-top agent --print > lifecycle_top_agent.py`` must work.
+
+How loops are found (robust to import order): a meta-path hook patches
+``asyncio.base_events.BaseEventLoop.__init__`` (and ThreadPoolExecutor/ProcessPoolExecutor
+``__init__``, ``subprocess.Popen.__init__``) when those modules are imported, or at once if
+they already are; each new instance goes into a WeakSet. Loops created before install()
+are found by a one-time ``gc`` scan when a client connects, and from the ``_loop`` of every
+live task.
+"""
+
+import collections
+import itertools
+import json
+import os
+import selectors
+import socket
+import struct
+import sys
+import threading
+import time
+import weakref
+
+PROTOCOL_VERSION = 1
+AGENT_VERSION = "0.1.0"
+MAX_LINE = 1 << 20
+CHUNK_TASKS = 500
+PROBE_TIMEOUT = 0.1
+MAX_STR = 200
+
+_reg_lock = threading.Lock()
+_loops = weakref.WeakSet()
+_executors = weakref.WeakSet()
+_subprocs = collections.deque(maxlen=256)
+_phases = {}
+_tracked = []
+_agent = None
+_patched = set()
+
+
+# ----------------------------------------------------------------------------- public API
+
+def install(path=None):
+    """Start the agent (idempotent). Returns the socket path, or None if it could not start."""
+    global _agent
+    try:
+        _install_hooks()
+        if _agent is not None:
+            return _agent.path
+        _agent = _Server(path)
+        _agent.start()
+        return _agent.path
+    except Exception as exc:  # never break the host
+        _debug("lifecycle-top agent: not started: %r" % (exc,))
+        _agent = None
+        return None
+
+
+def register_phase(name, fn, description=""):
+    """Register an app phase that lifecycle-top can run by name (sync fn or coroutine fn)."""
+    with _reg_lock:
+        _phases[str(name)] = (fn, str(description))
+
+
+def register_tasks(tasks):
+    """Register the app's own container of background tasks (list/set, read live)."""
+    with _reg_lock:
+        if not any(c is tasks for c in _tracked):
+            _tracked.append(tasks)
+
+
+def socket_path(pid=None):
+    """Where this process's agent listens: $LIFECYCLE_TOP_SOCKET, else
+    $XDG_RUNTIME_DIR/lifecycle-top/<pid>.sock, else /tmp/lifecycle-top-<uid>/<pid>.sock."""
+    pid = os.getpid() if pid is None else pid
+    env = os.environ.get("LIFECYCLE_TOP_SOCKET")
+    if env:
+        return env
+    return _default_paths(pid)[0]
+
+
+# ----------------------------------------------------------------------------- helpers
+
+def _debug(msg):
+    if os.environ.get("LIFECYCLE_TOP_AGENT_DEBUG"):
+        try:
+            sys.stderr.write(msg + "\n")
+        except Exception:
+            pass
+
+
+def _default_paths(pid):
+    out = []
+    xdg = os.environ.get("XDG_RUNTIME_DIR")
+    if xdg:
+        out.append(os.path.join(xdg, "lifecycle-top", "%d.sock" % pid))
+    out.append("/tmp/lifecycle-top-%d/%d.sock" % (os.getuid(), pid))
+    return out
+
+
+def _short(s, n=MAX_STR):
+    s = str(s)
+    return s if len(s) <= n else s[: n - 3] + "..."
+
+
+def _self_start_time():
+    """Field 22 of /proc/self/stat: start time in clock ticks since boot."""
+    try:
+        with open("/proc/self/stat", "rb") as f:
+            data = f.read()
+        rest = data[data.rindex(b")") + 2:].split()
+        return int(rest[19])
+    except Exception:
+        return 0
+
+
+def _where(frame):
+    if frame is None:
+        return None
+    return "%s:%d" % (frame.f_code.co_filename, frame.f_lineno)
+
+
+def _frames_of(frame, limit):
+    out = []
+    while frame is not None and len(out) < limit:
+        out.append({"file": frame.f_code.co_filename, "line": frame.f_lineno,
+                    "function": frame.f_code.co_name})
+        frame = frame.f_back
+    return out
+
+
+def _now_ms():
+    return int(time.time() * 1000)
+
+
+# ----------------------------------------------------------------------------- hooks
+
+def _wrap_init(cls, on_new):
+    orig = cls.__init__
+    if getattr(orig, "_lifecycle_top", False):
+        return
+
+    def __init__(self, *args, **kwargs):
+        orig(self, *args, **kwargs)
+        try:
+            on_new(self, args, kwargs)
+        except Exception:
+            pass
+
+    __init__._lifecycle_top = True
+    __init__.__wrapped__ = orig
+    cls.__init__ = __init__
+
+
+def _on_loop(loop, args, kwargs):
+    _loops.add(loop)
+
+
+def _on_executor(ex, args, kwargs):
+    _executors.add(ex)
+
+
+_SKIP_SITE = ("subprocess.py", os.sep + "asyncio" + os.sep, "lifecycle_top_agent.py")
+
+
+def _on_popen(p, args, kwargs):
+    frame = sys._getframe(2)
+    via = "subprocess"
+    while frame is not None and any(s in frame.f_code.co_filename for s in _SKIP_SITE):
+        if os.sep + "asyncio" + os.sep in frame.f_code.co_filename:
+            via = "asyncio"
+        frame = frame.f_back
+    site = None
+    if frame is not None:
+        site = "%s (%s)" % (_where(frame), frame.f_code.co_name)
+    cmd = args[0] if args else kwargs.get("args")
+    try:
+        ref = weakref.ref(p)
+    except TypeError:
+        ref = None
+    _subprocs.append({"pid": p.pid, "args": _short(cmd, 300), "site": site, "via": via,
+                      "created_unix_ms": _now_ms(), "_ref": ref})
+
+
+def _patch_module(name):
+    mod = sys.modules.get(name)
+    if mod is None or name in _patched:
+        return
+    _patched.add(name)
+    try:
+        if name == "asyncio.base_events":
+            _wrap_init(mod.BaseEventLoop, _on_loop)
+        elif name == "concurrent.futures.thread":
+            _wrap_init(mod.ThreadPoolExecutor, _on_executor)
+        elif name == "concurrent.futures.process":
+            _wrap_init(mod.ProcessPoolExecutor, _on_executor)
+        elif name == "subprocess":
+            _wrap_init(mod.Popen, _on_popen)
+    except Exception:
+        pass
+
+
+_HOOKED = ("asyncio.base_events", "concurrent.futures.thread",
+           "concurrent.futures.process", "subprocess")
+
+
+class _ImportHook:
+    """Meta-path finder that patches the hooked modules right after they execute."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name not in _HOOKED or name in _patched:
+            return None
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            try:
+                spec = finder.find_spec(name, path, target)
+            except Exception:
+                continue
+            if spec is None:
+                continue
+            loader = spec.loader
+            if loader is None or not hasattr(loader, "exec_module"):
+                return spec
+            orig_exec = loader.exec_module
+
+            class _Loader:
+                def __getattr__(self, attr):
+                    return getattr(loader, attr)
+
+                def create_module(self, spec_):
+                    return loader.create_module(spec_)
+
+                def exec_module(self, module):
+                    orig_exec(module)
+                    _patch_module(name)
+
+            spec.loader = _Loader()
+            return spec
+        return None
+
+
+def _install_hooks():
+    if any(isinstance(f, _ImportHook) for f in sys.meta_path):
+        return
+    for name in _HOOKED:
+        _patch_module(name)
+    sys.meta_path.insert(0, _ImportHook())
+
+
+# ----------------------------------------------------------------------------- inspection
+
+def _raw_tasks():
+    at = sys.modules.get("asyncio.tasks")
+    out = []
+    if at is None:
+        return out
+    for name in ("_all_tasks", "_scheduled_tasks", "_eager_tasks"):
+        s = getattr(at, name, None)
+        for _ in range(10):
+            try:
+                out.extend(list(s or ()))
+                break
+            except RuntimeError:  # changed size during iteration: retry
+                continue
+    return out
+
+
+def _all_loops():
+    found = list(_loops)
+    seen = {id(lp) for lp in found}
+    for t in _raw_tasks():
+        lp = getattr(t, "_loop", None)
+        if lp is not None and id(lp) not in seen:
+            seen.add(id(lp))
+            found.append(lp)
+            try:
+                _loops.add(lp)
+            except TypeError:
+                pass
+    return found
+
+
+def _gc_scan_loops():
+    """One-time scan for loops created before install() patched BaseEventLoop."""
+    aev = sys.modules.get("asyncio.events")
+    if aev is None:
+        return
+    import gc
+    for o in gc.get_objects():
+        try:
+            if isinstance(o, aev.AbstractEventLoop):
+                _loops.add(o)
+        except Exception:
+            pass
+
+
+def _loop_tasks(loop):
+    import asyncio
+    for _ in range(10):
+        try:
+            return list(asyncio.all_tasks(loop))
+        except RuntimeError:
+            continue
+    return []
+
+
+def _current_task(loop):
+    import asyncio
+    try:
+        return asyncio.current_task(loop)
+    except Exception:
+        return None
+
+
+def _tracked_ids():
+    with _reg_lock:
+        containers = list(_tracked)
+    if not containers:
+        return None
+    ids = set()
+    for c in containers:
+        try:
+            ids.update(id(x) for x in list(c))
+        except Exception:
+            pass
+    return ids
+
+
+def _thread_of(ident):
+    return threading._active.get(ident) if ident is not None else None
+
+
+def _native_of(ident):
+    th = _thread_of(ident)
+    return getattr(th, "native_id", None) if th is not None else None
+
+
+def _coro_chain(coro):
+    """Frames from the task's coroutine down to the innermost awaited coroutine."""
+    out = []
+    x = coro
+    while x is not None:
+        fr = getattr(x, "cr_frame", None) or getattr(x, "gi_frame", None)
+        if fr is None:
+            break
+        out.append(fr)
+        nxt = getattr(x, "cr_await", None)
+        x = nxt if nxt is not None else getattr(x, "gi_yieldfrom", None)
+    return out
+
+
+_ASYNCIO_DIR = os.sep + "asyncio" + os.sep
+_lib_code = {}
+
+
+def _is_lib(code):
+    """asyncio's own frames say nothing about the app: skip them in "where"."""
+    r = _lib_code.get(code)
+    if r is None:
+        r = _lib_code[code] = _ASYNCIO_DIR in code.co_filename
+    return r
+
+
+def _innermost(coro):
+    """Innermost frame of the await chain outside asyncio itself (or the innermost at all)."""
+    f = user = None
+    x = coro
+    try:
+        while x is not None:
+            fr = x.cr_frame
+            if fr is None:
+                break
+            f = fr
+            if not _is_lib(fr.f_code):
+                user = fr
+            x = x.cr_await
+    except AttributeError:
+        if f is None and x is not None:
+            chain = _coro_chain(x)
+            f = chain[-1] if chain else None
+    return user if user is not None else f
+
+
+class _Chunks:
+    """Task rows split in bounded chunks, each with its own string table."""
+
+    def __init__(self):
+        self.chunks = []
+        self.new()
+
+    def new(self):
+        self.rows = []
+        self.strings = []
+        self.index = {}
+        self.chunks.append((self.rows, self.strings))
+
+    def s(self, text):
+        if text is None:
+            return -1
+        i = self.index.get(text)
+        if i is None:
+            i = self.index[text] = len(self.strings)
+            self.strings.append(text)
+        return i
+
+
+def _add_task_rows(ch, loop_id, tasks, current, tracked, counts, budget):
+    """Append one row per task: [id, loop, name, state, coro, where, tracked]; returns rows."""
+    where_cache = {}
+    n = 0
+    for t in tasks:
+        try:
+            if t is current:
+                state = "running"
+            else:
+                cancelling = t.cancelling() if hasattr(t, "cancelling") else t._must_cancel
+                state = "cancelling" if cancelling else "pending"
+            counts[state] = counts.get(state, 0) + 1
+            if n >= budget:
+                continue
+            if len(ch.rows) >= CHUNK_TASKS:
+                ch.new()
+            coro = t._coro
+            f = _innermost(coro)
+            if f is not None:
+                key = (f.f_code, f.f_lineno)
+                where = where_cache.get(key)
+                if where is None:
+                    where = where_cache[key] = _short(
+                        "%s:%d" % (f.f_code.co_filename, f.f_lineno), 300)
+            else:
+                where = None
+            name = t.get_name()
+            if len(name) > MAX_STR:
+                name = name[:MAX_STR]
+            ch.rows.append([id(t), loop_id, name, state,
+                            ch.s(getattr(coro, "__qualname__", None) or type(coro).__name__),
+                            ch.s(where), (id(t) in tracked) if tracked is not None else None])
+            n += 1
+        except Exception:
+            continue
+    return n
+
+
+class _Probe:
+    """A call_soon_threadsafe round trip measuring loop lag and snapshotting its tasks."""
+
+    __slots__ = ("loop", "t0", "ev", "lag", "tasks")
+
+    def __init__(self, loop):
+        self.loop = loop
+        self.t0 = time.perf_counter()
+        self.ev = threading.Event()
+        self.lag = None
+        self.tasks = None
+
+    def run(self):
+        try:
+            self.lag = time.perf_counter() - self.t0
+            self.tasks = _loop_tasks(self.loop)
+        finally:
+            self.ev.set()
+
+
+def _thread_entries(agent_idents):
+    main = threading.main_thread()
+    out = []
+    for th in threading.enumerate():
+        out.append({"name": _short(th.name), "ident": th.ident,
+                    "native_id": getattr(th, "native_id", None), "daemon": th.daemon,
+                    "alive": th.is_alive(), "main": th is main,
+                    "agent": th.ident in agent_idents})
+    return out
+
+
+def _executor_entries():
+    out = []
+    for ex in list(_executors):
+        try:
+            workers = []
+            for th in list(getattr(ex, "_threads", None) or ()):
+                workers.append({"name": th.name, "native_id": getattr(th, "native_id", None),
+                                "alive": th.is_alive()})
+            for pid in list((getattr(ex, "_processes", None) or {}).keys()):
+                workers.append({"name": "pid %d" % pid, "pid": pid,
+                                "alive": os.path.exists("/proc/%d" % pid)})
+            q = getattr(ex, "_work_queue", None)
+            pending = q.qsize() if hasattr(q, "qsize") else len(
+                getattr(ex, "_pending_work_items", None) or {})
+            out.append({"id": id(ex), "kind": type(ex).__name__,
+                        "max_workers": getattr(ex, "_max_workers", None),
+                        "shutdown": bool(getattr(ex, "_shutdown", False)
+                                         or getattr(ex, "_shutdown_thread", False)),
+                        "pending": pending, "workers": workers})
+        except Exception:
+            continue
+    return out
+
+
+def _subprocess_entries():
+    out = []
+    for rec in list(_subprocs):
+        d = {k: v for k, v in rec.items() if k != "_ref"}
+        p = rec["_ref"]() if rec.get("_ref") else None
+        d["returncode"] = getattr(p, "returncode", None) if p is not None else None
+        d["alive"] = d["returncode"] is None and os.path.exists("/proc/%d" % rec["pid"])
+        out.append(d)
+    return out
+
+
+def _phase_entries():
+    with _reg_lock:
+        return [{"name": k, "description": v[1]} for k, v in _phases.items()]
+
+
+def _loop_id(loop):
+    return id(loop)
+
+
+def _build_report(agent, seq, max_tasks):
+    """Returns the list of encoded lines (header, then task chunks)."""
+    t_start = time.perf_counter()
+    loops = _all_loops()
+    probes = agent.probes
+    live = {id(lp) for lp in loops}
+    for k in [k for k in probes if k not in live]:
+        del probes[k]
+    waiting = []
+    for lp in loops:
+        try:
+            if lp.is_closed() or not lp.is_running():
+                continue
+            pr = probes.get(id(lp))
+            if pr is not None and not pr.ev.is_set():
+                continue  # previous probe still queued: the loop is blocked
+            pr = probes[id(lp)] = _Probe(lp)
+            lp.call_soon_threadsafe(pr.run)
+            waiting.append(pr)
+        except Exception:
+            continue
+    deadline = time.perf_counter() + PROBE_TIMEOUT
+    for pr in waiting:
+        pr.ev.wait(max(0.0, deadline - time.perf_counter()))
+    tracked = _tracked_ids()
+    ch = _Chunks()
+    loop_entries = []
+    frames = None
+    total = listed = 0
+    for lp in loops:
+        try:
+            running, closed = lp.is_running(), lp.is_closed()
+            ident = getattr(lp, "_thread_id", None)
+            pr = probes.get(id(lp))
+            blocked = bool(running and pr is not None and not pr.ev.is_set())
+            lag = None
+            if pr is not None and running:
+                lag = (time.perf_counter() - pr.t0) if blocked else pr.lag
+            tasks = pr.tasks if (pr is not None and pr.ev.is_set() and pr.tasks is not None
+                                 and not blocked and pr in waiting) else _loop_tasks(lp)
+            counts = {}
+            listed += _add_task_rows(ch, id(lp), tasks, _current_task(lp), tracked, counts,
+                                     max_tasks - listed)
+            total += len(tasks)
+            entry = {"id": id(lp), "class": type(lp).__name__, "thread_ident": ident,
+                     "native_id": _native_of(ident), "running": running, "closed": closed,
+                     "blocked": blocked, "lag_ms": None if lag is None else lag * 1000.0,
+                     "counts": counts, "tasks_total": len(tasks),
+                     "main": ident is not None and ident == threading.main_thread().ident}
+            if blocked:
+                if frames is None:
+                    frames = sys._current_frames()
+                entry["blocked_at"] = _where(frames.get(ident))
+            loop_entries.append(entry)
+        except Exception:
+            continue
+    chunks = [c for c in ch.chunks if c[0]]
+    build_ms = (time.perf_counter() - t_start) * 1000.0
+    header = {"type": "report", "seq": seq, "at_unix_ms": _now_ms(), "pid": os.getpid(),
+              "threads": _thread_entries(agent.idents()), "loops": loop_entries,
+              "executors": _executor_entries(), "subprocesses": _subprocess_entries(),
+              "phases": _phase_entries(), "tasks_total": total, "tasks_listed": listed,
+              "tracking": tracked is not None, "task_chunks": len(chunks),
+              "cost": agent.cost(build_ms)}
+    lines = [_encode(header)]
+    for i, (rows, strings) in enumerate(chunks):
+        lines.extend(_encode_chunk(seq, i, len(chunks), rows, strings))
+    return lines
+
+
+def _encode(obj):
+    return (json.dumps(obj, separators=(",", ":"), default=str) + "\n").encode("utf-8")
+
+
+def _encode_chunk(seq, index, count, rows, strings):
+    line = _encode({"type": "report_chunk", "seq": seq, "index": index, "count": count,
+                    "strings": strings, "tasks": rows})
+    if len(line) <= MAX_LINE or len(rows) <= 1:
+        return [line] if len(line) <= MAX_LINE else []
+    # Rare (huge names): drop rows beyond the cap rather than send an oversize line.
+    half = len(rows) // 2
+    return _encode_chunk(seq, index, count, rows[:half], strings)
+
+
+# ----------------------------------------------------------------------------- server
+
+CAPABILITIES = ["threads", "loops", "tasks", "executors", "subprocesses", "chunked_tasks",
+                "stacks", "task_stacks", "cancel_tasks", "shutdown_executors", "stop_loop",
+                "close_loop", "run_phase", "exit", "ping"]
+
+
+class _ReqError(Exception):
+    def __init__(self, code, message, data=None):
+        Exception.__init__(self, message)
+        self.code, self.message, self.data = code, message, data
+
+
+class _Conn:
+    def __init__(self, sock, peer_pid, peer_uid):
+        self.sock = sock
+        self.peer_pid, self.peer_uid = peer_pid, peer_uid
+        self.rbuf = b""
+        self.wbuf = bytearray()
+        self.interval = None
+        self.max_tasks = 20000
+        self.next_at = 0.0
+        self.close_after_flush = False
+
+
+class _Server:
+    def __init__(self, path=None):
+        self.sel = selectors.DefaultSelector()
+        self.lsock, self.path, self._from_env = self._bind(path)
+        self.wake_r, self.wake_w = os.pipe()
+        os.set_blocking(self.wake_r, False)
+        os.set_blocking(self.wake_w, False)
+        self.outq = collections.deque()
+        self.conns = {}
+        self.probes = {}
+        self.seq = itertools.count(1)
+        self.bytes_sent = 0
+        self.reports_sent = 0
+        self.refused = 0
+        self.worker_cpu = 0.0
+        self.last_report_ms = None
+        self.thread = None
+        self.start_time = _self_start_time()
+        self.instance = "%d-%d-%x" % (os.getpid(), self.start_time, id(self))
+        self.gc_scanned = False
+        self._worker_idents = set()
+
+    # -- setup
+    def _bind(self, explicit):
+        cands = [explicit] if explicit else []
+        env = os.environ.get("LIFECYCLE_TOP_SOCKET")
+        if env:
+            cands.append(env)
+        cands += _default_paths(os.getpid())
+        last = None
+        for p in cands:
+            try:
+                return self._bind_one(p), p, p == env
+            except OSError as exc:
+                last = exc
+                _debug("lifecycle-top agent: cannot listen on %s: %s" % (p, exc))
+        raise last or OSError("no socket path")
+
+    @staticmethod
+    def _bind_one(p):
+        import stat
+        d = os.path.dirname(p) or "."
+        os.makedirs(d, mode=0o700, exist_ok=True)
+        st = os.lstat(d)
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
+            raise OSError("directory %s must be ours and mode 0700" % d)
+        if os.path.lexists(p):
+            probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                probe.connect(p)
+                raise OSError("%s is served by a live agent" % p)
+            except (ConnectionRefusedError, FileNotFoundError):
+                os.unlink(p)  # stale socket of a dead process
+            finally:
+                probe.close()
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            s.bind(p)
+            os.chmod(p, 0o600)
+            s.listen(8)
+            s.setblocking(False)
+        except Exception:
+            s.close()
+            raise
+        return s
+
+    def start(self):
+        if self._from_env:
+            # Children must not fight over the launcher's path; they use their own pid path.
+            os.environ.pop("LIFECYCLE_TOP_SOCKET", None)
+        self.path_ino = os.stat(self.path).st_ino
+        self.pid = os.getpid()
+        self.sel.register(self.lsock, selectors.EVENT_READ, "listen")
+        self.sel.register(self.wake_r, selectors.EVENT_READ, "wake")
+        self.thread = threading.Thread(target=self._run, name="lifecycle-top-agent", daemon=True)
+        self.thread.start()
+        import atexit
+        atexit.register(self._unlink)
+
+    def _unlink(self):
+        """At exit, remove our socket file unless another process has replaced it."""
+        try:
+            if os.stat(self.path).st_ino == self.path_ino and os.getpid() == self.pid:
+                os.unlink(self.path)
+        except Exception:
+            pass
+
+    def idents(self):
+        out = set(self._worker_idents)
+        if self.thread is not None:
+            out.add(self.thread.ident)
+        return out
+
+    def cost(self, build_ms):
+        return {"cpu_ms": (self.agent_cpu + self.worker_cpu) * 1000.0,
+                "bytes_sent": self.bytes_sent, "reports_sent": self.reports_sent,
+                "build_ms": build_ms, "last_report_ms": self.last_report_ms,
+                "clients": len(self.conns), "refused": self.refused}
+
+    agent_cpu = 0.0
+
+    # -- main loop
+    def _run(self):
+        while True:
+            try:
+                self._step()
+            except Exception as exc:  # keep serving whatever happens
+                _debug("lifecycle-top agent: %r" % (exc,))
+                time.sleep(0.05)
+
+    def _step(self):
+        due = [c.next_at for c in self.conns.values() if c.interval]
+        timeout = None if not due else max(0.0, min(due) - time.monotonic())
+        for key, mask in self.sel.select(timeout):
+            if key.data == "listen":
+                self._accept()
+            elif key.data == "wake":
+                try:
+                    os.read(self.wake_r, 4096)
+                except OSError:
+                    pass
+            else:
+                if mask & selectors.EVENT_READ:
+                    self._read(key.data)
+                if mask & selectors.EVENT_WRITE and key.data.sock.fileno() in self.conns:
+                    self._flush(key.data)
+        while self.outq:
+            conn, line = self.outq.popleft()
+            self._send(conn, line)
+        self._reports()
+        self.agent_cpu = time.thread_time()
+
+    def _accept(self):
+        try:
+            s, _ = self.lsock.accept()
+        except OSError:
+            return
+        try:
+            cred = s.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+            pid, uid, _gid = struct.unpack("3i", cred)
+        except OSError:
+            s.close()
+            return
+        if uid != os.getuid() and uid != 0:
+            self.refused += 1
+            try:
+                s.send(_encode({"type": "error", "code": "forbidden",
+                                "message": "this agent serves uid %d and root only" % os.getuid()}))
+            except OSError:
+                pass
+            s.close()
+            return
+        s.setblocking(False)
+        conn = _Conn(s, pid, uid)
+        self.conns[s.fileno()] = conn
+        self.sel.register(s, selectors.EVENT_READ, conn)
+        if not self.gc_scanned:
+            self.gc_scanned = True
+            _gc_scan_loops()
+        self._send(conn, _encode(self.hello()))
+
+    def hello(self):
+        return {"type": "hello", "protocol": PROTOCOL_VERSION,
+                "agent": {"kind": "python", "version": AGENT_VERSION, "instance": self.instance},
+                "runtime": {"name": sys.implementation.name,
+                            "version": "%d.%d.%d" % sys.version_info[:3],
+                            "executable": sys.executable},
+                "target": {"pid": os.getpid(), "start_time": self.start_time},
+                "capabilities": CAPABILITIES, "phases": _phase_entries(), "max_line": MAX_LINE}
+
+    def _close(self, conn):
+        self.conns.pop(conn.sock.fileno(), None)
+        try:
+            self.sel.unregister(conn.sock)
+        except Exception:
+            pass
+        conn.sock.close()
+
+    def _read(self, conn):
+        try:
+            data = conn.sock.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._close(conn)
+            return
+        conn.rbuf += data
+        while True:
+            nl = conn.rbuf.find(b"\n")
+            if nl < 0:
+                break
+            line, conn.rbuf = conn.rbuf[:nl], conn.rbuf[nl + 1:]
+            if line.strip():
+                self._handle(conn, line)
+        if len(conn.rbuf) > MAX_LINE:
+            self._error(conn, "line_too_long", "line over %d bytes; closing" % MAX_LINE)
+            conn.close_after_flush = True
+            conn.rbuf = b""
+
+    def _error(self, conn, code, message):
+        self._send(conn, _encode({"type": "error", "code": code, "message": message}))
+
+    def _handle(self, conn, line):
+        try:
+            msg = json.loads(line)
+        except ValueError as exc:
+            self._error(conn, "bad_json", "malformed JSON: %s" % exc)
+            return
+        if not isinstance(msg, dict):
+            self._error(conn, "bad_message", "a message must be a JSON object")
+            return
+        kind = msg.get("type")
+        if kind == "hello":
+            if msg.get("protocol") != PROTOCOL_VERSION:
+                self._error(conn, "version_mismatch",
+                            "client speaks protocol %r, this agent speaks %d"
+                            % (msg.get("protocol"), PROTOCOL_VERSION))
+                conn.close_after_flush = True
+        elif kind == "subscribe":
+            try:
+                ms = int(msg.get("interval_ms") or 0)
+                conn.max_tasks = max(0, int(msg.get("max_tasks", 20000)))
+            except (TypeError, ValueError):
+                self._error(conn, "bad_message", "interval_ms and max_tasks must be integers")
+                return
+            conn.interval = None if ms <= 0 else min(max(ms, 20), 60000) / 1000.0
+            conn.next_at = time.monotonic()
+        elif kind == "request":
+            threading.Thread(target=self._serve, args=(conn, msg), daemon=True,
+                             name="lifecycle-top-agent-req").start()
+        # unknown message types are ignored (forward compatibility)
+
+    # -- output
+    def post(self, conn, line):
+        """Queue a line from any thread; the agent thread sends it."""
+        self.outq.append((conn, line))
+        try:
+            os.write(self.wake_w, b"x")
+        except OSError:
+            pass
+
+    def _send(self, conn, line):
+        if conn.sock.fileno() not in self.conns:
+            return
+        conn.wbuf += line
+        self._flush(conn)
+
+    def _flush(self, conn):
+        try:
+            while conn.wbuf:
+                n = conn.sock.send(conn.wbuf)
+                self.bytes_sent += n
+                del conn.wbuf[:n]
+        except (BlockingIOError, InterruptedError):
+            pass
+        except OSError:
+            self._close(conn)
+            return
+        want = selectors.EVENT_READ | (selectors.EVENT_WRITE if conn.wbuf else 0)
+        try:
+            self.sel.modify(conn.sock, want, conn)
+        except Exception:
+            pass
+        if not conn.wbuf and conn.close_after_flush:
+            self._close(conn)
+
+    def _reports(self):
+        now = time.monotonic()
+        due = [c for c in self.conns.values() if c.interval and c.next_at <= now]
+        if not due:
+            return
+        ready = []
+        for c in due:
+            c.next_at = max(c.next_at + c.interval, now + c.interval / 2)
+            if not c.wbuf:  # a client still reading the last report gets no new one
+                ready.append(c)
+        if not ready:
+            return
+        t0 = time.perf_counter()
+        lines = _build_report(self, next(self.seq), max(c.max_tasks for c in ready))
+        for c in ready:
+            for line in lines:
+                self._send(c, line)
+        self.reports_sent += 1
+        self.last_report_ms = (time.perf_counter() - t0) * 1000.0
+
+    # -- requests
+    def _serve(self, conn, msg):
+        self._worker_idents.add(threading.get_ident())
+        t0 = time.thread_time()
+        rid = msg.get("id")
+        try:
+            method = msg.get("method")
+            params = msg.get("params")
+            fn = METHODS.get(method)
+            if fn is None:
+                raise _ReqError("unknown_method", "unknown method %r (known: %s)"
+                                % (method, ", ".join(sorted(METHODS))))
+            resp = {"type": "response", "id": rid, "ok": True,
+                    "result": fn(self, params if isinstance(params, dict) else {})}
+        except _ReqError as exc:
+            resp = {"type": "response", "id": rid, "ok": False,
+                    "error": {"code": exc.code, "message": exc.message, "data": exc.data}}
+        except Exception as exc:
+            resp = {"type": "response", "id": rid, "ok": False,
+                    "error": {"code": "internal", "message": _short(repr(exc), 500)}}
+        line = _encode(resp)
+        if len(line) > MAX_LINE:
+            line = _encode({"type": "response", "id": rid, "ok": False,
+                            "error": {"code": "too_large",
+                                      "message": "response over %d bytes; ask with a smaller "
+                                                 "limit" % MAX_LINE}})
+        self.post(conn, line)
+        self.worker_cpu += time.thread_time() - t0
+        self._worker_idents.discard(threading.get_ident())
+
+
+def _after_fork_child():
+    """A forked child has no agent thread: forget the parent's server and locks."""
+    global _agent, _reg_lock
+    _agent = None
+    _reg_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_child)
+
+
+# ----------------------------------------------------------------------------- requests
+
+def _timeout(p, default):
+    try:
+        return max(0.0, float(p.get("timeout_ms", default * 1000.0)) / 1000.0)
+    except (TypeError, ValueError):
+        raise _ReqError("bad_params", "timeout_ms must be a number")
+
+
+def _select_loops(p):
+    loops = [lp for lp in _all_loops()]
+    want = p.get("loop")
+    if want is not None:
+        loops = [lp for lp in loops if id(lp) == want]
+        if not loops:
+            raise _ReqError("not_found", "no event loop with id %r" % (want,))
+    return loops
+
+
+def _stack_of_ident(ident, limit=50):
+    return _frames_of(sys._current_frames().get(ident), limit)
+
+
+class _Blocked(Exception):
+    def __init__(self, loop, waited):
+        ident = getattr(loop, "_thread_id", None)
+        stack = _stack_of_ident(ident)
+        at = "%s:%s" % (stack[0]["file"], stack[0]["line"]) if stack else "?"
+        Exception.__init__(self, "event loop %d (thread %s) did not run a callback within "
+                                 "%.0f ms: blocked at %s" % (id(loop), _native_of(ident),
+                                                              waited * 1000.0, at))
+        self.info = {"loop": id(loop), "native_id": _native_of(ident), "stack": stack}
+
+
+def _run_on_loop(loop, fn, timeout):
+    """Run fn on the loop's thread (directly if the loop is not running); _Blocked on timeout."""
+    if not loop.is_running():
+        return fn()
+    box = {}
+    ev = threading.Event()
+
+    def cb():
+        if box.get("abandoned"):
+            return
+        try:
+            box["r"] = fn()
+        except BaseException as exc:
+            box["e"] = exc
+        finally:
+            ev.set()
+
+    loop.call_soon_threadsafe(cb)
+    if not ev.wait(timeout):
+        box["abandoned"] = True
+        raise _Blocked(loop, timeout)
+    if "e" in box:
+        raise box["e"]
+    return box["r"]
+
+
+def _m_ping(agent, p):
+    return {"pong": True, "pid": os.getpid()}
+
+
+def _m_stacks(agent, p):
+    limit = int(p.get("limit", 100))
+    frames = sys._current_frames()
+    out = []
+    for th in threading.enumerate():
+        f = frames.pop(th.ident, None)
+        out.append({"ident": th.ident, "native_id": getattr(th, "native_id", None),
+                    "name": th.name, "daemon": th.daemon, "agent": th.ident in agent.idents(),
+                    "frames": _frames_of(f, limit)})
+    for ident, f in frames.items():
+        out.append({"ident": ident, "native_id": None, "name": None, "daemon": None,
+                    "agent": False, "frames": _frames_of(f, limit)})
+    return {"order": "innermost_first", "threads": out}
+
+
+def _m_task_stacks(agent, p):
+    ids = set(p.get("ids") or [])
+    limit = int(p.get("limit", 200))
+    flimit = int(p.get("frames", 30))
+    out = []
+    for lp in _select_loops(p):
+        for t in _loop_tasks(lp):
+            if (ids and id(t) not in ids) or len(out) >= limit:
+                continue
+            chain = _coro_chain(t._coro)[-flimit:]
+            out.append({"id": id(t), "loop": id(lp), "name": t.get_name(),
+                        "frames": [{"file": f.f_code.co_filename, "line": f.f_lineno,
+                                    "function": f.f_code.co_name} for f in reversed(chain)]})
+    return {"order": "innermost_first", "tasks": out}
+
+
+def _classify(t, waiter, where_before):
+    if t.done():
+        if t.cancelled():
+            return "cancelled", None
+        exc = getattr(t, "_exception", None)
+        if exc is not None:
+            return "raised", _short(repr(exc), 300)
+        return "swallowed", "returned normally after cancel()"
+    now_waiter = getattr(t, "_fut_waiter", None)
+    where_now = _where(_innermost(t._coro))
+    if not getattr(t, "_must_cancel", False) and (
+            (waiter is not None and now_waiter is not waiter) or where_now != where_before):
+        return "swallowed", "caught CancelledError and kept running (now at %s)" % where_now
+    return "still_pending", "cancellation not finished (at %s)" % where_now
+
+
+def _m_cancel_tasks(agent, p):
+    timeout = _timeout(p, 2.0)
+    ids = set(p.get("ids") or []) or None
+    which = p.get("which", "all")
+    if which not in ("all", "tracked", "untracked"):
+        raise _ReqError("bad_params", "which must be all, tracked or untracked")
+    msg = p.get("message") or "cancelled by lifecycle-top"
+    tracked = _tracked_ids()
+    deadline = time.monotonic() + timeout
+    targets, blocked = [], []
+    loops = [lp for lp in _select_loops(p) if not lp.is_closed()]
+    for lp in loops:
+        def do(lp=lp):
+            out = []
+            for t in _loop_tasks(lp):
+                tr = (id(t) in tracked) if tracked is not None else None
+                if (ids is not None and id(t) not in ids) or (which == "tracked" and not tr) \
+                        or (which == "untracked" and tr):
+                    continue
+                before = (getattr(t, "_fut_waiter", None), _where(_innermost(t._coro)))
+                try:
+                    t.cancel(msg)
+                except TypeError:  # 3.8: no msg argument
+                    t.cancel()
+                out.append((t, lp, tr) + before)
+            return out
+        try:
+            targets += _run_on_loop(lp, do, max(0.05, min(1.0, deadline - time.monotonic())))
+        except _Blocked as exc:
+            blocked.append(dict(exc.info, message=str(exc)))
+    if loops and len(blocked) == len(loops):
+        raise _ReqError("blocked", blocked[0]["message"], {"blocked": blocked})
+    while time.monotonic() < deadline and any(not x[0].done() for x in targets):
+        time.sleep(0.01)
+    results, counts = [], {}
+    for t, lp, tr, waiter, where in targets:
+        res, detail = _classify(t, waiter, where)
+        counts[res] = counts.get(res, 0) + 1
+        results.append({"id": id(t), "loop": id(lp), "name": t.get_name(), "tracked": tr,
+                        "result": res, "detail": detail})
+    return {"results": results, "counts": counts, "blocked": blocked}
+
+
+def _m_shutdown_executors(agent, p):
+    timeout = _timeout(p, 2.0)
+    cancel = bool(p.get("cancel_futures", True))
+    want = p.get("ids")
+    exes = [ex for ex in list(_executors) if not want or id(ex) in want]
+    deadline = time.monotonic() + timeout
+    for ex in exes:
+        try:
+            ex.shutdown(wait=False, cancel_futures=cancel)
+        except TypeError:  # 3.8
+            ex.shutdown(wait=False)
+    out = []
+    for ex in exes:
+        threads = list(getattr(ex, "_threads", None) or ())
+        for th in threads:
+            th.join(max(0.0, deadline - time.monotonic()))
+        alive = [th for th in threads if th.is_alive()]
+        out.append({"id": id(ex), "kind": type(ex).__name__, "workers_before": len(threads),
+                    "workers_alive": len(alive),
+                    "result": "stopped" if not alive else "workers_still_running",
+                    "busy": [{"native_id": getattr(th, "native_id", None), "name": th.name,
+                              "stack": _stack_of_ident(th.ident, 20)} for th in alive]})
+    return {"executors": out}
+
+
+def _m_stop_loop(agent, p):
+    timeout = _timeout(p, 1.0)
+    deadline = time.monotonic() + timeout
+    out = []
+    loops = _select_loops(p)
+    for lp in loops:
+        if lp.is_running():
+            try:
+                lp.call_soon_threadsafe(lp.stop)
+            except RuntimeError:
+                pass
+    for lp in loops:
+        while lp.is_running() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        entry = {"loop": id(lp), "running": lp.is_running(), "closed": lp.is_closed()}
+        entry["result"] = "still_running" if entry["running"] else "stopped"
+        if entry["running"]:
+            entry["stack"] = _stack_of_ident(getattr(lp, "_thread_id", None), 30)
+        out.append(entry)
+    return {"loops": out}
+
+
+def _m_close_loop(agent, p):
+    out = []
+    for lp in _select_loops(p):
+        entry = {"loop": id(lp)}
+        if lp.is_closed():
+            entry["result"] = "already_closed"
+        elif lp.is_running():
+            entry["result"] = "running"
+            entry["detail"] = "stop the loop first (stop_loop)"
+        else:
+            entry["pending_tasks"] = len(_loop_tasks(lp))
+            try:
+                lp.close()
+                entry["result"] = "closed"
+            except Exception as exc:
+                entry["result"] = "error"
+                entry["detail"] = _short(repr(exc), 300)
+        out.append(entry)
+    return {"loops": out}
+
+
+def _pick_loop(p):
+    loops = [lp for lp in _select_loops(p) if lp.is_running()]
+    main = threading.main_thread().ident
+    loops.sort(key=lambda lp: getattr(lp, "_thread_id", None) != main)
+    return loops[0] if loops else None
+
+
+def _m_run_phase(agent, p):
+    name = p.get("name")
+    with _reg_lock:
+        entry = _phases.get(name)
+    if entry is None:
+        raise _ReqError("not_found", "no phase %r (registered: %s)"
+                        % (name, ", ".join(sorted(_phases)) or "none"))
+    fn = entry[0]
+    timeout = _timeout(p, 5.0)
+    t0 = time.perf_counter()
+    import inspect
+    if inspect.iscoroutinefunction(fn):
+        import asyncio
+        lp = _pick_loop(p)
+        if lp is None:
+            raise _ReqError("bad_state", "phase %r is async but no event loop is running" % name)
+        fut = asyncio.run_coroutine_threadsafe(fn(), lp)
+        try:
+            value = fut.result(timeout)
+        except Exception as exc:
+            fut.cancel()
+            if type(exc).__name__ == "TimeoutError" and not fut.done() or fut.cancelled():
+                raise _ReqError("timeout", "phase %r did not finish within %.1f s"
+                                % (name, timeout), {"stack": _stack_of_ident(
+                                    getattr(lp, "_thread_id", None), 30)})
+            raise _ReqError("phase_failed", "phase %r raised %s" % (name, _short(repr(exc))))
+    else:
+        box = {}
+
+        def target():
+            try:
+                box["r"] = fn()
+            except BaseException as exc:
+                box["e"] = exc
+
+        th = threading.Thread(target=target, name="lifecycle-top-phase-%s" % name, daemon=True)
+        th.start()
+        th.join(timeout)
+        if th.is_alive():
+            raise _ReqError("timeout", "phase %r did not finish within %.1f s" % (name, timeout),
+                            {"stack": _stack_of_ident(th.ident, 30)})
+        if "e" in box:
+            raise _ReqError("phase_failed", "phase %r raised %s" % (name, _short(repr(box["e"]))))
+        value = box.get("r")
+    return {"name": name, "result": _short(repr(value), 500),
+            "duration_ms": (time.perf_counter() - t0) * 1000.0}
+
+
+def _m_exit(agent, p):
+    mode = p.get("mode", "interrupt")
+    code = int(p.get("code", 0))
+    if mode not in ("interrupt", "exit"):
+        raise _ReqError("bad_params", "mode must be interrupt (SIGINT to self) or exit (_exit)")
+
+    def later():
+        time.sleep(0.2)  # let the response reach the client first
+        if mode == "exit":
+            os._exit(code)
+        import signal
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=later, name="lifecycle-top-agent-exit", daemon=True).start()
+    return {"mode": mode, "code": code}
+
+
+METHODS = {"ping": _m_ping, "stacks": _m_stacks, "task_stacks": _m_task_stacks,
+           "cancel_tasks": _m_cancel_tasks, "shutdown_executors": _m_shutdown_executors,
+           "stop_loop": _m_stop_loop, "close_loop": _m_close_loop, "run_phase": _m_run_phase,
+           "exit": _m_exit}

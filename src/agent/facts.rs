@@ -1,0 +1,73 @@
+//! Boils a [`Report`] down to the [`AgentFacts`] the teardown engine counts and the thread
+//! table joins on (native tid -> Python name + daemon flag).
+
+use super::protocol::Report;
+use crate::model::{AgentFacts, AgentThreadFact};
+
+impl From<&Report> for AgentFacts {
+    fn from(r: &Report) -> Self {
+        AgentFacts {
+            threads: r
+                .threads
+                .iter()
+                .filter_map(|t| {
+                    Some(AgentThreadFact {
+                        native_id: t.native_id?,
+                        name: t.name.clone(),
+                        daemon: t.daemon,
+                        alive: t.alive,
+                    })
+                })
+                .collect(),
+            pending_tasks: r
+                .loops
+                .iter()
+                .filter(|l| !l.closed)
+                .map(|l| usize::try_from(l.tasks_total).unwrap_or(usize::MAX))
+                .sum(),
+            loops: r.loops.iter().filter(|l| !l.closed).count(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::protocol::{LoopInfo, PyThread};
+
+    #[test]
+    fn facts_count_open_loops_and_join_threads() {
+        let r = Report {
+            threads: vec![
+                PyThread {
+                    name: "MainThread".into(),
+                    native_id: Some(10),
+                    alive: true,
+                    ..PyThread::default()
+                },
+                PyThread {
+                    name: "gone".into(),
+                    native_id: None,
+                    ..PyThread::default()
+                },
+            ],
+            loops: vec![
+                LoopInfo {
+                    tasks_total: 3,
+                    ..LoopInfo::default()
+                },
+                LoopInfo {
+                    tasks_total: 9,
+                    closed: true,
+                    ..LoopInfo::default()
+                },
+            ],
+            ..Report::default()
+        };
+        let f = AgentFacts::from(&r);
+        assert_eq!(f.threads.len(), 1);
+        assert_eq!(f.non_daemon_threads(), 1);
+        assert_eq!(f.pending_tasks, 3);
+        assert_eq!(f.loops, 1);
+    }
+}

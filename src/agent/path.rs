@@ -1,0 +1,90 @@
+//! Where a target's agent listens (docs/protocol.md §1): `$LIFECYCLE_TOP_SOCKET` from the
+//! target's `/proc/PID/environ`, else `$XDG_RUNTIME_DIR/lifecycle-top/<pid>.sock`, else
+//! `/tmp/lifecycle-top-<uid>/<pid>.sock`. The agent falls back down this list when a path
+//! is unusable, so the client tries every candidate in the same order.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+
+/// Environment variable naming the agent socket (set by launch mode).
+pub const ENV_SOCKET: &str = "LIFECYCLE_TOP_SOCKET";
+
+/// Looks `key` up in a raw environment block (`KEY=VALUE` entries separated by NUL bytes,
+/// as in /proc/PID/environ).
+pub fn env_var<'a>(environ: &'a str, key: &str) -> Option<&'a str> {
+    environ
+        .split('\0')
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| *k == key)
+        .map(|(_, v)| v)
+        .filter(|v| !v.is_empty())
+}
+
+/// All candidate socket paths in the order the agent tries them (pure).
+pub fn candidates_from(pid: i32, uid: u32, environ: Option<&str>) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Some(p) = environ.and_then(|e| env_var(e, ENV_SOCKET)) {
+        out.push(PathBuf::from(p));
+    }
+    if let Some(xdg) = environ.and_then(|e| env_var(e, "XDG_RUNTIME_DIR")) {
+        out.push(
+            PathBuf::from(xdg)
+                .join("lifecycle-top")
+                .join(format!("{pid}.sock")),
+        );
+    }
+    out.push(PathBuf::from(format!(
+        "/tmp/lifecycle-top-{uid}/{pid}.sock"
+    )));
+    out
+}
+
+/// The primary socket path of `pid`; `env_of_target` is its raw environment block
+/// (contents of /proc/PID/environ), `None` when unreadable.
+pub fn socket_path_for(pid: i32, env_of_target: Option<&str>) -> PathBuf {
+    candidates_from(pid, uid_of(pid), env_of_target)
+        .into_iter()
+        .next()
+        .unwrap_or_default()
+}
+
+/// Reads /proc/PID/environ (the environment the process started with) as lossy UTF-8.
+pub fn read_environ(pid: i32) -> std::io::Result<String> {
+    let bytes = std::fs::read(format!("/proc/{pid}/environ"))?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// Candidates for a live target (reads /proc).
+pub fn candidates(pid: i32) -> Vec<PathBuf> {
+    candidates_from(pid, uid_of(pid), read_environ(pid).ok().as_deref())
+}
+
+/// Owner of /proc/PID (the target's uid), else our effective uid.
+fn uid_of(pid: i32) -> u32 {
+    std::fs::metadata(format!("/proc/{pid}"))
+        .map(|m| m.uid())
+        .unwrap_or_else(|_| rustix::process::geteuid().as_raw())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_var_wins_then_xdg_then_tmp() {
+        let env = "A=1\0LIFECYCLE_TOP_SOCKET=/x/y.sock\0XDG_RUNTIME_DIR=/run/user/7\0";
+        assert_eq!(
+            candidates_from(42, 7, Some(env)),
+            vec![
+                PathBuf::from("/x/y.sock"),
+                PathBuf::from("/run/user/7/lifecycle-top/42.sock"),
+                PathBuf::from("/tmp/lifecycle-top-7/42.sock"),
+            ]
+        );
+        assert_eq!(
+            candidates_from(42, 0, None),
+            vec![PathBuf::from("/tmp/lifecycle-top-0/42.sock")]
+        );
+        assert_eq!(env_var("LIFECYCLE_TOP_SOCKET=\0", ENV_SOCKET), None);
+    }
+}

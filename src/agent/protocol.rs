@@ -1,0 +1,371 @@
+//! Wire types of the agent protocol v1 (docs/protocol.md): what the agent sends
+//! ([`Incoming`]), what lifecycle-top sends ([`Outgoing`]), and the version check.
+//! Every struct tolerates missing fields (`serde(default)`) and ignores unknown ones, so a
+//! newer agent still talks to this client; unknown message types decode to
+//! [`Incoming::Unknown`].
+
+use crate::model::ProcKey;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+/// The protocol version this build speaks.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// Hard cap on one NDJSON line, newline excluded.
+pub const MAX_LINE: usize = 1 << 20;
+
+/// A message from the agent, tagged by its `type` field.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Incoming {
+    Hello(Hello),
+    Report(Box<Report>),
+    ReportChunk(ReportChunk),
+    Response(Response),
+    Error(WireError),
+    /// A message type this build does not know: ignored (forward compatibility).
+    #[serde(other)]
+    Unknown,
+}
+
+/// A message to the agent.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Outgoing<'a> {
+    Hello {
+        protocol: u32,
+        client: ClientInfo,
+    },
+    Subscribe {
+        interval_ms: u64,
+        max_tasks: u64,
+    },
+    Request {
+        id: u64,
+        method: &'a str,
+        params: &'a Value,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClientInfo {
+    pub name: String,
+    pub version: String,
+}
+
+impl Default for ClientInfo {
+    fn default() -> Self {
+        Self {
+            name: "lifecycle-top".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+        }
+    }
+}
+
+/// First message of a connection, sent by the agent.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Hello {
+    pub protocol: u32,
+    pub agent: AgentInfo,
+    pub runtime: RuntimeInfo,
+    pub target: Identity,
+    pub capabilities: Vec<String>,
+    pub phases: Vec<PhaseInfo>,
+    pub max_line: Option<usize>,
+}
+
+impl Hello {
+    /// The process the agent runs in, as (pid, start time).
+    pub fn identity(&self) -> ProcKey {
+        ProcKey {
+            pid: self.target.pid,
+            start_time: self.target.start_time,
+        }
+    }
+
+    /// Whether the agent supports a capability (a missing one greys out a panel/action).
+    pub fn has(&self, capability: &str) -> bool {
+        self.capabilities.iter().any(|c| c == capability)
+    }
+
+    /// `Err` with a one-line message when the agent speaks another protocol version.
+    pub fn check_version(&self) -> Result<(), String> {
+        if self.protocol == PROTOCOL_VERSION {
+            Ok(())
+        } else {
+            Err(format!(
+                "agent speaks protocol v{}, lifecycle-top speaks v{PROTOCOL_VERSION}: upgrade the older side",
+                self.protocol
+            ))
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AgentInfo {
+    pub kind: String,
+    pub version: String,
+    /// Changes every time an agent starts, even in the same process.
+    pub instance: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RuntimeInfo {
+    pub name: String,
+    pub version: String,
+    pub executable: String,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Identity {
+    pub pid: i32,
+    /// Field 22 of /proc/PID/stat, clock ticks since boot.
+    pub start_time: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PhaseInfo {
+    pub name: String,
+    pub description: String,
+}
+
+/// One pushed report; `tasks` is filled by the client from the report's chunks.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Report {
+    pub seq: u64,
+    pub at_unix_ms: u64,
+    pub pid: i32,
+    pub threads: Vec<PyThread>,
+    pub loops: Vec<LoopInfo>,
+    pub executors: Vec<ExecutorInfo>,
+    pub subprocesses: Vec<SubprocessInfo>,
+    pub phases: Vec<PhaseInfo>,
+    pub tasks_total: u64,
+    pub tasks_listed: u64,
+    /// The app registered its task containers, so `TaskInfo::tracked` is meaningful.
+    pub tracking: bool,
+    pub task_chunks: u32,
+    pub cost: AgentCost,
+    /// Reassembled from `report_chunk` messages (never on the wire in the report line).
+    pub tasks: Vec<TaskInfo>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PyThread {
+    pub name: String,
+    pub ident: u64,
+    pub native_id: Option<i32>,
+    pub daemon: bool,
+    pub alive: bool,
+    pub main: bool,
+    /// One of the agent's own threads.
+    pub agent: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LoopInfo {
+    pub id: u64,
+    pub class: String,
+    pub thread_ident: Option<u64>,
+    pub native_id: Option<i32>,
+    pub running: bool,
+    pub closed: bool,
+    pub blocked: bool,
+    pub lag_ms: Option<f64>,
+    pub counts: BTreeMap<String, u64>,
+    pub tasks_total: u64,
+    pub main: bool,
+    pub blocked_at: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ExecutorInfo {
+    pub id: u64,
+    pub kind: String,
+    pub max_workers: Option<u32>,
+    pub shutdown: bool,
+    pub pending: Option<u64>,
+    pub workers: Vec<WorkerInfo>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct WorkerInfo {
+    pub name: String,
+    pub native_id: Option<i32>,
+    pub pid: Option<i32>,
+    pub alive: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SubprocessInfo {
+    pub pid: i32,
+    pub args: String,
+    /// `file:line (function)` of the code that created it.
+    pub site: Option<String>,
+    /// `subprocess` or `asyncio`.
+    pub via: String,
+    pub created_unix_ms: u64,
+    pub returncode: Option<i32>,
+    pub alive: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AgentCost {
+    /// CPU time of the agent's threads since it started.
+    pub cpu_ms: f64,
+    pub bytes_sent: u64,
+    pub reports_sent: u64,
+    /// Time to build this report (before encoding and sending).
+    pub build_ms: f64,
+    /// Build + encode + send of the previous report.
+    pub last_report_ms: Option<f64>,
+    pub clients: u32,
+    pub refused: u64,
+}
+
+/// One task, decoded from a chunk row.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TaskInfo {
+    pub id: u64,
+    pub loop_id: u64,
+    pub name: String,
+    /// `pending`, `running` or `cancelling` (other values are passed through).
+    pub state: String,
+    /// Qualified name of the task's coroutine.
+    pub coro: Option<String>,
+    /// `file:line` where it awaits (innermost frame outside asyncio).
+    #[serde(rename = "where")]
+    pub where_: Option<String>,
+    /// `None` when the app registered no task container.
+    pub tracked: Option<bool>,
+}
+
+/// A slice of a report's task list; rows are `[id, loop, name, state, coro, where, tracked]`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ReportChunk {
+    pub seq: u64,
+    pub index: u32,
+    pub count: u32,
+    pub strings: Vec<String>,
+    pub tasks: Vec<Vec<Value>>,
+}
+
+impl ReportChunk {
+    /// Decodes the rows; malformed rows are skipped and counted in the second value.
+    pub fn decode(&self) -> (Vec<TaskInfo>, usize) {
+        let string = |v: Option<&Value>| {
+            v.and_then(Value::as_i64)
+                .and_then(|i| usize::try_from(i).ok())
+                .and_then(|i| self.strings.get(i).cloned())
+        };
+        let mut bad = 0;
+        let mut out = Vec::with_capacity(self.tasks.len());
+        for row in &self.tasks {
+            let (Some(id), Some(loop_id)) = (
+                row.first().and_then(Value::as_u64),
+                row.get(1).and_then(Value::as_u64),
+            ) else {
+                bad += 1;
+                continue;
+            };
+            out.push(TaskInfo {
+                id,
+                loop_id,
+                name: row.get(2).and_then(Value::as_str).unwrap_or("").to_string(),
+                state: row
+                    .get(3)
+                    .and_then(Value::as_str)
+                    .unwrap_or("?")
+                    .to_string(),
+                coro: string(row.get(4)),
+                where_: string(row.get(5)),
+                tracked: row.get(6).and_then(Value::as_bool),
+            });
+        }
+        (out, bad)
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Response {
+    pub id: u64,
+    pub ok: bool,
+    pub result: Value,
+    pub error: Option<WireError>,
+}
+
+/// A structured error, in a response or as a connection-level `error` message.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct WireError {
+    pub code: String,
+    pub message: String,
+    pub data: Value,
+}
+
+/// Encodes one outgoing message as a newline-terminated line.
+pub fn encode(msg: &Outgoing<'_>) -> Vec<u8> {
+    // Serializing these plain structs cannot fail; an empty line is harmless if it did.
+    let mut line = serde_json::to_vec(msg).unwrap_or_default();
+    line.push(b'\n');
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_type_and_fields_are_tolerated() {
+        let m: Incoming = serde_json::from_str(r#"{"type":"party","x":1}"#).expect("decode");
+        assert_eq!(m, Incoming::Unknown);
+        let m: Incoming =
+            serde_json::from_str(r#"{"type":"hello","protocol":1,"new_field":{"a":2}}"#)
+                .expect("decode");
+        let Incoming::Hello(h) = m else {
+            panic!("not a hello")
+        };
+        assert!(h.check_version().is_ok());
+    }
+
+    #[test]
+    fn version_mismatch_is_a_message() {
+        let h = Hello {
+            protocol: 2,
+            ..Hello::default()
+        };
+        let err = h.check_version().expect_err("mismatch");
+        assert!(err.contains("v2") && err.contains("v1"), "{err}");
+    }
+
+    #[test]
+    fn chunk_rows_decode_and_skip_bad_ones() {
+        let c: ReportChunk = serde_json::from_str(
+            r#"{"seq":1,"index":0,"count":1,"strings":["co","a.py:3"],
+               "tasks":[[5,9,"t","pending",0,1,true,"extra"],["bad"],[6,9,"u","running",-1,7,null]]}"#,
+        )
+        .expect("decode");
+        let (tasks, bad) = c.decode();
+        assert_eq!(bad, 1);
+        assert_eq!(tasks[0].coro.as_deref(), Some("co"));
+        assert_eq!(tasks[0].where_.as_deref(), Some("a.py:3"));
+        assert_eq!(tasks[0].tracked, Some(true));
+        assert_eq!(tasks[1].coro, None);
+        assert_eq!(tasks[1].where_, None);
+        assert_eq!(tasks[1].tracked, None);
+    }
+}

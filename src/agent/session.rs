@@ -1,0 +1,297 @@
+//! One live connection to an agent: greets and subscribes, decodes lines, reassembles
+//! chunked reports, routes responses to their requests by id, and returns the one-line
+//! reason the connection ended. Bad input ends the session with a clear reason (the client
+//! then reconnects); input the protocol says to ignore is only counted.
+
+use super::client::{AgentError, AgentEvent, ClientOptions, ClientStats, Command, Leftover};
+use super::framing::{FrameError, LineDecoder};
+use super::protocol::{
+    ClientInfo, Incoming, MAX_LINE, Outgoing, PROTOCOL_VERSION, Report, ReportChunk, Response,
+    TaskInfo, encode,
+};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
+use tokio::sync::{mpsc, oneshot};
+
+/// More chunks than this in one report is treated as garbage (5 M tasks at 500 per chunk).
+const MAX_CHUNKS: usize = 10_000;
+
+struct Pending {
+    method: String,
+    reply: oneshot::Sender<Result<Value, AgentError>>,
+}
+
+struct Partial {
+    report: Box<Report>,
+    chunks: Vec<Option<Vec<TaskInfo>>>,
+    received: usize,
+}
+
+pub(super) struct Session<'a> {
+    opts: &'a ClientOptions,
+    events: &'a mpsc::Sender<AgentEvent>,
+    stats: &'a ClientStats,
+    pending: HashMap<u64, Pending>,
+    next_id: u64,
+    partial: Option<Partial>,
+}
+
+impl<'a> Session<'a> {
+    pub(super) fn new(
+        opts: &'a ClientOptions,
+        events: &'a mpsc::Sender<AgentEvent>,
+        stats: &'a ClientStats,
+    ) -> Self {
+        Self {
+            opts,
+            events,
+            stats,
+            pending: HashMap::new(),
+            next_id: 1,
+            partial: None,
+        }
+    }
+
+    /// Runs until the connection is lost; returns why.
+    pub(super) async fn run(
+        mut self,
+        stream: UnixStream,
+        mut decoder: LineDecoder,
+        leftover: Leftover,
+        commands: &mut mpsc::Receiver<Command>,
+    ) -> String {
+        let (mut rd, mut wr) = stream.into_split();
+        let mut greeting = encode(&Outgoing::Hello {
+            protocol: PROTOCOL_VERSION,
+            client: ClientInfo::default(),
+        });
+        greeting.extend(encode(&Outgoing::Subscribe {
+            interval_ms: u64::try_from(self.opts.interval.as_millis()).unwrap_or(u64::MAX),
+            max_tasks: self.opts.max_tasks,
+        }));
+        // A failed write is not the end yet: what the agent sent before closing is still
+        // readable and says more (e.g. an error line, or a message cut in the middle).
+        let greeting_failed = wr.write_all(&greeting).await.err();
+        for f in leftover {
+            if let Err(r) = self.frame(f) {
+                return self.finish(r);
+            }
+        }
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut frames = Vec::new();
+        let mut last_seen = Instant::now();
+        let mut tick = tokio::time::interval(self.opts.interval.min(Duration::from_millis(250)));
+        loop {
+            tokio::select! {
+                r = rd.read(&mut buf) => match r {
+                    Ok(0) => {
+                        let reason = if decoder.pending() > 0 || decoder.is_discarding() {
+                            format!("agent disconnected mid-message ({} bytes of an unfinished line)", decoder.pending())
+                        } else if let Some(e) = &greeting_failed {
+                            format!("agent closed the connection (could not subscribe: {e})")
+                        } else {
+                            "agent closed the connection".to_string()
+                        };
+                        return self.finish(reason);
+                    }
+                    Err(e) => return self.finish(format!("reading from agent: {e}")),
+                    Ok(n) => {
+                        last_seen = Instant::now();
+                        decoder.push(&buf[..n], &mut frames);
+                        for f in frames.drain(..) {
+                            if let Err(r) = self.frame(f) {
+                                return self.finish(r);
+                            }
+                        }
+                    }
+                },
+                cmd = commands.recv() => match cmd {
+                    None => return self.finish("client stopped".into()),
+                    Some(c) => {
+                        if let Err(r) = self.send_request(&mut wr, c).await {
+                            return self.finish(r);
+                        }
+                    }
+                },
+                _ = tick.tick() => {
+                    if last_seen.elapsed() > self.opts.stale_after {
+                        return self.finish(format!(
+                            "agent stopped answering (nothing received for {:.1} s)",
+                            last_seen.elapsed().as_secs_f64()));
+                    }
+                    // Requests whose caller gave up (timed out) are forgotten.
+                    self.pending.retain(|_, p| !p.reply.is_closed());
+                }
+            }
+        }
+    }
+
+    async fn send_request(
+        &mut self,
+        wr: &mut tokio::net::unix::OwnedWriteHalf,
+        c: Command,
+    ) -> Result<(), String> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let line = encode(&Outgoing::Request {
+            id,
+            method: &c.method,
+            params: &c.params,
+        });
+        if line.len() > MAX_LINE {
+            let _ = c.reply.send(Err(AgentError::Remote {
+                method: c.method,
+                code: "too_large".into(),
+                message: format!("request over the {MAX_LINE}-byte line cap"),
+                data: Value::Null,
+            }));
+            return Ok(());
+        }
+        let _ = c.timeout; // the requester enforces it; the agent gets timeout_ms
+        match tokio::time::timeout(Duration::from_secs(5), wr.write_all(&line)).await {
+            Ok(Ok(())) => {
+                self.pending.insert(
+                    id,
+                    Pending {
+                        method: c.method,
+                        reply: c.reply,
+                    },
+                );
+                Ok(())
+            }
+            Ok(Err(e)) => Err(format!("writing to agent: {e}")),
+            Err(_) => Err("agent stopped reading its socket (write blocked 5 s)".into()),
+        }
+    }
+
+    fn finish(mut self, reason: String) -> String {
+        for (_, p) in self.pending.drain() {
+            let _ = p.reply.send(Err(AgentError::Lost {
+                method: p.method,
+                reason: reason.clone(),
+            }));
+        }
+        reason
+    }
+
+    fn frame(&mut self, f: Result<Vec<u8>, FrameError>) -> Result<(), String> {
+        let line = f.map_err(|e| format!("agent sent a {e}; dropped the connection"))?;
+        if line.iter().all(u8::is_ascii_whitespace) {
+            return Ok(());
+        }
+        let msg: Incoming = serde_json::from_slice(&line)
+            .map_err(|e| format!("agent sent malformed JSON ({e}); dropped the connection"))?;
+        match msg {
+            Incoming::Hello(_) => {}
+            Incoming::Report(r) => self.report(r)?,
+            Incoming::ReportChunk(c) => self.chunk(c)?,
+            Incoming::Response(r) => self.response(r),
+            Incoming::Error(e) => {
+                ClientStats::bump(&self.stats.agent_errors, 1);
+                tracing::warn!(code = %e.code, message = %e.message, "agent error");
+                if matches!(
+                    e.code.as_str(),
+                    "version_mismatch" | "forbidden" | "line_too_long"
+                ) {
+                    return Err(format!("agent error {}: {}", e.code, e.message));
+                }
+            }
+            Incoming::Unknown => {
+                ClientStats::bump(&self.stats.unknown_types, 1);
+                tracing::debug!("ignored a message of unknown type from the agent");
+            }
+        }
+        Ok(())
+    }
+
+    fn response(&mut self, r: Response) {
+        let Some(p) = self.pending.remove(&r.id) else {
+            ClientStats::bump(&self.stats.unknown_ids, 1);
+            tracing::warn!(
+                id = r.id,
+                "agent answered a request id we never sent (or gave up on)"
+            );
+            return;
+        };
+        let result = if r.ok {
+            Ok(r.result)
+        } else {
+            let e = r.error.unwrap_or_default();
+            Err(AgentError::Remote {
+                method: p.method,
+                code: if e.code.is_empty() {
+                    "unknown".into()
+                } else {
+                    e.code
+                },
+                message: e.message,
+                data: e.data,
+            })
+        };
+        let _ = p.reply.send(result);
+    }
+
+    fn report(&mut self, r: Box<Report>) -> Result<(), String> {
+        if self.partial.take().is_some() {
+            ClientStats::bump(&self.stats.incomplete_reports, 1);
+        }
+        let n = usize::try_from(r.task_chunks).unwrap_or(usize::MAX);
+        if n == 0 {
+            return self.emit(r);
+        }
+        if n > MAX_CHUNKS {
+            return Err(format!(
+                "agent announced {n} task chunks (max {MAX_CHUNKS})"
+            ));
+        }
+        self.partial = Some(Partial {
+            report: r,
+            chunks: vec![None; n],
+            received: 0,
+        });
+        Ok(())
+    }
+
+    fn chunk(&mut self, c: ReportChunk) -> Result<(), String> {
+        let idx = usize::try_from(c.index).unwrap_or(usize::MAX);
+        let Some(p) = self
+            .partial
+            .as_mut()
+            .filter(|p| p.report.seq == c.seq && idx < p.chunks.len())
+        else {
+            ClientStats::bump(&self.stats.stray_chunks, 1);
+            return Ok(());
+        };
+        if p.chunks[idx].is_some() {
+            ClientStats::bump(&self.stats.stray_chunks, 1);
+            return Ok(());
+        }
+        let (tasks, bad) = c.decode();
+        ClientStats::bump(&self.stats.bad_rows, bad as u64);
+        p.chunks[idx] = Some(tasks);
+        p.received += 1;
+        if p.received < p.chunks.len() {
+            return Ok(());
+        }
+        let Some(mut done) = self.partial.take() else {
+            return Ok(());
+        };
+        done.report.tasks = done.chunks.into_iter().flatten().flatten().collect();
+        self.emit(done.report)
+    }
+
+    fn emit(&self, r: Box<Report>) -> Result<(), String> {
+        match self.events.try_send(AgentEvent::Report(r)) {
+            Ok(()) => Ok(()),
+            // The UI is behind: drop this report, the next one supersedes it anyway.
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                ClientStats::bump(&self.stats.dropped_reports, 1);
+                Ok(())
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => Err("client stopped".into()),
+        }
+    }
+}

@@ -1,0 +1,332 @@
+//! Tasks panel: what the in-process agent sees of asyncio — one line per event loop (state,
+//! lag, task counts, where it is blocked), the agent's own cost, and the task list (name,
+//! state, coroutine, where it awaits, tracked or not). Draws a borrowed [`TasksView`];
+//! only the visible rows are built, so 20,000 tasks cost what a screenful costs.
+
+use crate::agent::protocol::{LoopInfo, Report};
+use crate::agent::view::TasksView;
+use crate::ui::theme;
+use crate::ui::widgets::panel;
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Cell, Paragraph, Row, Table, TableState};
+
+/// Most loop lines shown above the task list.
+const MAX_LOOP_LINES: usize = 3;
+
+pub fn render(frame: &mut Frame, area: Rect, view: &TasksView, state: &mut TableState) {
+    let title = match view.report {
+        Some(r) => format!("Tasks {} · agent {}", r.tasks_total, view.status),
+        None => format!("Tasks · agent {}", view.status),
+    };
+    let block = panel(title, view.focused);
+    let inner = block.inner(area);
+    frame.render_widget(block, area);
+    let Some(report) = view.report else {
+        let hint = vec![
+            Line::styled("no agent report yet", theme::dim()),
+            Line::styled(
+                "Python: `lifecycle-top -- python app.py`, or `import lifecycle_top_agent; lifecycle_top_agent.install()`",
+                theme::dim(),
+            ),
+        ];
+        frame.render_widget(Paragraph::new(hint), inner);
+        return;
+    };
+    let mut head: Vec<Line> = report
+        .loops
+        .iter()
+        .take(MAX_LOOP_LINES)
+        .enumerate()
+        .map(|(i, l)| loop_line(i, l))
+        .collect();
+    if report.loops.len() > MAX_LOOP_LINES {
+        head.push(Line::styled(
+            format!("… {} more loops", report.loops.len() - MAX_LOOP_LINES),
+            theme::dim(),
+        ));
+    }
+    if report.loops.is_empty() {
+        head.push(Line::styled("no asyncio event loop", theme::dim()));
+    }
+    head.push(summary_line(report));
+    let [top, table_area] = Layout::vertical([
+        Constraint::Length(u16::try_from(head.len()).unwrap_or(u16::MAX)),
+        Constraint::Fill(1),
+    ])
+    .areas(inner);
+    frame.render_widget(Paragraph::new(head), top);
+    render_table(frame, table_area, view, state);
+}
+
+fn loop_line(i: usize, l: &LoopInfo) -> Line<'static> {
+    let (state, style) = if l.closed {
+        ("closed", theme::dim())
+    } else if l.blocked {
+        ("BLOCKED", theme::bad())
+    } else if l.running {
+        ("running", theme::ok())
+    } else {
+        ("stopped", theme::warn())
+    };
+    let mut spans = vec![
+        Span::raw(format!("loop {} ", i + 1)),
+        Span::styled(state, style),
+        Span::raw(format!(
+            " tid {}{}",
+            l.native_id.map_or_else(|| "-".into(), |t| t.to_string()),
+            if l.main { " (main)" } else { "" }
+        )),
+    ];
+    if let Some(lag) = l.lag_ms {
+        let style = if lag > 100.0 {
+            theme::bad()
+        } else if lag > 10.0 {
+            theme::warn()
+        } else {
+            Default::default()
+        };
+        spans.push(Span::raw("  lag "));
+        spans.push(Span::styled(format_ms(lag), style));
+    }
+    let counts: Vec<String> = l.counts.iter().map(|(k, v)| format!("{k} {v}")).collect();
+    spans.push(Span::raw(format!(
+        "  tasks {}{}",
+        l.tasks_total,
+        if counts.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", counts.join(", "))
+        }
+    )));
+    if let Some(at) = &l.blocked_at {
+        spans.push(Span::styled(format!("  blocked at {at}"), theme::bad()));
+    }
+    Line::from(spans)
+}
+
+fn summary_line(r: &Report) -> Line<'static> {
+    let mut spans = Vec::new();
+    if r.tracking {
+        let untracked = r.tasks.iter().filter(|t| t.tracked == Some(false)).count();
+        spans.push(Span::raw(format!(
+            "tracked {} · ",
+            r.tasks.len() - untracked
+        )));
+        spans.push(Span::styled(
+            format!("untracked {untracked}"),
+            if untracked > 0 {
+                theme::warn()
+            } else {
+                Default::default()
+            },
+        ));
+    } else {
+        spans.push(Span::styled("app registered no task list", theme::dim()));
+    }
+    if r.tasks_listed < r.tasks_total {
+        spans.push(Span::raw(format!(
+            " · listing {} of {}",
+            r.tasks_listed, r.tasks_total
+        )));
+    }
+    let c = &r.cost;
+    spans.push(Span::styled(
+        format!(
+            "   agent cost: cpu {} · sent {} · report {}",
+            format_ms(c.cpu_ms),
+            format_bytes(c.bytes_sent),
+            c.last_report_ms.map_or_else(|| "-".into(), format_ms)
+        ),
+        theme::dim(),
+    ));
+    Line::from(spans)
+}
+
+fn render_table(frame: &mut Frame, area: Rect, view: &TasksView, state: &mut TableState) {
+    let tasks = view.tasks();
+    let visible = usize::from(area.height.saturating_sub(1)).max(1);
+    let selected = state
+        .selected()
+        .map(|s| s.min(tasks.len().saturating_sub(1)));
+    state.select(if tasks.is_empty() { None } else { selected });
+    // Window around the selection: only these rows are built.
+    let start = selected.map_or(0, |s| s.saturating_sub(visible - 1));
+    let rows: Vec<Row> = tasks
+        .iter()
+        .skip(start)
+        .take(visible)
+        .map(|t| {
+            let (tracked, tstyle) = match t.tracked {
+                Some(true) => ("yes", Default::default()),
+                Some(false) => ("NO", theme::warn()),
+                None => ("?", theme::dim()),
+            };
+            let state_style = match t.state.as_str() {
+                "running" => theme::bad(),
+                "cancelling" => theme::warn(),
+                _ => Default::default(),
+            };
+            let lp = view
+                .loop_index(t.loop_id)
+                .map_or_else(|| "?".into(), |i| (i + 1).to_string());
+            Row::new(vec![
+                Cell::from(t.name.clone()),
+                Cell::from(Span::styled(t.state.clone(), state_style)),
+                Cell::from(t.coro.clone().unwrap_or_else(|| "?".into())),
+                Cell::from(t.where_.clone().map_or_else(|| "?".into(), shorten_path)),
+                Cell::from(Span::styled(tracked, tstyle)),
+                Cell::from(lp),
+            ])
+        })
+        .collect();
+    let header = Row::new([
+        "NAME",
+        "STATE",
+        "COROUTINE",
+        "AWAITING AT",
+        "TRACKED",
+        "LOOP",
+    ])
+    .style(theme::table_header());
+    let table = Table::new(
+        rows,
+        [
+            Constraint::Fill(2),
+            Constraint::Length(10),
+            Constraint::Fill(2),
+            Constraint::Fill(3),
+            Constraint::Length(7),
+            Constraint::Length(4),
+        ],
+    )
+    .header(header)
+    .row_highlight_style(theme::selected());
+    let mut window = TableState::default().with_selected(selected.map(|s| s - start));
+    frame.render_stateful_widget(table, area, &mut window);
+}
+
+/// `…/pkg/module.py:12` keeps the useful end of a long path.
+fn shorten_path(w: String) -> String {
+    let parts: Vec<&str> = w.rsplitn(3, '/').collect();
+    if parts.len() == 3 {
+        format!("…/{}/{}", parts[1], parts[0])
+    } else {
+        w
+    }
+}
+
+fn format_ms(ms: f64) -> String {
+    if ms >= 1000.0 {
+        format!("{:.1} s", ms / 1000.0)
+    } else if ms >= 10.0 {
+        format!("{ms:.0} ms")
+    } else {
+        format!("{ms:.1} ms")
+    }
+}
+
+fn format_bytes(b: u64) -> String {
+    if b >= 1 << 20 {
+        format!("{:.1} MiB", b as f64 / f64::from(1u32 << 20))
+    } else if b >= 1 << 10 {
+        format!("{:.1} KiB", b as f64 / 1024.0)
+    } else {
+        format!("{b} B")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::protocol::{AgentCost, TaskInfo};
+    use ratatui::Terminal;
+    use ratatui::backend::TestBackend;
+
+    fn report() -> Report {
+        let task = |id: u64, name: &str, state: &str, tracked: Option<bool>| TaskInfo {
+            id,
+            loop_id: 7,
+            name: name.into(),
+            state: state.into(),
+            coro: Some("Service.worker".into()),
+            where_: Some("/srv/app/service/worker.py:42".into()),
+            tracked,
+        };
+        Report {
+            loops: vec![LoopInfo {
+                id: 7,
+                class: "_UnixSelectorEventLoop".into(),
+                native_id: Some(4242),
+                running: true,
+                blocked: true,
+                lag_ms: Some(1530.0),
+                counts: [("pending".to_string(), 3), ("running".to_string(), 1)].into(),
+                tasks_total: 4,
+                main: true,
+                blocked_at: Some("service/worker.py:57".into()),
+                ..LoopInfo::default()
+            }],
+            tasks: vec![
+                task(1, "tracked-0", "pending", Some(true)),
+                task(2, "tracked-1", "cancelling", Some(true)),
+                task(3, "progress", "pending", Some(false)),
+                task(4, "stuck", "running", Some(false)),
+            ],
+            tasks_total: 4,
+            tasks_listed: 4,
+            tracking: true,
+            cost: AgentCost {
+                cpu_ms: 12.5,
+                bytes_sent: 48_500,
+                last_report_ms: Some(1.2),
+                ..AgentCost::default()
+            },
+            ..Report::default()
+        }
+    }
+
+    fn draw(view: &TasksView, state: &mut TableState, w: u16, h: u16) -> TestBackend {
+        let mut terminal = Terminal::new(TestBackend::new(w, h)).expect("test terminal");
+        terminal
+            .draw(|f| render(f, f.area(), view, state))
+            .expect("draw");
+        terminal.backend().clone()
+    }
+
+    #[test]
+    fn tasks_panel_with_blocked_loop() {
+        let r = report();
+        let mut state = TableState::default().with_selected(Some(3));
+        let view = TasksView::new("connected", Some(&r));
+        insta::assert_snapshot!(draw(&view, &mut state, 110, 12));
+        assert_eq!(state.selected(), Some(3));
+    }
+
+    #[test]
+    fn tasks_panel_without_agent() {
+        let mut state = TableState::default();
+        let view = TasksView::new("not found (no agent socket)", None);
+        insta::assert_snapshot!(draw(&view, &mut state, 90, 5));
+    }
+
+    #[test]
+    fn selection_is_clamped_and_window_follows_it() {
+        let mut r = report();
+        r.tasks = (0..1000)
+            .map(|i| TaskInfo {
+                id: i,
+                loop_id: 7,
+                name: format!("t{i}"),
+                state: "pending".into(),
+                ..TaskInfo::default()
+            })
+            .collect();
+        let mut state = TableState::default().with_selected(Some(5000));
+        let view = TasksView::new("connected", Some(&r));
+        let backend = draw(&view, &mut state, 80, 12);
+        assert_eq!(state.selected(), Some(999));
+        assert!(format!("{backend:?}").contains("t999"));
+    }
+}
