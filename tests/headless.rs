@@ -206,3 +206,80 @@ fn launched_command_is_torn_down() {
             .any(|x| x.pid == r.target.pid)
     );
 }
+
+/// The bundled demo (Python, agent injected) through the whole built-in python-asyncio plan.
+#[test]
+fn demo_through_the_python_asyncio_plan() {
+    let f = Files::new();
+    let mut cfg = f.config(Target::Demo);
+    cfg.plan = Some("python-asyncio".into());
+    cfg.inject_agent = true;
+    let code = headless::run(&cfg);
+    let r = report(&f.path("report.json"));
+    let ph = |name: &str| {
+        r.timeline
+            .phases
+            .iter()
+            .find(|p| p.name == name)
+            .unwrap_or_else(|| panic!("phase {name} ran"))
+    };
+    assert_eq!(
+        code,
+        ExitCode::from(1),
+        "the demo does not shut down clean: {:#?}",
+        r.verdict
+    );
+    assert_eq!(r.timeline.phases.len(), 8);
+    // Agent phases ran against the injected agent (not skipped, not failed).
+    for name in [
+        "cancel tasks",
+        "shut down executors",
+        "stop loop",
+        "close loop",
+    ] {
+        let o = &ph(name).outcome;
+        assert!(
+            matches!(o, Outcome::Ok | Outcome::TimedOut),
+            "{name}: {o:?}"
+        );
+    }
+    // The stubborn worker ignores SIGTERM: killed at the grace deadline, and the note says why.
+    let kids = ph("terminate children");
+    assert_eq!(kids.outcome, Outcome::Escalated);
+    assert!(
+        kids.notes
+            .iter()
+            .any(|n| n.contains("ignored SIGTERM, killed after")),
+        "{:?}",
+        kids.notes
+    );
+    // The non-daemon "asyncio_1" thread is what keeps the interpreter alive.
+    let audit = ph("audit threads");
+    assert!(
+        matches!(audit.outcome, Outcome::Failed { .. }),
+        "{audit:#?}"
+    );
+    assert!(
+        audit
+            .notes
+            .iter()
+            .any(|n| n.contains("asyncio_1") && n.contains("non-daemon"))
+    );
+    assert!(
+        r.stacks
+            .iter()
+            .flat_map(|s| &s.threads)
+            .any(|t| t.name == "asyncio_1"),
+        "stacks captured"
+    );
+    // SIGINT is handled (KeyboardInterrupt) but threading._shutdown still waits: SIGTERM ends it.
+    let target = ph("signal target");
+    assert_eq!(target.outcome, Outcome::Escalated);
+    assert!(target.exits.iter().any(|x| x.pid == r.target.pid));
+    assert_eq!(
+        ph("left-over audit").outcome,
+        Outcome::Ok,
+        "{:#?}",
+        r.timeline.leftovers
+    );
+}
