@@ -3,13 +3,19 @@
 //! phases finish, write `--report` / `--trace`, and map the verdict to an exit code:
 //! 0 clean without escalation, 1 something lingered or needed SIGKILL, 2 usage/attach error.
 
+use crate::agent::{self, AgentEvent};
+use crate::app::TreePids;
 use crate::cli::{RunConfig, Target};
 use crate::collect::{self, Collector, CollectorOptions, live::CollectEvent};
-use crate::model::{ProcKey, Snapshot};
+use crate::model::{AgentFacts, ProcKey, Snapshot};
 use crate::report::{self, Report, summary};
+use crate::stacks::StackSnapshot;
 use crate::teardown::plan::{self, Plan, signal_name};
-use crate::teardown::{Command, PhaseEvent, Timeline, runner};
+use crate::teardown::{AgentPort, Command, PhaseEvent, Timeline, runner};
+use crate::wiring;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
 /// Entry point used by `main` for `--headless`.
 pub fn run(cfg: &RunConfig) -> ExitCode {
@@ -69,6 +75,61 @@ pub fn default_plan(snap: &Snapshot) -> Result<Plan, String> {
     plan::load(if python { "python-asyncio" } else { "native" }).map_err(|e| e.to_string())
 }
 
+/// What the agent told us before the plan starts.
+struct AgentStart {
+    facts: Option<AgentFacts>,
+    python: bool,
+}
+
+/// Waits briefly for the agent: a launched command with the agent injected gets up to 5 s to
+/// connect (the interpreter must start first); an attached process only until the client
+/// says there is none. Collector events seen meanwhile are kept for the runner.
+async fn wait_for_agent(
+    agent: &mut agent::AgentHandle,
+    live: &mut collect::LiveCollector,
+    buffered: &mut Vec<CollectEvent>,
+    expect_agent: bool,
+) -> AgentStart {
+    let mut start = AgentStart {
+        facts: None,
+        python: false,
+    };
+    let limit = tokio::time::sleep(Duration::from_millis(if expect_agent {
+        5000
+    } else {
+        1500
+    }));
+    tokio::pin!(limit);
+    loop {
+        tokio::select! {
+            ev = agent.events.recv() => match ev {
+                Some(AgentEvent::Connected(hello)) => {
+                    start.python = hello.runtime.name.to_ascii_lowercase().contains("python");
+                    println!("agent connected: {} {}", hello.runtime.name, hello.runtime.version);
+                }
+                Some(AgentEvent::Report(r)) => {
+                    start.facts = Some(AgentFacts::from(r.as_ref()));
+                    return start;
+                }
+                Some(AgentEvent::NotFound(why)) | Some(AgentEvent::Lost(why)) if !expect_agent => {
+                    println!("no agent: {why} (agent phases will be skipped)");
+                    return start;
+                }
+                Some(_) => {}
+                None => return start,
+            },
+            ev = live.events.recv() => match ev {
+                Some(ev) => buffered.push(ev),
+                None => return start,
+            },
+            _ = &mut limit => {
+                println!("no agent answered (agent phases will be skipped)");
+                return start;
+            }
+        }
+    }
+}
+
 async fn drive(
     cfg: &RunConfig,
     collector: Collector,
@@ -77,17 +138,39 @@ async fn drive(
 ) -> ExitCode {
     let target = collector.target();
     let started = collect::exits::now_unix_ms();
+    let tree = TreePids::new(target.pid);
     let mut live = collect::live::spawn(collector, cfg.interval);
+    let mut agent = agent::spawn_client(target, tree.checker(), cfg.interval);
+    let mut buffered = Vec::new();
+    let start = wait_for_agent(
+        &mut agent,
+        &mut live,
+        &mut buffered,
+        launched && cfg.inject_agent,
+    )
+    .await;
     // The first snapshot names the target and picks the default plan.
-    let mut pending = Vec::new();
     let first = loop {
+        if let Some(i) = buffered
+            .iter()
+            .rposition(|e| matches!(e, CollectEvent::Snapshot(_)))
+        {
+            if let CollectEvent::Snapshot(s) = buffered.remove(i) {
+                break s;
+            }
+        }
         match live.events.recv().await {
-            Some(CollectEvent::Snapshot(s)) => break s,
-            Some(other) => pending.push(other),
+            Some(ev) => buffered.push(ev),
             None => return usage("the collector stopped before its first snapshot"),
         }
     };
-    let plan = match plan.map(Ok).unwrap_or_else(|| default_plan(&first)) {
+    tree.update(&first);
+    let plan = match plan {
+        Some(p) => Ok(p),
+        None if start.python => plan::load("python-asyncio").map_err(|e| e.to_string()),
+        None => default_plan(&first),
+    };
+    let plan = match plan {
         Ok(p) => p,
         Err(e) => return usage(&e),
     };
@@ -105,21 +188,38 @@ async fn drive(
         plan.phases.len(),
         if launched { " (launched)" } else { "" }
     );
-    let mut r = runner::spawn(plan.clone(), target, started, None);
-    r.handle.snapshot(first);
-    for ev in pending {
-        forward(&r.handle, ev);
+    let requester = agent.requester();
+    let port: Arc<dyn AgentPort> = Arc::new(wiring::AgentPortAdapter(requester.clone()));
+    let mut r = runner::spawn(plan.clone(), target, started, Some(port));
+    r.handle.agent_facts(start.facts);
+    for ev in buffered {
+        forward(&r.handle, &tree, ev);
     }
+    r.handle.snapshot(first);
     r.handle.command(Command::RunAll);
+    let mut captures = tokio::task::JoinSet::new();
     let timeline = loop {
         tokio::select! {
             ev = live.events.recv() => match ev {
-                Some(ev) => forward(&r.handle, ev),
+                Some(ev) => forward(&r.handle, &tree, ev),
                 None => break None,
+            },
+            ev = agent.events.recv() => match ev {
+                Some(AgentEvent::Report(rep)) => r.handle.agent_facts(Some(AgentFacts::from(rep.as_ref()))),
+                Some(AgentEvent::Lost(why)) | Some(AgentEvent::NotFound(why)) => {
+                    println!("      agent: {why}");
+                    r.handle.agent_facts(None);
+                }
+                Some(AgentEvent::Connected(_)) | None => {}
             },
             pe = r.events.recv() => match pe {
                 Some(PhaseEvent::AllDone(t)) => break Some(*t),
-                Some(pe) => print_event(&plan, target, &pe, &live),
+                Some(PhaseEvent::RefreshNow) => live.refresh_now(),
+                Some(PhaseEvent::SnapshotStacks { pid, tids, reason }) => {
+                    println!("      capturing stacks of pid {pid}: {reason}");
+                    captures.spawn(wiring::capture_stacks(pid, tids, Some(requester.clone()), false));
+                }
+                Some(pe) => print_event(&plan, target, &pe),
                 None => break None,
             },
         }
@@ -127,18 +227,28 @@ async fn drive(
     let Some(timeline) = timeline else {
         return usage("the teardown runner stopped unexpectedly");
     };
-    finish(cfg, &plan, &timeline, target_info)
+    let stacks: Vec<StackSnapshot> = captures.join_all().await;
+    for s in &stacks {
+        let mut out = Vec::new();
+        if crate::stacks::cli::write_text(s, &mut out).is_ok() {
+            print!("{}", String::from_utf8_lossy(&out));
+        }
+    }
+    finish(cfg, &plan, &timeline, target_info, stacks)
 }
 
-fn forward(h: &runner::RunnerHandle, ev: CollectEvent) {
+fn forward(h: &runner::RunnerHandle, tree: &TreePids, ev: CollectEvent) {
     match ev {
-        CollectEvent::Snapshot(s) => h.snapshot(s),
+        CollectEvent::Snapshot(s) => {
+            tree.update(&s);
+            h.snapshot(s)
+        }
         CollectEvent::Exited { key, status, .. } => h.exited(key, status),
         CollectEvent::Error(e) => println!("      collector: {e}"),
     }
 }
 
-fn print_event(plan: &Plan, target: ProcKey, ev: &PhaseEvent, live: &collect::live::LiveCollector) {
+fn print_event(plan: &Plan, target: ProcKey, ev: &PhaseEvent) {
     match ev {
         PhaseEvent::Started { index, name } => {
             let action = plan
@@ -175,13 +285,10 @@ fn print_event(plan: &Plan, target: ProcKey, ev: &PhaseEvent, live: &collect::li
             );
         }
         PhaseEvent::Progress { note, .. } => println!("      {note}"),
-        PhaseEvent::SnapshotStacks { pid, reason, .. } => {
-            println!(
-                "      stacks wanted for pid {pid} ({reason}): run `lifecycle-top stacks --pid {pid}`"
-            );
-        }
-        PhaseEvent::RefreshNow => live.refresh_now(),
-        PhaseEvent::Timeline(_) | PhaseEvent::AllDone(_) => {}
+        PhaseEvent::SnapshotStacks { .. }
+        | PhaseEvent::RefreshNow
+        | PhaseEvent::Timeline(_)
+        | PhaseEvent::AllDone(_) => {}
     }
 }
 
@@ -190,8 +297,10 @@ fn finish(
     plan: &Plan,
     timeline: &Timeline,
     target: report::json::TargetInfo,
+    stacks: Vec<StackSnapshot>,
 ) -> ExitCode {
-    let report = Report::new(timeline, &plan.source, target);
+    let mut report = Report::new(timeline, &plan.source, target);
+    report.stacks = stacks;
     let mut code = report.verdict.exit_code;
     if let Some(path) = &cfg.report {
         match report.write(path) {

@@ -16,6 +16,9 @@ pub struct Report {
     pub target: TargetInfo,
     pub verdict: Verdict,
     pub timeline: Timeline,
+    /// Stacks captured when a phase timed out or an audit found non-daemon threads.
+    #[serde(default)]
+    pub stacks: Vec<crate::stacks::StackSnapshot>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,6 +80,7 @@ impl Report {
             target,
             verdict: Verdict::of(timeline),
             timeline: timeline.clone(),
+            stacks: Vec::new(),
         }
     }
 
