@@ -13,6 +13,7 @@ pub mod dirscan;
 pub mod entry;
 pub mod exits;
 pub mod live;
+pub mod order;
 pub mod pidfd;
 pub mod procfs;
 pub mod syscalls;

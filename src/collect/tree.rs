@@ -8,6 +8,7 @@
 use crate::collect::dirscan::DirScanner;
 pub use crate::collect::entry::{Clock, Entry};
 use crate::collect::exits::{ExitBook, now_unix_ms};
+use crate::collect::order::{Node, dfs_order};
 use crate::collect::pidfd::PidFd;
 use crate::collect::procfs::{self, ProcFile, Stat};
 use crate::model::{ExitInfo, ProcInfo, ProcKey, RunState};
@@ -236,48 +237,18 @@ impl Tree {
     /// Target first, its live descendants depth-first (children by start time), then the
     /// orphans with their subtrees, then the exited processes (newest exit first).
     pub fn ordered(&mut self) -> Vec<ProcInfo> {
-        let mut children: HashMap<i32, Vec<(u64, i32)>> = HashMap::new();
-        for e in self.live.values() {
-            if e.info.key != self.target {
-                children
-                    .entry(e.info.ppid)
-                    .or_default()
-                    .push((e.info.key.start_time, e.info.key.pid));
-            }
-        }
-        for v in children.values_mut() {
-            v.sort_unstable();
-        }
-        let mut order: Vec<(i32, u32)> = Vec::with_capacity(self.live.len());
-        let mut stack: Vec<(i32, u32)> = Vec::new();
-        let mut seen: std::collections::HashSet<i32> = std::collections::HashSet::new();
-        let mut visit = |root: i32, depth: u32, order: &mut Vec<(i32, u32)>| {
-            stack.push((root, depth));
-            while let Some((pid, d)) = stack.pop() {
-                // Guards against a ppid loop built from two reads of a racing /proc.
-                if !seen.insert(pid) {
-                    continue;
-                }
-                order.push((pid, d));
-                if let Some(kids) = children.get(&pid) {
-                    stack.extend(kids.iter().rev().map(|&(_, k)| (k, d + 1)));
-                }
-            }
-        };
-        let target_exited = !self.live.contains_key(&self.target.pid);
-        if !target_exited {
-            visit(self.target.pid, 0, &mut order);
-        }
-        let mut roots: Vec<(u64, i32, u32)> = self
+        let nodes: Vec<Node> = self
             .live
             .values()
-            .filter(|e| e.info.key != self.target && !self.live.contains_key(&e.info.ppid))
-            .map(|e| (e.info.key.start_time, e.info.key.pid, e.info.depth))
+            .map(|e| Node {
+                pid: e.info.key.pid,
+                ppid: e.info.ppid,
+                start_time: e.info.key.start_time,
+                depth: e.info.depth,
+            })
             .collect();
-        roots.sort_unstable();
-        for (_, pid, depth) in roots {
-            visit(pid, depth, &mut order);
-        }
+        let order = dfs_order(self.target.pid, &nodes);
+        let target_exited = !self.live.contains_key(&self.target.pid);
         let mut out = Vec::with_capacity(order.len() + self.exited.len());
         if target_exited && let Some(t) = self.exited.iter().find(|e| e.info.key == self.target) {
             out.push(t.info.clone());
