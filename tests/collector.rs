@@ -140,6 +140,8 @@ fn sh_tree_in_depth_first_order_with_signal_masks() {
          sh -c 'trap \"exit 7\" TERM; sleep 1001 & wait' & wait",
     );
     let mut c = Collector::attach(t.pid(), CollectorOptions::default()).unwrap();
+    // Each sh sets its trap before starting its sleep, so once both sleeps are seen, the
+    // masks (signals 1-31 come with every stat read) must show the traps.
     let snap = wait_for(&mut c, "two sh children with a sleep each", |s| {
         by_name(s, "sleep").len() == 2 && s.processes.len() == 5
     });

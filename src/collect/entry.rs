@@ -172,6 +172,13 @@ impl Entry {
             self.info.cpu_ticks = stat.cpu_ticks;
             self.info.num_threads = stat.num_threads;
             self.info.rss_bytes = stat.rss_pages * clock.page_size;
+            // Signals 1-31 come free with every stat read (a handler installed since the last
+            // `status` read shows at once); real-time ones only from `status`.
+            let merge = |old: u64, low: u64| (old & !procfs::LOW_SIGNALS) | low;
+            let sig = &mut self.info.signals;
+            sig.blocked = merge(sig.blocked, stat.sig_blocked);
+            sig.ignored = merge(sig.ignored, stat.sig_ignored);
+            sig.caught = merge(sig.caught, stat.sig_caught);
             if execed || (due && !first) {
                 self.read_rare();
             }
