@@ -114,11 +114,12 @@ impl Tree {
         //    sees it: the kept `stat` fd fails once the process is reaped (even if its pid
         //    was reused meanwhile), and a zombie shows `Z`. `Z` is also what a process whose
         //    main thread exited shows while other threads run: the pidfd tells them apart.
+        //    A failed read is only believed if the pidfd agrees (or there is none).
         let mut gone = Vec::new();
         for (pid, e) in self.live.iter_mut() {
-            let exited = !e.update(&mut self.buf, false, clock)
-                || (e.info.state == RunState::Zombie
-                    && e.pidfd.as_ref().is_none_or(|fd| fd.has_exited()));
+            let read = e.update(&mut self.buf, false, clock);
+            let suspect = !read || e.info.state == RunState::Zombie;
+            let exited = suspect && e.pidfd.as_ref().is_none_or(|fd| fd.has_exited());
             if exited {
                 gone.push(*pid);
             }
