@@ -266,3 +266,36 @@ fn busy_process_shows_cpu_use() {
     assert!(snap.system.cpus >= 1 && snap.system.mem_total_bytes > 0);
     assert!(snap.system.mem_available_bytes <= snap.system.mem_total_bytes);
 }
+
+/// /proc is listed only when something in the tree ran: a child forked by a worker thread
+/// of a multi-threaded target (its main thread idle) must still be found.
+#[test]
+fn children_forked_by_a_worker_thread_are_found() {
+    need("python3");
+    let script = r#"
+import subprocess, sys, threading, time
+def spawn():
+    time.sleep(0.5)
+    subprocess.Popen(["sleep", "1004"])
+    time.sleep(1000)
+threading.Thread(target=spawn, daemon=True).start()
+sys.stdin.read()
+"#;
+    let t = Target::spawn(
+        Command::new("python3")
+            .args(["-c", script])
+            .stdin(Stdio::piped()),
+    );
+    let mut c = Collector::attach(t.pid(), CollectorOptions::default()).unwrap();
+    let snap = wait_for(&mut c, "the worker's child", |s| {
+        s.live_descendants()
+            .any(|p| p.name == "sleep" && p.ppid == t.pid())
+    });
+    // (Exited helpers may be listed too: a pyenv shim runs a few before python starts.)
+    assert_eq!(
+        snap.live_descendants().count(),
+        1,
+        "{}",
+        snapshot_text(&snap)
+    );
+}

@@ -43,6 +43,8 @@ pub struct Entry {
     last_sched: Option<[u64; 3]>,
     pub pidfd: Option<Arc<PidFd>>,
     pub(crate) exited_at: Option<Instant>,
+    /// Ran since the previous refresh (or multi-threaded: cannot tell).
+    pub(crate) ran: bool,
 }
 
 impl Entry {
@@ -94,6 +96,7 @@ impl Entry {
             last_sched: None,
             pidfd,
             exited_at: None,
+            ran: true,
         };
         e.read_rare();
         Some(e)
@@ -147,6 +150,7 @@ impl Entry {
             _ => None,
         };
         self.last_sched = sched;
+        self.ran = ran;
         if force || ran {
             let Some(stat) = self.stat.read(buf).ok().and_then(procfs::parse_stat) else {
                 return false;

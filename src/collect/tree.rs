@@ -102,20 +102,19 @@ impl Tree {
         self.live.contains_key(&pid)
     }
 
-    pub fn refresh(&mut self, clock: &Clock) -> io::Result<()> {
-        self.generation += 1;
-        let generation = self.generation;
-        self.scan.clear();
-        let scan = &mut self.scan;
-        self.scanner
-            .scan_pids(self.proc_root.as_fd(), |pid, ino| scan.push((pid, ino)))?;
-
+    /// Re-read the tracked processes: exits, updates, orphans, lingering. Returns whether a
+    /// tracked process may have forked since the last refresh (it ran, it is multi-threaded
+    /// so we cannot tell, or something exited), which is when [`Tree::discover`] must list
+    /// /proc. With `target_threads_known`, a multi-threaded target is left to the caller,
+    /// who knows from its thread table whether any of its threads ran.
+    pub fn update_tracked(&mut self, clock: &Clock, target_threads_known: bool) -> bool {
         // 1. Tracked processes: exited or updated. Exiting means running, so the gated read
         //    sees it: the kept `stat` fd fails once the process is reaped (even if its pid
         //    was reused meanwhile), and a zombie shows `Z`. `Z` is also what a process whose
         //    main thread exited shows while other threads run: the pidfd tells them apart.
         //    A failed read is only believed if the pidfd agrees (or there is none).
         let mut gone = Vec::new();
+        let mut may_fork = false;
         for (pid, e) in self.live.iter_mut() {
             let read = e.update(&mut self.buf, false, clock);
             let suspect = !read || e.info.state == RunState::Zombie;
@@ -123,7 +122,11 @@ impl Tree {
             if exited {
                 gone.push(*pid);
             }
+            let judged_by_threads =
+                target_threads_known && *pid == self.target.pid && e.info.num_threads > 1;
+            may_fork |= e.ran && !judged_by_threads;
         }
+        may_fork |= !gone.is_empty();
         for pid in gone {
             if let Some(mut e) = self.live.remove(&pid) {
                 let info: ExitInfo = match &e.pidfd {
@@ -158,6 +161,32 @@ impl Tree {
                 e.info.orphan |= out;
             }
         }
+
+        // 4. Exited processes linger, then go (with their remembered exit). The target stays:
+        //    how it ended is the headline until the user quits.
+        let linger = self.opts.exited_linger;
+        let target = self.target;
+        self.exited
+            .retain(|e| e.info.key == target || e.exited_at.is_some_and(|t| t.elapsed() < linger));
+        let cutoff = now_unix_ms().saturating_sub(linger.as_millis() as u64 * 2);
+        self.exits.prune(cutoff);
+        may_fork
+    }
+
+    /// New descendants: list /proc (getdents) when `list`, read `stat` once for each pid
+    /// not seen before, and take in those whose parent is tracked. A new process needs a
+    /// parent that ran (forked), so when nothing in the tree ran the listing, whose cost
+    /// grows with every task on the system, is skipped.
+    pub fn discover(&mut self, clock: &Clock, list: bool) -> io::Result<()> {
+        if !list {
+            return Ok(());
+        }
+        self.generation += 1;
+        let generation = self.generation;
+        self.scan.clear();
+        let scan = &mut self.scan;
+        self.scanner
+            .scan_pids(self.proc_root.as_fd(), |pid, ino| scan.push((pid, ino)))?;
 
         // 3. New pids: read stat once, join the tree if the parent is tracked.
         let mut candidates: Vec<(i32, u64, Stat)> = Vec::new();
@@ -224,14 +253,6 @@ impl Tree {
         }
         self.others.retain(|_, o| o.1 == generation);
 
-        // 4. Exited processes linger, then go (with their remembered exit). The target stays:
-        //    how it ended is the headline until the user quits.
-        let linger = self.opts.exited_linger;
-        let target = self.target;
-        self.exited
-            .retain(|e| e.info.key == target || e.exited_at.is_some_and(|t| t.elapsed() < linger));
-        let cutoff = now_unix_ms().saturating_sub(linger.as_millis() as u64 * 2);
-        self.exits.prune(cutoff);
         Ok(())
     }
 
