@@ -2,15 +2,18 @@
 //! 195 children, 5 grandchildren), compiled with gcc into a temp dir. Three cases: the
 //! steady state (schedstat-gated reads, 1/30 of the threads re-checked per refresh), every
 //! thread and process re-checked on every refresh (the gate's safety net at its most
-//! expensive), and a fresh attach + first refresh (every file opened and read).
+//! expensive), and a fresh attach + first refresh (every file opened and read). Plus the
+//! exit-notice latency of the live collector: SIGKILL sent -> `CollectEvent::Exited`
+//! received, with a one-hour refresh interval (only the pidfd watcher can see it).
 #![allow(clippy::unwrap_used)]
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use lifecycle_top::collect::{Collector, CollectorOptions};
+use lifecycle_top::collect::pidfd::PidFd;
+use lifecycle_top::collect::{CollectEvent, Collector, CollectorOptions, live};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 struct Workload {
     child: Child,
@@ -94,5 +97,46 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench);
+fn exit_notice(c: &mut Criterion) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut g = c.benchmark_group("collector");
+    g.sample_size(10).measurement_time(Duration::from_secs(5));
+    g.bench_function("exit_notice_sigkill_to_event", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let mut child = Command::new("sleep").arg("1000").spawn().unwrap();
+                let opts = CollectorOptions {
+                    launch_mode: true,
+                    threads: false,
+                    ..CollectorOptions::default()
+                };
+                let collector = Collector::attach(child.id() as i32, opts).unwrap();
+                let key = collector.target();
+                total += rt.block_on(async {
+                    let mut lc = live::spawn(collector, Duration::from_secs(3600));
+                    // The first snapshot means the watcher has the target's pidfd.
+                    while !matches!(lc.events.recv().await, Some(CollectEvent::Snapshot(_))) {}
+                    let fd = PidFd::open(key).unwrap();
+                    let sent = Instant::now();
+                    fd.send_signal(9).unwrap();
+                    loop {
+                        match lc.events.recv().await {
+                            Some(CollectEvent::Exited { key: k, .. }) if k == key => {
+                                break sent.elapsed();
+                            }
+                            Some(_) => {}
+                            None => panic!("live collector stopped"),
+                        }
+                    }
+                });
+                let _ = child.wait(); // already reaped by the collector: ECHILD is fine
+            }
+            total
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench, exit_notice);
 criterion_main!(benches);

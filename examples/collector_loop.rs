@@ -39,11 +39,13 @@ fn main() -> std::process::ExitCode {
         print!("{}", snapshot_text(&last));
     }
     eprintln!(
-        "refreshes {n}, per refresh: wall {:.3} ms, CPU {:.3} ms; processes {}, threads {}",
+        "refreshes {n}, per refresh: wall {:.3} ms, CPU {:.3} ms; processes {}, threads {}; \
+         peak RSS {}",
         spent.as_secs_f64() * 1000.0 / f64::from(n.max(1)),
         cpu_ns as f64 / 1e6 / f64::from(n.max(1)),
         last.processes.len(),
-        last.threads.len()
+        last.threads.len(),
+        peak_rss()
     );
     std::process::ExitCode::SUCCESS
 }
@@ -61,4 +63,16 @@ fn thread_cpu_ns() -> u64 {
         return 0;
     }
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// `VmHWM` of /proc/self/status (peak resident set).
+fn peak_rss() -> String {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .map(|v| v.trim().to_owned())
+        })
+        .unwrap_or_else(|| "?".into())
 }

@@ -3,7 +3,7 @@
 //! 0 ok / clean, 1 something lingered (headless), 2 usage or attach error.
 
 use lifecycle_top::cli::{self, Config};
-use lifecycle_top::{agent, app, collect, headless, stacks};
+use lifecycle_top::{agent, app, collect, headless, stacks, wiring};
 use std::io::Write;
 use std::process::ExitCode;
 
@@ -24,13 +24,17 @@ fn main() -> ExitCode {
 fn run(config: Config) -> anyhow::Result<ExitCode> {
     match config {
         Config::Snapshot { pid, json } => {
-            let snap = collect::snapshot_once(pid)?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let full = runtime.block_on(wiring::snapshot_with_agent(pid))?;
             let mut out = std::io::stdout().lock();
             if json {
-                serde_json::to_writer_pretty(&mut out, &snap)?;
+                serde_json::to_writer_pretty(&mut out, &full)?;
                 writeln!(out)?;
             } else {
-                write!(out, "{}", collect::snapshot_text(&snap))?;
+                write!(out, "{}", collect::snapshot_text(&full.snapshot))?;
+                write!(out, "{}", wiring::agent_text(&full))?;
             }
             Ok(ExitCode::SUCCESS)
         }

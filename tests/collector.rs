@@ -47,6 +47,21 @@ for line in sys.stdin:
 
 #[test]
 fn python_threads_names_count_states_and_wait_points() {
+    python_threads(CollectorOptions::default());
+}
+
+/// Past the fd budget threads are read by opening their files each time: same results.
+#[test]
+fn python_threads_with_no_or_few_kept_fds() {
+    for budget in [0, 6] {
+        python_threads(CollectorOptions {
+            max_thread_fds: Some(budget),
+            ..CollectorOptions::default()
+        });
+    }
+}
+
+fn python_threads(opts: CollectorOptions) {
     need("python3");
     let mut t = Target::spawn(
         Command::new("python3")
@@ -59,7 +74,7 @@ fn python_threads_names_count_states_and_wait_points() {
         .read_line(&mut line)
         .unwrap();
     assert_eq!(line.trim(), "ready");
-    let mut c = Collector::attach(t.pid(), CollectorOptions::default()).unwrap();
+    let mut c = Collector::attach(t.pid(), opts).unwrap();
     let thread = |s: &Snapshot, n: &str| s.threads.iter().find(|x| x.name == n).cloned();
     let snap = wait_for(&mut c, "threads blocked in their syscalls", |s| {
         let sleeping = |n: &str, calls: &[&str]| {
@@ -229,4 +244,23 @@ fn exited_processes_linger_then_drop() {
     wait_for(&mut c, "exited child dropped", |s| {
         s.processes.iter().all(|x| x.key != gone)
     });
+}
+
+#[test]
+fn busy_process_shows_cpu_use() {
+    let t = Target::sh("while :; do :; done");
+    let mut c = Collector::attach(t.pid(), CollectorOptions::default()).unwrap();
+    let snap = wait_for(&mut c, "CPU% of a busy loop", |s| {
+        s.target_info()
+            .is_some_and(|p| p.cpu_percent > 5.0 && p.state == RunState::Running)
+            && s.threads.first().is_some_and(|th| th.cpu_percent > 5.0)
+    });
+    let p = snap.target_info().unwrap();
+    assert!(
+        p.cpu_percent <= 100.5 * snap.system.cpus as f32,
+        "{}",
+        p.cpu_percent
+    );
+    assert!(snap.system.cpus >= 1 && snap.system.mem_total_bytes > 0);
+    assert!(snap.system.mem_available_bytes <= snap.system.mem_total_bytes);
 }

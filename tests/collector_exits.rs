@@ -182,3 +182,58 @@ fn attach_to_another_users_process_is_permission_denied() {
     assert!(out.status.success(), "helper as nobody failed:\n{text}");
     assert!(text.contains("1 passed"), "helper did not run:\n{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_refresh_now_and_set_interval() {
+    async fn next_snapshot(lc: &mut live::LiveCollector) {
+        let wait = async {
+            loop {
+                match lc.events.recv().await {
+                    Some(CollectEvent::Snapshot(_)) => return,
+                    Some(_) => {}
+                    None => panic!("event channel closed"),
+                }
+            }
+        };
+        tokio::time::timeout(DEADLINE, wait)
+            .await
+            .expect("no snapshot");
+    }
+    let t = Target::spawn(Command::new("sleep").arg("1000"));
+    let c = Collector::attach(t.pid(), CollectorOptions::default()).unwrap();
+    let mut lc = live::spawn(c, Duration::from_secs(3600));
+    next_snapshot(&mut lc).await; // the first one comes at once
+    lc.refresh_now();
+    next_snapshot(&mut lc).await;
+    lc.set_interval(Duration::from_millis(20));
+    for _ in 0..3 {
+        next_snapshot(&mut lc).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_reports_exit_of_a_descendant() {
+    let t = Target::sh("sleep 1000 & wait");
+    let c = Collector::attach(t.pid(), CollectorOptions::default()).unwrap();
+    let mut lc = live::spawn(c, Duration::from_millis(50));
+    let wait = async {
+        let mut child = None;
+        loop {
+            match lc.events.recv().await {
+                Some(CollectEvent::Snapshot(s)) if child.is_none() => {
+                    if let Some(p) = s.live_descendants().find(|p| p.name == "sleep") {
+                        child = Some(p.key);
+                        PidFd::open(p.key).unwrap().send_signal(9).unwrap();
+                    }
+                }
+                // Its parent sh reaps it, so the status may be known (zombie seen) or not.
+                Some(CollectEvent::Exited { key, .. }) if Some(key) == child => return,
+                Some(_) => {}
+                None => panic!("event channel closed"),
+            }
+        }
+    };
+    tokio::time::timeout(DEADLINE, wait)
+        .await
+        .expect("no Exited event for the child");
+}

@@ -71,6 +71,16 @@ fn native_frames_of_rust_threads_ptrace_free() {
             "{thread}: {func} not in\n{}",
             dump(&snap)
         );
+        let root = if thread.starts_with("stacks_blocked") {
+            "lang_start"
+        } else {
+            "start_thread"
+        };
+        assert!(
+            has_function(native, root),
+            "{thread}: walk did not reach {root}\n{}",
+            dump(&snap)
+        );
         // Demangled: std is v0-mangled (_R...), the target legacy-mangled (_ZN...).
         let mangled = native
             .frames
@@ -133,6 +143,15 @@ fn native_frames_of_c_threads_built_with_gcc() {
             dump(&snap)
         );
     }
+    // The -O0 main thread (frame-pointer frames, rbp guessed) is walked to libc's start.
+    let main = snap.threads.iter().find(|t| t.tid == snap.pid).unwrap();
+    let native = main.stack(SourceKind::Native).unwrap();
+    assert!(has_function(native, "__libc_start"), "{}", dump(&snap));
+    assert!(
+        native.frames.iter().all(|f| f.function != "??"),
+        "{}",
+        dump(&snap)
+    );
     // The kernel view decodes the pipe read with its fd target.
     let pipe = thread_named(&snap, "c_pipe").kernel.clone().unwrap();
     assert!(pipe.described_args[0].contains("pipe:["), "{pipe:?}");

@@ -165,9 +165,18 @@ pub async fn run(cfg: RunConfig, attached: Attached) -> Result<ExitCode> {
                     }
                 }
             }
-            _ = sigterm.recv() => break Ok(default_signal_choice(&state)),
-            _ = sigint.recv() => break Ok(default_signal_choice(&state)),
-            _ = sighup.recv() => break Ok(default_signal_choice(&state)),
+            _ = sigterm.recv() => {
+                tracing::info!("SIGTERM: restoring the terminal and quitting");
+                break Ok(default_signal_choice(&state));
+            }
+            _ = sigint.recv() => {
+                tracing::info!("SIGINT: restoring the terminal and quitting");
+                break Ok(default_signal_choice(&state));
+            }
+            _ = sighup.recv() => {
+                tracing::info!("SIGHUP: restoring the terminal and quitting");
+                break Ok(default_signal_choice(&state));
+            }
         }
     };
     finish(&mut terminal, &stop_keys, &state, outcome)
@@ -224,25 +233,32 @@ fn finish(
     outcome: Result<Option<QuitChoice>>,
 ) -> Result<ExitCode> {
     stop_keys.store(true, Ordering::Relaxed);
+    // Even when the loop failed (say the terminal went away: EIO after a hangup), the
+    // demo must not outlive us: fall back to what a signal would have done.
+    let (choice, error) = match outcome {
+        Ok(choice) => (choice, None),
+        Err(e) => (default_signal_choice(state), Some(e)),
+    };
+    tracing::info!(?choice, error = ?error, "leaving the dashboard");
+    // Act on the tree before touching the terminal: after a hangup, writing to it may be
+    // the last thing this process gets to do.
+    let killed = (choice == Some(QuitChoice::KillTree)).then(|| kill_tree(state));
     ratatui::restore();
-    let choice = outcome?;
-    match choice {
-        Some(QuitChoice::KillTree) => {
-            let n = kill_tree(state);
-            eprintln!(
-                "lifecycle-top: killed {n} process(es) of the tree rooted at {}",
-                state.target_pid
-            );
-        }
-        Some(QuitChoice::Detach) => {
-            eprintln!(
-                "lifecycle-top: detached; pid {} keeps running (kill it with `kill {}`)",
-                state.target_pid, state.target_pid
-            );
-        }
-        Some(QuitChoice::RunPlan) | None => {}
+    match (choice, killed) {
+        (Some(QuitChoice::KillTree), Some(n)) => eprintln!(
+            "lifecycle-top: killed {n} process(es) of the tree rooted at {}",
+            state.target_pid
+        ),
+        (Some(QuitChoice::Detach), _) => eprintln!(
+            "lifecycle-top: detached; pid {} keeps running (kill it with `kill {}`)",
+            state.target_pid, state.target_pid
+        ),
+        _ => {}
     }
-    Ok(ExitCode::SUCCESS)
+    match error {
+        Some(e) => Err(e),
+        None => Ok(ExitCode::SUCCESS),
+    }
 }
 
 /// SIGKILLs every live process of the tree, leaves first, through pidfds.

@@ -2,7 +2,7 @@
 //! figures, re-read only when its `schedstat` says it ran (or when due), and the [`Clock`]
 //! a refresh reads them with.
 
-use crate::collect::pidfd::PidFd;
+use crate::collect::pidfd::{PidFd, PidFdError};
 use crate::collect::procfs::{self, ProcFile, Stat};
 use crate::model::{ProcInfo, ProcKey, RunState, SignalMasks};
 use rustix::fd::{AsFd, OwnedFd};
@@ -60,8 +60,14 @@ impl Entry {
             pid,
             start_time: stat.start_time,
         };
-        // The pidfd re-checks the start time, so from here on it is this exact process.
-        let pidfd = PidFd::open(key).ok().map(Arc::new);
+        // The pidfd re-checks the start time, so from here on it is this exact process. Gone
+        // or reused already: nothing to track. Other failures (an old kernel without
+        // pidfd_open, out of fds): track it anyway, exits then show at the next refresh.
+        let pidfd = match PidFd::open(key) {
+            Ok(fd) => Some(Arc::new(fd)),
+            Err(PidFdError::NoSuchProcess(_) | PidFdError::Reused { .. }) => return None,
+            Err(_) => None,
+        };
         let mut e = Entry {
             info: ProcInfo {
                 key,
@@ -91,6 +97,11 @@ impl Entry {
         };
         e.read_rare();
         Some(e)
+    }
+
+    /// The process's `/proc/PID` directory fd (bound to this process, not to the pid).
+    pub fn dir(&self) -> rustix::fd::BorrowedFd<'_> {
+        self.dir.as_fd()
     }
 
     /// `cmdline` and `status` (signal masks): read on first sight, on exec and when due (another
@@ -127,6 +138,14 @@ impl Entry {
             .and_then(|f| f.read(buf).ok())
             .and_then(procfs::parse_schedstat);
         let ran = !single || sched.is_none() || sched != self.last_sched;
+        // A single thread's schedstat run time (ns) is its whole CPU: finer than ticks.
+        let sched_pct = match (single, sched, self.last_sched) {
+            (true, Some(now), Some(before)) if clock.elapsed_ticks > 0.0 => {
+                let elapsed_ns = clock.elapsed_ticks / clock.clk_tck * 1e9;
+                Some((now[0].saturating_sub(before[0]) as f64 / elapsed_ns * 100.0) as f32)
+            }
+            _ => None,
+        };
         self.last_sched = sched;
         if force || ran {
             let Some(stat) = self.stat.read(buf).ok().and_then(procfs::parse_stat) else {
@@ -136,11 +155,13 @@ impl Entry {
                 return false;
             }
             let delta = stat.cpu_ticks.saturating_sub(self.info.cpu_ticks);
-            self.info.cpu_percent = if clock.elapsed_ticks > 0.0 {
-                (delta as f64 / clock.elapsed_ticks * 100.0) as f32
-            } else {
-                0.0
-            };
+            self.info.cpu_percent = sched_pct.unwrap_or_else(|| {
+                if clock.elapsed_ticks > 0.0 {
+                    (delta as f64 / clock.elapsed_ticks * 100.0) as f32
+                } else {
+                    0.0
+                }
+            });
             let execed = !self.info.name.is_empty() && self.info.name != stat.comm;
             let first = self.info.name.is_empty();
             self.info.name = stat.comm;

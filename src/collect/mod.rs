@@ -45,6 +45,9 @@ pub struct CollectorOptions {
     /// Launch mode: lifecycle-top is the target's parent and child subreaper, so reap exited
     /// tracked children (to get their exit code) and track processes reparented to us.
     pub launch_mode: bool,
+    /// Cap on the files the thread table keeps open (5 per thread); past it, threads are
+    /// read by opening their files per read. `None`: half of RLIMIT_NOFILE.
+    pub max_thread_fds: Option<usize>,
 }
 
 impl Default for CollectorOptions {
@@ -54,6 +57,7 @@ impl Default for CollectorOptions {
             exited_linger: Duration::from_secs(10),
             threads: true,
             launch_mode: false,
+            max_thread_fds: None,
         }
     }
 }
@@ -111,6 +115,12 @@ pub fn raise_nofile_limit() -> u64 {
             lim.current.unwrap_or(u64::MAX)
         }
     }
+}
+
+/// How many fds the thread table may keep open: half the limit, leaving the rest for the
+/// process tree (~3 per process), on-demand reads and everything else lifecycle-top opens.
+fn thread_fd_budget(nofile_limit: u64) -> usize {
+    usize::try_from(nofile_limit / 2).unwrap_or(usize::MAX)
 }
 
 /// One snapshot for `lifecycle-top snapshot`: attach, refresh, wait 250 ms and refresh
@@ -181,7 +191,7 @@ impl Collector {
         )
         .map_err(|e| AttachError::from_io(pid, e.into()))?;
         // Best effort: without a higher limit we still work, with fewer fds kept open.
-        raise_nofile_limit();
+        let nofile = raise_nofile_limit();
         let key = ProcKey {
             pid,
             start_time: stat.start_time,
@@ -193,13 +203,17 @@ impl Collector {
         };
         let tree = tree::Tree::new(key, tree_opts, exits.clone())
             .map_err(|e| AttachError::from_io(pid, e))?;
-        let threads = match opts.threads {
-            true => Some(
-                procfs::open_dir(&format!("/proc/{pid}"))
-                    .and_then(|d| threads::Threads::new(d.as_fd()))
-                    .map_err(|e| AttachError::from_io(pid, e))?,
+        // Through the target's own /proc/PID fd: the pid cannot have changed hands since.
+        let threads = match (opts.threads, tree.live.get(&pid)) {
+            (true, Some(target)) => Some(
+                threads::Threads::new(
+                    target.dir(),
+                    opts.max_thread_fds.unwrap_or(thread_fd_budget(nofile)),
+                )
+                .map_err(|e| AttachError::from_io(pid, e))?,
             ),
-            false => None,
+            (true, None) => return Err(AttachError::NoSuchProcess(pid)),
+            (false, _) => None,
         };
         let root = procfs::open_dir("/proc").map_err(|e| AttachError::from_io(pid, e))?;
         let sys = SystemFiles {
@@ -237,9 +251,10 @@ impl Collector {
         self.exits.clone()
     }
 
-    /// Pidfds of processes that joined the tree since the last call.
+    /// Pidfds of processes that joined the tree since the last call (the first call: of all
+    /// tracked processes). For an exit watcher such as [`live`].
     pub fn take_new_pidfds(&mut self) -> Vec<Arc<pidfd::PidFd>> {
-        std::mem::take(&mut self.tree.new_pidfds)
+        self.tree.take_new_pidfds()
     }
 
     /// Read the tree and threads once. Never fails: a vanished target shows as exited.

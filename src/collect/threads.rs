@@ -3,7 +3,8 @@
 //! ones (`stat`, `wchan`, `syscall`, `status`) only for threads whose `schedstat` changed: a
 //! thread that was not scheduled cannot have changed state, wait point or counters. Once
 //! every N refreshes (spread by tid) a thread's `stat` is re-read anyway: another thread
-//! may have renamed it; if anything in it changed, the rest is re-read too.
+//! may have renamed it; if anything in it changed, the rest is re-read too. Files are kept
+//! open within an fd budget; past it, threads are still read, opening files per read.
 
 use crate::collect::dirscan::DirScanner;
 use crate::collect::procfs::{self, ProcFile};
@@ -12,15 +13,62 @@ use crate::collect::tree::Clock;
 use crate::model::{RunState, ThreadInfo, WaitPoint};
 use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::collections::BTreeMap;
+use std::ffi::{CStr, CString};
 use std::io;
 
-/// Open files of one thread, plus what was last read from them.
+/// One per-thread file: kept open (the normal case), opened for each read once the fd budget
+/// is spent (correct, three syscalls instead of one), or not readable at all.
+enum File {
+    Kept(ProcFile),
+    OnDemand,
+    Unavailable,
+}
+
+impl File {
+    fn open(dir: Option<BorrowedFd<'_>>, name: &CStr) -> File {
+        let Some(dir) = dir else {
+            return File::OnDemand;
+        };
+        match ProcFile::open_at(dir, name) {
+            Ok(f) => File::Kept(f),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
+                File::OnDemand
+            }
+            // e.g. `syscall` needs ptrace-attach rights (Yama may refuse): column stays empty.
+            Err(_) => File::Unavailable,
+        }
+    }
+
+    fn read<'a>(&self, at: Place<'_>, name: &CStr, buf: &'a mut Vec<u8>) -> Option<&'a [u8]> {
+        match self {
+            File::Kept(f) => f.read(buf).ok(),
+            File::OnDemand => {
+                let path = CString::new(format!("{}/{}", at.tid, name.to_str().ok()?)).ok()?;
+                ProcFile::open_at(at.task_dir, &path).ok()?.read(buf).ok()
+            }
+            File::Unavailable => None,
+        }
+    }
+
+    fn kept(&self) -> usize {
+        usize::from(matches!(self, File::Kept(_)))
+    }
+}
+
+/// Where a thread's files are: `/proc/PID/task` and the tid.
+#[derive(Clone, Copy)]
+struct Place<'a> {
+    task_dir: BorrowedFd<'a>,
+    tid: i32,
+}
+
+/// Files of one thread, plus what was last read from them.
 struct Slot {
-    schedstat: Option<ProcFile>,
-    stat: ProcFile,
-    wchan: Option<ProcFile>,
-    syscall: Option<ProcFile>,
-    status: Option<ProcFile>,
+    schedstat: File,
+    stat: File,
+    wchan: File,
+    syscall: File,
+    status: File,
     last_sched: Option<[u64; 3]>,
     prev_ticks: u64,
     info: ThreadInfo,
@@ -28,17 +76,19 @@ struct Slot {
 }
 
 impl Slot {
-    fn open(task_dir: BorrowedFd<'_>, tid: i32) -> io::Result<Slot> {
-        let dir = procfs::open_dir_at(task_dir, &tid.to_string())?;
-        let d = dir.as_fd();
-        let stat = ProcFile::open_at(d, c"stat")?;
+    /// Keep the thread's files open if `keep`, else read them on demand.
+    fn open(task_dir: BorrowedFd<'_>, tid: i32, keep: bool) -> io::Result<Slot> {
+        let dir = match keep {
+            true => Some(procfs::open_dir_at(task_dir, &tid.to_string())?),
+            false => None,
+        };
+        let d = dir.as_ref().map(|d| d.as_fd());
         Ok(Slot {
-            schedstat: ProcFile::open_at(d, c"schedstat").ok(),
-            stat,
-            wchan: ProcFile::open_at(d, c"wchan").ok(),
-            // Needs ptrace-attach rights (Yama may refuse): then the syscall column stays empty.
-            syscall: ProcFile::open_at(d, c"syscall").ok(),
-            status: ProcFile::open_at(d, c"status").ok(),
+            schedstat: File::open(d, c"schedstat"),
+            stat: File::open(d, c"stat"),
+            wchan: File::open(d, c"wchan"),
+            syscall: File::open(d, c"syscall"),
+            status: File::open(d, c"status"),
             last_sched: None,
             prev_ticks: 0,
             info: ThreadInfo {
@@ -55,12 +105,24 @@ impl Slot {
         })
     }
 
+    fn kept_fds(&self) -> usize {
+        [
+            &self.schedstat,
+            &self.stat,
+            &self.wchan,
+            &self.syscall,
+            &self.status,
+        ]
+        .iter()
+        .map(|f| f.kept())
+        .sum()
+    }
+
     /// Re-read this thread. Returns `false` when it is gone.
-    fn update(&mut self, buf: &mut Vec<u8>, first: bool, clock: &Clock) -> bool {
+    fn update(&mut self, at: Place<'_>, buf: &mut Vec<u8>, first: bool, clock: &Clock) -> bool {
         let sched = self
             .schedstat
-            .as_ref()
-            .and_then(|f| f.read(buf).ok())
+            .read(at, c"schedstat", buf)
             .and_then(procfs::parse_schedstat);
         let ran = sched.is_none() || sched != self.last_sched;
         // schedstat's run time is in ns: a far finer CPU% than 10 ms ticks.
@@ -77,7 +139,11 @@ impl Slot {
             self.info.cpu_percent = 0.0;
             return true;
         }
-        let Some(stat) = self.stat.read(buf).ok().and_then(procfs::parse_stat) else {
+        let Some(stat) = self
+            .stat
+            .read(at, c"stat", buf)
+            .and_then(procfs::parse_stat)
+        else {
             return false;
         };
         let state = RunState::from_char(stat.state);
@@ -107,13 +173,11 @@ impl Slot {
         }
         self.info.wait.wchan = self
             .wchan
-            .as_ref()
-            .and_then(|f| f.read(buf).ok())
+            .read(at, c"wchan", buf)
             .and_then(procfs::parse_wchan);
         let sc = self
             .syscall
-            .as_ref()
-            .and_then(|f| f.read(buf).ok())
+            .read(at, c"syscall", buf)
             .and_then(procfs::parse_syscall);
         self.info.wait.syscall_nr = sc.as_ref().map(|(nr, _)| *nr);
         self.info.wait.syscall = sc
@@ -121,7 +185,7 @@ impl Slot {
             .and_then(|(nr, _)| syscalls::name(*nr))
             .map(str::to_owned);
         self.info.wait.syscall_args = sc.map(|(_, a)| a).unwrap_or_default();
-        if let Some(st) = self.status.as_ref().and_then(|f| f.read(buf).ok()) {
+        if let Some(st) = self.status.read(at, c"status", buf) {
             let st = procfs::parse_status(st);
             self.info.voluntary_ctxt_switches = st.voluntary;
             self.info.nonvoluntary_ctxt_switches = st.nonvoluntary;
@@ -138,19 +202,27 @@ pub struct Threads {
     slots: BTreeMap<i32, Slot>,
     /// `task` was listed at least once.
     listed: bool,
+    /// Files kept open by the slots, and how many may be (half the fd limit at attach, so
+    /// on-demand opens and the rest of lifecycle-top always have room).
+    kept_fds: usize,
+    fd_budget: usize,
+    warned_fds: bool,
     buf: Vec<u8>,
     generation: u64,
     tids: Vec<i32>,
 }
 
 impl Threads {
-    /// `proc_dir` is the process's `/proc/PID` dirfd.
-    pub fn new(proc_dir: BorrowedFd<'_>) -> io::Result<Threads> {
+    /// `proc_dir` is the process's `/proc/PID` dirfd; at most `fd_budget` files are kept open.
+    pub fn new(proc_dir: BorrowedFd<'_>, fd_budget: usize) -> io::Result<Threads> {
         Ok(Threads {
             task_dir: procfs::open_dir_at(proc_dir, "task")?,
             scanner: DirScanner::new(),
             slots: BTreeMap::new(),
             listed: false,
+            kept_fds: 0,
+            fd_budget,
+            warned_fds: false,
             buf: vec![0; 4096],
             generation: 0,
             tids: Vec::new(),
@@ -164,7 +236,15 @@ impl Threads {
     /// N refreshes as a safety net. An error means the process is gone.
     pub fn refresh(&mut self, clock: &Clock, expected: Option<u32>) -> io::Result<Vec<ThreadInfo>> {
         let buf = &mut self.buf;
-        self.slots.retain(|_, s| s.update(buf, false, clock));
+        let task_dir = self.task_dir.as_fd();
+        let kept = &mut self.kept_fds;
+        self.slots.retain(|&tid, s| {
+            let alive = s.update(Place { task_dir, tid }, buf, false, clock);
+            if !alive {
+                *kept -= s.kept_fds();
+            }
+            alive
+        });
         let count_differs = expected.is_none_or(|n| n as usize != self.slots.len());
         if !self.listed || count_differs || clock.tick.is_multiple_of(clock.every.max(1)) {
             self.list(clock)?;
@@ -181,35 +261,44 @@ impl Threads {
         self.scanner
             .scan_pids(self.task_dir.as_fd(), |tid, _ino| tids.push(tid))?;
         self.listed = true;
+        let task_dir = self.task_dir.as_fd();
         for &tid in &self.tids {
             if let Some(slot) = self.slots.get_mut(&tid) {
                 slot.generation = generation;
                 continue;
             }
-            // Exited between getdents and open, or out of fds: skip this round.
-            let Ok(mut slot) = Slot::open(self.task_dir.as_fd(), tid) else {
+            let keep = self.kept_fds + 6 <= self.fd_budget;
+            if !keep && !self.warned_fds {
+                self.warned_fds = true;
+                tracing::warn!(
+                    "fd budget spent at {} threads: further threads are read without kept fds \
+                     (slower); raise RLIMIT_NOFILE (ulimit -Hn) for big processes",
+                    self.slots.len()
+                );
+            }
+            // Exited between getdents and open: skip it.
+            let Ok(mut slot) = Slot::open(task_dir, tid, keep) else {
                 continue;
             };
-            if slot.update(&mut self.buf, true, clock) {
+            if slot.update(Place { task_dir, tid }, &mut self.buf, true, clock) {
                 slot.generation = generation;
+                self.kept_fds += slot.kept_fds();
                 self.slots.insert(tid, slot);
             }
         }
-        self.slots.retain(|_, s| s.generation == generation);
+        let kept = &mut self.kept_fds;
+        self.slots.retain(|_, s| {
+            let listed = s.generation == generation;
+            if !listed {
+                *kept -= s.kept_fds();
+            }
+            listed
+        });
         Ok(())
     }
 
-    /// Number of open files held (for diagnostics and the fd-limit check).
+    /// Number of files kept open (for diagnostics).
     pub fn open_files(&self) -> usize {
-        self.slots
-            .values()
-            .map(|s| {
-                1 + usize::from(s.schedstat.is_some())
-                    + usize::from(s.wchan.is_some())
-                    + usize::from(s.syscall.is_some())
-                    + usize::from(s.status.is_some())
-            })
-            .sum::<usize>()
-            + 1
+        self.kept_fds + 1
     }
 }

@@ -1,7 +1,7 @@
 //! The target's process tree. Each refresh lists `/proc` (getdents on a kept dirfd) and
 //! reads `stat` only for pids it has not seen before (a pid whose `/proc` inode changed
 //! counts as new: it was reused). A pid whose parent is tracked joins the tree and gets a
-//! pidfd; processes outside the tree are remembered by (pid, inode, ppid) so they cost
+//! pidfd; processes outside the tree are remembered by (pid, inode) so they cost
 //! nothing on later refreshes. Tracked processes stay tracked when reparented out of the
 //! tree (marked `orphan`), and exited ones stay listed for a while with their exit status.
 
@@ -12,7 +12,7 @@ use crate::collect::pidfd::PidFd;
 use crate::collect::procfs::{self, ProcFile, Stat};
 use crate::model::{ExitInfo, ProcInfo, ProcKey, RunState};
 use rustix::fd::{AsFd, OwnedFd};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,8 +21,10 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Clone, Copy)]
 pub struct TreeOptions {
     pub exited_linger: Duration,
-    /// Also track new processes whose parent is lifecycle-top itself (launch mode: orphans
-    /// reparented to us as subreaper before a refresh saw them).
+    /// Also track new processes whose parent is lifecycle-top itself and whose process group
+    /// is one of the tree's (launch mode: orphans reparented to us as subreaper before a
+    /// refresh saw them). The group check keeps lifecycle-top's other children (helpers it
+    /// runs) out of the tree, so their exit status is never stolen by our reaping.
     pub adopt_own_children: bool,
 }
 
@@ -42,8 +44,10 @@ pub struct Tree {
     buf: Vec<u8>,
     self_pid: i32,
     exits: ExitBook,
-    /// Pidfds opened since the live watcher last asked.
-    pub new_pidfds: Vec<Arc<PidFd>>,
+    /// Pidfds opened since the live watcher last asked (only kept once someone asks, so a
+    /// collector used without a watcher holds no fds of dead processes).
+    new_pidfds: Vec<Arc<PidFd>>,
+    watched: bool,
 }
 
 impl Tree {
@@ -69,16 +73,27 @@ impl Tree {
             self_pid: std::process::id() as i32,
             exits,
             new_pidfds: Vec::new(),
+            watched: false,
         };
         tree.track(entry);
         Ok(tree)
     }
 
     fn track(&mut self, e: Entry) {
-        if let Some(fd) = &e.pidfd {
+        if let Some(fd) = e.pidfd.as_ref().filter(|_| self.watched) {
             self.new_pidfds.push(Arc::clone(fd));
         }
         self.live.insert(e.info.key.pid, e);
+    }
+
+    /// Pidfds of the processes that joined since the last call; the first call returns
+    /// those of every live tracked process.
+    pub fn take_new_pidfds(&mut self) -> Vec<Arc<PidFd>> {
+        if !self.watched {
+            self.watched = true;
+            return self.live.values().filter_map(|e| e.pidfd.clone()).collect();
+        }
+        std::mem::take(&mut self.new_pidfds)
     }
 
     /// Is `pid` a live tracked process?
@@ -171,12 +186,20 @@ impl Tree {
                 candidates.push((pid, ino, stat));
             }
         }
+        let own_pgid = rustix::process::getpgrp().as_raw_nonzero().get();
+        let tree_pgids: HashSet<i32> = match self.opts.adopt_own_children {
+            true => self.live.values().map(|e| e.info.pgid).collect(),
+            false => HashSet::new(),
+        };
         loop {
             let mut added = false;
             let mut rest = Vec::with_capacity(candidates.len());
             for (pid, ino, stat) in candidates {
                 let parent_depth = self.live.get(&stat.ppid).map(|p| p.info.depth);
-                let adopt = self.opts.adopt_own_children && stat.ppid == self.self_pid;
+                let adopt = parent_depth.is_none()
+                    && stat.ppid == self.self_pid
+                    && stat.pgrp != own_pgid
+                    && tree_pgids.contains(&stat.pgrp);
                 if parent_depth.is_none() && !adopt {
                     rest.push((pid, ino, stat));
                     continue;

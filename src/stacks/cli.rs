@@ -26,7 +26,11 @@ pub fn run(pid: i32, json: bool, seize: bool, out: &mut dyn Write) -> anyhow::Re
 
 /// `fn at file:line` or `fn (module)`.
 pub fn frame_text(f: &Frame) -> String {
-    let mut s = f.function.clone();
+    let mut s = match (f.function.as_str(), f.addr) {
+        // No symbol (stripped binary): the address still lets a user run addr2line later.
+        ("??", Some(a)) => format!("?? {a:#x}"),
+        _ => f.function.clone(),
+    };
     match (&f.file, f.line) {
         (Some(file), Some(line)) => s.push_str(&format!(" at {file}:{line}")),
         (Some(file), None) => s.push_str(&format!(" at {file}")),

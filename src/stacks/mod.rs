@@ -12,6 +12,7 @@ mod pyspy;
 pub mod python;
 pub mod stuck;
 mod syscalls;
+mod worker;
 
 use crate::model::{RunState, WaitPoint};
 use serde::{Deserialize, Serialize};
@@ -184,8 +185,25 @@ impl Default for StackOptions {
 }
 
 /// Capture stacks of `tids` (all threads when empty) of `pid`. Never fails as a whole: what
-/// could not be read is listed in `errors` per thread or per process.
+/// could not be read is listed in `errors` per thread or per process. Blocking (a few ms for
+/// 100 threads when warm): call it from a blocking context. Runs on one internal thread so
+/// its caches stay warm whichever thread calls it.
 pub fn capture(pid: i32, tids: &[i32], opts: &StackOptions) -> StackSnapshot {
+    let (tids, job_opts) = (tids.to_vec(), opts.clone());
+    worker::run(move || capture_here(pid, &tids, &job_opts)).unwrap_or_else(|| StackSnapshot {
+        pid,
+        taken_at_unix_ms: 0,
+        capture_us: 0,
+        threads: Vec::new(),
+        errors: vec![SourceError {
+            source: SourceKind::Kernel,
+            message: "stack capture failed internally (a bug: please report it with the log)"
+                .into(),
+        }],
+    })
+}
+
+fn capture_here(pid: i32, tids: &[i32], opts: &StackOptions) -> StackSnapshot {
     let started = Instant::now();
     let taken_at_unix_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -212,10 +230,26 @@ pub fn capture(pid: i32, tids: &[i32], opts: &StackOptions) -> StackSnapshot {
         .iter()
         .map(|&tid| kernel::read_thread(pid, tid, opts.kernel_stack))
         .collect();
+    // Read once: with many threads the maps file is long (a stack and a guard per thread).
+    let maps_text = std::fs::read_to_string(format!("/proc/{pid}/maps"));
     if opts.native {
-        native::capture_into(pid, &mut threads, opts, started, &mut errors);
+        match &maps_text {
+            Ok(text) => native::capture_into(pid, text, &mut threads, opts, started, &mut errors),
+            Err(e) => errors.push(SourceError {
+                source: SourceKind::Native,
+                message: format!(
+                    "/proc/{pid}/maps unreadable: {e} (run as the target's user or root)"
+                ),
+            }),
+        }
     }
-    python::join_into(pid, &mut threads, opts, &mut errors);
+    python::join_into(
+        pid,
+        maps_text.as_deref().ok(),
+        &mut threads,
+        opts,
+        &mut errors,
+    );
     StackSnapshot {
         pid,
         taken_at_unix_ms,

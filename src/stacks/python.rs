@@ -80,7 +80,8 @@ pub fn from_agent(v: &serde_json::Value) -> Result<Vec<PyThreadStack>, String> {
 }
 
 /// Does this process run CPython (executable or a loaded libpython named so)?
-pub fn is_python(pid: i32) -> bool {
+/// `maps_text` is /proc/PID/maps when already read (it is long with many threads).
+pub fn is_python(pid: i32, maps_text: Option<&str>) -> bool {
     let exe = fs::read_link(format!("/proc/{pid}/exe"))
         .map(|p| p.to_string_lossy().into_owned())
         .unwrap_or_default();
@@ -91,12 +92,18 @@ pub fn is_python(pid: i32) -> bool {
     {
         return true;
     }
-    fs::read_to_string(format!("/proc/{pid}/maps")).is_ok_and(|m| m.contains("/libpython"))
+    match maps_text {
+        Some(m) => m.contains("/libpython"),
+        None => {
+            fs::read_to_string(format!("/proc/{pid}/maps")).is_ok_and(|m| m.contains("/libpython"))
+        }
+    }
 }
 
 /// Put Python stacks first in each thread's list (they are the most telling).
 pub fn join_into(
     pid: i32,
+    maps_text: Option<&str>,
     threads: &mut [ThreadStacks],
     opts: &StackOptions,
     errors: &mut Vec<SourceError>,
@@ -122,7 +129,7 @@ pub fn join_into(
             }),
         }
     }
-    if !is_python(pid) {
+    if !is_python(pid, maps_text) {
         return;
     }
     let Some(start) = super::kernel::start_time(pid) else {

@@ -112,6 +112,8 @@ pub enum Action {
     // Teardown and stacks: routed to the engine by the app.
     NextPhase,
     RunPhase(usize),
+    /// A letter that is no global key: runs the plan phase with that key, if any.
+    PhaseKey(char),
     RunAll,
     AbortPhase,
     ExtendTimeout,
@@ -462,6 +464,16 @@ impl AppState {
                 Vec::new()
             }
             Action::Choose(_) => Vec::new(),
+            Action::PhaseKey(c) => {
+                let index = self
+                    .plan
+                    .as_ref()
+                    .and_then(|p| p.phases.iter().position(|ph| ph.key == c));
+                match index {
+                    Some(i) => vec![Command::Teardown(Action::RunPhase(i))],
+                    None => Vec::new(),
+                }
+            }
             Action::PrevStacks | Action::NextStacks => {
                 if !self.stacks.is_empty() {
                     let last = self.stacks.len() - 1;

@@ -131,3 +131,23 @@ fn keys_for_engine_become_commands() {
         vec![Command::CaptureStacks(vec![100])]
     );
 }
+
+#[test]
+fn phase_letter_keys_run_their_phase() {
+    let mut s = state();
+    assert!(s.act(Action::PhaseKey('t')).is_empty(), "no plan yet");
+    let plan = crate::teardown::plan::load("native").expect("built-in plan");
+    let (i, key) = plan
+        .phases
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (i, p.key))
+        .next_back()
+        .expect("phases");
+    s.apply(Event::Plan(Box::new(plan)));
+    assert_eq!(
+        s.act(Action::PhaseKey(key)),
+        vec![Command::Teardown(Action::RunPhase(i))]
+    );
+    assert!(s.act(Action::PhaseKey('Z')).is_empty());
+}

@@ -24,7 +24,7 @@ pub fn draw(frame: &mut Frame, state: &AppState) {
     let [top, bottom] =
         Layout::vertical([Constraint::Percentage(60), Constraint::Percentage(40)]).areas(body);
     let [threads, tree] =
-        Layout::horizontal([Constraint::Percentage(55), Constraint::Percentage(45)]).areas(top);
+        Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(top);
     widgets::threads::render(frame, threads, state);
     widgets::tree::render(frame, tree, state);
     draw_bottom(frame, bottom, state);

@@ -203,17 +203,24 @@ pub fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// Tid of the thread named `name`; waits for it, since a thread names itself after it starts.
 pub fn tid_named(pid: i32, name: &str) -> i32 {
-    let snap = stacks::capture(
-        pid,
-        &[],
-        &StackOptions {
-            native: false,
-            kernel_stack: false,
-            ..Default::default()
-        },
-    );
-    thread_named(&snap, name).tid
+    let opts = StackOptions {
+        native: false,
+        kernel_stack: false,
+        ..Default::default()
+    };
+    let mut tid = None;
+    eventually(&format!("a thread named {name}"), || {
+        let snap = stacks::capture(pid, &[], &opts);
+        tid = snap
+            .threads
+            .iter()
+            .find(|t| t.name.starts_with(name))
+            .map(|t| t.tid);
+        tid.is_some()
+    });
+    tid.unwrap_or_default()
 }
 
 /// The Python target; with `dump`, it first writes its agent-format stacks to

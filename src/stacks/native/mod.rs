@@ -14,7 +14,7 @@ use super::{SourceError, SourceKind, SourceStack, StackOptions, ThreadStacks};
 use modules::{ElfCache, Mapping};
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// What is kept per target process between snapshots (a warm snapshot reuses all of it).
 #[cfg(target_arch = "x86_64")]
@@ -48,22 +48,16 @@ fn err(message: String) -> SourceError {
 
 /// Unwind and symbolize the native stack of each thread, appending a `Native` stack.
 #[cfg(target_arch = "x86_64")]
+/// `maps_text` is /proc/PID/maps, read once per snapshot by the caller.
 pub fn capture_into(
     pid: i32,
+    maps_text: &str,
     threads: &mut [ThreadStacks],
     opts: &StackOptions,
     started: Instant,
     errors: &mut Vec<SourceError>,
 ) {
-    let maps = match std::fs::read_to_string(format!("/proc/{pid}/maps")) {
-        Ok(t) => modules::parse_maps(&t),
-        Err(e) => {
-            errors.push(err(format!(
-                "/proc/{pid}/maps unreadable: {e} (run as the target's user or root)"
-            )));
-            return;
-        }
-    };
+    let maps = modules::parse_maps(maps_text);
     let Some(st) = kernel::start_time(pid) else {
         return;
     };
@@ -126,7 +120,11 @@ fn capture_with(
             ));
             continue;
         }
-        match capture_thread(pid, t, maps, pc, opts) {
+        // A seize never runs past the snapshot's budget either.
+        let bound = opts
+            .per_thread_budget
+            .min(opts.budget.saturating_sub(started.elapsed()));
+        match capture_thread(pid, t, maps, pc, opts, bound) {
             Ok((w, note)) => walks.push((i, w, note)),
             Err(e) => t.errors.push(err(e)),
         }
@@ -167,10 +165,11 @@ fn capture_thread(
     maps: &[Mapping],
     pc: &mut ProcCache,
     opts: &StackOptions,
+    bound: Duration,
 ) -> Result<(unwind::Walk, String), String> {
     let tid = t.tid;
     if opts.seize && opts.prefer_seize {
-        return seize_thread(pid, t, pc, opts, "seize preferred");
+        return seize_thread(pid, t, pc, opts, bound, "seize preferred");
     }
     let limit_of = |sp: u64| {
         maps.iter()
@@ -185,17 +184,19 @@ fn capture_thread(
             None => kernel::read_syscall(pid, tid).map_err(|e| format!("thread {tid}: {e}"))?,
         };
         let Some((sp, ip)) = before.as_ref().and_then(SyscallLine::sp_pc) else {
-            return seize_thread(pid, t, pc, opts, "running in user space");
+            return seize_thread(pid, t, pc, opts, bound, "running in user space");
         };
         let limit = limit_of(sp).ok_or_else(|| format!("sp {sp:#x} is in no mapping"))?;
         let mut stack = unwind::StackCopy::read(pid, sp, limit)?;
-        let walk = unwind::walk_guessing_bp(&pc.unwinder, &mut pc.rules, &mut stack, ip, sp);
+        let is_code = |a: u64| pc.exec_maps.iter().any(|m| m.range.contains(&a));
+        let walk =
+            unwind::walk_guessing_bp(&pc.unwinder, &mut pc.rules, &mut stack, ip, sp, &is_code);
         let after = kernel::read_syscall(pid, tid).map_err(|e| format!("thread {tid}: {e}"))?;
         if after == before {
             return Ok((walk, "ptrace-free".into()));
         }
     }
-    seize_thread(pid, t, pc, opts, "kept moving while read")
+    seize_thread(pid, t, pc, opts, bound, "kept moving while read")
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -204,6 +205,7 @@ fn seize_thread(
     t: &ThreadStacks,
     pc: &mut ProcCache,
     opts: &StackOptions,
+    bound: Duration,
     why: &str,
 ) -> Result<(unwind::Walk, String), String> {
     if !opts.seize {
@@ -217,7 +219,7 @@ fn seize_thread(
     if let Some(why) = seize::refusal(k) {
         return Err(why);
     }
-    let cap = seize::capture(pid, t.tid, opts.per_thread_budget, opts.hold_stopped)?;
+    let cap = seize::capture(pid, t.tid, bound, opts.hold_stopped)?;
     let mut stack = unwind::StackCopy::from_bytes(cap.sp, cap.stack);
     let walk = unwind::walk(
         &pc.unwinder,
@@ -236,6 +238,7 @@ fn seize_thread(
 #[cfg(not(target_arch = "x86_64"))]
 pub fn capture_into(
     _pid: i32,
+    _maps_text: &str,
     _threads: &mut [ThreadStacks],
     _opts: &StackOptions,
     _started: Instant,

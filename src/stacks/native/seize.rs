@@ -273,7 +273,12 @@ fn wait_bounded(child: libc::pid_t, budget: Duration) -> Option<i32> {
                 -1
             });
         }
-        if r < 0 || Instant::now() >= deadline {
+        if r < 0 {
+            // ECHILD: someone else reaped it (a wildcard waitpid elsewhere in the process).
+            // It has exited, so the shared header's stage tells whether it finished.
+            return Some(0);
+        }
+        if Instant::now() >= deadline {
             // SAFETY: kill + blocking reap of our own child, which SIGKILL always ends.
             unsafe {
                 libc::kill(child, libc::SIGKILL);

@@ -11,7 +11,7 @@ use std::io::IoSliceMut;
 
 /// How much stack to copy in one read; enough for typical blocked threads, and more is read
 /// on demand up to `MAX_STACK`.
-const FIRST_READ: usize = 32 * 1024;
+const FIRST_READ: usize = 8 * 1024;
 const MAX_STACK: usize = 1024 * 1024;
 
 /// Bytes of a thread's stack from `base` (its sp) upward, bounded by its mapping's end.
@@ -150,21 +150,20 @@ pub fn walk(
     out
 }
 
-/// Candidate frame pointers: stack slots s (8-aligned, above sp) whose word points higher in
-/// the stack (or is 0, the outermost frame) and whose next word is a known code address.
-#[cfg(target_arch = "x86_64")]
-pub fn bp_candidates(unwinder: &NativeUnwinder, stack: &mut StackCopy, max: usize) -> Vec<u64> {
-    let code_end = unwinder.max_known_code_address();
+/// Candidate frame pointers: stack slots s (8-aligned, above sp) whose next word is a return
+/// address into an executable mapping (a frame record is [saved rbp, return address]). The
+/// saved rbp itself is not checked: a caller without frame pointers may use rbp for anything.
+pub fn bp_candidates(
+    stack: &mut StackCopy,
+    from: u64,
+    is_code: &dyn Fn(u64) -> bool,
+    max: usize,
+) -> Vec<u64> {
     let mut out = Vec::new();
-    let base = stack.base();
-    let end = base + stack.copied_len() as u64;
-    let mut s = base;
+    let end = stack.base() + stack.copied_len() as u64;
+    let mut s = from.max(stack.base());
     while s + 16 <= end && out.len() < max {
-        if let (Ok(next), Ok(ret)) = (stack.word(s), stack.word(s + 8))
-            && (next == 0 || (next > s && next < end + MAX_STACK as u64))
-            && ret > 0x1000
-            && ret < code_end
-        {
+        if stack.word(s + 8).is_ok_and(is_code) {
             out.push(s);
         }
         s += 8;
@@ -172,9 +171,10 @@ pub fn bp_candidates(unwinder: &NativeUnwinder, stack: &mut StackCopy, max: usiz
     out
 }
 
-/// Walk with rbp unknown and with up to 8 guessed rbp values; keep the best walk: one that
-/// reaches the end of the stack cleanly beats a truncated one, then more frames win. rbp=0
-/// alone often "ends" cleanly at the first frame-pointer frame, so guesses are always tried.
+/// Walk with rbp unknown and with up to 12 guessed rbp values; keep the best walk: every
+/// address in code beats one with garbage, then reaching the end of the stack cleanly beats
+/// a truncated walk, then more frames win. rbp=0 alone often "ends" cleanly at the first
+/// frame-pointer frame, so guesses are always tried (a walk costs microseconds).
 #[cfg(target_arch = "x86_64")]
 pub fn walk_guessing_bp(
     unwinder: &NativeUnwinder,
@@ -182,14 +182,46 @@ pub fn walk_guessing_bp(
     stack: &mut StackCopy,
     pc: u64,
     sp: u64,
+    is_code: &dyn Fn(u64) -> bool,
 ) -> Walk {
-    let score = |w: &Walk| (w.truncated.is_none(), w.lookup_addrs.len());
+    let score = |w: &Walk| {
+        let all_code = w.lookup_addrs.iter().all(|a| is_code(*a));
+        (all_code, w.truncated.is_none(), w.lookup_addrs.len())
+    };
     let mut best = walk(unwinder, cache, stack, pc, sp, 0);
-    for bp in bp_candidates(unwinder, stack, 8) {
-        let w = walk(unwinder, cache, stack, pc, sp, bp);
-        if score(&w) > score(&best) {
-            best = w;
+    let mut best_score = score(&best);
+    // Round 1 guesses from sp; later rounds from the slot holding the last return address
+    // found, since the frame-pointer frame that stopped the walk lies above it.
+    let mut from = sp;
+    for _round in 0..3 {
+        for bp in bp_candidates(stack, from, is_code, 12) {
+            let w = walk(unwinder, cache, stack, pc, sp, bp);
+            let sc = score(&w);
+            if sc > best_score {
+                best = w;
+                best_score = sc;
+            }
         }
+        let Some(next) = best.lookup_addrs.last().and_then(|a| slot_of(stack, a + 1)) else {
+            break;
+        };
+        if next <= from {
+            break;
+        }
+        from = next;
     }
     best
+}
+
+/// The first stack slot holding `value` (a return address), if any in the copy.
+fn slot_of(stack: &mut StackCopy, value: u64) -> Option<u64> {
+    let end = stack.base() + stack.copied_len() as u64;
+    let mut s = stack.base();
+    while s + 8 <= end {
+        if stack.word(s) == Ok(value) {
+            return Some(s);
+        }
+        s += 8;
+    }
+    None
 }

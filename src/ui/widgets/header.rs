@@ -24,8 +24,13 @@ pub fn render(frame: &mut Frame, area: Rect, state: &AppState) {
     let mut second = Vec::new();
     match (&state.target_exit, target) {
         (Some(exit), _) => {
+            let ago = state.now_unix_ms.saturating_sub(exit.at_unix_ms) as f64 / 1000.0;
             second.push(Span::styled(
-                format!("target {} ", fmt::exit(exit.status)),
+                format!(
+                    "target {} {} ago ",
+                    fmt::exit(exit.status),
+                    fmt::duration_secs(ago)
+                ),
                 theme::bad(),
             ));
         }

@@ -54,12 +54,12 @@ pub fn render(frame: &mut Frame, area: Rect, state: &AppState) {
         [
             Constraint::Length(6),
             Constraint::Length(6),
-            Constraint::Fill(2),
+            Constraint::Fill(1),
             Constraint::Length(1),
             Constraint::Length(6),
             Constraint::Length(5),
             Constraint::Length(5),
-            Constraint::Fill(3),
+            Constraint::Length(14),
         ],
     )
     .header(header)
