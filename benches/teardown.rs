@@ -3,6 +3,7 @@
 //!   returned), goal < 20 ms;
 //! - exit-noticed latency: from SIGKILL delivered to the runner receiving the exit from the
 //!   live collector's pidfd watcher, goal < 10 ms.
+//!
 //! Run: `cargo bench --bench teardown` (RUNS=N to change the number of runs).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 

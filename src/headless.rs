@@ -154,10 +154,9 @@ async fn drive(
         if let Some(i) = buffered
             .iter()
             .rposition(|e| matches!(e, CollectEvent::Snapshot(_)))
+            && let CollectEvent::Snapshot(s) = buffered.remove(i)
         {
-            if let CollectEvent::Snapshot(s) = buffered.remove(i) {
-                break s;
-            }
+            break s;
         }
         match live.events.recv().await {
             Some(ev) => buffered.push(ev),

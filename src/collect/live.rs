@@ -7,6 +7,7 @@ use crate::collect::Collector;
 use crate::collect::exits::ExitBook;
 use crate::collect::pidfd::PidFd;
 use crate::model::{ExitStatus, ProcKey, Snapshot};
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::mpsc as std_mpsc;
 use std::time::{Duration, Instant};
@@ -117,7 +118,23 @@ fn refresh_loop(
                 interval = d;
             }
         }
-        let snap = collector.refresh();
+        // A bug in a refresh must not leave the UI waiting on a silent channel.
+        let refreshed = std::panic::catch_unwind(AssertUnwindSafe(|| collector.refresh()));
+        let snap = match refreshed {
+            Ok(snap) => snap,
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                let _ = events.blocking_send(CollectEvent::Error(format!(
+                    "the collector stopped after an internal error ({what}): please report it; \
+                     exits are still reported"
+                )));
+                return;
+            }
+        };
         last = Instant::now();
         next = last + interval;
         for fd in collector.take_new_pidfds() {

@@ -13,6 +13,7 @@ pub mod dirscan;
 pub mod entry;
 pub mod exits;
 pub mod live;
+pub mod order;
 pub mod pidfd;
 pub mod procfs;
 pub mod syscalls;
@@ -281,15 +282,21 @@ impl Collector {
             tick,
             every: u64::from(self.opts.full_reread_every.max(1)),
         };
-        if let Err(e) = self.tree.refresh(&clock) {
-            tracing::warn!("process scan failed: {e}");
-        }
+        let may_fork = self.tree.update_tracked(&clock, self.threads.is_some());
         let target = self.tree.live.get(&self.tree.target.pid);
         let expected = target.map(|e| e.info.num_threads);
         let threads = match (&mut self.threads, target.is_some()) {
             (Some(t), true) => t.refresh(&clock, expected).unwrap_or_default(),
             _ => Vec::new(),
         };
+        let threads_ran = self.threads.as_ref().is_some_and(|t| t.any_ran());
+        // Launch mode lists every time: orphans reparented to us have no tracked parent that
+        // ran. Everyone else lists when something ran, and every `every` refreshes anyway.
+        let list =
+            may_fork || threads_ran || self.opts.launch_mode || tick.is_multiple_of(clock.every);
+        if let Err(e) = self.tree.discover(&clock, list) {
+            tracing::warn!("process scan failed: {e}");
+        }
         Snapshot {
             taken_at_unix_ms: exits::now_unix_ms(),
             target: self.tree.target,
