@@ -15,6 +15,7 @@ pub mod unwind;
 
 use super::kernel::{self, SyscallLine};
 use super::{SourceError, SourceKind, SourceStack, StackOptions, ThreadStacks};
+use crate::model::RunState;
 use modules::{ElfCache, Mapping};
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -185,6 +186,11 @@ fn capture_thread(
     opts: &StackOptions,
 ) -> Outcome {
     let tid = t.tid;
+    if let Some(k) = &t.kernel
+        && matches!(k.state, RunState::Zombie | RunState::Dead)
+    {
+        return Outcome::Failed("exited (zombie): no user stack left to read".into());
+    }
     if opts.seize && opts.prefer_seize {
         return Outcome::NeedsSeize("seize preferred");
     }
