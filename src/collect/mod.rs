@@ -24,7 +24,7 @@ pub mod tree;
 pub use live::{CollectEvent, LiveCollector};
 pub use text::snapshot_text;
 
-use crate::model::{ProcKey, Snapshot, SystemInfo};
+use crate::model::{ExitInfo, ProcKey, Snapshot, SystemInfo};
 use procfs::ProcFile;
 use rustix::fd::AsFd;
 use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
@@ -250,6 +250,13 @@ impl Collector {
     /// The shared exit record (the live watcher resolves exits through it).
     pub fn exit_book(&self) -> exits::ExitBook {
         self.exits.clone()
+    }
+
+    /// Exits that refreshes noticed before the pidfd watcher did, since the last call (only
+    /// collected once [`Collector::take_new_pidfds`] was called: a watcher is attached). The
+    /// watcher reports the others; together each exit is reported once.
+    pub fn take_reported_exits(&mut self) -> Vec<(ProcKey, ExitInfo)> {
+        self.tree.take_reported_exits()
     }
 
     /// Pidfds of processes that joined the tree since the last call (the first call: of all
