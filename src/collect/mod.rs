@@ -2,12 +2,18 @@
 //! [`Snapshot`]s of it (the target's threads, every descendant, orphans and recent exits),
 //! cheaply enough to run every 500 ms against a thousand threads.
 //!
-//! - [`Collector`]: synchronous attach + refresh ([`tree`] for processes, [`threads`] for
-//!   the target's threads).
-//! - [`pidfd`]: process file descriptors (signals and exit notice that never hit a reused pid).
+//! - [`Collector`]: synchronous attach + refresh ([`tree`] and [`entry`] for processes,
+//!   [`order`] for their display order, [`threads`] for the target's threads).
+//! - [`pidfd`]: process file descriptors (signals and exit notice that never hit a reused pid);
+//!   [`exits`]: how each exit ended, resolved (and reaped) exactly once.
 //! - [`live`]: the collector on its own thread plus a tokio task that reports exits at once.
 //! - [`procfs`], [`dirscan`], [`syscalls`]: kept-open files, getdents, parsers, syscall names.
 //! - [`snapshot_text`]: the plain-text table of a snapshot (`lifecycle-top snapshot`).
+//!
+//! Cost model (measured by `benches/collector.rs` and `bench/collector_vs_top.sh`): per
+//! refresh one `pread` of `schedstat` per thread and per process; `stat`, `wchan`,
+//! `syscall`, `status` only for what ran; `/proc/PID/task` listed only when the thread count
+//! changes; `/proc` listed only when something in the tree ran.
 
 pub mod dirscan;
 pub mod entry;
