@@ -86,6 +86,10 @@ fn never_interrupts_a_thread_in_d_state() {
         "{:?}",
         th.errors
     );
+    // The helper re-checks right before seizing, even when called directly.
+    let err = stacks::native::seize::capture(pid, tid, Duration::from_secs(5), Duration::ZERO)
+        .unwrap_err();
+    assert!(err.contains("uninterruptible"), "{err}");
     assert_eq!(tracer_pid(pid, tid), 0);
 }
 

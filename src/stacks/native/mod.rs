@@ -2,7 +2,10 @@
 //! capture is ptrace-free: a thread blocked in the kernel shows its user sp/pc in
 //! /proc/TID/syscall; one process_vm_readv copies its stack, and re-reading the syscall file
 //! confirms it did not move meanwhile. Threads running in user space need `seize` (opt-in,
-//! see [`seize`]). Parsed ELF files, unwinders and symbols are cached across snapshots.
+//! see [`seize`]: one helper per snapshot interrupts them in turn). x86_64 only for now
+//! (framehop needs rip, rsp, rbp there; aarch64 would need pc, sp, fp and lr, and lr is not
+//! in /proc/TID/syscall, so aarch64 would have to seize). Parsed ELF files, unwinders and
+//! symbols are cached across snapshots.
 
 pub mod modules;
 pub mod seize;
@@ -35,8 +38,8 @@ struct NativeState {
 }
 
 thread_local! {
-    // blazesym's Symbolizer is !Send, so caches live per thread: call `capture` from one
-    // long-lived thread (the app's stacks worker) to get warm snapshots.
+    // blazesym's Symbolizer is !Send, so caches live per thread; `stacks::capture` always
+    // runs on the one long-lived stacks thread (see `stacks::worker`), which keeps them warm.
     static STATE: RefCell<NativeState> = RefCell::new(NativeState::default());
 }
 
@@ -48,8 +51,8 @@ fn err(message: String) -> SourceError {
 }
 
 /// Unwind and symbolize the native stack of each thread, appending a `Native` stack.
-#[cfg(target_arch = "x86_64")]
 /// `maps_text` is /proc/PID/maps, read once per snapshot by the caller.
+#[cfg(target_arch = "x86_64")]
 pub fn capture_into(
     pid: i32,
     maps_text: &str,

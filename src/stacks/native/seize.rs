@@ -105,6 +105,11 @@ pub fn capture_many(
     let shared = Shared { mem, size };
     let base = shared.mem as *mut u8;
     let hold_ms = hold.as_millis() as u64;
+    // Paths the helper re-checks the state in (allocated here: the helper must not allocate).
+    let stats: Vec<std::ffi::CString> = tids
+        .iter()
+        .map(|t| std::ffi::CString::new(format!("/proc/{pid}/task/{t}/stat")).unwrap_or_default())
+        .collect();
     // SAFETY: getpid/fork are plain syscalls; the child only runs `helper::run` (raw syscalls
     // on `tids` and the mapping, both allocated before the fork).
     let parent = unsafe { libc::getpid() };
@@ -118,7 +123,7 @@ pub fn capture_many(
     }
     if child == 0 {
         // SAFETY: `base` is the mapping laid out for `tids.len()` threads.
-        unsafe { helper::run(parent, pid, tids, base, hold_ms) }
+        unsafe { helper::run(parent, pid, tids, &stats, base, hold_ms) }
     }
     // SAFETY: the mapping starts with a Control, valid for the mapping's lifetime.
     let ctrl = unsafe { &*(base as *const Control) };
@@ -143,6 +148,11 @@ pub fn capture_many(
                     });
                 }
                 _ => {}
+            }
+            if h.errno == helper::FOUND_IN_D {
+                return Err(format!(
+                    "thread {tid}: in uninterruptible sleep (D): never interrupted, kernel view only"
+                ));
             }
             if h.stage != 4 {
                 let why = std::io::Error::from_raw_os_error(h.errno as i32);

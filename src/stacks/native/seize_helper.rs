@@ -58,14 +58,52 @@ pub(super) fn now_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
+/// Errno-like code recorded when the helper itself found the thread in D state just before
+/// seizing it (the parent checked too, a little earlier).
+pub(super) const FOUND_IN_D: u64 = 1 << 32;
+
+/// State letter of a thread read with raw syscalls (`stat` is a NUL-terminated path made
+/// before the fork). `None` if unreadable.
+///
+/// # Safety
+/// `stat` must point to a NUL-terminated string.
+unsafe fn state_of(stat: *const libc::c_char) -> Option<u8> {
+    let mut buf = [0u8; 512];
+    // SAFETY: open/read/close on a valid path and a local buffer: async-signal-safe.
+    let n = unsafe {
+        let fd = libc::open(stat, libc::O_RDONLY | libc::O_CLOEXEC);
+        if fd < 0 {
+            return None;
+        }
+        let n = libc::read(fd, buf.as_mut_ptr().cast(), buf.len());
+        libc::close(fd);
+        n
+    };
+    let text = buf.get(..usize::try_from(n).ok()?)?;
+    let close = text.iter().rposition(|&b| b == b')')?;
+    text.get(close + 2).copied()
+}
+
 /// Seize, stop, copy and detach one thread into `h` and `data`.
 ///
 /// # Safety
 /// `data` must point to `STACK_BYTES` writable bytes.
 #[cfg(target_arch = "x86_64")]
-unsafe fn one(pid: i32, tid: i32, h: &mut Header, data: *mut u8, hold_ms: u64) {
+unsafe fn one(
+    pid: i32,
+    tid: i32,
+    stat: *const libc::c_char,
+    h: &mut Header,
+    data: *mut u8,
+    hold_ms: u64,
+) {
     // SAFETY (whole body): raw syscalls on memory the caller vouches for.
     unsafe {
+        // Never interrupt a thread in D: the stop would only land when it wakes.
+        if state_of(stat) == Some(b'D') {
+            h.errno = FOUND_IN_D;
+            return;
+        }
         let null = std::ptr::null_mut::<libc::c_void>();
         if libc::ptrace(libc::PTRACE_SEIZE, tid, null, null) != 0 {
             h.errno = errno();
@@ -130,13 +168,14 @@ unsafe fn one(pid: i32, tid: i32, h: &mut Header, data: *mut u8, hold_ms: u64) {
 /// The helper's whole life. Never returns.
 ///
 /// # Safety
-/// `mem` must be the shared mapping laid out by `layout(tids.len())`; `tids` was allocated
-/// before the fork.
+/// `mem` must be the shared mapping laid out by `layout(tids.len())`; `tids` and `stats`
+/// (one NUL-terminated /proc/PID/task/TID/stat path per tid) were allocated before the fork.
 #[cfg(target_arch = "x86_64")]
 pub(super) unsafe fn run(
     parent: libc::pid_t,
     pid: i32,
     tids: &[i32],
+    stats: &[std::ffi::CString],
     mem: *mut u8,
     hold_ms: u64,
 ) -> ! {
@@ -149,11 +188,11 @@ pub(super) unsafe fn run(
         let ctrl = &*(mem as *const Control);
         let headers = mem.add(std::mem::size_of::<Control>()) as *mut Header;
         let (stacks_at, _) = layout(tids.len());
-        for (i, &tid) in tids.iter().enumerate() {
+        for (i, (&tid, stat)) in tids.iter().zip(stats).enumerate() {
             ctrl.started_ns.store(now_ns(), Ordering::Release);
             ctrl.current.store(i as u64, Ordering::Release);
             let data = mem.add(stacks_at + i * STACK_BYTES);
-            one(pid, tid, &mut *headers.add(i), data, hold_ms);
+            one(pid, tid, stat.as_ptr(), &mut *headers.add(i), data, hold_ms);
         }
         ctrl.current.store(tids.len() as u64, Ordering::Release);
         libc::_exit(0)
