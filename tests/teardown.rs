@@ -4,12 +4,17 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use lifecycle_top::collect::{self, Collector, CollectorOptions, live::CollectEvent};
+use lifecycle_top::model::AgentFacts;
 use lifecycle_top::model::ProcKey;
 use lifecycle_top::teardown::timeline::{Outcome, Timeline};
-use lifecycle_top::teardown::{Command, PhaseEvent, exec, plan, runner};
+use lifecycle_top::teardown::{AgentPort, Command, PhaseEvent, exec, plan, runner};
+use serde_json::{Value, json};
+use std::future::Future;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::process::{Child, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// A shell tree in its own process group; the whole group is SIGKILLed and reaped on drop.
@@ -76,11 +81,20 @@ struct Harness {
 impl Harness {
     /// Attaches and waits until the snapshot shows `min_procs` processes in the tree.
     async fn attach(pid: i32, plan_text: &str, min_procs: usize) -> Harness {
+        Self::attach_with(pid, plan_text, min_procs, None).await
+    }
+
+    async fn attach_with(
+        pid: i32,
+        plan_text: &str,
+        min_procs: usize,
+        agent: Option<Arc<dyn AgentPort>>,
+    ) -> Harness {
         let plan = plan::parse(plan_text, "test.toml").expect("valid test plan");
         let collector = Collector::attach(pid, CollectorOptions::default()).expect("attach");
         let target = collector.target();
         let mut live = collect::live::spawn(collector, Duration::from_millis(50));
-        let runner = runner::spawn(plan, target, 0, None);
+        let runner = runner::spawn(plan, target, 0, agent);
         loop {
             match live.events.recv().await.expect("collector alive") {
                 CollectEvent::Snapshot(s) => {
@@ -386,5 +400,76 @@ fn plan_file_errors_name_file_phase_and_field() {
     assert!(
         missing.to_string().contains("python-asyncio"),
         "remedy names built-ins: {missing}"
+    );
+}
+
+/// A scripted agent: answers every request but `run_phase`, which it does not know.
+#[derive(Default)]
+struct ScriptedAgent {
+    calls: Mutex<Vec<(String, Value)>>,
+}
+
+impl AgentPort for ScriptedAgent {
+    fn request(
+        &self,
+        method: &str,
+        params: Value,
+        _timeout: Duration,
+    ) -> Pin<Box<dyn Future<Output = Result<Value, String>> + Send + '_>> {
+        self.calls
+            .lock()
+            .unwrap()
+            .push((method.to_string(), params));
+        let known = method != "run_phase";
+        Box::pin(async move {
+            if known {
+                Ok(json!({ "results": [] }))
+            } else {
+                Err("agent refused `run_phase`: not_found: no phase 'flush'".to_string())
+            }
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_phases_go_through_the_agent_port() {
+    let plan = r#"
+[[phase]]
+name = "cancel"
+action = "agent"
+request = "cancel_tasks"
+[[phase]]
+name = "flush"
+action = "agent"
+request = "run_phase"
+app_phase = "flush"
+[[phase]]
+name = "target"
+action = "signal_target"
+"#;
+    let tree = Tree::spawn("exec sleep 1000");
+    let agent = Arc::new(ScriptedAgent::default());
+    let mut h = Harness::attach_with(tree.pid(), plan, 1, Some(agent.clone())).await;
+    h.runner.handle.agent_facts(Some(AgentFacts {
+        threads: vec![],
+        pending_tasks: 0,
+        loops: 1,
+    }));
+    let t = h.run_all().await;
+    assert_eq!(t.phases[0].outcome, Outcome::Ok);
+    assert!(
+        matches!(&t.phases[1].outcome, Outcome::Failed { reason } if reason.contains("no phase 'flush'"))
+    );
+    assert_eq!(
+        t.phases[2].outcome,
+        Outcome::Ok,
+        "an agent failure does not stop the plan"
+    );
+    let calls = agent.calls.lock().unwrap().clone();
+    assert_eq!(calls.len(), 2);
+    assert_eq!(calls[0].0, "cancel_tasks");
+    assert_eq!(
+        (calls[1].0.as_str(), &calls[1].1["name"]),
+        ("run_phase", &json!("flush"))
     );
 }
