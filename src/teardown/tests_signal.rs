@@ -123,3 +123,32 @@ fn respawned_children_get_the_signal_too() {
     let fx = e.step(10, snap(vec![proc_(100, 1, 0, "app")]));
     assert_eq!(finished(&fx), vec![Outcome::Ok]);
 }
+
+#[test]
+fn an_exit_first_seen_in_a_snapshot_is_recorded_once() {
+    let mut e = native();
+    e.step(
+        0,
+        snap(vec![proc_(100, 1, 0, "app"), proc_(101, 100, 1, "w")]),
+    );
+    e.step(0, Input::Command(Command::RunNext));
+    let mut gone = proc_(101, 100, 1, "w");
+    gone.exit = Some(ExitInfo {
+        status: ExitStatus::Signal(15),
+        at_unix_ms: 1,
+    });
+    e.step(3, snap(vec![proc_(100, 1, 0, "app"), gone]));
+    // The pidfd event arriving later does not duplicate it.
+    e.step(
+        4,
+        Input::Exited {
+            key: key(101),
+            status: ExitStatus::Signal(15),
+        },
+    );
+    let fx = e.step(5, snap(vec![proc_(100, 1, 0, "app")]));
+    assert_eq!(finished(&fx), vec![Outcome::Ok]);
+    let exits = &e.timeline().phases[0].exits;
+    assert_eq!(exits.len(), 1);
+    assert_eq!((exits[0].pid, exits[0].at_ms), (101, 3));
+}
