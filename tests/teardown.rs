@@ -5,6 +5,7 @@
 
 mod teardown_support;
 
+use lifecycle_top::model::RunState;
 use lifecycle_top::teardown::timeline::Outcome;
 use lifecycle_top::teardown::{Command, PhaseEvent};
 use std::path::Path;
@@ -108,7 +109,7 @@ async fn target_dying_in_the_middle_of_phases() {
 [[phase]]
 name = "children"
 action = "signal_children"
-timeout = "1s"
+timeout = "30s"
 [[phase]]
 name = "wait"
 action = "wait_exit"
@@ -182,4 +183,41 @@ async fn abort_stops_the_running_phase() {
             .iter()
             .any(|e| matches!(e, PhaseEvent::Started { index: 1, .. }))
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopped_child_gets_sigcont_and_runs_its_term_handler() {
+    // A subshell that handles TERM (exit 0), stopped with SIGSTOP once its trap is set: without
+    // the SIGCONT after SIGTERM it could never run the handler and would need SIGKILL.
+    let tree = Tree::spawn(
+        "(trap 'exit 0' TERM; touch ready; sleep 1000 & wait) & p=$!; \
+         while [ ! -e ready ]; do sleep 0.01; done; kill -STOP $p; exec sleep 1001",
+    );
+    let mut h = Harness::attach(tree.pid(), SHORT_NATIVE.replace("400ms", "30s").as_str(), 3).await;
+    let snap = h
+        .until_snapshot(|s| s.processes.iter().any(|p| p.state == RunState::Stopped))
+        .await;
+    let stopped = snap
+        .processes
+        .iter()
+        .find(|p| p.state == RunState::Stopped)
+        .expect("stopped")
+        .key
+        .pid;
+    let t = h.run_all().await;
+    let p = &t.phases[0];
+    assert_eq!(
+        p.outcome,
+        Outcome::Ok,
+        "handled TERM after SIGCONT, no escalation: {p:#?}"
+    );
+    assert!(p.notes.iter().any(|n| n.starts_with(&format!(
+        "pid {stopped} (sh) is stopped: SIGCONT after SIGTERM"
+    ))));
+    assert!(
+        p.signals
+            .iter()
+            .any(|s| s.pid == stopped && s.signal == "SIGCONT")
+    );
+    assert!(!t.needed_sigkill());
 }
