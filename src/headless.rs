@@ -197,22 +197,34 @@ async fn drive(
     r.handle.snapshot(first);
     r.handle.command(Command::RunAll);
     let mut captures = tokio::task::JoinSet::new();
+    // Ctrl-C / SIGTERM: abort the running phase, start nothing new, still write the report.
+    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).ok();
+    let mut sigterm =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let (mut agent_open, mut interrupted) = (true, false);
     let timeline = loop {
         tokio::select! {
             ev = live.events.recv() => match ev {
                 Some(ev) => forward(&r.handle, &tree, ev),
                 None => break None,
             },
-            ev = agent.events.recv() => match ev {
+            ev = agent.events.recv(), if agent_open => match ev {
                 Some(AgentEvent::Report(rep)) => r.handle.agent_facts(Some(AgentFacts::from(rep.as_ref()))),
                 Some(AgentEvent::Lost(why)) | Some(AgentEvent::NotFound(why)) => {
                     println!("      agent: {why}");
                     r.handle.agent_facts(None);
                 }
-                Some(AgentEvent::Connected(_)) | None => {}
+                Some(AgentEvent::Connected(_)) => {}
+                None => agent_open = false,
             },
+            _ = recv_signal(&mut sigint, &mut sigterm), if !interrupted => {
+                println!("interrupted: aborting the running phase; no further phase runs");
+                interrupted = true;
+                r.handle.command(Command::Abort);
+            }
             pe = r.events.recv() => match pe {
                 Some(PhaseEvent::AllDone(t)) => break Some(*t),
+                Some(PhaseEvent::Timeline(t)) if interrupted && t.running.is_none() => break Some(*t),
                 Some(PhaseEvent::RefreshNow) => live.refresh_now(),
                 Some(PhaseEvent::SnapshotStacks { pid, tids, reason }) => {
                     println!("      capturing stacks of pid {pid}: {reason}");
@@ -234,6 +246,24 @@ async fn drive(
         }
     }
     finish(cfg, &plan, &timeline, target_info, stacks)
+}
+
+async fn recv_signal(
+    a: &mut Option<tokio::signal::unix::Signal>,
+    b: &mut Option<tokio::signal::unix::Signal>,
+) {
+    match (a, b) {
+        (Some(a), Some(b)) => {
+            tokio::select! {
+                _ = a.recv() => {}
+                _ = b.recv() => {}
+            }
+        }
+        (Some(a), None) | (None, Some(a)) => {
+            a.recv().await;
+        }
+        (None, None) => std::future::pending().await,
+    }
 }
 
 fn forward(h: &runner::RunnerHandle, tree: &TreePids, ev: CollectEvent) {

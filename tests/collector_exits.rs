@@ -239,3 +239,47 @@ async fn live_reports_exit_of_a_descendant() {
     })
     .await;
 }
+
+/// Each exit is reported once, and before any snapshot that shows it: consumers (the
+/// teardown engine) may count exits from events and read the rest from snapshots. A short
+/// interval, and a single-threaded runtime that this test blocks for a moment after each
+/// snapshot, make the refresh thread notice exits before the pidfd watcher can run.
+#[tokio::test(flavor = "current_thread")]
+async fn every_exit_reported_once_and_before_snapshots_show_it() {
+    let t = Target::sh(
+        "for i in 1 2 3 4 5 6; do sleep 0.$i & done; wait; touch /dev/null; exec sleep 1000",
+    );
+    let c = Collector::attach(t.pid(), CollectorOptions::default()).unwrap();
+    let mut lc = live::spawn(c, Duration::from_millis(5));
+    let mut reported: Vec<ProcKey> = Vec::new();
+    next_event(
+        &mut lc,
+        "six exited children in a snapshot",
+        |ev| match ev {
+            CollectEvent::Exited { key, .. } => {
+                assert!(!reported.contains(&key), "{key:?} reported twice");
+                reported.push(key);
+                None
+            }
+            CollectEvent::Snapshot(s) => {
+                let exited: Vec<ProcKey> = s
+                    .processes
+                    .iter()
+                    .filter(|p| p.exit.is_some())
+                    .map(|p| p.key)
+                    .collect();
+                for k in &exited {
+                    assert!(
+                        reported.contains(k),
+                        "snapshot shows {k:?} exited before its event"
+                    );
+                }
+                // Starve the watcher tasks (same runtime) while the refresh thread goes on.
+                std::thread::sleep(Duration::from_millis(20));
+                (exited.len() >= 6).then_some(())
+            }
+            CollectEvent::Error(e) => panic!("{e}"),
+        },
+    )
+    .await;
+}

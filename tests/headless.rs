@@ -283,3 +283,63 @@ fn demo_through_the_python_asyncio_plan() {
         r.timeline.leftovers
     );
 }
+
+/// The real binary: the summary is printed as phases run, and Ctrl-C aborts the running phase
+/// but still writes the report (exit 1: the tree did not shut down clean).
+#[test]
+fn binary_prints_as_it_goes_and_ctrl_c_aborts_with_a_report() {
+    use std::io::{BufRead, BufReader};
+    let tree = Tree::spawn("(trap '' TERM; exec sleep 1000) & exec sleep 1001");
+    let f = Files::new();
+    std::fs::write(f.path("plan.toml"), PLAN.replace("300ms", "60s")).unwrap();
+    let mut lt = std::process::Command::new(env!("CARGO_BIN_EXE_lifecycle-top"))
+        .args([
+            "--pid",
+            &tree.pid().to_string(),
+            "--headless",
+            "--interval",
+            "50",
+        ])
+        .arg("--plan")
+        .arg(f.path("plan.toml"))
+        .arg("--report")
+        .arg(f.path("report.json"))
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run lifecycle-top");
+    let mut lines = BufReader::new(lt.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        let signalled = line.contains("SIGTERM -> pid");
+        seen.push(line);
+        if signalled {
+            break; // phase 1 runs and is waiting out its 60 s grace
+        }
+    }
+    assert!(
+        seen.iter()
+            .any(|l| l.starts_with("[1/3] terminate children")),
+        "{seen:#?}"
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(lt.id() as i32),
+        nix::sys::signal::SIGINT,
+    )
+    .unwrap();
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let status = lt.wait().unwrap();
+    assert_eq!(status.code(), Some(1), "{rest:#?}");
+    assert!(
+        rest.iter().any(|l| l.contains("aborted by the user")),
+        "{rest:#?}"
+    );
+    let r = report(&f.path("report.json"));
+    assert_eq!(r.timeline.phases.len(), 1, "nothing ran after the abort");
+    assert_eq!(
+        r.timeline.phases[0].outcome,
+        Outcome::Failed {
+            reason: "aborted by the user".into()
+        }
+    );
+}

@@ -3,169 +3,13 @@
 //! Every tree is spawned in its own process group and killed by the guard on drop.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use lifecycle_top::collect::{self, Collector, CollectorOptions, live::CollectEvent};
-use lifecycle_top::model::ProcKey;
-use lifecycle_top::teardown::timeline::{Outcome, Timeline};
-use lifecycle_top::teardown::{Command, PhaseEvent, exec, plan, runner};
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
-use std::time::Duration;
+mod teardown_support;
 
-/// A shell tree in its own process group; the whole group is SIGKILLed and reaped on drop.
-struct Tree {
-    child: Child,
-    dir: tempfile::TempDir,
-}
-
-impl Tree {
-    fn spawn(script: &str) -> Tree {
-        let dir = tempfile::tempdir().unwrap();
-        let child = std::process::Command::new("sh")
-            .arg("-c")
-            .arg(script)
-            .current_dir(dir.path())
-            .stdin(Stdio::null())
-            .process_group(0)
-            .spawn()
-            .expect("spawn sh");
-        Tree { child, dir }
-    }
-    fn pid(&self) -> i32 {
-        self.child.id() as i32
-    }
-    fn go(&self) -> PathBuf {
-        self.dir.path().join("go")
-    }
-}
-
-impl Drop for Tree {
-    fn drop(&mut self) {
-        // Test cleanup only (the product signals through pidfds): the whole group.
-        let _ = nix::sys::signal::killpg(
-            nix::unistd::Pid::from_raw(self.pid()),
-            nix::sys::signal::SIGKILL,
-        );
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn alive(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| {
-            s.rsplit(')')
-                .next()
-                .is_some_and(|r| !r.trim_start().starts_with('Z'))
-        })
-        .unwrap_or(false)
-}
-
-fn start_time(pid: i32) -> u64 {
-    collect::procfs::read_start_time(pid).unwrap()
-}
-
-/// Collector + live + runner wired together, like headless does.
-struct Harness {
-    live: collect::live::LiveCollector,
-    runner: runner::Runner,
-    target: ProcKey,
-    seen: Vec<PhaseEvent>,
-}
-
-impl Harness {
-    /// Attaches and waits until the snapshot shows `min_procs` processes in the tree.
-    async fn attach(pid: i32, plan_text: &str, min_procs: usize) -> Harness {
-        let plan = plan::parse(plan_text, "test.toml").expect("valid test plan");
-        let collector = Collector::attach(pid, CollectorOptions::default()).expect("attach");
-        let target = collector.target();
-        let mut live = collect::live::spawn(collector, Duration::from_millis(50));
-        let runner = runner::spawn(plan, target, 0, None);
-        loop {
-            match live.events.recv().await.expect("collector alive") {
-                CollectEvent::Snapshot(s) => {
-                    let n = s.processes.iter().filter(|p| p.exit.is_none()).count();
-                    runner.handle.snapshot(s);
-                    if n >= min_procs {
-                        break;
-                    }
-                }
-                CollectEvent::Exited { key, status, .. } => runner.handle.exited(key, status),
-                CollectEvent::Error(e) => panic!("collector: {e}"),
-            }
-        }
-        Harness {
-            live,
-            runner,
-            target,
-            seen: Vec::new(),
-        }
-    }
-
-    /// Pumps events until `f` accepts one; returns it.
-    async fn until(&mut self, mut f: impl FnMut(&PhaseEvent) -> bool) -> PhaseEvent {
-        let pump = async {
-            loop {
-                tokio::select! {
-                    ev = self.live.events.recv() => match ev.expect("collector alive") {
-                        CollectEvent::Snapshot(s) => self.runner.handle.snapshot(s),
-                        CollectEvent::Exited { key, status, .. } => self.runner.handle.exited(key, status),
-                        CollectEvent::Error(_) => {}
-                    },
-                    pe = self.runner.events.recv() => {
-                        let pe = pe.expect("runner alive");
-                        if matches!(pe, PhaseEvent::RefreshNow) {
-                            self.live.refresh_now();
-                        }
-                        self.seen.push(pe.clone());
-                        if f(&pe) {
-                            return pe;
-                        }
-                    }
-                }
-            }
-        };
-        // A generous bound so a bug fails the test instead of hanging CI; not a timing assert.
-        tokio::time::timeout(Duration::from_secs(60), pump)
-            .await
-            .expect("event within 60 s")
-    }
-
-    /// Pumps until a snapshot satisfies `f` (the snapshot is forwarded to the runner too).
-    async fn until_snapshot(
-        &mut self,
-        f: impl Fn(&lifecycle_top::model::Snapshot) -> bool,
-    ) -> lifecycle_top::model::Snapshot {
-        let pump = async {
-            loop {
-                match self.live.events.recv().await.expect("collector alive") {
-                    CollectEvent::Snapshot(s) => {
-                        let done = f(&s).then(|| (*s).clone());
-                        self.runner.handle.snapshot(s);
-                        if let Some(s) = done {
-                            return s;
-                        }
-                    }
-                    CollectEvent::Exited { key, status, .. } => {
-                        self.runner.handle.exited(key, status)
-                    }
-                    CollectEvent::Error(_) => {}
-                }
-            }
-        };
-        tokio::time::timeout(Duration::from_secs(60), pump)
-            .await
-            .expect("snapshot within 60 s")
-    }
-
-    async fn run_all(&mut self) -> Timeline {
-        self.runner.handle.command(Command::RunAll);
-        match self.until(|e| matches!(e, PhaseEvent::AllDone(_))).await {
-            PhaseEvent::AllDone(t) => *t,
-            _ => unreachable!(),
-        }
-    }
-}
+use lifecycle_top::model::RunState;
+use lifecycle_top::teardown::timeline::Outcome;
+use lifecycle_top::teardown::{Command, PhaseEvent};
+use std::path::Path;
+use teardown_support::{Harness, Tree, alive};
 
 const SHORT_NATIVE: &str = r#"
 name = "short"
@@ -265,7 +109,7 @@ async fn target_dying_in_the_middle_of_phases() {
 [[phase]]
 name = "children"
 action = "signal_children"
-timeout = "1s"
+timeout = "30s"
 [[phase]]
 name = "wait"
 action = "wait_exit"
@@ -341,50 +185,39 @@ async fn abort_stops_the_running_phase() {
     );
 }
 
-#[test]
-fn pid_reuse_guard_refuses_a_key_with_the_wrong_start_time() {
-    let tree = Tree::spawn("exec sleep 1000");
-    let pid = tree.pid();
-    let real = start_time(pid);
-    let stale = ProcKey {
-        pid,
-        start_time: real.wrapping_sub(1),
-    };
-    let err = exec::signal(stale, libc::SIGKILL).expect_err("must refuse a reused pid");
-    assert!(matches!(err, exec::SignalError::Reused(_)), "{err}");
-    assert!(alive(pid), "the live process holding the pid is untouched");
-    exec::signal(
-        ProcKey {
-            pid,
-            start_time: real,
-        },
-        0,
-    )
-    .expect("the right key reaches it");
-}
-
-#[test]
-fn plan_file_errors_name_file_phase_and_field() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("bad.toml");
-    std::fs::write(
-        &path,
-        "[[phase]]\nname = \"flush\"\naction = \"signal_target\"\non_timeout = \"retry\"\n",
-    )
-    .unwrap();
-    let err = plan::load(path.to_str().unwrap()).expect_err("invalid");
-    let msg = err.to_string();
-    assert!(
-        msg.contains("bad.toml") && msg.contains("flush") && msg.contains("on_timeout"),
-        "{msg}"
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopped_child_gets_sigcont_and_runs_its_term_handler() {
+    // A subshell that handles TERM (exit 0), stopped with SIGSTOP once its trap is set: without
+    // the SIGCONT after SIGTERM it could never run the handler and would need SIGKILL.
+    let tree = Tree::spawn(
+        "(trap 'exit 0' TERM; touch ready; sleep 1000 & wait) & p=$!; \
+         while [ ! -e ready ]; do sleep 0.01; done; kill -STOP $p; exec sleep 1001",
     );
-    assert!(
-        msg.contains("escalate, snapshot, continue"),
-        "the message lists the choices: {msg}"
+    let mut h = Harness::attach(tree.pid(), SHORT_NATIVE.replace("400ms", "30s").as_str(), 3).await;
+    let snap = h
+        .until_snapshot(|s| s.processes.iter().any(|p| p.state == RunState::Stopped))
+        .await;
+    let stopped = snap
+        .processes
+        .iter()
+        .find(|p| p.state == RunState::Stopped)
+        .expect("stopped")
+        .key
+        .pid;
+    let t = h.run_all().await;
+    let p = &t.phases[0];
+    assert_eq!(
+        p.outcome,
+        Outcome::Ok,
+        "handled TERM after SIGCONT, no escalation: {p:#?}"
     );
-    let missing = plan::load("/nonexistent/plan.toml").expect_err("missing file");
+    assert!(p.notes.iter().any(|n| n.starts_with(&format!(
+        "pid {stopped} (sh) is stopped: SIGCONT after SIGTERM"
+    ))));
     assert!(
-        missing.to_string().contains("python-asyncio"),
-        "remedy names built-ins: {missing}"
+        p.signals
+            .iter()
+            .any(|s| s.pid == stopped && s.signal == "SIGCONT")
     );
+    assert!(!t.needed_sigkill());
 }

@@ -140,6 +140,17 @@ fn refresh_loop(
         for fd in collector.take_new_pidfds() {
             let _ = fds.send(fd);
         }
+        // Exits this refresh saw before the watcher: reported ahead of the snapshot.
+        for (key, info) in collector.take_reported_exits() {
+            let exited = CollectEvent::Exited {
+                key,
+                status: info.status,
+                at_unix_ms: info.at_unix_ms,
+            };
+            if events.blocking_send(exited).is_err() {
+                return;
+            }
+        }
         if events
             .blocking_send(CollectEvent::Snapshot(Box::new(snap)))
             .is_err()
@@ -205,13 +216,21 @@ async fn watch_one(
         guard.clear_ready();
     }
     drop(afd);
-    let info = book.resolve(&fd);
-    let _ = events
-        .send(CollectEvent::Exited {
+    // Queued under the book's lock when we resolve first, so no snapshot showing this exit
+    // (the refresh thread resolves under the same lock) can be queued ahead of it.
+    let mut overflow = None;
+    book.resolve(&fd, |key, info| {
+        let exited = CollectEvent::Exited {
             key,
             status: info.status,
             at_unix_ms: info.at_unix_ms,
-        })
-        .await;
+        };
+        if let Err(mpsc::error::TrySendError::Full(ev)) = events.try_send(exited) {
+            overflow = Some(ev);
+        }
+    });
+    if let Some(ev) = overflow {
+        let _ = events.send(ev).await; // channel full: late, but not lost
+    }
     let _ = cmd.send(Cmd::RefreshNow);
 }

@@ -2,12 +2,18 @@
 //! [`Snapshot`]s of it (the target's threads, every descendant, orphans and recent exits),
 //! cheaply enough to run every 500 ms against a thousand threads.
 //!
-//! - [`Collector`]: synchronous attach + refresh ([`tree`] for processes, [`threads`] for
-//!   the target's threads).
-//! - [`pidfd`]: process file descriptors (signals and exit notice that never hit a reused pid).
+//! - [`Collector`]: synchronous attach + refresh ([`tree`] and [`entry`] for processes,
+//!   [`order`] for their display order, [`threads`] for the target's threads).
+//! - [`pidfd`]: process file descriptors (signals and exit notice that never hit a reused pid);
+//!   [`exits`]: how each exit ended, resolved (and reaped) exactly once.
 //! - [`live`]: the collector on its own thread plus a tokio task that reports exits at once.
 //! - [`procfs`], [`dirscan`], [`syscalls`]: kept-open files, getdents, parsers, syscall names.
 //! - [`snapshot_text`]: the plain-text table of a snapshot (`lifecycle-top snapshot`).
+//!
+//! Cost model (measured by `benches/collector.rs` and `bench/collector_vs_top.sh`): per
+//! refresh one `pread` of `schedstat` per thread and per process; `stat`, `wchan`,
+//! `syscall`, `status` only for what ran; `/proc/PID/task` listed only when the thread count
+//! changes; `/proc` listed only when something in the tree ran.
 
 pub mod dirscan;
 pub mod entry;
@@ -24,7 +30,7 @@ pub mod tree;
 pub use live::{CollectEvent, LiveCollector};
 pub use text::snapshot_text;
 
-use crate::model::{ProcKey, Snapshot, SystemInfo};
+use crate::model::{ExitInfo, ProcKey, Snapshot, SystemInfo};
 use procfs::ProcFile;
 use rustix::fd::AsFd;
 use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
@@ -250,6 +256,13 @@ impl Collector {
     /// The shared exit record (the live watcher resolves exits through it).
     pub fn exit_book(&self) -> exits::ExitBook {
         self.exits.clone()
+    }
+
+    /// Exits that refreshes noticed before the pidfd watcher did, since the last call (only
+    /// collected once [`Collector::take_new_pidfds`] was called: a watcher is attached). The
+    /// watcher reports the others; together each exit is reported once.
+    pub fn take_reported_exits(&mut self) -> Vec<(ProcKey, ExitInfo)> {
+        self.tree.take_reported_exits()
     }
 
     /// Pidfds of processes that joined the tree since the last call (the first call: of all

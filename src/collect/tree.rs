@@ -49,6 +49,8 @@ pub struct Tree {
     /// collector used without a watcher holds no fds of dead processes).
     new_pidfds: Vec<Arc<PidFd>>,
     watched: bool,
+    /// Exits this refresh resolved first (so it must report them), while watched.
+    reported: Vec<(ProcKey, ExitInfo)>,
 }
 
 impl Tree {
@@ -75,6 +77,7 @@ impl Tree {
             exits,
             new_pidfds: Vec::new(),
             watched: false,
+            reported: Vec::new(),
         };
         tree.track(entry);
         Ok(tree)
@@ -95,6 +98,11 @@ impl Tree {
             return self.live.values().filter_map(|e| e.pidfd.clone()).collect();
         }
         std::mem::take(&mut self.new_pidfds)
+    }
+
+    /// Exits resolved by refreshes (not by the watcher) since the last call.
+    pub fn take_reported_exits(&mut self) -> Vec<(ProcKey, ExitInfo)> {
+        std::mem::take(&mut self.reported)
     }
 
     /// Is `pid` a live tracked process?
@@ -129,9 +137,18 @@ impl Tree {
         may_fork |= !gone.is_empty();
         for pid in gone {
             if let Some(mut e) = self.live.remove(&pid) {
+                // Noticed here first: queue the report for the live watcher's channel (only
+                // when one is attached), ahead of the snapshot showing it.
+                let reported = &mut self.reported;
+                let watched = self.watched;
+                let report = |key, info| {
+                    if watched {
+                        reported.push((key, info));
+                    }
+                };
                 let info: ExitInfo = match &e.pidfd {
-                    Some(fd) => self.exits.resolve(fd),
-                    None => self.exits.resolve_without_pidfd(e.info.key),
+                    Some(fd) => self.exits.resolve(fd, report),
+                    None => self.exits.resolve_without_pidfd(e.info.key, report),
                 };
                 e.info.exit = Some(info);
                 e.info.cpu_percent = 0.0;

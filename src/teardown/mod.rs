@@ -14,6 +14,8 @@ pub mod world;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_signal;
 
 use serde_json::Value;
 use std::future::Future;

@@ -19,7 +19,9 @@ pub struct Victim {
 
 #[derive(Debug, Clone)]
 pub struct SignalState {
-    children: bool,
+    pub children: bool,
+    /// Snapshot count when the last victim went; `None` while victims remain.
+    pub confirm_after: Option<u64>,
     pub signals: Vec<i32>,
     pub step: usize,
     step_started_ms: u64,
@@ -42,6 +44,7 @@ impl SignalState {
     pub fn for_target(world: &World, signals: Vec<i32>, now: u64) -> Self {
         Self {
             children: false,
+            confirm_after: None,
             signals,
             step: 0,
             step_started_ms: now,
@@ -71,6 +74,7 @@ impl SignalState {
         let victims = keys.into_iter().map(|k| victim(world, k)).collect();
         Self {
             children: true,
+            confirm_after: None,
             signals,
             step: 0,
             step_started_ms: now,

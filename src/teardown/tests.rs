@@ -8,14 +8,14 @@ use super::plan::{self, Action, OnTimeout, SuccessRule};
 use super::timeline::{LeftoverKind, Outcome};
 use crate::model::*;
 
-fn key(pid: i32) -> ProcKey {
+pub(super) fn key(pid: i32) -> ProcKey {
     ProcKey {
         pid,
         start_time: 1000 + pid as u64,
     }
 }
 
-fn proc_(pid: i32, ppid: i32, depth: u32, name: &str) -> ProcInfo {
+pub(super) fn proc_(pid: i32, ppid: i32, depth: u32, name: &str) -> ProcInfo {
     ProcInfo {
         key: key(pid),
         ppid,
@@ -36,7 +36,7 @@ fn proc_(pid: i32, ppid: i32, depth: u32, name: &str) -> ProcInfo {
     }
 }
 
-fn snap(procs: Vec<ProcInfo>) -> Input {
+pub(super) fn snap(procs: Vec<ProcInfo>) -> Input {
     Input::Snapshot(Box::new(Snapshot {
         taken_at_unix_ms: 0,
         target: key(100),
@@ -46,11 +46,11 @@ fn snap(procs: Vec<ProcInfo>) -> Input {
     }))
 }
 
-fn native() -> Engine {
+pub(super) fn native() -> Engine {
     Engine::new(plan::load("native").unwrap(), key(100), 0)
 }
 
-fn signals(fx: &[Effect]) -> Vec<(i32, i32)> {
+pub(super) fn signals(fx: &[Effect]) -> Vec<(i32, i32)> {
     fx.iter()
         .filter_map(|e| match e {
             Effect::Signal { key, sig, .. } => Some((key.pid, *sig)),
@@ -59,7 +59,7 @@ fn signals(fx: &[Effect]) -> Vec<(i32, i32)> {
         .collect()
 }
 
-fn finished(fx: &[Effect]) -> Vec<Outcome> {
+pub(super) fn finished(fx: &[Effect]) -> Vec<Outcome> {
     fx.iter()
         .filter_map(|e| match e {
             Effect::PhaseFinished(r) => Some(r.outcome.clone()),
@@ -163,6 +163,9 @@ fn term_ignoring_child_escalates_at_grace_deadline() {
             status: ExitStatus::Signal(9),
         },
     );
+    assert!(finished(&fx).is_empty(), "judged on a fresh snapshot");
+    assert!(fx.contains(&Effect::RefreshNow));
+    let fx = e.step(5010, snap(vec![proc_(100, 1, 0, "app")]));
     assert_eq!(finished(&fx), vec![Outcome::Escalated]);
     let rec = &e.timeline().phases[0];
     assert!(
@@ -205,8 +208,10 @@ fn leaves_first_and_sigcont_for_stopped() {
 fn clean_run_of_native_plan() {
     let mut e = native();
     e.step(0, snap(vec![proc_(100, 1, 0, "app")]));
-    let fx = e.step(0, Input::Command(Command::RunAll));
-    // No children: phase 1 ok at once; phase 2 signals the target.
+    e.step(0, Input::Command(Command::RunAll));
+    // No children (confirmed by the next snapshot): phase 1 ok; phase 2 signals the target.
+    let fx = e.step(5, snap(vec![proc_(100, 1, 0, "app")]));
+
     assert_eq!(finished(&fx), vec![Outcome::Ok]);
     assert_eq!(signals(&fx), vec![(100, libc::SIGTERM)]);
     let fx = e.step(
@@ -331,9 +336,12 @@ fn target_dying_mid_phase_ends_agent_phase_and_skips_later_ones() {
     let mut out = finished(&fx);
     assert_eq!(out[0], Outcome::Ok);
     // The thread audit waits for a fresh snapshot; the runner asks for one at each phase start.
-    out.extend(finished(
-        &e.step(4, snap(vec![proc_(100, 1, 0, "python3")])),
-    ));
+    for t in 4..7 {
+        out.extend(finished(
+            &e.step(t, snap(vec![proc_(100, 1, 0, "python3")])),
+        ));
+    }
+
     assert!(matches!(&out[2], Outcome::Skipped { reason } if reason.contains("exited")));
     assert!(
         out.iter()

@@ -35,15 +35,21 @@ impl World {
         }
     }
 
-    pub fn absorb(&mut self, snap: Snapshot) {
+    /// Takes a snapshot; returns exits it shows that were not known yet (the caller records
+    /// them, so an exit is in the timeline whether the pidfd or the snapshot told us first).
+    pub fn absorb(&mut self, snap: Snapshot) -> Vec<(ProcKey, ExitStatus)> {
+        let mut new_exits = Vec::new();
         for p in &snap.processes {
             self.names.entry(p.key).or_insert_with(|| p.name.clone());
-            if let Some(exit) = p.exit {
-                self.exited.entry(p.key).or_insert(exit.status);
+            if let Some(exit) = p.exit
+                && !self.exited.contains_key(&p.key)
+            {
+                new_exits.push((p.key, exit.status));
             }
         }
         self.snapshot = Some(snap);
         self.snapshots_seen += 1;
+        new_exits
     }
 
     pub fn name(&self, key: ProcKey) -> String {

@@ -151,7 +151,11 @@ impl Engine {
         let mut out = Vec::new();
         match input {
             Input::Tick => {}
-            Input::Snapshot(s) => self.world.absorb(*s),
+            Input::Snapshot(s) => {
+                for (key, status) in self.world.absorb(*s) {
+                    self.on_exit(now, key, status);
+                }
+            }
             Input::Agent(f) => self.world.agent = f,
             Input::Exited { key, status } => self.on_exit(now, key, status),
             Input::AgentReply { phase, result } => self.on_reply(phase, result),

@@ -120,6 +120,21 @@ impl Engine {
             Kind::Signal(st) => {
                 st.forget_gone(&self.world);
                 if st.victims.is_empty() {
+                    // "No children left" is judged on a snapshot taken after the last one
+                    // went, so a child re-spawned meanwhile is not missed.
+                    let seen = self.world.snapshots_seen;
+                    let fresh = match st.confirm_after {
+                        _ if !st.children => true,
+                        None => {
+                            st.confirm_after = Some(seen);
+                            out.push(Effect::RefreshNow);
+                            false
+                        }
+                        Some(n) => seen > n,
+                    };
+                    if !fresh && !timed_out {
+                        return None;
+                    }
                     if rule_met {
                         return Some(if st.step > 0 {
                             Outcome::Escalated
@@ -128,6 +143,7 @@ impl Engine {
                         });
                     }
                     // New children appeared (a parent re-spawned them): they get the same signal.
+                    st.confirm_after = None;
                     st.adopt_new_children(&self.world);
                     st.send_current(&self.world, now, None, &mut a.notes, out);
                 }
