@@ -32,7 +32,7 @@ have gcc "C target" "apt-get install gcc" || exit 1
 cargo build --release --quiet --example stacks_timing
 TIMING=target/release/examples/stacks_timing
 gcc -O0 -g -pthread -o "$TMP/stacks_blocked" tests/targets/stacks_blocked.c
-"$TMP/stacks_blocked" 100 >"$TMP/c.out" & CPID=$!; PIDS+=("$CPID")
+"$TMP/stacks_blocked" 100 >"$TMP/c.out" & CPID=$!; PIDS+=("$CPID"); disown "$CPID"
 wait_ready "$TMP/c.out"; sleep 0.3
 echo "== 100 blocked C threads (+3 named, +main): pid $CPID, $(nproc) cores"
 echo "lifecycle-top ptrace-free : $($TIMING "$CPID" 30)"
@@ -45,10 +45,10 @@ if have gdb "gdb" "apt-get install gdb"; then
 fi
 
 if have python3 "Python target" "apt-get install python3"; then
-  python3 tests/targets/stacks_blocked.py 100 >"$TMP/py.out" & PYPID=$!; PIDS+=("$PYPID")
+  python3 tests/targets/stacks_blocked.py 100 >"$TMP/py.out" & PYPID=$!; PIDS+=("$PYPID"); disown "$PYPID"
   wait_ready "$TMP/py.out"; sleep 0.3
   echo "== 100 blocked Python threads: pid $PYPID"
-  echo "lifecycle-top ptrace-free : $($TIMING "$PYPID" 30)  (native + kernel; Python frames come from the agent)"
+  echo "lifecycle-top ptrace-free : $($TIMING "$PYPID" 30)  (kernel + native + Python frames via the py-spy crate, joined per thread)"
   if have py-spy "py-spy dump" "pip install py-spy"; then
     echo "py-spy dump               : median $(median_ms py-spy dump --pid "$PYPID") ms over $RUNS runs"
     echo "py-spy dump --nonblocking : median $(median_ms py-spy dump --nonblocking --pid "$PYPID") ms over $RUNS runs"

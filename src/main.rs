@@ -53,8 +53,9 @@ fn run(config: Config) -> anyhow::Result<ExitCode> {
         }
         Config::Run(cfg) if cfg.headless => Ok(headless::run(&cfg)),
         Config::Run(cfg) => {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
+            // One thread is plenty for the dashboard's event loop (the collector has its own
+            // thread, stack captures go to the blocking pool) and keeps RSS small.
+            let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
             let attached = app::attach(&cfg)?;

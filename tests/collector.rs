@@ -140,6 +140,8 @@ fn sh_tree_in_depth_first_order_with_signal_masks() {
          sh -c 'trap \"exit 7\" TERM; sleep 1001 & wait' & wait",
     );
     let mut c = Collector::attach(t.pid(), CollectorOptions::default()).unwrap();
+    // Each sh sets its trap before starting its sleep, so once both sleeps are seen, the
+    // masks (signals 1-31 come with every stat read) must show the traps.
     let snap = wait_for(&mut c, "two sh children with a sleep each", |s| {
         by_name(s, "sleep").len() == 2 && s.processes.len() == 5
     });
@@ -263,4 +265,37 @@ fn busy_process_shows_cpu_use() {
     );
     assert!(snap.system.cpus >= 1 && snap.system.mem_total_bytes > 0);
     assert!(snap.system.mem_available_bytes <= snap.system.mem_total_bytes);
+}
+
+/// /proc is listed only when something in the tree ran: a child forked by a worker thread
+/// of a multi-threaded target (its main thread idle) must still be found.
+#[test]
+fn children_forked_by_a_worker_thread_are_found() {
+    need("python3");
+    let script = r#"
+import subprocess, sys, threading, time
+def spawn():
+    time.sleep(0.5)
+    subprocess.Popen(["sleep", "1004"])
+    time.sleep(1000)
+threading.Thread(target=spawn, daemon=True).start()
+sys.stdin.read()
+"#;
+    let t = Target::spawn(
+        Command::new("python3")
+            .args(["-c", script])
+            .stdin(Stdio::piped()),
+    );
+    let mut c = Collector::attach(t.pid(), CollectorOptions::default()).unwrap();
+    let snap = wait_for(&mut c, "the worker's child", |s| {
+        s.live_descendants()
+            .any(|p| p.name == "sleep" && p.ppid == t.pid())
+    });
+    // (Exited helpers may be listed too: a pyenv shim runs a few before python starts.)
+    assert_eq!(
+        snap.live_descendants().count(),
+        1,
+        "{}",
+        snapshot_text(&snap)
+    );
 }

@@ -14,22 +14,40 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn live_events_report_exit_code_and_signal() {
-    async fn exited(lc: &mut live::LiveCollector, key: ProcKey) -> ExitStatus {
-        let deadline = tokio::time::sleep(DEADLINE);
-        tokio::pin!(deadline);
+/// The first event `pick` accepts, within the deadline; panics if the channel closes.
+async fn next_event<T>(
+    lc: &mut live::LiveCollector,
+    what: &str,
+    mut pick: impl FnMut(CollectEvent) -> Option<T>,
+) -> T {
+    let wait = async {
         loop {
-            tokio::select! {
-                ev = lc.events.recv() => match ev {
-                    Some(CollectEvent::Exited { key: k, status, .. }) if k == key => return status,
-                    Some(_) => {}
-                    None => panic!("event channel closed"),
-                },
-                _ = &mut deadline => panic!("no Exited event for {key:?}"),
+            match lc.events.recv().await {
+                Some(ev) => {
+                    if let Some(v) = pick(ev) {
+                        return v;
+                    }
+                }
+                None => panic!("event channel closed while waiting for {what}"),
             }
         }
+    };
+    match tokio::time::timeout(DEADLINE, wait).await {
+        Ok(v) => v,
+        Err(_) => panic!("timed out waiting for {what}"),
     }
+}
+
+async fn exited(lc: &mut live::LiveCollector, key: ProcKey) -> ExitStatus {
+    next_event(lc, "Exited event", |ev| match ev {
+        CollectEvent::Exited { key: k, status, .. } if k == key => Some(status),
+        _ => None,
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_events_report_exit_code_and_signal() {
     let opts = || CollectorOptions {
         launch_mode: true, // the targets are our children: reap them for the code
         ..CollectorOptions::default()
@@ -44,22 +62,20 @@ async fn live_events_report_exit_code_and_signal() {
     );
     let key = t.key();
     let mut lc = live::spawn(Collector::attach(t.pid(), opts()).unwrap(), interval);
-    let first = loop {
-        if let Some(CollectEvent::Snapshot(s)) = lc.events.recv().await {
-            break s;
-        }
-    };
+    let first = next_event(&mut lc, "first snapshot", |ev| match ev {
+        CollectEvent::Snapshot(s) => Some(s),
+        _ => None,
+    })
+    .await;
     assert_eq!(first.target, key);
     writeln!(t.child.stdin.take().unwrap(), "go").unwrap();
     assert_eq!(exited(&mut lc, key).await, ExitStatus::Code(5));
     // The refresh the watcher requested shows the exit too.
-    let snap = loop {
-        if let Some(CollectEvent::Snapshot(s)) = lc.events.recv().await
-            && s.target_info().is_some_and(|p| p.exit.is_some())
-        {
-            break s;
-        }
-    };
+    let snap = next_event(&mut lc, "snapshot showing the exit", |ev| match ev {
+        CollectEvent::Snapshot(s) if s.target_info().is_some_and(|p| p.exit.is_some()) => Some(s),
+        _ => None,
+    })
+    .await;
     assert_eq!(
         snap.target_info().unwrap().exit.unwrap().status,
         ExitStatus::Code(5)
@@ -186,18 +202,10 @@ fn attach_to_another_users_process_is_permission_denied() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_refresh_now_and_set_interval() {
     async fn next_snapshot(lc: &mut live::LiveCollector) {
-        let wait = async {
-            loop {
-                match lc.events.recv().await {
-                    Some(CollectEvent::Snapshot(_)) => return,
-                    Some(_) => {}
-                    None => panic!("event channel closed"),
-                }
-            }
-        };
-        tokio::time::timeout(DEADLINE, wait)
-            .await
-            .expect("no snapshot");
+        next_event(lc, "snapshot", |ev| {
+            matches!(ev, CollectEvent::Snapshot(_)).then_some(())
+        })
+        .await
     }
     let t = Target::spawn(Command::new("sleep").arg("1000"));
     let c = Collector::attach(t.pid(), CollectorOptions::default()).unwrap();
@@ -216,24 +224,62 @@ async fn live_reports_exit_of_a_descendant() {
     let t = Target::sh("sleep 1000 & wait");
     let c = Collector::attach(t.pid(), CollectorOptions::default()).unwrap();
     let mut lc = live::spawn(c, Duration::from_millis(50));
-    let wait = async {
-        let mut child = None;
-        loop {
-            match lc.events.recv().await {
-                Some(CollectEvent::Snapshot(s)) if child.is_none() => {
-                    if let Some(p) = s.live_descendants().find(|p| p.name == "sleep") {
-                        child = Some(p.key);
-                        PidFd::open(p.key).unwrap().send_signal(9).unwrap();
-                    }
-                }
-                // Its parent sh reaps it, so the status may be known (zombie seen) or not.
-                Some(CollectEvent::Exited { key, .. }) if Some(key) == child => return,
-                Some(_) => {}
-                None => panic!("event channel closed"),
+    let mut child = None;
+    next_event(&mut lc, "Exited event of the child", |ev| match ev {
+        CollectEvent::Snapshot(s) if child.is_none() => {
+            if let Some(p) = s.live_descendants().find(|p| p.name == "sleep") {
+                child = Some(p.key);
+                PidFd::open(p.key).unwrap().send_signal(9).unwrap();
             }
+            None
         }
-    };
-    tokio::time::timeout(DEADLINE, wait)
-        .await
-        .expect("no Exited event for the child");
+        // Its parent sh reaps it, so the status may be known (zombie seen) or not.
+        CollectEvent::Exited { key, .. } if Some(key) == child => Some(()),
+        _ => None,
+    })
+    .await;
+}
+
+/// Each exit is reported once, and before any snapshot that shows it: consumers (the
+/// teardown engine) may count exits from events and read the rest from snapshots. A short
+/// interval, and a single-threaded runtime that this test blocks for a moment after each
+/// snapshot, make the refresh thread notice exits before the pidfd watcher can run.
+#[tokio::test(flavor = "current_thread")]
+async fn every_exit_reported_once_and_before_snapshots_show_it() {
+    let t = Target::sh(
+        "for i in 1 2 3 4 5 6; do sleep 0.$i & done; wait; touch /dev/null; exec sleep 1000",
+    );
+    let c = Collector::attach(t.pid(), CollectorOptions::default()).unwrap();
+    let mut lc = live::spawn(c, Duration::from_millis(5));
+    let mut reported: Vec<ProcKey> = Vec::new();
+    next_event(
+        &mut lc,
+        "six exited children in a snapshot",
+        |ev| match ev {
+            CollectEvent::Exited { key, .. } => {
+                assert!(!reported.contains(&key), "{key:?} reported twice");
+                reported.push(key);
+                None
+            }
+            CollectEvent::Snapshot(s) => {
+                let exited: Vec<ProcKey> = s
+                    .processes
+                    .iter()
+                    .filter(|p| p.exit.is_some())
+                    .map(|p| p.key)
+                    .collect();
+                for k in &exited {
+                    assert!(
+                        reported.contains(k),
+                        "snapshot shows {k:?} exited before its event"
+                    );
+                }
+                // Starve the watcher tasks (same runtime) while the refresh thread goes on.
+                std::thread::sleep(Duration::from_millis(20));
+                (exited.len() >= 6).then_some(())
+            }
+            CollectEvent::Error(e) => panic!("{e}"),
+        },
+    )
+    .await;
 }

@@ -1,7 +1,7 @@
 //! Python targets: CPython threads blocked in named functions. With the agent's `stacks`
-//! result (here produced by the target itself exactly as the agent does:
-//! sys._current_frames joined to Thread.native_id) the Python function names appear on the
-//! right kernel thread, next to its native frames and wait point. Without an agent, py-spy
+//! result (from the real agent in assets/agent over its socket, and from the target itself
+//! producing the same format) the Python function names appear on the right kernel thread,
+//! next to its native frames and wait point. Without an agent, py-spy
 //! (as a library) reads the same names from outside, joined by os_thread_id.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -90,4 +90,54 @@ fn python_names_without_agent_via_py_spy() {
             .as_deref()
             .is_some_and(|s| s.contains("sleep"))
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_names_from_the_real_agent() {
+    use lifecycle_top::agent::{AgentEvent, spawn_client};
+    use lifecycle_top::model::ProcKey;
+    use std::time::Duration;
+    let (t, _) = python_target_with(2, true, true);
+    let pid = t.pid();
+    let key = ProcKey {
+        pid,
+        start_time: stacks::kernel::start_time(pid).unwrap(),
+    };
+    let mut h = spawn_client(
+        key,
+        std::sync::Arc::new(move |p| p == pid),
+        Duration::from_millis(100),
+    );
+    let connected = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(ev) = h.events.recv().await {
+            if matches!(ev, AgentEvent::Connected(_)) {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(connected.ok(), Some(true), "the agent never connected");
+    let agent = h
+        .requester()
+        .request("stacks", serde_json::Value::Null, Duration::from_secs(10))
+        .await
+        .expect("agent answers `stacks`");
+    let opts = StackOptions {
+        python_from_agent: Some(agent),
+        ..Default::default()
+    };
+    let snap = tokio::task::spawn_blocking(move || stacks::capture(pid, &[], &opts))
+        .await
+        .unwrap();
+    let lock = with_python_function(&snap, "py_blocked_on_lock");
+    assert_eq!(lock.stacks[0].source, SourceKind::AgentPython);
+    assert_eq!(
+        lock.kernel.as_ref().unwrap().wait.syscall.as_deref(),
+        Some("futex"),
+        "{}",
+        dump(&snap)
+    );
+    let sleep = with_python_function(&snap, "py_blocked_in_sleep");
+    assert_ne!(sleep.tid, lock.tid);
 }

@@ -86,6 +86,10 @@ fn never_interrupts_a_thread_in_d_state() {
         "{:?}",
         th.errors
     );
+    // The helper re-checks right before seizing, even when called directly.
+    let err = stacks::native::seize::capture(pid, tid, Duration::from_secs(5), Duration::ZERO)
+        .unwrap_err();
+    assert!(err.contains("uninterruptible"), "{err}");
     assert_eq!(tracer_pid(pid, tid), 0);
 }
 
@@ -207,4 +211,59 @@ fn sigkill_child_capture() {
         ..seize_opts()
     };
     stacks::capture(pid.parse().unwrap(), &[tid.parse().unwrap()], &opts);
+}
+
+#[test]
+fn one_helper_seizes_many_threads_in_turn_and_releases_all() {
+    let t = Target::rust();
+    let pid = t.pid();
+    let snap = stacks::capture(pid, &[], &seize_opts());
+    for (thread, func) in [
+        ("mutex_waiter", "blocked_on_mutex"),
+        ("condvar_waiter", "blocked_on_condvar"),
+        ("sleeper", "blocked_in_sleep"),
+        ("pipe_reader", "blocked_on_pipe_read"),
+    ] {
+        let th = thread_named(&snap, thread);
+        let native = th
+            .stack(SourceKind::Native)
+            .unwrap_or_else(|| panic!("{}", dump(&snap)));
+        assert!(
+            native.note.as_deref().unwrap_or("").starts_with("seized"),
+            "{native:?}"
+        );
+        assert!(
+            has_function(native, func),
+            "{thread}: {func} missing\n{}",
+            dump(&snap)
+        );
+        eventually("released", || released(pid, th.tid));
+    }
+}
+
+#[test]
+fn snapshot_budget_bounds_a_batch_of_seizes() {
+    let t = Target::rust();
+    let pid = t.pid();
+    let tids = [tid_named(pid, "sleeper"), tid_named(pid, "pipe_reader")];
+    let opts = StackOptions {
+        budget: Duration::from_millis(300),
+        per_thread_budget: Duration::from_secs(60),
+        hold_stopped: Duration::from_secs(30),
+        ..seize_opts()
+    };
+    let snap = stacks::capture(pid, &tids, &opts);
+    let first = &snap.thread(tids[0]).unwrap().errors;
+    assert!(
+        first.iter().any(|e| e.message.contains("exceeded")),
+        "{first:?}"
+    );
+    let second = &snap.thread(tids[1]).unwrap().errors;
+    assert!(
+        second.iter().any(|e| e.message.contains("budget")),
+        "{second:?}"
+    );
+    for tid in tids {
+        eventually("released after the snapshot budget", || released(pid, tid));
+    }
 }

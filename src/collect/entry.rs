@@ -43,6 +43,8 @@ pub struct Entry {
     last_sched: Option<[u64; 3]>,
     pub pidfd: Option<Arc<PidFd>>,
     pub(crate) exited_at: Option<Instant>,
+    /// Ran since the previous refresh (or multi-threaded: cannot tell).
+    pub(crate) ran: bool,
 }
 
 impl Entry {
@@ -94,6 +96,7 @@ impl Entry {
             last_sched: None,
             pidfd,
             exited_at: None,
+            ran: true,
         };
         e.read_rare();
         Some(e)
@@ -147,6 +150,7 @@ impl Entry {
             _ => None,
         };
         self.last_sched = sched;
+        self.ran = ran;
         if force || ran {
             let Some(stat) = self.stat.read(buf).ok().and_then(procfs::parse_stat) else {
                 return false;
@@ -172,6 +176,13 @@ impl Entry {
             self.info.cpu_ticks = stat.cpu_ticks;
             self.info.num_threads = stat.num_threads;
             self.info.rss_bytes = stat.rss_pages * clock.page_size;
+            // Signals 1-31 come free with every stat read (a handler installed since the last
+            // `status` read shows at once); real-time ones only from `status`.
+            let merge = |old: u64, low: u64| (old & !procfs::LOW_SIGNALS) | low;
+            let sig = &mut self.info.signals;
+            sig.blocked = merge(sig.blocked, stat.sig_blocked);
+            sig.ignored = merge(sig.ignored, stat.sig_ignored);
+            sig.caught = merge(sig.caught, stat.sig_caught);
             if execed || (due && !first) {
                 self.read_rare();
             }

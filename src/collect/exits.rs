@@ -1,6 +1,8 @@
 //! How tracked processes ended. Both the refresh (which sees a process gone) and the live
 //! pidfd watcher (which sees it first, within a millisecond) resolve an exit here, under one
 //! lock, so the single chance to reap a child is taken once and both report the same status.
+//! Whoever resolves an exit first reports it (under the same lock), so each exit is reported
+//! exactly once and before any snapshot that shows it.
 
 use crate::collect::pidfd::{PidFd, decode_wait_status};
 use crate::collect::procfs;
@@ -35,8 +37,9 @@ impl ExitBook {
 
     /// The exit of `pidfd`'s process, resolved once: reap it if it is our child, else read
     /// the status a zombie exposes in `stat` field 52, else `Unknown` (already reaped by its
-    /// parent, which is the only one told the code).
-    pub fn resolve(&self, pidfd: &PidFd) -> ExitInfo {
+    /// parent, which is the only one told the code). `first` runs, still under the lock, only
+    /// for the caller that resolved it: the place to report the exit.
+    pub fn resolve(&self, pidfd: &PidFd, first: impl FnOnce(ProcKey, ExitInfo)) -> ExitInfo {
         let key = pidfd.key();
         let mut book = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(info) = book.get(&key) {
@@ -50,16 +53,27 @@ impl ExitBook {
             at_unix_ms: now_unix_ms(),
         };
         book.insert(key, info);
+        first(key, info);
         info
     }
 
     /// Resolve the exit of a process we hold no pidfd for (it only vanished from /proc).
-    pub fn resolve_without_pidfd(&self, key: ProcKey) -> ExitInfo {
+    pub fn resolve_without_pidfd(
+        &self,
+        key: ProcKey,
+        first: impl FnOnce(ProcKey, ExitInfo),
+    ) -> ExitInfo {
         let mut book = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-        *book.entry(key).or_insert_with(|| ExitInfo {
+        if let Some(info) = book.get(&key) {
+            return *info;
+        }
+        let info = ExitInfo {
             status: zombie_status(key).unwrap_or(ExitStatus::Unknown),
             at_unix_ms: now_unix_ms(),
-        })
+        };
+        book.insert(key, info);
+        first(key, info);
+        info
     }
 
     pub fn get(&self, key: ProcKey) -> Option<ExitInfo> {

@@ -7,6 +7,7 @@ use crate::collect::Collector;
 use crate::collect::exits::ExitBook;
 use crate::collect::pidfd::PidFd;
 use crate::model::{ExitStatus, ProcKey, Snapshot};
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::mpsc as std_mpsc;
 use std::time::{Duration, Instant};
@@ -117,11 +118,38 @@ fn refresh_loop(
                 interval = d;
             }
         }
-        let snap = collector.refresh();
+        // A bug in a refresh must not leave the UI waiting on a silent channel.
+        let refreshed = std::panic::catch_unwind(AssertUnwindSafe(|| collector.refresh()));
+        let snap = match refreshed {
+            Ok(snap) => snap,
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                let _ = events.blocking_send(CollectEvent::Error(format!(
+                    "the collector stopped after an internal error ({what}): please report it; \
+                     exits are still reported"
+                )));
+                return;
+            }
+        };
         last = Instant::now();
         next = last + interval;
         for fd in collector.take_new_pidfds() {
             let _ = fds.send(fd);
+        }
+        // Exits this refresh saw before the watcher: reported ahead of the snapshot.
+        for (key, info) in collector.take_reported_exits() {
+            let exited = CollectEvent::Exited {
+                key,
+                status: info.status,
+                at_unix_ms: info.at_unix_ms,
+            };
+            if events.blocking_send(exited).is_err() {
+                return;
+            }
         }
         if events
             .blocking_send(CollectEvent::Snapshot(Box::new(snap)))
@@ -188,13 +216,21 @@ async fn watch_one(
         guard.clear_ready();
     }
     drop(afd);
-    let info = book.resolve(&fd);
-    let _ = events
-        .send(CollectEvent::Exited {
+    // Queued under the book's lock when we resolve first, so no snapshot showing this exit
+    // (the refresh thread resolves under the same lock) can be queued ahead of it.
+    let mut overflow = None;
+    book.resolve(&fd, |key, info| {
+        let exited = CollectEvent::Exited {
             key,
             status: info.status,
             at_unix_ms: info.at_unix_ms,
-        })
-        .await;
+        };
+        if let Err(mpsc::error::TrySendError::Full(ev)) = events.try_send(exited) {
+            overflow = Some(ev);
+        }
+    });
+    if let Some(ev) = overflow {
+        let _ = events.send(ev).await; // channel full: late, but not lost
+    }
     let _ = cmd.send(Cmd::RefreshNow);
 }

@@ -2,17 +2,24 @@
 //! [`Snapshot`]s of it (the target's threads, every descendant, orphans and recent exits),
 //! cheaply enough to run every 500 ms against a thousand threads.
 //!
-//! - [`Collector`]: synchronous attach + refresh ([`tree`] for processes, [`threads`] for
-//!   the target's threads).
-//! - [`pidfd`]: process file descriptors (signals and exit notice that never hit a reused pid).
+//! - [`Collector`]: synchronous attach + refresh ([`tree`] and [`entry`] for processes,
+//!   [`order`] for their display order, [`threads`] for the target's threads).
+//! - [`pidfd`]: process file descriptors (signals and exit notice that never hit a reused pid);
+//!   [`exits`]: how each exit ended, resolved (and reaped) exactly once.
 //! - [`live`]: the collector on its own thread plus a tokio task that reports exits at once.
 //! - [`procfs`], [`dirscan`], [`syscalls`]: kept-open files, getdents, parsers, syscall names.
 //! - [`snapshot_text`]: the plain-text table of a snapshot (`lifecycle-top snapshot`).
+//!
+//! Cost model (measured by `benches/collector.rs` and `bench/collector_vs_top.sh`): per
+//! refresh one `pread` of `schedstat` per thread and per process; `stat`, `wchan`,
+//! `syscall`, `status` only for what ran; `/proc/PID/task` listed only when the thread count
+//! changes; `/proc` listed only when something in the tree ran.
 
 pub mod dirscan;
 pub mod entry;
 pub mod exits;
 pub mod live;
+pub mod order;
 pub mod pidfd;
 pub mod procfs;
 pub mod syscalls;
@@ -23,7 +30,7 @@ pub mod tree;
 pub use live::{CollectEvent, LiveCollector};
 pub use text::snapshot_text;
 
-use crate::model::{ProcKey, Snapshot, SystemInfo};
+use crate::model::{ExitInfo, ProcKey, Snapshot, SystemInfo};
 use procfs::ProcFile;
 use rustix::fd::AsFd;
 use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
@@ -251,6 +258,13 @@ impl Collector {
         self.exits.clone()
     }
 
+    /// Exits that refreshes noticed before the pidfd watcher did, since the last call (only
+    /// collected once [`Collector::take_new_pidfds`] was called: a watcher is attached). The
+    /// watcher reports the others; together each exit is reported once.
+    pub fn take_reported_exits(&mut self) -> Vec<(ProcKey, ExitInfo)> {
+        self.tree.take_reported_exits()
+    }
+
     /// Pidfds of processes that joined the tree since the last call (the first call: of all
     /// tracked processes). For an exit watcher such as [`live`].
     pub fn take_new_pidfds(&mut self) -> Vec<Arc<pidfd::PidFd>> {
@@ -281,15 +295,21 @@ impl Collector {
             tick,
             every: u64::from(self.opts.full_reread_every.max(1)),
         };
-        if let Err(e) = self.tree.refresh(&clock) {
-            tracing::warn!("process scan failed: {e}");
-        }
+        let may_fork = self.tree.update_tracked(&clock, self.threads.is_some());
         let target = self.tree.live.get(&self.tree.target.pid);
         let expected = target.map(|e| e.info.num_threads);
         let threads = match (&mut self.threads, target.is_some()) {
             (Some(t), true) => t.refresh(&clock, expected).unwrap_or_default(),
             _ => Vec::new(),
         };
+        let threads_ran = self.threads.as_ref().is_some_and(|t| t.any_ran());
+        // Launch mode lists every time: orphans reparented to us have no tracked parent that
+        // ran. Everyone else lists when something ran, and every `every` refreshes anyway.
+        let list =
+            may_fork || threads_ran || self.opts.launch_mode || tick.is_multiple_of(clock.every);
+        if let Err(e) = self.tree.discover(&clock, list) {
+            tracing::warn!("process scan failed: {e}");
+        }
         Snapshot {
             taken_at_unix_ms: exits::now_unix_ms(),
             target: self.tree.target,

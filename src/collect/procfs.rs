@@ -92,9 +92,17 @@ pub struct Stat {
     pub start_time: u64,
     /// Resident pages.
     pub rss_pages: u64,
+    /// Fields 32-34: blocked, ignored and caught signals, as masks of signals 1-31 only (the
+    /// kernel masks them to 31 bits; real-time ones are in `status`).
+    pub sig_blocked: u64,
+    pub sig_ignored: u64,
+    pub sig_caught: u64,
     /// Field 52: the status a parent's waitpid would get (zombies only), if present.
     pub exit_code: Option<i32>,
 }
+
+/// The bits of signals 1-31: what `stat` reports of the signal masks.
+pub const LOW_SIGNALS: u64 = 0x7fff_ffff;
 
 /// Parse a `stat` line. `comm` is taken between the first `(` and the *last* `)`, since a
 /// process may name itself `a) R (b`.
@@ -123,7 +131,10 @@ pub fn parse_stat(buf: &[u8]) -> Option<Stat> {
     let num_threads = num(4)?; // 20
     let start_time = num(1)?; // 22
     let rss = num(1)?; // 24
-    let exit_code = num(27).map(|c| c as i32); // 52
+    let sig_blocked = num(7).unwrap_or(0); // 32
+    let sig_ignored = num(0).unwrap_or(0); // 33
+    let sig_caught = num(0).unwrap_or(0); // 34
+    let exit_code = num(17).map(|c| c as i32); // 52
     Some(Stat {
         pid,
         comm,
@@ -135,6 +146,9 @@ pub fn parse_stat(buf: &[u8]) -> Option<Stat> {
         num_threads: u32::try_from(num_threads).unwrap_or(0),
         start_time: u64::try_from(start_time).unwrap_or(0),
         rss_pages: u64::try_from(rss).unwrap_or(0),
+        sig_blocked: sig_blocked as u64 & LOW_SIGNALS,
+        sig_ignored: sig_ignored as u64 & LOW_SIGNALS,
+        sig_caught: sig_caught as u64 & LOW_SIGNALS,
         exit_code,
     })
 }
@@ -279,6 +293,7 @@ mod tests {
         assert_eq!(s.num_threads, 3);
         assert_eq!(s.start_time, 123456);
         assert_eq!(s.rss_pages, 250);
+        assert_eq!((s.sig_blocked, s.sig_ignored, s.sig_caught), (0, 4, 0));
         assert_eq!(s.exit_code, Some(256));
     }
 

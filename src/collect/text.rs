@@ -181,6 +181,100 @@ fn bytes(b: u64) -> String {
 mod tests {
     use super::*;
 
+    use crate::model::{
+        ExitInfo, ProcKey, RunState, SignalMasks, SystemInfo, ThreadInfo, WaitPoint,
+    };
+
+    fn proc(pid: i32, ppid: i32, depth: u32, name: &str) -> ProcInfo {
+        ProcInfo {
+            key: ProcKey {
+                pid,
+                start_time: pid as u64,
+            },
+            ppid,
+            pgid: 10,
+            sid: 10,
+            name: name.into(),
+            cmdline: vec![name.into(), "-c\nx".into()],
+            state: RunState::Sleeping,
+            cpu_ticks: 250,
+            cpu_percent: 1.5,
+            rss_bytes: 3 << 20,
+            num_threads: 1,
+            age_secs: 65.0,
+            depth,
+            orphan: false,
+            signals: SignalMasks::default(),
+            exit: None,
+        }
+    }
+
+    #[test]
+    fn table_shows_tree_orphans_exits_and_threads() {
+        let mut orphan = proc(30, 1, 2, "sleep");
+        orphan.orphan = true;
+        let mut gone = proc(40, 10, 1, "worker");
+        gone.exit = Some(ExitInfo {
+            status: ExitStatus::Signal(15),
+            at_unix_ms: 1,
+        });
+        let snap = Snapshot {
+            taken_at_unix_ms: 0,
+            target: ProcKey {
+                pid: 10,
+                start_time: 10,
+            },
+            processes: vec![proc(10, 1, 0, "app"), proc(20, 10, 1, "sh"), orphan, gone],
+            threads: vec![ThreadInfo {
+                tid: 10,
+                name: "app".into(),
+                state: RunState::Sleeping,
+                wait: WaitPoint {
+                    wchan: Some("futex_wait_queue".into()),
+                    syscall_nr: Some(202),
+                    syscall: Some("futex".into()),
+                    syscall_args: vec![],
+                },
+                cpu_ticks: 0,
+                cpu_percent: 0.0,
+                voluntary_ctxt_switches: Some(4),
+                nonvoluntary_ctxt_switches: None,
+            }],
+            system: SystemInfo::default(),
+        };
+        let text = snapshot_text(&snap);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(
+            lines[0].starts_with("pid 10 (app) state S up 1m05s"),
+            "{}",
+            lines[0]
+        );
+        assert!(
+            lines[0].contains("threads 1 children 2 orphans 1 exited 1"),
+            "{}",
+            lines[0]
+        );
+        assert_eq!(lines[1], "cmd app -c x", "control characters flattened");
+        let row = |pid: &str| {
+            *lines
+                .iter()
+                .find(|l| l.trim_start().starts_with(pid))
+                .expect("row")
+        };
+        assert!(
+            row("20 ").contains("    sh -c x"),
+            "indented by depth: {}",
+            row("20 ")
+        );
+        assert!(row("30 ").contains("orphan"));
+        assert!(row("40 ").contains("killed SIGTERM"));
+        let t = lines
+            .iter()
+            .find(|l| l.contains("futex_wait_queue"))
+            .expect("thread row");
+        assert!(t.contains("futex") && t.contains(" 4 ") && t.trim_end().ends_with('-'));
+    }
+
     #[test]
     fn units() {
         assert_eq!(duration(5.0), "5s");

@@ -73,6 +73,8 @@ struct Slot {
     prev_ticks: u64,
     info: ThreadInfo,
     generation: u64,
+    /// Scheduled since the previous refresh (or no schedstat: cannot tell).
+    ran: bool,
 }
 
 impl Slot {
@@ -102,6 +104,7 @@ impl Slot {
                 nonvoluntary_ctxt_switches: None,
             },
             generation: 0,
+            ran: true,
         })
     }
 
@@ -125,6 +128,7 @@ impl Slot {
             .read(at, c"schedstat", buf)
             .and_then(procfs::parse_schedstat);
         let ran = sched.is_none() || sched != self.last_sched;
+        self.ran = ran;
         // schedstat's run time is in ns: a far finer CPU% than 10 ms ticks.
         let sched_pct = match (sched, self.last_sched) {
             (Some(now), Some(before)) if clock.elapsed_ticks > 0.0 => {
@@ -202,6 +206,8 @@ pub struct Threads {
     slots: BTreeMap<i32, Slot>,
     /// `task` was listed at least once.
     listed: bool,
+    /// Some thread ran (or was born or died) during the last refresh.
+    any_ran: bool,
     /// Files kept open by the slots, and how many may be (half the fd limit at attach, so
     /// on-demand opens and the rest of lifecycle-top always have room).
     kept_fds: usize,
@@ -220,6 +226,7 @@ impl Threads {
             scanner: DirScanner::new(),
             slots: BTreeMap::new(),
             listed: false,
+            any_ran: true,
             kept_fds: 0,
             fd_budget,
             warned_fds: false,
@@ -238,8 +245,10 @@ impl Threads {
         let buf = &mut self.buf;
         let task_dir = self.task_dir.as_fd();
         let kept = &mut self.kept_fds;
+        let mut any_ran = false;
         self.slots.retain(|&tid, s| {
             let alive = s.update(Place { task_dir, tid }, buf, false, clock);
+            any_ran |= s.ran || !alive;
             if !alive {
                 *kept -= s.kept_fds();
             }
@@ -247,8 +256,10 @@ impl Threads {
         });
         let count_differs = expected.is_none_or(|n| n as usize != self.slots.len());
         if !self.listed || count_differs || clock.tick.is_multiple_of(clock.every.max(1)) {
+            any_ran |= count_differs;
             self.list(clock)?;
         }
+        self.any_ran = any_ran;
         Ok(self.slots.values().map(|s| s.info.clone()).collect())
     }
 
@@ -295,6 +306,11 @@ impl Threads {
             listed
         });
         Ok(())
+    }
+
+    /// Did any thread run (be born, die) during the last refresh? A thread that forked ran.
+    pub fn any_ran(&self) -> bool {
+        self.any_ran
     }
 
     /// Number of files kept open (for diagnostics).

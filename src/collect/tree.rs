@@ -8,6 +8,7 @@
 use crate::collect::dirscan::DirScanner;
 pub use crate::collect::entry::{Clock, Entry};
 use crate::collect::exits::{ExitBook, now_unix_ms};
+use crate::collect::order::{Node, dfs_order};
 use crate::collect::pidfd::PidFd;
 use crate::collect::procfs::{self, ProcFile, Stat};
 use crate::model::{ExitInfo, ProcInfo, ProcKey, RunState};
@@ -48,6 +49,8 @@ pub struct Tree {
     /// collector used without a watcher holds no fds of dead processes).
     new_pidfds: Vec<Arc<PidFd>>,
     watched: bool,
+    /// Exits this refresh resolved first (so it must report them), while watched.
+    reported: Vec<(ProcKey, ExitInfo)>,
 }
 
 impl Tree {
@@ -74,6 +77,7 @@ impl Tree {
             exits,
             new_pidfds: Vec::new(),
             watched: false,
+            reported: Vec::new(),
         };
         tree.track(entry);
         Ok(tree)
@@ -96,37 +100,55 @@ impl Tree {
         std::mem::take(&mut self.new_pidfds)
     }
 
+    /// Exits resolved by refreshes (not by the watcher) since the last call.
+    pub fn take_reported_exits(&mut self) -> Vec<(ProcKey, ExitInfo)> {
+        std::mem::take(&mut self.reported)
+    }
+
     /// Is `pid` a live tracked process?
     pub fn contains(&self, pid: i32) -> bool {
         self.live.contains_key(&pid)
     }
 
-    pub fn refresh(&mut self, clock: &Clock) -> io::Result<()> {
-        self.generation += 1;
-        let generation = self.generation;
-        self.scan.clear();
-        let scan = &mut self.scan;
-        self.scanner
-            .scan_pids(self.proc_root.as_fd(), |pid, ino| scan.push((pid, ino)))?;
-
+    /// Re-read the tracked processes: exits, updates, orphans, lingering. Returns whether a
+    /// tracked process may have forked since the last refresh (it ran, it is multi-threaded
+    /// so we cannot tell, or something exited), which is when [`Tree::discover`] must list
+    /// /proc. With `target_threads_known`, a multi-threaded target is left to the caller,
+    /// who knows from its thread table whether any of its threads ran.
+    pub fn update_tracked(&mut self, clock: &Clock, target_threads_known: bool) -> bool {
         // 1. Tracked processes: exited or updated. Exiting means running, so the gated read
         //    sees it: the kept `stat` fd fails once the process is reaped (even if its pid
         //    was reused meanwhile), and a zombie shows `Z`. `Z` is also what a process whose
         //    main thread exited shows while other threads run: the pidfd tells them apart.
+        //    A failed read is only believed if the pidfd agrees (or there is none).
         let mut gone = Vec::new();
+        let mut may_fork = false;
         for (pid, e) in self.live.iter_mut() {
-            let exited = !e.update(&mut self.buf, false, clock)
-                || (e.info.state == RunState::Zombie
-                    && e.pidfd.as_ref().is_none_or(|fd| fd.has_exited()));
+            let read = e.update(&mut self.buf, false, clock);
+            let suspect = !read || e.info.state == RunState::Zombie;
+            let exited = suspect && e.pidfd.as_ref().is_none_or(|fd| fd.has_exited());
             if exited {
                 gone.push(*pid);
             }
+            let judged_by_threads =
+                target_threads_known && *pid == self.target.pid && e.info.num_threads > 1;
+            may_fork |= e.ran && !judged_by_threads;
         }
+        may_fork |= !gone.is_empty();
         for pid in gone {
             if let Some(mut e) = self.live.remove(&pid) {
+                // Noticed here first: queue the report for the live watcher's channel (only
+                // when one is attached), ahead of the snapshot showing it.
+                let reported = &mut self.reported;
+                let watched = self.watched;
+                let report = |key, info| {
+                    if watched {
+                        reported.push((key, info));
+                    }
+                };
                 let info: ExitInfo = match &e.pidfd {
-                    Some(fd) => self.exits.resolve(fd),
-                    None => self.exits.resolve_without_pidfd(e.info.key),
+                    Some(fd) => self.exits.resolve(fd, report),
+                    None => self.exits.resolve_without_pidfd(e.info.key, report),
                 };
                 e.info.exit = Some(info);
                 e.info.cpu_percent = 0.0;
@@ -156,6 +178,32 @@ impl Tree {
                 e.info.orphan |= out;
             }
         }
+
+        // 4. Exited processes linger, then go (with their remembered exit). The target stays:
+        //    how it ended is the headline until the user quits.
+        let linger = self.opts.exited_linger;
+        let target = self.target;
+        self.exited
+            .retain(|e| e.info.key == target || e.exited_at.is_some_and(|t| t.elapsed() < linger));
+        let cutoff = now_unix_ms().saturating_sub(linger.as_millis() as u64 * 2);
+        self.exits.prune(cutoff);
+        may_fork
+    }
+
+    /// New descendants: list /proc (getdents) when `list`, read `stat` once for each pid
+    /// not seen before, and take in those whose parent is tracked. A new process needs a
+    /// parent that ran (forked), so when nothing in the tree ran the listing, whose cost
+    /// grows with every task on the system, is skipped.
+    pub fn discover(&mut self, clock: &Clock, list: bool) -> io::Result<()> {
+        if !list {
+            return Ok(());
+        }
+        self.generation += 1;
+        let generation = self.generation;
+        self.scan.clear();
+        let scan = &mut self.scan;
+        self.scanner
+            .scan_pids(self.proc_root.as_fd(), |pid, ino| scan.push((pid, ino)))?;
 
         // 3. New pids: read stat once, join the tree if the parent is tracked.
         let mut candidates: Vec<(i32, u64, Stat)> = Vec::new();
@@ -222,62 +270,24 @@ impl Tree {
         }
         self.others.retain(|_, o| o.1 == generation);
 
-        // 4. Exited processes linger, then go (with their remembered exit). The target stays:
-        //    how it ended is the headline until the user quits.
-        let linger = self.opts.exited_linger;
-        let target = self.target;
-        self.exited
-            .retain(|e| e.info.key == target || e.exited_at.is_some_and(|t| t.elapsed() < linger));
-        let cutoff = now_unix_ms().saturating_sub(linger.as_millis() as u64 * 2);
-        self.exits.prune(cutoff);
         Ok(())
     }
 
     /// Target first, its live descendants depth-first (children by start time), then the
     /// orphans with their subtrees, then the exited processes (newest exit first).
     pub fn ordered(&mut self) -> Vec<ProcInfo> {
-        let mut children: HashMap<i32, Vec<(u64, i32)>> = HashMap::new();
-        for e in self.live.values() {
-            if e.info.key != self.target {
-                children
-                    .entry(e.info.ppid)
-                    .or_default()
-                    .push((e.info.key.start_time, e.info.key.pid));
-            }
-        }
-        for v in children.values_mut() {
-            v.sort_unstable();
-        }
-        let mut order: Vec<(i32, u32)> = Vec::with_capacity(self.live.len());
-        let mut stack: Vec<(i32, u32)> = Vec::new();
-        let mut seen: std::collections::HashSet<i32> = std::collections::HashSet::new();
-        let mut visit = |root: i32, depth: u32, order: &mut Vec<(i32, u32)>| {
-            stack.push((root, depth));
-            while let Some((pid, d)) = stack.pop() {
-                // Guards against a ppid loop built from two reads of a racing /proc.
-                if !seen.insert(pid) {
-                    continue;
-                }
-                order.push((pid, d));
-                if let Some(kids) = children.get(&pid) {
-                    stack.extend(kids.iter().rev().map(|&(_, k)| (k, d + 1)));
-                }
-            }
-        };
-        let target_exited = !self.live.contains_key(&self.target.pid);
-        if !target_exited {
-            visit(self.target.pid, 0, &mut order);
-        }
-        let mut roots: Vec<(u64, i32, u32)> = self
+        let nodes: Vec<Node> = self
             .live
             .values()
-            .filter(|e| e.info.key != self.target && !self.live.contains_key(&e.info.ppid))
-            .map(|e| (e.info.key.start_time, e.info.key.pid, e.info.depth))
+            .map(|e| Node {
+                pid: e.info.key.pid,
+                ppid: e.info.ppid,
+                start_time: e.info.key.start_time,
+                depth: e.info.depth,
+            })
             .collect();
-        roots.sort_unstable();
-        for (_, pid, depth) in roots {
-            visit(pid, depth, &mut order);
-        }
+        let order = dfs_order(self.target.pid, &nodes);
+        let target_exited = !self.live.contains_key(&self.target.pid);
         let mut out = Vec::with_capacity(order.len() + self.exited.len());
         if target_exited && let Some(t) = self.exited.iter().find(|e| e.info.key == self.target) {
             out.push(t.info.clone());

@@ -7,7 +7,7 @@
 pub(crate) mod fixture;
 mod tables;
 
-pub use tables::{SortKey, ThreadRow, thread_rows};
+pub use tables::{SortKey, ThreadRow, page_offset, thread_order};
 
 use crate::agent::protocol::{Hello, Report};
 use crate::model::{AgentFacts, ExitInfo, ExitStatus, ProcKey, Snapshot};
@@ -165,6 +165,8 @@ pub struct AppState {
     pub sort: SortKey,
     pub sort_reverse: bool,
     pub selected_tid: Option<i32>,
+    /// Display order of `snapshot.threads` (indices), kept in step with the sort.
+    pub thread_order: Vec<usize>,
     pub selected_pid: Option<ProcKey>,
     pub overlay: Overlay,
     pub status: Option<String>,
@@ -201,6 +203,7 @@ impl AppState {
             sort: SortKey::Tid,
             sort_reverse: false,
             selected_tid: None,
+            thread_order: Vec::new(),
             selected_pid: None,
             overlay: Overlay::None,
             status: None,
@@ -250,6 +253,7 @@ impl AppState {
                     if key == snap.target {
                         self.target_exit = Some(info);
                         snap.threads.clear();
+                        self.thread_order.clear();
                     }
                 }
             }
@@ -302,17 +306,38 @@ impl AppState {
         }
     }
 
-    /// Thread rows in display order (sorted, with agent facts joined).
-    pub fn thread_rows(&self) -> Vec<ThreadRow<'_>> {
+    /// Thread rows `range` of the display order (sorted, agent facts joined).
+    pub fn thread_rows(&self, range: std::ops::Range<usize>) -> Vec<ThreadRow<'_>> {
         match &self.snapshot {
-            Some(s) => thread_rows(s, self.agent_facts.as_ref(), self.sort, self.sort_reverse),
+            Some(s) => tables::thread_rows(s, self.agent_facts.as_ref(), &self.thread_order, range),
             None => Vec::new(),
         }
     }
 
+    /// Tids in display order.
+    fn ordered_tids(&self) -> Vec<i32> {
+        let Some(s) = &self.snapshot else {
+            return Vec::new();
+        };
+        self.thread_order
+            .iter()
+            .filter_map(|&i| s.threads.get(i).map(|t| t.tid))
+            .collect()
+    }
+
+    fn resort(&mut self) {
+        self.thread_order = match &self.snapshot {
+            Some(s) => thread_order(s, self.sort, self.sort_reverse),
+            None => Vec::new(),
+        };
+    }
+
     pub fn selected_thread_index(&self) -> Option<usize> {
         let tid = self.selected_tid?;
-        self.thread_rows().iter().position(|r| r.thread.tid == tid)
+        let s = self.snapshot.as_ref()?;
+        self.thread_order
+            .iter()
+            .position(|&i| s.threads.get(i).is_some_and(|t| t.tid == tid))
     }
 
     pub fn selected_process_index(&self) -> Option<usize> {
@@ -325,7 +350,8 @@ impl AppState {
     }
 
     fn fix_selection(&mut self) {
-        let tids: Vec<i32> = self.thread_rows().iter().map(|r| r.thread.tid).collect();
+        self.resort();
+        let tids = self.ordered_tids();
         if self.selected_tid.is_none_or(|t| !tids.contains(&t)) {
             self.selected_tid = tids.first().copied();
         }
@@ -347,7 +373,7 @@ impl AppState {
         }
         match self.focus {
             Panel::Threads => {
-                let tids: Vec<i32> = self.thread_rows().iter().map(|r| r.thread.tid).collect();
+                let tids = self.ordered_tids();
                 self.selected_tid = step(&tids, self.selected_tid, delta);
             }
             Panel::Tree => {
@@ -445,10 +471,12 @@ impl AppState {
             Action::Bottom => self.moved(isize::MAX / 2),
             Action::CycleSort => {
                 self.sort = self.sort.next();
+                self.resort();
                 Vec::new()
             }
             Action::ReverseSort => {
                 self.sort_reverse = !self.sort_reverse;
+                self.resort();
                 Vec::new()
             }
             Action::ToggleHelp => {

@@ -109,11 +109,11 @@ fn target_exit_is_recorded() {
 #[test]
 fn agent_facts_fill_daemon_and_pick_threads_to_snapshot() {
     let mut s = state();
-    assert_eq!(s.thread_rows()[1].daemon(), None);
+    assert_eq!(s.thread_rows(0..10)[1].daemon(), None);
     s.apply(Event::Agent(AgentStatus::Connected("python 3.11".into())));
     s.agent_facts = Some(fixture::agent_facts());
-    assert_eq!(s.thread_rows()[1].daemon(), Some(false));
-    assert_eq!(s.thread_rows()[2].daemon(), Some(true));
+    assert_eq!(s.thread_rows(0..10)[1].daemon(), Some(false));
+    assert_eq!(s.thread_rows(0..10)[2].daemon(), Some(true));
     assert_eq!(s.threads_to_snapshot(), vec![100, 105]);
     s.apply(Event::Agent(AgentStatus::Lost("eof".into())));
     assert!(s.agent_facts.is_none());

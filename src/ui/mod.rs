@@ -22,7 +22,7 @@ pub fn draw(frame: &mut Frame, state: &AppState) {
     .areas(area);
     widgets::header::render(frame, header, state);
     let [top, bottom] =
-        Layout::vertical([Constraint::Percentage(60), Constraint::Percentage(40)]).areas(body);
+        Layout::vertical([Constraint::Percentage(45), Constraint::Percentage(55)]).areas(body);
     let [threads, tree] =
         Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(top);
     widgets::threads::render(frame, threads, state);
@@ -59,21 +59,17 @@ fn draw_stacks(frame: &mut Frame, area: Rect, state: &AppState) {
 }
 
 fn draw_bottom(frame: &mut Frame, area: Rect, state: &AppState) {
-    let launched = matches!(state.mode, Mode::Launch { .. });
-    let constraints: &[Constraint] = if launched {
-        &[
-            Constraint::Percentage(35),
-            Constraint::Percentage(35),
-            Constraint::Percentage(30),
-        ]
+    let [left, right] =
+        Layout::horizontal([Constraint::Percentage(45), Constraint::Percentage(55)]).areas(area);
+    widgets::phases::render(frame, right, state);
+    if matches!(state.mode, Mode::Launch { .. }) {
+        // Launch mode: the launched command's output goes under the tasks.
+        let [tasks, log] =
+            Layout::vertical([Constraint::Percentage(60), Constraint::Percentage(40)]).areas(left);
+        widgets::agent_panel::render(frame, tasks, state);
+        widgets::log::render(frame, log, state);
     } else {
-        &[Constraint::Percentage(50), Constraint::Percentage(50)]
-    };
-    let cols = Layout::horizontal(constraints).split(area);
-    widgets::agent_panel::render(frame, cols[0], state);
-    widgets::phases::render(frame, cols[1], state);
-    if launched && let Some(log_area) = cols.get(2) {
-        widgets::log::render(frame, *log_area, state);
+        widgets::agent_panel::render(frame, left, state);
     }
 }
 

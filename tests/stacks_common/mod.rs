@@ -226,10 +226,27 @@ pub fn tid_named(pid: i32, name: &str) -> i32 {
 /// The Python target; with `dump`, it first writes its agent-format stacks to
 /// `<tempdir>/stacks.json` (returned) once every named thread is blocked.
 pub fn python_target(extra: usize, dump: bool) -> (Target, Option<serde_json::Value>) {
+    python_target_with(extra, dump, false)
+}
+
+/// Same; with `agent`, the lifecycle-top agent (assets/agent) runs inside it, listening on
+/// `<tempdir>/agent.sock`.
+pub fn python_target_with(
+    extra: usize,
+    dump: bool,
+    agent: bool,
+) -> (Target, Option<serde_json::Value>) {
     require_tool("python3");
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("stacks.json");
     let mut cmd = Command::new("python3");
+    if agent {
+        cmd.env(
+            "PYTHONPATH",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/assets/agent"),
+        );
+        cmd.env("LIFECYCLE_TOP_SOCKET", dir.path().join("agent.sock"));
+    }
     cmd.arg(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/targets/stacks_blocked.py"

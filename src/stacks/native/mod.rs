@@ -2,10 +2,14 @@
 //! capture is ptrace-free: a thread blocked in the kernel shows its user sp/pc in
 //! /proc/TID/syscall; one process_vm_readv copies its stack, and re-reading the syscall file
 //! confirms it did not move meanwhile. Threads running in user space need `seize` (opt-in,
-//! see [`seize`]). Parsed ELF files, unwinders and symbols are cached across snapshots.
+//! see [`seize`]: one helper per snapshot interrupts them in turn). x86_64 only for now
+//! (framehop needs rip, rsp, rbp there; aarch64 would need pc, sp, fp and lr, and lr is not
+//! in /proc/TID/syscall, so aarch64 would have to seize). Parsed ELF files, unwinders and
+//! symbols are cached across snapshots.
 
 pub mod modules;
 pub mod seize;
+mod seize_helper;
 pub mod symbolize;
 pub mod unwind;
 
@@ -14,7 +18,7 @@ use super::{SourceError, SourceKind, SourceStack, StackOptions, ThreadStacks};
 use modules::{ElfCache, Mapping};
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// What is kept per target process between snapshots (a warm snapshot reuses all of it).
 #[cfg(target_arch = "x86_64")]
@@ -34,8 +38,8 @@ struct NativeState {
 }
 
 thread_local! {
-    // blazesym's Symbolizer is !Send, so caches live per thread: call `capture` from one
-    // long-lived thread (the app's stacks worker) to get warm snapshots.
+    // blazesym's Symbolizer is !Send, so caches live per thread; `stacks::capture` always
+    // runs on the one long-lived stacks thread (see `stacks::worker`), which keeps them warm.
     static STATE: RefCell<NativeState> = RefCell::new(NativeState::default());
 }
 
@@ -47,8 +51,8 @@ fn err(message: String) -> SourceError {
 }
 
 /// Unwind and symbolize the native stack of each thread, appending a `Native` stack.
-#[cfg(target_arch = "x86_64")]
 /// `maps_text` is /proc/PID/maps, read once per snapshot by the caller.
+#[cfg(target_arch = "x86_64")]
 pub fn capture_into(
     pid: i32,
     maps_text: &str,
@@ -113,6 +117,7 @@ fn capture_with(
         errors.push(err(format!("no unwind info: {e}")));
     }
     let mut walks: Vec<(usize, unwind::Walk, String)> = Vec::new();
+    let mut to_seize: Vec<(usize, &'static str)> = Vec::new();
     for (i, t) in threads.iter_mut().enumerate() {
         if started.elapsed() > opts.budget {
             t.errors.push(err(
@@ -120,15 +125,13 @@ fn capture_with(
             ));
             continue;
         }
-        // A seize never runs past the snapshot's budget either.
-        let bound = opts
-            .per_thread_budget
-            .min(opts.budget.saturating_sub(started.elapsed()));
-        match capture_thread(pid, t, maps, pc, opts, bound) {
-            Ok((w, note)) => walks.push((i, w, note)),
-            Err(e) => t.errors.push(err(e)),
+        match capture_thread(pid, t, maps, pc, opts) {
+            Outcome::Walked(w, note) => walks.push((i, w, note)),
+            Outcome::NeedsSeize(why) => to_seize.push((i, why)),
+            Outcome::Failed(e) => t.errors.push(err(e)),
         }
     }
+    seize_all(pid, threads, &to_seize, pc, opts, started, &mut walks);
     let all: Vec<u64> = walks
         .iter()
         .flat_map(|(_, w, _)| w.lookup_addrs.iter().copied())
@@ -157,7 +160,15 @@ fn capture_with(
     }
 }
 
-/// One thread: ptrace-free when blocked, else seize if allowed.
+enum Outcome {
+    Walked(unwind::Walk, String),
+    /// Not readable without stopping it (the reason says why).
+    NeedsSeize(&'static str),
+    Failed(String),
+}
+
+/// One thread, ptrace-free: read sp/pc from /proc/TID/syscall, copy the stack, walk, and
+/// confirm the syscall line did not change meanwhile.
 #[cfg(target_arch = "x86_64")]
 fn capture_thread(
     pid: i32,
@@ -165,11 +176,10 @@ fn capture_thread(
     maps: &[Mapping],
     pc: &mut ProcCache,
     opts: &StackOptions,
-    bound: Duration,
-) -> Result<(unwind::Walk, String), String> {
+) -> Outcome {
     let tid = t.tid;
     if opts.seize && opts.prefer_seize {
-        return seize_thread(pid, t, pc, opts, bound, "seize preferred");
+        return Outcome::NeedsSeize("seize preferred");
     }
     let limit_of = |sp: u64| {
         maps.iter()
@@ -181,58 +191,93 @@ fn capture_thread(
     for _attempt in 0..2 {
         let before = match first.take() {
             Some(line) => line,
-            None => kernel::read_syscall(pid, tid).map_err(|e| format!("thread {tid}: {e}"))?,
+            None => match kernel::read_syscall(pid, tid) {
+                Ok(l) => l,
+                Err(e) => return Outcome::Failed(format!("thread {tid}: {e}")),
+            },
         };
         let Some((sp, ip)) = before.as_ref().and_then(SyscallLine::sp_pc) else {
-            return seize_thread(pid, t, pc, opts, bound, "running in user space");
+            return Outcome::NeedsSeize("running in user space");
         };
-        let limit = limit_of(sp).ok_or_else(|| format!("sp {sp:#x} is in no mapping"))?;
-        let mut stack = unwind::StackCopy::read(pid, sp, limit)?;
+        let Some(limit) = limit_of(sp) else {
+            return Outcome::Failed(format!("sp {sp:#x} is in no mapping"));
+        };
+        let mut stack = match unwind::StackCopy::read(pid, sp, limit) {
+            Ok(s) => s,
+            Err(e) => return Outcome::Failed(e),
+        };
         let is_code = |a: u64| pc.exec_maps.iter().any(|m| m.range.contains(&a));
         let walk =
             unwind::walk_guessing_bp(&pc.unwinder, &mut pc.rules, &mut stack, ip, sp, &is_code);
-        let after = kernel::read_syscall(pid, tid).map_err(|e| format!("thread {tid}: {e}"))?;
-        if after == before {
-            return Ok((walk, "ptrace-free".into()));
+        match kernel::read_syscall(pid, tid) {
+            Ok(after) if after == before => return Outcome::Walked(walk, "ptrace-free".into()),
+            Ok(_) => {}
+            Err(e) => return Outcome::Failed(format!("thread {tid}: {e}")),
         }
     }
-    seize_thread(pid, t, pc, opts, bound, "kept moving while read")
+    Outcome::NeedsSeize("kept moving while read")
 }
 
+/// The opt-in fallback for the threads the ptrace-free path could not read: refusals first
+/// (D state, traced), then one helper for all the others, bounded per thread and by what is
+/// left of the snapshot budget.
 #[cfg(target_arch = "x86_64")]
-fn seize_thread(
+fn seize_all(
     pid: i32,
-    t: &ThreadStacks,
+    threads: &mut [ThreadStacks],
+    to_seize: &[(usize, &'static str)],
     pc: &mut ProcCache,
     opts: &StackOptions,
-    bound: Duration,
-    why: &str,
-) -> Result<(unwind::Walk, String), String> {
-    if !opts.seize {
-        return Err(format!(
-            "{why}: no ptrace-free stack (use --seize / `seize` to interrupt it briefly)"
-        ));
+    started: Instant,
+    walks: &mut Vec<(usize, unwind::Walk, String)>,
+) {
+    let mut go: Vec<usize> = Vec::new();
+    for &(i, why) in to_seize {
+        let Some(t) = threads.get_mut(i) else {
+            continue;
+        };
+        if !opts.seize {
+            t.errors.push(err(format!(
+                "{why}: no ptrace-free stack (use --seize / `seize` to interrupt it briefly)"
+            )));
+            continue;
+        }
+        // Fresh state: the kernel view may be a few ms old.
+        let fresh = kernel::read_thread(pid, t.tid, false);
+        match fresh.kernel.as_ref().map(seize::refusal) {
+            None => t.errors.push(err("thread vanished".into())),
+            Some(Some(refused)) => t.errors.push(err(refused)),
+            Some(None) => go.push(i),
+        }
     }
-    // Fresh state: the kernel view may be a few ms old.
-    let fresh = kernel::read_thread(pid, t.tid, false);
-    let k = fresh.kernel.as_ref().ok_or("thread vanished")?;
-    if let Some(why) = seize::refusal(k) {
-        return Err(why);
+    let tids: Vec<i32> = go
+        .iter()
+        .filter_map(|&i| threads.get(i).map(|t| t.tid))
+        .collect();
+    let left = opts.budget.saturating_sub(started.elapsed());
+    let results = seize::capture_many(pid, &tids, opts.per_thread_budget, left, opts.hold_stopped);
+    for (i, r) in go.into_iter().zip(results) {
+        match r {
+            Ok(cap) => {
+                let mut stack = unwind::StackCopy::from_bytes(cap.sp, cap.stack);
+                let walk = unwind::walk(
+                    &pc.unwinder,
+                    &mut pc.rules,
+                    &mut stack,
+                    cap.ip,
+                    cap.sp,
+                    cap.bp,
+                );
+                let note = format!("seized {:.3} ms", cap.paused.as_secs_f64() * 1000.0);
+                walks.push((i, walk, note));
+            }
+            Err(e) => {
+                if let Some(t) = threads.get_mut(i) {
+                    t.errors.push(err(e));
+                }
+            }
+        }
     }
-    let cap = seize::capture(pid, t.tid, bound, opts.hold_stopped)?;
-    let mut stack = unwind::StackCopy::from_bytes(cap.sp, cap.stack);
-    let walk = unwind::walk(
-        &pc.unwinder,
-        &mut pc.rules,
-        &mut stack,
-        cap.ip,
-        cap.sp,
-        cap.bp,
-    );
-    Ok((
-        walk,
-        format!("seized {:.3} ms", cap.paused.as_secs_f64() * 1000.0),
-    ))
 }
 
 #[cfg(not(target_arch = "x86_64"))]

@@ -1,13 +1,14 @@
-//! The opt-in ptrace fallback for ONE thread: PTRACE_SEIZE + PTRACE_INTERRUPT, copy its
-//! registers and stack, detach at once; the unwinding happens after the thread runs again.
-//! The ptrace work runs in a forked helper process with a watchdog, because only killing
-//! the tracer is a guaranteed way out of a stuck ptrace call: when a tracer dies the kernel
-//! detaches its tracees and, since we SEIZE (no SIGSTOP is ever sent) and never set
-//! PTRACE_O_EXITKILL, a thread in an interrupt stop simply resumes. The helper has
-//! PR_SET_PDEATHSIG(SIGKILL), so lifecycle-top being SIGKILLed mid-capture kills the helper
-//! too and the target is never left stopped. Between fork and _exit the helper only makes
-//! raw syscalls (async-signal-safe): all memory it touches is mapped before the fork.
+//! The opt-in ptrace fallback: PTRACE_SEIZE + PTRACE_INTERRUPT of one thread at a time, copy
+//! its registers and stack, detach at once; unwinding happens after the thread runs again.
+//! The ptrace work runs in ONE forked helper per snapshot (see `seize_helper`) under a
+//! watchdog, because only killing the tracer is a guaranteed way out of a stuck ptrace call:
+//! when a tracer dies the kernel detaches its tracees and, since we SEIZE (no SIGSTOP is ever
+//! sent) and never set PTRACE_O_EXITKILL, a thread in an interrupt stop simply resumes. The
+//! helper has PR_SET_PDEATHSIG(SIGKILL), so lifecycle-top being SIGKILLed mid-capture kills
+//! the helper too and the target is never left stopped.
 
+use super::seize_helper::{self as helper, Control, Header, STACK_BYTES};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 /// Registers and stack of a thread copied while it was briefly stopped.
@@ -20,13 +21,6 @@ pub struct Captured {
     /// How long the thread was stopped (from the stop being seen to the detach).
     pub paused: Duration,
 }
-
-const PAGE: usize = 4096;
-/// Stack copied by the helper: 16 pages (one iovec each, so a read stops cleanly at the end
-/// of the stack mapping instead of failing whole). 64 KiB holds typical blocked stacks and
-/// keeps the pause near 0.1 ms; 256 KiB measured 0.26 ms. Deeper stacks show as truncated.
-const PAGES: usize = 16;
-const STACK_BYTES: usize = PAGE * PAGES;
 
 /// Why a thread must not be interrupted, if it must not: a thread in D state (the stop would
 /// only land when it wakes, holding our helper for nobody knows how long), or a thread that
@@ -44,206 +38,11 @@ pub fn refusal(k: &crate::stacks::KernelView) -> Option<String> {
     None
 }
 
-/// Written by the helper into memory shared with us.
-#[repr(C)]
-#[derive(Default, Clone, Copy)]
-struct Header {
-    /// 0 = not started, 1 = seized, 2 = stopped, 3 = registers read, 4 = done (detached).
-    stage: u64,
-    errno: u64,
-    ip: u64,
-    sp: u64,
-    bp: u64,
-    nbytes: u64,
-    paused_ns: u64,
-}
-
-fn errno() -> u64 {
-    std::io::Error::last_os_error().raw_os_error().unwrap_or(0) as u64
-}
-
-fn now_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes into the timespec we own; async-signal-safe.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
-/// Runs in the forked helper. Only raw syscalls; never returns.
-///
-/// # Safety
-/// `hdr` must point to a shared `Header` followed by `STACK_BYTES` writable bytes.
-#[cfg(target_arch = "x86_64")]
-unsafe fn helper(parent: libc::pid_t, pid: i32, tid: i32, hdr: *mut Header, hold_ms: u64) -> ! {
-    // SAFETY (whole body): raw syscalls on memory mapped before the fork, as the contract says.
-    unsafe {
-        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-        if libc::getppid() != parent {
-            libc::_exit(90);
-        }
-        let h = &mut *hdr;
-        let null = std::ptr::null_mut::<libc::c_void>();
-        // Options 0: no EXITKILL, so our death detaches and resumes the thread.
-        if libc::ptrace(libc::PTRACE_SEIZE, tid, null, null) != 0 {
-            h.errno = errno();
-            libc::_exit(10);
-        }
-        h.stage = 1;
-        if libc::ptrace(libc::PTRACE_INTERRUPT, tid, null, null) != 0 {
-            h.errno = errno();
-            libc::_exit(11);
-        }
-        let mut status = 0;
-        if libc::waitpid(tid, &mut status, libc::__WALL) != tid {
-            h.errno = errno();
-            libc::_exit(12);
-        }
-        let stopped_at = now_ns();
-        h.stage = 2;
-        let mut regs: libc::user_regs_struct = std::mem::zeroed();
-        if libc::ptrace(
-            libc::PTRACE_GETREGS,
-            tid,
-            null,
-            &mut regs as *mut _ as *mut libc::c_void,
-        ) != 0
-        {
-            h.errno = errno();
-            libc::ptrace(libc::PTRACE_DETACH, tid, null, null);
-            libc::_exit(13);
-        }
-        h.stage = 3;
-        (h.ip, h.sp, h.bp) = (regs.rip, regs.rsp, regs.rbp);
-        // One iovec per page: the first up to the next page boundary.
-        let data = (hdr as *mut u8).add(std::mem::size_of::<Header>());
-        let first = PAGE - (regs.rsp as usize % PAGE);
-        let mut local: [libc::iovec; PAGES] = std::mem::zeroed();
-        let mut remote: [libc::iovec; PAGES] = std::mem::zeroed();
-        let (mut off, mut n) = (0usize, 0usize);
-        while n < PAGES && off < STACK_BYTES {
-            let len = if n == 0 { first } else { PAGE }.min(STACK_BYTES - off);
-            local[n] = libc::iovec {
-                iov_base: data.add(off) as *mut libc::c_void,
-                iov_len: len,
-            };
-            remote[n] = libc::iovec {
-                iov_base: (regs.rsp as usize + off) as *mut libc::c_void,
-                iov_len: len,
-            };
-            off += len;
-            n += 1;
-        }
-        let got =
-            libc::process_vm_readv(pid, local.as_ptr(), n as u64, remote.as_ptr(), n as u64, 0);
-        h.nbytes = got.max(0) as u64;
-        if hold_ms > 0 {
-            let ts = libc::timespec {
-                tv_sec: (hold_ms / 1000) as i64,
-                tv_nsec: ((hold_ms % 1000) * 1_000_000) as i64,
-            };
-            libc::nanosleep(&ts, std::ptr::null_mut());
-        }
-        libc::ptrace(libc::PTRACE_DETACH, tid, null, null);
-        h.paused_ns = now_ns().saturating_sub(stopped_at);
-        h.stage = 4;
-        libc::_exit(0)
-    }
-}
-
-/// Interrupt `tid` of `pid` for as short as possible and copy its registers and stack.
-/// Bounded by `budget`: past it the helper is SIGKILLed (the kernel then detaches and the
-/// thread resumes). Errors are one line with the reason and a remedy.
-#[cfg(target_arch = "x86_64")]
-/// `hold` keeps the thread stopped that much longer (test hook, zero in real use).
+/// One thread: see [`capture_many`].
 pub fn capture(pid: i32, tid: i32, budget: Duration, hold: Duration) -> Result<Captured, String> {
-    let hold_ms = hold.as_millis() as u64;
-    let size = std::mem::size_of::<Header>() + STACK_BYTES;
-    // SAFETY: anonymous shared mapping, checked for MAP_FAILED, unmapped by `Shared::drop`.
-    let mem = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            size,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
-    if mem == libc::MAP_FAILED {
-        return Err(format!(
-            "mmap for the seize helper failed: {}",
-            std::io::Error::last_os_error()
-        ));
-    }
-    let shared = Shared { mem, size };
-    let hdr = mem as *mut Header;
-    // SAFETY: getpid/fork are plain syscalls; the child only runs `helper` (raw syscalls).
-    let parent = unsafe { libc::getpid() };
-    let child = unsafe { libc::fork() };
-    if child < 0 {
-        return Err(format!(
-            "fork of the seize helper failed: {}",
-            std::io::Error::last_os_error()
-        ));
-    }
-    if child == 0 {
-        // SAFETY: `hdr` is the shared mapping of `size` bytes made above.
-        unsafe { helper(parent, pid, tid, hdr, hold_ms) }
-    }
-    let code = wait_bounded(child, budget);
-    // SAFETY: the helper has exited (reaped above); the mapping is ours alone now.
-    let h: Header = unsafe { *hdr };
-    let _keep = &shared;
-    let code = match code {
-        Some(c) => c,
-        None => {
-            return Err(format!(
-                "thread {tid}: ptrace capture exceeded {} ms (stage {}); helper killed, thread resumed",
-                budget.as_millis(),
-                h.stage
-            ));
-        }
-    };
-    if code != 0 || h.stage != 4 {
-        let why = std::io::Error::from_raw_os_error(h.errno as i32);
-        let remedy = match h.errno as i32 {
-            libc::EPERM => {
-                " (ptrace refused: run as root or the target's user; check kernel.yama.ptrace_scope)"
-            }
-            libc::ESRCH => " (thread exited)",
-            _ => "",
-        };
-        return Err(format!(
-            "thread {tid}: ptrace seize failed at stage {}: {why}{remedy}",
-            h.stage
-        ));
-    }
-    let n = (h.nbytes as usize).min(STACK_BYTES);
-    // SAFETY: the helper wrote `n` <= STACK_BYTES bytes after the header in our mapping.
-    let stack = unsafe {
-        std::slice::from_raw_parts((mem as *const u8).add(std::mem::size_of::<Header>()), n)
-    }
-    .to_vec();
-    Ok(Captured {
-        ip: h.ip,
-        sp: h.sp,
-        bp: h.bp,
-        stack,
-        paused: Duration::from_nanos(h.paused_ns),
-    })
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-pub fn capture(
-    _pid: i32,
-    _tid: i32,
-    _budget: Duration,
-    _hold: Duration,
-) -> Result<Captured, String> {
-    Err("ptrace capture is implemented for x86_64 only in this build".into())
+    capture_many(pid, &[tid], budget, budget, hold)
+        .pop()
+        .unwrap_or_else(|| Err("seize helper returned nothing".into()))
 }
 
 struct Shared {
@@ -258,36 +57,164 @@ impl Drop for Shared {
     }
 }
 
-/// Reap `child` within `budget`; past it SIGKILL and reap. `None` means it was killed.
-fn wait_bounded(child: libc::pid_t, budget: Duration) -> Option<i32> {
-    let deadline = Instant::now() + budget;
+/// How the helper ended.
+enum End {
+    Finished,
+    /// Killed by the watchdog while on thread `at`.
+    Killed {
+        at: usize,
+        total: bool,
+    },
+}
+
+/// Interrupt each of `tids` in turn, as briefly as possible, and copy registers and stack.
+/// Bounds: `per_thread` for each thread, `total` for all; past either the helper is SIGKILLed
+/// (the kernel then detaches and the thread resumes). `hold` keeps each thread stopped that
+/// much longer (test hook, zero in real use). Errors are one line with reason and remedy.
+#[cfg(target_arch = "x86_64")]
+pub fn capture_many(
+    pid: i32,
+    tids: &[i32],
+    per_thread: Duration,
+    total: Duration,
+    hold: Duration,
+) -> Vec<Result<Captured, String>> {
+    if tids.is_empty() {
+        return Vec::new();
+    }
+    let (stacks_at, size) = helper::layout(tids.len());
+    // SAFETY: anonymous shared mapping, checked for MAP_FAILED, unmapped by `Shared::drop`.
+    let mem = unsafe {
+        let prot = libc::PROT_READ | libc::PROT_WRITE;
+        libc::mmap(
+            std::ptr::null_mut(),
+            size,
+            prot,
+            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if mem == libc::MAP_FAILED {
+        let e = format!(
+            "mmap for the seize helper failed: {}",
+            std::io::Error::last_os_error()
+        );
+        return tids.iter().map(|_| Err(e.clone())).collect();
+    }
+    let shared = Shared { mem, size };
+    let base = shared.mem as *mut u8;
+    let hold_ms = hold.as_millis() as u64;
+    // Paths the helper re-checks the state in (allocated here: the helper must not allocate).
+    let stats: Vec<std::ffi::CString> = tids
+        .iter()
+        .map(|t| std::ffi::CString::new(format!("/proc/{pid}/task/{t}/stat")).unwrap_or_default())
+        .collect();
+    // SAFETY: getpid/fork are plain syscalls; the child only runs `helper::run` (raw syscalls
+    // on `tids` and the mapping, both allocated before the fork).
+    let parent = unsafe { libc::getpid() };
+    let child = unsafe { libc::fork() };
+    if child < 0 {
+        let e = format!(
+            "fork of the seize helper failed: {}",
+            std::io::Error::last_os_error()
+        );
+        return tids.iter().map(|_| Err(e.clone())).collect();
+    }
+    if child == 0 {
+        // SAFETY: `base` is the mapping laid out for `tids.len()` threads.
+        unsafe { helper::run(parent, pid, tids, &stats, base, hold_ms) }
+    }
+    // SAFETY: the mapping starts with a Control, valid for the mapping's lifetime.
+    let ctrl = unsafe { &*(base as *const Control) };
+    let end = watch(child, ctrl, per_thread, total);
+    let headers = base.wrapping_add(std::mem::size_of::<Control>()) as *const Header;
+    tids.iter()
+        .enumerate()
+        .map(|(i, &tid)| {
+            // SAFETY: the helper is gone (reaped in `watch`); header i lies in the mapping.
+            let h: Header = unsafe { *headers.add(i) };
+            match end {
+                End::Killed { at, total: t } if i >= at && h.stage != 4 => {
+                    return Err(if i > at {
+                        format!("thread {tid}: not seized, snapshot time budget spent")
+                    } else {
+                        let bound = if t { total } else { per_thread };
+                        format!(
+                            "thread {tid}: ptrace capture exceeded {} ms (stage {}); helper killed, thread resumed",
+                            bound.as_millis(),
+                            h.stage
+                        )
+                    });
+                }
+                _ => {}
+            }
+            if h.errno == helper::FOUND_IN_D {
+                return Err(format!(
+                    "thread {tid}: in uninterruptible sleep (D): never interrupted, kernel view only"
+                ));
+            }
+            if h.stage != 4 {
+                let why = std::io::Error::from_raw_os_error(h.errno as i32);
+                let remedy = match h.errno as i32 {
+                    libc::EPERM => " (ptrace refused: run as root or the target's user; check kernel.yama.ptrace_scope)",
+                    libc::ESRCH => " (thread exited)",
+                    _ => "",
+                };
+                return Err(format!("thread {tid}: ptrace seize failed at stage {}: {why}{remedy}", h.stage));
+            }
+            let n = (h.nbytes as usize).min(STACK_BYTES);
+            // SAFETY: the helper wrote `n` <= STACK_BYTES bytes into stack slot i.
+            let stack = unsafe { std::slice::from_raw_parts(base.add(stacks_at + i * STACK_BYTES), n) }.to_vec();
+            Ok(Captured { ip: h.ip, sp: h.sp, bp: h.bp, stack, paused: Duration::from_nanos(h.paused_ns) })
+        })
+        .collect()
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+pub fn capture_many(
+    _pid: i32,
+    tids: &[i32],
+    _per_thread: Duration,
+    _total: Duration,
+    _hold: Duration,
+) -> Vec<Result<Captured, String>> {
+    let e = "ptrace capture is implemented for x86_64 only in this build";
+    tids.iter().map(|_| Err(e.to_string())).collect()
+}
+
+/// Reap the helper; SIGKILL it (and reap) when one thread takes longer than `per_thread` or
+/// all take longer than `total`.
+fn watch(child: libc::pid_t, ctrl: &Control, per_thread: Duration, total: Duration) -> End {
+    let deadline = Instant::now() + total;
+    let per_ns = per_thread.as_nanos() as u64;
     let mut status = 0;
     let mut pause = Duration::from_micros(20);
     loop {
         // SAFETY: waitpid on our own child with a valid status pointer.
         let r = unsafe { libc::waitpid(child, &mut status, libc::WNOHANG) };
-        if r == child {
-            return Some(if libc::WIFEXITED(status) {
-                libc::WEXITSTATUS(status)
-            } else {
-                -1
-            });
+        // r < 0 (ECHILD): reaped by a wildcard waitpid elsewhere; it has exited all the same,
+        // and the headers tell what it finished.
+        if r == child || r < 0 {
+            return End::Finished;
         }
-        if r < 0 {
-            // ECHILD: someone else reaped it (a wildcard waitpid elsewhere in the process).
-            // It has exited, so the shared header's stage tells whether it finished.
-            return Some(0);
-        }
-        if Instant::now() >= deadline {
+        let started = ctrl.started_ns.load(Ordering::Acquire);
+        let over_thread = started != 0 && helper::now_ns().saturating_sub(started) > per_ns;
+        let over_total = Instant::now() >= deadline;
+        if over_thread || over_total {
+            let at = ctrl.current.load(Ordering::Acquire) as usize;
             // SAFETY: kill + blocking reap of our own child, which SIGKILL always ends.
             unsafe {
                 libc::kill(child, libc::SIGKILL);
                 libc::waitpid(child, &mut status, 0);
             }
-            return None;
+            return End::Killed {
+                at,
+                total: over_total && !over_thread,
+            };
         }
         std::thread::sleep(pause);
-        pause = (pause * 2).min(Duration::from_millis(2));
+        pause = (pause * 2).min(Duration::from_millis(1));
     }
 }
 
@@ -296,8 +223,9 @@ mod tests {
     #[test]
     fn only_seize_is_ever_used() {
         // A tracer killed after an ATTACH leaves the target in group-stop: forbid it.
-        let src = include_str!("seize.rs");
         let forbidden = ["PTRACE_", "ATTACH"].concat();
-        assert!(!src.contains(&forbidden));
+        assert!(!include_str!("seize.rs").contains(&forbidden));
+        assert!(!include_str!("seize_helper.rs").contains(&forbidden));
+        assert!(!include_str!("seize_helper.rs").contains(&["EXIT", "KILL)"].concat()));
     }
 }
