@@ -5,8 +5,8 @@
 
 use crate::agent::{self, AgentEvent};
 use crate::app::TreePids;
-use crate::cli::{RunConfig, Target};
-use crate::collect::{self, Collector, CollectorOptions, live::CollectEvent};
+use crate::cli::RunConfig;
+use crate::collect::{self, Collector, live::CollectEvent};
 use crate::model::{AgentFacts, Snapshot};
 use crate::report::{self, Report, summary};
 use crate::stacks::StackSnapshot;
@@ -45,25 +45,10 @@ fn prepare(cfg: &RunConfig) -> Result<(Collector, Option<Plan>, bool), String> {
         Some(p) => Some(plan::load(p).map_err(|e| e.to_string())?),
         None => None,
     };
-    let (pid, launched) = match &cfg.target {
-        Target::Pid(pid) => (*pid, false),
-        Target::Launch(cmd) => {
-            let l = crate::launch::launch(cmd, cfg.inject_agent).map_err(|e| format!("{e:#}"))?;
-            (l.pid, true)
-        }
-        Target::Demo => {
-            let cmd = crate::demo::command(&[]).map_err(|e| format!("{e:#}"))?;
-            let l =
-                crate::launch::launch_demo(&cmd, cfg.inject_agent).map_err(|e| format!("{e:#}"))?;
-            (l.pid, true)
-        }
-    };
-    let _ = collect::raise_nofile_limit(); // best effort: big trees need more fds
-    let opts = CollectorOptions {
-        launch_mode: launched,
-        ..CollectorOptions::default()
-    };
-    let collector = Collector::attach(pid, opts).map_err(|e| e.to_string())?;
+    let started =
+        crate::launch::start_target(&cfg.target, cfg.inject_agent).map_err(|e| format!("{e:#}"))?;
+    let collector = crate::launch::attach_collector(&started).map_err(|e| format!("{e:#}"))?;
+    let launched = started.launched.is_some();
     Ok((collector, plan, launched))
 }
 

@@ -176,6 +176,68 @@ fn launch_injected(cmd: &[String], inject_agent: bool, die_with_us: bool) -> Res
     )
 }
 
+/// The target of a run: attached to, or started by us.
+#[derive(Debug, Clone)]
+pub struct Started {
+    pub pid: i32,
+    /// Set when we launched it (`-- CMD` or the demo).
+    pub launched: Option<Launched>,
+    pub demo: bool,
+}
+
+/// Resolves `--pid`, `-- CMD` or `demo` to a running target (shared by TUI and headless).
+pub fn start_target(target: &crate::cli::Target, inject_agent: bool) -> Result<Started> {
+    use crate::cli::Target;
+    Ok(match target {
+        Target::Pid(pid) => Started {
+            pid: *pid,
+            launched: None,
+            demo: false,
+        },
+        Target::Launch(cmd) => {
+            let l = launch(cmd, inject_agent)?;
+            Started {
+                pid: l.pid,
+                launched: Some(l),
+                demo: false,
+            }
+        }
+        Target::Demo => {
+            let l = launch_demo(&crate::demo::command(&[])?, inject_agent)?;
+            Started {
+                pid: l.pid,
+                launched: Some(l),
+                demo: true,
+            }
+        }
+    })
+}
+
+/// Attaches the collector to a started target. A launched command that already ended is
+/// explained ("exited with code 7") rather than reported as a zombie, and a launched tree
+/// is never left behind when attaching fails.
+pub fn attach_collector(started: &Started) -> Result<crate::collect::Collector> {
+    crate::collect::raise_nofile_limit();
+    let opts = crate::collect::CollectorOptions {
+        launch_mode: started.launched.is_some(),
+        ..Default::default()
+    };
+    match (
+        crate::collect::Collector::attach(started.pid, opts),
+        &started.launched,
+    ) {
+        (Ok(c), _) => Ok(c),
+        (Err(e), None) => Err(e.into()),
+        (Err(e), Some(l)) => {
+            if let Some(why) = early_exit(l) {
+                bail!(why);
+            }
+            TreeGuard::new(true).kill();
+            Err(e.into())
+        }
+    }
+}
+
 /// Why a launched command could not be attached to, when it already exited: reaps it and
 /// says how it ended, pointing at its output. `None` if it is still running.
 pub fn early_exit(launched: &Launched) -> Option<String> {

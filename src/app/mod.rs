@@ -3,8 +3,8 @@
 //! restored on every way out (normal quit, SIGTERM/SIGINT/SIGHUP, panic via ratatui's hook).
 
 use crate::agent::{self, AgentEvent};
-use crate::cli::{RunConfig, Target};
-use crate::collect::{self, CollectEvent, Collector, CollectorOptions};
+use crate::cli::RunConfig;
+use crate::collect::{self, CollectEvent, Collector};
 use crate::model::Snapshot;
 use crate::stacks::StackSnapshot;
 use crate::state::{AgentStatus, AppState, Command, Event, Mode, QuitChoice};
@@ -38,43 +38,15 @@ pub struct Attached {
 /// are printed as one line by `main`, with the terminal untouched.
 pub fn attach(cfg: &RunConfig) -> Result<Attached> {
     let plan = cfg.plan.as_deref().map(plan::load).transpose()?;
-    let (launched, mode) = match &cfg.target {
-        Target::Pid(pid) => (
-            crate::launch::Launched {
-                pid: *pid,
-                log_path: PathBuf::new(),
-                socket: PathBuf::new(),
-            },
-            Mode::Attach,
+    let started = crate::launch::start_target(&cfg.target, cfg.inject_agent)?;
+    let collector = crate::launch::attach_collector(&started)?;
+    let pid = started.pid;
+    let (mode, log_path) = match &started.launched {
+        None => (Mode::Attach, None),
+        Some(l) => (
+            Mode::Launch { demo: started.demo },
+            Some(l.log_path.clone()),
         ),
-        Target::Launch(cmd) => {
-            let l = crate::launch::launch(cmd, cfg.inject_agent)?;
-            (l, Mode::Launch { demo: false })
-        }
-        Target::Demo => {
-            let cmd = crate::demo::command(&[])?;
-            let l = crate::launch::launch_demo(&cmd, cfg.inject_agent)?;
-            (l, Mode::Launch { demo: true })
-        }
-    };
-    collect::raise_nofile_limit();
-    let opts = CollectorOptions {
-        launch_mode: !matches!(mode, Mode::Attach),
-        ..CollectorOptions::default()
-    };
-    let pid = launched.pid;
-    let log_path = (mode != Mode::Attach).then(|| launched.log_path.clone());
-    let collector = match Collector::attach(pid, opts) {
-        Ok(c) => c,
-        Err(e) if mode != Mode::Attach => {
-            // Ours: say how it ended rather than "it is a zombie", and never leave it behind.
-            if let Some(why) = crate::launch::early_exit(&launched) {
-                anyhow::bail!(why);
-            }
-            crate::launch::TreeGuard::new(true).kill();
-            return Err(e.into());
-        }
-        Err(e) => return Err(e.into()),
     };
     Ok(Attached {
         pid,
