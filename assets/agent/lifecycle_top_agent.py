@@ -835,12 +835,16 @@ class _Server:
             if line.strip():
                 self._handle(conn, line)
         if len(conn.rbuf) > MAX_LINE:
-            self._error(conn, "line_too_long", "line over %d bytes; closing" % MAX_LINE)
-            conn.close_after_flush = True
             conn.rbuf = b""
+            self._fatal(conn, "line_too_long", "line over %d bytes; closing" % MAX_LINE)
 
     def _error(self, conn, code, message):
         self._send(conn, _encode({"type": "error", "code": code, "message": message}))
+
+    def _fatal(self, conn, code, message):
+        """Last words: the error line is flushed, then the connection is closed."""
+        conn.close_after_flush = True
+        self._error(conn, code, message)
 
     def _handle(self, conn, line):
         try:
@@ -854,10 +858,9 @@ class _Server:
         kind = msg.get("type")
         if kind == "hello":
             if msg.get("protocol") != PROTOCOL_VERSION:
-                self._error(conn, "version_mismatch",
+                self._fatal(conn, "version_mismatch",
                             "client speaks protocol %r, this agent speaks %d"
                             % (msg.get("protocol"), PROTOCOL_VERSION))
-                conn.close_after_flush = True
         elif kind == "subscribe":
             try:
                 ms = int(msg.get("interval_ms") or 0)
