@@ -26,13 +26,24 @@ pub fn command(extra_args: &[String]) -> Result<Vec<String>> {
 }
 
 /// The demo needs a Python 3 interpreter; say which and how to get one when missing.
+/// Resolves wrappers (pyenv shims, for one) to the real interpreter, so the demo's process
+/// is python from its first snapshot.
 pub fn find_python() -> Result<String> {
     let path = std::env::var_os("PATH").unwrap_or_default();
-    for dir in std::env::split_paths(&path) {
-        let candidate: PathBuf = dir.join("python3");
-        if candidate.is_file() {
-            return Ok(candidate.to_string_lossy().into_owned());
-        }
-    }
-    bail!("python3 not found on PATH: the demo target is a Python 3 script (apt install python3)")
+    let Some(found) = std::env::split_paths(&path)
+        .map(|dir| dir.join("python3"))
+        .find(|c: &PathBuf| c.is_file())
+    else {
+        bail!(
+            "python3 not found on PATH: the demo target is a Python 3 script (apt install python3)"
+        );
+    };
+    let real = std::process::Command::new(&found)
+        .args(["-c", "import sys; print(sys.executable)"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .filter(|s| !s.is_empty());
+    Ok(real.unwrap_or_else(|| found.to_string_lossy().into_owned()))
 }

@@ -157,9 +157,10 @@ pub fn launch(cmd: &[String], inject_agent: bool) -> Result<Launched> {
     )
 }
 
-// MERGE(agent): becomes crate::agent::embedded::install_dir() when the agent lands.
 fn agent_install_dir() -> Result<Option<PathBuf>> {
-    Ok(None)
+    crate::agent::embedded::install_dir()
+        .map(Some)
+        .context("cannot unpack the Python agent (or pass --no-agent)")
 }
 
 /// Launches the demo: like [`launch`], but the demo tree dies with lifecycle-top.

@@ -27,3 +27,4 @@ pub mod stacks;
 pub mod state;
 pub mod teardown;
 pub mod ui;
+pub mod wiring;

@@ -3,7 +3,7 @@
 //! 0 ok / clean, 1 something lingered (headless), 2 usage or attach error.
 
 use lifecycle_top::cli::{self, Config};
-use lifecycle_top::{app, collect};
+use lifecycle_top::{agent, app, collect, headless, stacks, wiring};
 use std::io::Write;
 use std::process::ExitCode;
 
@@ -24,25 +24,38 @@ fn main() -> ExitCode {
 fn run(config: Config) -> anyhow::Result<ExitCode> {
     match config {
         Config::Snapshot { pid, json } => {
-            let snap = collect::snapshot_once(pid)?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let full = runtime.block_on(wiring::snapshot_with_agent(pid))?;
             let mut out = std::io::stdout().lock();
             if json {
-                serde_json::to_writer_pretty(&mut out, &snap)?;
+                serde_json::to_writer_pretty(&mut out, &full)?;
                 writeln!(out)?;
             } else {
-                write!(out, "{}", collect::snapshot_text(&snap))?;
+                write!(out, "{}", collect::snapshot_text(&full.snapshot))?;
+                write!(out, "{}", wiring::agent_text(&full))?;
             }
             Ok(ExitCode::SUCCESS)
         }
-        Config::Stacks { .. } => {
-            anyhow::bail!("`stacks` is not available in this build yet")
+        Config::Stacks { pid, json, seize } => {
+            stacks::cli::run(pid, json, seize, &mut std::io::stdout().lock())?;
+            Ok(ExitCode::SUCCESS)
         }
-        Config::AgentPrint | Config::AgentPath => {
-            anyhow::bail!("`agent` is not available in this build yet")
+        Config::AgentPrint => {
+            print!("{}", agent::embedded::AGENT_SOURCE);
+            Ok(ExitCode::SUCCESS)
         }
+        Config::AgentPath => {
+            let dir = agent::embedded::install_dir()?;
+            println!("{}", dir.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Config::Run(cfg) if cfg.headless => Ok(headless::run(&cfg)),
         Config::Run(cfg) => {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
+            // One thread is plenty for the dashboard's event loop (the collector has its own
+            // thread, stack captures go to the blocking pool) and keeps RSS small.
+            let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
             let attached = app::attach(&cfg)?;

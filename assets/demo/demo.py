@@ -58,7 +58,8 @@ def metrics():
 
 
 STUBBORN = (
-    "import os, signal, subprocess, sys, time\n"
+    "import ctypes, os, signal, subprocess, sys, time\n"
+    "ctypes.CDLL(None).prctl(15, b'stubborn-worker', 0, 0, 0)\n"
     "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
     "subprocess.Popen(['sleep', '100000'])\n"
     "while True: time.sleep(1)\n"
@@ -80,7 +81,6 @@ def spawn_children():
 
 
 def main():
-    set_os_thread_name("demo-main")
     threading.Thread(
         target=named(wait_for_shutdown_signal, "asyncio_1"), name="asyncio_1"
     ).start()

@@ -105,3 +105,30 @@ pub fn agent_facts() -> AgentFacts {
         loops: 1,
     }
 }
+
+/// An agent report matching [`snapshot`]: one asyncio loop with pending tasks, the threads
+/// of [`agent_facts`].
+pub fn agent_report() -> crate::agent::protocol::Report {
+    serde_json::from_value(serde_json::json!({
+        "seq": 3, "at_unix_ms": 1_700_000_000_000u64, "pid": 100,
+        "threads": [
+            {"name": "MainThread", "ident": 1, "native_id": 100, "daemon": false, "alive": true, "main": true},
+            {"name": "asyncio_1", "ident": 2, "native_id": 105, "daemon": false, "alive": true},
+            {"name": "heartbeat", "ident": 3, "native_id": 106, "daemon": true, "alive": true},
+            {"name": "metrics", "ident": 4, "native_id": 107, "daemon": true, "alive": true}
+        ],
+        "loops": [{"id": 1, "class": "_UnixSelectorEventLoop", "native_id": 100, "running": true,
+                   "lag_ms": 0.4, "counts": {"pending": 3}, "tasks_total": 3, "main": true}],
+        "tasks": [
+            {"id": 1, "loop_id": 1, "name": "poll-backend", "state": "pending",
+             "coro": "poll_backend", "where": "demo_async.py:31", "tracked": true},
+            {"id": 2, "loop_id": 1, "name": "track_backend_progress", "state": "pending",
+             "coro": "track_progress", "where": "demo_async.py:40", "tracked": false},
+            {"id": 3, "loop_id": 1, "name": "stubborn-task", "state": "pending",
+             "coro": "swallow_cancel", "where": "demo_async.py:52", "tracked": true}
+        ],
+        "tasks_total": 3, "tasks_listed": 3, "tracking": true,
+        "cost": {"cpu_ms": 4.5, "bytes_sent": 9000}
+    }))
+    .expect("fixture report decodes")
+}

@@ -7,9 +7,12 @@
 pub(crate) mod fixture;
 mod tables;
 
-pub use tables::{SortKey, ThreadRow, thread_rows};
+pub use tables::{SortKey, ThreadRow, page_offset, thread_order};
 
+use crate::agent::protocol::{Hello, Report};
 use crate::model::{AgentFacts, ExitInfo, ExitStatus, ProcKey, Snapshot};
+use crate::stacks::StackSnapshot;
+use crate::teardown::{Plan, Timeline};
 use std::collections::HashMap;
 
 /// Which panel has the keyboard focus.
@@ -75,9 +78,17 @@ pub enum Event {
     },
     CollectError(String),
     Agent(AgentStatus),
-    AgentFacts(Box<AgentFacts>),
+    /// A (new) agent said hello: when its identity changed, what we knew is dropped.
+    AgentHello(Box<Hello>),
+    AgentReport(Box<Report>),
     LogTail(Vec<String>),
     Status(String),
+    /// The teardown plan in use (and a fresh, empty timeline).
+    Plan(Box<Plan>),
+    Timeline(Box<Timeline>),
+    Stacks(Box<StackSnapshot>),
+    /// Wall clock, for live elapsed times (set by the app on ticks, never read here).
+    Now(u64),
 }
 
 /// What a key press means, independent of the key.
@@ -101,12 +112,17 @@ pub enum Action {
     // Teardown and stacks: routed to the engine by the app.
     NextPhase,
     RunPhase(usize),
+    /// A letter that is no global key: runs the plan phase with that key, if any.
+    PhaseKey(char),
     RunAll,
     AbortPhase,
     ExtendTimeout,
     StackSelected,
     StackAll,
     WriteStacks,
+    /// Open the stack pane on the previous / next kept snapshot.
+    PrevStacks,
+    NextStacks,
 }
 
 /// Commands for the core, produced by [`AppState::act`].
@@ -123,7 +139,12 @@ pub enum Overlay {
     None,
     Help,
     QuitPrompt,
+    /// The stack pane, showing `stacks[stack_view]`.
+    Stacks,
 }
+
+/// Snapshots kept so two can be compared.
+pub const KEPT_STACK_SNAPSHOTS: usize = 8;
 
 /// Everything the dashboard shows.
 #[derive(Debug, Clone)]
@@ -137,10 +158,15 @@ pub struct AppState {
     pub exits: HashMap<ProcKey, ExitInfo>,
     pub agent: AgentStatus,
     pub agent_facts: Option<AgentFacts>,
+    pub agent_hello: Option<Hello>,
+    pub agent_report: Option<Box<Report>>,
+    pub selected_task: usize,
     pub focus: Panel,
     pub sort: SortKey,
     pub sort_reverse: bool,
     pub selected_tid: Option<i32>,
+    /// Display order of `snapshot.threads` (indices), kept in step with the sort.
+    pub thread_order: Vec<usize>,
     pub selected_pid: Option<ProcKey>,
     pub overlay: Overlay,
     pub status: Option<String>,
@@ -149,6 +175,15 @@ pub struct AppState {
     pub log_path: Option<String>,
     /// Set when the app should stop; the choice says what to do with a launched tree.
     pub quit: Option<Option<QuitChoice>>,
+    pub plan: Option<Plan>,
+    pub timeline: Option<Timeline>,
+    pub now_unix_ms: u64,
+    /// Kept stack snapshots, oldest first; the pane shows `stack_view`.
+    pub stacks: Vec<StackSnapshot>,
+    pub stack_view: usize,
+    pub stack_scroll: u16,
+    /// After "run the plan, then quit": quit once the plan is done.
+    pub quit_after_plan: bool,
 }
 
 impl AppState {
@@ -161,10 +196,14 @@ impl AppState {
             exits: HashMap::new(),
             agent: AgentStatus::Searching,
             agent_facts: None,
+            agent_hello: None,
+            agent_report: None,
+            selected_task: 0,
             focus: Panel::Threads,
             sort: SortKey::Tid,
             sort_reverse: false,
             selected_tid: None,
+            thread_order: Vec::new(),
             selected_pid: None,
             overlay: Overlay::None,
             status: None,
@@ -172,6 +211,13 @@ impl AppState {
             log_tail: Vec::new(),
             log_path: None,
             quit: None,
+            plan: None,
+            timeline: None,
+            now_unix_ms: 0,
+            stacks: Vec::new(),
+            stack_view: 0,
+            stack_scroll: 0,
+            quit_after_plan: false,
         }
     }
 
@@ -207,6 +253,7 @@ impl AppState {
                     if key == snap.target {
                         self.target_exit = Some(info);
                         snap.threads.clear();
+                        self.thread_order.clear();
                     }
                 }
             }
@@ -214,26 +261,83 @@ impl AppState {
             Event::Agent(status) => {
                 if !matches!(status, AgentStatus::Connected(_)) {
                     self.agent_facts = None;
+                    self.agent_report = None;
                 }
                 self.agent = status;
             }
-            Event::AgentFacts(f) => self.agent_facts = Some(*f),
+            Event::AgentHello(hello) => {
+                let restarted = self.agent_hello.as_ref().is_some_and(|old| {
+                    old.identity() != hello.identity() || old.agent.instance != hello.agent.instance
+                });
+                if restarted {
+                    self.agent_facts = None;
+                    self.agent_report = None;
+                    self.selected_task = 0;
+                }
+                self.agent = AgentStatus::Connected(format!(
+                    "{} {} agent {}",
+                    hello.runtime.name, hello.runtime.version, hello.agent.version
+                ));
+                self.agent_hello = Some(*hello);
+            }
+            Event::AgentReport(report) => {
+                self.agent_facts = Some(AgentFacts::from(report.as_ref()));
+                let n = report.tasks.len();
+                self.selected_task = self.selected_task.min(n.saturating_sub(1));
+                self.agent_report = Some(report);
+            }
             Event::LogTail(lines) => self.log_tail = lines,
             Event::Status(s) => self.status = Some(s),
+            Event::Plan(plan) => {
+                self.timeline = None;
+                self.plan = Some(*plan);
+            }
+            Event::Timeline(t) => self.timeline = Some(*t),
+            Event::Now(ms) => self.now_unix_ms = ms,
+            Event::Stacks(snap) => {
+                self.stacks.push(*snap);
+                if self.stacks.len() > KEPT_STACK_SNAPSHOTS {
+                    self.stacks.remove(0);
+                }
+                self.stack_view = self.stacks.len() - 1;
+                self.stack_scroll = 0;
+                self.overlay = Overlay::Stacks;
+            }
         }
     }
 
-    /// Thread rows in display order (sorted, with agent facts joined).
-    pub fn thread_rows(&self) -> Vec<ThreadRow<'_>> {
+    /// Thread rows `range` of the display order (sorted, agent facts joined).
+    pub fn thread_rows(&self, range: std::ops::Range<usize>) -> Vec<ThreadRow<'_>> {
         match &self.snapshot {
-            Some(s) => thread_rows(s, self.agent_facts.as_ref(), self.sort, self.sort_reverse),
+            Some(s) => tables::thread_rows(s, self.agent_facts.as_ref(), &self.thread_order, range),
             None => Vec::new(),
         }
     }
 
+    /// Tids in display order.
+    fn ordered_tids(&self) -> Vec<i32> {
+        let Some(s) = &self.snapshot else {
+            return Vec::new();
+        };
+        self.thread_order
+            .iter()
+            .filter_map(|&i| s.threads.get(i).map(|t| t.tid))
+            .collect()
+    }
+
+    fn resort(&mut self) {
+        self.thread_order = match &self.snapshot {
+            Some(s) => thread_order(s, self.sort, self.sort_reverse),
+            None => Vec::new(),
+        };
+    }
+
     pub fn selected_thread_index(&self) -> Option<usize> {
         let tid = self.selected_tid?;
-        self.thread_rows().iter().position(|r| r.thread.tid == tid)
+        let s = self.snapshot.as_ref()?;
+        self.thread_order
+            .iter()
+            .position(|&i| s.threads.get(i).is_some_and(|t| t.tid == tid))
     }
 
     pub fn selected_process_index(&self) -> Option<usize> {
@@ -246,7 +350,8 @@ impl AppState {
     }
 
     fn fix_selection(&mut self) {
-        let tids: Vec<i32> = self.thread_rows().iter().map(|r| r.thread.tid).collect();
+        self.resort();
+        let tids = self.ordered_tids();
         if self.selected_tid.is_none_or(|t| !tids.contains(&t)) {
             self.selected_tid = tids.first().copied();
         }
@@ -261,9 +366,14 @@ impl AppState {
     }
 
     fn move_selection(&mut self, delta: isize) {
+        if self.overlay == Overlay::Stacks {
+            let v = (self.stack_scroll as isize).saturating_add(delta);
+            self.stack_scroll = v.clamp(0, u16::MAX as isize) as u16;
+            return;
+        }
         match self.focus {
             Panel::Threads => {
-                let tids: Vec<i32> = self.thread_rows().iter().map(|r| r.thread.tid).collect();
+                let tids = self.ordered_tids();
                 self.selected_tid = step(&tids, self.selected_tid, delta);
             }
             Panel::Tree => {
@@ -274,7 +384,12 @@ impl AppState {
                     .unwrap_or_default();
                 self.selected_pid = step(&keys, self.selected_pid, delta);
             }
-            Panel::Tasks | Panel::Timeline => {}
+            Panel::Tasks => {
+                let n = self.agent_report.as_ref().map_or(0, |r| r.tasks.len());
+                let i = (self.selected_task as isize).saturating_add(delta);
+                self.selected_task = i.clamp(0, n.saturating_sub(1) as isize) as usize;
+            }
+            Panel::Timeline => {}
         }
     }
 
@@ -299,6 +414,12 @@ impl AppState {
     pub fn act(&mut self, action: Action) -> Vec<Command> {
         if self.overlay == Overlay::QuitPrompt {
             return match action {
+                Action::Choose(QuitChoice::RunPlan) => {
+                    // Keep the dashboard up while the plan runs; quit when it is done.
+                    self.overlay = Overlay::None;
+                    self.quit_after_plan = true;
+                    vec![Command::Teardown(Action::RunAll)]
+                }
                 Action::Choose(choice) => {
                     self.quit = Some(Some(choice));
                     vec![Command::Quit(Some(choice))]
@@ -350,10 +471,12 @@ impl AppState {
             Action::Bottom => self.moved(isize::MAX / 2),
             Action::CycleSort => {
                 self.sort = self.sort.next();
+                self.resort();
                 Vec::new()
             }
             Action::ReverseSort => {
                 self.sort_reverse = !self.sort_reverse;
+                self.resort();
                 Vec::new()
             }
             Action::ToggleHelp => {
@@ -369,6 +492,28 @@ impl AppState {
                 Vec::new()
             }
             Action::Choose(_) => Vec::new(),
+            Action::PhaseKey(c) => {
+                let index = self
+                    .plan
+                    .as_ref()
+                    .and_then(|p| p.phases.iter().position(|ph| ph.key == c));
+                match index {
+                    Some(i) => vec![Command::Teardown(Action::RunPhase(i))],
+                    None => Vec::new(),
+                }
+            }
+            Action::PrevStacks | Action::NextStacks => {
+                if !self.stacks.is_empty() {
+                    let last = self.stacks.len() - 1;
+                    self.stack_view = match action {
+                        Action::PrevStacks => self.stack_view.saturating_sub(1),
+                        _ => (self.stack_view + 1).min(last),
+                    };
+                    self.stack_scroll = 0;
+                    self.overlay = Overlay::Stacks;
+                }
+                Vec::new()
+            }
             Action::StackSelected => match self.selected_tid {
                 Some(tid) => vec![Command::CaptureStacks(vec![tid])],
                 None => Vec::new(),

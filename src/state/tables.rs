@@ -1,4 +1,6 @@
-//! Row models for the tables: sorting and the join of /proc threads with agent facts.
+//! Row models for the tables: the sort order of the threads table (computed once per
+//! snapshot or sort change, not per frame) and the join of /proc threads with agent facts,
+//! done only for the rows on screen.
 
 use crate::model::{AgentFacts, AgentThreadFact, Snapshot, ThreadInfo};
 use std::cmp::Ordering;
@@ -50,22 +52,12 @@ impl ThreadRow<'_> {
     }
 }
 
-pub fn thread_rows<'a>(
-    snap: &'a Snapshot,
-    facts: Option<&'a AgentFacts>,
-    key: SortKey,
-    reverse: bool,
-) -> Vec<ThreadRow<'a>> {
-    let mut rows: Vec<ThreadRow<'a>> = snap
-        .threads
-        .iter()
-        .map(|t| ThreadRow {
-            thread: t,
-            agent: facts.and_then(|f| f.thread(t.tid)),
-        })
-        .collect();
-    rows.sort_by(|a, b| {
-        let (x, y) = (a.thread, b.thread);
+/// Indices into `snap.threads` in display order.
+pub fn thread_order(snap: &Snapshot, key: SortKey, reverse: bool) -> Vec<usize> {
+    let t = &snap.threads;
+    let mut order: Vec<usize> = (0..t.len()).collect();
+    order.sort_by(|&a, &b| {
+        let (x, y) = (&t[a], &t[b]);
         let ord = match key {
             SortKey::Tid => x.tid.cmp(&y.tid),
             SortKey::Name => x.name.cmp(&y.name),
@@ -80,7 +72,49 @@ pub fn thread_rows<'a>(
         ord.then(x.tid.cmp(&y.tid))
     });
     if reverse {
-        rows.reverse();
+        order.reverse();
     }
-    rows
+    order
+}
+
+/// The rows `order[range]`, joined with the agent's facts.
+pub fn thread_rows<'a>(
+    snap: &'a Snapshot,
+    facts: Option<&'a AgentFacts>,
+    order: &[usize],
+    range: std::ops::Range<usize>,
+) -> Vec<ThreadRow<'a>> {
+    let end = range.end.min(order.len());
+    let start = range.start.min(end);
+    order[start..end]
+        .iter()
+        .filter_map(|&i| snap.threads.get(i))
+        .map(|t| ThreadRow {
+            thread: t,
+            agent: facts.and_then(|f| f.thread(t.tid)),
+        })
+        .collect()
+}
+
+/// First row to show so that `selected` is on screen: whole pages, so the view does not
+/// jump on every key press.
+pub fn page_offset(selected: Option<usize>, visible: usize) -> usize {
+    match (selected, visible) {
+        (Some(s), v) if v > 0 => (s / v) * v,
+        _ => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pages_follow_the_selection() {
+        assert_eq!(page_offset(None, 10), 0);
+        assert_eq!(page_offset(Some(9), 10), 0);
+        assert_eq!(page_offset(Some(10), 10), 10);
+        assert_eq!(page_offset(Some(25), 10), 20);
+        assert_eq!(page_offset(Some(3), 0), 0);
+    }
 }

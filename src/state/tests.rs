@@ -109,11 +109,11 @@ fn target_exit_is_recorded() {
 #[test]
 fn agent_facts_fill_daemon_and_pick_threads_to_snapshot() {
     let mut s = state();
-    assert_eq!(s.thread_rows()[1].daemon(), None);
+    assert_eq!(s.thread_rows(0..10)[1].daemon(), None);
     s.apply(Event::Agent(AgentStatus::Connected("python 3.11".into())));
-    s.apply(Event::AgentFacts(Box::new(fixture::agent_facts())));
-    assert_eq!(s.thread_rows()[1].daemon(), Some(false));
-    assert_eq!(s.thread_rows()[2].daemon(), Some(true));
+    s.agent_facts = Some(fixture::agent_facts());
+    assert_eq!(s.thread_rows(0..10)[1].daemon(), Some(false));
+    assert_eq!(s.thread_rows(0..10)[2].daemon(), Some(true));
     assert_eq!(s.threads_to_snapshot(), vec![100, 105]);
     s.apply(Event::Agent(AgentStatus::Lost("eof".into())));
     assert!(s.agent_facts.is_none());
@@ -130,4 +130,24 @@ fn keys_for_engine_become_commands() {
         s.act(Action::StackSelected),
         vec![Command::CaptureStacks(vec![100])]
     );
+}
+
+#[test]
+fn phase_letter_keys_run_their_phase() {
+    let mut s = state();
+    assert!(s.act(Action::PhaseKey('t')).is_empty(), "no plan yet");
+    let plan = crate::teardown::plan::load("native").expect("built-in plan");
+    let (i, key) = plan
+        .phases
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (i, p.key))
+        .next_back()
+        .expect("phases");
+    s.apply(Event::Plan(Box::new(plan)));
+    assert_eq!(
+        s.act(Action::PhaseKey(key)),
+        vec![Command::Teardown(Action::RunPhase(i))]
+    );
+    assert!(s.act(Action::PhaseKey('Z')).is_empty());
 }

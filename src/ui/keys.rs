@@ -17,6 +17,10 @@ pub const BINDINGS: &[(&str, &str)] = &[
     ("o / r", "cycle thread sort column / reverse it"),
     ("n", "run the next teardown phase"),
     ("1..9", "run that phase"),
+    (
+        "other letters",
+        "run the phase with that key in the plan (global keys win)",
+    ),
     ("a", "run all remaining phases"),
     ("x", "abort the running phase"),
     ("+", "extend the running phase's timeout"),
@@ -24,7 +28,8 @@ pub const BINDINGS: &[(&str, &str)] = &[
         "s / S",
         "stack snapshot of the selected thread / of non-daemon threads",
     ),
-    ("w", "write the last stack snapshot to a file"),
+    ("w", "write the viewed stack snapshot to a file"),
+    ("[ / ]", "older / newer kept stack snapshot (compare two)"),
     ("?", "this help"),
     ("Esc", "close an overlay"),
 ];
@@ -67,7 +72,10 @@ pub fn action_for(key: KeyEvent, overlay: &Overlay) -> Option<Action> {
         KeyCode::Char('s') => Action::StackSelected,
         KeyCode::Char('S') => Action::StackAll,
         KeyCode::Char('w') => Action::WriteStacks,
+        KeyCode::Char('[') => Action::PrevStacks,
+        KeyCode::Char(']') => Action::NextStacks,
         KeyCode::Char(c @ '1'..='9') => Action::RunPhase(c as usize - '1' as usize),
+        KeyCode::Char(c) if c.is_ascii_alphabetic() => Action::PhaseKey(c),
         _ => return None,
     };
     Some(action)

@@ -22,9 +22,9 @@ pub fn draw(frame: &mut Frame, state: &AppState) {
     .areas(area);
     widgets::header::render(frame, header, state);
     let [top, bottom] =
-        Layout::vertical([Constraint::Percentage(60), Constraint::Percentage(40)]).areas(body);
+        Layout::vertical([Constraint::Percentage(45), Constraint::Percentage(55)]).areas(body);
     let [threads, tree] =
-        Layout::horizontal([Constraint::Percentage(55), Constraint::Percentage(45)]).areas(top);
+        Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(top);
     widgets::threads::render(frame, threads, state);
     widgets::tree::render(frame, tree, state);
     draw_bottom(frame, bottom, state);
@@ -32,26 +32,44 @@ pub fn draw(frame: &mut Frame, state: &AppState) {
     match state.overlay {
         Overlay::Help => widgets::help::render(frame, area),
         Overlay::QuitPrompt => widgets::help::render_quit_prompt(frame, area, state),
+        Overlay::Stacks => draw_stacks(frame, body, state),
         Overlay::None => {}
     }
 }
 
-fn draw_bottom(frame: &mut Frame, area: Rect, state: &AppState) {
-    let launched = matches!(state.mode, Mode::Launch { .. });
-    let constraints: &[Constraint] = if launched {
-        &[
-            Constraint::Percentage(35),
-            Constraint::Percentage(35),
-            Constraint::Percentage(30),
-        ]
-    } else {
-        &[Constraint::Percentage(50), Constraint::Percentage(50)]
+/// The stack pane over the panels: the kept snapshot being viewed, with its position.
+fn draw_stacks(frame: &mut Frame, area: Rect, state: &AppState) {
+    let Some(snap) = state.stacks.get(state.stack_view) else {
+        return;
     };
-    let cols = Layout::horizontal(constraints).split(area);
-    widgets::agent_panel::render(frame, cols[0], state);
-    widgets::phases::render(frame, cols[1], state);
-    if launched && let Some(log_area) = cols.get(2) {
-        widgets::log::render(frame, *log_area, state);
+    let [hint, pane] = Layout::vertical([Constraint::Length(1), Constraint::Min(0)]).areas(area);
+    frame.render_widget(ratatui::widgets::Clear, area);
+    frame.render_widget(
+        ratatui::text::Line::styled(
+            format!(
+                "snapshot {}/{}  ·  j/k scroll  [ ] older/newer  w write to file  Esc close",
+                state.stack_view + 1,
+                state.stacks.len()
+            ),
+            theme::warn(),
+        ),
+        hint,
+    );
+    widgets::stacks::render(frame, pane, snap, state.stack_scroll);
+}
+
+fn draw_bottom(frame: &mut Frame, area: Rect, state: &AppState) {
+    let [left, right] =
+        Layout::horizontal([Constraint::Percentage(45), Constraint::Percentage(55)]).areas(area);
+    widgets::phases::render(frame, right, state);
+    if matches!(state.mode, Mode::Launch { .. }) {
+        // Launch mode: the launched command's output goes under the tasks.
+        let [tasks, log] =
+            Layout::vertical([Constraint::Percentage(60), Constraint::Percentage(40)]).areas(left);
+        widgets::agent_panel::render(frame, tasks, state);
+        widgets::log::render(frame, log, state);
+    } else {
+        widgets::agent_panel::render(frame, left, state);
     }
 }
 

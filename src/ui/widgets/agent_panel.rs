@@ -1,53 +1,33 @@
-//! Agent panel: what the in-process agent reports (tasks, loops, daemon threads), or why
-//! there is no agent and how to get one.
+//! Agent panel: adapts the app state to the tasks widget (the agent's report, or why there
+//! is no agent and how to get one).
 
+use crate::agent::view::TasksView;
 use crate::state::{AgentStatus, AppState, Panel};
-use crate::ui::theme;
-use crate::ui::widgets::panel;
+use crate::ui::widgets::tasks;
 use ratatui::Frame;
 use ratatui::layout::Rect;
-use ratatui::text::{Line, Span};
-use ratatui::widgets::{Paragraph, Wrap};
+use ratatui::widgets::TableState;
+
+pub fn status_text(status: &AgentStatus) -> String {
+    match status {
+        AgentStatus::Disabled => "off (--no-agent)".into(),
+        AgentStatus::Searching => "searching".into(),
+        AgentStatus::NotFound(why) => format!("not found ({why})"),
+        AgentStatus::Connected(what) => format!("connected ({what})"),
+        AgentStatus::Lost(why) => format!("lost ({why})"),
+    }
+}
 
 pub fn render(frame: &mut Frame, area: Rect, state: &AppState) {
-    let focused = state.focus == Panel::Tasks;
-    let mut lines = Vec::new();
-    match (&state.agent, &state.agent_facts) {
-        (AgentStatus::Connected(_), Some(f)) => {
-            lines.push(Line::from(vec![
-                Span::raw("pending tasks "),
-                Span::styled(f.pending_tasks.to_string(), theme::warn()),
-                Span::raw(format!("   loops {}", f.loops)),
-            ]));
-            lines.push(Line::from(vec![
-                Span::raw("non-daemon threads "),
-                Span::styled(f.non_daemon_threads().to_string(), theme::non_daemon()),
-                Span::raw(format!(" of {}", f.threads.len())),
-            ]));
-        }
-        (AgentStatus::Connected(_), None) => lines.push(Line::raw("waiting for the first report")),
-        (status, _) => {
-            let why = match status {
-                AgentStatus::Disabled => "agent disabled (--no-agent)".to_string(),
-                AgentStatus::NotFound(r) => format!("no agent: {r}"),
-                AgentStatus::Lost(r) => format!("agent lost: {r}"),
-                _ => "looking for an agent".to_string(),
-            };
-            lines.push(Line::styled(why, theme::dim()));
-            lines.push(Line::styled(
-                "Python: run under `lifecycle-top -- python app.py`, or",
-                theme::dim(),
-            ));
-            lines.push(Line::styled(
-                "import lifecycle_top_agent; lifecycle_top_agent.install()",
-                theme::dim(),
-            ));
-        }
-    }
-    frame.render_widget(
-        Paragraph::new(lines)
-            .wrap(Wrap { trim: true })
-            .block(panel("Tasks (agent)".into(), focused)),
-        area,
+    let status = status_text(&state.agent);
+    let mut view = TasksView::new(&status, state.agent_report.as_deref());
+    view.focused = state.focus == Panel::Tasks;
+    let mut table = TableState::default().with_selected(
+        state
+            .agent_report
+            .as_ref()
+            .filter(|r| !r.tasks.is_empty())
+            .map(|_| state.selected_task),
     );
+    tasks::render(frame, area, &view, &mut table);
 }

@@ -24,8 +24,13 @@ pub fn render(frame: &mut Frame, area: Rect, state: &AppState) {
     let mut second = Vec::new();
     match (&state.target_exit, target) {
         (Some(exit), _) => {
+            let ago = state.now_unix_ms.saturating_sub(exit.at_unix_ms) as f64 / 1000.0;
             second.push(Span::styled(
-                format!("target {} ", fmt::exit(exit.status)),
+                format!(
+                    "target {} {} ago ",
+                    fmt::exit(exit.status),
+                    fmt::duration_secs(ago)
+                ),
                 theme::bad(),
             ));
         }
@@ -52,13 +57,15 @@ pub fn render(frame: &mut Frame, area: Rect, state: &AppState) {
     second.push(key("exited "));
     second.push(Span::raw(format!("{}  ", c.exited)));
     second.push(key("agent: "));
-    second.push(match &state.agent {
-        AgentStatus::Disabled => Span::styled("off", theme::dim()),
-        AgentStatus::Searching => Span::styled("searching", theme::dim()),
-        AgentStatus::NotFound(why) => Span::styled(format!("not found ({why})"), theme::dim()),
-        AgentStatus::Connected(what) => Span::styled(format!("connected ({what})"), theme::ok()),
-        AgentStatus::Lost(why) => Span::styled(format!("lost ({why})"), theme::warn()),
-    });
+    let agent_style = match &state.agent {
+        AgentStatus::Connected(_) => theme::ok(),
+        AgentStatus::Lost(_) => theme::warn(),
+        _ => theme::dim(),
+    };
+    second.push(Span::styled(
+        super::agent_panel::status_text(&state.agent),
+        agent_style,
+    ));
     if let Some(sys) = state.snapshot.as_ref().map(|s| &s.system) {
         second.push(Span::styled(
             format!(

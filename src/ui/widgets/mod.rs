@@ -5,9 +5,11 @@ pub mod header;
 pub mod help;
 pub mod log;
 pub mod phases;
+pub mod stacks;
 pub mod status;
 pub mod tasks;
 pub mod threads;
+pub mod timeline;
 pub mod tree;
 
 use crate::ui::theme;

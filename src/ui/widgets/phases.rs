@@ -1,18 +1,40 @@
-//! Teardown panel: the plan's phases and the per-phase timeline.
+//! Teardown panel: which key runs which phase (top) and the per-phase timeline (below),
+//! drawn by the timeline widgets inside one panel frame.
 
 use crate::state::{AppState, Panel};
+use crate::teardown::Timeline;
 use crate::ui::theme;
-use crate::ui::widgets::panel;
+use crate::ui::widgets::{panel, timeline};
 use ratatui::Frame;
-use ratatui::layout::Rect;
+use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::Line;
 use ratatui::widgets::Paragraph;
 
 pub fn render(frame: &mut Frame, area: Rect, state: &AppState) {
     let focused = state.focus == Panel::Timeline;
-    let lines = vec![Line::styled("no teardown plan loaded", theme::dim())];
-    frame.render_widget(
-        Paragraph::new(lines).block(panel("Teardown".into(), focused)),
-        area,
-    );
+    let Some(plan) = &state.plan else {
+        frame.render_widget(
+            Paragraph::new(Line::styled("loading the teardown plan…", theme::dim()))
+                .block(panel("Teardown".into(), focused)),
+            area,
+        );
+        return;
+    };
+    let block = panel(format!("Teardown · plan {}", plan.name), focused);
+    let inner = block.inner(area);
+    frame.render_widget(block, area);
+    let empty;
+    let tl = match &state.timeline {
+        Some(t) => t,
+        None => {
+            empty = Timeline::new(&plan.name, state.target_pid, state.now_unix_ms);
+            &empty
+        }
+    };
+    let list_height = (plan.phases.len() as u16 + 1).min(inner.height / 2);
+    let [list, bars] =
+        Layout::vertical([Constraint::Length(list_height), Constraint::Min(0)]).areas(inner);
+    timeline::render_phase_list(frame, list, plan, tl);
+    let now_ms = state.now_unix_ms.saturating_sub(tl.started_unix_ms);
+    timeline::render(frame, bars, tl, plan, now_ms);
 }

@@ -1,7 +1,7 @@
 //! Process-tree panel: every descendant indented by depth, with orphans and exited
 //! processes kept and marked, and TERM disposition badges.
 
-use crate::state::{AppState, Panel};
+use crate::state::{AppState, Panel, page_offset};
 use crate::ui::widgets::panel;
 use crate::ui::{fmt, theme};
 use ratatui::Frame;
@@ -19,8 +19,13 @@ pub fn render(frame: &mut Frame, area: Rect, state: &AppState) {
         .unwrap_or_default();
     let header = Row::new(["PID", "PPID", "NAME", "S", "AGE", "CPU%", "RSS", "NOTE"])
         .style(theme::table_header());
+    let visible = area.height.saturating_sub(3) as usize;
+    let selected = state.selected_process_index();
+    let offset = page_offset(selected, visible);
     let rows: Vec<Row> = procs
         .iter()
+        .skip(offset)
+        .take(visible)
         .map(|p| {
             let indent = "  ".repeat(p.depth as usize);
             let branch = if p.depth > 0 { "└ " } else { "" };
@@ -54,12 +59,12 @@ pub fn render(frame: &mut Frame, area: Rect, state: &AppState) {
         [
             Constraint::Length(6),
             Constraint::Length(6),
-            Constraint::Fill(2),
+            Constraint::Fill(1),
             Constraint::Length(1),
             Constraint::Length(6),
             Constraint::Length(5),
             Constraint::Length(5),
-            Constraint::Fill(3),
+            Constraint::Length(14),
         ],
     )
     .header(header)
@@ -68,6 +73,6 @@ pub fn render(frame: &mut Frame, area: Rect, state: &AppState) {
         format!("Process tree ({live} alive, {} listed)", procs.len()),
         state.focus == Panel::Tree,
     ));
-    let mut ts = TableState::default().with_selected(state.selected_process_index());
+    let mut ts = TableState::default().with_selected(selected.map(|s| s - offset));
     frame.render_stateful_widget(table, area, &mut ts);
 }

@@ -2,16 +2,24 @@
 //! teardown and key events into it and redraws when something changed. The terminal is
 //! restored on every way out (normal quit, SIGTERM/SIGINT/SIGHUP, panic via ratatui's hook).
 
+use crate::agent::{self, AgentEvent};
 use crate::cli::{RunConfig, Target};
 use crate::collect::{self, CollectEvent, Collector, CollectorOptions};
-use crate::state::{AppState, Command, Event, Mode, QuitChoice};
+use crate::model::Snapshot;
+use crate::stacks::StackSnapshot;
+use crate::state::{AgentStatus, AppState, Command, Event, Mode, QuitChoice};
+use crate::teardown::{Plan, plan};
 use crate::ui;
+use commands::TeardownSlot;
+
+mod commands;
 use anyhow::{Context, Result};
 use crossterm::event::{self as term, KeyEvent};
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
@@ -19,6 +27,8 @@ use tokio::sync::mpsc;
 /// What was attached to, before the terminal is touched.
 pub struct Attached {
     pub pid: i32,
+    /// `--plan`, loaded and validated before the terminal is touched.
+    pub plan: Option<Plan>,
     pub mode: Mode,
     pub log_path: Option<PathBuf>,
     pub collector: Collector,
@@ -27,6 +37,7 @@ pub struct Attached {
 /// Resolves the target (attach, launch or demo) and attaches the collector. Errors here
 /// are printed as one line by `main`, with the terminal untouched.
 pub fn attach(cfg: &RunConfig) -> Result<Attached> {
+    let plan = cfg.plan.as_deref().map(plan::load).transpose()?;
     let (pid, mode, log_path) = match &cfg.target {
         Target::Pid(pid) => (*pid, Mode::Attach, None),
         Target::Launch(cmd) => {
@@ -40,9 +51,14 @@ pub fn attach(cfg: &RunConfig) -> Result<Attached> {
         }
     };
     collect::raise_nofile_limit();
-    let collector = Collector::attach(pid, CollectorOptions::default())?;
+    let opts = CollectorOptions {
+        launch_mode: !matches!(mode, Mode::Attach),
+        ..CollectorOptions::default()
+    };
+    let collector = Collector::attach(pid, opts)?;
     Ok(Attached {
         pid,
+        plan,
         mode,
         log_path,
         collector,
@@ -53,13 +69,19 @@ pub fn attach(cfg: &RunConfig) -> Result<Attached> {
 pub async fn run(cfg: RunConfig, attached: Attached) -> Result<ExitCode> {
     let Attached {
         pid,
+        plan,
         mode,
         log_path,
         collector,
     } = attached;
     let mut state = AppState::new(mode, pid);
     state.log_path = log_path.as_ref().map(|p| p.display().to_string());
+    let target = collector.target();
+    let tree = TreePids::new(target.pid);
     let mut live = collect::live::spawn(collector, cfg.interval);
+    let mut agent = agent::spawn_client(target, tree.checker(), cfg.interval);
+    let mut teardown = TeardownSlot::new(plan);
+    let (stacks_tx, mut stacks_rx) = mpsc::channel::<StackSnapshot>(4);
 
     let (key_tx, mut key_rx) = mpsc::channel::<KeyEvent>(64);
     let stop_keys = Arc::new(AtomicBool::new(false));
@@ -81,14 +103,42 @@ pub async fn run(cfg: RunConfig, attached: Attached) -> Result<ExitCode> {
         tokio::select! {
             ev = live.events.recv() => {
                 match ev {
-                    Some(CollectEvent::Snapshot(s)) => state.apply(Event::Snapshot(s)),
+                    Some(CollectEvent::Snapshot(s)) => {
+                        tree.update(&s);
+                        teardown.on_snapshot(&mut state, &s, &agent);
+                        state.apply(Event::Snapshot(s));
+                    }
                     Some(CollectEvent::Exited { key, status, at_unix_ms }) => {
+                        if let Some(r) = teardown.runner() {
+                            r.handle.exited(key, status);
+                        }
                         state.apply(Event::Exited { key, status, at_unix_ms });
                     }
                     Some(CollectEvent::Error(e)) => state.apply(Event::CollectError(e)),
                     None => state.apply(Event::CollectError("collector stopped".into())),
                 }
                 dirty = true;
+            }
+            ev = agent.events.recv() => {
+                if let Some(ev) = ev {
+                    state.apply(agent_event(ev));
+                    if let Some(r) = teardown.runner() {
+                        r.handle.agent_facts(state.agent_facts.clone());
+                    }
+                    dirty = true;
+                }
+            }
+            Some(pe) = teardown.next_event() => {
+                if commands::on_phase_event(&mut state, pe, &live, &agent, &stacks_tx) {
+                    break Ok(None);
+                }
+                dirty = true;
+            }
+            snap = stacks_rx.recv() => {
+                if let Some(snap) = snap {
+                    state.apply(Event::Stacks(Box::new(snap)));
+                    dirty = true;
+                }
             }
             key = key_rx.recv() => {
                 let Some(key) = key else { break Ok(None) };
@@ -97,12 +147,16 @@ pub async fn run(cfg: RunConfig, attached: Attached) -> Result<ExitCode> {
                         if let Command::Quit(choice) = cmd {
                             return finish(&mut terminal, &stop_keys, &state, Ok(choice));
                         }
-                        dispatch(&mut state, cmd);
+                        commands::dispatch(&mut state, cmd, &mut teardown, &agent, &stacks_tx);
                     }
                 }
                 dirty = true;
             }
             _ = tick.tick() => {
+                state.apply(Event::Now(collect::exits::now_unix_ms()));
+                if state.timeline.as_ref().is_some_and(|t| t.running.is_some()) {
+                    dirty = true;
+                }
                 if let Some(path) = &log_path {
                     let tail = crate::launch::tail_log(path, 200);
                     if tail != state.log_tail {
@@ -111,12 +165,57 @@ pub async fn run(cfg: RunConfig, attached: Attached) -> Result<ExitCode> {
                     }
                 }
             }
-            _ = sigterm.recv() => break Ok(default_signal_choice(&state)),
-            _ = sigint.recv() => break Ok(default_signal_choice(&state)),
-            _ = sighup.recv() => break Ok(default_signal_choice(&state)),
+            _ = sigterm.recv() => {
+                tracing::info!("SIGTERM: restoring the terminal and quitting");
+                break Ok(default_signal_choice(&state));
+            }
+            _ = sigint.recv() => {
+                tracing::info!("SIGINT: restoring the terminal and quitting");
+                break Ok(default_signal_choice(&state));
+            }
+            _ = sighup.recv() => {
+                tracing::info!("SIGHUP: restoring the terminal and quitting");
+                break Ok(default_signal_choice(&state));
+            }
         }
     };
     finish(&mut terminal, &stop_keys, &state, outcome)
+}
+
+fn agent_event(ev: AgentEvent) -> Event {
+    match ev {
+        AgentEvent::Connected(hello) => Event::AgentHello(Box::new(hello)),
+        AgentEvent::Report(report) => Event::AgentReport(report),
+        AgentEvent::Lost(why) => Event::Agent(AgentStatus::Lost(why)),
+        AgentEvent::NotFound(why) => Event::Agent(AgentStatus::NotFound(why)),
+    }
+}
+
+/// The pids currently in the target tree, shared with the agent client so it only accepts
+/// a socket peer from inside the tree.
+#[derive(Clone)]
+pub struct TreePids(Arc<RwLock<HashSet<i32>>>);
+
+impl TreePids {
+    pub fn new(target: i32) -> Self {
+        Self(Arc::new(RwLock::new(HashSet::from([target]))))
+    }
+    pub fn update(&self, snap: &Snapshot) {
+        if let Ok(mut set) = self.0.write() {
+            set.clear();
+            set.extend(
+                snap.processes
+                    .iter()
+                    .filter(|p| p.exit.is_none())
+                    .map(|p| p.key.pid),
+            );
+            set.insert(snap.target.pid);
+        }
+    }
+    pub fn checker(&self) -> Arc<dyn Fn(i32) -> bool + Send + Sync> {
+        let set = self.0.clone();
+        Arc::new(move |pid| set.read().is_ok_and(|s| s.contains(&pid)))
+    }
 }
 
 /// Killed by a signal: the demo never outlives us, anything else is left alone.
@@ -127,17 +226,6 @@ fn default_signal_choice(state: &AppState) -> Option<QuitChoice> {
     }
 }
 
-fn dispatch(state: &mut AppState, cmd: Command) {
-    match cmd {
-        Command::Quit(_) => {}
-        Command::Teardown(_) | Command::CaptureStacks(_) | Command::WriteStacks => {
-            state.apply(Event::Status(
-                "teardown and stacks are not wired into the TUI yet".into(),
-            ));
-        }
-    }
-}
-
 fn finish(
     _terminal: &mut ratatui::DefaultTerminal,
     stop_keys: &AtomicBool,
@@ -145,25 +233,32 @@ fn finish(
     outcome: Result<Option<QuitChoice>>,
 ) -> Result<ExitCode> {
     stop_keys.store(true, Ordering::Relaxed);
+    // Even when the loop failed (say the terminal went away: EIO after a hangup), the
+    // demo must not outlive us: fall back to what a signal would have done.
+    let (choice, error) = match outcome {
+        Ok(choice) => (choice, None),
+        Err(e) => (default_signal_choice(state), Some(e)),
+    };
+    tracing::info!(?choice, error = ?error, "leaving the dashboard");
+    // Act on the tree before touching the terminal: after a hangup, writing to it may be
+    // the last thing this process gets to do.
+    let killed = (choice == Some(QuitChoice::KillTree)).then(|| kill_tree(state));
     ratatui::restore();
-    let choice = outcome?;
-    match choice {
-        Some(QuitChoice::KillTree) => {
-            let n = kill_tree(state);
-            eprintln!(
-                "lifecycle-top: killed {n} process(es) of the tree rooted at {}",
-                state.target_pid
-            );
-        }
-        Some(QuitChoice::Detach) => {
-            eprintln!(
-                "lifecycle-top: detached; pid {} keeps running (kill it with `kill {}`)",
-                state.target_pid, state.target_pid
-            );
-        }
-        Some(QuitChoice::RunPlan) | None => {}
+    match (choice, killed) {
+        (Some(QuitChoice::KillTree), Some(n)) => eprintln!(
+            "lifecycle-top: killed {n} process(es) of the tree rooted at {}",
+            state.target_pid
+        ),
+        (Some(QuitChoice::Detach), _) => eprintln!(
+            "lifecycle-top: detached; pid {} keeps running (kill it with `kill {}`)",
+            state.target_pid, state.target_pid
+        ),
+        _ => {}
     }
-    Ok(ExitCode::SUCCESS)
+    match error {
+        Some(e) => Err(e),
+        None => Ok(ExitCode::SUCCESS),
+    }
 }
 
 /// SIGKILLs every live process of the tree, leaves first, through pidfds.

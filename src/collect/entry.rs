@@ -1,0 +1,196 @@
+//! One tracked process ([`Entry`]): its kept `/proc/PID` files, its pidfd and its last
+//! figures, re-read only when its `schedstat` says it ran (or when due), and the [`Clock`]
+//! a refresh reads them with.
+
+use crate::collect::pidfd::{PidFd, PidFdError};
+use crate::collect::procfs::{self, ProcFile, Stat};
+use crate::model::{ProcInfo, ProcKey, RunState, SignalMasks};
+use rustix::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Conversion factors and the clock for one refresh.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    pub clk_tck: f64,
+    pub page_size: u64,
+    pub uptime_secs: f64,
+    /// Wall time since the previous refresh, in clock ticks (CPU% denominator).
+    pub elapsed_ticks: f64,
+    /// Refresh counter and the re-read period: each process and thread is re-read in full
+    /// once every `every` refreshes, on a refresh that depends on its id, so the safety-net
+    /// re-reads are spread evenly instead of making every Nth refresh a spike.
+    pub tick: u64,
+    pub every: u64,
+}
+
+impl Clock {
+    /// Is `id` due for its periodic full re-read on this refresh?
+    pub fn due(&self, id: i32) -> bool {
+        (id as u64)
+            .wrapping_add(self.tick)
+            .is_multiple_of(self.every.max(1))
+    }
+}
+
+/// One tracked process: its kept files, pidfd and last figures.
+pub struct Entry {
+    pub info: ProcInfo,
+    pub(crate) ino: u64,
+    dir: OwnedFd,
+    stat: ProcFile,
+    schedstat: Option<ProcFile>,
+    last_sched: Option<[u64; 3]>,
+    pub pidfd: Option<Arc<PidFd>>,
+    pub(crate) exited_at: Option<Instant>,
+    /// Ran since the previous refresh (or multi-threaded: cannot tell).
+    pub(crate) ran: bool,
+}
+
+impl Entry {
+    /// Open `/proc/PID` and its files and check that they are the process `stat` described.
+    pub(crate) fn open(
+        proc_root: &OwnedFd,
+        pid: i32,
+        ino: u64,
+        stat: Stat,
+        depth: u32,
+    ) -> Option<Entry> {
+        let dir = procfs::open_dir_at(proc_root.as_fd(), &pid.to_string()).ok()?;
+        let stat_file = ProcFile::open_at(dir.as_fd(), c"stat").ok()?;
+        let key = ProcKey {
+            pid,
+            start_time: stat.start_time,
+        };
+        // The pidfd re-checks the start time, so from here on it is this exact process. Gone
+        // or reused already: nothing to track. Other failures (an old kernel without
+        // pidfd_open, out of fds): track it anyway, exits then show at the next refresh.
+        let pidfd = match PidFd::open(key) {
+            Ok(fd) => Some(Arc::new(fd)),
+            Err(PidFdError::NoSuchProcess(_) | PidFdError::Reused { .. }) => return None,
+            Err(_) => None,
+        };
+        let mut e = Entry {
+            info: ProcInfo {
+                key,
+                ppid: stat.ppid,
+                pgid: stat.pgrp,
+                sid: stat.session,
+                name: String::new(),
+                cmdline: Vec::new(),
+                state: RunState::from_char(stat.state),
+                cpu_ticks: stat.cpu_ticks,
+                cpu_percent: 0.0,
+                rss_bytes: 0,
+                num_threads: stat.num_threads,
+                age_secs: 0.0,
+                depth,
+                orphan: false,
+                signals: SignalMasks::default(),
+                exit: None,
+            },
+            ino,
+            schedstat: ProcFile::open_at(dir.as_fd(), c"schedstat").ok(),
+            dir,
+            stat: stat_file,
+            last_sched: None,
+            pidfd,
+            exited_at: None,
+            ran: true,
+        };
+        e.read_rare();
+        Some(e)
+    }
+
+    /// The process's `/proc/PID` directory fd (bound to this process, not to the pid).
+    pub fn dir(&self) -> rustix::fd::BorrowedFd<'_> {
+        self.dir.as_fd()
+    }
+
+    /// `cmdline` and `status` (signal masks): read on first sight, on exec and when due (another
+    /// thread may change the signal dispositions without this one running).
+    fn read_rare(&mut self) {
+        if let Ok(f) = ProcFile::open_at(self.dir.as_fd(), c"cmdline") {
+            let mut buf = Vec::new();
+            if let Ok(b) = f.read(&mut buf) {
+                self.info.cmdline = procfs::parse_cmdline(b);
+            }
+        }
+        if let Ok(f) = ProcFile::open_at(self.dir.as_fd(), c"status") {
+            let mut buf = vec![0; 2048];
+            if let Ok(b) = f.read(&mut buf) {
+                let st = procfs::parse_status(b);
+                self.info.signals = SignalMasks {
+                    ignored: st.sig_ign,
+                    caught: st.sig_cgt,
+                    blocked: st.sig_blk,
+                };
+            }
+        }
+    }
+
+    /// Re-read `stat` unless the process provably did not run (single-threaded and
+    /// `schedstat` unchanged) and is not due. Returns `false` if the process is gone.
+    pub(crate) fn update(&mut self, buf: &mut Vec<u8>, force: bool, clock: &Clock) -> bool {
+        let due = clock.due(self.info.key.pid);
+        let force = force || due;
+        let single = self.info.num_threads <= 1;
+        let sched = self
+            .schedstat
+            .as_ref()
+            .and_then(|f| f.read(buf).ok())
+            .and_then(procfs::parse_schedstat);
+        let ran = !single || sched.is_none() || sched != self.last_sched;
+        // A single thread's schedstat run time (ns) is its whole CPU: finer than ticks.
+        let sched_pct = match (single, sched, self.last_sched) {
+            (true, Some(now), Some(before)) if clock.elapsed_ticks > 0.0 => {
+                let elapsed_ns = clock.elapsed_ticks / clock.clk_tck * 1e9;
+                Some((now[0].saturating_sub(before[0]) as f64 / elapsed_ns * 100.0) as f32)
+            }
+            _ => None,
+        };
+        self.last_sched = sched;
+        self.ran = ran;
+        if force || ran {
+            let Some(stat) = self.stat.read(buf).ok().and_then(procfs::parse_stat) else {
+                return false;
+            };
+            if stat.start_time != self.info.key.start_time {
+                return false;
+            }
+            let delta = stat.cpu_ticks.saturating_sub(self.info.cpu_ticks);
+            self.info.cpu_percent = sched_pct.unwrap_or_else(|| {
+                if clock.elapsed_ticks > 0.0 {
+                    (delta as f64 / clock.elapsed_ticks * 100.0) as f32
+                } else {
+                    0.0
+                }
+            });
+            let execed = !self.info.name.is_empty() && self.info.name != stat.comm;
+            let first = self.info.name.is_empty();
+            self.info.name = stat.comm;
+            self.info.ppid = stat.ppid;
+            self.info.pgid = stat.pgrp;
+            self.info.sid = stat.session;
+            self.info.state = RunState::from_char(stat.state);
+            self.info.cpu_ticks = stat.cpu_ticks;
+            self.info.num_threads = stat.num_threads;
+            self.info.rss_bytes = stat.rss_pages * clock.page_size;
+            // Signals 1-31 come free with every stat read (a handler installed since the last
+            // `status` read shows at once); real-time ones only from `status`.
+            let merge = |old: u64, low: u64| (old & !procfs::LOW_SIGNALS) | low;
+            let sig = &mut self.info.signals;
+            sig.blocked = merge(sig.blocked, stat.sig_blocked);
+            sig.ignored = merge(sig.ignored, stat.sig_ignored);
+            sig.caught = merge(sig.caught, stat.sig_caught);
+            if execed || (due && !first) {
+                self.read_rare();
+            }
+        } else {
+            self.info.cpu_percent = 0.0;
+        }
+        let started = self.info.key.start_time as f64 / clock.clk_tck;
+        self.info.age_secs = (clock.uptime_secs - started).max(0.0);
+        true
+    }
+}

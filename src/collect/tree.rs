@@ -1,0 +1,315 @@
+//! The target's process tree. Each refresh lists `/proc` (getdents on a kept dirfd) and
+//! reads `stat` only for pids it has not seen before (a pid whose `/proc` inode changed
+//! counts as new: it was reused). A pid whose parent is tracked joins the tree and gets a
+//! pidfd; processes outside the tree are remembered by (pid, inode) so they cost
+//! nothing on later refreshes. Tracked processes stay tracked when reparented out of the
+//! tree (marked `orphan`), and exited ones stay listed for a while with their exit status.
+
+use crate::collect::dirscan::DirScanner;
+pub use crate::collect::entry::{Clock, Entry};
+use crate::collect::exits::{ExitBook, now_unix_ms};
+use crate::collect::order::{Node, dfs_order};
+use crate::collect::pidfd::PidFd;
+use crate::collect::procfs::{self, ProcFile, Stat};
+use crate::model::{ExitInfo, ProcInfo, ProcKey, RunState};
+use rustix::fd::{AsFd, OwnedFd};
+use std::collections::{HashMap, HashSet};
+use std::io;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Options the tree needs from [`CollectorOptions`](crate::collect::CollectorOptions).
+#[derive(Debug, Clone, Copy)]
+pub struct TreeOptions {
+    pub exited_linger: Duration,
+    /// Also track new processes whose parent is lifecycle-top itself and whose process group
+    /// is one of the tree's (launch mode: orphans reparented to us as subreaper before a
+    /// refresh saw them). The group check keeps lifecycle-top's other children (helpers it
+    /// runs) out of the tree, so their exit status is never stolen by our reaping.
+    pub adopt_own_children: bool,
+}
+
+pub struct Tree {
+    opts: TreeOptions,
+    proc_root: OwnedFd,
+    scanner: DirScanner,
+    pub target: ProcKey,
+    /// Live tracked processes by pid (orphans included).
+    pub live: HashMap<i32, Entry>,
+    /// Exited processes, kept for `exited_linger`.
+    pub exited: Vec<Entry>,
+    /// Pids seen outside the tree: pid -> (inode, generation last seen).
+    others: HashMap<i32, (u64, u64)>,
+    generation: u64,
+    scan: Vec<(i32, u64)>,
+    buf: Vec<u8>,
+    self_pid: i32,
+    exits: ExitBook,
+    /// Pidfds opened since the live watcher last asked (only kept once someone asks, so a
+    /// collector used without a watcher holds no fds of dead processes).
+    new_pidfds: Vec<Arc<PidFd>>,
+    watched: bool,
+    /// Exits this refresh resolved first (so it must report them), while watched.
+    reported: Vec<(ProcKey, ExitInfo)>,
+}
+
+impl Tree {
+    pub fn new(target: ProcKey, opts: TreeOptions, exits: ExitBook) -> io::Result<Tree> {
+        let proc_root = procfs::open_dir("/proc")?;
+        let buf = procfs::read_path(&format!("/proc/{}/stat", target.pid))?;
+        let stat = procfs::parse_stat(&buf)
+            .filter(|s| s.start_time == target.start_time)
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::ESRCH))?;
+        let entry = Entry::open(&proc_root, target.pid, 0, stat, 0)
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::ESRCH))?;
+        let mut tree = Tree {
+            opts,
+            proc_root,
+            scanner: DirScanner::new(),
+            target,
+            live: HashMap::new(),
+            exited: Vec::new(),
+            others: HashMap::new(),
+            generation: 0,
+            scan: Vec::new(),
+            buf: vec![0; 1024],
+            self_pid: std::process::id() as i32,
+            exits,
+            new_pidfds: Vec::new(),
+            watched: false,
+            reported: Vec::new(),
+        };
+        tree.track(entry);
+        Ok(tree)
+    }
+
+    fn track(&mut self, e: Entry) {
+        if let Some(fd) = e.pidfd.as_ref().filter(|_| self.watched) {
+            self.new_pidfds.push(Arc::clone(fd));
+        }
+        self.live.insert(e.info.key.pid, e);
+    }
+
+    /// Pidfds of the processes that joined since the last call; the first call returns
+    /// those of every live tracked process.
+    pub fn take_new_pidfds(&mut self) -> Vec<Arc<PidFd>> {
+        if !self.watched {
+            self.watched = true;
+            return self.live.values().filter_map(|e| e.pidfd.clone()).collect();
+        }
+        std::mem::take(&mut self.new_pidfds)
+    }
+
+    /// Exits resolved by refreshes (not by the watcher) since the last call.
+    pub fn take_reported_exits(&mut self) -> Vec<(ProcKey, ExitInfo)> {
+        std::mem::take(&mut self.reported)
+    }
+
+    /// Is `pid` a live tracked process?
+    pub fn contains(&self, pid: i32) -> bool {
+        self.live.contains_key(&pid)
+    }
+
+    /// Re-read the tracked processes: exits, updates, orphans, lingering. Returns whether a
+    /// tracked process may have forked since the last refresh (it ran, it is multi-threaded
+    /// so we cannot tell, or something exited), which is when [`Tree::discover`] must list
+    /// /proc. With `target_threads_known`, a multi-threaded target is left to the caller,
+    /// who knows from its thread table whether any of its threads ran.
+    pub fn update_tracked(&mut self, clock: &Clock, target_threads_known: bool) -> bool {
+        // 1. Tracked processes: exited or updated. Exiting means running, so the gated read
+        //    sees it: the kept `stat` fd fails once the process is reaped (even if its pid
+        //    was reused meanwhile), and a zombie shows `Z`. `Z` is also what a process whose
+        //    main thread exited shows while other threads run: the pidfd tells them apart.
+        //    A failed read is only believed if the pidfd agrees (or there is none).
+        let mut gone = Vec::new();
+        let mut may_fork = false;
+        for (pid, e) in self.live.iter_mut() {
+            let read = e.update(&mut self.buf, false, clock);
+            let suspect = !read || e.info.state == RunState::Zombie;
+            let exited = suspect && e.pidfd.as_ref().is_none_or(|fd| fd.has_exited());
+            if exited {
+                gone.push(*pid);
+            }
+            let judged_by_threads =
+                target_threads_known && *pid == self.target.pid && e.info.num_threads > 1;
+            may_fork |= e.ran && !judged_by_threads;
+        }
+        may_fork |= !gone.is_empty();
+        for pid in gone {
+            if let Some(mut e) = self.live.remove(&pid) {
+                // Noticed here first: queue the report for the live watcher's channel (only
+                // when one is attached), ahead of the snapshot showing it.
+                let reported = &mut self.reported;
+                let watched = self.watched;
+                let report = |key, info| {
+                    if watched {
+                        reported.push((key, info));
+                    }
+                };
+                let info: ExitInfo = match &e.pidfd {
+                    Some(fd) => self.exits.resolve(fd, report),
+                    None => self.exits.resolve_without_pidfd(e.info.key, report),
+                };
+                e.info.exit = Some(info);
+                e.info.cpu_percent = 0.0;
+                e.exited_at = Some(Instant::now());
+                e.pidfd = None;
+                self.exited.push(e);
+            }
+        }
+
+        // 2. Reparenting: a process whose parent left the tree was reparented without running,
+        //    so its gated stat may be stale; re-read it before judging it an orphan.
+        let orphan_check: Vec<i32> = self
+            .live
+            .values()
+            .filter(|e| {
+                e.info.key != self.target && !e.info.orphan && !self.live.contains_key(&e.info.ppid)
+            })
+            .map(|e| e.info.key.pid)
+            .collect();
+        for pid in orphan_check {
+            if let Some(e) = self.live.get_mut(&pid) {
+                e.update(&mut self.buf, true, clock);
+            }
+            let ppid = self.live.get(&pid).map_or(0, |e| e.info.ppid);
+            let out = !self.live.contains_key(&ppid);
+            if let Some(e) = self.live.get_mut(&pid) {
+                e.info.orphan |= out;
+            }
+        }
+
+        // 4. Exited processes linger, then go (with their remembered exit). The target stays:
+        //    how it ended is the headline until the user quits.
+        let linger = self.opts.exited_linger;
+        let target = self.target;
+        self.exited
+            .retain(|e| e.info.key == target || e.exited_at.is_some_and(|t| t.elapsed() < linger));
+        let cutoff = now_unix_ms().saturating_sub(linger.as_millis() as u64 * 2);
+        self.exits.prune(cutoff);
+        may_fork
+    }
+
+    /// New descendants: list /proc (getdents) when `list`, read `stat` once for each pid
+    /// not seen before, and take in those whose parent is tracked. A new process needs a
+    /// parent that ran (forked), so when nothing in the tree ran the listing, whose cost
+    /// grows with every task on the system, is skipped.
+    pub fn discover(&mut self, clock: &Clock, list: bool) -> io::Result<()> {
+        if !list {
+            return Ok(());
+        }
+        self.generation += 1;
+        let generation = self.generation;
+        self.scan.clear();
+        let scan = &mut self.scan;
+        self.scanner
+            .scan_pids(self.proc_root.as_fd(), |pid, ino| scan.push((pid, ino)))?;
+
+        // 3. New pids: read stat once, join the tree if the parent is tracked.
+        let mut candidates: Vec<(i32, u64, Stat)> = Vec::new();
+        for &(pid, ino) in &self.scan {
+            if let Some(e) = self.live.get_mut(&pid) {
+                e.ino = ino;
+                continue;
+            }
+            if let Some(o) = self.others.get_mut(&pid)
+                && o.0 == ino
+            {
+                o.1 = generation;
+                continue;
+            }
+            let Ok(f) = ProcFile::open_at(self.proc_root.as_fd(), &stat_path(pid)) else {
+                continue;
+            };
+            if let Some(stat) = f.read(&mut self.buf).ok().and_then(procfs::parse_stat) {
+                let key = ProcKey {
+                    pid,
+                    start_time: stat.start_time,
+                };
+                // An exited process we listed, still a zombie in /proc: not new.
+                if self.exited.iter().any(|e| e.info.key == key) {
+                    self.others.insert(pid, (ino, generation));
+                    continue;
+                }
+                candidates.push((pid, ino, stat));
+            }
+        }
+        let own_pgid = rustix::process::getpgrp().as_raw_nonzero().get();
+        let tree_pgids: HashSet<i32> = match self.opts.adopt_own_children {
+            true => self.live.values().map(|e| e.info.pgid).collect(),
+            false => HashSet::new(),
+        };
+        loop {
+            let mut added = false;
+            let mut rest = Vec::with_capacity(candidates.len());
+            for (pid, ino, stat) in candidates {
+                let parent_depth = self.live.get(&stat.ppid).map(|p| p.info.depth);
+                let adopt = parent_depth.is_none()
+                    && stat.ppid == self.self_pid
+                    && stat.pgrp != own_pgid
+                    && tree_pgids.contains(&stat.pgrp);
+                if parent_depth.is_none() && !adopt {
+                    rest.push((pid, ino, stat));
+                    continue;
+                }
+                let depth = parent_depth.map_or(1, |d| d + 1);
+                if let Some(mut e) = Entry::open(&self.proc_root, pid, ino, stat, depth) {
+                    e.info.orphan = adopt;
+                    e.update(&mut self.buf, true, clock);
+                    self.track(e);
+                    added = true;
+                }
+            }
+            candidates = rest;
+            if !added {
+                break;
+            }
+        }
+        for (pid, ino, _) in candidates {
+            self.others.insert(pid, (ino, generation));
+        }
+        self.others.retain(|_, o| o.1 == generation);
+
+        Ok(())
+    }
+
+    /// Target first, its live descendants depth-first (children by start time), then the
+    /// orphans with their subtrees, then the exited processes (newest exit first).
+    pub fn ordered(&mut self) -> Vec<ProcInfo> {
+        let nodes: Vec<Node> = self
+            .live
+            .values()
+            .map(|e| Node {
+                pid: e.info.key.pid,
+                ppid: e.info.ppid,
+                start_time: e.info.key.start_time,
+                depth: e.info.depth,
+            })
+            .collect();
+        let order = dfs_order(self.target.pid, &nodes);
+        let target_exited = !self.live.contains_key(&self.target.pid);
+        let mut out = Vec::with_capacity(order.len() + self.exited.len());
+        if target_exited && let Some(t) = self.exited.iter().find(|e| e.info.key == self.target) {
+            out.push(t.info.clone());
+        }
+        for (pid, depth) in order {
+            if let Some(e) = self.live.get_mut(&pid) {
+                e.info.depth = depth;
+                out.push(e.info.clone());
+            }
+        }
+        let mut exited: Vec<&Entry> = self
+            .exited
+            .iter()
+            .filter(|e| e.info.key != self.target)
+            .collect();
+        exited.sort_by_key(|e| std::cmp::Reverse(e.info.exit.map_or(0, |x| x.at_unix_ms)));
+        out.extend(exited.into_iter().map(|e| e.info.clone()));
+        out
+    }
+}
+
+fn stat_path(pid: i32) -> std::ffi::CString {
+    // A decimal pid never contains NUL.
+    std::ffi::CString::new(format!("{pid}/stat")).unwrap_or_default()
+}

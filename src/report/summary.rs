@@ -1,0 +1,69 @@
+//! The readable headless summary: one block per phase as it finishes, then a verdict. Plain
+//! text (no colours) so CI logs stay readable.
+
+use super::json::Verdict;
+use crate::teardown::timeline::{Counts, Outcome, PhaseRecord, Timeline};
+
+fn opt(n: Option<usize>) -> String {
+    n.map_or_else(|| "?".into(), |n| n.to_string())
+}
+
+fn counts(c: &Counts) -> String {
+    format!(
+        "threads {} (non-daemon {}), children {}, tasks {}",
+        c.threads,
+        opt(c.non_daemon_threads),
+        c.children,
+        opt(c.pending_tasks)
+    )
+}
+
+pub fn started(index: usize, total: usize, name: &str, action: &str) -> String {
+    format!("[{}/{total}] {name}: {action} ...", index + 1)
+}
+
+pub fn finished(r: &PhaseRecord) -> String {
+    let mut s = format!(
+        "      {} after {:.2} s",
+        match &r.outcome {
+            Outcome::Failed { reason } => format!("FAILED: {reason}"),
+            Outcome::Skipped { reason } => format!("skipped: {reason}"),
+            o => o.label().to_uppercase(),
+        },
+        r.duration_ms() as f64 / 1000.0
+    );
+    s.push_str(&format!(
+        "\n      before: {}\n      after:  {}",
+        counts(&r.before),
+        counts(&r.after)
+    ));
+    for n in &r.notes {
+        s.push_str(&format!("\n      - {n}"));
+    }
+    s
+}
+
+pub fn verdict(t: &Timeline) -> String {
+    let v = Verdict::of(t);
+    let mut s = if v.clean {
+        format!(
+            "clean: pid {} shut down without escalation (exit 0)",
+            t.target_pid
+        )
+    } else {
+        format!("NOT clean (exit {}):", v.exit_code)
+    };
+    for r in &v.reasons {
+        s.push_str(&format!("\n  - {r}"));
+    }
+    s
+}
+
+pub fn exit_status(s: crate::model::ExitStatus) -> String {
+    use crate::model::ExitStatus;
+    match s {
+        ExitStatus::Code(c) => format!("exit code {c}"),
+        ExitStatus::Signal(sig) => format!("killed by {}", crate::teardown::plan::signal_name(sig)),
+        ExitStatus::Unknown => "exited (status not knowable: not our child)".into(),
+    }
+}

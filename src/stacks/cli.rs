@@ -1,0 +1,110 @@
+//! `lifecycle-top stacks --pid N [--json] [--seize]`: one joined snapshot of every thread,
+//! like `eu-stack -p` or `py-spy dump`, but with the kernel wait point, native frames and
+//! Python frames side by side per thread. Text formatting lives here, nowhere else.
+
+use super::{Frame, StackOptions, StackSnapshot, ThreadStacks, capture};
+use std::io::Write;
+
+/// Capture and print. JSON is the serialised [`StackSnapshot`].
+pub fn run(pid: i32, json: bool, seize: bool, out: &mut dyn Write) -> anyhow::Result<()> {
+    if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        anyhow::bail!("no process with pid {pid} (check the pid with `ps -p {pid}`)");
+    }
+    let opts = StackOptions {
+        seize,
+        ..StackOptions::default()
+    };
+    let snap = capture(pid, &[], &opts);
+    if json {
+        serde_json::to_writer_pretty(&mut *out, &snap)?;
+        writeln!(out)?;
+    } else {
+        write_text(&snap, out)?;
+    }
+    Ok(())
+}
+
+/// `fn at file:line` or `fn (module)`.
+pub fn frame_text(f: &Frame) -> String {
+    let mut s = match (f.function.as_str(), f.addr) {
+        // No symbol (stripped binary): the address still lets a user run addr2line later.
+        ("??", Some(a)) => format!("?? {a:#x}"),
+        _ => f.function.clone(),
+    };
+    match (&f.file, f.line) {
+        (Some(file), Some(line)) => s.push_str(&format!(" at {file}:{line}")),
+        (Some(file), None) => s.push_str(&format!(" at {file}")),
+        _ => {
+            if let Some(m) = &f.module {
+                s.push_str(&format!(" ({m})"));
+            }
+        }
+    }
+    if f.inlined {
+        s.push_str(" [inlined]");
+    }
+    s
+}
+
+/// One-line kernel summary: `S futex(futex 0x.. WAIT) wchan=futex_wait_queue vcsw=12`.
+pub fn kernel_line(t: &ThreadStacks) -> String {
+    let Some(k) = &t.kernel else {
+        return "gone".into();
+    };
+    let mut s = format!("{}", k.state.as_char());
+    match (&k.wait.syscall, k.wait.syscall_nr) {
+        (Some(name), _) => s.push_str(&format!(" {name}({})", k.described_args.join(", "))),
+        (None, Some(nr)) => s.push_str(&format!(" syscall {nr}")),
+        (None, None) => {}
+    }
+    if let Some(w) = &k.wait.wchan {
+        s.push_str(&format!(" wchan={w}"));
+    }
+    if let Some(v) = k.voluntary_ctxt_switches {
+        s.push_str(&format!(" vcsw={v}"));
+    }
+    if k.tracer_pid != 0 {
+        s.push_str(&format!(" traced-by={}", k.tracer_pid));
+    }
+    s
+}
+
+/// The human-readable dump.
+pub fn write_text(snap: &StackSnapshot, out: &mut dyn Write) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "pid {}: {} threads, captured in {:.2} ms",
+        snap.pid,
+        snap.threads.len(),
+        snap.capture_us as f64 / 1000.0
+    )?;
+    for e in &snap.errors {
+        writeln!(out, "  ! [{}] {}", e.source.label(), e.message)?;
+    }
+    for t in &snap.threads {
+        writeln!(out, "\nthread {} \"{}\": {}", t.tid, t.name, kernel_line(t))?;
+        for st in &t.stacks {
+            let note = st
+                .note
+                .as_deref()
+                .map(|n| format!(", {n}"))
+                .unwrap_or_default();
+            writeln!(out, "  [{}{}]", st.source.label(), note)?;
+            for (i, f) in st.frames.iter().enumerate() {
+                writeln!(out, "    #{i:<2} {}", frame_text(f))?;
+            }
+        }
+        if let Some(k) = &t.kernel
+            && !k.kernel_stack.is_empty()
+        {
+            writeln!(out, "  [kernel]")?;
+            for (i, f) in k.kernel_stack.iter().enumerate() {
+                writeln!(out, "    #{i:<2} {f}")?;
+            }
+        }
+        for e in &t.errors {
+            writeln!(out, "  ! [{}] {}", e.source.label(), e.message)?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,201 @@
+//! Python frames joined to kernel threads. With an agent connected, its `stacks` response
+//! (`sys._current_frames()` keyed by `Thread.native_id`) is parsed here; without one, a
+//! CPython process is read from outside by py-spy (see `pyspy`). Frames are innermost first
+//! everywhere, and Python stacks go first in a thread's list (they say the most).
+
+use super::{Frame, SourceError, SourceKind, SourceStack, StackOptions, ThreadStacks};
+use serde::Deserialize;
+use std::fs;
+
+/// The agent's `stacks` response: `{threads: [{native_id, name, frames: [{file, line,
+/// function}]}]}`, frames innermost first unless `"order": "outermost_first"` is given.
+#[derive(Debug, Deserialize)]
+struct AgentStacks {
+    threads: Vec<AgentThread>,
+    #[serde(default)]
+    order: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct AgentThread {
+    native_id: Option<i64>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    frames: Vec<AgentFrame>,
+}
+
+#[derive(Debug, Deserialize)]
+struct AgentFrame {
+    #[serde(default)]
+    file: Option<String>,
+    #[serde(default)]
+    line: Option<u32>,
+    #[serde(default, alias = "name")]
+    function: Option<String>,
+}
+
+/// One thread of an agent response.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PyThreadStack {
+    pub tid: i32,
+    pub name: Option<String>,
+    /// Innermost first.
+    pub frames: Vec<Frame>,
+}
+
+/// Python stacks from an agent response, by native thread id.
+pub fn from_agent(v: &serde_json::Value) -> Result<Vec<PyThreadStack>, String> {
+    // Accept the whole response line as well as its `result`.
+    let v = v.get("result").unwrap_or(v);
+    let parsed: AgentStacks = serde_json::from_value(v.clone()).map_err(|e| {
+        format!("agent stacks response not understood: {e} (agent/lifecycle-top version mismatch?)")
+    })?;
+    let outer_first = parsed.order.as_deref() == Some("outermost_first");
+    Ok(parsed
+        .threads
+        .into_iter()
+        .filter_map(|t| {
+            let tid = i32::try_from(t.native_id?).ok()?;
+            let mut frames: Vec<Frame> = t
+                .frames
+                .into_iter()
+                .map(|f| Frame {
+                    function: f.function.unwrap_or_else(|| "??".into()),
+                    file: f.file,
+                    line: f.line,
+                    ..Frame::default()
+                })
+                .collect();
+            if outer_first {
+                frames.reverse();
+            }
+            Some(PyThreadStack {
+                tid,
+                name: t.name,
+                frames,
+            })
+        })
+        .collect())
+}
+
+/// Does this process run CPython (executable or a loaded libpython named so)?
+/// `maps_text` is /proc/PID/maps when already read (it is long with many threads).
+pub fn is_python(pid: i32, maps_text: Option<&str>) -> bool {
+    let exe = fs::read_link(format!("/proc/{pid}/exe"))
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if exe
+        .rsplit('/')
+        .next()
+        .is_some_and(|n| n.starts_with("python"))
+    {
+        return true;
+    }
+    match maps_text {
+        Some(m) => m.contains("/libpython"),
+        None => {
+            fs::read_to_string(format!("/proc/{pid}/maps")).is_ok_and(|m| m.contains("/libpython"))
+        }
+    }
+}
+
+/// Put Python stacks first in each thread's list (they are the most telling).
+pub fn join_into(
+    pid: i32,
+    maps_text: Option<&str>,
+    threads: &mut [ThreadStacks],
+    opts: &StackOptions,
+    errors: &mut Vec<SourceError>,
+) {
+    if let Some(v) = &opts.python_from_agent {
+        match from_agent(v) {
+            Ok(list) => {
+                for PyThreadStack { tid, frames, .. } in list {
+                    if let Some(t) = threads.iter_mut().find(|t| t.tid == tid) {
+                        let stack = SourceStack {
+                            source: SourceKind::AgentPython,
+                            frames,
+                            note: None,
+                        };
+                        t.stacks.insert(0, stack);
+                    }
+                }
+                return;
+            }
+            Err(message) => errors.push(SourceError {
+                source: SourceKind::AgentPython,
+                message,
+            }),
+        }
+    }
+    if !is_python(pid, maps_text) {
+        return;
+    }
+    let Some(start) = super::kernel::start_time(pid) else {
+        return;
+    };
+    match super::pyspy::capture(pid, start) {
+        Ok(list) => {
+            let mut unjoined = 0;
+            for PyThreadStack { tid, frames, .. } in list {
+                match threads.iter_mut().find(|t| t.tid == tid) {
+                    Some(t) => {
+                        let stack = SourceStack {
+                            source: SourceKind::PySpyPython,
+                            frames,
+                            note: None,
+                        };
+                        t.stacks.insert(0, stack);
+                    }
+                    None if tid == 0 => unjoined += 1,
+                    None => {} // a thread not asked for, or gone since
+                }
+            }
+            if unjoined > 0 {
+                errors.push(SourceError {
+                    source: SourceKind::PySpyPython,
+                    message: format!(
+                        "{unjoined} Python threads could not be joined to kernel threads \
+                         (CPython < 3.11 has no native id): use the agent for joined stacks"
+                    ),
+                });
+            }
+        }
+        Err(e) => errors.push(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_agent_response_innermost_first() {
+        let v = serde_json::json!({"threads": [
+            {"native_id": 42, "name": "worker", "frames": [
+                {"file": "a.py", "line": 3, "function": "wait_here"},
+                {"file": "a.py", "line": 9, "function": "run"}]},
+            {"native_id": null, "frames": []}
+        ]});
+        let got = from_agent(&v).expect("parses");
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].tid, 42);
+        assert_eq!(got[0].frames[0].function, "wait_here");
+        assert_eq!(got[0].frames[0].line, Some(3));
+    }
+
+    #[test]
+    fn honours_outermost_first_order() {
+        let v = serde_json::json!({"order": "outermost_first", "threads": [
+            {"native_id": 1, "frames": [{"function": "main"}, {"function": "leaf"}]}]});
+        let got = from_agent(&v).expect("parses");
+        assert_eq!(got[0].frames[0].function, "leaf");
+    }
+
+    #[test]
+    fn rejects_garbage_with_one_line() {
+        let err = from_agent(&serde_json::json!({"nope": 1})).expect_err("must fail");
+        assert!(!err.contains('\n'));
+    }
+}

@@ -1,0 +1,329 @@
+//! The teardown state machine. Pure: it is fed inputs (snapshots, agent facts, exits, agent
+//! replies, signal results, user commands) with the current time in milliseconds since the run
+//! started, and answers with [`Effect`]s. It never sleeps, signals or does I/O, so every
+//! decision (escalate now? phase done?) is unit-tested with a scripted clock. Starting and
+//! judging phases lives in [`phases`].
+
+mod phases;
+
+use super::Command;
+use super::plan::Plan;
+use super::signal_phase::SignalState;
+use super::timeline::{
+    Counts, ExitEvent, Outcome, PhaseRecord, RunningPhase, SignalEvent, Timeline,
+};
+use super::world::World;
+use crate::model::{AgentFacts, ExitStatus, ProcKey, Snapshot};
+use serde_json::Value;
+use std::time::Duration;
+
+/// One thing that happened, fed to [`Engine::step`].
+#[derive(Debug, Clone)]
+pub enum Input {
+    /// Time passed (the runner calls this at [`Engine::next_deadline`]).
+    Tick,
+    Snapshot(Box<Snapshot>),
+    /// Latest agent facts; `None` when no agent is connected (or it was lost).
+    Agent(Option<AgentFacts>),
+    Exited {
+        key: ProcKey,
+        status: ExitStatus,
+    },
+    AgentReply {
+        phase: usize,
+        result: Result<Value, String>,
+    },
+    SignalResult {
+        key: ProcKey,
+        sig: i32,
+        result: Result<(), String>,
+    },
+    Command(Command),
+}
+
+/// What the engine asks the outside world to do (or tells it).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    /// Send `sig` to `key` through its pidfd. `due_ms`: when it was due (escalations), for
+    /// latency measurements.
+    Signal {
+        key: ProcKey,
+        sig: i32,
+        name: String,
+        due_ms: Option<u64>,
+    },
+    AgentRequest {
+        phase: usize,
+        method: String,
+        params: Value,
+        timeout: Duration,
+    },
+    /// Capture stacks of these thread/process ids (stuck at a deadline, or an audit).
+    SnapshotStacks {
+        pid: i32,
+        tids: Vec<i32>,
+        reason: String,
+    },
+    /// A fresh snapshot would help (phase boundaries).
+    RefreshNow,
+    PhaseStarted {
+        index: usize,
+        name: String,
+    },
+    Note {
+        index: Option<usize>,
+        text: String,
+    },
+    PhaseFinished(PhaseRecord),
+    /// Every phase of the plan has run.
+    AllDone,
+}
+
+pub(crate) struct Active {
+    pub index: usize,
+    pub start_ms: u64,
+    pub deadline_ms: u64,
+    pub before: Counts,
+    pub notes: Vec<String>,
+    pub signals: Vec<SignalEvent>,
+    pub exits: Vec<ExitEvent>,
+    pub snapshots_at_start: u64,
+    pub kind: Kind,
+}
+
+pub(crate) enum Kind {
+    Agent {
+        replied: bool,
+        error: Option<String>,
+    },
+    Signal(SignalState),
+    Wait,
+    Audit,
+}
+
+pub struct Engine {
+    plan: Plan,
+    world: World,
+    timeline: Timeline,
+    active: Option<Active>,
+    next_index: usize,
+    run_all: bool,
+    all_done_sent: bool,
+}
+
+impl Engine {
+    pub fn new(plan: Plan, target: ProcKey, started_unix_ms: u64) -> Self {
+        let timeline = Timeline::new(&plan.name, target.pid, started_unix_ms);
+        Self {
+            plan,
+            world: World::new(target),
+            timeline,
+            active: None,
+            next_index: 0,
+            run_all: false,
+            all_done_sent: false,
+        }
+    }
+
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+    pub fn timeline(&self) -> &Timeline {
+        &self.timeline
+    }
+    pub fn world(&self) -> &World {
+        &self.world
+    }
+    /// The index of the phase running now.
+    pub fn running(&self) -> Option<usize> {
+        self.active.as_ref().map(|a| a.index)
+    }
+    /// When the engine wants a [`Input::Tick`] next.
+    pub fn next_deadline(&self) -> Option<u64> {
+        self.active.as_ref().map(|a| a.deadline_ms)
+    }
+    /// No phase running and no "run all" pending.
+    pub fn is_idle(&self) -> bool {
+        self.active.is_none() && !self.run_all
+    }
+
+    pub fn step(&mut self, now: u64, input: Input) -> Vec<Effect> {
+        let mut out = Vec::new();
+        match input {
+            Input::Tick => {}
+            Input::Snapshot(s) => {
+                for (key, status) in self.world.absorb(*s) {
+                    self.on_exit(now, key, status);
+                }
+            }
+            Input::Agent(f) => self.world.agent = f,
+            Input::Exited { key, status } => self.on_exit(now, key, status),
+            Input::AgentReply { phase, result } => self.on_reply(phase, result),
+            Input::SignalResult { key, sig, result } => {
+                self.on_signal_result(now, key, sig, result)
+            }
+            Input::Command(c) => self.on_command(now, c, &mut out),
+        }
+        self.advance(now, &mut out);
+        self.timeline.running = self.active.as_ref().map(|a| RunningPhase {
+            index: a.index,
+            name: self.plan.phases[a.index].name.clone(),
+            start_ms: a.start_ms,
+            deadline_ms: a.deadline_ms,
+            notes: a.notes.clone(),
+        });
+        out
+    }
+
+    fn on_exit(&mut self, now: u64, key: ProcKey, status: ExitStatus) {
+        if self.world.exited.insert(key, status).is_some() {
+            return;
+        }
+        let ev = ExitEvent {
+            at_ms: now,
+            pid: key.pid,
+            name: self.world.name(key),
+            status,
+        };
+        match &mut self.active {
+            Some(a) => a.exits.push(ev),
+            None => self.timeline.exits_outside.push(ev),
+        }
+    }
+
+    fn on_reply(&mut self, phase: usize, result: Result<Value, String>) {
+        let Some(a) = &mut self.active else { return };
+        if a.index != phase {
+            return;
+        }
+        if let Kind::Agent { replied, error } = &mut a.kind {
+            match result {
+                Ok(v) => {
+                    *replied = true;
+                    let mut text = v.to_string();
+                    if text.len() > 200 {
+                        text.truncate(text.floor_char_boundary(200));
+                        text.push('…');
+                    }
+                    a.notes.push(format!("agent: {text}"));
+                }
+                Err(e) => *error = Some(e),
+            }
+        }
+    }
+
+    fn on_signal_result(&mut self, now: u64, key: ProcKey, sig: i32, result: Result<(), String>) {
+        let name = self.world.name(key);
+        let signal = super::plan::signal_name(sig);
+        if sig == libc::SIGKILL && result.is_ok() {
+            self.world.killed.entry(key).or_insert(now);
+        }
+        let ev = SignalEvent {
+            at_ms: now,
+            pid: key.pid,
+            name,
+            signal,
+            error: result.err(),
+        };
+        if let Some(a) = &mut self.active {
+            if let Some(e) = &ev.error {
+                a.notes.push(format!(
+                    "pid {} ({}): {} not sent: {e}",
+                    ev.pid, ev.name, ev.signal
+                ));
+            }
+            a.signals.push(ev);
+        }
+    }
+
+    fn on_command(&mut self, now: u64, c: Command, out: &mut Vec<Effect>) {
+        let busy = self
+            .active
+            .as_ref()
+            .map(|a| self.plan.phases[a.index].name.clone());
+        let note = |text: String| Effect::Note { index: None, text };
+        match (c, busy) {
+            (Command::RunNext | Command::RunPhase(_), Some(name)) => {
+                out.push(note(format!(
+                    "\"{name}\" is still running: wait, abort it or extend its timeout"
+                )));
+            }
+            (Command::RunNext, None) if self.next_index >= self.plan.phases.len() => {
+                out.push(note("every phase has run".into()));
+            }
+            (Command::RunNext, None) => self.start(now, self.next_index, out),
+            (Command::RunPhase(i), None) if i >= self.plan.phases.len() => {
+                out.push(note(format!("no phase {} in this plan", i + 1)));
+            }
+            (Command::RunPhase(i), None) => self.start(now, i, out),
+            (Command::RunAll, _) => {
+                self.run_all = true;
+                self.all_done_sent = false;
+            }
+            (Command::Abort, Some(_)) => {
+                self.run_all = false;
+                self.finish(
+                    now,
+                    Outcome::Failed {
+                        reason: "aborted by the user".into(),
+                    },
+                    out,
+                );
+            }
+            (Command::Abort, None) => out.push(note("nothing is running".into())),
+            (Command::ExtendTimeout(d), Some(_)) => {
+                if let Some(a) = &mut self.active {
+                    a.deadline_ms = a.deadline_ms.saturating_add(d.as_millis() as u64);
+                    a.notes
+                        .push(format!("timeout extended by {:.1} s", d.as_secs_f64()));
+                }
+            }
+            (Command::ExtendTimeout(_), None) => out.push(note("nothing is running".into())),
+        }
+    }
+
+    /// Finish the running phase when it is done, then start the next one under "run all".
+    fn advance(&mut self, now: u64, out: &mut Vec<Effect>) {
+        loop {
+            if let Some(mut a) = self.active.take() {
+                let phase = self.plan.phases[a.index].clone();
+                let done = self.evaluate(now, &phase, &mut a, out);
+                self.active = Some(a);
+                match done {
+                    Some(outcome) => self.finish(now, outcome, out),
+                    None => return,
+                }
+            } else if self.run_all && self.next_index < self.plan.phases.len() {
+                self.start(now, self.next_index, out);
+            } else {
+                if self.next_index >= self.plan.phases.len() && !self.all_done_sent {
+                    self.all_done_sent = true;
+                    self.run_all = false;
+                    out.push(Effect::AllDone);
+                }
+                return;
+            }
+        }
+    }
+
+    fn finish(&mut self, now: u64, outcome: Outcome, out: &mut Vec<Effect>) {
+        let Some(a) = self.active.take() else { return };
+        let phase = &self.plan.phases[a.index];
+        let record = PhaseRecord {
+            index: a.index,
+            name: phase.name.clone(),
+            key: phase.key,
+            action: phase.action.describe(),
+            start_ms: a.start_ms,
+            end_ms: now,
+            outcome,
+            before: a.before,
+            after: self.world.counts(),
+            notes: a.notes,
+            signals: a.signals,
+            exits: a.exits,
+        };
+        self.timeline.phases.push(record.clone());
+        out.push(Effect::PhaseFinished(record));
+    }
+}

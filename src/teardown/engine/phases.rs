@@ -1,0 +1,208 @@
+//! Starting a phase (what to signal or request, or why it is skipped) and judging the running
+//! one (done, escalate, timed out) for the [`Engine`].
+
+use super::{Active, Effect, Engine, Kind};
+use crate::teardown::plan::{Action, OnTimeout, Phase};
+use crate::teardown::signal_phase::SignalState;
+use crate::teardown::timeline::Outcome;
+use serde_json::json;
+
+impl Engine {
+    pub(super) fn start(&mut self, now: u64, index: usize, out: &mut Vec<Effect>) {
+        let phase = self.plan.phases[index].clone();
+        self.next_index = index + 1;
+        self.all_done_sent = false;
+        out.push(Effect::PhaseStarted {
+            index,
+            name: phase.name.clone(),
+        });
+        out.push(Effect::RefreshNow);
+        let mut a = Active {
+            index,
+            start_ms: now,
+            deadline_ms: now.saturating_add(phase.timeout.as_millis() as u64),
+            before: self.world.counts(),
+            notes: Vec::new(),
+            signals: Vec::new(),
+            exits: Vec::new(),
+            snapshots_at_start: self.world.snapshots_seen,
+            kind: Kind::Wait,
+        };
+        let skip = |reason: &str| {
+            Some(Outcome::Skipped {
+                reason: reason.to_string(),
+            })
+        };
+        let skipped = match &phase.action {
+            Action::Agent(_) if self.world.target_exited() => skip("the target has exited"),
+            Action::Agent(_) if self.world.agent.is_none() => skip(
+                "no agent connected (launch with `-- CMD` to inject it, or call lifecycle_top_agent.install())",
+            ),
+            Action::Agent(req) => {
+                let timeout_ms = phase.timeout.as_millis() as u64;
+                let mut params = json!({ "timeout_ms": timeout_ms });
+                if let crate::teardown::plan::AgentRequest::RunPhase(name) = req {
+                    params["name"] = json!(name);
+                }
+                out.push(Effect::AgentRequest {
+                    phase: index,
+                    method: req.method().to_string(),
+                    params,
+                    timeout: phase.timeout,
+                });
+                a.kind = Kind::Agent {
+                    replied: false,
+                    error: None,
+                };
+                None
+            }
+            Action::SignalTarget { .. } if self.world.target_exited() => {
+                skip("the target has already exited")
+            }
+            Action::SignalTarget { signals } => {
+                self.world.target_signalled = true;
+                let st = SignalState::for_target(&self.world, signals.clone(), now);
+                a.kind = Kind::Signal(st);
+                None
+            }
+            Action::SignalChildren { signals, scope } => {
+                a.kind = Kind::Signal(SignalState::for_children(
+                    &self.world,
+                    signals.clone(),
+                    *scope,
+                    now,
+                ));
+                None
+            }
+            Action::WaitExit => None,
+            Action::Audit { .. } => {
+                a.kind = Kind::Audit;
+                None
+            }
+        };
+        if let Kind::Signal(st) = &mut a.kind {
+            st.send_current(&self.world, now, None, &mut a.notes, out);
+        }
+        self.active = Some(a);
+        if let Some(outcome) = skipped {
+            self.finish(now, outcome, out);
+        }
+    }
+
+    /// `Some(outcome)` when the running phase is over.
+    pub(super) fn evaluate(
+        &mut self,
+        now: u64,
+        phase: &Phase,
+        a: &mut Active,
+        out: &mut Vec<Effect>,
+    ) -> Option<Outcome> {
+        let timed_out = now >= a.deadline_ms;
+        let rule_met = crate::teardown::rules::met(phase.success, &self.world);
+        match &mut a.kind {
+            Kind::Agent { replied, error } => {
+                if self.world.target_exited() {
+                    a.notes.push("the target exited during the phase".into());
+                    return Some(Outcome::Ok);
+                }
+                if let Some(reason) = error.take() {
+                    return Some(Outcome::Failed { reason });
+                }
+                if *replied && rule_met {
+                    return Some(Outcome::Ok);
+                }
+            }
+            Kind::Wait => {
+                if rule_met {
+                    return Some(Outcome::Ok);
+                }
+            }
+            Kind::Signal(st) => {
+                st.forget_gone(&self.world);
+                if st.victims.is_empty() {
+                    // "No children left" is judged on a snapshot taken after the last one
+                    // went, so a child re-spawned meanwhile is not missed.
+                    let seen = self.world.snapshots_seen;
+                    let fresh = match st.confirm_after {
+                        _ if !st.children => true,
+                        None => {
+                            st.confirm_after = Some(seen);
+                            out.push(Effect::RefreshNow);
+                            false
+                        }
+                        Some(n) => seen > n,
+                    };
+                    if !fresh && !timed_out {
+                        return None;
+                    }
+                    if rule_met {
+                        return Some(if st.step > 0 {
+                            Outcome::Escalated
+                        } else {
+                            Outcome::Ok
+                        });
+                    }
+                    // New children appeared (a parent re-spawned them): they get the same signal.
+                    st.confirm_after = None;
+                    st.adopt_new_children(&self.world);
+                    st.send_current(&self.world, now, None, &mut a.notes, out);
+                }
+                if timed_out
+                    && phase.on_timeout == OnTimeout::Escalate
+                    && st.step + 1 < st.signals.len()
+                {
+                    let due = a.deadline_ms;
+                    st.escalate(&mut self.world, now, due, &mut a.notes, out);
+                    a.deadline_ms = now.saturating_add(phase.timeout.as_millis() as u64);
+                    return None;
+                }
+                if timed_out {
+                    st.note_survivors(&self.world, now, &mut a.notes);
+                    if phase.on_timeout == OnTimeout::Snapshot {
+                        for v in &st.victims {
+                            out.push(Effect::SnapshotStacks {
+                                pid: v.key.pid,
+                                tids: Vec::new(),
+                                reason: format!("still alive at the end of \"{}\"", phase.name),
+                            });
+                        }
+                    }
+                    return Some(Outcome::TimedOut);
+                }
+                return None;
+            }
+            Kind::Audit => {
+                if self.world.snapshots_seen > a.snapshots_at_start || timed_out {
+                    let stacks = matches!(phase.action, Action::Audit { stacks: true });
+                    return Some(crate::teardown::rules::audit(
+                        &mut self.timeline,
+                        &self.world,
+                        now,
+                        stacks,
+                        &mut a.notes,
+                        out,
+                    ));
+                }
+                return None;
+            }
+        }
+        if timed_out {
+            if phase.on_timeout == OnTimeout::Snapshot && !self.world.target_exited() {
+                let tids = self
+                    .world
+                    .non_daemon_threads()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|t| t.0)
+                    .collect();
+                out.push(Effect::SnapshotStacks {
+                    pid: self.world.target.pid,
+                    tids,
+                    reason: format!("\"{}\" timed out", phase.name),
+                });
+            }
+            return Some(Outcome::TimedOut);
+        }
+        None
+    }
+}

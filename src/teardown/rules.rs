@@ -1,0 +1,65 @@
+//! Success rules and the left-over audit: the judgements the engine makes over [`World`].
+
+use super::engine::Effect;
+use super::plan::SuccessRule;
+use super::timeline::{LeftoverKind, Outcome, Timeline};
+use super::world::World;
+
+/// Is the phase's goal reached? Rules that need the agent count as met without one (agent
+/// phases are skipped then; other phases cannot know and must not wait for nothing).
+pub fn met(rule: SuccessRule, world: &World) -> bool {
+    match rule {
+        SuccessRule::NoChildren => world.live_children().is_empty(),
+        SuccessRule::NoPendingTasks => world.pending_tasks().is_none_or(|n| n == 0),
+        SuccessRule::TargetExited => world.target_exited(),
+        SuccessRule::NoNonDaemonThreads => world.non_daemon_threads().is_none_or(|v| v.is_empty()),
+        SuccessRule::None => true,
+    }
+}
+
+/// Lists what is left (stored in the timeline), asks for stacks of non-daemon threads and
+/// unkillable processes, and judges: ok when nothing is left.
+pub fn audit(
+    timeline: &mut Timeline,
+    world: &World,
+    now: u64,
+    stacks: bool,
+    notes: &mut Vec<String>,
+    out: &mut Vec<Effect>,
+) -> Outcome {
+    let left = world.leftovers(now);
+    for l in &left {
+        notes.push(format!("{} ({}): {}", l.pid, l.name, l.reason));
+    }
+    if stacks {
+        let tids: Vec<i32> = left
+            .iter()
+            .filter(|l| l.kind == LeftoverKind::NonDaemonThread)
+            .map(|l| l.pid)
+            .collect();
+        if !tids.is_empty() {
+            out.push(Effect::SnapshotStacks {
+                pid: world.target.pid,
+                tids,
+                reason: "non-daemon threads at the audit".into(),
+            });
+        }
+        for l in left.iter().filter(|l| l.kind == LeftoverKind::Unkillable) {
+            out.push(Effect::SnapshotStacks {
+                pid: l.pid,
+                tids: Vec::new(),
+                reason: l.reason.clone(),
+            });
+        }
+    }
+    let outcome = if left.is_empty() {
+        notes.push("nothing left".into());
+        Outcome::Ok
+    } else {
+        Outcome::Failed {
+            reason: format!("{} left over", left.len()),
+        }
+    };
+    timeline.leftovers = left;
+    outcome
+}

@@ -1,0 +1,217 @@
+//! The tokio driver shared by the TUI and headless mode: owns an [`Engine`], feeds it the
+//! inputs it is given (snapshots, agent facts, exits, commands) plus its own deadlines, carries
+//! out its effects (signals through [`exec`](super::exec), agent requests through an
+//! [`AgentPort`]) and reports [`PhaseEvent`]s. It never reads /proc itself: the caller forwards
+//! what its collector sees, and answers `RefreshNow` / `SnapshotStacks`.
+
+use super::engine::{Effect, Engine, Input};
+use super::timeline::{PhaseRecord, Timeline};
+use super::{AgentPort, Command, Plan, exec};
+use crate::model::{AgentFacts, ExitStatus, ProcKey, Snapshot};
+use serde_json::Value;
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// What the runner reports, in order.
+#[derive(Debug, Clone)]
+pub enum PhaseEvent {
+    Started {
+        index: usize,
+        name: String,
+    },
+    Progress {
+        index: Option<usize>,
+        note: String,
+    },
+    /// A signal was sent (or refused). `late`: how long after its due time (escalations).
+    Signal {
+        key: ProcKey,
+        sig: i32,
+        name: String,
+        result: Result<(), String>,
+        late: Option<Duration>,
+    },
+    /// An exit reached the runner; `since_signal`: time since our last signal to it.
+    ExitNoticed {
+        key: ProcKey,
+        status: ExitStatus,
+        since_signal: Option<Duration>,
+    },
+    Finished(PhaseRecord),
+    /// Please capture stacks (the runner has no stack capture of its own).
+    SnapshotStacks {
+        pid: i32,
+        tids: Vec<i32>,
+        reason: String,
+    },
+    /// Please refresh the collector now.
+    RefreshNow,
+    /// The timeline after a change (for the TUI panel).
+    Timeline(Box<Timeline>),
+    AllDone(Box<Timeline>),
+}
+
+enum Control {
+    Command(Command),
+    Snapshot(Box<Snapshot>),
+    Agent(Option<AgentFacts>),
+    Exited { key: ProcKey, status: ExitStatus },
+}
+
+/// Cheap, cloneable way to feed a running [`Runner`].
+#[derive(Clone)]
+pub struct RunnerHandle {
+    tx: mpsc::UnboundedSender<Control>,
+}
+
+impl RunnerHandle {
+    pub fn command(&self, c: Command) {
+        let _ = self.tx.send(Control::Command(c));
+    }
+    pub fn snapshot(&self, s: Box<Snapshot>) {
+        let _ = self.tx.send(Control::Snapshot(s));
+    }
+    pub fn agent_facts(&self, f: Option<AgentFacts>) {
+        let _ = self.tx.send(Control::Agent(f));
+    }
+    pub fn exited(&self, key: ProcKey, status: ExitStatus) {
+        let _ = self.tx.send(Control::Exited { key, status });
+    }
+}
+
+pub struct Runner {
+    pub events: mpsc::UnboundedReceiver<PhaseEvent>,
+    pub handle: RunnerHandle,
+    /// Ends when every [`RunnerHandle`] is dropped; yields the final timeline.
+    pub task: tokio::task::JoinHandle<Timeline>,
+}
+
+/// Starts the runner task (needs a tokio runtime). Nothing runs until a [`Command`] arrives.
+pub fn spawn(
+    plan: Plan,
+    target: ProcKey,
+    started_unix_ms: u64,
+    agent: Option<Arc<dyn AgentPort>>,
+) -> Runner {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (ev_tx, events) = mpsc::unbounded_channel();
+    let engine = Engine::new(plan, target, started_unix_ms);
+    let task = tokio::spawn(drive(engine, rx, ev_tx, agent));
+    Runner {
+        events,
+        handle: RunnerHandle { tx },
+        task,
+    }
+}
+
+async fn drive(
+    mut engine: Engine,
+    mut rx: mpsc::UnboundedReceiver<Control>,
+    ev: mpsc::UnboundedSender<PhaseEvent>,
+    agent: Option<Arc<dyn AgentPort>>,
+) -> Timeline {
+    let t0 = Instant::now();
+    let (reply_tx, mut replies) = mpsc::unbounded_channel::<(usize, Result<Value, String>)>();
+    let mut last_signal: HashMap<ProcKey, Instant> = HashMap::new();
+    loop {
+        let wake = engine
+            .next_deadline()
+            .map(|ms| t0 + Duration::from_millis(ms));
+        let input = tokio::select! {
+            biased;
+            c = rx.recv() => match c {
+                None => break,
+                Some(Control::Command(c)) => Input::Command(c),
+                Some(Control::Snapshot(s)) => Input::Snapshot(s),
+                Some(Control::Agent(f)) => Input::Agent(f),
+                Some(Control::Exited { key, status }) => {
+                    let since_signal = last_signal.get(&key).map(|t| t.elapsed());
+                    let _ = ev.send(PhaseEvent::ExitNoticed { key, status, since_signal });
+                    Input::Exited { key, status }
+                }
+            },
+            Some((phase, result)) = replies.recv() => Input::AgentReply { phase, result },
+            _ = sleep_until(wake) => Input::Tick,
+        };
+        let tick = matches!(input, Input::Tick);
+        let mut queue = VecDeque::from([input]);
+        let mut changed = !tick;
+        while let Some(input) = queue.pop_front() {
+            let now = t0.elapsed().as_millis() as u64;
+            for effect in engine.step(now, input) {
+                changed = true;
+                match effect {
+                    Effect::Signal {
+                        key,
+                        sig,
+                        name,
+                        due_ms,
+                    } => {
+                        let result = exec::signal(key, sig).map_err(|e| e.to_string());
+                        let sent = Instant::now();
+                        last_signal.insert(key, sent);
+                        let late = due_ms
+                            .map(|d| sent.saturating_duration_since(t0 + Duration::from_millis(d)));
+                        let _ = ev.send(PhaseEvent::Signal {
+                            key,
+                            sig,
+                            name,
+                            result: result.clone(),
+                            late,
+                        });
+                        queue.push_back(Input::SignalResult { key, sig, result });
+                    }
+                    Effect::AgentRequest {
+                        phase,
+                        method,
+                        params,
+                        timeout,
+                    } => match &agent {
+                        Some(port) => {
+                            let (port, tx) = (port.clone(), reply_tx.clone());
+                            tokio::spawn(async move {
+                                let r = port.request(&method, params, timeout).await;
+                                let _ = tx.send((phase, r));
+                            });
+                        }
+                        None => queue.push_back(Input::AgentReply {
+                            phase,
+                            result: Err("no agent client in this run".into()),
+                        }),
+                    },
+                    Effect::SnapshotStacks { pid, tids, reason } => {
+                        let _ = ev.send(PhaseEvent::SnapshotStacks { pid, tids, reason });
+                    }
+                    Effect::RefreshNow => {
+                        let _ = ev.send(PhaseEvent::RefreshNow);
+                    }
+                    Effect::PhaseStarted { index, name } => {
+                        let _ = ev.send(PhaseEvent::Started { index, name });
+                    }
+                    Effect::Note { index, text } => {
+                        let _ = ev.send(PhaseEvent::Progress { index, note: text });
+                    }
+                    Effect::PhaseFinished(r) => {
+                        let _ = ev.send(PhaseEvent::Finished(r));
+                    }
+                    Effect::AllDone => {
+                        let _ = ev.send(PhaseEvent::AllDone(Box::new(engine.timeline().clone())));
+                    }
+                }
+            }
+        }
+        if changed {
+            let _ = ev.send(PhaseEvent::Timeline(Box::new(engine.timeline().clone())));
+        }
+    }
+    engine.timeline().clone()
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}

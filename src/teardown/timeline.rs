@@ -1,0 +1,172 @@
+//! The record of a teardown run: one [`PhaseRecord`] per phase that ran, with outcome, counts
+//! before/after, notes, and every signal and exit seen. Serialisable: the JSON report and the
+//! trace export are built from it, and the TUI timeline widget draws it.
+
+use crate::model::ExitStatus;
+use serde::{Deserialize, Serialize};
+
+/// How a phase ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Outcome {
+    Ok,
+    TimedOut,
+    /// Reached its goal only after a later signal of the escalation list (e.g. SIGKILL).
+    Escalated,
+    Failed {
+        reason: String,
+    },
+    Skipped {
+        reason: String,
+    },
+}
+
+impl Outcome {
+    pub fn label(&self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::TimedOut => "timed out",
+            Outcome::Escalated => "escalated",
+            Outcome::Failed { .. } => "failed",
+            Outcome::Skipped { .. } => "skipped",
+        }
+    }
+    /// Skipped phases are fine (no agent), ok is fine; anything else makes a run unclean.
+    pub fn is_clean(&self) -> bool {
+        matches!(self, Outcome::Ok | Outcome::Skipped { .. })
+    }
+}
+
+/// What keeps the tree alive, counted at a phase boundary. `None` = not knowable (no agent).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counts {
+    /// Threads of the target (0 once it exited).
+    pub threads: usize,
+    /// Non-daemon Python threads other than the main thread (what `threading._shutdown` joins).
+    pub non_daemon_threads: Option<usize>,
+    /// Live descendants, orphans included, zombies excluded.
+    pub children: usize,
+    pub pending_tasks: Option<usize>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignalEvent {
+    /// Milliseconds since the run started.
+    pub at_ms: u64,
+    pub pid: i32,
+    pub name: String,
+    pub signal: String,
+    /// `None` when delivered; the error otherwise (gone, refused, permission).
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitEvent {
+    pub at_ms: u64,
+    pub pid: i32,
+    pub name: String,
+    pub status: ExitStatus,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PhaseRecord {
+    /// Position in the plan (0-based).
+    pub index: usize,
+    pub name: String,
+    pub key: char,
+    pub action: String,
+    pub start_ms: u64,
+    pub end_ms: u64,
+    pub outcome: Outcome,
+    pub before: Counts,
+    pub after: Counts,
+    pub notes: Vec<String>,
+    pub signals: Vec<SignalEvent>,
+    pub exits: Vec<ExitEvent>,
+}
+
+impl PhaseRecord {
+    pub fn duration_ms(&self) -> u64 {
+        self.end_ms.saturating_sub(self.start_ms)
+    }
+}
+
+/// Something still there at an audit, and why it stays.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Leftover {
+    /// Process id, or thread id for threads.
+    pub pid: i32,
+    pub name: String,
+    pub kind: LeftoverKind,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LeftoverKind {
+    Alive,
+    Zombie,
+    /// D state after SIGKILL: "still around after SIGKILL".
+    Unkillable,
+    Orphan,
+    NonDaemonThread,
+    PendingTasks,
+}
+
+/// The phase running now (for the live elapsed time in the TUI).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunningPhase {
+    pub index: usize,
+    pub name: String,
+    pub start_ms: u64,
+    pub deadline_ms: u64,
+    pub notes: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Timeline {
+    pub plan: String,
+    pub target_pid: i32,
+    /// Wall clock at `at_ms == 0`, milliseconds since the Unix epoch.
+    pub started_unix_ms: u64,
+    pub phases: Vec<PhaseRecord>,
+    pub running: Option<RunningPhase>,
+    /// From the most recent audit phase.
+    pub leftovers: Vec<Leftover>,
+    /// Signals and exits seen outside any phase (e.g. the target exiting on its own).
+    pub exits_outside: Vec<ExitEvent>,
+}
+
+impl Timeline {
+    pub fn new(plan: &str, target_pid: i32, started_unix_ms: u64) -> Self {
+        Self {
+            plan: plan.to_string(),
+            target_pid,
+            started_unix_ms,
+            phases: Vec::new(),
+            running: None,
+            leftovers: Vec::new(),
+            exits_outside: Vec::new(),
+        }
+    }
+
+    /// The latest record of plan phase `index`, if it ran.
+    pub fn record(&self, index: usize) -> Option<&PhaseRecord> {
+        self.phases.iter().rev().find(|p| p.index == index)
+    }
+
+    /// True when a SIGKILL was sent in any phase.
+    pub fn needed_sigkill(&self) -> bool {
+        self.phases
+            .iter()
+            .flat_map(|p| &p.signals)
+            .any(|s| s.signal == "SIGKILL" && s.error.is_none())
+    }
+
+    /// Clean: every phase ok or skipped, nothing left over, no SIGKILL.
+    pub fn is_clean(&self) -> bool {
+        self.phases.iter().all(|p| p.outcome.is_clean())
+            && self.leftovers.is_empty()
+            && !self.needed_sigkill()
+    }
+}

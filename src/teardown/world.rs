@@ -1,0 +1,231 @@
+//! What the engine knows about the tree: the latest snapshot, agent facts and exits seen,
+//! plus the counting and left-over rules built on them. Pure: fed by the engine's inputs.
+
+use super::timeline::{Counts, Leftover, LeftoverKind};
+use crate::model::{AgentFacts, ExitStatus, ProcInfo, ProcKey, RunState, Snapshot};
+use std::collections::HashMap;
+
+#[derive(Debug, Clone)]
+pub struct World {
+    pub target: ProcKey,
+    pub snapshot: Option<Snapshot>,
+    /// Number of snapshots received: an audit waits for one newer than its start.
+    pub snapshots_seen: u64,
+    pub agent: Option<AgentFacts>,
+    pub exited: HashMap<ProcKey, ExitStatus>,
+    /// When (ms since run start) each process was sent SIGKILL.
+    pub killed: HashMap<ProcKey, u64>,
+    /// Names of every process seen, so notes can name one after it vanished.
+    pub names: HashMap<ProcKey, String>,
+    /// A signal_target phase ran: from then on a live target is a left-over.
+    pub target_signalled: bool,
+}
+
+impl World {
+    pub fn new(target: ProcKey) -> Self {
+        Self {
+            target,
+            snapshot: None,
+            snapshots_seen: 0,
+            agent: None,
+            exited: HashMap::new(),
+            killed: HashMap::new(),
+            names: HashMap::new(),
+            target_signalled: false,
+        }
+    }
+
+    /// Takes a snapshot; returns exits it shows that were not known yet (the caller records
+    /// them, so an exit is in the timeline whether the pidfd or the snapshot told us first).
+    pub fn absorb(&mut self, snap: Snapshot) -> Vec<(ProcKey, ExitStatus)> {
+        let mut new_exits = Vec::new();
+        for p in &snap.processes {
+            self.names.entry(p.key).or_insert_with(|| p.name.clone());
+            if let Some(exit) = p.exit
+                && !self.exited.contains_key(&p.key)
+            {
+                new_exits.push((p.key, exit.status));
+            }
+        }
+        self.snapshot = Some(snap);
+        self.snapshots_seen += 1;
+        new_exits
+    }
+
+    pub fn name(&self, key: ProcKey) -> String {
+        self.names.get(&key).cloned().unwrap_or_else(|| "?".into())
+    }
+
+    pub fn info(&self, key: ProcKey) -> Option<&ProcInfo> {
+        self.snapshot
+            .as_ref()?
+            .processes
+            .iter()
+            .find(|p| p.key == key)
+    }
+
+    /// Gone = exit seen, zombie/dead in the snapshot, or no longer listed by the collector
+    /// (which keeps every process it has seen listed while it lives, orphans included).
+    pub fn is_gone(&self, key: ProcKey) -> bool {
+        if self.exited.contains_key(&key) {
+            return true;
+        }
+        match &self.snapshot {
+            None => false,
+            Some(s) => match s.processes.iter().find(|p| p.key == key) {
+                None => true,
+                Some(p) => p.exit.is_some() || matches!(p.state, RunState::Zombie | RunState::Dead),
+            },
+        }
+    }
+
+    pub fn target_exited(&self) -> bool {
+        self.is_gone(self.target)
+    }
+
+    /// Live descendants (orphans included), deepest first, then by pid.
+    pub fn live_children(&self) -> Vec<&ProcInfo> {
+        let Some(s) = &self.snapshot else {
+            return Vec::new();
+        };
+        let mut v: Vec<&ProcInfo> = s
+            .live_descendants()
+            .filter(|p| !self.is_gone(p.key))
+            .collect();
+        v.sort_by_key(|p| (std::cmp::Reverse(p.depth), p.key.pid));
+        v
+    }
+
+    /// Python non-daemon threads other than the main thread; `None` without agent facts.
+    pub fn non_daemon_threads(&self) -> Option<Vec<(i32, String)>> {
+        if self.target_exited() {
+            return self.agent.as_ref().map(|_| Vec::new());
+        }
+        let facts = self.agent.as_ref()?;
+        Some(
+            facts
+                .threads
+                .iter()
+                .filter(|t| t.alive && !t.daemon && t.native_id != self.target.pid)
+                .map(|t| (t.native_id, t.name.clone()))
+                .collect(),
+        )
+    }
+
+    pub fn pending_tasks(&self) -> Option<usize> {
+        if self.target_exited() {
+            return self.agent.as_ref().map(|_| 0);
+        }
+        self.agent.as_ref().map(|f| f.pending_tasks)
+    }
+
+    pub fn counts(&self) -> Counts {
+        let threads = if self.target_exited() {
+            0
+        } else {
+            self.snapshot.as_ref().map_or(0, |s| s.threads.len())
+        };
+        Counts {
+            threads,
+            non_daemon_threads: self.non_daemon_threads().map(|v| v.len()),
+            children: self.live_children().len(),
+            pending_tasks: self.pending_tasks(),
+        }
+    }
+
+    /// Everything still there, each with the reason it stays.
+    pub fn leftovers(&self, now_ms: u64) -> Vec<Leftover> {
+        let mut out = Vec::new();
+        if let Some(s) = &self.snapshot {
+            for p in &s.processes {
+                if self.exited.contains_key(&p.key) || p.exit.is_some() {
+                    continue;
+                }
+                if p.key == self.target && !self.target_signalled {
+                    continue;
+                }
+                if let Some(l) = self.leftover_process(p, now_ms) {
+                    out.push(l);
+                }
+            }
+        }
+        if let Some(threads) = self.non_daemon_threads() {
+            for (tid, name) in threads {
+                out.push(Leftover {
+                    pid: tid,
+                    name,
+                    kind: LeftoverKind::NonDaemonThread,
+                    reason:
+                        "non-daemon thread: the interpreter joins it at exit (threading._shutdown)"
+                            .into(),
+                });
+            }
+        }
+        if let Some(n) = self.pending_tasks().filter(|n| *n > 0) {
+            out.push(Leftover {
+                pid: self.target.pid,
+                name: self.name(self.target),
+                kind: LeftoverKind::PendingTasks,
+                reason: format!("{n} asyncio task(s) still pending"),
+            });
+        }
+        out
+    }
+
+    fn leftover_process(&self, p: &ProcInfo, now_ms: u64) -> Option<Leftover> {
+        let (kind, reason) = if p.state == RunState::Dead {
+            return None;
+        } else if p.state == RunState::Zombie {
+            (
+                LeftoverKind::Zombie,
+                format!(
+                    "zombie: exited but not reaped by its parent (pid {})",
+                    p.ppid
+                ),
+            )
+        } else if let Some(at) = self.killed.get(&p.key) {
+            let why = if p.state == RunState::DiskSleep {
+                "in D state (uninterruptible sleep, usually I/O or a driver)".to_string()
+            } else {
+                format!("state {}", p.state.as_char())
+            };
+            (
+                LeftoverKind::Unkillable,
+                format!(
+                    "still around {:.1} s after SIGKILL: {why}",
+                    now_ms.saturating_sub(*at) as f64 / 1000.0
+                ),
+            )
+        } else if p.orphan {
+            (
+                LeftoverKind::Orphan,
+                format!(
+                    "orphan: reparented out of the tree to pid {}, still running",
+                    p.ppid
+                ),
+            )
+        } else {
+            let sig = libc::SIGTERM;
+            let m = p.signals;
+            let disposition = if m.ignores(sig) {
+                "; ignores SIGTERM"
+            } else if m.blocks(sig) {
+                "; blocks SIGTERM"
+            } else if m.catches(sig) {
+                "; handles SIGTERM"
+            } else {
+                ""
+            };
+            (
+                LeftoverKind::Alive,
+                format!("alive (state {}){disposition}", p.state.as_char()),
+            )
+        };
+        Some(Leftover {
+            pid: p.key.pid,
+            name: p.name.clone(),
+            kind,
+            reason,
+        })
+    }
+}

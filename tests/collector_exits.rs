@@ -1,0 +1,285 @@
+//! Exits and identity against real processes: the live collector reports exit codes and
+//! signals through pidfds (whatever the refresh interval), `PidFd` refuses a key whose start
+//! time does not match (pid reuse), and attach errors are one line with a remedy.
+#![allow(clippy::unwrap_used)]
+
+mod collector_util;
+
+use collector_util::{DEADLINE, Target, need};
+use lifecycle_top::collect::live::{self, CollectEvent};
+use lifecycle_top::collect::pidfd::{PidFd, PidFdError};
+use lifecycle_top::collect::{AttachError, Collector, CollectorOptions, procfs};
+use lifecycle_top::model::{ExitStatus, ProcKey};
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The first event `pick` accepts, within the deadline; panics if the channel closes.
+async fn next_event<T>(
+    lc: &mut live::LiveCollector,
+    what: &str,
+    mut pick: impl FnMut(CollectEvent) -> Option<T>,
+) -> T {
+    let wait = async {
+        loop {
+            match lc.events.recv().await {
+                Some(ev) => {
+                    if let Some(v) = pick(ev) {
+                        return v;
+                    }
+                }
+                None => panic!("event channel closed while waiting for {what}"),
+            }
+        }
+    };
+    match tokio::time::timeout(DEADLINE, wait).await {
+        Ok(v) => v,
+        Err(_) => panic!("timed out waiting for {what}"),
+    }
+}
+
+async fn exited(lc: &mut live::LiveCollector, key: ProcKey) -> ExitStatus {
+    next_event(lc, "Exited event", |ev| match ev {
+        CollectEvent::Exited { key: k, status, .. } if k == key => Some(status),
+        _ => None,
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_events_report_exit_code_and_signal() {
+    let opts = || CollectorOptions {
+        launch_mode: true, // the targets are our children: reap them for the code
+        ..CollectorOptions::default()
+    };
+    // A long interval: the exit must still be reported through the pidfd.
+    let interval = Duration::from_secs(3600);
+
+    let mut t = Target::spawn(
+        Command::new("sh")
+            .args(["-c", "read x; exit 5"])
+            .stdin(Stdio::piped()),
+    );
+    let key = t.key();
+    let mut lc = live::spawn(Collector::attach(t.pid(), opts()).unwrap(), interval);
+    let first = next_event(&mut lc, "first snapshot", |ev| match ev {
+        CollectEvent::Snapshot(s) => Some(s),
+        _ => None,
+    })
+    .await;
+    assert_eq!(first.target, key);
+    writeln!(t.child.stdin.take().unwrap(), "go").unwrap();
+    assert_eq!(exited(&mut lc, key).await, ExitStatus::Code(5));
+    // The refresh the watcher requested shows the exit too.
+    let snap = next_event(&mut lc, "snapshot showing the exit", |ev| match ev {
+        CollectEvent::Snapshot(s) if s.target_info().is_some_and(|p| p.exit.is_some()) => Some(s),
+        _ => None,
+    })
+    .await;
+    assert_eq!(
+        snap.target_info().unwrap().exit.unwrap().status,
+        ExitStatus::Code(5)
+    );
+    assert!(snap.threads.is_empty());
+    assert_eq!(
+        snap.processes[0].key, key,
+        "an exited target is still listed first"
+    );
+
+    let t2 = Target::spawn(Command::new("sleep").arg("1000"));
+    let key2 = t2.key();
+    let mut lc2 = live::spawn(Collector::attach(t2.pid(), opts()).unwrap(), interval);
+    lc2.refresh_now();
+    PidFd::open(key2).unwrap().send_signal(9).unwrap();
+    assert_eq!(exited(&mut lc2, key2).await, ExitStatus::Signal(9));
+}
+
+#[test]
+fn pidfd_refuses_wrong_start_time_and_dead_process() {
+    let t = Target::spawn(Command::new("sleep").arg("1000"));
+    let key = t.key();
+    let fd = PidFd::open(key).unwrap();
+    assert_eq!(fd.key(), key);
+    assert!(!fd.has_exited());
+    let wrong = ProcKey {
+        start_time: key.start_time.wrapping_sub(1),
+        ..key
+    };
+    assert!(matches!(PidFd::open(wrong), Err(PidFdError::Reused { .. })));
+    fd.send_signal(9).unwrap();
+    let deadline = Instant::now() + DEADLINE;
+    while !fd.has_exited() {
+        assert!(Instant::now() < deadline, "SIGKILL not observed");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(fd.try_reap(), Some(ExitStatus::Signal(9)));
+    assert!(PidFd::open(key).is_err(), "a reaped process has no pidfd");
+}
+
+#[test]
+fn attach_errors_are_one_line_with_a_remedy() {
+    let err = Collector::attach(i32::MAX, CollectorOptions::default())
+        .err()
+        .unwrap();
+    assert!(matches!(err, AttachError::NoSuchProcess(_)), "{err:?}");
+    let err = Collector::attach(-4, CollectorOptions::default())
+        .err()
+        .unwrap();
+    assert!(matches!(err, AttachError::NoSuchProcess(_)), "{err:?}");
+    // A zombie: our own child that exited and that we have not reaped yet.
+    let z = Target::spawn(&mut Command::new("true"));
+    let pid = z.pid();
+    let deadline = Instant::now() + DEADLINE;
+    while procfs::read_path(&format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|b| procfs::parse_stat(&b))
+        .is_none_or(|s| s.state != 'Z')
+    {
+        assert!(Instant::now() < deadline, "child never became a zombie");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let zerr = Collector::attach(pid, CollectorOptions::default())
+        .err()
+        .unwrap();
+    assert!(
+        matches!(zerr, AttachError::Zombie(p) if p == pid),
+        "{zerr:?}"
+    );
+    for e in [err, zerr] {
+        let msg = e.to_string();
+        assert!(!msg.contains('\n') && msg.contains(':'), "{msg}");
+    }
+}
+
+/// Env var that turns `helper_attach_as_other_user` into the unprivileged half of
+/// `attach_to_another_users_process_is_permission_denied`.
+const HELPER_ENV: &str = "LT_TEST_ATTACH_PID";
+
+/// Does nothing in a normal run. Re-executed by the test below as user nobody (setpriv),
+/// with the pid of a root-owned process in `LT_TEST_ATTACH_PID`: the attach must fail with
+/// PermissionDenied.
+#[test]
+fn helper_attach_as_other_user() {
+    let Some(pid) = std::env::var(HELPER_ENV).ok().and_then(|p| p.parse().ok()) else {
+        return;
+    };
+    let err = Collector::attach(pid, CollectorOptions::default()).err();
+    assert!(
+        matches!(err, Some(AttachError::PermissionDenied(p)) if p == pid),
+        "{err:?}"
+    );
+    let msg = err.map(|e| e.to_string()).unwrap_or_default();
+    assert!(msg.contains("sudo") && !msg.contains('\n'), "{msg}");
+}
+
+#[test]
+fn attach_to_another_users_process_is_permission_denied() {
+    let root_owned = Target::spawn(Command::new("sleep").arg("1000"));
+    if !rustix::process::geteuid().is_root() {
+        // Unprivileged run: a process of root's (our `sleep` is ours, pid 1 is root's).
+        let err = Collector::attach(1, CollectorOptions::default()).err();
+        assert!(
+            matches!(err, Some(AttachError::PermissionDenied(1))),
+            "{err:?}"
+        );
+        return;
+    }
+    need("setpriv");
+    let me = std::env::current_exe().unwrap();
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(&me)
+        .args(["helper_attach_as_other_user", "--exact", "--nocapture"])
+        .env(HELPER_ENV, root_owned.pid().to_string())
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "helper as nobody failed:\n{text}");
+    assert!(text.contains("1 passed"), "helper did not run:\n{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_refresh_now_and_set_interval() {
+    async fn next_snapshot(lc: &mut live::LiveCollector) {
+        next_event(lc, "snapshot", |ev| {
+            matches!(ev, CollectEvent::Snapshot(_)).then_some(())
+        })
+        .await
+    }
+    let t = Target::spawn(Command::new("sleep").arg("1000"));
+    let c = Collector::attach(t.pid(), CollectorOptions::default()).unwrap();
+    let mut lc = live::spawn(c, Duration::from_secs(3600));
+    next_snapshot(&mut lc).await; // the first one comes at once
+    lc.refresh_now();
+    next_snapshot(&mut lc).await;
+    lc.set_interval(Duration::from_millis(20));
+    for _ in 0..3 {
+        next_snapshot(&mut lc).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_reports_exit_of_a_descendant() {
+    let t = Target::sh("sleep 1000 & wait");
+    let c = Collector::attach(t.pid(), CollectorOptions::default()).unwrap();
+    let mut lc = live::spawn(c, Duration::from_millis(50));
+    let mut child = None;
+    next_event(&mut lc, "Exited event of the child", |ev| match ev {
+        CollectEvent::Snapshot(s) if child.is_none() => {
+            if let Some(p) = s.live_descendants().find(|p| p.name == "sleep") {
+                child = Some(p.key);
+                PidFd::open(p.key).unwrap().send_signal(9).unwrap();
+            }
+            None
+        }
+        // Its parent sh reaps it, so the status may be known (zombie seen) or not.
+        CollectEvent::Exited { key, .. } if Some(key) == child => Some(()),
+        _ => None,
+    })
+    .await;
+}
+
+/// Each exit is reported once, and before any snapshot that shows it: consumers (the
+/// teardown engine) may count exits from events and read the rest from snapshots. A short
+/// interval, and a single-threaded runtime that this test blocks for a moment after each
+/// snapshot, make the refresh thread notice exits before the pidfd watcher can run.
+#[tokio::test(flavor = "current_thread")]
+async fn every_exit_reported_once_and_before_snapshots_show_it() {
+    let t = Target::sh(
+        "for i in 1 2 3 4 5 6; do sleep 0.$i & done; wait; touch /dev/null; exec sleep 1000",
+    );
+    let c = Collector::attach(t.pid(), CollectorOptions::default()).unwrap();
+    let mut lc = live::spawn(c, Duration::from_millis(5));
+    let mut reported: Vec<ProcKey> = Vec::new();
+    next_event(
+        &mut lc,
+        "six exited children in a snapshot",
+        |ev| match ev {
+            CollectEvent::Exited { key, .. } => {
+                assert!(!reported.contains(&key), "{key:?} reported twice");
+                reported.push(key);
+                None
+            }
+            CollectEvent::Snapshot(s) => {
+                let exited: Vec<ProcKey> = s
+                    .processes
+                    .iter()
+                    .filter(|p| p.exit.is_some())
+                    .map(|p| p.key)
+                    .collect();
+                for k in &exited {
+                    assert!(
+                        reported.contains(k),
+                        "snapshot shows {k:?} exited before its event"
+                    );
+                }
+                // Starve the watcher tasks (same runtime) while the refresh thread goes on.
+                std::thread::sleep(Duration::from_millis(20));
+                (exited.len() >= 6).then_some(())
+            }
+            CollectEvent::Error(e) => panic!("{e}"),
+        },
+    )
+    .await;
+}

@@ -1,0 +1,123 @@
+//! `lifecycle-top snapshot`: the scriptable face of the collector, joined with the agent's
+//! report when the target runs one. Real python3 targets, the real binary.
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+const BIN: &str = env!("CARGO_BIN_EXE_lifecycle-top");
+
+struct Target(Child);
+impl Drop for Target {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn agent_dir() -> String {
+    let out = Command::new(BIN)
+        .args(["agent", "--path"])
+        .output()
+        .expect("run lifecycle-top agent --path");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A python3 target with a non-daemon thread "keeper" and a daemon thread "ticker"; with
+/// `agent`, it installs the agent first. Returns once it printed "ready".
+fn spawn_python(agent: bool) -> Target {
+    let code = format!(
+        r#"
+import threading, time
+{install}
+stop = threading.Event()
+threading.Thread(target=stop.wait, name="keeper").start()
+threading.Thread(target=stop.wait, name="ticker", daemon=True).start()
+print("ready", flush=True)
+time.sleep(600)
+"#,
+        install = if agent {
+            "import lifecycle_top_agent; lifecycle_top_agent.install()"
+        } else {
+            ""
+        }
+    );
+    let mut cmd = Command::new("python3");
+    cmd.args(["-c", &code]).stdout(Stdio::piped());
+    if agent {
+        cmd.env("PYTHONPATH", agent_dir());
+    }
+    let mut child = cmd
+        .spawn()
+        .expect("python3 is needed for this test (apt install python3)");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("target output");
+    assert_eq!(line.trim(), "ready");
+    Target(child)
+}
+
+fn snapshot_json(pid: u32) -> Value {
+    let out = Command::new(BIN)
+        .args(["snapshot", "--pid", &pid.to_string(), "--json"])
+        .output()
+        .expect("run lifecycle-top snapshot");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("snapshot --json is JSON")
+}
+
+#[test]
+fn json_includes_agent_threads_with_daemon_flags() {
+    let target = spawn_python(true);
+    let pid = target.0.id();
+    let v = snapshot_json(pid);
+    assert_eq!(v["target"]["pid"], pid);
+    assert!(v["threads"].as_array().expect("threads").len() >= 3);
+    let threads = v["agent"]["report"]["threads"]
+        .as_array()
+        .unwrap_or_else(|| panic!("agent report with threads: {v}"));
+    let find = |name: &str| {
+        threads
+            .iter()
+            .find(|t| t["name"] == name)
+            .unwrap_or_else(|| panic!("thread {name} in {threads:?}"))
+            .clone()
+    };
+    assert_eq!(find("keeper")["daemon"], false);
+    assert_eq!(find("ticker")["daemon"], true);
+    let keeper_tid = find("keeper")["native_id"].as_i64().expect("native id");
+    let tids: Vec<i64> = v["threads"]
+        .as_array()
+        .expect("threads")
+        .iter()
+        .filter_map(|t| t["tid"].as_i64())
+        .collect();
+    assert!(tids.contains(&keeper_tid), "native_id joins a /proc tid");
+}
+
+#[test]
+fn without_agent_the_shape_stays_and_says_why() {
+    let target = spawn_python(false);
+    let v = snapshot_json(target.0.id());
+    assert!(v["agent"].is_null());
+    assert!(
+        v["agent_status"].as_str().is_some_and(|s| !s.is_empty()),
+        "a reason: {v}"
+    );
+    let out = Command::new(BIN)
+        .args(["snapshot", "--pid", &target.0.id().to_string()])
+        .output()
+        .expect("run lifecycle-top snapshot");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("agent: not found"), "{text}");
+}
