@@ -391,8 +391,11 @@ class PeerCredTest(unittest.TestCase):
                                       text=True).stdout)
 
     def as_other(self, path):
+        # The client is plain stdlib; the system python is loadable by any user, a python
+        # under /root (pyenv) may not be.
+        python = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
         out = subprocess.run(["setpriv", "--reuid=%d" % self.uid, "--regid=%d" % self.uid,
-                              "--clear-groups", sys.executable, "-c", CLIENT_AS_OTHER, path],
+                              "--clear-groups", python, "-c", CLIENT_AS_OTHER, path],
                              capture_output=True, text=True, timeout=20)
         self.assertEqual(out.returncode, 0, out.stderr)
         return out.stdout.strip()
