@@ -26,8 +26,10 @@ APP = textwrap.dedent("""
     threading.Thread(target=stop.wait, name="worker-d", daemon=True).start()
     pool = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="pool")
     pool.submit(stop.wait)
+    import ctypes
+    die_with_parent = lambda: ctypes.CDLL(None).prctl(1, 9)  # PR_SET_PDEATHSIG, SIGKILL
     child = subprocess.Popen(["sleep", "60"], stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL)
+                             stderr=subprocess.DEVNULL, preexec_fn=die_with_parent)
     async def sleeper():
         await asyncio.sleep(3600)
     async def swallower():
