@@ -275,8 +275,9 @@ async fn run(
                 _ = &mut pause => break,
                 cmd = commands.recv() => match cmd {
                     Some(c) => { let _ = c.reply.send(Err(AgentError::NotConnected(reason.clone()))); }
-                    None if events.is_closed() => return,
-                    None => {}
+                    // Every requester is gone (cannot happen while the handle lives):
+                    // just wait out the pause instead of spinning on a closed channel.
+                    None => { (&mut pause).await; break; }
                 },
                 _ = events.closed() => return,
             }
