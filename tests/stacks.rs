@@ -182,3 +182,30 @@ fn blocked_threads_are_stuck_across_two_snapshots() {
         );
     }
 }
+
+#[test]
+fn a_zombie_gets_a_kernel_view_and_a_clear_native_error() {
+    let mut child = std::process::Command::new("true")
+        .spawn()
+        .expect("true runs");
+    let pid = child.id() as i32;
+    eventually("child is a zombie", || thread_state(pid, pid) == Some('Z'));
+    let snap = stacks::capture(pid, &[], &StackOptions::default());
+    let t = snap.thread(pid).unwrap();
+    assert_eq!(
+        t.kernel.as_ref().unwrap().state,
+        lifecycle_top::model::RunState::Zombie
+    );
+    assert!(
+        t.errors.iter().any(|e| e.message.contains("zombie")),
+        "{:?}",
+        t.errors
+    );
+    child.wait().unwrap();
+    // Gone entirely: one process-wide error, no panic.
+    let gone = stacks::capture(pid, &[], &StackOptions::default());
+    assert!(
+        gone.threads.is_empty() && !gone.errors.is_empty(),
+        "{gone:?}"
+    );
+}

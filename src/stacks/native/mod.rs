@@ -15,6 +15,7 @@ pub mod unwind;
 
 use super::kernel::{self, SyscallLine};
 use super::{SourceError, SourceKind, SourceStack, StackOptions, ThreadStacks};
+use crate::model::RunState;
 use modules::{ElfCache, Mapping};
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -24,6 +25,8 @@ use std::time::Instant;
 #[cfg(target_arch = "x86_64")]
 struct ProcCache {
     exec_maps: Vec<Mapping>,
+    /// Executable ranges sorted by start, for the hot "is this a code address?" test.
+    code: Vec<std::ops::Range<u64>>,
     unwinder: unwind::NativeUnwinder,
     rules: unwind::NativeCache,
     symbols: symbolize::Symbols,
@@ -102,6 +105,11 @@ fn capture_with(
             framehop::Unwinder::add_module(&mut unwinder, m);
         }
         let pc = ProcCache {
+            code: {
+                let mut c: Vec<_> = exec_maps.iter().map(|m| m.range.clone()).collect();
+                c.sort_by_key(|r| r.start);
+                c
+            },
             exec_maps: exec_maps.clone(),
             unwinder,
             rules: unwind::NativeCache::new(),
@@ -178,6 +186,11 @@ fn capture_thread(
     opts: &StackOptions,
 ) -> Outcome {
     let tid = t.tid;
+    if let Some(k) = &t.kernel
+        && matches!(k.state, RunState::Zombie | RunState::Dead)
+    {
+        return Outcome::Failed("exited (zombie): no user stack left to read".into());
+    }
     if opts.seize && opts.prefer_seize {
         return Outcome::NeedsSeize("seize preferred");
     }
@@ -206,7 +219,11 @@ fn capture_thread(
             Ok(s) => s,
             Err(e) => return Outcome::Failed(e),
         };
-        let is_code = |a: u64| pc.exec_maps.iter().any(|m| m.range.contains(&a));
+        let code = &pc.code;
+        let is_code = |a: u64| {
+            let i = code.partition_point(|r| r.start <= a);
+            i > 0 && code.get(i - 1).is_some_and(|r| a < r.end)
+        };
         let walk =
             unwind::walk_guessing_bp(&pc.unwinder, &mut pc.rules, &mut stack, ip, sp, &is_code);
         match kernel::read_syscall(pid, tid) {
