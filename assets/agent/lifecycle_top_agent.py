@@ -38,6 +38,7 @@ AGENT_VERSION = "0.1.0"
 MAX_LINE = 1 << 20
 CHUNK_TASKS = 500
 PROBE_TIMEOUT = 0.1
+SWALLOW_GRACE = 0.5
 MAX_STR = 200
 
 _reg_lock = threading.Lock()
@@ -1172,7 +1173,18 @@ def _m_cancel_tasks(agent, p):
             blocked.append(dict(exc.info, message=str(exc)))
     if loops and len(blocked) == len(loops):
         raise _ReqError("blocked", blocked[0]["message"], {"blocked": blocked})
-    while time.monotonic() < deadline and any(not x[0].done() for x in targets):
+    # Wait for every task to finish, but not for the whole timeout when the only ones left
+    # have visibly swallowed the cancellation (resumed and waiting on something else) for
+    # SWALLOW_GRACE: they will not finish, and a teardown phase should not wait for them.
+    started = time.monotonic()
+    while time.monotonic() < deadline:
+        left = [x for x in targets if not x[0].done()]
+        if not left:
+            break
+        if time.monotonic() - started >= SWALLOW_GRACE and all(
+                _classify(t, waiter, where)[0] == "swallowed"
+                for t, _lp, _tr, waiter, where in left):
+            break
         time.sleep(0.01)
     results, counts = [], {}
     for t, lp, tr, waiter, where in targets:
