@@ -1033,10 +1033,13 @@ if hasattr(os, "register_at_fork"):
 # ----------------------------------------------------------------------------- requests
 
 def _timeout(p, default):
+    """How long a request may wait inside the agent: 90 % of `timeout_ms` (the time the
+    client allows for the answer), so the answer with its partial results arrives in time."""
     try:
-        return max(0.0, float(p.get("timeout_ms", default * 1000.0)) / 1000.0)
+        t = float(p.get("timeout_ms", default * 1000.0)) / 1000.0
     except (TypeError, ValueError):
         raise _ReqError("bad_params", "timeout_ms must be a number")
+    return max(0.0, t * 0.9)
 
 
 def _select_loops(p):

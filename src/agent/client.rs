@@ -161,8 +161,8 @@ pub struct AgentRequester {
 
 impl AgentRequester {
     /// One request, one answer: the `result` of an `ok` response, else an [`AgentError`].
-    /// `timeout` bounds the whole round trip and is passed to the agent as `timeout_ms`
-    /// (unless `params` sets it) so its own work ends first.
+    /// `timeout` bounds the whole round trip; 80 % of it is passed to the agent as
+    /// `timeout_ms` (unless `params` sets it) so its own work ends first.
     pub async fn request(
         &self,
         method: &str,
@@ -173,9 +173,9 @@ impl AgentRequester {
             params = Value::Object(serde_json::Map::new());
         }
         if let Value::Object(m) = &mut params {
-            let inner = timeout
-                .saturating_sub(Duration::from_millis(250))
-                .as_millis();
+            // 80 %: the agent's answer (with its partial results) must make it back before
+            // the caller's own deadline, which started earlier than the agent's.
+            let inner = (timeout * 4 / 5).as_millis();
             m.entry("timeout_ms")
                 .or_insert(Value::from(u64::try_from(inner).unwrap_or(u64::MAX)));
         }
