@@ -416,15 +416,6 @@ class _Chunks:
         self.index = {}
         self.chunks.append((self.rows, self.strings))
 
-    def s(self, text):
-        if text is None:
-            return -1
-        i = self.index.get(text)
-        if i is None:
-            i = self.index[text] = len(self.strings)
-            self.strings.append(text)
-        return i
-
 
 def _add_task_rows(ch, loop_id, tasks, current, tracked, counts, budget):
     """Append one row per task: [id, loop, name, state, coro, where, tracked]; returns rows.
@@ -1118,7 +1109,11 @@ def _m_task_stacks(agent, p):
     flimit = int(p.get("frames", 30))
     out = []
     for lp in _select_loops(p):
-        for t in _loop_tasks(lp):
+        try:
+            tasks = _run_on_loop(lp, lambda lp=lp: _loop_tasks(lp), 0.5)
+        except _Blocked:
+            tasks = _loop_tasks(lp)  # a stuck loop mutates nothing: read from here
+        for t in tasks:
             if (ids and id(t) not in ids) or len(out) >= limit:
                 continue
             chain = _coro_chain(t._coro)[-flimit:]
