@@ -89,6 +89,7 @@ impl ClientOptions {
 pub struct ClientStats {
     pub unknown_types: AtomicU64,
     pub unknown_ids: AtomicU64,
+    pub invalid_messages: AtomicU64,
     pub bad_rows: AtomicU64,
     pub stray_chunks: AtomicU64,
     pub incomplete_reports: AtomicU64,
@@ -101,6 +102,7 @@ pub struct ClientStats {
 pub struct StatsSnapshot {
     pub unknown_types: u64,
     pub unknown_ids: u64,
+    pub invalid_messages: u64,
     pub bad_rows: u64,
     pub stray_chunks: u64,
     pub incomplete_reports: u64,
@@ -117,6 +119,7 @@ impl ClientStats {
         StatsSnapshot {
             unknown_types: g(&self.unknown_types),
             unknown_ids: g(&self.unknown_ids),
+            invalid_messages: g(&self.invalid_messages),
             bad_rows: g(&self.bad_rows),
             stray_chunks: g(&self.stray_chunks),
             incomplete_reports: g(&self.incomplete_reports),
