@@ -358,6 +358,31 @@ class InjectionTest(unittest.TestCase):
         self.assertEqual(chained, "yes")
         self.assertTrue(path.startswith("/tmp/lifecycle-top-%d/" % os.getuid()), path)
 
+    def test_fork_child_runs_and_parent_agent_keeps_serving(self):
+        code = textwrap.dedent("""
+            import os, socket, sys, warnings
+            warnings.simplefilter("ignore", DeprecationWarning)  # 3.12+: fork with threads
+            import lifecycle_top_agent as a
+            path = a.install()
+            pid = os.fork()
+            if pid == 0:
+                os._exit(0 if a._agent is None else 3)  # the child has no agent thread
+            _, status = os.waitpid(pid, 0)
+            s = socket.socket(socket.AF_UNIX)
+            s.connect(path)
+            f = s.makefile("rb")
+            f.readline()
+            s.sendall(b'{"type":"request","id":1,"method":"ping"}\\n')
+            print(os.waitstatus_to_exitcode(status) if hasattr(os, "waitstatus_to_exitcode")
+                  else status >> 8, b'"pong":true' in f.readline())
+        """)
+        env = dict(os.environ, PYTHONPATH=AGENT_DIR)
+        env.pop("LIFECYCLE_TOP_SOCKET", None)
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                             text=True, timeout=20)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertEqual(out.stdout.split(), ["0", "True"], out.stderr)
+
     def test_no_agent_without_env(self):
         env = dict(os.environ, PYTHONPATH=AGENT_DIR)
         env.pop("LIFECYCLE_TOP_SOCKET", None)
