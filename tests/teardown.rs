@@ -109,7 +109,7 @@ async fn target_dying_in_the_middle_of_phases() {
 [[phase]]
 name = "children"
 action = "signal_children"
-timeout = "30s"
+timeout = "1s"
 [[phase]]
 name = "wait"
 action = "wait_exit"
