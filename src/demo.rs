@@ -5,7 +5,11 @@
 use anyhow::{Context, Result, bail};
 use std::path::PathBuf;
 
-const DEMO_FILES: &[(&str, &str)] = &[("demo.py", include_str!("../assets/demo/demo.py"))];
+const DEMO_FILES: &[(&str, &str)] = &[
+    ("demo.py", include_str!("../assets/demo/demo.py")),
+    ("demo_async.py", include_str!("../assets/demo/demo_async.py")),
+    ("demo_guard.py", include_str!("../assets/demo/demo_guard.py")),
+];
 
 /// Unpacks the demo and returns the command that runs it.
 pub fn command(extra_args: &[String]) -> Result<Vec<String>> {

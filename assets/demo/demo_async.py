@@ -14,8 +14,11 @@ Works without the agent too (the registrations are skipped).
 """
 
 import asyncio
+import sys
 import threading
 import time
+
+import demo_guard
 
 try:
     import lifecycle_top_agent as agent
@@ -87,7 +90,9 @@ async def main(argv):
     background_tasks.append(asyncio.create_task(stubborn_consumer(), name="stubborn-consumer"))
     loop.run_in_executor(None, blocking_io)
     try:
-        proc = await asyncio.create_subprocess_exec("sleep", "100000")
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", demo_guard.child_code("async-child")
+        )
         background_tasks.append(asyncio.create_task(proc.wait(), name="child-waiter"))
     except OSError:
         pass
