@@ -20,39 +20,52 @@
 //! what protects helpers that leave the group; registering every helper keeps this true
 //! whatever they do.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::io;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-static HELPERS: Mutex<Option<HashSet<i32>>> = Mutex::new(None);
+/// pid -> registrations: counted, so that a late `unregister` of a reaped helper whose pid
+/// was already reused by a newer helper leaves the newer one registered.
+type Registry = Option<HashMap<i32, u32>>;
 
-fn lock() -> MutexGuard<'static, Option<HashSet<i32>>> {
+static HELPERS: Mutex<Registry> = Mutex::new(None);
+
+fn lock() -> MutexGuard<'static, Registry> {
     HELPERS.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn add(reg: &mut Registry, pid: i32) {
+    *reg.get_or_insert_with(HashMap::new).entry(pid).or_insert(0) += 1;
 }
 
 /// Mark `pid` (a child of lifecycle-top) as a helper: never adopted, never reaped by the
 /// collector. Prefer [`forking`] or [`spawn`], which leave no window before registration.
 pub fn register(pid: i32) {
-    lock().get_or_insert_with(HashSet::new).insert(pid);
+    add(&mut lock(), pid);
 }
 
 /// Forget `pid`; call it right after the helper was reaped (its pid may be reused).
 pub fn unregister(pid: i32) {
-    if let Some(set) = lock().as_mut() {
-        set.remove(&pid);
+    if let Some(map) = lock().as_mut()
+        && let Some(n) = map.get_mut(&pid)
+    {
+        *n -= 1;
+        if *n == 0 {
+            map.remove(&pid);
+        }
     }
 }
 
 /// Is `pid` a registered helper? Waits while a helper is being forked (see [`forking`]).
 pub fn is_helper(pid: i32) -> bool {
-    lock().as_ref().is_some_and(|s| s.contains(&pid))
+    lock().as_ref().is_some_and(|m| m.contains_key(&pid))
 }
 
 /// The registry, locked for the duration of one fork: the collector's [`is_helper`] waits
 /// until [`Forking::register`] (or drop, when the fork failed).
 #[must_use = "fork while holding it, then call register(pid)"]
-pub struct Forking(MutexGuard<'static, Option<HashSet<i32>>>);
+pub struct Forking(MutexGuard<'static, Registry>);
 
 /// Lock the registry before forking a helper.
 pub fn forking() -> Forking {
@@ -62,7 +75,7 @@ pub fn forking() -> Forking {
 impl Forking {
     /// Register the forked helper and unlock.
     pub fn register(mut self, pid: i32) {
-        self.0.get_or_insert_with(HashSet::new).insert(pid);
+        add(&mut self.0, pid);
     }
 }
 
@@ -103,6 +116,13 @@ mod tests {
         unregister((1 << 30) + 1);
         assert!(!is_helper(1 << 30) && !is_helper((1 << 30) + 1));
         drop(forking()); // a failed fork: nothing registered, lock released
+        assert!(!is_helper(1 << 30));
+        // A reused pid registered twice stays registered until both are unregistered.
+        register(1 << 30);
+        register(1 << 30);
+        unregister(1 << 30);
+        assert!(is_helper(1 << 30));
+        unregister(1 << 30);
         assert!(!is_helper(1 << 30));
     }
 }
