@@ -57,12 +57,40 @@ def metrics():
         sum(range(2000))
 
 
+# The stubborn child ignores SIGTERM and starts a grandchild that does too. Both leave
+# when lifecycle-top (LIFECYCLE_TOP_DEMO_PARENT) is gone, so the demo never outlives the
+# dashboard that launched it, even one killed with SIGKILL.
+GUARD = (
+    "import os, time\n"
+    "def lifecycle_top_gone():\n"
+    "    pid = int(os.environ.get('LIFECYCLE_TOP_DEMO_PARENT', '0') or 0)\n"
+    "    if pid <= 0:\n"
+    "        return False\n"
+    "    try:\n"
+    "        os.kill(pid, 0)\n"
+    "        return False\n"
+    "    except ProcessLookupError:\n"
+    "        return True\n"
+    "    except PermissionError:\n"
+    "        return False\n"
+    "def idle_until_lifecycle_top_gone():\n"
+    "    while not lifecycle_top_gone():\n"
+    "        time.sleep(0.5)\n"
+)
+GRANDCHILD = (
+    GUARD
+    + "import ctypes, signal\n"
+    "ctypes.CDLL(None).prctl(15, b'stubborn-helper', 0, 0, 0)\n"
+    "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+    "idle_until_lifecycle_top_gone()\n"
+)
 STUBBORN = (
-    "import ctypes, os, signal, subprocess, sys, time\n"
+    GUARD
+    + "import ctypes, signal, subprocess, sys\n"
     "ctypes.CDLL(None).prctl(15, b'stubborn-worker', 0, 0, 0)\n"
     "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
-    "subprocess.Popen(['sleep', '100000'])\n"
-    "while True: time.sleep(1)\n"
+    "subprocess.Popen([sys.executable, '-c', " + repr(GRANDCHILD) + "])\n"
+    "idle_until_lifecycle_top_gone()\n"
 )
 
 
