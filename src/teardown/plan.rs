@@ -12,6 +12,10 @@ const NATIVE: &str = include_str!("../../assets/plans/native.toml");
 /// Names of the built-in plans, for help texts and error remedies.
 pub const BUILTIN: &[&str] = &["python-asyncio", "native"];
 
+/// Keys the dashboard keeps for itself (quit, move, sort, run next/all, abort, stacks,
+/// help...). A plan phase may not take one; `ui::keys` has a test that keeps the two in step.
+pub const GLOBAL_KEYS: &str = "qjkgGornaxsSw?[]+";
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Plan {
     pub name: String,
@@ -24,6 +28,7 @@ pub struct Plan {
 pub struct Phase {
     pub name: String,
     /// Key that runs this phase in the TUI (`1`..`9` always work too).
+    /// Runs this phase in the dashboard; never one of [`GLOBAL_KEYS`].
     pub key: char,
     pub action: Action,
     /// Per step: re-armed for every signal of an escalation list, as systemd does.

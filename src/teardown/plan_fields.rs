@@ -135,6 +135,15 @@ pub fn phase_from_table(t: &Table, index: usize) -> Result<Phase, FieldError> {
         Some(k) => {
             let mut chars = k.chars();
             match (chars.next(), chars.next()) {
+                (Some(c), None) if super::plan::GLOBAL_KEYS.contains(c) => {
+                    return Err(ferr(
+                        "key",
+                        format!(
+                            "'{c}' is one of the dashboard's own keys ({}): pick another letter",
+                            super::plan::GLOBAL_KEYS
+                        ),
+                    ));
+                }
                 (Some(c), None) if c.is_ascii_graphic() => c,
                 _ => {
                     return Err(ferr(

@@ -89,6 +89,14 @@ fn builtin_plans_parse() {
 }
 
 #[test]
+fn a_phase_cannot_take_a_dashboard_key() {
+    let text = "[[phase]]\nname = \"drain\"\nkey = \"s\"\naction = \"wait_exit\"\n";
+    let e = plan::parse(text, "my.toml").unwrap_err();
+    assert_eq!(e.field.as_deref(), Some("key"));
+    assert!(e.to_string().contains("dashboard's own keys"), "{e}");
+}
+
+#[test]
 fn plan_errors_name_file_phase_and_field() {
     let text = "[[phase]]\nname = \"drain\"\naction = \"signal_children\"\ntimeout = \"soon\"\n";
     let e = plan::parse(text, "my.toml").unwrap_err();

@@ -121,6 +121,21 @@ mod tests {
     }
 
     #[test]
+    fn plan_phases_cannot_take_a_global_key() {
+        for c in (b'!'..=b'~').map(char::from) {
+            let global = !matches!(
+                action_for(key(KeyCode::Char(c)), &Overlay::None),
+                None | Some(Action::PhaseKey(_)) | Some(Action::RunPhase(_))
+            );
+            assert_eq!(
+                global,
+                crate::teardown::plan::GLOBAL_KEYS.contains(c),
+                "key {c:?}: keep teardown::plan::GLOBAL_KEYS in step with the key map"
+            );
+        }
+    }
+
+    #[test]
     fn control_chords_are_not_letters() {
         let k = KeyEvent::new(KeyCode::Char('d'), KeyModifiers::CONTROL);
         assert_eq!(action_for(k, &Overlay::QuitPrompt), None);
