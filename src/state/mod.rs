@@ -383,6 +383,30 @@ impl AppState {
         }
     }
 
+    /// Threads of the viewed stack snapshot that are stuck compared with the snapshot
+    /// before it: no CPU progress, no wake-ups, the same wait point.
+    pub fn stuck_since_previous(&self) -> Vec<i32> {
+        use crate::stacks::stuck::{Observation, stuck_tids};
+        let (Some(prev), Some(cur)) = (
+            self.stack_view
+                .checked_sub(1)
+                .and_then(|i| self.stacks.get(i)),
+            self.stacks.get(self.stack_view),
+        ) else {
+            return Vec::new();
+        };
+        if prev.pid != cur.pid {
+            return Vec::new();
+        }
+        let obs = |s: &StackSnapshot| -> Vec<Observation> {
+            s.threads
+                .iter()
+                .filter_map(Observation::from_stacks)
+                .collect()
+        };
+        stuck_tids(&obs(prev), &obs(cur))
+    }
+
     /// Counts shown in the header: threads, live children, orphans, exited.
     pub fn counts(&self) -> Counts {
         let Some(s) = &self.snapshot else {

@@ -164,3 +164,44 @@ fn ctrl_c_in_the_quit_prompt_still_kills_the_demo() {
         vec![Command::Quit(Some(QuitChoice::KillTree))]
     );
 }
+
+fn stack_snapshot(taken: u64, threads: &[(i32, u64, u64)]) -> crate::stacks::StackSnapshot {
+    let threads: Vec<serde_json::Value> = threads
+        .iter()
+        .map(|&(tid, cpu, vcsw)| {
+            serde_json::json!({
+                "tid": tid, "name": format!("t{tid}"), "stacks": [],
+                "kernel": {
+                    "state": "Sleeping",
+                    "wait": {"wchan": "futex_wait_queue", "syscall_nr": 202,
+                             "syscall": "futex", "syscall_args": [4096, 0, 0, 0, 0, 0]},
+                    "cpu_ticks": cpu, "voluntary_ctxt_switches": vcsw,
+                    "nonvoluntary_ctxt_switches": 0, "tracer_pid": 0
+                }
+            })
+        })
+        .collect();
+    serde_json::from_value(serde_json::json!({
+        "pid": 100, "taken_at_unix_ms": taken, "capture_us": 10, "threads": threads
+    }))
+    .expect("stack snapshot fixture")
+}
+
+#[test]
+fn stuck_threads_are_found_between_two_kept_snapshots() {
+    let mut s = state();
+    s.apply(Event::Stacks(Box::new(stack_snapshot(
+        1,
+        &[(105, 7, 3), (107, 10, 5)],
+    ))));
+    assert!(
+        s.stuck_since_previous().is_empty(),
+        "one snapshot: nothing to compare"
+    );
+    // 105 did not move; 107 ran and was woken.
+    s.apply(Event::Stacks(Box::new(stack_snapshot(
+        2,
+        &[(105, 7, 3), (107, 30, 9)],
+    ))));
+    assert_eq!(s.stuck_since_previous(), vec![105]);
+}

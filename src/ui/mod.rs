@@ -44,10 +44,19 @@ fn draw_stacks(frame: &mut Frame, area: Rect, state: &AppState) {
     };
     let [hint, pane] = Layout::vertical([Constraint::Length(1), Constraint::Min(0)]).areas(area);
     frame.render_widget(ratatui::widgets::Clear, area);
+    let stuck = state.stuck_since_previous();
+    let compared = if state.stack_view == 0 {
+        String::new()
+    } else if stuck.is_empty() {
+        "  ·  nothing stuck since the previous snapshot".to_string()
+    } else {
+        let tids: Vec<String> = stuck.iter().map(i32::to_string).collect();
+        format!("  ·  stuck since the previous snapshot: {}", tids.join(" "))
+    };
     frame.render_widget(
         ratatui::text::Line::styled(
             format!(
-                "snapshot {}/{}  ·  j/k scroll  [ ] older/newer  w write to file  Esc close",
+                "snapshot {}/{}{compared}  ·  j/k scroll  [ ] older/newer  w write  Esc close",
                 state.stack_view + 1,
                 state.stacks.len()
             ),
