@@ -5,7 +5,8 @@
 //! pidfd, one at a time, each only after the previous was counted, while another thread
 //! seizes the counting thread over and over, lingering between SEIZE and INTERRUPT (a test
 //! hook) so the signals do land in that window. Every signal sent must be counted. Bounded
-//! waits only end a broken test; nothing asserts timing.
+//! waits only end a broken test; nothing asserts timing. Also: a thread killed while seized
+//! is reported as exited, in one line.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod stacks_common;
@@ -110,4 +111,43 @@ fn signals_arriving_while_seized_are_all_delivered() {
     eprintln!("{seizes} seizes, {reinjected} signals re-injected on detach");
     drop(target);
     reader.join().unwrap();
+}
+
+#[test]
+fn a_thread_killed_while_seized_is_reported_as_exited() {
+    let target = Target::rust();
+    let pid = target.pid();
+    let tid = tid_named(pid, "sleeper");
+    let pidfd = PidFd::open(ProcKey {
+        pid,
+        start_time: read_start_time(pid).unwrap(),
+    })
+    .unwrap();
+    // Seized but not yet interrupted for up to 60 s (the hook); the process is SIGKILLed
+    // meanwhile, so the wait after PTRACE_INTERRUPT sees an exit, not a stop.
+    let seizer = std::thread::spawn(move || {
+        let params = SeizeParams {
+            hold_seized: Duration::from_secs(60),
+            ..SeizeParams::within(Duration::from_secs(120))
+        };
+        seize::capture(pid, tid, &params)
+    });
+    let tracer = || {
+        std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/status"))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("TracerPid:"))
+                    .and_then(|v| v.trim().parse::<i32>().ok())
+            })
+            .unwrap_or(0)
+    };
+    eventually("thread seized by the helper", || tracer() != 0);
+    pidfd.send_signal(libc::SIGKILL).unwrap();
+    let Err(err) = seizer.join().unwrap() else {
+        panic!("captured a thread whose process was killed");
+    };
+    assert!(err.contains("thread exited"), "{err}");
+    assert!(!err.contains('\n'), "{err}");
+    drop(target);
 }

@@ -157,8 +157,8 @@ pub struct StackOptions {
     /// the helper or lifecycle-top mid-capture and check the thread resumes. Zero otherwise.
     #[doc(hidden)]
     pub hold_stopped: Duration,
-    /// Test hook: wait this long between PTRACE_SEIZE and PTRACE_INTERRUPT (so a test can
-    /// land a signal there). Zero otherwise.
+    /// Test hook: wait up to this long between PTRACE_SEIZE and PTRACE_INTERRUPT (so a test
+    /// can land a signal there). Zero otherwise.
     #[doc(hidden)]
     pub hold_seized: Duration,
     /// Start time (clock ticks since boot, /proc/PID/stat field 22) the process must have:

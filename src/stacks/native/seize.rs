@@ -38,8 +38,9 @@ pub struct SeizeParams {
     /// Test hook: keep each thread stopped this much longer. Zero in real use.
     #[doc(hidden)]
     pub hold_stopped: Duration,
-    /// Test hook: wait this long between PTRACE_SEIZE and PTRACE_INTERRUPT, so a test can
-    /// make a signal arrive in that window. Zero in real use.
+    /// Test hook: wait up to this long between PTRACE_SEIZE and PTRACE_INTERRUPT (less if
+    /// the thread stops or dies meanwhile), so a test can make a signal arrive in that
+    /// window. Zero in real use.
     #[doc(hidden)]
     pub hold_seized: Duration,
 }

@@ -48,7 +48,8 @@ pub(super) struct Header {
 pub(super) struct Plan {
     /// Expected start time of the process (stat field 22); 0 = do not check.
     pub expect_start_time: u64,
-    /// Test hook: stay seized (not yet interrupted) this long, so a signal can land there.
+    /// Test hook: stay seized (not yet interrupted) up to this long, so a signal can land
+    /// there (ends early when the thread stops or dies).
     pub hold_seized_ms: u64,
     /// Test hook: stay stopped this long before detaching.
     pub hold_stopped_ms: u64,
@@ -159,6 +160,22 @@ fn sleep_ms(ms: u64) {
     unsafe { libc::nanosleep(&ts, std::ptr::null_mut()) };
 }
 
+/// Test hook: stay seized (not interrupted) up to `ms`, ending early once the thread is in
+/// a ptrace stop (a signal arrived) or gone, so a test never waits the whole hold out.
+///
+/// # Safety
+/// `stat` must point to a NUL-terminated string.
+unsafe fn hold_seized(stat: *const libc::c_char, ms: u64) {
+    let until = now_ns().saturating_add(ms.saturating_mul(1_000_000));
+    while ms > 0 && now_ns() < until {
+        // SAFETY: forwarded contract.
+        match unsafe { state_of(stat) } {
+            Some(b't' | b'Z' | b'X') | None => return,
+            _ => sleep_ms(1),
+        }
+    }
+}
+
 /// Seize, stop, copy and detach one thread into `h` and `data`.
 ///
 /// # Safety
@@ -193,7 +210,7 @@ unsafe fn one(
             return;
         }
         h.stage = 1;
-        sleep_ms(plan.hold_seized_ms);
+        hold_seized(stat, plan.hold_seized_ms);
         // On failure there is no stop to detach from (DETACH needs a stopped tracee); the
         // helper's exit detaches it.
         if libc::ptrace(libc::PTRACE_INTERRUPT, tid, null, null) != 0 {
