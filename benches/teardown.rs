@@ -87,10 +87,16 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return; // `cargo test --benches` asks for a list; nothing to list.
     }
+    // `cargo bench` passes --bench; anything else (cargo test --benches) is a quick smoke run.
+    let default_runs = if std::env::args().any(|a| a == "--bench") {
+        100
+    } else {
+        3
+    };
     let runs: usize = std::env::var("RUNS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(100);
+        .unwrap_or(default_runs);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

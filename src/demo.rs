@@ -5,7 +5,17 @@
 use anyhow::{Context, Result, bail};
 use std::path::PathBuf;
 
-const DEMO_FILES: &[(&str, &str)] = &[("demo.py", include_str!("../assets/demo/demo.py"))];
+const DEMO_FILES: &[(&str, &str)] = &[
+    ("demo.py", include_str!("../assets/demo/demo.py")),
+    (
+        "demo_async.py",
+        include_str!("../assets/demo/demo_async.py"),
+    ),
+    (
+        "demo_guard.py",
+        include_str!("../assets/demo/demo_guard.py"),
+    ),
+];
 
 /// Unpacks the demo and returns the command that runs it.
 pub fn command(extra_args: &[String]) -> Result<Vec<String>> {
@@ -38,12 +48,13 @@ pub fn find_python() -> Result<String> {
             "python3 not found on PATH: the demo target is a Python 3 script (apt install python3)"
         );
     };
-    let real = std::process::Command::new(&found)
-        .args(["-c", "import sys; print(sys.executable)"])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .filter(|s| !s.is_empty());
+    // A registered helper: a launch-mode collector must not adopt it as part of a tree.
+    let real = crate::collect::helpers::output(
+        std::process::Command::new(&found).args(["-c", "import sys; print(sys.executable)"]),
+    )
+    .ok()
+    .filter(|o| o.status.success())
+    .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    .filter(|s| !s.is_empty());
     Ok(real.unwrap_or_else(|| found.to_string_lossy().into_owned()))
 }

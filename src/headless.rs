@@ -5,12 +5,12 @@
 
 use crate::agent::{self, AgentEvent};
 use crate::app::TreePids;
-use crate::cli::{RunConfig, Target};
-use crate::collect::{self, Collector, CollectorOptions, live::CollectEvent};
-use crate::model::{AgentFacts, ProcKey, Snapshot};
+use crate::cli::RunConfig;
+use crate::collect::{self, Collector, live::CollectEvent};
+use crate::model::{AgentFacts, Snapshot};
 use crate::report::{self, Report, summary};
 use crate::stacks::StackSnapshot;
-use crate::teardown::plan::{self, Plan, signal_name};
+use crate::teardown::plan::{self, Plan};
 use crate::teardown::{AgentPort, Command, PhaseEvent, Timeline, runner};
 use crate::wiring;
 use std::process::ExitCode;
@@ -45,25 +45,10 @@ fn prepare(cfg: &RunConfig) -> Result<(Collector, Option<Plan>, bool), String> {
         Some(p) => Some(plan::load(p).map_err(|e| e.to_string())?),
         None => None,
     };
-    let (pid, launched) = match &cfg.target {
-        Target::Pid(pid) => (*pid, false),
-        Target::Launch(cmd) => {
-            let l = crate::launch::launch(cmd, cfg.inject_agent).map_err(|e| format!("{e:#}"))?;
-            (l.pid, true)
-        }
-        Target::Demo => {
-            let cmd = crate::demo::command(&[]).map_err(|e| format!("{e:#}"))?;
-            let l =
-                crate::launch::launch_demo(&cmd, cfg.inject_agent).map_err(|e| format!("{e:#}"))?;
-            (l.pid, true)
-        }
-    };
-    let _ = collect::raise_nofile_limit(); // best effort: big trees need more fds
-    let opts = CollectorOptions {
-        launch_mode: launched,
-        ..CollectorOptions::default()
-    };
-    let collector = Collector::attach(pid, opts).map_err(|e| e.to_string())?;
+    let started =
+        crate::launch::start_target(&cfg.target, cfg.inject_agent).map_err(|e| format!("{e:#}"))?;
+    let collector = crate::launch::attach_collector(&started).map_err(|e| format!("{e:#}"))?;
+    let launched = started.launched.is_some();
     Ok((collector, plan, launched))
 }
 
@@ -130,6 +115,44 @@ async fn wait_for_agent(
     }
 }
 
+/// A command just launched is still forking its children: tearing it down now would race
+/// with them (a child forked after "terminate children" would be orphaned). Waits until two
+/// consecutive snapshots list the same processes, at most 3 s.
+async fn settle(live: &mut collect::LiveCollector, buffered: &mut Vec<CollectEvent>) {
+    let pids = |s: &Snapshot| -> Vec<i32> {
+        let mut v: Vec<i32> = s
+            .processes
+            .iter()
+            .filter(|p| p.exit.is_none())
+            .map(|p| p.key.pid)
+            .collect();
+        v.sort_unstable();
+        v
+    };
+    let mut last: Option<Vec<i32>> = None;
+    let limit = tokio::time::sleep(Duration::from_secs(3));
+    tokio::pin!(limit);
+    loop {
+        tokio::select! {
+            ev = live.events.recv() => match ev {
+                Some(ev) => {
+                    if let CollectEvent::Snapshot(s) = &ev {
+                        let now = pids(s);
+                        if last.as_ref() == Some(&now) {
+                            buffered.push(ev);
+                            return;
+                        }
+                        last = Some(now);
+                    }
+                    buffered.push(ev);
+                }
+                None => return,
+            },
+            _ = &mut limit => return,
+        }
+    }
+}
+
 async fn drive(
     cfg: &RunConfig,
     collector: Collector,
@@ -149,6 +172,9 @@ async fn drive(
         launched && cfg.inject_agent,
     )
     .await;
+    if launched {
+        settle(&mut live, &mut buffered).await;
+    }
     // The first snapshot names the target and picks the default plan.
     let first = loop {
         if let Some(i) = buffered
@@ -230,7 +256,11 @@ async fn drive(
                     println!("      capturing stacks of pid {pid}: {reason}");
                     captures.spawn(wiring::capture_stacks(pid, tids, Some(requester.clone()), false));
                 }
-                Some(pe) => print_event(&plan, target, &pe),
+                Some(pe) => {
+                    if let Some(line) = summary::event(&plan, target, &pe) {
+                        println!("{line}");
+                    }
+                }
                 None => break None,
             },
         }
@@ -274,50 +304,6 @@ fn forward(h: &runner::RunnerHandle, tree: &TreePids, ev: CollectEvent) {
         }
         CollectEvent::Exited { key, status, .. } => h.exited(key, status),
         CollectEvent::Error(e) => println!("      collector: {e}"),
-    }
-}
-
-fn print_event(plan: &Plan, target: ProcKey, ev: &PhaseEvent) {
-    match ev {
-        PhaseEvent::Started { index, name } => {
-            let action = plan
-                .phases
-                .get(*index)
-                .map(|p| p.action.describe())
-                .unwrap_or_default();
-            println!(
-                "{}",
-                summary::started(*index, plan.phases.len(), name, &action)
-            );
-        }
-        PhaseEvent::Finished(rec) => println!("{}", summary::finished(rec)),
-        PhaseEvent::Signal {
-            key,
-            sig,
-            name,
-            result,
-            ..
-        } => match result {
-            Ok(()) => println!("      {} -> pid {} ({name})", signal_name(*sig), key.pid),
-            Err(e) => println!(
-                "      {} -> pid {} ({name}): {e}",
-                signal_name(*sig),
-                key.pid
-            ),
-        },
-        PhaseEvent::ExitNoticed { key, status, .. } => {
-            let who = if *key == target { "target" } else { "child" };
-            println!(
-                "      {who} pid {} exited: {}",
-                key.pid,
-                summary::exit_status(*status)
-            );
-        }
-        PhaseEvent::Progress { note, .. } => println!("      {note}"),
-        PhaseEvent::SnapshotStacks { .. }
-        | PhaseEvent::RefreshNow
-        | PhaseEvent::Timeline(_)
-        | PhaseEvent::AllDone(_) => {}
     }
 }
 

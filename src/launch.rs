@@ -143,41 +143,215 @@ pub fn launch_with(cmd: &[String], opts: &LaunchOptions) -> Result<Launched> {
 
 /// The contract other modules use: launch, injecting the agent when asked.
 pub fn launch(cmd: &[String], inject_agent: bool) -> Result<Launched> {
+    launch_injected(cmd, inject_agent, false)
+}
+
+/// Launches the demo: like [`launch`], but the demo tree dies with lifecycle-top.
+pub fn launch_demo(cmd: &[String], inject_agent: bool) -> Result<Launched> {
+    launch_injected(cmd, inject_agent, true)
+}
+
+fn launch_injected(cmd: &[String], inject_agent: bool, die_with_us: bool) -> Result<Launched> {
     let agent_dir = if inject_agent {
         agent_install_dir()?
     } else {
         None
     };
+    let mut env = Vec::new();
+    if die_with_us {
+        // The demo's own children watch this pid and leave when it is gone, so even a
+        // SIGKILLed lifecycle-top leaves no demo process behind.
+        env.push((
+            "LIFECYCLE_TOP_DEMO_PARENT".to_string(),
+            std::process::id().to_string(),
+        ));
+    }
     launch_with(
         cmd,
         &LaunchOptions {
             agent_dir,
-            ..LaunchOptions::default()
+            die_with_us,
+            env,
         },
     )
+}
+
+/// The target of a run: attached to, or started by us.
+#[derive(Debug, Clone)]
+pub struct Started {
+    pub pid: i32,
+    /// Set when we launched it (`-- CMD` or the demo).
+    pub launched: Option<Launched>,
+    pub demo: bool,
+}
+
+/// Resolves `--pid`, `-- CMD` or `demo` to a running target (shared by TUI and headless).
+pub fn start_target(target: &crate::cli::Target, inject_agent: bool) -> Result<Started> {
+    use crate::cli::Target;
+    Ok(match target {
+        Target::Pid(pid) => Started {
+            pid: *pid,
+            launched: None,
+            demo: false,
+        },
+        Target::Launch(cmd) => {
+            let l = launch(cmd, inject_agent)?;
+            Started {
+                pid: l.pid,
+                launched: Some(l),
+                demo: false,
+            }
+        }
+        Target::Demo => {
+            let l = launch_demo(&crate::demo::command(&[])?, inject_agent)?;
+            Started {
+                pid: l.pid,
+                launched: Some(l),
+                demo: true,
+            }
+        }
+    })
+}
+
+/// Attaches the collector to a started target. A launched command that already ended is
+/// explained ("exited with code 7") rather than reported as a zombie, and a launched tree
+/// is never left behind when attaching fails.
+pub fn attach_collector(started: &Started) -> Result<crate::collect::Collector> {
+    crate::collect::raise_nofile_limit();
+    let opts = crate::collect::CollectorOptions {
+        launch_mode: started.launched.is_some(),
+        ..Default::default()
+    };
+    match (
+        crate::collect::Collector::attach(started.pid, opts),
+        &started.launched,
+    ) {
+        (Ok(c), _) => Ok(c),
+        (Err(e), None) => Err(e.into()),
+        (Err(e), Some(l)) => {
+            if let Some(why) = early_exit(l) {
+                bail!(why);
+            }
+            TreeGuard::new(true).kill();
+            Err(e.into())
+        }
+    }
+}
+
+/// Why a launched command could not be attached to, when it already exited: reaps it and
+/// says how it ended, pointing at its output. `None` if it is still running.
+pub fn early_exit(launched: &Launched) -> Option<String> {
+    let mut status = 0;
+    // SAFETY: waitpid on our own child with WNOHANG; `status` is a valid out pointer.
+    let rc = unsafe { libc::waitpid(launched.pid, &mut status, libc::WNOHANG) };
+    if rc != launched.pid {
+        return None;
+    }
+    let how = if libc::WIFEXITED(status) {
+        format!("exited with code {}", libc::WEXITSTATUS(status))
+    } else {
+        format!("was killed by signal {}", libc::WTERMSIG(status))
+    };
+    Some(format!(
+        "the command {how} before lifecycle-top could attach (its output: {})",
+        launched.log_path.display()
+    ))
+}
+
+/// The processes of a launched tree, kept current from snapshots, so the tree can be
+/// killed on the way out, including on a panic (the guard kills on drop when armed).
+#[derive(Debug, Default)]
+pub struct TreeGuard {
+    known: std::sync::Mutex<Vec<(u32, crate::model::ProcKey)>>,
+    armed: std::sync::atomic::AtomicBool,
+}
+
+impl TreeGuard {
+    /// `armed`: kill the tree when dropped (the demo, which must never outlive us).
+    pub fn new(armed: bool) -> Self {
+        Self {
+            known: Default::default(),
+            armed: std::sync::atomic::AtomicBool::new(armed),
+        }
+    }
+
+    /// The user chose to leave the tree running: do not kill it on drop.
+    pub fn disarm(&self) {
+        self.armed
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Remembers the live processes of the latest snapshot, with their depth.
+    pub fn update(&self, snap: &crate::model::Snapshot) {
+        if let Ok(mut known) = self.known.lock() {
+            known.clear();
+            known.extend(
+                snap.processes
+                    .iter()
+                    .filter(|p| p.exit.is_none())
+                    .map(|p| (p.depth, p.key)),
+            );
+        }
+    }
+
+    /// SIGKILLs the tree through pidfds, leaves first; then, since we are its subreaper,
+    /// everything it left reparented to us (forked after the last snapshot, daemonized),
+    /// until no child of ours remains. Returns how many processes were killed.
+    pub fn kill(&self) -> usize {
+        let mut known = self.known.lock().map(|k| k.clone()).unwrap_or_default();
+        known.sort_by_key(|(depth, _)| std::cmp::Reverse(*depth));
+        let mut killed = known
+            .iter()
+            .filter(|(_, key)| crate::teardown::exec::signal(*key, libc::SIGKILL).is_ok())
+            .count();
+        // Bounded sweep: each round kills and reaps what was reparented to us meanwhile.
+        for _ in 0..50 {
+            let children = our_children();
+            if children.is_empty() {
+                break;
+            }
+            for key in children {
+                if crate::teardown::exec::signal(key, libc::SIGKILL).is_ok() {
+                    killed += 1;
+                }
+                // SAFETY: reaping our own (now killed) child; a null status is allowed.
+                unsafe { libc::waitpid(key.pid, std::ptr::null_mut(), 0) };
+            }
+        }
+        killed
+    }
+}
+
+impl Drop for TreeGuard {
+    fn drop(&mut self) {
+        if self.armed.load(std::sync::atomic::Ordering::Relaxed) {
+            self.kill();
+        }
+    }
+}
+
+/// Live children of this process, identified by (pid, start time).
+fn our_children() -> Vec<crate::model::ProcKey> {
+    let me = i32::try_from(std::process::id()).unwrap_or(i32::MAX);
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter_map(|pid| {
+            let buf = crate::collect::procfs::read_path(&format!("/proc/{pid}/stat")).ok()?;
+            let stat = crate::collect::procfs::parse_stat(&buf)?;
+            (stat.ppid == me && stat.state != 'Z').then_some(crate::model::ProcKey {
+                pid,
+                start_time: stat.start_time,
+            })
+        })
+        .collect()
 }
 
 fn agent_install_dir() -> Result<Option<PathBuf>> {
     crate::agent::embedded::install_dir()
         .map(Some)
         .context("cannot unpack the Python agent (or pass --no-agent)")
-}
-
-/// Launches the demo: like [`launch`], but the demo tree dies with lifecycle-top.
-pub fn launch_demo(cmd: &[String], inject_agent: bool) -> Result<Launched> {
-    let agent_dir = if inject_agent {
-        agent_install_dir()?
-    } else {
-        None
-    };
-    launch_with(
-        cmd,
-        &LaunchOptions {
-            agent_dir,
-            die_with_us: true,
-            ..LaunchOptions::default()
-        },
-    )
 }
 
 fn open_log(path: &Path) -> Result<File> {

@@ -2,9 +2,9 @@
 //! (to a file, never the screen), run the chosen mode and map the outcome to an exit code:
 //! 0 ok / clean, 1 something lingered (headless), 2 usage or attach error.
 
-use lifecycle_top::cli::{self, Config};
+use lifecycle_top::cli::{self, Config, Target};
 use lifecycle_top::{agent, app, collect, headless, stacks, wiring};
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -53,15 +53,29 @@ fn run(config: Config) -> anyhow::Result<ExitCode> {
         }
         Config::Run(cfg) if cfg.headless => Ok(headless::run(&cfg)),
         Config::Run(cfg) => {
+            // Before anything is launched; after attaching, so a bad --pid is named first.
+            if !matches!(cfg.target, Target::Pid(_)) {
+                need_terminal()?;
+            }
             // One thread is plenty for the dashboard's event loop (the collector has its own
             // thread, stack captures go to the blocking pool) and keeps RSS small.
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
             let attached = app::attach(&cfg)?;
+            need_terminal()?;
             runtime.block_on(app::run(cfg, attached))
         }
     }
+}
+
+fn need_terminal() -> anyhow::Result<()> {
+    if std::io::stdout().is_terminal() && std::io::stdin().is_terminal() {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "the dashboard needs a terminal: run it in one, or use --headless or `snapshot` from scripts"
+    )
 }
 
 fn usage_error(msg: &str) -> ExitCode {

@@ -6,7 +6,9 @@
 mod agent_common;
 
 use agent_common::{Target, next_event, wait_for};
-use lifecycle_top::agent::{AgentError, AgentEvent, spawn_client};
+use lifecycle_top::agent::{
+    AgentError, AgentEvent, ClientOptions, spawn_client, spawn_client_with,
+};
 use lifecycle_top::model::AgentFacts;
 use serde_json::json;
 use std::sync::Arc;
@@ -235,4 +237,46 @@ async fn agent_outside_the_target_tree_is_refused() {
         .unwrap_err();
     assert!(matches!(err, AgentError::NotConnected(_)), "{err}");
     let _ = next_event; // keep the helper referenced for other test files
+}
+
+#[tokio::test]
+async fn agent_restart_is_a_loss_then_a_new_identity() {
+    let first = Target::spawn(APP);
+    let socket = first.socket.clone();
+    let mut opts = ClientOptions::new(Duration::from_millis(100));
+    opts.socket = Some(socket.clone());
+    opts.retry = Duration::from_millis(50);
+    let mut h = spawn_client_with(first.key(), Arc::new(|_| true), opts);
+    let AgentEvent::Connected(h1) =
+        wait_for(&mut h, 10, |e| matches!(e, AgentEvent::Connected(_))).await
+    else {
+        unreachable!()
+    };
+    let res = h
+        .requester()
+        .request(
+            "exit",
+            json!({"mode": "exit", "code": 0}),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+    assert_eq!(res["mode"], "exit");
+    let ev = wait_for(&mut h, 10, |e| matches!(e, AgentEvent::Lost(_))).await;
+    assert!(
+        matches!(&ev, AgentEvent::Lost(r) if r.contains("closed")),
+        "{ev:?}"
+    );
+    // A new process takes over the same socket path: the client connects to it and the
+    // hello carries a different identity, so the app knows to reset what it knew.
+    let second = Target::spawn_at(APP, tempfile::tempdir().unwrap(), socket);
+    let AgentEvent::Connected(h2) =
+        wait_for(&mut h, 10, |e| matches!(e, AgentEvent::Connected(_))).await
+    else {
+        unreachable!()
+    };
+    assert_eq!(h2.identity(), second.key());
+    assert_ne!(h1.identity(), h2.identity());
+    assert_ne!(h1.agent.instance, h2.agent.instance);
+    drop(first);
 }

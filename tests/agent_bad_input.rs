@@ -139,11 +139,13 @@ async fn disconnect_mid_message_is_a_clear_loss() {
 }
 
 #[tokio::test]
-async fn unknown_type_and_unknown_id_are_ignored_and_counted() {
+async fn unknown_type_unknown_id_and_invalid_message_are_skipped_and_counted() {
     let script = vec![
         Step::Send(hello()),
         Step::Send("{\"type\":\"telemetry\",\"x\":1}\n".into()),
         Step::Send("{\"type\":\"response\",\"id\":999,\"ok\":true,\"result\":1}\n".into()),
+        // Valid JSON, wrong shape: skipped and counted, the connection stays.
+        Step::Send("{\"type\":\"report\",\"seq\":\"seven\"}\n".into()),
         Step::Send(report(1, 0)),
         Step::Hold,
     ];

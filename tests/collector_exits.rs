@@ -8,7 +8,7 @@ mod collector_util;
 use collector_util::{DEADLINE, Target, need};
 use lifecycle_top::collect::live::{self, CollectEvent};
 use lifecycle_top::collect::pidfd::{PidFd, PidFdError};
-use lifecycle_top::collect::{AttachError, Collector, CollectorOptions, procfs};
+use lifecycle_top::collect::{AttachError, Collector, CollectorOptions, helpers, procfs};
 use lifecycle_top::model::{ExitStatus, ProcKey};
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -186,13 +186,15 @@ fn attach_to_another_users_process_is_permission_denied() {
     }
     need("setpriv");
     let me = std::env::current_exe().unwrap();
-    let out = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-        .arg(&me)
-        .args(["helper_attach_as_other_user", "--exact", "--nocapture"])
-        .env(HELPER_ENV, root_owned.pid().to_string())
-        .output()
-        .unwrap();
+    // A helper: the launch-mode test running alongside must not adopt it.
+    let out = helpers::output(
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(&me)
+            .args(["helper_attach_as_other_user", "--exact", "--nocapture"])
+            .env(HELPER_ENV, root_owned.pid().to_string()),
+    )
+    .unwrap();
     let text =
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "helper as nobody failed:\n{text}");

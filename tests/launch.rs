@@ -22,9 +22,16 @@ fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
     panic!("never happened: {what}");
 }
 
-fn kill_group(pgid: i32) {
-    // SAFETY: plain kill(2) on a process group we created in this test.
-    unsafe { libc::kill(-pgid, libc::SIGKILL) };
+/// Kills (and reaps) a launched process group when the test ends, passed or failed.
+struct Group(i32);
+impl Drop for Group {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on the process group this test launched; then reap its leader.
+        unsafe {
+            libc::kill(-self.0, libc::SIGKILL);
+            libc::waitpid(self.0, std::ptr::null_mut(), libc::WNOHANG);
+        }
+    }
 }
 
 #[test]
@@ -37,6 +44,7 @@ fn output_goes_to_log_and_child_leads_its_own_group() {
     .map(String::from)
     .to_vec();
     let l = launch_with(&cmd, &LaunchOptions::default()).expect("launch sh");
+    let _group = Group(l.pid);
     wait_until("both lines in the log", || {
         let t = tail_log(&l.log_path, 10);
         t.contains(&"to-stdout".to_string()) && t.contains(&"to-stderr".to_string())
@@ -47,9 +55,6 @@ fn output_goes_to_log_and_child_leads_its_own_group() {
         stat_field(std::process::id() as i32, 5),
         "not in our process group"
     );
-    kill_group(l.pid);
-    // SAFETY: reaping our own child.
-    unsafe { libc::waitpid(l.pid, std::ptr::null_mut(), 0) };
 }
 
 #[test]
@@ -58,6 +63,7 @@ fn orphaned_grandchild_is_reparented_to_us() {
         .map(String::from)
         .to_vec();
     let l = launch_with(&cmd, &LaunchOptions::default()).expect("launch sh");
+    let _group = Group(l.pid);
     let mut grandchild = 0;
     wait_until("grandchild pid in the log", || {
         grandchild = tail_log(&l.log_path, 10)
@@ -72,9 +78,11 @@ fn orphaned_grandchild_is_reparented_to_us() {
     wait_until("grandchild reparented to the subreaper", || {
         stat_field(grandchild, 4) == Some(me)
     });
-    kill_group(l.pid);
-    // SAFETY: the orphan is now our child; reap it.
-    unsafe { libc::waitpid(grandchild, std::ptr::null_mut(), 0) };
+    // SAFETY: the orphan is now our child: kill and reap it.
+    unsafe {
+        libc::kill(grandchild, libc::SIGKILL);
+        libc::waitpid(grandchild, std::ptr::null_mut(), 0);
+    }
 }
 
 #[test]

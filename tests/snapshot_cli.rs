@@ -52,15 +52,16 @@ time.sleep(600)
     if agent {
         cmd.env("PYTHONPATH", agent_dir());
     }
-    let mut child = cmd
-        .spawn()
-        .expect("python3 is needed for this test (apt install python3)");
+    let mut target = Target(
+        cmd.spawn()
+            .expect("python3 is needed for this test (apt install python3)"),
+    );
     let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
+    BufReader::new(target.0.stdout.take().expect("stdout"))
         .read_line(&mut line)
         .expect("target output");
     assert_eq!(line.trim(), "ready");
-    Target(child)
+    target
 }
 
 fn snapshot_json(pid: u32) -> Value {

@@ -50,7 +50,7 @@ async fn clean_exit_is_ok_without_escalation() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn term_ignoring_child_is_killed_at_the_grace_deadline() {
     let tree = Tree::spawn("(trap '' TERM; exec sleep 1000) & sleep 1000 & wait");
-    let mut h = Harness::attach(tree.pid(), SHORT_NATIVE, 3).await;
+    let mut h = Harness::attach_ignoring(tree.pid(), SHORT_NATIVE, 3, 1).await;
     let t = h.run_all().await;
     let p = &t.phases[0];
     assert_eq!(p.outcome, Outcome::Escalated, "{p:#?}");
@@ -109,7 +109,7 @@ async fn target_dying_in_the_middle_of_phases() {
 [[phase]]
 name = "children"
 action = "signal_children"
-timeout = "30s"
+timeout = "1s"
 [[phase]]
 name = "wait"
 action = "wait_exit"
@@ -124,7 +124,7 @@ action = "audit"
     // The target leaves on its own when told; its TERM-ignoring child stays until SIGKILL.
     let tree =
         Tree::spawn("(trap '' TERM; exec sleep 1000) & while [ ! -e go ]; do sleep 0.02; done");
-    let mut h = Harness::attach(tree.pid(), plan, 2).await;
+    let mut h = Harness::attach_ignoring(tree.pid(), plan, 2, 1).await;
     h.runner.handle.command(Command::RunAll);
     h.until(|e| matches!(e, PhaseEvent::Started { index: 0, .. }))
         .await;
@@ -156,7 +156,7 @@ action = "audit"
 async fn abort_stops_the_running_phase() {
     let plan = "[[phase]]\nname = \"children\"\naction = \"signal_children\"\ntimeout = \"60s\"\n[[phase]]\nname = \"target\"\naction = \"signal_target\"\n";
     let tree = Tree::spawn("(trap '' TERM; exec sleep 1000) & wait");
-    let mut h = Harness::attach(tree.pid(), plan, 2).await;
+    let mut h = Harness::attach_ignoring(tree.pid(), plan, 2, 1).await;
     h.runner.handle.command(Command::RunAll);
     let child = match h.until(|e| matches!(e, PhaseEvent::Signal { .. })).await {
         PhaseEvent::Signal { key, .. } => key,

@@ -18,6 +18,8 @@ import sys
 import threading
 import time
 
+from demo_guard import child_code
+
 PR_SET_NAME = 15
 
 
@@ -57,12 +59,13 @@ def metrics():
         sum(range(2000))
 
 
-STUBBORN = (
-    "import ctypes, os, signal, subprocess, sys, time\n"
-    "ctypes.CDLL(None).prctl(15, b'stubborn-worker', 0, 0, 0)\n"
-    "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
-    "subprocess.Popen(['sleep', '100000'])\n"
-    "while True: time.sleep(1)\n"
+# The stubborn child ignores SIGTERM and starts a grandchild that does too; both leave
+# when lifecycle-top is gone (see demo_guard.py).
+GRANDCHILD = child_code("stubborn-helper", ignore_term=True)
+STUBBORN = child_code(
+    "stubborn-worker",
+    ignore_term=True,
+    extra="subprocess.Popen([sys.executable, '-c', %r])" % GRANDCHILD,
 )
 
 

@@ -89,6 +89,7 @@ impl ClientOptions {
 pub struct ClientStats {
     pub unknown_types: AtomicU64,
     pub unknown_ids: AtomicU64,
+    pub invalid_messages: AtomicU64,
     pub bad_rows: AtomicU64,
     pub stray_chunks: AtomicU64,
     pub incomplete_reports: AtomicU64,
@@ -101,6 +102,7 @@ pub struct ClientStats {
 pub struct StatsSnapshot {
     pub unknown_types: u64,
     pub unknown_ids: u64,
+    pub invalid_messages: u64,
     pub bad_rows: u64,
     pub stray_chunks: u64,
     pub incomplete_reports: u64,
@@ -117,6 +119,7 @@ impl ClientStats {
         StatsSnapshot {
             unknown_types: g(&self.unknown_types),
             unknown_ids: g(&self.unknown_ids),
+            invalid_messages: g(&self.invalid_messages),
             bad_rows: g(&self.bad_rows),
             stray_chunks: g(&self.stray_chunks),
             incomplete_reports: g(&self.incomplete_reports),
@@ -161,8 +164,8 @@ pub struct AgentRequester {
 
 impl AgentRequester {
     /// One request, one answer: the `result` of an `ok` response, else an [`AgentError`].
-    /// `timeout` bounds the whole round trip and is passed to the agent as `timeout_ms`
-    /// (unless `params` sets it) so its own work ends first.
+    /// `timeout` bounds the whole round trip; 80 % of it is passed to the agent as
+    /// `timeout_ms` (unless `params` sets it) so its own work ends first.
     pub async fn request(
         &self,
         method: &str,
@@ -173,9 +176,9 @@ impl AgentRequester {
             params = Value::Object(serde_json::Map::new());
         }
         if let Value::Object(m) = &mut params {
-            let inner = timeout
-                .saturating_sub(Duration::from_millis(250))
-                .as_millis();
+            // 80 %: the agent's answer (with its partial results) must make it back before
+            // the caller's own deadline, which started earlier than the agent's.
+            let inner = (timeout * 4 / 5).as_millis();
             m.entry("timeout_ms")
                 .or_insert(Value::from(u64::try_from(inner).unwrap_or(u64::MAX)));
         }
@@ -275,8 +278,9 @@ async fn run(
                 _ = &mut pause => break,
                 cmd = commands.recv() => match cmd {
                     Some(c) => { let _ = c.reply.send(Err(AgentError::NotConnected(reason.clone()))); }
-                    None if events.is_closed() => return,
-                    None => {}
+                    // Every requester is gone (cannot happen while the handle lives):
+                    // just wait out the pause instead of spinning on a closed channel.
+                    None => { (&mut pause).await; break; }
                 },
                 _ = events.closed() => return,
             }

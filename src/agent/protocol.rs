@@ -138,18 +138,25 @@ pub struct PhaseInfo {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Report {
+    #[serde(deserialize_with = "null_as_default")]
     pub seq: u64,
+    #[serde(deserialize_with = "null_as_default")]
     pub at_unix_ms: u64,
+    #[serde(deserialize_with = "null_as_default")]
     pub pid: i32,
     pub threads: Vec<PyThread>,
     pub loops: Vec<LoopInfo>,
     pub executors: Vec<ExecutorInfo>,
     pub subprocesses: Vec<SubprocessInfo>,
     pub phases: Vec<PhaseInfo>,
+    #[serde(deserialize_with = "null_as_default")]
     pub tasks_total: u64,
+    #[serde(deserialize_with = "null_as_default")]
     pub tasks_listed: u64,
     /// The app registered its task containers, so `TaskInfo::tracked` is meaningful.
+    #[serde(deserialize_with = "null_as_default")]
     pub tracking: bool,
+    #[serde(deserialize_with = "null_as_default")]
     pub task_chunks: u32,
     pub cost: AgentCost,
     /// Reassembled from `report_chunk` messages (never on the wire in the report line).
@@ -159,29 +166,42 @@ pub struct Report {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct PyThread {
+    #[serde(deserialize_with = "null_as_default")]
     pub name: String,
-    pub ident: u64,
+    /// `None` for a thread still starting.
+    pub ident: Option<u64>,
     pub native_id: Option<i32>,
+    #[serde(deserialize_with = "null_as_default")]
     pub daemon: bool,
+    #[serde(deserialize_with = "null_as_default")]
     pub alive: bool,
+    #[serde(deserialize_with = "null_as_default")]
     pub main: bool,
     /// One of the agent's own threads.
+    #[serde(deserialize_with = "null_as_default")]
     pub agent: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct LoopInfo {
+    #[serde(deserialize_with = "null_as_default")]
     pub id: u64,
+    #[serde(deserialize_with = "null_as_default")]
     pub class: String,
     pub thread_ident: Option<u64>,
     pub native_id: Option<i32>,
+    #[serde(deserialize_with = "null_as_default")]
     pub running: bool,
+    #[serde(deserialize_with = "null_as_default")]
     pub closed: bool,
+    #[serde(deserialize_with = "null_as_default")]
     pub blocked: bool,
     pub lag_ms: Option<f64>,
     pub counts: BTreeMap<String, u64>,
+    #[serde(deserialize_with = "null_as_default")]
     pub tasks_total: u64,
+    #[serde(deserialize_with = "null_as_default")]
     pub main: bool,
     pub blocked_at: Option<String>,
 }
@@ -189,9 +209,12 @@ pub struct LoopInfo {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ExecutorInfo {
+    #[serde(deserialize_with = "null_as_default")]
     pub id: u64,
+    #[serde(deserialize_with = "null_as_default")]
     pub kind: String,
     pub max_workers: Option<u32>,
+    #[serde(deserialize_with = "null_as_default")]
     pub shutdown: bool,
     pub pending: Option<u64>,
     pub workers: Vec<WorkerInfo>,
@@ -200,23 +223,30 @@ pub struct ExecutorInfo {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct WorkerInfo {
+    #[serde(deserialize_with = "null_as_default")]
     pub name: String,
     pub native_id: Option<i32>,
     pub pid: Option<i32>,
+    #[serde(deserialize_with = "null_as_default")]
     pub alive: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct SubprocessInfo {
+    #[serde(deserialize_with = "null_as_default")]
     pub pid: i32,
+    #[serde(deserialize_with = "null_as_default")]
     pub args: String,
     /// `file:line (function)` of the code that created it.
     pub site: Option<String>,
     /// `subprocess` or `asyncio`.
+    #[serde(deserialize_with = "null_as_default")]
     pub via: String,
+    #[serde(deserialize_with = "null_as_default")]
     pub created_unix_ms: u64,
     pub returncode: Option<i32>,
+    #[serde(deserialize_with = "null_as_default")]
     pub alive: bool,
 }
 
@@ -224,14 +254,20 @@ pub struct SubprocessInfo {
 #[serde(default)]
 pub struct AgentCost {
     /// CPU time of the agent's threads since it started.
+    #[serde(deserialize_with = "null_as_default")]
     pub cpu_ms: f64,
+    #[serde(deserialize_with = "null_as_default")]
     pub bytes_sent: u64,
+    #[serde(deserialize_with = "null_as_default")]
     pub reports_sent: u64,
     /// Time to build this report (before encoding and sending).
+    #[serde(deserialize_with = "null_as_default")]
     pub build_ms: f64,
     /// Build + encode + send of the previous report.
     pub last_report_ms: Option<f64>,
+    #[serde(deserialize_with = "null_as_default")]
     pub clients: u32,
+    #[serde(deserialize_with = "null_as_default")]
     pub refused: u64,
 }
 
@@ -317,6 +353,16 @@ pub struct WireError {
     pub data: Value,
 }
 
+/// `null` where a plain value is expected decodes as the default (0, false, ""): an agent
+/// that has no value for a field must not cost the whole report.
+fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
 /// Encodes one outgoing message as a newline-terminated line.
 pub fn encode(msg: &Outgoing<'_>) -> Vec<u8> {
     // Serializing these plain structs cannot fail; an empty line is harmless if it did.
@@ -340,6 +386,21 @@ mod tests {
             panic!("not a hello")
         };
         assert!(h.check_version().is_ok());
+    }
+
+    #[test]
+    fn nulls_in_reports_decode_as_defaults() {
+        let m: Incoming = serde_json::from_str(
+            r#"{"type":"report","seq":3,"pid":null,"threads":[{"name":null,"ident":null,"daemon":null}],
+               "cost":{"cpu_ms":null}}"#,
+        )
+        .expect("decode");
+        let Incoming::Report(r) = m else {
+            panic!("not a report")
+        };
+        assert_eq!((r.seq, r.pid), (3, 0));
+        assert_eq!(r.threads[0].ident, None);
+        assert!(!r.threads[0].daemon);
     }
 
     #[test]

@@ -18,6 +18,8 @@ use tokio::sync::{mpsc, oneshot};
 
 /// More chunks than this in one report is treated as garbage (5 M tasks at 500 per chunk).
 const MAX_CHUNKS: usize = 10_000;
+/// Consecutive well-formed but invalid messages tolerated before the connection is dropped.
+const MAX_INVALID_IN_A_ROW: u32 = 3;
 
 struct Pending {
     method: String,
@@ -37,6 +39,7 @@ pub(super) struct Session<'a> {
     pending: HashMap<u64, Pending>,
     next_id: u64,
     partial: Option<Partial>,
+    invalid_in_a_row: u32,
 }
 
 impl<'a> Session<'a> {
@@ -52,6 +55,7 @@ impl<'a> Session<'a> {
             pending: HashMap::new(),
             next_id: 1,
             partial: None,
+            invalid_in_a_row: 0,
         }
     }
 
@@ -182,8 +186,29 @@ impl<'a> Session<'a> {
         if line.iter().all(u8::is_ascii_whitespace) {
             return Ok(());
         }
-        let msg: Incoming = serde_json::from_slice(&line)
-            .map_err(|e| format!("agent sent malformed JSON ({e}); dropped the connection"))?;
+        let msg: Incoming = match serde_json::from_slice(&line) {
+            Ok(m) => {
+                self.invalid_in_a_row = 0;
+                m
+            }
+            // Valid JSON of the wrong shape: skip that message, but not forever.
+            Err(e) if e.classify() == serde_json::error::Category::Data => {
+                ClientStats::bump(&self.stats.invalid_messages, 1);
+                tracing::warn!(error = %e, "skipped an invalid message from the agent");
+                self.invalid_in_a_row += 1;
+                if self.invalid_in_a_row >= MAX_INVALID_IN_A_ROW {
+                    return Err(format!(
+                        "agent keeps sending invalid messages ({e}); dropped the connection"
+                    ));
+                }
+                return Ok(());
+            }
+            Err(e) => {
+                return Err(format!(
+                    "agent sent malformed JSON ({e}); dropped the connection"
+                ));
+            }
+        };
         match msg {
             Incoming::Hello(_) => {}
             Incoming::Report(r) => self.report(r)?,

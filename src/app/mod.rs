@@ -3,8 +3,8 @@
 //! restored on every way out (normal quit, SIGTERM/SIGINT/SIGHUP, panic via ratatui's hook).
 
 use crate::agent::{self, AgentEvent};
-use crate::cli::{RunConfig, Target};
-use crate::collect::{self, CollectEvent, Collector, CollectorOptions};
+use crate::cli::RunConfig;
+use crate::collect::{self, CollectEvent, Collector};
 use crate::model::Snapshot;
 use crate::stacks::StackSnapshot;
 use crate::state::{AgentStatus, AppState, Command, Event, Mode, QuitChoice};
@@ -38,24 +38,16 @@ pub struct Attached {
 /// are printed as one line by `main`, with the terminal untouched.
 pub fn attach(cfg: &RunConfig) -> Result<Attached> {
     let plan = cfg.plan.as_deref().map(plan::load).transpose()?;
-    let (pid, mode, log_path) = match &cfg.target {
-        Target::Pid(pid) => (*pid, Mode::Attach, None),
-        Target::Launch(cmd) => {
-            let l = crate::launch::launch(cmd, cfg.inject_agent)?;
-            (l.pid, Mode::Launch { demo: false }, Some(l.log_path))
-        }
-        Target::Demo => {
-            let cmd = crate::demo::command(&[])?;
-            let l = crate::launch::launch_demo(&cmd, cfg.inject_agent)?;
-            (l.pid, Mode::Launch { demo: true }, Some(l.log_path))
-        }
+    let started = crate::launch::start_target(&cfg.target, cfg.inject_agent)?;
+    let collector = crate::launch::attach_collector(&started)?;
+    let pid = started.pid;
+    let (mode, log_path) = match &started.launched {
+        None => (Mode::Attach, None),
+        Some(l) => (
+            Mode::Launch { demo: started.demo },
+            Some(l.log_path.clone()),
+        ),
     };
-    collect::raise_nofile_limit();
-    let opts = CollectorOptions {
-        launch_mode: !matches!(mode, Mode::Attach),
-        ..CollectorOptions::default()
-    };
-    let collector = Collector::attach(pid, opts)?;
     Ok(Attached {
         pid,
         plan,
@@ -74,13 +66,18 @@ pub async fn run(cfg: RunConfig, attached: Attached) -> Result<ExitCode> {
         log_path,
         collector,
     } = attached;
-    let mut state = AppState::new(mode, pid);
+    let mut state = AppState::new(mode.clone(), pid);
     state.log_path = log_path.as_ref().map(|p| p.display().to_string());
     let target = collector.target();
     let tree = TreePids::new(target.pid);
     let mut live = collect::live::spawn(collector, cfg.interval);
     let mut agent = agent::spawn_client(target, tree.checker(), cfg.interval);
     let mut teardown = TeardownSlot::new(plan);
+    // The demo dies with us on every way out, a panic included; a launched command only
+    // when the user says so.
+    let guard = crate::launch::TreeGuard::new(mode == Mode::Launch { demo: true });
+    let mut collector_open = true;
+    let mut log_len = 0u64;
     let (stacks_tx, mut stacks_rx) = mpsc::channel::<StackSnapshot>(4);
 
     let (key_tx, mut key_rx) = mpsc::channel::<KeyEvent>(64);
@@ -91,7 +88,7 @@ pub async fn run(cfg: RunConfig, attached: Attached) -> Result<ExitCode> {
     let mut sighup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
     let mut tick = tokio::time::interval(Duration::from_millis(500));
 
-    let mut terminal = ratatui::init();
+    let mut terminal = ratatui::try_init().context("cannot set up the terminal")?;
     let mut dirty = true;
     let outcome: Result<Option<QuitChoice>> = loop {
         if dirty {
@@ -101,10 +98,11 @@ pub async fn run(cfg: RunConfig, attached: Attached) -> Result<ExitCode> {
             dirty = false;
         }
         tokio::select! {
-            ev = live.events.recv() => {
+            ev = live.events.recv(), if collector_open => {
                 match ev {
                     Some(CollectEvent::Snapshot(s)) => {
                         tree.update(&s);
+                        guard.update(&s);
                         teardown.on_snapshot(&mut state, &s, &agent);
                         state.apply(Event::Snapshot(s));
                     }
@@ -115,37 +113,41 @@ pub async fn run(cfg: RunConfig, attached: Attached) -> Result<ExitCode> {
                         state.apply(Event::Exited { key, status, at_unix_ms });
                     }
                     Some(CollectEvent::Error(e)) => state.apply(Event::CollectError(e)),
-                    None => state.apply(Event::CollectError("collector stopped".into())),
+                    None => {
+                        collector_open = false;
+                        state.apply(Event::CollectError(
+                            "the collector stopped; see --log for why".into(),
+                        ));
+                    }
                 }
                 dirty = true;
             }
-            ev = agent.events.recv() => {
-                if let Some(ev) = ev {
-                    state.apply(agent_event(ev));
-                    if let Some(r) = teardown.runner() {
-                        r.handle.agent_facts(state.agent_facts.clone());
-                    }
-                    dirty = true;
+            Some(ev) = agent.events.recv() => {
+                state.apply(agent_event(ev));
+                if let Some(r) = teardown.runner() {
+                    r.handle.agent_facts(state.agent_facts.clone());
                 }
+                dirty = true;
             }
             Some(pe) = teardown.next_event() => {
                 if commands::on_phase_event(&mut state, pe, &live, &agent, &stacks_tx) {
-                    break Ok(None);
+                    // The plan the user ran before quitting is done: the demo still does
+                    // not outlive us, a launched command keeps what the plan left.
+                    break Ok(default_signal_choice(&state));
                 }
                 dirty = true;
             }
-            snap = stacks_rx.recv() => {
-                if let Some(snap) = snap {
-                    state.apply(Event::Stacks(Box::new(snap)));
-                    dirty = true;
-                }
+            Some(snap) = stacks_rx.recv() => {
+                state.apply(Event::Stacks(Box::new(snap)));
+                dirty = true;
             }
             key = key_rx.recv() => {
-                let Some(key) = key else { break Ok(None) };
+                // No more keys (the terminal went away): leave as a hangup would.
+                let Some(key) = key else { break Ok(default_signal_choice(&state)) };
                 if let Some(action) = ui::keys::action_for(key, &state.overlay) {
                     for cmd in state.act(action) {
                         if let Command::Quit(choice) = cmd {
-                            return finish(&mut terminal, &stop_keys, &state, Ok(choice));
+                            return finish(&stop_keys, &state, &guard, Ok(choice));
                         }
                         commands::dispatch(&mut state, cmd, &mut teardown, &agent, &stacks_tx);
                     }
@@ -157,10 +159,12 @@ pub async fn run(cfg: RunConfig, attached: Attached) -> Result<ExitCode> {
                 if state.timeline.as_ref().is_some_and(|t| t.running.is_some()) {
                     dirty = true;
                 }
+                // Re-read the log's tail only when it grew.
                 if let Some(path) = &log_path {
-                    let tail = crate::launch::tail_log(path, 200);
-                    if tail != state.log_tail {
-                        state.apply(Event::LogTail(tail));
+                    let len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+                    if len != log_len {
+                        log_len = len;
+                        state.apply(Event::LogTail(crate::launch::tail_log(path, 200)));
                         dirty = true;
                     }
                 }
@@ -179,7 +183,7 @@ pub async fn run(cfg: RunConfig, attached: Attached) -> Result<ExitCode> {
             }
         }
     };
-    finish(&mut terminal, &stop_keys, &state, outcome)
+    finish(&stop_keys, &state, &guard, outcome)
 }
 
 fn agent_event(ev: AgentEvent) -> Event {
@@ -227,9 +231,9 @@ fn default_signal_choice(state: &AppState) -> Option<QuitChoice> {
 }
 
 fn finish(
-    _terminal: &mut ratatui::DefaultTerminal,
     stop_keys: &AtomicBool,
     state: &AppState,
+    guard: &crate::launch::TreeGuard,
     outcome: Result<Option<QuitChoice>>,
 ) -> Result<ExitCode> {
     stop_keys.store(true, Ordering::Relaxed);
@@ -242,7 +246,13 @@ fn finish(
     tracing::info!(?choice, error = ?error, "leaving the dashboard");
     // Act on the tree before touching the terminal: after a hangup, writing to it may be
     // the last thing this process gets to do.
-    let killed = (choice == Some(QuitChoice::KillTree)).then(|| kill_tree(state));
+    let killed = match choice {
+        Some(QuitChoice::KillTree) => Some(guard.kill()),
+        _ => {
+            guard.disarm();
+            None
+        }
+    };
     ratatui::restore();
     match (choice, killed) {
         (Some(QuitChoice::KillTree), Some(n)) => eprintln!(
@@ -259,23 +269,6 @@ fn finish(
         Some(e) => Err(e),
         None => Ok(ExitCode::SUCCESS),
     }
-}
-
-/// SIGKILLs every live process of the tree, leaves first, through pidfds.
-fn kill_tree(state: &AppState) -> usize {
-    let Some(snap) = &state.snapshot else {
-        return 0;
-    };
-    let mut procs: Vec<_> = snap.processes.iter().filter(|p| p.exit.is_none()).collect();
-    procs.sort_by_key(|p| std::cmp::Reverse(p.depth));
-    procs
-        .iter()
-        .filter(|p| {
-            collect::pidfd::PidFd::open(p.key)
-                .ok()
-                .is_some_and(|fd| fd.send_signal(libc::SIGKILL).is_ok())
-        })
-        .count()
 }
 
 /// Reads terminal keys on a plain thread (crossterm's reader blocks) and forwards them.

@@ -6,6 +6,7 @@
 //!   [`order`] for their display order, [`threads`] for the target's threads).
 //! - [`pidfd`]: process file descriptors (signals and exit notice that never hit a reused pid);
 //!   [`exits`]: how each exit ended, resolved (and reaped) exactly once.
+//! - [`helpers`]: lifecycle-top's own child processes, which launch mode must not adopt.
 //! - [`live`]: the collector on its own thread plus a tokio task that reports exits at once.
 //! - [`procfs`], [`dirscan`], [`syscalls`]: kept-open files, getdents, parsers, syscall names.
 //! - [`snapshot_text`]: the plain-text table of a snapshot (`lifecycle-top snapshot`).
@@ -18,6 +19,7 @@
 pub mod dirscan;
 pub mod entry;
 pub mod exits;
+pub mod helpers;
 pub mod live;
 pub mod order;
 pub mod pidfd;
@@ -50,7 +52,8 @@ pub struct CollectorOptions {
     /// Read the target's threads (the thread table).
     pub threads: bool,
     /// Launch mode: lifecycle-top is the target's parent and child subreaper, so reap exited
-    /// tracked children (to get their exit code) and track processes reparented to us.
+    /// tracked children (to get their exit code) and track every process reparented to us
+    /// (except registered [`helpers`]).
     pub launch_mode: bool,
     /// Cap on the files the thread table keeps open (5 per thread); past it, threads are
     /// read by opening their files per read. `None`: half of RLIMIT_NOFILE.

@@ -1,19 +1,21 @@
 //! The target's process tree. Each refresh lists `/proc` (getdents on a kept dirfd) and
 //! reads `stat` only for pids it has not seen before (a pid whose `/proc` inode changed
 //! counts as new: it was reused). A pid whose parent is tracked joins the tree and gets a
-//! pidfd; processes outside the tree are remembered by (pid, inode) so they cost
+//! pidfd (in launch mode so does any child of lifecycle-top but its own helpers: orphans
+//! reparented to us as subreaper, daemons included); processes outside the tree are remembered by (pid, inode) so they cost
 //! nothing on later refreshes. Tracked processes stay tracked when reparented out of the
 //! tree (marked `orphan`), and exited ones stay listed for a while with their exit status.
 
 use crate::collect::dirscan::DirScanner;
 pub use crate::collect::entry::{Clock, Entry};
 use crate::collect::exits::{ExitBook, now_unix_ms};
+use crate::collect::helpers;
 use crate::collect::order::{Node, dfs_order};
 use crate::collect::pidfd::PidFd;
 use crate::collect::procfs::{self, ProcFile, Stat};
 use crate::model::{ExitInfo, ProcInfo, ProcKey, RunState};
 use rustix::fd::{AsFd, OwnedFd};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,10 +24,12 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Clone, Copy)]
 pub struct TreeOptions {
     pub exited_linger: Duration,
-    /// Also track new processes whose parent is lifecycle-top itself and whose process group
-    /// is one of the tree's (launch mode: orphans reparented to us as subreaper before a
-    /// refresh saw them). The group check keeps lifecycle-top's other children (helpers it
-    /// runs) out of the tree, so their exit status is never stolen by our reaping.
+    /// Also track new processes whose parent is lifecycle-top itself (launch mode: orphans
+    /// reparented to us as subreaper before a refresh saw them, whatever their group or
+    /// session: a daemon that called `setsid()` is the leak to show). lifecycle-top's own
+    /// helpers stay out, so their exit status is never stolen by our reaping: those in
+    /// [`helpers`](crate::collect::helpers) and those in our own process group (which the
+    /// launched tree, started in a group of its own, never is).
     pub adopt_own_children: bool,
 }
 
@@ -235,19 +239,17 @@ impl Tree {
             }
         }
         let own_pgid = rustix::process::getpgrp().as_raw_nonzero().get();
-        let tree_pgids: HashSet<i32> = match self.opts.adopt_own_children {
-            true => self.live.values().map(|e| e.info.pgid).collect(),
-            false => HashSet::new(),
-        };
+        let adopt_own = self.opts.adopt_own_children;
         loop {
             let mut added = false;
             let mut rest = Vec::with_capacity(candidates.len());
             for (pid, ino, stat) in candidates {
                 let parent_depth = self.live.get(&stat.ppid).map(|p| p.info.depth);
-                let adopt = parent_depth.is_none()
+                let adopt = adopt_own
+                    && parent_depth.is_none()
                     && stat.ppid == self.self_pid
                     && stat.pgrp != own_pgid
-                    && tree_pgids.contains(&stat.pgrp);
+                    && !helpers::is_helper(pid);
                 if parent_depth.is_none() && !adopt {
                     rest.push((pid, ino, stat));
                     continue;

@@ -1,7 +1,7 @@
 //! The JSON report (`--report FILE`): typed with serde so CI can decode it back and assert on
 //! phases; `version` is bumped on incompatible changes.
 
-use crate::teardown::timeline::{Outcome, Timeline};
+use crate::teardown::timeline::Timeline;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -40,27 +40,7 @@ pub struct Verdict {
 impl Verdict {
     /// 0 clean and no escalation; 1 something lingered, timed out, failed or needed SIGKILL.
     pub fn of(t: &Timeline) -> Verdict {
-        let mut reasons = Vec::new();
-        for p in &t.phases {
-            match &p.outcome {
-                Outcome::Ok | Outcome::Skipped { .. } => {}
-                Outcome::Escalated => reasons.push(format!("\"{}\" needed escalation", p.name)),
-                Outcome::TimedOut => reasons.push(format!("\"{}\" timed out", p.name)),
-                Outcome::Failed { reason } => {
-                    reasons.push(format!("\"{}\" failed: {reason}", p.name))
-                }
-            }
-            for s in p
-                .signals
-                .iter()
-                .filter(|s| s.signal == "SIGKILL" && s.error.is_none())
-            {
-                reasons.push(format!("pid {} ({}) needed SIGKILL", s.pid, s.name));
-            }
-        }
-        for l in &t.leftovers {
-            reasons.push(format!("left over: {} ({}): {}", l.pid, l.name, l.reason));
-        }
+        let reasons = t.unclean_reasons();
         let clean = reasons.is_empty();
         Verdict {
             clean,
@@ -87,5 +67,48 @@ impl Report {
     pub fn write(&self, path: &Path) -> std::io::Result<()> {
         let text = serde_json::to_string_pretty(self).map_err(std::io::Error::other)?;
         std::fs::write(path, text + "\n")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::teardown::timeline::{Counts, Outcome, PhaseRecord};
+
+    fn rec(index: usize, action: &str, outcome: Outcome) -> PhaseRecord {
+        PhaseRecord {
+            index,
+            name: format!("p{index}"),
+            key: 'x',
+            action: action.into(),
+            start_ms: 0,
+            end_ms: 1,
+            outcome,
+            before: Counts::default(),
+            after: Counts::default(),
+            notes: vec![],
+            signals: vec![],
+            exits: vec![],
+        }
+    }
+
+    #[test]
+    fn only_the_last_audit_judges() {
+        let failed = Outcome::Failed {
+            reason: "1 left over".into(),
+        };
+        let mut t = Timeline::new("p", 1, 0);
+        t.phases.push(rec(0, "left-over audit", failed.clone()));
+        t.phases.push(rec(1, "signal target SIGINT", Outcome::Ok));
+        t.phases.push(rec(2, "left-over audit", Outcome::Ok));
+        let v = Verdict::of(&t);
+        assert!(v.clean, "{v:?}");
+        t.phases[2].outcome = failed;
+        let v = Verdict::of(&t);
+        assert_eq!(
+            (v.clean, v.exit_code, v.reasons.len()),
+            (false, 1, 1),
+            "{v:?}"
+        );
     }
 }

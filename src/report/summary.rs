@@ -67,3 +67,51 @@ pub fn exit_status(s: crate::model::ExitStatus) -> String {
         ExitStatus::Unknown => "exited (status not knowable: not our child)".into(),
     }
 }
+
+/// The line printed for a runner event as it happens (`None`: nothing to print).
+pub fn event(
+    plan: &crate::teardown::Plan,
+    target: crate::model::ProcKey,
+    ev: &crate::teardown::PhaseEvent,
+) -> Option<String> {
+    use crate::teardown::PhaseEvent;
+    use crate::teardown::plan::signal_name;
+    Some(match ev {
+        PhaseEvent::Started { index, name } => {
+            let action = plan
+                .phases
+                .get(*index)
+                .map(|p| p.action.describe())
+                .unwrap_or_default();
+            started(*index, plan.phases.len(), name, &action)
+        }
+        PhaseEvent::Finished(rec) => finished(rec),
+        PhaseEvent::Signal {
+            key,
+            sig,
+            name,
+            result,
+            ..
+        } => match result {
+            Ok(()) => format!("      {} -> pid {} ({name})", signal_name(*sig), key.pid),
+            Err(e) => format!(
+                "      {} -> pid {} ({name}): {e}",
+                signal_name(*sig),
+                key.pid
+            ),
+        },
+        PhaseEvent::ExitNoticed { key, status, .. } => {
+            let who = if *key == target { "target" } else { "child" };
+            format!(
+                "      {who} pid {} exited: {}",
+                key.pid,
+                exit_status(*status)
+            )
+        }
+        PhaseEvent::Progress { note, .. } => format!("      {note}"),
+        PhaseEvent::SnapshotStacks { .. }
+        | PhaseEvent::RefreshNow
+        | PhaseEvent::Timeline(_)
+        | PhaseEvent::AllDone(_) => return None,
+    })
+}

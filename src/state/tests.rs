@@ -1,3 +1,5 @@
+//! Unit tests of the app model: events in, state and commands out.
+
 use super::*;
 use crate::state::fixture;
 
@@ -150,4 +152,15 @@ fn phase_letter_keys_run_their_phase() {
         vec![Command::Teardown(Action::RunPhase(i))]
     );
     assert!(s.act(Action::PhaseKey('Z')).is_empty());
+}
+
+#[test]
+fn ctrl_c_in_the_quit_prompt_still_kills_the_demo() {
+    let mut s = AppState::new(Mode::Launch { demo: true }, 100);
+    s.apply(Event::Snapshot(Box::new(fixture::snapshot())));
+    s.act(Action::Quit);
+    assert_eq!(
+        s.act(Action::ForceQuit),
+        vec![Command::Quit(Some(QuitChoice::KillTree))]
+    );
 }

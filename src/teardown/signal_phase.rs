@@ -65,7 +65,7 @@ impl SignalState {
                 let mut v: Vec<(usize, usize, ProcKey)> = kids
                     .iter()
                     .enumerate()
-                    .map(|(i, p)| (first_seen[&p.pgid], i, p.key))
+                    .map(|(i, p)| (first_seen.get(&p.pgid).copied().unwrap_or(i), i, p.key))
                     .collect();
                 v.sort();
                 v.into_iter().map(|t| t.2).collect()

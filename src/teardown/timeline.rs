@@ -2,6 +2,7 @@
 //! before/after, notes, and every signal and exit seen. Serialisable: the JSON report and the
 //! trace export are built from it, and the TUI timeline widget draws it.
 
+use super::plan::Action;
 use crate::model::ExitStatus;
 use serde::{Deserialize, Serialize};
 
@@ -163,10 +164,39 @@ impl Timeline {
             .any(|s| s.signal == "SIGKILL" && s.error.is_none())
     }
 
-    /// Clean: every phase ok or skipped, nothing left over, no SIGKILL.
+    /// Why the run is not clean, one line each; empty = clean: no escalation, no SIGKILL, no
+    /// phase timed out or failed, nothing left over. Only the last audit judges what lingered:
+    /// an earlier one (e.g. "audit threads" before the target is signalled) reports findings
+    /// that a clean shutdown may still resolve.
+    pub fn unclean_reasons(&self) -> Vec<String> {
+        let audit = Action::Audit { stacks: false }.describe();
+        let last_audit = self.phases.iter().rposition(|p| p.action == audit);
+        let mut reasons = Vec::new();
+        for (i, p) in self.phases.iter().enumerate() {
+            match &p.outcome {
+                Outcome::Ok | Outcome::Skipped { .. } => {}
+                Outcome::Failed { .. } if p.action == audit && Some(i) != last_audit => {}
+                Outcome::Escalated => reasons.push(format!("\"{}\" needed escalation", p.name)),
+                Outcome::TimedOut => reasons.push(format!("\"{}\" timed out", p.name)),
+                Outcome::Failed { reason } => {
+                    reasons.push(format!("\"{}\" failed: {reason}", p.name))
+                }
+            }
+            for s in p
+                .signals
+                .iter()
+                .filter(|s| s.signal == "SIGKILL" && s.error.is_none())
+            {
+                reasons.push(format!("pid {} ({}) needed SIGKILL", s.pid, s.name));
+            }
+        }
+        for l in &self.leftovers {
+            reasons.push(format!("left over: {} ({}): {}", l.pid, l.name, l.reason));
+        }
+        reasons
+    }
+
     pub fn is_clean(&self) -> bool {
-        self.phases.iter().all(|p| p.outcome.is_clean())
-            && self.leftovers.is_empty()
-            && !self.needed_sigkill()
+        self.unclean_reasons().is_empty()
     }
 }

@@ -42,6 +42,13 @@ pub fn action_for(key: KeyEvent, overlay: &Overlay) -> Option<Action> {
     if key.modifiers.contains(KeyModifiers::CONTROL) && key.code == KeyCode::Char('c') {
         return Some(Action::ForceQuit);
     }
+    // Other Ctrl/Alt chords mean nothing here (Ctrl-D must not read as `d`, detach).
+    if key
+        .modifiers
+        .intersects(KeyModifiers::CONTROL | KeyModifiers::ALT)
+    {
+        return None;
+    }
     if *overlay == Overlay::QuitPrompt {
         return match key.code {
             KeyCode::Char('d') => Some(Action::Choose(QuitChoice::Detach)),
@@ -111,6 +118,12 @@ mod tests {
             action_for(key(KeyCode::Char('k')), &Overlay::None),
             Some(Action::Up)
         );
+    }
+
+    #[test]
+    fn control_chords_are_not_letters() {
+        let k = KeyEvent::new(KeyCode::Char('d'), KeyModifiers::CONTROL);
+        assert_eq!(action_for(k, &Overlay::QuitPrompt), None);
     }
 
     #[test]

@@ -52,6 +52,11 @@ impl Target {
     pub fn spawn(script: &str) -> Target {
         let dir = tempfile::tempdir().expect("tempdir");
         let socket = dir.path().join("run").join("agent.sock");
+        Self::spawn_at(script, dir, socket)
+    }
+
+    /// Like [`Target::spawn`], listening on `socket` (its directory is created 0700).
+    pub fn spawn_at(script: &str, dir: tempfile::TempDir, socket: PathBuf) -> Target {
         let agent_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets/agent");
         let mut cmd = Command::new(python());
         cmd.arg("-c")

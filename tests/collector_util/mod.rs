@@ -2,7 +2,7 @@
 //! targets in their own process group killed on drop, and waiting on an observable state.
 #![allow(dead_code, clippy::unwrap_used)]
 
-use lifecycle_top::collect::{Collector, procfs, snapshot_text};
+use lifecycle_top::collect::{Collector, helpers, procfs, snapshot_text};
 use lifecycle_top::model::{ProcInfo, ProcKey, Snapshot};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
@@ -22,16 +22,17 @@ pub fn need(tool: &str) {
     }
 }
 
-/// A spawned target in its own process group; dropping it SIGKILLs the whole group.
+/// A spawned target in its own process group; dropping it SIGKILLs the whole group. It is
+/// registered as a lifecycle-top helper while it lives: a launch-mode collector of another
+/// test in the same process would otherwise adopt it (it is a child of ours, as orphans
+/// reparented to a subreaper are) and reap it.
 pub struct Target {
     pub child: Child,
 }
 
 impl Target {
     pub fn spawn(cmd: &mut Command) -> Target {
-        let child = cmd
-            .process_group(0)
-            .spawn()
+        let child = helpers::spawn(cmd.process_group(0))
             .unwrap_or_else(|e| panic!("cannot spawn {cmd:?}: {e}"));
         Target { child }
     }
@@ -55,6 +56,7 @@ impl Drop for Target {
         let pg = nix::unistd::Pid::from_raw(self.pid());
         let _ = nix::sys::signal::killpg(pg, nix::sys::signal::Signal::SIGKILL);
         let _ = self.child.wait(); // may fail: the collector may have reaped it
+        helpers::unregister(self.pid());
     }
 }
 

@@ -78,6 +78,27 @@ impl Harness {
         Self::attach_with(pid, plan_text, min_procs, None).await
     }
 
+    /// Like [`Harness::attach`], and also waits until `ignoring` processes of the tree
+    /// ignore SIGTERM: a `(trap '' TERM; ...)` subshell is listed before it ran its `trap`,
+    /// and a SIGTERM in between would kill it and change what the test is about.
+    pub async fn attach_ignoring(
+        pid: i32,
+        plan_text: &str,
+        min_procs: usize,
+        ignoring: usize,
+    ) -> Harness {
+        let mut h = Self::attach_with(pid, plan_text, min_procs, None).await;
+        h.until_snapshot(|s| {
+            s.processes
+                .iter()
+                .filter(|p| p.exit.is_none() && p.signals.ignores(15))
+                .count()
+                >= ignoring
+        })
+        .await;
+        h
+    }
+
     pub async fn attach_with(
         pid: i32,
         plan_text: &str,

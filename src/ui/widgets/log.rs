@@ -5,7 +5,7 @@ use crate::ui::widgets::panel;
 use ratatui::Frame;
 use ratatui::layout::Rect;
 use ratatui::text::Line;
-use ratatui::widgets::{Paragraph, Wrap};
+use ratatui::widgets::Paragraph;
 
 pub fn render(frame: &mut Frame, area: Rect, state: &AppState) {
     let height = area.height.saturating_sub(2) as usize;
@@ -19,9 +19,8 @@ pub fn render(frame: &mut Frame, area: Rect, state: &AppState) {
         None => "Output".to_string(),
     };
     frame.render_widget(
-        Paragraph::new(lines)
-            .wrap(Wrap { trim: false })
-            .block(panel(title, false)),
+        // Not wrapped: the last lines must stay on screen; long lines are cut at the edge.
+        Paragraph::new(lines).block(panel(title, false)),
         area,
     );
 }
