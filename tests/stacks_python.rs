@@ -101,7 +101,7 @@ async fn python_names_from_the_real_agent() {
     let pid = t.pid();
     let key = ProcKey {
         pid,
-        start_time: stacks::kernel::start_time(pid).unwrap(),
+        start_time: lifecycle_top::collect::procfs::read_start_time(pid).unwrap(),
     };
     let mut h = spawn_client(
         key,

@@ -8,6 +8,7 @@
 
 mod stacks_common;
 
+use lifecycle_top::stacks::native::seize::SeizeParams;
 use lifecycle_top::stacks::{self, SourceKind, StackOptions, kernel};
 use stacks_common::*;
 use std::process::{Command, Stdio};
@@ -87,8 +88,9 @@ fn never_interrupts_a_thread_in_d_state() {
         th.errors
     );
     // The helper re-checks right before seizing, even when called directly.
-    let err = stacks::native::seize::capture(pid, tid, Duration::from_secs(5), Duration::ZERO)
-        .unwrap_err();
+    let err =
+        stacks::native::seize::capture(pid, tid, &SeizeParams::within(Duration::from_secs(5)))
+            .unwrap_err();
     assert!(err.contains("uninterruptible"), "{err}");
     assert_eq!(tracer_pid(pid, tid), 0);
 }
@@ -128,8 +130,9 @@ fn skips_a_traced_thread_and_a_refused_seize_says_why() {
         th.errors
     );
     // Forcing the helper anyway: the kernel refuses and the message says why and what to do.
-    let err = stacks::native::seize::capture(pid, tid, Duration::from_secs(5), Duration::ZERO)
-        .unwrap_err();
+    let err =
+        stacks::native::seize::capture(pid, tid, &SeizeParams::within(Duration::from_secs(5)))
+            .unwrap_err();
     assert!(err.contains("ptrace refused"), "{err}");
     assert!(!err.contains('\n'));
     drop(tracer);
@@ -266,4 +269,63 @@ fn snapshot_budget_bounds_a_batch_of_seizes() {
     for tid in tids {
         eventually("released after the snapshot budget", || released(pid, tid));
     }
+}
+
+#[test]
+fn a_wrong_start_time_is_refused_and_the_thread_never_seized() {
+    let t = Target::rust();
+    let pid = t.pid();
+    let tid = tid_named(pid, "sleeper");
+    let real = lifecycle_top::collect::procfs::read_start_time(pid).unwrap();
+    let wrong = real + 1;
+    // Were the thread seized, the hold would keep it stopped (and this call blocked) for
+    // 30 s, and the capture would succeed: both checks refuse it before any ptrace call.
+    let opts = StackOptions {
+        expect_start_time: Some(wrong),
+        hold_stopped: Duration::from_secs(30),
+        per_thread_budget: Duration::from_secs(60),
+        budget: Duration::from_secs(60),
+        ..seize_opts()
+    };
+    let snap = stacks::capture(pid, &[], &opts);
+    assert!(snap.threads.is_empty(), "{}", dump(&snap));
+    assert!(
+        snap.errors.iter().any(|e| e.message.contains("was reused")),
+        "{:?}",
+        snap.errors
+    );
+    // The helper's own check, right before PTRACE_SEIZE (the pid may change hands after the
+    // check above).
+    let params = SeizeParams {
+        expect_start_time: Some(wrong),
+        hold_stopped: Duration::from_secs(30),
+        ..SeizeParams::within(Duration::from_secs(60))
+    };
+    let Err(err) = stacks::native::seize::capture(pid, tid, &params) else {
+        panic!("seized (and held) a thread although the start time was wrong");
+    };
+    assert!(err.contains("was reused"), "{err}");
+    assert!(!err.contains('\n'));
+    assert_eq!(tracer_pid(pid, tid), 0);
+    assert_ne!(thread_state(pid, tid), Some('t'));
+    // The right start time is accepted, by both.
+    let ok = SeizeParams {
+        expect_start_time: Some(real),
+        ..SeizeParams::within(Duration::from_secs(5))
+    };
+    assert!(stacks::native::seize::capture(pid, tid, &ok).is_ok());
+    let snap = stacks::capture(
+        pid,
+        &[tid],
+        &StackOptions {
+            expect_start_time: Some(real),
+            ..seize_opts()
+        },
+    );
+    assert!(
+        snap.threads[0].stack(SourceKind::Native).is_some(),
+        "{}",
+        dump(&snap)
+    );
+    eventually("released", || released(pid, tid));
 }

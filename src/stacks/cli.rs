@@ -7,11 +7,14 @@ use std::io::Write;
 
 /// Capture and print. JSON is the serialised [`StackSnapshot`].
 pub fn run(pid: i32, json: bool, seize: bool, out: &mut dyn Write) -> anyhow::Result<()> {
-    if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+    // The start time read now pins the pid: were the process to exit and the pid be reused
+    // during the capture, the seize helper refuses the newcomer.
+    let Ok(start_time) = crate::collect::procfs::read_start_time(pid) else {
         anyhow::bail!("no process with pid {pid} (check the pid with `ps -p {pid}`)");
-    }
+    };
     let opts = StackOptions {
         seize,
+        expect_start_time: Some(start_time),
         ..StackOptions::default()
     };
     let snap = capture(pid, &[], &opts);

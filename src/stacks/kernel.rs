@@ -1,10 +1,13 @@
 //! The kernel source: what /proc says about a thread with no ptrace at all: state, wait
 //! channel, the syscall it sits in with decoded arguments (fds resolved through
-//! /proc/PID/fd), context switches, and the kernel stack where readable (root). Parsing is
-//! split from reading so the parsers are unit-tested on fixed text.
+//! /proc/PID/fd), context switches, and the kernel stack where readable (root). The `stat`
+//! and `syscall` parsers are the collector's (`collect::procfs`); only what the collector
+//! does not need is parsed here (the user sp/pc of the syscall line, TracerPid, the kernel
+//! stack), split from reading so it is unit-tested on fixed text.
 
 use super::syscalls::{self, ArgKind};
 use super::{KernelView, SourceError, SourceKind, ThreadStacks};
+use crate::collect::procfs;
 use crate::model::{RunState, WaitPoint};
 use rustix::fs::{Mode, OFlags};
 use std::fs;
@@ -18,16 +21,6 @@ pub fn list_tids(pid: i32) -> io::Result<Vec<i32>> {
         .collect();
     tids.sort_unstable();
     Ok(tids)
-}
-
-/// Start time of a process (clock ticks since boot, stat field 22): with the pid, its identity.
-pub fn start_time(pid: i32) -> Option<u64> {
-    let s = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    s[s.rfind(')')? + 1..]
-        .split_whitespace()
-        .nth(19)?
-        .parse()
-        .ok()
 }
 
 /// Parsed `/proc/PID/task/TID/syscall`.
@@ -59,42 +52,23 @@ fn hex(s: &str) -> Option<u64> {
     u64::from_str_radix(s.strip_prefix("0x").unwrap_or(s), 16).ok()
 }
 
-/// Parse the syscall file: `running`, `-1 SP PC`, or `NR A0 .. A5 SP PC` (args in hex).
+/// Parse the syscall file: `running`, `-1 SP PC`, or `NR A0 .. A5 SP PC` (hex). The number
+/// and arguments come from the collector's parser; the user sp and pc, which only stacks
+/// needs, are the last two fields of both non-running forms.
 pub fn parse_syscall(text: &str) -> Option<SyscallLine> {
-    let f: Vec<&str> = text.split_whitespace().collect();
-    match f.as_slice() {
-        ["running"] => Some(SyscallLine::Running),
-        ["-1", sp, pc] => Some(SyscallLine::NotInSyscall {
-            sp: hex(sp)?,
-            pc: hex(pc)?,
-        }),
-        [nr, a @ .., sp, pc] if a.len() == 6 => {
-            let mut args = [0u64; 6];
-            for (slot, s) in args.iter_mut().zip(a) {
-                *slot = hex(s)?;
-            }
-            Some(SyscallLine::InSyscall {
-                nr: nr.parse().ok()?,
-                args,
-                sp: hex(sp)?,
-                pc: hex(pc)?,
-            })
-        }
-        _ => None,
+    let mut fields = text.split_whitespace();
+    let first = fields.next()?;
+    if first == "running" {
+        return Some(SyscallLine::Running);
     }
-}
-
-/// Fields of `/proc/PID/task/TID/stat` we need: (comm, state, utime + stime).
-pub fn parse_stat(text: &str) -> Option<(String, RunState, u64)> {
-    let comm = text.get(text.find('(')? + 1..text.rfind(')')?)?.to_string();
-    // comm may contain spaces and parentheses: the fields start after the LAST ')'.
-    let rest = &text[text.rfind(')')? + 1..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let state = RunState::from_char(f.first()?.chars().next()?);
-    // After ')' field 0 is stat field 3; utime/stime are stat fields 14 and 15.
-    let utime: u64 = f.get(11)?.parse().ok()?;
-    let stime: u64 = f.get(12)?.parse().ok()?;
-    Some((comm, state, utime + stime))
+    let mut tail = fields.rev();
+    let (pc, sp) = (hex(tail.next()?)?, hex(tail.next()?)?);
+    if first == "-1" {
+        return Some(SyscallLine::NotInSyscall { sp, pc });
+    }
+    let (nr, parsed) = procfs::parse_syscall(text.as_bytes())?;
+    let args: [u64; 6] = parsed.try_into().ok()?;
+    Some(SyscallLine::InSyscall { nr, args, sp, pc })
 }
 
 /// From `/proc/PID/task/TID/status`: (voluntary, nonvoluntary ctx switches, TracerPid).
@@ -230,12 +204,16 @@ pub fn read_thread(pid: i32, tid: i32, want_kernel_stack: bool) -> ThreadStacks 
         t.errors.push(gone());
         return t;
     };
-    let Some((name, state, cpu_ticks)) = dir.read("stat").ok().as_deref().and_then(parse_stat)
+    let Some(stat) = dir
+        .read("stat")
+        .ok()
+        .and_then(|s| procfs::parse_stat(s.as_bytes()))
     else {
         t.errors.push(gone());
         return t;
     };
-    t.name = name;
+    let (state, cpu_ticks) = (RunState::from_char(stat.state), stat.cpu_ticks);
+    t.name = stat.comm;
     let (vol, nonvol, tracer_pid) = dir
         .read("status")
         .map(|s| parse_status(&s))
@@ -331,15 +309,8 @@ mod tests {
             })
         );
         assert_eq!(parse_syscall("garbage"), None);
-    }
-
-    #[test]
-    fn parses_stat_with_hostile_comm() {
-        let s = "42 (a) b (c)) S 1 42 42 0 -1 4194560 100 0 0 0 7 5 0 0 20 0 1 0 99 0 0";
-        assert_eq!(
-            parse_stat(s),
-            Some(("a) b (c)".into(), RunState::Sleeping, 12))
-        );
+        assert_eq!(parse_syscall("202 0x1 0x2 0x7ffc10 0x7f11"), None);
+        assert_eq!(parse_syscall(""), None);
     }
 
     #[test]

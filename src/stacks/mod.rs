@@ -157,6 +157,15 @@ pub struct StackOptions {
     /// the helper or lifecycle-top mid-capture and check the thread resumes. Zero otherwise.
     #[doc(hidden)]
     pub hold_stopped: Duration,
+    /// Test hook: wait up to this long between PTRACE_SEIZE and PTRACE_INTERRUPT (so a test
+    /// can land a signal there). Zero otherwise.
+    #[doc(hidden)]
+    pub hold_seized: Duration,
+    /// Start time (clock ticks since boot, /proc/PID/stat field 22) the process must have:
+    /// the `start_time` of the `ProcKey` the pid came from. When set, a pid that now names
+    /// another process is refused as a whole ("pid N was reused") and the seize helper
+    /// re-checks it right before each PTRACE_SEIZE. `None`: the pid is trusted as is.
+    pub expect_start_time: Option<u64>,
     /// The agent's `stacks` response, if an agent is connected (see `python::from_agent`).
     pub python_from_agent: Option<serde_json::Value>,
     /// Unwind native stacks at all.
@@ -175,6 +184,8 @@ impl Default for StackOptions {
             seize: false,
             prefer_seize: false,
             hold_stopped: Duration::ZERO,
+            hold_seized: Duration::ZERO,
+            expect_start_time: None,
             python_from_agent: None,
             native: true,
             kernel_stack: true,
@@ -203,6 +214,19 @@ pub fn capture(pid: i32, tids: &[i32], opts: &StackOptions) -> StackSnapshot {
     })
 }
 
+/// Why `pid` no longer names the process that started at `expected`, if it does not.
+fn identity_error(pid: i32, expected: u64) -> Option<String> {
+    match crate::collect::procfs::read_start_time(pid) {
+        Ok(st) if st == expected => None,
+        Ok(st) => Some(format!(
+            "pid {pid} was reused (start time {st}, expected {expected}): the process it named has exited; nothing captured"
+        )),
+        Err(e) => Some(format!(
+            "pid {pid} is gone ({e}): the process has exited; nothing captured"
+        )),
+    }
+}
+
 fn capture_here(pid: i32, tids: &[i32], opts: &StackOptions) -> StackSnapshot {
     let started = Instant::now();
     let taken_at_unix_ms = SystemTime::now()
@@ -210,6 +234,20 @@ fn capture_here(pid: i32, tids: &[i32], opts: &StackOptions) -> StackSnapshot {
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0);
     let mut errors = Vec::new();
+    if let Some(expected) = opts.expect_start_time
+        && let Some(message) = identity_error(pid, expected)
+    {
+        return StackSnapshot {
+            pid,
+            taken_at_unix_ms,
+            capture_us: started.elapsed().as_micros() as u64,
+            threads: Vec::new(),
+            errors: vec![SourceError {
+                source: SourceKind::Kernel,
+                message,
+            }],
+        };
+    }
     let tids: Vec<i32> = if tids.is_empty() {
         match kernel::list_tids(pid) {
             Ok(t) => t,

@@ -132,8 +132,12 @@ pub fn join_into(
     if !is_python(pid, maps_text) {
         return;
     }
-    let Some(start) = super::kernel::start_time(pid) else {
-        return;
+    let start = match opts.expect_start_time {
+        Some(st) => st,
+        None => match crate::collect::procfs::read_start_time(pid) {
+            Ok(st) => st,
+            Err(_) => return,
+        },
     };
     match super::pyspy::capture(pid, start) {
         Ok(list) => {

@@ -63,6 +63,11 @@ pub fn require_tool(tool: &str) {
 }
 
 impl Target {
+    /// Adopt a child started elsewhere (it is killed and reaped on drop like the others).
+    pub fn adopt(child: Child) -> Self {
+        Self { child, _dir: None }
+    }
+
     pub fn pid(&self) -> i32 {
         self.child.id() as i32
     }

@@ -1,6 +1,9 @@
 //! Test target for tests/stacks.rs: threads blocked forever in named `#[inline(never)]`
-//! functions (mutex, condvar, sleep, pipe read), plus with `spin` a thread busy in user space. Prints "ready" once all are spawned; dies
-//! with its parent (PR_SET_PDEATHSIG) so a failed test never leaves it behind.
+//! functions (mutex, condvar, sleep, pipe read), plus with `spin` a thread busy in user space,
+//! and with `sigcount` a thread `sig_counter`, the only one with SIGUSR1 unblocked, whose
+//! handler writes one `+` to stdout per delivery (so a test counts deliveries exactly).
+//! Prints "ready" once all are spawned; dies with its parent (PR_SET_PDEATHSIG) so a failed
+//! test never leaves it behind.
 
 use std::hint::black_box;
 use std::sync::{Arc, Condvar, Mutex};
@@ -45,6 +48,40 @@ fn busy_spinning() {
     }
 }
 
+extern "C" fn count_delivery(_sig: libc::c_int) {
+    // SAFETY: write(2) of a static byte is async-signal-safe.
+    unsafe { libc::write(1, b"+".as_ptr().cast(), 1) };
+}
+
+/// SIGUSR1 set, for sigprocmask.
+fn sigusr1() -> libc::sigset_t {
+    // SAFETY: sigemptyset/sigaddset initialise a local sigset_t.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGUSR1);
+        set
+    }
+}
+
+/// Waits in pause(2) for SIGUSR1 forever; every other thread blocks it, so a
+/// process-directed SIGUSR1 always lands here.
+#[inline(never)]
+fn counting_signals() {
+    // SAFETY: installing a handler that only calls write(2); unblocking in this thread.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = count_delivery as *const () as usize;
+        libc::sigaction(libc::SIGUSR1, &sa, std::ptr::null_mut());
+        let set = sigusr1();
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+    }
+    loop {
+        // SAFETY: pause has no arguments; it returns on each handled signal.
+        unsafe { libc::pause() };
+    }
+}
+
 #[inline(never)]
 fn main_waits_forever(handles: Vec<thread::JoinHandle<()>>) {
     for h in handles {
@@ -56,6 +93,13 @@ fn main_waits_forever(handles: Vec<thread::JoinHandle<()>>) {
 fn main() {
     // SAFETY: prctl with constant arguments.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+    let sigcount = std::env::args().any(|a| a == "sigcount");
+    if sigcount {
+        // Blocked here, before any spawn, so every thread but `sig_counter` inherits it.
+        let set = sigusr1();
+        // SAFETY: pthread_sigmask with a valid set.
+        unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+    }
     let mutex = Arc::new(Mutex::new(0u32));
     let held = mutex.lock().unwrap_or_else(|p| p.into_inner());
     std::mem::forget(held);
@@ -84,6 +128,9 @@ fn main() {
     let mut handles = handles;
     if std::env::args().any(|a| a == "spin") {
         handles.push(spawn("spinner", Box::new(busy_spinning)));
+    }
+    if sigcount {
+        handles.push(spawn("sig_counter", Box::new(counting_signals)));
     }
     println!("ready");
     main_waits_forever(handles);

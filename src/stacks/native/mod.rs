@@ -65,8 +65,18 @@ pub fn capture_into(
     errors: &mut Vec<SourceError>,
 ) {
     let maps = modules::parse_maps(maps_text);
-    let Some(st) = kernel::start_time(pid) else {
-        return;
+    // The caller already refused a pid whose start time differs from `expect_start_time`.
+    let st = match opts.expect_start_time {
+        Some(st) => st,
+        None => match crate::collect::procfs::read_start_time(pid) {
+            Ok(st) => st,
+            Err(e) => {
+                errors.push(err(format!(
+                    "pid {pid}: /proc/{pid}/stat unreadable: {e} (has it exited?)"
+                )));
+                return;
+            }
+        },
     };
     STATE.with(|cell| {
         let mut native = cell.borrow_mut();
@@ -271,8 +281,14 @@ fn seize_all(
         .iter()
         .filter_map(|&i| threads.get(i).map(|t| t.tid))
         .collect();
-    let left = opts.budget.saturating_sub(started.elapsed());
-    let results = seize::capture_many(pid, &tids, opts.per_thread_budget, left, opts.hold_stopped);
+    let params = seize::SeizeParams {
+        per_thread: opts.per_thread_budget,
+        total: opts.budget.saturating_sub(started.elapsed()),
+        expect_start_time: opts.expect_start_time,
+        hold_stopped: opts.hold_stopped,
+        hold_seized: opts.hold_seized,
+    };
+    let results = seize::capture_many(pid, &tids, &params);
     for (i, r) in go.into_iter().zip(results) {
         match r {
             Ok(cap) => {
@@ -285,7 +301,10 @@ fn seize_all(
                     cap.sp,
                     cap.bp,
                 );
-                let note = format!("seized {:.3} ms", cap.paused.as_secs_f64() * 1000.0);
+                let mut note = format!("seized {:.3} ms", cap.paused.as_secs_f64() * 1000.0);
+                if let Some(sig) = cap.reinjected_signal {
+                    note.push_str(&format!(", stopped at signal {sig} (delivered on detach)"));
+                }
                 walks.push((i, walk, note));
             }
             Err(e) => {

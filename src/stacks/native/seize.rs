@@ -20,6 +20,40 @@ pub struct Captured {
     pub stack: Vec<u8>,
     /// How long the thread was stopped (from the stop being seen to the detach).
     pub paused: Duration,
+    /// The thread was caught in a signal-delivery-stop for this signal (it arrived before
+    /// our interrupt), and the detach delivered it after all.
+    pub reinjected_signal: Option<i32>,
+}
+
+/// Bounds, identity check and test hooks for one seize helper.
+#[derive(Debug, Clone, Default)]
+pub struct SeizeParams {
+    /// Past this on one thread, the helper is SIGKILLed (the kernel detaches, it resumes).
+    pub per_thread: Duration,
+    /// Past this for all threads, likewise.
+    pub total: Duration,
+    /// Start time (stat field 22) the process must still have right before each seize;
+    /// a pid now naming another process is refused. `None`: not checked.
+    pub expect_start_time: Option<u64>,
+    /// Test hook: keep each thread stopped this much longer. Zero in real use.
+    #[doc(hidden)]
+    pub hold_stopped: Duration,
+    /// Test hook: wait up to this long between PTRACE_SEIZE and PTRACE_INTERRUPT (less if
+    /// the thread stops or dies meanwhile), so a test can make a signal arrive in that
+    /// window. Zero in real use.
+    #[doc(hidden)]
+    pub hold_seized: Duration,
+}
+
+impl SeizeParams {
+    /// One `budget` for each thread and for all of them, no identity check, no hooks.
+    pub fn within(budget: Duration) -> Self {
+        Self {
+            per_thread: budget,
+            total: budget,
+            ..Self::default()
+        }
+    }
 }
 
 /// Why a thread must not be interrupted, if it must not: a thread in D state (the stop would
@@ -39,8 +73,8 @@ pub fn refusal(k: &crate::stacks::KernelView) -> Option<String> {
 }
 
 /// One thread: see [`capture_many`].
-pub fn capture(pid: i32, tid: i32, budget: Duration, hold: Duration) -> Result<Captured, String> {
-    capture_many(pid, &[tid], budget, budget, hold)
+pub fn capture(pid: i32, tid: i32, params: &SeizeParams) -> Result<Captured, String> {
+    capture_many(pid, &[tid], params)
         .pop()
         .unwrap_or_else(|| Err("seize helper returned nothing".into()))
 }
@@ -68,17 +102,13 @@ enum End {
 }
 
 /// Interrupt each of `tids` in turn, as briefly as possible, and copy registers and stack.
-/// Bounds: `per_thread` for each thread, `total` for all; past either the helper is SIGKILLed
-/// (the kernel then detaches and the thread resumes). `hold` keeps each thread stopped that
-/// much longer (test hook, zero in real use). Errors are one line with reason and remedy.
+/// Bounds: `params.per_thread` for each thread, `params.total` for all; past either the
+/// helper is SIGKILLed (the kernel then detaches and the thread resumes). With
+/// `params.expect_start_time`, a thread is seized only if /proc/PID/stat still shows that
+/// start time just before. Errors are one line with reason and remedy.
 #[cfg(target_arch = "x86_64")]
-pub fn capture_many(
-    pid: i32,
-    tids: &[i32],
-    per_thread: Duration,
-    total: Duration,
-    hold: Duration,
-) -> Vec<Result<Captured, String>> {
+pub fn capture_many(pid: i32, tids: &[i32], params: &SeizeParams) -> Vec<Result<Captured, String>> {
+    let (per_thread, total) = (params.per_thread, params.total);
     if tids.is_empty() {
         return Vec::new();
     }
@@ -104,7 +134,13 @@ pub fn capture_many(
     }
     let shared = Shared { mem, size };
     let base = shared.mem as *mut u8;
-    let hold_ms = hold.as_millis() as u64;
+    let plan = helper::Plan {
+        // 0 never is a real start time after boot's first tick: it means "do not check".
+        expect_start_time: params.expect_start_time.unwrap_or(0),
+        hold_seized_ms: params.hold_seized.as_millis() as u64,
+        hold_stopped_ms: params.hold_stopped.as_millis() as u64,
+    };
+    let proc_stat = std::ffi::CString::new(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Paths the helper re-checks the state in (allocated here: the helper must not allocate).
     let stats: Vec<std::ffi::CString> = tids
         .iter()
@@ -123,7 +159,7 @@ pub fn capture_many(
     }
     if child == 0 {
         // SAFETY: `base` is the mapping laid out for `tids.len()` threads.
-        unsafe { helper::run(parent, pid, tids, &stats, base, hold_ms) }
+        unsafe { helper::run(parent, pid, tids, &stats, &proc_stat, base, plan) }
     }
     // SAFETY: the mapping starts with a Control, valid for the mapping's lifetime.
     let ctrl = unsafe { &*(base as *const Control) };
@@ -149,6 +185,11 @@ pub fn capture_many(
                 }
                 _ => {}
             }
+            if h.errno == helper::PID_REUSED {
+                return Err(format!(
+                    "pid {pid} was reused (its start time changed): thread {tid} of another process not seized"
+                ));
+            }
             if h.errno == helper::FOUND_IN_D {
                 return Err(format!(
                     "thread {tid}: in uninterruptible sleep (D): never interrupted, kernel view only"
@@ -166,7 +207,8 @@ pub fn capture_many(
             let n = (h.nbytes as usize).min(STACK_BYTES);
             // SAFETY: the helper wrote `n` <= STACK_BYTES bytes into stack slot i.
             let stack = unsafe { std::slice::from_raw_parts(base.add(stacks_at + i * STACK_BYTES), n) }.to_vec();
-            Ok(Captured { ip: h.ip, sp: h.sp, bp: h.bp, stack, paused: Duration::from_nanos(h.paused_ns) })
+            let reinjected_signal = i32::try_from(h.signal).ok().filter(|&s| s != 0);
+            Ok(Captured { ip: h.ip, sp: h.sp, bp: h.bp, stack, paused: Duration::from_nanos(h.paused_ns), reinjected_signal })
         })
         .collect()
 }
@@ -175,9 +217,7 @@ pub fn capture_many(
 pub fn capture_many(
     _pid: i32,
     tids: &[i32],
-    _per_thread: Duration,
-    _total: Duration,
-    _hold: Duration,
+    _params: &SeizeParams,
 ) -> Vec<Result<Captured, String>> {
     let e = "ptrace capture is implemented for x86_64 only in this build";
     tids.iter().map(|_| Err(e.to_string())).collect()

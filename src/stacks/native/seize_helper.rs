@@ -1,9 +1,12 @@
 //! The code that runs in the forked seize helper, and the shared-memory layout it fills.
 //! Between fork and _exit only raw syscalls run (async-signal-safe: the parent may have had
 //! other threads holding locks at fork time); all memory touched was mapped before the fork.
-//! For each thread in turn: PTRACE_SEIZE (options 0: no EXITKILL, so our death detaches and
-//! resumes the thread), PTRACE_INTERRUPT, wait for the stop, GETREGS, copy the stack,
-//! PTRACE_DETACH. A failure on one thread is recorded and the helper goes on to the next.
+//! For each thread in turn: check the pid still names the expected process, PTRACE_SEIZE
+//! (options 0: no EXITKILL, so our death detaches and resumes the thread), PTRACE_INTERRUPT,
+//! wait for the stop, GETREGS, copy the stack, PTRACE_DETACH. The stop waited for may be a
+//! signal-delivery-stop (a signal arrived between SEIZE and the interrupt's trap): then the
+//! detach re-injects that signal, or the target would never see it (a teardown SIGTERM
+//! lost). A failure on one thread is recorded and the helper goes on to the next.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -35,6 +38,21 @@ pub(super) struct Header {
     pub bp: u64,
     pub nbytes: u64,
     pub paused_ns: u64,
+    /// Signal the thread was stopped for (signal-delivery-stop) and that the detach
+    /// re-injected; 0 when the stop was our interrupt's event stop.
+    pub signal: u64,
+}
+
+/// What the helper is told besides the threads: identity check and test hooks.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Plan {
+    /// Expected start time of the process (stat field 22); 0 = do not check.
+    pub expect_start_time: u64,
+    /// Test hook: stay seized (not yet interrupted) up to this long, so a signal can land
+    /// there (ends early when the thread stops or dies).
+    pub hold_seized_ms: u64,
+    /// Test hook: stay stopped this long before detaching.
+    pub hold_stopped_ms: u64,
 }
 
 /// Bytes of shared memory for `n` threads: control, headers, then page-aligned stacks.
@@ -61,17 +79,43 @@ pub(super) fn now_ns() -> u64 {
 /// Errno-like code recorded when the helper itself found the thread in D state just before
 /// seizing it (the parent checked too, a little earlier).
 pub(super) const FOUND_IN_D: u64 = 1 << 32;
+/// Errno-like code recorded when /proc/PID/stat showed another start time (or none) right
+/// before the seize: the pid now names another process, which must not be touched.
+pub(super) const PID_REUSED: u64 = 1 << 33;
 
-/// State letter of a thread read with raw syscalls (`stat` is a NUL-terminated path made
-/// before the fork). `None` if unreadable.
+/// `PTRACE_EVENT_STOP` of linux/ptrace.h (not exported by the libc crate for glibc): the
+/// event of the stop PTRACE_INTERRUPT (or a group-stop) causes in a seized thread.
+const PTRACE_EVENT_STOP: i32 = 128;
+
+/// Field `n` (numbered as in proc(5), so `n >= 3`) of a stat line. Fields start after the
+/// LAST ')' since comm may contain spaces and parentheses. Allocation-free for the helper.
+pub(super) fn stat_field(text: &[u8], n: usize) -> Option<&[u8]> {
+    let close = text.iter().rposition(|&b| b == b')')?;
+    text.get(close + 1..)?
+        .split(|&b| b == b' ' || b == b'\n')
+        .filter(|f| !f.is_empty())
+        .nth(n.checked_sub(3)?)
+}
+
+/// Decimal number, allocation-free; `None` on anything else or overflow.
+pub(super) fn parse_u64(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |acc, &b| {
+        let d = b.checked_sub(b'0').filter(|d| *d < 10)?;
+        acc.checked_mul(10)?.checked_add(u64::from(d))
+    })
+}
+
+/// Read a stat file with raw syscalls into `buf`; the filled part, `None` if unreadable.
 ///
 /// # Safety
-/// `stat` must point to a NUL-terminated string.
-unsafe fn state_of(stat: *const libc::c_char) -> Option<u8> {
-    let mut buf = [0u8; 512];
+/// `path` must point to a NUL-terminated string.
+unsafe fn read_stat(path: *const libc::c_char, buf: &mut [u8; 512]) -> Option<&[u8]> {
     // SAFETY: open/read/close on a valid path and a local buffer: async-signal-safe.
     let n = unsafe {
-        let fd = libc::open(stat, libc::O_RDONLY | libc::O_CLOEXEC);
+        let fd = libc::open(path, libc::O_RDONLY | libc::O_CLOEXEC);
         if fd < 0 {
             return None;
         }
@@ -79,26 +123,82 @@ unsafe fn state_of(stat: *const libc::c_char) -> Option<u8> {
         libc::close(fd);
         n
     };
-    let text = buf.get(..usize::try_from(n).ok()?)?;
-    let close = text.iter().rposition(|&b| b == b')')?;
-    text.get(close + 2).copied()
+    buf.get(..usize::try_from(n).ok()?)
+}
+
+/// State letter of a thread (`stat` is its /proc/PID/task/TID/stat path). `None` if unreadable.
+///
+/// # Safety
+/// `stat` must point to a NUL-terminated string.
+unsafe fn state_of(stat: *const libc::c_char) -> Option<u8> {
+    let mut buf = [0u8; 512];
+    // SAFETY: forwarded contract.
+    let text = unsafe { read_stat(stat, &mut buf) }?;
+    stat_field(text, 3)?.first().copied()
+}
+
+/// Start time (field 22) of the process whose /proc/PID/stat path is `stat`.
+///
+/// # Safety
+/// `stat` must point to a NUL-terminated string.
+unsafe fn start_time_of(stat: *const libc::c_char) -> Option<u64> {
+    let mut buf = [0u8; 512];
+    // SAFETY: forwarded contract.
+    let text = unsafe { read_stat(stat, &mut buf) }?;
+    parse_u64(stat_field(text, 22)?)
+}
+
+fn sleep_ms(ms: u64) {
+    if ms == 0 {
+        return;
+    }
+    let ts = libc::timespec {
+        tv_sec: (ms / 1000) as i64,
+        tv_nsec: ((ms % 1000) * 1_000_000) as i64,
+    };
+    // SAFETY: nanosleep reads a local timespec; async-signal-safe.
+    unsafe { libc::nanosleep(&ts, std::ptr::null_mut()) };
+}
+
+/// Test hook: stay seized (not interrupted) up to `ms`, ending early once the thread is in
+/// a ptrace stop (a signal arrived) or gone, so a test never waits the whole hold out.
+///
+/// # Safety
+/// `stat` must point to a NUL-terminated string.
+unsafe fn hold_seized(stat: *const libc::c_char, ms: u64) {
+    let until = now_ns().saturating_add(ms.saturating_mul(1_000_000));
+    while ms > 0 && now_ns() < until {
+        // SAFETY: forwarded contract.
+        match unsafe { state_of(stat) } {
+            Some(b't' | b'Z' | b'X') | None => return,
+            _ => sleep_ms(1),
+        }
+    }
 }
 
 /// Seize, stop, copy and detach one thread into `h` and `data`.
 ///
 /// # Safety
-/// `data` must point to `STACK_BYTES` writable bytes.
+/// `data` must point to `STACK_BYTES` writable bytes; `stat` and `proc_stat` to
+/// NUL-terminated paths.
 #[cfg(target_arch = "x86_64")]
 unsafe fn one(
     pid: i32,
     tid: i32,
     stat: *const libc::c_char,
+    proc_stat: *const libc::c_char,
     h: &mut Header,
     data: *mut u8,
-    hold_ms: u64,
+    plan: Plan,
 ) {
     // SAFETY (whole body): raw syscalls on memory the caller vouches for.
     unsafe {
+        // The pid may have been reused since the snapshot named it: compare the start time
+        // as late as possible, right before the seize.
+        if plan.expect_start_time != 0 && start_time_of(proc_stat) != Some(plan.expect_start_time) {
+            h.errno = PID_REUSED;
+            return;
+        }
         // Never interrupt a thread in D: the stop would only land when it wakes.
         if state_of(stat) == Some(b'D') {
             h.errno = FOUND_IN_D;
@@ -110,9 +210,11 @@ unsafe fn one(
             return;
         }
         h.stage = 1;
+        hold_seized(stat, plan.hold_seized_ms);
+        // On failure there is no stop to detach from (DETACH needs a stopped tracee); the
+        // helper's exit detaches it.
         if libc::ptrace(libc::PTRACE_INTERRUPT, tid, null, null) != 0 {
             h.errno = errno();
-            libc::ptrace(libc::PTRACE_DETACH, tid, null, null);
             return;
         }
         let mut status = 0;
@@ -120,13 +222,34 @@ unsafe fn one(
             h.errno = errno();
             return;
         }
+        if libc::WIFEXITED(status) || libc::WIFSIGNALED(status) {
+            // Exited meanwhile (e.g. the process was killed): nothing left to detach.
+            h.errno = libc::ESRCH as u64;
+            return;
+        }
+        // A stop that is not our event stop is a signal-delivery-stop (no ptrace options
+        // are set, so no other events exist): the signal must go back with the detach.
+        let resig = if libc::WIFSTOPPED(status) && (status >> 16) != PTRACE_EVENT_STOP {
+            libc::WSTOPSIG(status)
+        } else {
+            0
+        };
+        h.signal = resig as u64;
+        let detach = || {
+            libc::ptrace(
+                libc::PTRACE_DETACH,
+                tid,
+                null,
+                resig as usize as *mut libc::c_void,
+            )
+        };
         let stopped_at = now_ns();
         h.stage = 2;
         let mut regs: libc::user_regs_struct = std::mem::zeroed();
         let regs_ptr = &mut regs as *mut libc::user_regs_struct as *mut libc::c_void;
         if libc::ptrace(libc::PTRACE_GETREGS, tid, null, regs_ptr) != 0 {
             h.errno = errno();
-            libc::ptrace(libc::PTRACE_DETACH, tid, null, null);
+            detach();
             return;
         }
         h.stage = 3;
@@ -152,14 +275,11 @@ unsafe fn one(
         let got =
             libc::process_vm_readv(pid, local.as_ptr(), n as u64, remote.as_ptr(), n as u64, 0);
         h.nbytes = got.max(0) as u64;
-        if hold_ms > 0 {
-            let ts = libc::timespec {
-                tv_sec: (hold_ms / 1000) as i64,
-                tv_nsec: ((hold_ms % 1000) * 1_000_000) as i64,
-            };
-            libc::nanosleep(&ts, std::ptr::null_mut());
+        sleep_ms(plan.hold_stopped_ms);
+        if detach() != 0 {
+            // Only fails if the thread died meanwhile; then nothing is left stopped.
+            h.errno = errno();
         }
-        libc::ptrace(libc::PTRACE_DETACH, tid, null, null);
         h.paused_ns = now_ns().saturating_sub(stopped_at);
         h.stage = 4;
     }
@@ -168,16 +288,18 @@ unsafe fn one(
 /// The helper's whole life. Never returns.
 ///
 /// # Safety
-/// `mem` must be the shared mapping laid out by `layout(tids.len())`; `tids` and `stats`
-/// (one NUL-terminated /proc/PID/task/TID/stat path per tid) were allocated before the fork.
+/// `mem` must be the shared mapping laid out by `layout(tids.len())`; `tids`, `stats` (one
+/// NUL-terminated /proc/PID/task/TID/stat path per tid) and `proc_stat` (/proc/PID/stat)
+/// were allocated before the fork.
 #[cfg(target_arch = "x86_64")]
 pub(super) unsafe fn run(
     parent: libc::pid_t,
     pid: i32,
     tids: &[i32],
     stats: &[std::ffi::CString],
+    proc_stat: &std::ffi::CStr,
     mem: *mut u8,
-    hold_ms: u64,
+    plan: Plan,
 ) -> ! {
     // SAFETY (whole body): raw syscalls and writes inside the mapping, as the contract says.
     unsafe {
@@ -192,9 +314,44 @@ pub(super) unsafe fn run(
             ctrl.started_ns.store(now_ns(), Ordering::Release);
             ctrl.current.store(i as u64, Ordering::Release);
             let data = mem.add(stacks_at + i * STACK_BYTES);
-            one(pid, tid, stat.as_ptr(), &mut *headers.add(i), data, hold_ms);
+            let h = &mut *headers.add(i);
+            one(pid, tid, stat.as_ptr(), proc_stat.as_ptr(), h, data, plan);
         }
         ctrl.current.store(tids.len() as u64, Ordering::Release);
         libc::_exit(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_fields_after_a_hostile_comm() {
+        let line = b"42 (a) b (c)) S 1 42 42 0 -1 4194560 100 0 0 0 7 5 0 0 20 0 1 0 99 0 0\n";
+        assert_eq!(stat_field(line, 3), Some(&b"S"[..]));
+        assert_eq!(stat_field(line, 22).and_then(parse_u64), Some(99));
+        assert_eq!(stat_field(line, 2), None);
+        assert_eq!(stat_field(b"no paren", 3), None);
+        assert_eq!(stat_field(line, 60), None);
+    }
+
+    #[test]
+    fn parses_decimal_strictly() {
+        assert_eq!(parse_u64(b"0"), Some(0));
+        assert_eq!(parse_u64(b"18446744073709551615"), Some(u64::MAX));
+        assert_eq!(parse_u64(b"18446744073709551616"), None);
+        assert_eq!(parse_u64(b"-1"), None);
+        assert_eq!(parse_u64(b""), None);
+    }
+
+    #[test]
+    fn reads_own_start_time_like_collect() {
+        let path = std::ffi::CString::new("/proc/self/stat").expect("no NUL");
+        // SAFETY: a NUL-terminated path.
+        let ours = unsafe { start_time_of(path.as_ptr()) };
+        let collect = crate::collect::procfs::read_start_time(std::process::id() as i32).ok();
+        assert!(ours.is_some());
+        assert_eq!(ours, collect);
     }
 }
