@@ -252,9 +252,9 @@ async fn drive(
                 Some(PhaseEvent::AllDone(t)) => break Some(*t),
                 Some(PhaseEvent::Timeline(t)) if interrupted && t.running.is_none() => break Some(*t),
                 Some(PhaseEvent::RefreshNow) => live.refresh_now(),
-                Some(PhaseEvent::SnapshotStacks { pid, tids, reason }) => {
-                    println!("      capturing stacks of pid {pid}: {reason}");
-                    captures.spawn(wiring::capture_stacks(pid, tids, Some(requester.clone()), false));
+                Some(PhaseEvent::SnapshotStacks { key, tids, reason }) => {
+                    println!("      capturing stacks of pid {}: {reason}", key.pid);
+                    captures.spawn(wiring::capture_stacks(key, tids, Some(requester.clone()), false));
                 }
                 Some(pe) => {
                     if let Some(line) = summary::event(&plan, target, &pe) {

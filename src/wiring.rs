@@ -35,14 +35,16 @@ impl AgentPort for AgentPortAdapter {
     }
 }
 
-/// Captures stacks of `tids` (all when empty): Python frames from the agent when one is
+/// Captures stacks of `tids` (all when empty) of the process `target` (pid + start time, so a
+/// reused pid is refused): Python frames from the agent when one is
 /// connected, then native and kernel sources on a blocking thread.
 pub async fn capture_stacks(
-    pid: i32,
+    target: crate::model::ProcKey,
     tids: Vec<i32>,
     agent: Option<AgentRequester>,
     seize: bool,
 ) -> StackSnapshot {
+    let pid = target.pid;
     let python_from_agent = match agent {
         Some(a) => a
             .request("stacks", Value::Null, AGENT_STACKS_TIMEOUT)
@@ -53,6 +55,8 @@ pub async fn capture_stacks(
     };
     let opts = StackOptions {
         seize,
+        // Refuses a reused pid: the snapshot's start time must still match.
+        expect_start_time: Some(target.start_time),
         python_from_agent,
         ..StackOptions::default()
     };

@@ -129,9 +129,9 @@ pub fn on_phase_event(
         }
         PhaseEvent::Progress { note, .. } => state.apply(Event::Status(note)),
         PhaseEvent::Signal { .. } | PhaseEvent::ExitNoticed { .. } => {}
-        PhaseEvent::SnapshotStacks { pid, tids, reason } => {
+        PhaseEvent::SnapshotStacks { key, tids, reason } => {
             state.apply(Event::Status(format!("capturing stacks: {reason}")));
-            spawn_capture(pid, tids, agent, stacks_tx);
+            spawn_capture(key, tids, agent, stacks_tx);
         }
         PhaseEvent::RefreshNow => live.refresh_now(),
     }
@@ -139,7 +139,7 @@ pub fn on_phase_event(
 }
 
 pub fn spawn_capture(
-    pid: i32,
+    key: crate::model::ProcKey,
     tids: Vec<i32>,
     agent: &agent::AgentHandle,
     stacks_tx: &mpsc::Sender<StackSnapshot>,
@@ -147,7 +147,7 @@ pub fn spawn_capture(
     let requester = agent.requester();
     let tx = stacks_tx.clone();
     tokio::spawn(async move {
-        let snap = wiring::capture_stacks(pid, tids, Some(requester), false).await;
+        let snap = wiring::capture_stacks(key, tids, Some(requester), false).await;
         let _ = tx.send(snap).await;
     });
 }
@@ -185,7 +185,10 @@ pub fn dispatch(
                 "capturing stacks of {} thread(s)",
                 tids.len()
             )));
-            spawn_capture(state.target_pid, tids, agent, stacks_tx);
+            let Some(target) = state.snapshot.as_ref().map(|s| s.target) else {
+                return;
+            };
+            spawn_capture(target, tids, agent, stacks_tx);
         }
         Command::WriteStacks => {
             let msg = match state.stacks.get(state.stack_view) {

@@ -39,17 +39,21 @@ pub fn audit(
             .collect();
         if !tids.is_empty() {
             out.push(Effect::SnapshotStacks {
-                pid: world.target.pid,
+                key: world.target,
                 tids,
                 reason: "non-daemon threads at the audit".into(),
             });
         }
+        let listed = world.snapshot.iter().flat_map(|s| &s.processes);
         for l in left.iter().filter(|l| l.kind == LeftoverKind::Unkillable) {
-            out.push(Effect::SnapshotStacks {
-                pid: l.pid,
-                tids: Vec::new(),
-                reason: l.reason.clone(),
-            });
+            // Left-overs are listed by pid; their key comes from the same snapshot.
+            if let Some(p) = listed.clone().find(|p| p.key.pid == l.pid) {
+                out.push(Effect::SnapshotStacks {
+                    key: p.key,
+                    tids: Vec::new(),
+                    reason: l.reason.clone(),
+                });
+            }
         }
     }
     let outcome = if left.is_empty() {

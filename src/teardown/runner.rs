@@ -42,7 +42,7 @@ pub enum PhaseEvent {
     Finished(PhaseRecord),
     /// Please capture stacks (the runner has no stack capture of its own).
     SnapshotStacks {
-        pid: i32,
+        key: ProcKey,
         tids: Vec<i32>,
         reason: String,
     },
@@ -181,8 +181,8 @@ async fn drive(
                             result: Err("no agent client in this run".into()),
                         }),
                     },
-                    Effect::SnapshotStacks { pid, tids, reason } => {
-                        let _ = ev.send(PhaseEvent::SnapshotStacks { pid, tids, reason });
+                    Effect::SnapshotStacks { key, tids, reason } => {
+                        let _ = ev.send(PhaseEvent::SnapshotStacks { key, tids, reason });
                     }
                     Effect::RefreshNow => {
                         let _ = ev.send(PhaseEvent::RefreshNow);

@@ -149,8 +149,13 @@ pub fn capture_many(pid: i32, tids: &[i32], params: &SeizeParams) -> Vec<Result<
     // SAFETY: getpid/fork are plain syscalls; the child only runs `helper::run` (raw syscalls
     // on `tids` and the mapping, both allocated before the fork).
     let parent = unsafe { libc::getpid() };
+    // Registered before a launch-mode collector can see it, so it is never adopted as part
+    // of the tree (the registry stays locked from before the fork until it is recorded).
+    let forking = crate::collect::helpers::forking();
+    // SAFETY: as above; the child never touches the registry (it only runs `helper::run`).
     let child = unsafe { libc::fork() };
     if child < 0 {
+        drop(forking);
         let e = format!(
             "fork of the seize helper failed: {}",
             std::io::Error::last_os_error()
@@ -161,9 +166,12 @@ pub fn capture_many(pid: i32, tids: &[i32], params: &SeizeParams) -> Vec<Result<
         // SAFETY: `base` is the mapping laid out for `tids.len()` threads.
         unsafe { helper::run(parent, pid, tids, &stats, &proc_stat, base, plan) }
     }
+    forking.register(child);
     // SAFETY: the mapping starts with a Control, valid for the mapping's lifetime.
     let ctrl = unsafe { &*(base as *const Control) };
     let end = watch(child, ctrl, per_thread, total);
+    // `watch` reaped it: its pid may be reused from here on.
+    crate::collect::helpers::unregister(child);
     let headers = base.wrapping_add(std::mem::size_of::<Control>()) as *const Header;
     tids.iter()
         .enumerate()

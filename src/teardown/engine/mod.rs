@@ -60,7 +60,8 @@ pub enum Effect {
     },
     /// Capture stacks of these thread/process ids (stuck at a deadline, or an audit).
     SnapshotStacks {
-        pid: i32,
+        /// The process, by pid and start time, so a reused pid is never captured.
+        key: ProcKey,
         tids: Vec<i32>,
         reason: String,
     },

@@ -161,7 +161,7 @@ impl Engine {
                     if phase.on_timeout == OnTimeout::Snapshot {
                         for v in &st.victims {
                             out.push(Effect::SnapshotStacks {
-                                pid: v.key.pid,
+                                key: v.key,
                                 tids: Vec::new(),
                                 reason: format!("still alive at the end of \"{}\"", phase.name),
                             });
@@ -196,7 +196,7 @@ impl Engine {
                     .map(|t| t.0)
                     .collect();
                 out.push(Effect::SnapshotStacks {
-                    pid: self.world.target.pid,
+                    key: self.world.target,
                     tids,
                     reason: format!("\"{}\" timed out", phase.name),
                 });
