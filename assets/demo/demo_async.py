@@ -107,7 +107,14 @@ async def main(argv):
 
 
 def run(argv):
-    if "--no-async" in argv:
-        while True:
-            time.sleep(1.0)
-    asyncio.run(main(argv))
+    if "--no-async" not in argv:
+        try:
+            asyncio.run(main(argv))
+        except (RuntimeError, asyncio.CancelledError) as exc:
+            # The loop was stopped or the main task cancelled from outside (lifecycle-top's
+            # agent): main() is over, the process is not. Like a real service, it now idles
+            # in the main thread; Ctrl-C (KeyboardInterrupt) still goes to demo.py, and then
+            # the non-daemon thread keeps the interpreter waiting in threading._shutdown.
+            print("demo: asyncio.run() ended: %r" % (exc,), flush=True)
+    while True:
+        time.sleep(1.0)

@@ -73,6 +73,8 @@ pub struct ClientOptions {
 
 impl ClientOptions {
     pub fn new(interval: Duration) -> Self {
+        // The agent clamps to 20 ms anyway; zero would also panic tokio's interval timer.
+        let interval = interval.max(Duration::from_millis(20));
         Self {
             interval,
             socket: None,

@@ -87,7 +87,11 @@ impl<'a> Session<'a> {
         let mut buf = vec![0u8; 64 * 1024];
         let mut frames = Vec::new();
         let mut last_seen = Instant::now();
-        let mut tick = tokio::time::interval(self.opts.interval.min(Duration::from_millis(250)));
+        let period = self
+            .opts
+            .interval
+            .clamp(Duration::from_millis(20), Duration::from_millis(250));
+        let mut tick = tokio::time::interval(period);
         loop {
             tokio::select! {
                 r = rd.read(&mut buf) => match r {

@@ -51,6 +51,9 @@ pub fn render(frame: &mut Frame, area: Rect, view: &TasksView, state: &mut Table
         head.push(Line::styled("no asyncio event loop", theme::dim()));
     }
     head.push(summary_line(report));
+    if let Some(line) = resources_line(report) {
+        head.push(line);
+    }
     let [top, table_area] = Layout::vertical([
         Constraint::Length(u16::try_from(head.len()).unwrap_or(u16::MAX)),
         Constraint::Fill(1),
@@ -142,6 +145,48 @@ fn summary_line(r: &Report) -> Line<'static> {
         theme::dim(),
     ));
     Line::from(spans)
+}
+
+/// Executors and subprocesses the agent saw created: what else can keep the process alive.
+fn resources_line(r: &Report) -> Option<Line<'static>> {
+    if r.executors.is_empty() && r.subprocesses.is_empty() {
+        return None;
+    }
+    let mut spans = Vec::new();
+    for e in r
+        .executors
+        .iter()
+        .filter(|e| e.workers.iter().any(|w| w.alive))
+    {
+        let alive = e.workers.iter().filter(|w| w.alive).count();
+        let style = if e.shutdown {
+            theme::warn()
+        } else {
+            Default::default()
+        };
+        spans.push(Span::styled(
+            format!(
+                "{} {alive} worker{}{} · ",
+                e.kind,
+                if alive == 1 { "" } else { "s" },
+                if e.shutdown { " (shut down)" } else { "" }
+            ),
+            style,
+        ));
+    }
+    let alive: Vec<_> = r.subprocesses.iter().filter(|p| p.alive).collect();
+    spans.push(Span::raw(format!("subprocesses {} alive", alive.len())));
+    if let Some(p) = alive.first() {
+        spans.push(Span::styled(
+            format!(
+                "  (pid {} from {})",
+                p.pid,
+                p.site.clone().map_or_else(|| "?".into(), shorten_path)
+            ),
+            theme::dim(),
+        ));
+    }
+    Some(Line::from(spans))
 }
 
 fn render_table(frame: &mut Frame, area: Rect, view: &TasksView, state: &mut TableState) {
@@ -240,7 +285,7 @@ fn format_bytes(b: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::agent::protocol::{AgentCost, TaskInfo};
+    use crate::agent::protocol::{AgentCost, ExecutorInfo, SubprocessInfo, TaskInfo, WorkerInfo};
     use ratatui::Terminal;
     use ratatui::backend::TestBackend;
 
@@ -277,6 +322,23 @@ mod tests {
             tasks_total: 4,
             tasks_listed: 4,
             tracking: true,
+            executors: vec![ExecutorInfo {
+                kind: "ThreadPoolExecutor".into(),
+                workers: vec![WorkerInfo {
+                    name: "asyncio_0".into(),
+                    native_id: Some(4250),
+                    alive: true,
+                    ..WorkerInfo::default()
+                }],
+                ..ExecutorInfo::default()
+            }],
+            subprocesses: vec![SubprocessInfo {
+                pid: 4300,
+                site: Some("/srv/app/service/spawn.py:40 (start)".into()),
+                via: "asyncio".into(),
+                alive: true,
+                ..SubprocessInfo::default()
+            }],
             cost: AgentCost {
                 cpu_ms: 12.5,
                 bytes_sent: 48_500,
