@@ -20,12 +20,9 @@ const DEMO_FILES: &[(&str, &str)] = &[
 /// Unpacks the demo and returns the command that runs it.
 pub fn command(extra_args: &[String]) -> Result<Vec<String>> {
     let python = find_python()?;
-    let dir = crate::launch::runtime_dir()?.join("demo");
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    for (name, text) in DEMO_FILES {
-        let path = dir.join(name);
-        std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
-    }
+    // Content-addressed: demos of two different builds never import each other's files.
+    let dir = crate::agent::embedded::unpack("demo", DEMO_FILES)
+        .context("cannot unpack the demo (check /tmp or $XDG_RUNTIME_DIR)")?;
     let mut cmd = vec![
         python,
         "-u".to_string(),

@@ -5,7 +5,7 @@
 
 use anyhow::{Context, Result, bail};
 use std::fs::{self, File, OpenOptions};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -32,21 +32,10 @@ pub struct LaunchOptions {
     pub env: Vec<(String, String)>,
 }
 
-/// Private per-user directory for logs, sockets and unpacked assets: 0700.
+/// Private per-user directory for logs, sockets and unpacked assets: 0700, ours.
 pub fn runtime_dir() -> Result<PathBuf> {
-    let base = match std::env::var_os("XDG_RUNTIME_DIR") {
-        Some(dir) if Path::new(&dir).is_dir() => PathBuf::from(dir).join("lifecycle-top"),
-        _ => std::env::temp_dir().join(format!(
-            "lifecycle-top-{}",
-            rustix::process::getuid().as_raw()
-        )),
-    };
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&base)
-        .with_context(|| format!("cannot create {}: check its permissions", base.display()))?;
-    Ok(base)
+    crate::agent::embedded::private_base()
+        .context("cannot use the private runtime directory: check $XDG_RUNTIME_DIR or /tmp")
 }
 
 /// Makes this process a child subreaper: descendants orphaned inside the launched tree are

@@ -17,20 +17,40 @@ pub const SITECUSTOMIZE_SOURCE: &str = include_str!("../../assets/agent/sitecust
 /// The parent must be ours and 0700 (an attacker-made directory is refused); the hash of
 /// the sources keeps two lifecycle-top versions from overwriting each other's agent.
 pub fn install_dir() -> io::Result<PathBuf> {
+    unpack(
+        "agent",
+        &[
+            ("lifecycle_top_agent.py", AGENT_SOURCE),
+            ("sitecustomize.py", SITECUSTOMIZE_SOURCE),
+        ],
+    )
+}
+
+/// Unpacks embedded files into a private (0700) directory named after their content, so
+/// two binaries never share half-written or stale copies, and every file is written whole
+/// (temp file + rename) before anyone can import it. Returns the directory.
+pub fn unpack(prefix: &str, files: &[(&str, &str)]) -> io::Result<PathBuf> {
+    let uid = rustix::process::geteuid().as_raw();
+    let contents: Vec<&str> = files.iter().flat_map(|(n, c)| [*n, *c]).collect();
+    let dir = private_base()?.join(format!("{prefix}-{:016x}", fnv1a(&contents)));
+    private_dir(&dir, uid)?;
+    for (name, content) in files {
+        write_if_changed(&dir.join(name), content)?;
+    }
+    Ok(dir)
+}
+
+/// lifecycle-top's private per-user directory (logs, sockets, unpacked assets):
+/// `$XDG_RUNTIME_DIR/lifecycle-top`, else `/tmp/lifecycle-top-<uid>`; created 0700 and
+/// refused when owned by someone else (a planted directory in /tmp).
+pub fn private_base() -> io::Result<PathBuf> {
     let uid = rustix::process::geteuid().as_raw();
     let base = match std::env::var_os("XDG_RUNTIME_DIR") {
         Some(x) if Path::new(&x).is_dir() => PathBuf::from(x).join("lifecycle-top"),
         _ => PathBuf::from(format!("/tmp/lifecycle-top-{uid}")),
     };
-    let dir = base.join(format!(
-        "agent-{:016x}",
-        fnv1a(&[AGENT_SOURCE, SITECUSTOMIZE_SOURCE])
-    ));
     private_dir(&base, uid)?;
-    private_dir(&dir, uid)?;
-    write_if_changed(&dir.join("lifecycle_top_agent.py"), AGENT_SOURCE)?;
-    write_if_changed(&dir.join("sitecustomize.py"), SITECUSTOMIZE_SOURCE)?;
-    Ok(dir)
+    Ok(base)
 }
 
 fn private_dir(dir: &Path, uid: u32) -> io::Result<()> {
