@@ -112,7 +112,7 @@ pub fn on_phase_event(
     pe: PhaseEvent,
     live: &collect::LiveCollector,
     agent: &agent::AgentHandle,
-    stacks_tx: &mpsc::Sender<StackSnapshot>,
+    stacks_tx: &mpsc::Sender<(StackSnapshot, bool)>,
 ) -> bool {
     match pe {
         PhaseEvent::Timeline(t) => state.apply(Event::Timeline(t)),
@@ -131,7 +131,7 @@ pub fn on_phase_event(
         PhaseEvent::Signal { .. } | PhaseEvent::ExitNoticed { .. } => {}
         PhaseEvent::SnapshotStacks { key, tids, reason } => {
             state.apply(Event::Status(format!("capturing stacks: {reason}")));
-            spawn_capture(key, tids, agent, stacks_tx);
+            spawn_capture(key, tids, false, agent, stacks_tx);
         }
         PhaseEvent::RefreshNow => live.refresh_now(),
     }
@@ -141,14 +141,15 @@ pub fn on_phase_event(
 pub fn spawn_capture(
     key: crate::model::ProcKey,
     tids: Vec<i32>,
+    asked: bool,
     agent: &agent::AgentHandle,
-    stacks_tx: &mpsc::Sender<StackSnapshot>,
+    stacks_tx: &mpsc::Sender<(StackSnapshot, bool)>,
 ) {
     let requester = agent.requester();
     let tx = stacks_tx.clone();
     tokio::spawn(async move {
         let snap = wiring::capture_stacks(key, tids, Some(requester), false).await;
-        let _ = tx.send(snap).await;
+        let _ = tx.send((snap, asked)).await;
     });
 }
 
@@ -157,7 +158,7 @@ pub fn dispatch(
     cmd: Command,
     teardown: &mut TeardownSlot,
     agent: &agent::AgentHandle,
-    stacks_tx: &mpsc::Sender<StackSnapshot>,
+    stacks_tx: &mpsc::Sender<(StackSnapshot, bool)>,
 ) {
     match cmd {
         Command::Quit(_) => {}
@@ -188,7 +189,7 @@ pub fn dispatch(
             let Some(target) = state.snapshot.as_ref().map(|s| s.target) else {
                 return;
             };
-            spawn_capture(target, tids, agent, stacks_tx);
+            spawn_capture(target, tids, true, agent, stacks_tx);
         }
         Command::WriteStacks => {
             let msg = match state.stacks.get(state.stack_view) {

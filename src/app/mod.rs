@@ -78,7 +78,7 @@ pub async fn run(cfg: RunConfig, attached: Attached) -> Result<ExitCode> {
     let guard = crate::launch::TreeGuard::new(mode == Mode::Launch { demo: true });
     let mut collector_open = true;
     let mut log_len = 0u64;
-    let (stacks_tx, mut stacks_rx) = mpsc::channel::<StackSnapshot>(4);
+    let (stacks_tx, mut stacks_rx) = mpsc::channel::<(StackSnapshot, bool)>(4);
 
     let (key_tx, mut key_rx) = mpsc::channel::<KeyEvent>(64);
     let stop_keys = Arc::new(AtomicBool::new(false));
@@ -137,8 +137,8 @@ pub async fn run(cfg: RunConfig, attached: Attached) -> Result<ExitCode> {
                 }
                 dirty = true;
             }
-            Some(snap) = stacks_rx.recv() => {
-                state.apply(Event::Stacks(Box::new(snap)));
+            Some((snap, asked)) = stacks_rx.recv() => {
+                state.apply(Event::Stacks { snap: Box::new(snap), asked });
                 dirty = true;
             }
             key = key_rx.recv() => {

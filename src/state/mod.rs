@@ -87,7 +87,12 @@ pub enum Event {
     /// The teardown plan in use (and a fresh, empty timeline).
     Plan(Box<Plan>),
     Timeline(Box<Timeline>),
-    Stacks(Box<StackSnapshot>),
+    /// A stack snapshot; `asked` when the user asked for it (the pane opens), not when the
+    /// teardown engine took it at a deadline (kept, announced in the status line).
+    Stacks {
+        snap: Box<StackSnapshot>,
+        asked: bool,
+    },
     /// Wall clock, for live elapsed times (set by the app on ticks, never read here).
     Now(u64),
 }
@@ -296,14 +301,21 @@ impl AppState {
             }
             Event::Timeline(t) => self.timeline = Some(*t),
             Event::Now(ms) => self.now_unix_ms = ms,
-            Event::Stacks(snap) => {
+            Event::Stacks { snap, asked } => {
+                let threads = snap.threads.len();
                 self.stacks.push(*snap);
                 if self.stacks.len() > KEPT_STACK_SNAPSHOTS {
                     self.stacks.remove(0);
                 }
                 self.stack_view = self.stacks.len() - 1;
                 self.stack_scroll = 0;
-                self.overlay = Overlay::Stacks;
+                if asked {
+                    self.overlay = Overlay::Stacks;
+                } else {
+                    self.status = Some(format!(
+                        "stacks of {threads} thread(s) captured by the teardown: [ to view"
+                    ));
+                }
             }
         }
     }

@@ -190,18 +190,32 @@ fn stack_snapshot(taken: u64, threads: &[(i32, u64, u64)]) -> crate::stacks::Sta
 #[test]
 fn stuck_threads_are_found_between_two_kept_snapshots() {
     let mut s = state();
-    s.apply(Event::Stacks(Box::new(stack_snapshot(
-        1,
-        &[(105, 7, 3), (107, 10, 5)],
-    ))));
+    s.apply(Event::Stacks {
+        snap: Box::new(stack_snapshot(1, &[(105, 7, 3), (107, 10, 5)])),
+        asked: true,
+    });
     assert!(
         s.stuck_since_previous().is_empty(),
         "one snapshot: nothing to compare"
     );
     // 105 did not move; 107 ran and was woken.
-    s.apply(Event::Stacks(Box::new(stack_snapshot(
-        2,
-        &[(105, 7, 3), (107, 30, 9)],
-    ))));
+    s.apply(Event::Stacks {
+        snap: Box::new(stack_snapshot(2, &[(105, 7, 3), (107, 30, 9)])),
+        asked: true,
+    });
     assert_eq!(s.stuck_since_previous(), vec![105]);
+}
+
+#[test]
+fn stacks_the_engine_took_are_kept_without_opening_the_pane() {
+    let mut s = state();
+    s.apply(Event::Stacks {
+        snap: Box::new(stack_snapshot(1, &[(105, 7, 3)])),
+        asked: false,
+    });
+    assert_eq!(s.overlay, Overlay::None);
+    assert_eq!(s.stacks.len(), 1);
+    assert!(s.status.as_deref().is_some_and(|m| m.contains("[ to view")));
+    s.act(Action::PrevStacks);
+    assert_eq!(s.overlay, Overlay::Stacks);
 }

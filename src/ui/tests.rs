@@ -127,8 +127,14 @@ fn stack_pane_shows_kept_snapshots() {
         threads: Vec::new(),
         errors: Vec::new(),
     };
-    s.apply(Event::Stacks(Box::new(snap(1))));
-    s.apply(Event::Stacks(Box::new(snap(2))));
+    s.apply(Event::Stacks {
+        snap: Box::new(snap(1)),
+        asked: true,
+    });
+    s.apply(Event::Stacks {
+        snap: Box::new(snap(2)),
+        asked: true,
+    });
     assert_eq!(s.stack_view, 1);
     s.act(Action::PrevStacks);
     let text = format!("{:?}", render(&s, 120, 30));
