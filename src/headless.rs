@@ -159,37 +159,68 @@ async fn drive(
     plan: Option<Plan>,
     launched: bool,
 ) -> ExitCode {
+    // Installed first: a Ctrl-C or a CI timeout's SIGTERM at any point still ends with a
+    // report and an exit code, never with the default signal death.
+    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).ok();
+    let mut sigterm =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    // A tree headless launched (the demo, `-- CMD`) never outlives the run, however it
+    // ends: what the plan left is in the report, then killed. An attached tree is never
+    // touched beyond the plan.
+    let guard = crate::launch::TreeGuard::new(launched);
     let target = collector.target();
     let started = collect::exits::now_unix_ms();
     let tree = TreePids::new(target.pid);
     let mut live = collect::live::spawn(collector, cfg.interval);
     let mut agent = agent::spawn_client(target, tree.checker(), cfg.interval);
     let mut buffered = Vec::new();
-    let start = wait_for_agent(
-        &mut agent,
-        &mut live,
-        &mut buffered,
-        launched && cfg.inject_agent,
-    )
-    .await;
-    if launched {
-        settle(&mut live, &mut buffered).await;
-    }
-    // The first snapshot names the target and picks the default plan.
-    let first = loop {
-        if let Some(i) = buffered
-            .iter()
-            .rposition(|e| matches!(e, CollectEvent::Snapshot(_)))
-            && let CollectEvent::Snapshot(s) = buffered.remove(i)
-        {
-            break s;
+    println!(
+        "lifecycle-top: attached to pid {}; waiting for the agent{} before the plan starts",
+        target.pid,
+        if launched {
+            " and the tree to settle"
+        } else {
+            ""
         }
-        match live.events.recv().await {
-            Some(ev) => buffered.push(ev),
-            None => return usage("the collector stopped before its first snapshot"),
+    );
+    let before_plan = async {
+        let start = wait_for_agent(
+            &mut agent,
+            &mut live,
+            &mut buffered,
+            launched && cfg.inject_agent,
+        )
+        .await;
+        if launched {
+            settle(&mut live, &mut buffered).await;
+        }
+        // The first snapshot names the target and picks the default plan.
+        loop {
+            if let Some(i) = buffered
+                .iter()
+                .rposition(|e| matches!(e, CollectEvent::Snapshot(_)))
+                && let CollectEvent::Snapshot(s) = buffered.remove(i)
+            {
+                return Some((start, s));
+            }
+            match live.events.recv().await {
+                Some(ev) => buffered.push(ev),
+                None => return None,
+            }
         }
     };
+    let ready = tokio::select! {
+        r = before_plan => r,
+        _ = recv_signal(&mut sigint, &mut sigterm) => {
+            println!("interrupted before the plan started: nothing was torn down");
+            return interrupted_early(cfg, target, started);
+        }
+    };
+    let Some((start, first)) = ready else {
+        return usage("the collector stopped before its first snapshot");
+    };
     tree.update(&first);
+    guard.update(&first);
     let plan = match plan {
         Some(p) => Ok(p),
         None if start.python => plan::load("python-asyncio").map_err(|e| e.to_string()),
@@ -223,15 +254,18 @@ async fn drive(
     r.handle.snapshot(first);
     r.handle.command(Command::RunAll);
     let mut captures = tokio::task::JoinSet::new();
-    // Ctrl-C / SIGTERM: abort the running phase, start nothing new, still write the report.
-    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).ok();
-    let mut sigterm =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    // Ctrl-C / SIGTERM from here: abort the running phase, start nothing new, still write
+    // the report.
     let (mut agent_open, mut interrupted) = (true, false);
     let timeline = loop {
         tokio::select! {
             ev = live.events.recv() => match ev {
-                Some(ev) => forward(&r.handle, &tree, ev),
+                Some(ev) => {
+                    if let CollectEvent::Snapshot(s) = &ev {
+                        guard.update(s);
+                    }
+                    forward(&r.handle, &tree, ev)
+                }
                 None => break None,
             },
             ev = agent.events.recv(), if agent_open => match ev {
@@ -276,6 +310,33 @@ async fn drive(
         }
     }
     finish(cfg, &plan, &timeline, target_info, stacks)
+}
+
+/// Interrupted before any phase ran: the report (if asked for) says so and the exit code is
+/// 2, since nothing was judged.
+fn interrupted_early(cfg: &RunConfig, target: crate::model::ProcKey, started: u64) -> ExitCode {
+    let timeline = Timeline::new("none", target.pid, started);
+    let mut report = Report::new(
+        &timeline,
+        "",
+        report::json::TargetInfo {
+            pid: target.pid,
+            name: String::new(),
+            cmdline: Vec::new(),
+        },
+    );
+    report.verdict.clean = false;
+    report.verdict.exit_code = 2;
+    report.verdict.reasons = vec!["interrupted before the plan started".into()];
+    if let Some(path) = &cfg.report
+        && let Err(e) = report.write(path)
+    {
+        eprintln!(
+            "lifecycle-top: cannot write the report to {}: {e} (check the directory)",
+            path.display()
+        );
+    }
+    ExitCode::from(2)
 }
 
 async fn recv_signal(

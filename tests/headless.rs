@@ -385,3 +385,49 @@ fn binary_prints_as_it_goes_and_ctrl_c_aborts_with_a_report() {
         }
     );
 }
+
+/// SIGTERM while headless still waits for the agent (a CI timeout, say): exit 2 and a report
+/// that says nothing was judged, never a silent death by the signal.
+#[test]
+fn a_signal_before_the_plan_starts_still_writes_a_report() {
+    use std::io::{BufRead, BufReader};
+    let f = Files::new();
+    // The agent is injected into a command that never starts one: headless waits up to 5 s.
+    let mut lt = std::process::Command::new(env!("CARGO_BIN_EXE_lifecycle-top"))
+        .args(["--headless", "--interval", "50", "--plan"])
+        .arg(f.path("plan.toml"))
+        .arg("--report")
+        .arg(f.path("report.json"))
+        .args(["--", "sleep", "1000"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run lifecycle-top");
+    let mut lines = BufReader::new(lt.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    assert!(first.contains("waiting for the agent"), "{first}");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(lt.id() as i32),
+        nix::sys::signal::SIGTERM,
+    )
+    .unwrap();
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let status = lt.wait().unwrap();
+    assert_eq!(status.code(), Some(2), "{rest:#?}");
+    let r = report(&f.path("report.json"));
+    assert!(!r.verdict.clean);
+    assert_eq!(r.verdict.exit_code, 2);
+    assert!(r.timeline.phases.is_empty());
+    // What headless launched does not outlive it.
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", r.target.pid)).unwrap_or_default();
+    assert!(
+        stat.is_empty()
+            || stat
+                .rsplit(')')
+                .next()
+                .unwrap()
+                .trim_start()
+                .starts_with('Z'),
+        "the launched command was left running: {stat}"
+    );
+}
