@@ -4,7 +4,6 @@
 //! 0 clean without escalation, 1 something lingered or needed SIGKILL, 2 usage/attach error.
 
 use crate::agent::{self, AgentEvent};
-use crate::app::TreePids;
 use crate::cli::RunConfig;
 use crate::collect::{self, Collector, live::CollectEvent};
 use crate::model::{AgentFacts, Snapshot};
@@ -13,6 +12,7 @@ use crate::stacks::StackSnapshot;
 use crate::teardown::plan::{self, Plan};
 use crate::teardown::{AgentPort, Command, PhaseEvent, Timeline, runner};
 use crate::wiring;
+use crate::wiring::TreePids;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -170,7 +170,7 @@ async fn drive(
     let guard = crate::launch::TreeGuard::new(launched);
     let target = collector.target();
     let started = collect::exits::now_unix_ms();
-    let tree = TreePids::new(target.pid);
+    let tree = TreePids::new(target);
     let mut live = collect::live::spawn(collector, cfg.interval);
     let mut agent = agent::spawn_client(target, tree.checker(), cfg.interval);
     let mut buffered = Vec::new();

@@ -5,21 +5,20 @@
 use crate::agent::{self, AgentEvent};
 use crate::cli::RunConfig;
 use crate::collect::{self, CollectEvent, Collector};
-use crate::model::Snapshot;
 use crate::stacks::StackSnapshot;
 use crate::state::{AgentStatus, AppState, Command, Event, Mode, QuitChoice};
 use crate::teardown::{Plan, plan};
 use crate::ui;
+use crate::wiring::TreePids;
 use commands::TeardownSlot;
 
 mod commands;
 use anyhow::{Context, Result};
 use crossterm::event::{self as term, KeyEvent};
-use std::collections::HashSet;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
@@ -69,7 +68,7 @@ pub async fn run(cfg: RunConfig, attached: Attached) -> Result<ExitCode> {
     let mut state = AppState::new(mode.clone(), pid);
     state.log_path = log_path.as_ref().map(|p| p.display().to_string());
     let target = collector.target();
-    let tree = TreePids::new(target.pid);
+    let tree = TreePids::new(target);
     let mut live = collect::live::spawn(collector, cfg.interval);
     let mut agent = agent::spawn_client(target, tree.checker(), cfg.interval);
     let mut teardown = TeardownSlot::new(plan);
@@ -192,33 +191,6 @@ fn agent_event(ev: AgentEvent) -> Event {
         AgentEvent::Report(report) => Event::AgentReport(report),
         AgentEvent::Lost(why) => Event::Agent(AgentStatus::Lost(why)),
         AgentEvent::NotFound(why) => Event::Agent(AgentStatus::NotFound(why)),
-    }
-}
-
-/// The pids currently in the target tree, shared with the agent client so it only accepts
-/// a socket peer from inside the tree.
-#[derive(Clone)]
-pub struct TreePids(Arc<RwLock<HashSet<i32>>>);
-
-impl TreePids {
-    pub fn new(target: i32) -> Self {
-        Self(Arc::new(RwLock::new(HashSet::from([target]))))
-    }
-    pub fn update(&self, snap: &Snapshot) {
-        if let Ok(mut set) = self.0.write() {
-            set.clear();
-            set.extend(
-                snap.processes
-                    .iter()
-                    .filter(|p| p.exit.is_none())
-                    .map(|p| p.key.pid),
-            );
-            set.insert(snap.target.pid);
-        }
-    }
-    pub fn checker(&self) -> Arc<dyn Fn(i32) -> bool + Send + Sync> {
-        let set = self.0.clone();
-        Arc::new(move |pid| set.read().is_ok_and(|s| s.contains(&pid)))
     }
 }
 
