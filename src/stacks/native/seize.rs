@@ -169,7 +169,11 @@ pub fn capture_many(pid: i32, tids: &[i32], params: &SeizeParams) -> Vec<Result<
     forking.register(child);
     // SAFETY: the mapping starts with a Control, valid for the mapping's lifetime.
     let ctrl = unsafe { &*(base as *const Control) };
-    let end = watch(child, ctrl, per_thread, total);
+    // Our own unreaped child cannot be replaced under its pid, so a pidfd opened now is it;
+    // the watchdog kills through it, like every other signal lifecycle-top sends.
+    let pidfd = rustix::process::Pid::from_raw(child)
+        .and_then(|p| rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()).ok());
+    let end = watch(child, pidfd.as_ref(), ctrl, per_thread, total);
     // `watch` reaped it: its pid may be reused from here on.
     crate::collect::helpers::unregister(child);
     let headers = base.wrapping_add(std::mem::size_of::<Control>()) as *const Header;
@@ -233,7 +237,13 @@ pub fn capture_many(
 
 /// Reap the helper; SIGKILL it (and reap) when one thread takes longer than `per_thread` or
 /// all take longer than `total`.
-fn watch(child: libc::pid_t, ctrl: &Control, per_thread: Duration, total: Duration) -> End {
+fn watch(
+    child: libc::pid_t,
+    pidfd: Option<&std::os::fd::OwnedFd>,
+    ctrl: &Control,
+    per_thread: Duration,
+    total: Duration,
+) -> End {
     let deadline = Instant::now() + total;
     let per_ns = per_thread.as_nanos() as u64;
     let mut status = 0;
@@ -251,9 +261,18 @@ fn watch(child: libc::pid_t, ctrl: &Control, per_thread: Duration, total: Durati
         let over_total = Instant::now() >= deadline;
         if over_thread || over_total {
             let at = ctrl.current.load(Ordering::Acquire) as usize;
-            // SAFETY: kill + blocking reap of our own child, which SIGKILL always ends.
+            match pidfd {
+                Some(fd) => {
+                    let _ = rustix::process::pidfd_send_signal(fd, rustix::process::Signal::KILL);
+                }
+                // No pidfd (pre-5.3 kernel): the pid is still pinned, we have not reaped it.
+                // SAFETY: kill(2) of our own unreaped child.
+                None => unsafe {
+                    libc::kill(child, libc::SIGKILL);
+                },
+            }
+            // SAFETY: blocking reap of our own child, which SIGKILL always ends.
             unsafe {
-                libc::kill(child, libc::SIGKILL);
                 libc::waitpid(child, &mut status, 0);
             }
             return End::Killed {
