@@ -10,9 +10,6 @@ use crate::state::{AgentStatus, AppState, Command, Event, Mode, QuitChoice};
 use crate::teardown::{Plan, plan};
 use crate::ui;
 use crate::wiring::TreePids;
-use commands::TeardownSlot;
-
-mod commands;
 use anyhow::{Context, Result};
 use crossterm::event::{self as term, KeyEvent};
 use std::path::PathBuf;
@@ -22,6 +19,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
+
+mod commands;
+use commands::TeardownSlot;
 
 /// What was attached to, before the terminal is touched.
 pub struct Attached {
