@@ -299,13 +299,37 @@ pub struct ReportChunk {
     pub tasks: Vec<Vec<Value>>,
 }
 
+/// Longest string a task row keeps (coroutine, `where`, name); longer ones are cut with `…`.
+pub const MAX_ROW_STRING: usize = 4096;
+/// Bytes of row strings one report may decode to in total. A chunk's string table is shared
+/// by its rows, so without this one long string referenced by every row would multiply.
+pub const MAX_REPORT_STRING_BYTES: usize = 32 << 20;
+
+/// `s` cut to at most [`MAX_ROW_STRING`] bytes (on a char boundary), with `…` when cut.
+pub fn cap_string(s: &str) -> String {
+    if s.len() <= MAX_ROW_STRING {
+        return s.to_string();
+    }
+    let mut end = MAX_ROW_STRING - '…'.len_utf8();
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
 impl ReportChunk {
     /// Decodes the rows; malformed rows are skipped and counted in the second value.
-    pub fn decode(&self) -> (Vec<TaskInfo>, usize) {
-        let string = |v: Option<&Value>| {
-            v.and_then(Value::as_i64)
-                .and_then(|i| usize::try_from(i).ok())
-                .and_then(|i| self.strings.get(i).cloned())
+    /// `budget` is the number of string bytes the report may still decode to (see
+    /// [`MAX_REPORT_STRING_BYTES`]); once spent, strings decode as `…`.
+    pub fn decode(&self, budget: &mut usize) -> (Vec<TaskInfo>, usize) {
+        let table: Vec<String> = self.strings.iter().map(|s| cap_string(s)).collect();
+        let mut take = |s: &str| {
+            if s.len() > *budget {
+                *budget = 0;
+                return "…".to_string();
+            }
+            *budget -= s.len();
+            s.to_string()
         };
         let mut bad = 0;
         let mut out = Vec::with_capacity(self.tasks.len());
@@ -317,17 +341,23 @@ impl ReportChunk {
                 bad += 1;
                 continue;
             };
+            let mut string = |v: Option<&Value>| {
+                v.and_then(Value::as_i64)
+                    .and_then(|i| usize::try_from(i).ok())
+                    .and_then(|i| table.get(i))
+                    .map(|s| take(s))
+            };
+            let coro = string(row.get(4));
+            let where_ = string(row.get(5));
             out.push(TaskInfo {
                 id,
                 loop_id,
-                name: row.get(2).and_then(Value::as_str).unwrap_or("").to_string(),
-                state: row
-                    .get(3)
-                    .and_then(Value::as_str)
-                    .unwrap_or("?")
-                    .to_string(),
-                coro: string(row.get(4)),
-                where_: string(row.get(5)),
+                name: take(&cap_string(
+                    row.get(2).and_then(Value::as_str).unwrap_or(""),
+                )),
+                state: cap_string(row.get(3).and_then(Value::as_str).unwrap_or("?")),
+                coro,
+                where_,
                 tracked: row.get(6).and_then(Value::as_bool),
             });
         }
@@ -420,7 +450,8 @@ mod tests {
                "tasks":[[5,9,"t","pending",0,1,true,"extra"],["bad"],[6,9,"u","running",-1,7,null]]}"#,
         )
         .expect("decode");
-        let (tasks, bad) = c.decode();
+        let mut budget = MAX_REPORT_STRING_BYTES;
+        let (tasks, bad) = c.decode(&mut budget);
         assert_eq!(bad, 1);
         assert_eq!(tasks[0].coro.as_deref(), Some("co"));
         assert_eq!(tasks[0].where_.as_deref(), Some("a.py:3"));
@@ -428,5 +459,35 @@ mod tests {
         assert_eq!(tasks[1].coro, None);
         assert_eq!(tasks[1].where_, None);
         assert_eq!(tasks[1].tracked, None);
+    }
+
+    #[test]
+    fn shared_strings_are_capped_and_budgeted() {
+        let long = "x".repeat(100_000);
+        let rows: Vec<Vec<Value>> = (0..50u64)
+            .map(|i| {
+                vec![
+                    i.into(),
+                    1.into(),
+                    "t".into(),
+                    "pending".into(),
+                    0.into(),
+                    0.into(),
+                ]
+            })
+            .collect();
+        let c = ReportChunk {
+            strings: vec![long],
+            tasks: rows,
+            ..ReportChunk::default()
+        };
+        let mut budget = MAX_REPORT_STRING_BYTES;
+        let (tasks, _) = c.decode(&mut budget);
+        let coro = tasks[0].coro.as_deref().expect("coro");
+        assert!(coro.len() <= MAX_ROW_STRING && coro.ends_with('…'));
+        let mut small = 10_000;
+        let (tasks, _) = c.decode(&mut small);
+        assert_eq!(small, 0);
+        assert_eq!(tasks[49].coro.as_deref(), Some("…"));
     }
 }
