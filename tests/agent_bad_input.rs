@@ -1,6 +1,8 @@
 //! The agent client against a fake agent written here (a tokio UnixListener speaking raw
 //! bytes): malformed JSON, a line over the cap, an unknown message type, a response to an
-//! unknown id, an agent that stops answering, a disconnect mid-message, chunk reassembly.
+//! unknown id, an agent that stops answering, a disconnect mid-message, chunk reassembly,
+//! and reports built to blow up the client's memory (shared long strings, too many rows or
+//! chunks).
 //! Each gives a clear event or error and the client keeps going (reconnects).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 

@@ -1122,7 +1122,8 @@ class _Server:
                                       "message": "response over %d bytes; ask with a smaller "
                                                  "limit" % MAX_LINE}})
         self.post(conn, line)
-        self.worker_cpu += time.thread_time() - t0
+        with self.lock:
+            self.worker_cpu += time.thread_time() - t0
 
 
 def _err_response(rid, code, message, data=None):

@@ -49,6 +49,18 @@ class LimitsTest(unittest.TestCase):
         self.assertEqual(codes.count("busy"), 4, codes)
         self.assertEqual(codes.count("timeout"), 4, codes)
 
+    def test_task_stacks_of_a_blocked_loop_answer_within_the_request(self):
+        t = self.target(env={"BLOCK": "1"})
+        c = self.client(t.sock, subscribe_ms=100)
+        for _ in range(20):
+            if c.report()["loops"][0]["blocked"]:
+                break
+        m = c.request("task_stacks", {"timeout_ms": 200})
+        self.assertTrue(m["ok"], m)
+        self.assertIn("swallower", [x["name"] for x in m["result"]["tasks"]])
+        m = c.request("close_loop", {"timeout_ms": 200})
+        self.assertEqual(m["result"]["loops"][0]["result"], "running")
+
     def test_client_that_does_not_read_is_disconnected(self):
         t = self.target()
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
