@@ -315,4 +315,10 @@ async fn squatted_env_socket_is_skipped_for_the_real_agent() {
         unreachable!()
     };
     assert_eq!(hello.identity(), t.key());
+    // The agent was SIGKILLed: remove the socket file it left on its fallback path.
+    let fallbacks = lifecycle_top::agent::path::candidates(t.pid());
+    drop(t);
+    for p in fallbacks.iter().skip(1) {
+        let _ = std::fs::remove_file(p);
+    }
 }
