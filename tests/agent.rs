@@ -1,6 +1,6 @@
 //! The agent client against the real Python agent in a real python3 process, over the real
-//! Unix socket: hello, reports joined to /proc tids, cancel results, a blocked loop, and a
-//! peer outside the target tree.
+//! Unix socket: hello, reports joined to /proc tids, cancel results, a blocked loop, a
+//! peer outside the target tree, and a squatted socket path skipped for the real agent.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod agent_common;
@@ -279,4 +279,46 @@ async fn agent_restart_is_a_loss_then_a_new_identity() {
     assert_ne!(h1.identity(), h2.identity());
     assert_ne!(h1.agent.instance, h2.agent.instance);
     drop(first);
+}
+
+#[tokio::test]
+async fn squatted_env_socket_is_skipped_for_the_real_agent() {
+    // Someone outside the target's tree listens on the target's LIFECYCLE_TOP_SOCKET path:
+    // the agent falls back to its pid path, and the client must try that candidate too.
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    std::fs::create_dir(&run).unwrap();
+    std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let squatted = run.join("agent.sock");
+    let listener = tokio::net::UnixListener::bind(&squatted).unwrap();
+    let me = agent_common::own_key();
+    tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        while let Ok((mut s, _)) = listener.accept().await {
+            let hello = json!({"type":"hello","protocol":1,
+                               "target":{"pid":me.pid,"start_time":me.start_time}});
+            let _ = s.write_all(format!("{hello}\n").as_bytes()).await;
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                drop(s);
+            });
+        }
+    });
+    let t = Target::spawn_at(APP, dir, squatted);
+    let mut opts = ClientOptions::new(Duration::from_millis(100));
+    opts.retry = Duration::from_millis(50);
+    let mut h = spawn_client_with(t.key(), only(t.pid()), opts);
+    let AgentEvent::Connected(hello) =
+        wait_for(&mut h, 10, |e| matches!(e, AgentEvent::Connected(_))).await
+    else {
+        unreachable!()
+    };
+    assert_eq!(hello.identity(), t.key());
+    // The agent was SIGKILLed: remove the socket file it left on its fallback path.
+    let fallbacks = lifecycle_top::agent::path::candidates(t.pid());
+    drop(t);
+    for p in fallbacks.iter().skip(1) {
+        let _ = std::fs::remove_file(p);
+    }
 }

@@ -1,6 +1,8 @@
 //! The agent client against a fake agent written here (a tokio UnixListener speaking raw
 //! bytes): malformed JSON, a line over the cap, an unknown message type, a response to an
-//! unknown id, an agent that stops answering, a disconnect mid-message, chunk reassembly.
+//! unknown id, an agent that stops answering, a disconnect mid-message, chunk reassembly,
+//! and reports built to blow up the client's memory (shared long strings, too many rows or
+//! chunks).
 //! Each gives a clear event or error and the client keeps going (reconnects).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -238,5 +240,95 @@ async fn wrong_protocol_version_is_not_found_with_a_message() {
     match next_event(&mut h, 5).await {
         AgentEvent::NotFound(m) => assert!(m.contains("protocol v2"), "{m}"),
         other => panic!("expected NotFound, got {other:?}"),
+    }
+}
+
+fn amplifying_chunk(seq: u64, index: u32, count: u32, rows: u64) -> String {
+    // One ~900 KB string referenced by every row: decoded naively it would be copied per row.
+    let tasks: Vec<_> = (0..rows)
+        .map(|i| json!([i, 1, "t", "pending", 0, 0, null]))
+        .collect();
+    format!(
+        "{}\n",
+        json!({"type":"report_chunk","seq":seq,"index":index,"count":count,
+               "strings":["c".repeat(900_000)],"tasks":tasks})
+    )
+}
+
+fn client_max_tasks(path: PathBuf, max_tasks: u64) -> AgentHandle {
+    let me = own_key().pid;
+    let mut opts = ClientOptions::new(Duration::from_millis(100));
+    opts.socket = Some(path);
+    opts.retry = Duration::from_millis(50);
+    opts.max_tasks = max_tasks;
+    spawn_client_with(own_key(), Arc::new(move |p| p == me), opts)
+}
+
+#[tokio::test]
+async fn shared_long_strings_are_capped_not_copied_per_row() {
+    let script = vec![
+        Step::Send(hello()),
+        Step::Send(report(1, 1)),
+        Step::Send(amplifying_chunk(1, 0, 1, 2000)),
+        Step::Hold,
+    ];
+    let (_dir, path) = fake_agent(vec![script]);
+    let mut h = client_max_tasks(path, 5000);
+    assert!(matches!(
+        next_event(&mut h, 5).await,
+        AgentEvent::Connected(_)
+    ));
+    let AgentEvent::Report(r) = next_event(&mut h, 5).await else {
+        panic!("no report")
+    };
+    assert_eq!(r.tasks.len(), 2000);
+    let bytes: usize = r
+        .tasks
+        .iter()
+        .filter_map(|t| t.coro.as_ref())
+        .map(String::len)
+        .sum();
+    assert!(bytes <= 40 << 20, "decoded {bytes} bytes of strings");
+    assert!(
+        r.tasks
+            .iter()
+            .all(|t| t.coro.as_ref().is_some_and(|c| c.len() <= 4096))
+    );
+}
+
+#[tokio::test]
+async fn more_rows_than_max_tasks_drops_the_connection() {
+    let bad = vec![
+        Step::Send(hello()),
+        Step::Send(report(1, 2)),
+        Step::Send(amplifying_chunk(1, 0, 2, 80)),
+        Step::Send(amplifying_chunk(1, 1, 2, 80)),
+        Step::Hold,
+    ];
+    let (_dir, path) = fake_agent(vec![bad, good()]);
+    let mut h = client_max_tasks(path, 100);
+    assert!(matches!(
+        next_event(&mut h, 5).await,
+        AgentEvent::Connected(_)
+    ));
+    match next_event(&mut h, 5).await {
+        AgentEvent::Lost(reason) => assert!(reason.contains("task rows"), "{reason}"),
+        other => panic!("expected Lost, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn too_many_chunks_for_max_tasks_drops_the_connection() {
+    // 100 tasks need one chunk of 500: more than 2*1+1 chunks is garbage.
+    let bad = vec![Step::Send(hello()), Step::Send(report(1, 4)), Step::Hold];
+    let (_dir, path) = fake_agent(vec![bad, good()]);
+    let mut h = client_max_tasks(path, 100);
+    assert!(matches!(
+        next_event(&mut h, 5).await,
+        AgentEvent::Connected(_)
+    ));
+    match next_event(&mut h, 5).await {
+        AgentEvent::Lost(reason) => assert!(reason.contains("task chunks"), "{reason}"),
+        other => panic!("expected Lost, got {other:?}"),
     }
 }

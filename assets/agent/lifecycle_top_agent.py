@@ -37,6 +37,13 @@ PROTOCOL_VERSION = 1
 AGENT_VERSION = "0.1.0"
 MAX_LINE = 1 << 20
 CHUNK_TASKS = 500
+# Workers listed per executor (all are counted in `workers_total`).
+MAX_WORKERS_LISTED = 256
+# Requests one connection may have running at once; more are answered with code "busy".
+MAX_INFLIGHT = 4
+# Bytes queued for a client beyond the report being sent; a client that sends but does not
+# read is disconnected past this instead of growing the agent's memory.
+MAX_WBUF = 4 << 20
 PROBE_TIMEOUT = 0.1
 SWALLOW_GRACE = 0.5
 MAX_STR = 200
@@ -530,9 +537,14 @@ def _executor_entries():
         try:
             workers = []
             for th in list(getattr(ex, "_threads", None) or ()):
-                workers.append({"name": th.name, "native_id": getattr(th, "native_id", None),
+                if len(workers) >= MAX_WORKERS_LISTED:
+                    break
+                workers.append({"name": _short(th.name),
+                                "native_id": getattr(th, "native_id", None),
                                 "alive": th.is_alive()})
-            for pid in list((getattr(ex, "_processes", None) or {}).keys()):
+            procs = list((getattr(ex, "_processes", None) or {}).keys())
+            n_workers = len(getattr(ex, "_threads", None) or ()) + len(procs)
+            for pid in procs[:max(0, MAX_WORKERS_LISTED - len(workers))]:
                 workers.append({"name": "pid %d" % pid, "pid": pid,
                                 "alive": os.path.exists("/proc/%d" % pid)})
             q = getattr(ex, "_work_queue", None)
@@ -542,7 +554,7 @@ def _executor_entries():
                         "max_workers": getattr(ex, "_max_workers", None),
                         "shutdown": bool(getattr(ex, "_shutdown", False)
                                          or getattr(ex, "_shutdown_thread", False)),
-                        "pending": pending, "workers": workers})
+                        "pending": pending, "workers": workers, "workers_total": n_workers})
         except Exception:
             continue
     return out
@@ -561,7 +573,7 @@ def _subprocess_entries():
 
 def _phase_entries():
     with _reg_lock:
-        return [{"name": k, "description": v[1]} for k, v in _phases.items()]
+        return [{"name": _short(k), "description": _short(v[1])} for k, v in _phases.items()]
 
 
 _loop_numbers = weakref.WeakKeyDictionary()
@@ -643,7 +655,8 @@ def _build_report(agent, seq, max_tasks):
               "phases": _phase_entries(), "tasks_total": total, "tasks_listed": listed,
               "tracking": tracked is not None, "task_chunks": len(chunks),
               "cost": agent.cost(build_ms)}
-    lines = [_encode(header)]
+    line = _fit(header, HEADER_LISTS)
+    lines = [line] if line is not None else []
     for i, (rows, strings) in enumerate(chunks):
         lines.extend(_encode_chunk(seq, i, len(chunks), rows, strings))
     return lines
@@ -656,6 +669,44 @@ _encoder = json.JSONEncoder(separators=(",", ":"), default=str, check_circular=F
 
 def _encode(obj):
     return (_encoder.encode(obj) + "\n").encode("utf-8")
+
+
+HEADER_LISTS = ("threads", "executors", "subprocesses", "loops", "phases")
+
+
+def _fit(obj, keys, budget=MAX_LINE):
+    """Encodes obj, halving whichever of its lists `keys` weighs the most until the line fits
+    `budget`; a cut list gets `<key>_total` (its full length). None if it cannot fit."""
+    line = _encode(obj)
+    while len(line) > budget:
+        sizes = [(len(_encoder.encode(obj.get(k) or [])), k) for k in keys]
+        _size, k = max(sizes)
+        lst = obj.get(k) or []
+        if not lst:
+            return None
+        obj.setdefault(k + "_total", len(lst))
+        obj[k] = lst[:len(lst) // 2]
+        line = _encode(obj)
+    return line
+
+
+def _fit_stacks(result, key, flimit):
+    """Trims a stacks result to fit one response line: first fewer frames per entry (the
+    innermost are kept; `frames_limit` says how many), then fewer entries (`<key>_total`)."""
+    budget = MAX_LINE - 4096  # room for the response envelope
+    while len(_encode(result)) > budget:
+        items = result[key]
+        if flimit > 1:
+            flimit //= 2
+            for it in items:
+                it["frames"] = it["frames"][:flimit]
+            result["frames_limit"] = flimit
+        elif items:
+            result.setdefault(key + "_total", len(items))
+            result[key] = items[:len(items) // 2]
+        else:
+            break
+    return result
 
 
 def _encode_chunk(seq, index, count, rows, strings):
@@ -691,6 +742,8 @@ class _Conn:
         self.max_tasks = 20000
         self.next_at = 0.0
         self.close_after_flush = False
+        self.bulk = 0  # bytes of the queued report still in wbuf (exempt from MAX_WBUF)
+        self.inflight = 0  # request threads running for this connection (under _Server.lock)
 
 
 class _Server:
@@ -714,6 +767,8 @@ class _Server:
         self.instance = "%d-%d-%x" % (os.getpid(), self.start_time, id(self))
         self.gc_scanned = False
         self._worker_idents = set()
+        # Guards _worker_idents and _Conn.inflight, touched by request threads.
+        self.lock = threading.Lock()
 
     # -- setup
     def _bind(self, explicit):
@@ -780,8 +835,27 @@ class _Server:
         except Exception:
             pass
 
+    def close_fds(self):
+        """In a forked child: close the parent's listening socket, wake pipe, selector and
+        client sockets, so the child neither holds the parent's clients open nor accepts on
+        its socket. The socket file stays (it belongs to the parent)."""
+        for c in list(self.conns.values()):
+            try:
+                c.sock.close()
+            except Exception:
+                pass
+        self.conns = {}
+        for close in (self.lsock.close, self.sel.close, lambda: os.close(self.wake_r),
+                      lambda: os.close(self.wake_w)):
+            try:
+                close()
+            except Exception:
+                pass
+        self.lock = threading.Lock()
+
     def idents(self):
-        out = set(self._worker_idents)
+        with self.lock:
+            out = set(self._worker_idents)
         if self.thread is not None:
             out.add(self.thread.ident)
         return out
@@ -926,9 +1000,30 @@ class _Server:
             conn.interval = None if ms <= 0 else min(max(ms, 20), 60000) / 1000.0
             conn.next_at = time.monotonic()
         elif kind == "request":
+            self._start_request(conn, msg)
+        # unknown message types are ignored (forward compatibility)
+
+    def _start_request(self, conn, msg):
+        """One thread per request (a slow one never delays the others), at most MAX_INFLIGHT
+        per connection; every request gets exactly one response, even when refused here."""
+        rid = msg.get("id")
+        with self.lock:
+            busy = conn.inflight >= MAX_INFLIGHT
+            if not busy:
+                conn.inflight += 1
+        if busy:
+            self._send(conn, _encode(_err_response(
+                rid, "busy", "%d requests already running on this connection; retry when one "
+                             "answers" % MAX_INFLIGHT)))
+            return
+        try:
             threading.Thread(target=self._serve, args=(conn, msg), daemon=True,
                              name="lifecycle-top-agent-req").start()
-        # unknown message types are ignored (forward compatibility)
+        except Exception as exc:  # RuntimeError: interpreter shutting down, thread limit
+            with self.lock:
+                conn.inflight -= 1
+            self._send(conn, _encode(_err_response(
+                rid, "unavailable", "cannot start a request thread: %s" % _short(str(exc), 200))))
 
     # -- output
     def post(self, conn, line):
@@ -939,10 +1034,18 @@ class _Server:
         except OSError:
             pass
 
-    def _send(self, conn, line):
+    def _send(self, conn, line, bulk=False):
+        """Queue and flush. `bulk` lines (reports, only queued into an empty buffer) are
+        exempt from MAX_WBUF; any other line past it disconnects a client that does not read."""
         if conn.sock.fileno() not in self.conns:
             return
+        if not bulk and len(conn.wbuf) + len(line) > MAX_WBUF + conn.bulk:
+            _debug("lifecycle-top agent: client pid %s does not read; closing" % conn.peer_pid)
+            self._close(conn)
+            return
         conn.wbuf += line
+        if bulk:
+            conn.bulk += len(line)
         self._flush(conn)
 
     def _flush(self, conn):
@@ -951,6 +1054,7 @@ class _Server:
                 n = conn.sock.send(conn.wbuf)
                 self.bytes_sent += n
                 del conn.wbuf[:n]
+                conn.bulk = max(0, conn.bulk - n)
         except (BlockingIOError, InterruptedError):
             pass
         except OSError:
@@ -980,13 +1084,22 @@ class _Server:
         lines = _build_report(self, next(self.seq), max(c.max_tasks for c in ready))
         for c in ready:
             for line in lines:
-                self._send(c, line)
+                self._send(c, line, bulk=True)
         self.reports_sent += 1
         self.last_report_ms = (time.perf_counter() - t0) * 1000.0
 
     # -- requests
     def _serve(self, conn, msg):
-        self._worker_idents.add(threading.get_ident())
+        try:
+            self._serve1(conn, msg)
+        finally:
+            with self.lock:
+                conn.inflight -= 1
+                self._worker_idents.discard(threading.get_ident())
+
+    def _serve1(self, conn, msg):
+        with self.lock:
+            self._worker_idents.add(threading.get_ident())
         t0 = time.thread_time()
         rid = msg.get("id")
         try:
@@ -999,11 +1112,9 @@ class _Server:
             resp = {"type": "response", "id": rid, "ok": True,
                     "result": fn(self, params if isinstance(params, dict) else {})}
         except _ReqError as exc:
-            resp = {"type": "response", "id": rid, "ok": False,
-                    "error": {"code": exc.code, "message": exc.message, "data": exc.data}}
+            resp = _err_response(rid, exc.code, exc.message, exc.data)
         except Exception as exc:
-            resp = {"type": "response", "id": rid, "ok": False,
-                    "error": {"code": "internal", "message": _short(repr(exc), 500)}}
+            resp = _err_response(rid, "internal", _short(repr(exc), 500))
         line = _encode(resp)
         if len(line) > MAX_LINE:
             line = _encode({"type": "response", "id": rid, "ok": False,
@@ -1011,15 +1122,22 @@ class _Server:
                                       "message": "response over %d bytes; ask with a smaller "
                                                  "limit" % MAX_LINE}})
         self.post(conn, line)
-        self.worker_cpu += time.thread_time() - t0
-        self._worker_idents.discard(threading.get_ident())
+        with self.lock:
+            self.worker_cpu += time.thread_time() - t0
+
+
+def _err_response(rid, code, message, data=None):
+    return {"type": "response", "id": rid, "ok": False,
+            "error": {"code": code, "message": message, "data": data}}
 
 
 def _after_fork_child():
     """A forked child has no agent thread: forget the parent's server and locks."""
     global _agent, _reg_lock
-    _agent = None
+    agent, _agent = _agent, None
     _reg_lock = threading.Lock()
+    if agent is not None:
+        agent.close_fds()
 
 
 if hasattr(os, "register_at_fork"):
@@ -1093,29 +1211,52 @@ def _m_ping(agent, p):
     return {"pong": True, "pid": os.getpid()}
 
 
+def _id_set(p, key):
+    v = p.get(key)
+    if v is None:
+        return None
+    if not isinstance(v, list):
+        raise _ReqError("bad_params", "%s must be a list of integers" % key)
+    return set(v)
+
+
 def _m_stacks(agent, p):
-    limit = int(p.get("limit", 100))
+    try:
+        limit = max(1, int(p.get("limit", 100)))
+    except (TypeError, ValueError):
+        raise _ReqError("bad_params", "limit must be an integer")
+    natives, idents = _id_set(p, "native_ids"), _id_set(p, "idents")
+    mine = agent.idents()
     frames = sys._current_frames()
     out = []
     for th in threading.enumerate():
         f = frames.pop(th.ident, None)
+        if natives is not None or idents is not None:
+            if not ((natives is not None and getattr(th, "native_id", None) in natives)
+                    or (idents is not None and th.ident in idents)):
+                continue
         out.append({"ident": th.ident, "native_id": getattr(th, "native_id", None),
-                    "name": th.name, "daemon": th.daemon, "agent": th.ident in agent.idents(),
+                    "name": th.name, "daemon": th.daemon, "agent": th.ident in mine,
                     "frames": _frames_of(f, limit)})
     for ident, f in frames.items():
+        if natives is not None or idents is not None:
+            if idents is None or ident not in idents:
+                continue
         out.append({"ident": ident, "native_id": None, "name": None, "daemon": None,
                     "agent": False, "frames": _frames_of(f, limit)})
-    return {"order": "innermost_first", "threads": out}
+    return _fit_stacks({"order": "innermost_first", "threads": out}, "threads", limit)
 
 
 def _m_task_stacks(agent, p):
     ids = set(p.get("ids") or [])
     limit = int(p.get("limit", 200))
     flimit = int(p.get("frames", 30))
+    deadline = time.monotonic() + _timeout(p, 2.0)
     out = []
     for lp in _select_loops(p):
         try:
-            tasks = _run_on_loop(lp, lambda lp=lp: _loop_tasks(lp), 0.5)
+            left = max(0.0, deadline - time.monotonic())
+            tasks = _run_on_loop(lp, lambda lp=lp: _loop_tasks(lp), left)
         except _Blocked:
             tasks = _loop_tasks(lp)  # a stuck loop mutates nothing: read from here
         for t in tasks:
@@ -1125,7 +1266,7 @@ def _m_task_stacks(agent, p):
             out.append({"id": id(t), "loop": _loop_id(lp), "name": t.get_name(),
                         "frames": [{"file": f.f_code.co_filename, "line": f.f_lineno,
                                     "function": f.f_code.co_name} for f in reversed(chain)]})
-    return {"order": "innermost_first", "tasks": out}
+    return _fit_stacks({"order": "innermost_first", "tasks": out}, "tasks", flimit)
 
 
 def _classify(t, waiter, where_before):
@@ -1245,7 +1386,27 @@ def _m_stop_loop(agent, p):
     return {"loops": out}
 
 
+def _call_with_timeout(fn, timeout):
+    """Runs fn on a helper thread: ("done", value), ("error", exc) or ("timeout", None)."""
+    box = {}
+    ev = threading.Event()
+
+    def run():
+        try:
+            box["r"] = ("done", fn())
+        except BaseException as exc:
+            box["r"] = ("error", exc)
+        finally:
+            ev.set()
+
+    threading.Thread(target=run, daemon=True, name="lifecycle-top-agent-call").start()
+    if not ev.wait(timeout):
+        return "timeout", None
+    return box["r"]
+
+
 def _m_close_loop(agent, p):
+    deadline = time.monotonic() + _timeout(p, 2.0)
     out = []
     for lp in _select_loops(p):
         entry = {"loop": _loop_id(lp)}
@@ -1256,12 +1417,16 @@ def _m_close_loop(agent, p):
             entry["detail"] = "stop the loop first (stop_loop)"
         else:
             entry["pending_tasks"] = len(_loop_tasks(lp))
-            try:
-                lp.close()
+            # close() runs the loop's own code (custom loops, executor shutdown): bounded.
+            kind, val = _call_with_timeout(lp.close, max(0.0, deadline - time.monotonic()))
+            if kind == "done":
                 entry["result"] = "closed"
-            except Exception as exc:
+            elif kind == "timeout":
+                entry["result"] = "timeout"
+                entry["detail"] = "close() did not return within timeout_ms; still running"
+            else:
                 entry["result"] = "error"
-                entry["detail"] = _short(repr(exc), 300)
+                entry["detail"] = _short(repr(val), 300)
         out.append(entry)
     return {"loops": out}
 

@@ -290,13 +290,18 @@ async fn run(
     }
 }
 
+/// What [`connect`] hands the session: the stream, the agent's hello, and what was read
+/// after the hello.
+type Connection = (UnixStream, Hello, LineDecoder, Leftover);
+
 /// Finds and vets the agent: socket candidates in order, peer pid in the tree, hello with a
-/// matching version and a consistent identity.
+/// matching version and a consistent identity. A candidate that fails any check is skipped
+/// (its reason kept for the message) so a squatted or stale path cannot hide the real agent.
 async fn connect(
     target: ProcKey,
     in_tree: &(dyn Fn(i32) -> bool + Send + Sync),
     opts: &ClientOptions,
-) -> Result<(UnixStream, Hello, LineDecoder, Leftover), String> {
+) -> Result<Connection, String> {
     let candidates = match &opts.socket {
         Some(p) => vec![p.clone()],
         None => path::candidates(target.pid),
@@ -306,48 +311,62 @@ async fn connect(
         if !p.exists() {
             continue;
         }
-        let stream = match UnixStream::connect(p).await {
-            Ok(s) => s,
+        match vet(p, target, in_tree, opts).await {
+            Ok(c) => return Ok(c),
             Err(e) => {
-                why.push(format!("{}: {e}", p.display()));
-                continue;
+                tracing::debug!(reason = %e, "skipped an agent socket candidate");
+                why.push(e);
             }
-        };
-        let peer = stream.peer_cred().ok().and_then(|c| c.pid());
-        let Some(peer) = peer.filter(|&pid| in_tree(pid)) else {
-            return Err(format!(
-                "refused {}: served by pid {}, which is not in the target's tree",
-                p.display(),
-                peer.map_or_else(|| "?".into(), |p| p.to_string())
-            ));
-        };
-        let (hello, decoder, leftover) = read_hello(&stream, opts.hello_timeout)
-            .await
-            .map_err(|e| format!("{}: {e}", p.display()))?;
-        hello.check_version()?;
-        if hello.target.pid != peer {
-            return Err(format!(
-                "refused {}: hello says pid {} but the socket peer is pid {peer}",
-                p.display(),
-                hello.target.pid
-            ));
         }
-        if hello.target.pid == target.pid && hello.target.start_time != target.start_time {
-            return Err(format!(
-                "refused {}: agent's process started at tick {}, the target at {}: stale agent",
-                p.display(),
-                hello.target.start_time,
-                target.start_time
-            ));
-        }
-        return Ok((stream, hello, decoder, leftover));
     }
     if why.is_empty() {
         let list: Vec<String> = candidates.iter().map(|p| p.display().to_string()).collect();
         Err(format!("no agent socket (looked at {})", list.join(", ")))
     } else {
-        Err(format!("agent socket not answering: {}", why.join("; ")))
+        Err(format!("no usable agent socket: {}", why.join("; ")))
     }
+}
+
+/// Connects to one candidate and checks its peer and hello; `Err` is one line naming `p`.
+async fn vet(
+    p: &std::path::Path,
+    target: ProcKey,
+    in_tree: &(dyn Fn(i32) -> bool + Send + Sync),
+    opts: &ClientOptions,
+) -> Result<Connection, String> {
+    let stream = UnixStream::connect(p)
+        .await
+        .map_err(|e| format!("{}: {e}", p.display()))?;
+    let peer = stream.peer_cred().ok().and_then(|c| c.pid());
+    let Some(peer) = peer.filter(|&pid| in_tree(pid)) else {
+        return Err(format!(
+            "refused {}: served by pid {}, which is not in the target's tree",
+            p.display(),
+            peer.map_or_else(|| "?".into(), |p| p.to_string())
+        ));
+    };
+    let (hello, decoder, leftover) = read_hello(&stream, opts.hello_timeout)
+        .await
+        .map_err(|e| format!("{}: {e}", p.display()))?;
+    hello
+        .check_version()
+        .map_err(|e| format!("{}: {e}", p.display()))?;
+    if hello.target.pid != peer {
+        return Err(format!(
+            "refused {}: hello says pid {} but the socket peer is pid {peer}",
+            p.display(),
+            hello.target.pid
+        ));
+    }
+    if hello.target.pid == target.pid && hello.target.start_time != target.start_time {
+        return Err(format!(
+            "refused {}: agent's process started at tick {}, the target at {}: stale agent",
+            p.display(),
+            hello.target.start_time,
+            target.start_time
+        ));
+    }
+    Ok((stream, hello, decoder, leftover))
 }
 
 /// Frames already decoded but not yet handled (the bytes after the hello).

@@ -2,12 +2,14 @@
 //! ([`Incoming`]), what lifecycle-top sends ([`Outgoing`]), and the version check.
 //! Every struct tolerates missing fields (`serde(default)`) and ignores unknown ones, so a
 //! newer agent still talks to this client; unknown message types decode to
-//! [`Incoming::Unknown`].
+//! [`Incoming::Unknown`]. The report types live in `protocol/report.rs` (re-exported here).
 
 use crate::model::ProcKey;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use std::collections::BTreeMap;
+
+mod report;
+pub use report::*;
 
 /// The protocol version this build speaks.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -134,207 +136,6 @@ pub struct PhaseInfo {
     pub description: String,
 }
 
-/// One pushed report; `tasks` is filled by the client from the report's chunks.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct Report {
-    #[serde(deserialize_with = "null_as_default")]
-    pub seq: u64,
-    #[serde(deserialize_with = "null_as_default")]
-    pub at_unix_ms: u64,
-    #[serde(deserialize_with = "null_as_default")]
-    pub pid: i32,
-    pub threads: Vec<PyThread>,
-    pub loops: Vec<LoopInfo>,
-    pub executors: Vec<ExecutorInfo>,
-    pub subprocesses: Vec<SubprocessInfo>,
-    pub phases: Vec<PhaseInfo>,
-    #[serde(deserialize_with = "null_as_default")]
-    pub tasks_total: u64,
-    #[serde(deserialize_with = "null_as_default")]
-    pub tasks_listed: u64,
-    /// The app registered its task containers, so `TaskInfo::tracked` is meaningful.
-    #[serde(deserialize_with = "null_as_default")]
-    pub tracking: bool,
-    #[serde(deserialize_with = "null_as_default")]
-    pub task_chunks: u32,
-    pub cost: AgentCost,
-    /// Reassembled from `report_chunk` messages (never on the wire in the report line).
-    pub tasks: Vec<TaskInfo>,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct PyThread {
-    #[serde(deserialize_with = "null_as_default")]
-    pub name: String,
-    /// `None` for a thread still starting.
-    pub ident: Option<u64>,
-    pub native_id: Option<i32>,
-    #[serde(deserialize_with = "null_as_default")]
-    pub daemon: bool,
-    #[serde(deserialize_with = "null_as_default")]
-    pub alive: bool,
-    #[serde(deserialize_with = "null_as_default")]
-    pub main: bool,
-    /// One of the agent's own threads.
-    #[serde(deserialize_with = "null_as_default")]
-    pub agent: bool,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct LoopInfo {
-    #[serde(deserialize_with = "null_as_default")]
-    pub id: u64,
-    #[serde(deserialize_with = "null_as_default")]
-    pub class: String,
-    pub thread_ident: Option<u64>,
-    pub native_id: Option<i32>,
-    #[serde(deserialize_with = "null_as_default")]
-    pub running: bool,
-    #[serde(deserialize_with = "null_as_default")]
-    pub closed: bool,
-    #[serde(deserialize_with = "null_as_default")]
-    pub blocked: bool,
-    pub lag_ms: Option<f64>,
-    pub counts: BTreeMap<String, u64>,
-    #[serde(deserialize_with = "null_as_default")]
-    pub tasks_total: u64,
-    #[serde(deserialize_with = "null_as_default")]
-    pub main: bool,
-    pub blocked_at: Option<String>,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct ExecutorInfo {
-    #[serde(deserialize_with = "null_as_default")]
-    pub id: u64,
-    #[serde(deserialize_with = "null_as_default")]
-    pub kind: String,
-    pub max_workers: Option<u32>,
-    #[serde(deserialize_with = "null_as_default")]
-    pub shutdown: bool,
-    pub pending: Option<u64>,
-    pub workers: Vec<WorkerInfo>,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct WorkerInfo {
-    #[serde(deserialize_with = "null_as_default")]
-    pub name: String,
-    pub native_id: Option<i32>,
-    pub pid: Option<i32>,
-    #[serde(deserialize_with = "null_as_default")]
-    pub alive: bool,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct SubprocessInfo {
-    #[serde(deserialize_with = "null_as_default")]
-    pub pid: i32,
-    #[serde(deserialize_with = "null_as_default")]
-    pub args: String,
-    /// `file:line (function)` of the code that created it.
-    pub site: Option<String>,
-    /// `subprocess` or `asyncio`.
-    #[serde(deserialize_with = "null_as_default")]
-    pub via: String,
-    #[serde(deserialize_with = "null_as_default")]
-    pub created_unix_ms: u64,
-    pub returncode: Option<i32>,
-    #[serde(deserialize_with = "null_as_default")]
-    pub alive: bool,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct AgentCost {
-    /// CPU time of the agent's threads since it started.
-    #[serde(deserialize_with = "null_as_default")]
-    pub cpu_ms: f64,
-    #[serde(deserialize_with = "null_as_default")]
-    pub bytes_sent: u64,
-    #[serde(deserialize_with = "null_as_default")]
-    pub reports_sent: u64,
-    /// Time to build this report (before encoding and sending).
-    #[serde(deserialize_with = "null_as_default")]
-    pub build_ms: f64,
-    /// Build + encode + send of the previous report.
-    pub last_report_ms: Option<f64>,
-    #[serde(deserialize_with = "null_as_default")]
-    pub clients: u32,
-    #[serde(deserialize_with = "null_as_default")]
-    pub refused: u64,
-}
-
-/// One task, decoded from a chunk row.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct TaskInfo {
-    pub id: u64,
-    pub loop_id: u64,
-    pub name: String,
-    /// `pending`, `running` or `cancelling` (other values are passed through).
-    pub state: String,
-    /// Qualified name of the task's coroutine.
-    pub coro: Option<String>,
-    /// `file:line` where it awaits (innermost frame outside asyncio).
-    #[serde(rename = "where")]
-    pub where_: Option<String>,
-    /// `None` when the app registered no task container.
-    pub tracked: Option<bool>,
-}
-
-/// A slice of a report's task list; rows are `[id, loop, name, state, coro, where, tracked]`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct ReportChunk {
-    pub seq: u64,
-    pub index: u32,
-    pub count: u32,
-    pub strings: Vec<String>,
-    pub tasks: Vec<Vec<Value>>,
-}
-
-impl ReportChunk {
-    /// Decodes the rows; malformed rows are skipped and counted in the second value.
-    pub fn decode(&self) -> (Vec<TaskInfo>, usize) {
-        let string = |v: Option<&Value>| {
-            v.and_then(Value::as_i64)
-                .and_then(|i| usize::try_from(i).ok())
-                .and_then(|i| self.strings.get(i).cloned())
-        };
-        let mut bad = 0;
-        let mut out = Vec::with_capacity(self.tasks.len());
-        for row in &self.tasks {
-            let (Some(id), Some(loop_id)) = (
-                row.first().and_then(Value::as_u64),
-                row.get(1).and_then(Value::as_u64),
-            ) else {
-                bad += 1;
-                continue;
-            };
-            out.push(TaskInfo {
-                id,
-                loop_id,
-                name: row.get(2).and_then(Value::as_str).unwrap_or("").to_string(),
-                state: row
-                    .get(3)
-                    .and_then(Value::as_str)
-                    .unwrap_or("?")
-                    .to_string(),
-                coro: string(row.get(4)),
-                where_: string(row.get(5)),
-                tracked: row.get(6).and_then(Value::as_bool),
-            });
-        }
-        (out, bad)
-    }
-}
-
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Response {
@@ -351,16 +152,6 @@ pub struct WireError {
     pub code: String,
     pub message: String,
     pub data: Value,
-}
-
-/// `null` where a plain value is expected decodes as the default (0, false, ""): an agent
-/// that has no value for a field must not cost the whole report.
-fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: Default + Deserialize<'de>,
-{
-    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
 
 /// Encodes one outgoing message as a newline-terminated line.
@@ -389,21 +180,6 @@ mod tests {
     }
 
     #[test]
-    fn nulls_in_reports_decode_as_defaults() {
-        let m: Incoming = serde_json::from_str(
-            r#"{"type":"report","seq":3,"pid":null,"threads":[{"name":null,"ident":null,"daemon":null}],
-               "cost":{"cpu_ms":null}}"#,
-        )
-        .expect("decode");
-        let Incoming::Report(r) = m else {
-            panic!("not a report")
-        };
-        assert_eq!((r.seq, r.pid), (3, 0));
-        assert_eq!(r.threads[0].ident, None);
-        assert!(!r.threads[0].daemon);
-    }
-
-    #[test]
     fn version_mismatch_is_a_message() {
         let h = Hello {
             protocol: 2,
@@ -411,22 +187,5 @@ mod tests {
         };
         let err = h.check_version().expect_err("mismatch");
         assert!(err.contains("v2") && err.contains("v1"), "{err}");
-    }
-
-    #[test]
-    fn chunk_rows_decode_and_skip_bad_ones() {
-        let c: ReportChunk = serde_json::from_str(
-            r#"{"seq":1,"index":0,"count":1,"strings":["co","a.py:3"],
-               "tasks":[[5,9,"t","pending",0,1,true,"extra"],["bad"],[6,9,"u","running",-1,7,null]]}"#,
-        )
-        .expect("decode");
-        let (tasks, bad) = c.decode();
-        assert_eq!(bad, 1);
-        assert_eq!(tasks[0].coro.as_deref(), Some("co"));
-        assert_eq!(tasks[0].where_.as_deref(), Some("a.py:3"));
-        assert_eq!(tasks[0].tracked, Some(true));
-        assert_eq!(tasks[1].coro, None);
-        assert_eq!(tasks[1].where_, None);
-        assert_eq!(tasks[1].tracked, None);
     }
 }

@@ -6,8 +6,8 @@
 use super::client::{AgentError, AgentEvent, ClientOptions, ClientStats, Command, Leftover};
 use super::framing::{FrameError, LineDecoder};
 use super::protocol::{
-    ClientInfo, Incoming, MAX_LINE, Outgoing, PROTOCOL_VERSION, Report, ReportChunk, Response,
-    TaskInfo, encode,
+    ClientInfo, Incoming, MAX_LINE, MAX_REPORT_STRING_BYTES, Outgoing, PROTOCOL_VERSION, Report,
+    ReportChunk, Response, TaskInfo, encode,
 };
 use serde_json::Value;
 use std::collections::HashMap;
@@ -16,8 +16,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 use tokio::sync::{mpsc, oneshot};
 
-/// More chunks than this in one report is treated as garbage (5 M tasks at 500 per chunk).
-const MAX_CHUNKS: usize = 10_000;
+/// Rows per chunk the agent sends (docs/protocol.md §5); bounds how many chunks a report
+/// listing `max_tasks` tasks can honestly need.
+const ROWS_PER_CHUNK: u64 = 500;
 /// Consecutive well-formed but invalid messages tolerated before the connection is dropped.
 const MAX_INVALID_IN_A_ROW: u32 = 3;
 
@@ -30,6 +31,10 @@ struct Partial {
     report: Box<Report>,
     chunks: Vec<Option<Vec<TaskInfo>>>,
     received: usize,
+    /// Rows received so far (bounded by the subscription's `max_tasks`).
+    rows: u64,
+    /// String bytes the report may still decode to.
+    budget: usize,
 }
 
 pub(super) struct Session<'a> {
@@ -271,15 +276,19 @@ impl<'a> Session<'a> {
         if n == 0 {
             return self.emit(r);
         }
-        if n > MAX_CHUNKS {
+        let max = self.max_chunks();
+        if n > max {
             return Err(format!(
-                "agent announced {n} task chunks (max {MAX_CHUNKS})"
+                "agent announced {n} task chunks for at most {} tasks (max {max}); dropped the connection",
+                self.opts.max_tasks
             ));
         }
         self.partial = Some(Partial {
             report: r,
             chunks: vec![None; n],
             received: 0,
+            rows: 0,
+            budget: MAX_REPORT_STRING_BYTES,
         });
         Ok(())
     }
@@ -298,7 +307,14 @@ impl<'a> Session<'a> {
             ClientStats::bump(&self.stats.stray_chunks, 1);
             return Ok(());
         }
-        let (tasks, bad) = c.decode();
+        p.rows = p.rows.saturating_add(c.tasks.len() as u64);
+        if p.rows > self.opts.max_tasks {
+            return Err(format!(
+                "agent sent more than {} task rows in one report (the subscription's max_tasks); dropped the connection",
+                self.opts.max_tasks
+            ));
+        }
+        let (tasks, bad) = c.decode(&mut p.budget);
         ClientStats::bump(&self.stats.bad_rows, bad as u64);
         p.chunks[idx] = Some(tasks);
         p.received += 1;
@@ -310,6 +326,13 @@ impl<'a> Session<'a> {
         };
         done.report.tasks = done.chunks.into_iter().flatten().flatten().collect();
         self.emit(done.report)
+    }
+
+    /// Chunks a report may announce: twice what `max_tasks` rows need, plus one (slack for
+    /// an agent that splits chunks to stay under the line cap).
+    fn max_chunks(&self) -> usize {
+        let need = self.opts.max_tasks.div_ceil(ROWS_PER_CHUNK);
+        usize::try_from(need.saturating_mul(2).saturating_add(1)).unwrap_or(usize::MAX)
     }
 
     fn emit(&self, r: Box<Report>) -> Result<(), String> {
