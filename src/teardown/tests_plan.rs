@@ -72,3 +72,41 @@ fn plan_errors_name_file_phase_and_field() {
     assert_eq!(ok.phases[0].timeout.as_millis(), 1500);
     assert_eq!(ok.phases[0].key, '1');
 }
+
+fn phases(n: usize, extra: &str) -> String {
+    (0..n)
+        .map(|i| {
+            format!(
+                "[[phase]]\nname = \"p{i}\"\naction = \"wait_exit\"\n{}",
+                if i == 0 { extra } else { "" }
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn keys_are_letters_the_dashboard_dispatches() {
+    for bad in ["\"1\"", "\"-\"", "\"é\"", "\"ab\""] {
+        let e = plan::parse(&phases(1, &format!("key = {bad}\n")), "k.toml").unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("key"), "{bad}: {e}");
+        assert!(e.to_string().contains("k.toml: phase #1 \"p0\""), "{e}");
+        assert!(e.to_string().contains("ASCII letter"), "{e}");
+    }
+    // Phases 1..9 get their digit; later ones the first free letter, never a dashboard key
+    // and never one a later phase asked for.
+    let p = plan::parse(&phases(12, "key = \"b\"\n"), "k.toml").unwrap();
+    let keys: String = p.phases.iter().map(|ph| ph.key).collect();
+    assert_eq!(keys, "b23456789cde");
+    for ph in &p.phases {
+        assert!(!plan::GLOBAL_KEYS.contains(ph.key), "{}", ph.key);
+    }
+    let many = plan::parse(&phases(60, ""), "k.toml").unwrap_err();
+    assert_eq!(many.field.as_deref(), Some("key"), "{many}");
+    let dup =
+        phases(2, "key = \"z\"\n") + "[[phase]]\nname = \"q\"\nkey = \"z\"\naction = \"audit\"\n";
+    let e = plan::parse(&dup, "k.toml").unwrap_err();
+    assert!(
+        e.to_string().contains("already used by phase \"p0\""),
+        "{e}"
+    );
+}
