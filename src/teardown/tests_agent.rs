@@ -6,7 +6,7 @@ use super::Command;
 use super::engine::{Effect, Engine, Input};
 use super::plan;
 use super::tests::{finished, key, proc_, snap};
-use super::timeline::Outcome;
+use super::timeline::{LeftoverKind, Outcome};
 use crate::model::*;
 use serde_json::json;
 
@@ -26,9 +26,9 @@ fn agent_phase_ok_after_reply_and_no_pending_tasks() {
     let mut e = Engine::new(plan::load("python-asyncio").unwrap(), key(100), 0);
     e.step(0, snap(vec![proc_(100, 1, 0, "python3")]));
     let facts = |n| AgentFacts {
-        threads: vec![],
         pending_tasks: n,
         loops: 1,
+        ..AgentFacts::default()
     };
     e.step(0, Input::Agent(Some(facts(3))));
     let fx = e.step(0, Input::Command(Command::RunNext));
@@ -64,6 +64,7 @@ fn agent_timeout_snapshots_and_agent_error_fails() {
         name: "worker".into(),
         daemon: false,
         alive: true,
+        main: false,
     };
     e.step(
         0,
@@ -71,6 +72,7 @@ fn agent_timeout_snapshots_and_agent_error_fails() {
             threads: vec![t],
             pending_tasks: 1,
             loops: 1,
+            pid: Some(100),
         })),
     );
     e.step(0, Input::Command(Command::RunNext));
@@ -212,4 +214,56 @@ fn a_late_reply_for_an_earlier_run_is_ignored() {
     assert_eq!(e.running(), Some(3));
     assert!(e.timeline().running.as_ref().unwrap().notes.is_empty());
     assert_eq!(reply(&mut e, 40, 2, stopped), vec![Outcome::Ok]);
+}
+
+#[test]
+fn agent_in_a_descendant_main_thread_is_no_leftover_and_stacks_use_its_process() {
+    // `lifecycle-top -- sh -c "python app.py"`: the agent runs in the child 101.
+    let text = "[[phase]]\nname = \"audit\"\naction = \"audit\"\n";
+    let mut e = Engine::new(plan::parse(text, "a.toml").unwrap(), key(100), 0);
+    let tree = || snap(vec![proc_(100, 1, 0, "sh"), proc_(101, 100, 1, "python3")]);
+    e.step(0, tree());
+    let t = |tid, name: &str, main| AgentThreadFact {
+        native_id: tid,
+        name: name.into(),
+        daemon: false,
+        alive: true,
+        main,
+    };
+    e.step(
+        0,
+        Input::Agent(Some(AgentFacts {
+            threads: vec![t(101, "MainThread", true), t(105, "worker", false)],
+            pending_tasks: 2,
+            loops: 1,
+            pid: Some(101),
+        })),
+    );
+    assert_eq!(e.world().agent_process(), Some(key(101)));
+    e.step(0, Input::Command(Command::RunNext));
+    let fx = e.step(1, tree());
+    assert!(matches!(&finished(&fx)[0], Outcome::Failed { .. }));
+    let left: Vec<(LeftoverKind, i32)> = e
+        .timeline()
+        .leftovers
+        .iter()
+        .map(|l| (l.kind, l.pid))
+        .collect();
+    assert_eq!(
+        left,
+        vec![
+            (LeftoverKind::Alive, 101),
+            (LeftoverKind::NonDaemonThread, 105),
+            (LeftoverKind::PendingTasks, 101),
+        ],
+        "MainThread is no left-over; the pending tasks are the child's"
+    );
+    let stacks: Vec<_> = fx
+        .iter()
+        .filter_map(|f| match f {
+            Effect::SnapshotStacks { key, tids, .. } => Some((*key, tids.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(stacks, vec![(key(101), vec![105])]);
 }

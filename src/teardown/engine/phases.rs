@@ -206,7 +206,10 @@ impl Engine {
             }
         }
         if timed_out {
-            if phase.on_timeout == OnTimeout::Snapshot && !self.world.target_exited() {
+            // Agent threads belong to the agent's process (maybe a child of the target); with
+            // no agent, the whole target.
+            let key = self.world.agent_process().unwrap_or(self.world.target);
+            if phase.on_timeout == OnTimeout::Snapshot && !self.world.is_gone(key) {
                 let tids = self
                     .world
                     .non_daemon_threads()
@@ -215,7 +218,7 @@ impl Engine {
                     .map(|t| t.0)
                     .collect();
                 out.push(Effect::SnapshotStacks {
-                    key: self.world.target,
+                    key,
                     tids,
                     reason: format!("\"{}\" timed out", phase.name),
                 });
