@@ -70,8 +70,8 @@ impl AgentRequest {
 }
 
 /// How children are addressed. pidfds cannot name a group, so `Group` signals every known
-/// member of a process group through its own pidfd, one group at a time (deepest first);
-/// `Process` signals processes one by one, leaves first.
+/// member of each process group through its own pidfd, in one step ordered group by group
+/// (the group holding the deepest process first); `Process` orders processes leaves first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scope {
     Process,

@@ -199,6 +199,17 @@ impl World {
         out
     }
 
+    /// Where the main thread of `key` waits in the kernel (wchan, else the syscall). Only the
+    /// target's threads are in the snapshot, so other processes have none.
+    fn main_thread_wait(&self, key: ProcKey) -> Option<String> {
+        let s = self.snapshot.as_ref().filter(|s| s.target == key)?;
+        let t = s.threads.iter().find(|t| t.tid == key.pid)?;
+        t.wait
+            .wchan
+            .clone()
+            .or_else(|| t.wait.syscall.as_ref().map(|c| format!("syscall {c}")))
+    }
+
     fn leftover_process(&self, p: &ProcInfo, now_ms: u64) -> Option<Leftover> {
         let (kind, reason) = if p.state == RunState::Dead {
             return None;
@@ -211,11 +222,14 @@ impl World {
                 ),
             )
         } else if let Some(at) = self.killed.get(&p.key) {
-            let why = if p.state == RunState::DiskSleep {
+            let mut why = if p.state == RunState::DiskSleep {
                 "in D state (uninterruptible sleep, usually I/O or a driver)".to_string()
             } else {
                 format!("state {}", p.state.as_char())
             };
+            if let Some(w) = self.main_thread_wait(p.key) {
+                why.push_str(&format!(", waiting in {w}"));
+            }
             (
                 LeftoverKind::Unkillable,
                 format!(
