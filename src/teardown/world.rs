@@ -15,7 +15,7 @@ pub struct World {
     pub exited: HashMap<ProcKey, ExitStatus>,
     /// When (ms since run start) each process was sent SIGKILL.
     pub killed: HashMap<ProcKey, u64>,
-    /// Names of every process seen, so notes can name one after it vanished.
+    /// Latest name of every process seen, so notes can name one after it vanished.
     pub names: HashMap<ProcKey, String>,
     /// A signal_target phase ran: from then on a live target is a left-over.
     pub target_signalled: bool,
@@ -40,7 +40,7 @@ impl World {
     pub fn absorb(&mut self, snap: Snapshot) -> Vec<(ProcKey, ExitStatus)> {
         let mut new_exits = Vec::new();
         for p in &snap.processes {
-            self.names.entry(p.key).or_insert_with(|| p.name.clone());
+            self.names.insert(p.key, p.name.clone()); // latest: comm changes at exec
             if let Some(exit) = p.exit
                 && !self.exited.contains_key(&p.key)
             {
