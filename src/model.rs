@@ -191,6 +191,10 @@ pub struct AgentFacts {
     pub threads: Vec<AgentThreadFact>,
     pub pending_tasks: usize,
     pub loops: usize,
+    /// Pid of the process the agent runs in (the report's `pid`). Not always the target:
+    /// `lifecycle-top -- sh -c "python app.py"` has it in a descendant. `None`: unknown.
+    #[serde(default)]
+    pub pid: Option<i32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -199,6 +203,9 @@ pub struct AgentThreadFact {
     pub name: String,
     pub daemon: bool,
     pub alive: bool,
+    /// The interpreter's main thread (never a left-over: it is the one that exits).
+    #[serde(default)]
+    pub main: bool,
 }
 
 impl AgentFacts {

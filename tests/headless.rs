@@ -258,17 +258,38 @@ fn demo_through_the_python_asyncio_plan() {
         r.verdict
     );
     assert_eq!(r.timeline.phases.len(), 8);
-    // Agent phases ran against the injected agent (not skipped, not failed).
-    for name in [
-        "cancel tasks",
-        "shut down executors",
-        "stop loop",
-        "close loop",
+    // Agent phases ran against the injected agent and are judged by what it answered:
+    // "stubborn-consumer" swallows its cancellation (the agent says so after 0.5 s), and the
+    // executor's worker blocks in `blocking_io` past the agent's budget.
+    let cancel = ph("cancel tasks");
+    assert_eq!(
+        cancel.outcome,
+        Outcome::Failed {
+            reason: "1 task(s) swallowed the cancellation: \"stubborn-consumer\"".into()
+        },
+        "{cancel:#?}"
+    );
+    let exec = ph("shut down executors");
+    assert_eq!(exec.outcome, Outcome::TimedOut, "{exec:#?}");
+    assert!(
+        exec.notes
+            .iter()
+            .any(|n| n.starts_with("agent: not finished:")
+                && n.contains("worker(s) still running (asyncio_0)")),
+        "{:?}",
+        exec.notes
+    );
+    for name in ["stop loop", "close loop"] {
+        assert_eq!(ph(name).outcome, Outcome::Ok, "{:#?}", ph(name));
+    }
+    for why in [
+        "\"cancel tasks\" failed: 1 task(s) swallowed the cancellation",
+        "\"shut down executors\" timed out",
     ] {
-        let o = &ph(name).outcome;
         assert!(
-            matches!(o, Outcome::Ok | Outcome::TimedOut),
-            "{name}: {o:?}"
+            r.verdict.reasons.iter().any(|x| x.starts_with(why)),
+            "{why}: {:#?}",
+            r.verdict
         );
     }
     // The stubborn worker ignores SIGTERM: killed at the grace deadline, and the note says why.

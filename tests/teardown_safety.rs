@@ -110,9 +110,8 @@ action = "signal_target"
     let agent = Arc::new(ScriptedAgent::default());
     let mut h = Harness::attach_with(tree.pid(), plan, 1, Some(agent.clone())).await;
     h.runner.handle.agent_facts(Some(AgentFacts {
-        threads: vec![],
-        pending_tasks: 0,
         loops: 1,
+        ..AgentFacts::default()
     }));
     let t = h.run_all().await;
     assert_eq!(t.phases[0].outcome, Outcome::Ok);

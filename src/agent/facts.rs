@@ -16,6 +16,7 @@ impl From<&Report> for AgentFacts {
                         name: t.name.clone(),
                         daemon: t.daemon,
                         alive: t.alive,
+                        main: t.main,
                     })
                 })
                 .collect(),
@@ -26,6 +27,7 @@ impl From<&Report> for AgentFacts {
                 .map(|l| usize::try_from(l.tasks_total).unwrap_or(usize::MAX))
                 .sum(),
             loops: r.loops.iter().filter(|l| !l.closed).count(),
+            pid: Some(r.pid).filter(|p| *p > 0),
         }
     }
 }
@@ -43,6 +45,7 @@ mod tests {
                     name: "MainThread".into(),
                     native_id: Some(10),
                     alive: true,
+                    main: true,
                     ..PyThread::default()
                 },
                 PyThread {
@@ -62,6 +65,7 @@ mod tests {
                     ..LoopInfo::default()
                 },
             ],
+            pid: 10,
             ..Report::default()
         };
         let f = AgentFacts::from(&r);
@@ -69,5 +73,7 @@ mod tests {
         assert_eq!(f.non_daemon_threads(), 1);
         assert_eq!(f.pending_tasks, 3);
         assert_eq!(f.loops, 1);
+        assert!(f.threads[0].main);
+        assert_eq!(f.pid, Some(10));
     }
 }

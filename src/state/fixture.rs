@@ -93,6 +93,7 @@ pub fn agent_facts() -> AgentFacts {
         name: name.into(),
         daemon,
         alive: true,
+        main: native_id == 100,
     };
     AgentFacts {
         threads: vec![
@@ -103,6 +104,7 @@ pub fn agent_facts() -> AgentFacts {
         ],
         pending_tasks: 3,
         loops: 1,
+        pid: Some(100),
     }
 }
 

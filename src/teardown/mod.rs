@@ -15,6 +15,10 @@ pub mod world;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_agent;
+#[cfg(test)]
+mod tests_plan;
+#[cfg(test)]
 mod tests_signal;
 
 use serde_json::Value;

@@ -27,8 +27,8 @@ pub struct Plan {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Phase {
     pub name: String,
-    /// Key that runs this phase in the TUI (`1`..`9` always work too).
-    /// Runs this phase in the dashboard; never one of [`GLOBAL_KEYS`].
+    /// Runs this phase in the dashboard: a letter never in [`GLOBAL_KEYS`], or for phases 1..9
+    /// given no key their digit (digits run phases by position).
     pub key: char,
     pub action: Action,
     /// Per step: re-armed for every signal of an escalation list, as systemd does.
@@ -70,8 +70,8 @@ impl AgentRequest {
 }
 
 /// How children are addressed. pidfds cannot name a group, so `Group` signals every known
-/// member of a process group through its own pidfd, one group at a time (deepest first);
-/// `Process` signals processes one by one, leaves first.
+/// member of each process group through its own pidfd, in one step ordered group by group
+/// (the group holding the deepest process first); `Process` orders processes leaves first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scope {
     Process,
@@ -203,33 +203,55 @@ pub fn parse(text: &str, file: &str) -> Result<Plan, PlanError> {
         }
     };
     let mut phases: Vec<Phase> = Vec::new();
+    let mut explicit: Vec<Option<char>> = Vec::new();
+    let label = |i: usize, p: &Phase| format!("#{} \"{}\"", i + 1, p.name);
     for (i, v) in list.iter().enumerate() {
-        let label = format!("#{}", i + 1);
         let Value::Table(t) = v else {
             return Err(err(
-                Some(&label),
+                Some(&format!("#{}", i + 1)),
                 None,
                 "each phase must be a [[phase]] table".into(),
             ));
         };
-        let phase = super::plan_fields::phase_from_table(t, i).map_err(|(field, message)| {
-            let pname = match t.get("name") {
-                Some(Value::String(n)) => format!("{label} \"{n}\""),
-                _ => label.clone(),
-            };
-            err(Some(&pname), field.as_deref(), message)
-        })?;
-        if let Some(dup) = phases.iter().find(|p| p.key == phase.key) {
+        let (phase, key) =
+            super::plan_fields::phase_from_table(t).map_err(|(field, message)| {
+                let pname = match t.get("name") {
+                    Some(Value::String(n)) => format!("#{} \"{n}\"", i + 1),
+                    _ => format!("#{}", i + 1),
+                };
+                err(Some(&pname), field.as_deref(), message)
+            })?;
+        if let Some(k) = key
+            && let Some(dup) = explicit.iter().position(|e| *e == Some(k))
+        {
             return Err(err(
-                Some(&format!("{label} \"{}\"", phase.name)),
+                Some(&label(i, &phase)),
                 Some("key"),
                 format!(
-                    "key '{}' is already used by phase \"{}\"",
-                    phase.key, dup.name
+                    "key '{k}' is already used by phase \"{}\"",
+                    phases[dup].name
                 ),
             ));
         }
         phases.push(phase);
+        explicit.push(key);
+    }
+    let mut taken: Vec<char> = explicit.iter().flatten().copied().collect();
+    for (i, p) in phases.iter_mut().enumerate() {
+        p.key = match explicit[i] {
+            Some(k) => k,
+            None => {
+                let k = super::plan_fields::default_key(i, &taken).ok_or_else(|| {
+                    err(
+                        Some(&label(i, p)),
+                        Some("key"),
+                        "no free letter left for this phase's key: too many phases".into(),
+                    )
+                })?;
+                taken.push(k);
+                k
+            }
+        };
     }
     Ok(Plan {
         name,

@@ -120,7 +120,8 @@ fn signals(t: &Table, default: &[i32]) -> Result<Vec<i32>, FieldError> {
     }
 }
 
-pub fn phase_from_table(t: &Table, index: usize) -> Result<Phase, FieldError> {
+/// The phase, and its explicit key (`phase.key` is a placeholder when `None`).
+pub fn phase_from_table(t: &Table) -> Result<(Phase, Option<char>), FieldError> {
     if let Some(k) = t.keys().find(|k| !FIELDS.contains(&k.as_str())) {
         return Err(ferr(
             k,
@@ -130,8 +131,10 @@ pub fn phase_from_table(t: &Table, index: usize) -> Result<Phase, FieldError> {
     let name = string(t, "name")?
         .ok_or_else(|| ferr("name", "missing"))?
         .to_string();
+    // Only letters reach a phase in the dashboard (digits run phases by position); a phase
+    // without a key gets one in `plan::parse`, once every explicit key is known.
     let key = match string(t, "key")? {
-        None => char::from_digit((index as u32 + 1) % 36, 36).unwrap_or('?'),
+        None => None,
         Some(k) => {
             let mut chars = k.chars();
             match (chars.next(), chars.next()) {
@@ -144,11 +147,13 @@ pub fn phase_from_table(t: &Table, index: usize) -> Result<Phase, FieldError> {
                         ),
                     ));
                 }
-                (Some(c), None) if c.is_ascii_graphic() => c,
+                (Some(c), None) if c.is_ascii_alphabetic() => Some(c),
                 _ => {
                     return Err(ferr(
                         "key",
-                        format!("\"{k}\" must be one printable character"),
+                        format!(
+                            "\"{k}\" must be one ASCII letter (1..9 already run phases by position)"
+                        ),
                     ));
                 }
             }
@@ -271,12 +276,24 @@ pub fn phase_from_table(t: &Table, index: usize) -> Result<Phase, FieldError> {
         ],
         default_rule,
     )?;
-    Ok(Phase {
+    let phase = Phase {
         name,
-        key,
+        key: '?',
         action,
         timeout,
         on_timeout,
         success,
-    })
+    };
+    Ok((phase, key))
+}
+
+/// The key of a phase the plan gave none: its digit for phases 1..9 (digits run them), else the
+/// first letter that is neither the dashboard's nor taken by another phase.
+pub fn default_key(index: usize, taken: &[char]) -> Option<char> {
+    if index < 9 {
+        return char::from_digit(index as u32 + 1, 10);
+    }
+    ('a'..='z')
+        .chain('A'..='Z')
+        .find(|c| !super::plan::GLOBAL_KEYS.contains(*c) && !taken.contains(c))
 }

@@ -37,9 +37,10 @@ pub fn audit(
             .filter(|l| l.kind == LeftoverKind::NonDaemonThread)
             .map(|l| l.pid)
             .collect();
-        if !tids.is_empty() {
+        // Thread ids are the agent's process's, which may be a descendant of the target.
+        if let (false, Some(key)) = (tids.is_empty(), world.agent_process()) {
             out.push(Effect::SnapshotStacks {
-                key: world.target,
+                key,
                 tids,
                 reason: "non-daemon threads at the audit".into(),
             });

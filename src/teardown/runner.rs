@@ -113,7 +113,7 @@ async fn drive(
     agent: Option<Arc<dyn AgentPort>>,
 ) -> Timeline {
     let t0 = Instant::now();
-    let (reply_tx, mut replies) = mpsc::unbounded_channel::<(usize, Result<Value, String>)>();
+    let (reply_tx, mut replies) = mpsc::unbounded_channel::<(u64, Result<Value, String>)>();
     let mut last_signal: HashMap<ProcKey, Instant> = HashMap::new();
     loop {
         let wake = engine
@@ -132,7 +132,7 @@ async fn drive(
                     Input::Exited { key, status }
                 }
             },
-            Some((phase, result)) = replies.recv() => Input::AgentReply { phase, result },
+            Some((run, result)) = replies.recv() => Input::AgentReply { run, result },
             _ = sleep_until(wake) => Input::Tick,
         };
         let tick = matches!(input, Input::Tick);
@@ -164,20 +164,21 @@ async fn drive(
                         queue.push_back(Input::SignalResult { key, sig, result });
                     }
                     Effect::AgentRequest {
-                        phase,
+                        run,
                         method,
                         params,
                         timeout,
+                        ..
                     } => match &agent {
                         Some(port) => {
                             let (port, tx) = (port.clone(), reply_tx.clone());
                             tokio::spawn(async move {
                                 let r = port.request(&method, params, timeout).await;
-                                let _ = tx.send((phase, r));
+                                let _ = tx.send((run, r));
                             });
                         }
                         None => queue.push_back(Input::AgentReply {
-                            phase,
+                            run,
                             result: Err("no agent client in this run".into()),
                         }),
                     },

@@ -1,10 +1,10 @@
-//! Unit tests of the pure parts: plan parsing/validation and the engine under a scripted
-//! clock with synthetic snapshots (real processes are covered by tests/teardown.rs).
+//! Unit tests of the pure engine under a scripted clock with synthetic snapshots: escalation,
+//! ordering, clean runs, abort/extend and the audit (real processes: tests/teardown.rs).
 #![allow(clippy::unwrap_used)]
 
 use super::Command;
 use super::engine::{Effect, Engine, Input};
-use super::plan::{self, Action, OnTimeout, SuccessRule};
+use super::plan;
 use super::timeline::{LeftoverKind, Outcome};
 use crate::model::*;
 
@@ -66,75 +66,6 @@ pub(super) fn finished(fx: &[Effect]) -> Vec<Outcome> {
             _ => None,
         })
         .collect()
-}
-
-#[test]
-fn builtin_plans_parse() {
-    let p = plan::load("python-asyncio").unwrap();
-    assert_eq!(p.phases.len(), 8);
-    assert!(matches!(
-        p.phases[0].action,
-        Action::Agent(plan::AgentRequest::CancelTasks)
-    ));
-    assert_eq!(p.phases[0].success, SuccessRule::NoPendingTasks);
-    match &p.phases[6].action {
-        Action::SignalTarget { signals } => {
-            assert_eq!(signals, &vec![libc::SIGINT, libc::SIGTERM, libc::SIGKILL])
-        }
-        other => panic!("{other:?}"),
-    }
-    let n = plan::load("native").unwrap();
-    assert_eq!(n.phases.len(), 3);
-    assert_eq!(n.phases[0].on_timeout, OnTimeout::Escalate);
-}
-
-#[test]
-fn a_phase_cannot_take_a_dashboard_key() {
-    let text = "[[phase]]\nname = \"drain\"\nkey = \"s\"\naction = \"wait_exit\"\n";
-    let e = plan::parse(text, "my.toml").unwrap_err();
-    assert_eq!(e.field.as_deref(), Some("key"));
-    assert!(e.to_string().contains("dashboard's own keys"), "{e}");
-}
-
-#[test]
-fn plan_errors_name_file_phase_and_field() {
-    let text = "[[phase]]\nname = \"drain\"\naction = \"signal_children\"\ntimeout = \"soon\"\n";
-    let e = plan::parse(text, "my.toml").unwrap_err();
-    assert_eq!(e.field.as_deref(), Some("timeout"));
-    let msg = e.to_string();
-    assert!(
-        msg.contains("my.toml") && msg.contains("drain") && msg.contains("timeout"),
-        "{msg}"
-    );
-
-    let e = plan::parse(
-        "[[phase]]\nname = \"x\"\naction = \"agent\"\nrequest = \"run_phase\"\n",
-        "f.toml",
-    )
-    .unwrap_err();
-    assert_eq!(e.field.as_deref(), Some("app_phase"), "{e}");
-    let e = plan::parse(
-        "[[phase]]\nname = \"x\"\naction = \"signal_target\"\nsignals = [\"SIGFOO\"]\n",
-        "f.toml",
-    )
-    .unwrap_err();
-    assert_eq!(e.field.as_deref(), Some("signals"), "{e}");
-    let e = plan::parse(
-        "[[phase]]\nname = \"x\"\naction = \"audit\"\nsucess = \"none\"\n",
-        "f.toml",
-    )
-    .unwrap_err();
-    assert_eq!(e.field.as_deref(), Some("sucess"), "{e}");
-    let e = plan::parse("phase = [", "broken.toml").unwrap_err();
-    assert!(e.to_string().starts_with("broken.toml"), "{e}");
-    assert!(!e.to_string().contains('\n'), "one line: {e}");
-    let ok = plan::parse(
-        "name=\"p\"\n[[phase]]\nname = \"flush\"\naction = \"agent\"\nrequest = \"run_phase\"\napp_phase = \"flush-db\"\ntimeout = 1.5\n",
-        "p.toml",
-    )
-    .unwrap();
-    assert_eq!(ok.phases[0].timeout.as_millis(), 1500);
-    assert_eq!(ok.phases[0].key, '1');
 }
 
 #[test]
@@ -240,121 +171,6 @@ fn clean_run_of_native_plan() {
     assert_eq!(finished(&fx), vec![Outcome::Ok]);
     assert!(fx.contains(&Effect::AllDone));
     assert!(e.timeline().is_clean());
-}
-
-#[test]
-fn agent_phases_skip_without_agent_and_never_fail_the_run() {
-    let mut e = Engine::new(plan::load("python-asyncio").unwrap(), key(100), 0);
-    e.step(0, snap(vec![proc_(100, 1, 0, "python3")]));
-    let fx = e.step(0, Input::Command(Command::RunNext));
-    assert!(
-        matches!(&finished(&fx)[0], Outcome::Skipped { reason } if reason.contains("no agent"))
-    );
-    assert!(e.timeline().is_clean());
-}
-
-#[test]
-fn agent_phase_ok_after_reply_and_no_pending_tasks() {
-    let mut e = Engine::new(plan::load("python-asyncio").unwrap(), key(100), 0);
-    e.step(0, snap(vec![proc_(100, 1, 0, "python3")]));
-    let facts = |n| AgentFacts {
-        threads: vec![],
-        pending_tasks: n,
-        loops: 1,
-    };
-    e.step(0, Input::Agent(Some(facts(3))));
-    let fx = e.step(0, Input::Command(Command::RunNext));
-    assert!(
-        fx.iter()
-            .any(|f| matches!(f, Effect::AgentRequest { method, .. } if method == "cancel_tasks"))
-    );
-    assert!(
-        finished(&e.step(
-            5,
-            Input::AgentReply {
-                phase: 0,
-                result: Ok(serde_json::json!({"cancelled": 3}))
-            }
-        ))
-        .is_empty()
-    );
-    let fx = e.step(9, Input::Agent(Some(facts(0))));
-    assert_eq!(finished(&fx), vec![Outcome::Ok]);
-    let r = &e.timeline().phases[0];
-    assert_eq!(
-        (r.before.pending_tasks, r.after.pending_tasks),
-        (Some(3), Some(0))
-    );
-}
-
-#[test]
-fn agent_timeout_snapshots_and_agent_error_fails() {
-    let mut e = Engine::new(plan::load("python-asyncio").unwrap(), key(100), 0);
-    e.step(0, snap(vec![proc_(100, 1, 0, "python3")]));
-    let t = AgentThreadFact {
-        native_id: 105,
-        name: "worker".into(),
-        daemon: false,
-        alive: true,
-    };
-    e.step(
-        0,
-        Input::Agent(Some(AgentFacts {
-            threads: vec![t],
-            pending_tasks: 1,
-            loops: 1,
-        })),
-    );
-    e.step(0, Input::Command(Command::RunNext));
-    let fx = e.step(5000, Input::Tick);
-    assert_eq!(finished(&fx), vec![Outcome::TimedOut]);
-    assert!(
-        fx.iter()
-            .any(|f| matches!(f, Effect::SnapshotStacks { tids, .. } if tids == &vec![105]))
-    );
-    e.step(5000, Input::Command(Command::RunPhase(2)));
-    let fx = e.step(
-        5001,
-        Input::AgentReply {
-            phase: 2,
-            result: Err("no executors".into()),
-        },
-    );
-    assert_eq!(
-        finished(&fx),
-        vec![Outcome::Failed {
-            reason: "no executors".into()
-        }]
-    );
-}
-
-#[test]
-fn target_dying_mid_phase_ends_agent_phase_and_skips_later_ones() {
-    let mut e = Engine::new(plan::load("python-asyncio").unwrap(), key(100), 0);
-    e.step(0, snap(vec![proc_(100, 1, 0, "python3")]));
-    e.step(0, Input::Agent(Some(AgentFacts::default())));
-    e.step(0, Input::Command(Command::RunAll));
-    let fx = e.step(
-        3,
-        Input::Exited {
-            key: key(100),
-            status: ExitStatus::Code(0),
-        },
-    );
-    let mut out = finished(&fx);
-    assert_eq!(out[0], Outcome::Ok);
-    // The thread audit waits for a fresh snapshot; the runner asks for one at each phase start.
-    for t in 4..7 {
-        out.extend(finished(
-            &e.step(t, snap(vec![proc_(100, 1, 0, "python3")])),
-        ));
-    }
-
-    assert!(matches!(&out[2], Outcome::Skipped { reason } if reason.contains("exited")));
-    assert!(
-        out.iter()
-            .any(|o| matches!(o, Outcome::Skipped { reason } if reason.contains("already exited")))
-    );
 }
 
 #[test]

@@ -152,3 +152,51 @@ fn an_exit_first_seen_in_a_snapshot_is_recorded_once() {
     assert_eq!(exits.len(), 1);
     assert_eq!((exits[0].pid, exits[0].at_ms), (101, 3));
 }
+
+#[test]
+fn an_unkillable_target_is_listed_with_its_wchan() {
+    let text = "[[phase]]\nname = \"t\"\naction = \"signal_target\"\nsignals = [\"SIGKILL\"]\n\
+                [[phase]]\nname = \"audit\"\naction = \"audit\"\n";
+    let mut e = Engine::new(plan::parse(text, "u.toml").unwrap(), key(100), 0);
+    let mut app = proc_(100, 1, 0, "app");
+    app.state = RunState::DiskSleep;
+    let stuck = || {
+        let Input::Snapshot(mut s) = snap(vec![app.clone()]) else {
+            unreachable!()
+        };
+        s.threads.push(ThreadInfo {
+            tid: 100,
+            name: "app".into(),
+            state: RunState::DiskSleep,
+            wait: WaitPoint {
+                wchan: Some("nfs_wait_bit_killable".into()),
+                ..WaitPoint::default()
+            },
+            cpu_ticks: 0,
+            cpu_percent: 0.0,
+            voluntary_ctxt_switches: None,
+            nonvoluntary_ctxt_switches: None,
+        });
+        Input::Snapshot(s)
+    };
+    e.step(0, stuck());
+    e.step(0, Input::Command(Command::RunNext));
+    e.step(
+        1,
+        Input::SignalResult {
+            key: key(100),
+            sig: libc::SIGKILL,
+            result: Ok(()),
+        },
+    );
+    e.step(5000, Input::Tick);
+    e.step(5000, Input::Command(Command::RunNext));
+    e.step(5001, stuck());
+    let l = &e.timeline().leftovers;
+    assert_eq!(l[0].kind, LeftoverKind::Unkillable);
+    assert!(
+        l[0].reason.ends_with("in D state (uninterruptible sleep, usually I/O or a driver), waiting in nfs_wait_bit_killable"),
+        "{}",
+        l[0].reason
+    );
+}

@@ -15,7 +15,7 @@ pub struct World {
     pub exited: HashMap<ProcKey, ExitStatus>,
     /// When (ms since run start) each process was sent SIGKILL.
     pub killed: HashMap<ProcKey, u64>,
-    /// Names of every process seen, so notes can name one after it vanished.
+    /// Latest name of every process seen, so notes can name one after it vanished.
     pub names: HashMap<ProcKey, String>,
     /// A signal_target phase ran: from then on a live target is a left-over.
     pub target_signalled: bool,
@@ -40,7 +40,7 @@ impl World {
     pub fn absorb(&mut self, snap: Snapshot) -> Vec<(ProcKey, ExitStatus)> {
         let mut new_exits = Vec::new();
         for p in &snap.processes {
-            self.names.entry(p.key).or_insert_with(|| p.name.clone());
+            self.names.insert(p.key, p.name.clone()); // latest: comm changes at exec
             if let Some(exit) = p.exit
                 && !self.exited.contains_key(&p.key)
             {
@@ -96,27 +96,53 @@ impl World {
         v
     }
 
+    /// The process the agent runs in: the target, or the descendant whose pid the agent
+    /// reported (keyed from the snapshot, or the exits seen once it is gone). `None` without
+    /// agent facts or when that pid was never listed.
+    pub fn agent_process(&self) -> Option<ProcKey> {
+        let pid = match self.agent.as_ref()?.pid {
+            None => return Some(self.target),
+            Some(p) if p == self.target.pid => return Some(self.target),
+            Some(p) => p,
+        };
+        let listed = self.snapshot.iter().flat_map(|s| &s.processes);
+        listed
+            .map(|p| p.key)
+            .chain(self.exited.keys().copied())
+            .filter(|k| k.pid == pid)
+            .max_by_key(|k| k.start_time)
+    }
+
+    /// The agent's process is gone (its threads and tasks went with it).
+    fn agent_gone(&self) -> bool {
+        self.agent_process().is_some_and(|k| self.is_gone(k))
+    }
+
     /// Python non-daemon threads other than the main thread; `None` without agent facts.
     pub fn non_daemon_threads(&self) -> Option<Vec<(i32, String)>> {
-        if self.target_exited() {
-            return self.agent.as_ref().map(|_| Vec::new());
-        }
         let facts = self.agent.as_ref()?;
+        if self.agent_gone() {
+            return Some(Vec::new());
+        }
+        // The main thread's tid is its process's pid: a fallback for facts without `main`.
+        let main_tid = facts.pid.unwrap_or(self.target.pid);
         Some(
             facts
                 .threads
                 .iter()
-                .filter(|t| t.alive && !t.daemon && t.native_id != self.target.pid)
+                .filter(|t| t.alive && !t.daemon && !t.main && t.native_id != main_tid)
                 .map(|t| (t.native_id, t.name.clone()))
                 .collect(),
         )
     }
 
     pub fn pending_tasks(&self) -> Option<usize> {
-        if self.target_exited() {
-            return self.agent.as_ref().map(|_| 0);
-        }
-        self.agent.as_ref().map(|f| f.pending_tasks)
+        let facts = self.agent.as_ref()?;
+        Some(if self.agent_gone() {
+            0
+        } else {
+            facts.pending_tasks
+        })
     }
 
     pub fn counts(&self) -> Counts {
@@ -162,14 +188,26 @@ impl World {
             }
         }
         if let Some(n) = self.pending_tasks().filter(|n| *n > 0) {
+            let at = self.agent_process().unwrap_or(self.target);
             out.push(Leftover {
-                pid: self.target.pid,
-                name: self.name(self.target),
+                pid: at.pid,
+                name: self.name(at),
                 kind: LeftoverKind::PendingTasks,
                 reason: format!("{n} asyncio task(s) still pending"),
             });
         }
         out
+    }
+
+    /// Where the main thread of `key` waits in the kernel (wchan, else the syscall). Only the
+    /// target's threads are in the snapshot, so other processes have none.
+    fn main_thread_wait(&self, key: ProcKey) -> Option<String> {
+        let s = self.snapshot.as_ref().filter(|s| s.target == key)?;
+        let t = s.threads.iter().find(|t| t.tid == key.pid)?;
+        t.wait
+            .wchan
+            .clone()
+            .or_else(|| t.wait.syscall.as_ref().map(|c| format!("syscall {c}")))
     }
 
     fn leftover_process(&self, p: &ProcInfo, now_ms: u64) -> Option<Leftover> {
@@ -184,11 +222,14 @@ impl World {
                 ),
             )
         } else if let Some(at) = self.killed.get(&p.key) {
-            let why = if p.state == RunState::DiskSleep {
+            let mut why = if p.state == RunState::DiskSleep {
                 "in D state (uninterruptible sleep, usually I/O or a driver)".to_string()
             } else {
                 format!("state {}", p.state.as_char())
             };
+            if let Some(w) = self.main_thread_wait(p.key) {
+                why.push_str(&format!(", waiting in {w}"));
+            }
             (
                 LeftoverKind::Unkillable,
                 format!(

@@ -5,6 +5,7 @@
 //! judging phases lives in [`phases`].
 
 mod phases;
+pub mod reply;
 
 use super::Command;
 use super::plan::Plan;
@@ -29,8 +30,9 @@ pub enum Input {
         key: ProcKey,
         status: ExitStatus,
     },
+    /// The answer to [`Effect::AgentRequest`] `run`; a late one for an earlier run is ignored.
     AgentReply {
-        phase: usize,
+        run: u64,
         result: Result<Value, String>,
     },
     SignalResult {
@@ -53,6 +55,8 @@ pub enum Effect {
         due_ms: Option<u64>,
     },
     AgentRequest {
+        /// Tags this start of the phase: the reply must carry it back in [`Input::AgentReply`].
+        run: u64,
         phase: usize,
         method: String,
         params: Value,
@@ -82,6 +86,8 @@ pub enum Effect {
 
 pub(crate) struct Active {
     pub index: usize,
+    /// Which start of a phase this is (each start gets a new number).
+    pub run: u64,
     pub start_ms: u64,
     pub deadline_ms: u64,
     pub before: Counts,
@@ -96,6 +102,8 @@ pub(crate) enum Kind {
     Agent {
         replied: bool,
         error: Option<String>,
+        /// What the reply's result says (set with `replied`).
+        judgement: Option<reply::Judgement>,
     },
     Signal(SignalState),
     Wait,
@@ -110,6 +118,8 @@ pub struct Engine {
     next_index: usize,
     run_all: bool,
     all_done_sent: bool,
+    /// Phase starts so far: the `run` of the next one.
+    runs: u64,
 }
 
 impl Engine {
@@ -123,6 +133,7 @@ impl Engine {
             next_index: 0,
             run_all: false,
             all_done_sent: false,
+            runs: 0,
         }
     }
 
@@ -159,7 +170,7 @@ impl Engine {
             }
             Input::Agent(f) => self.world.agent = f,
             Input::Exited { key, status } => self.on_exit(now, key, status),
-            Input::AgentReply { phase, result } => self.on_reply(phase, result),
+            Input::AgentReply { run, result } => self.on_reply(run, result),
             Input::SignalResult { key, sig, result } => {
                 self.on_signal_result(now, key, sig, result)
             }
@@ -192,21 +203,41 @@ impl Engine {
         }
     }
 
-    fn on_reply(&mut self, phase: usize, result: Result<Value, String>) {
+    fn on_reply(&mut self, run: u64, result: Result<Value, String>) {
         let Some(a) = &mut self.active else { return };
-        if a.index != phase {
-            return;
+        if a.run != run {
+            return; // a late answer to an earlier run (aborted or timed out): not ours
         }
-        if let Kind::Agent { replied, error } = &mut a.kind {
+        let method = match &self.plan.phases[a.index].action {
+            super::plan::Action::Agent(req) => req.method(),
+            _ => return,
+        };
+        if let Kind::Agent {
+            replied,
+            error,
+            judgement,
+        } = &mut a.kind
+        {
             match result {
                 Ok(v) => {
                     *replied = true;
+                    let verdict = reply::judge(method, &v);
                     let mut text = v.to_string();
                     if text.len() > 200 {
                         text.truncate(text.floor_char_boundary(200));
                         text.push('…');
                     }
                     a.notes.push(format!("agent: {text}"));
+                    match &verdict {
+                        reply::Judgement::Done => {}
+                        reply::Judgement::Unfinished(why) => {
+                            a.notes.push(format!("agent: not finished: {why}"))
+                        }
+                        reply::Judgement::Failed(why) => {
+                            a.notes.push(format!("agent: failed: {why}"))
+                        }
+                    }
+                    *judgement = Some(verdict);
                 }
                 Err(e) => *error = Some(e),
             }

@@ -1,6 +1,7 @@
 //! Starting a phase (what to signal or request, or why it is skipped) and judging the running
 //! one (done, escalate, timed out) for the [`Engine`].
 
+use super::reply::Judgement;
 use super::{Active, Effect, Engine, Kind};
 use crate::teardown::plan::{Action, OnTimeout, Phase};
 use crate::teardown::signal_phase::SignalState;
@@ -17,8 +18,10 @@ impl Engine {
             name: phase.name.clone(),
         });
         out.push(Effect::RefreshNow);
+        self.runs += 1;
         let mut a = Active {
             index,
+            run: self.runs,
             start_ms: now,
             deadline_ms: now.saturating_add(phase.timeout.as_millis() as u64),
             before: self.world.counts(),
@@ -45,6 +48,7 @@ impl Engine {
                     params["name"] = json!(name);
                 }
                 out.push(Effect::AgentRequest {
+                    run: a.run,
                     phase: index,
                     method: req.method().to_string(),
                     params,
@@ -53,6 +57,7 @@ impl Engine {
                 a.kind = Kind::Agent {
                     replied: false,
                     error: None,
+                    judgement: None,
                 };
                 None
             }
@@ -97,10 +102,14 @@ impl Engine {
         a: &mut Active,
         out: &mut Vec<Effect>,
     ) -> Option<Outcome> {
-        let timed_out = now >= a.deadline_ms;
+        let mut timed_out = now >= a.deadline_ms;
         let rule_met = crate::teardown::rules::met(phase.success, &self.world);
         match &mut a.kind {
-            Kind::Agent { replied, error } => {
+            Kind::Agent {
+                replied,
+                error,
+                judgement,
+            } => {
                 if self.world.target_exited() {
                     a.notes.push("the target exited during the phase".into());
                     return Some(Outcome::Ok);
@@ -108,7 +117,17 @@ impl Engine {
                 if let Some(reason) = error.take() {
                     return Some(Outcome::Failed { reason });
                 }
-                if *replied && rule_met {
+                match judgement {
+                    Some(Judgement::Failed(reason)) => {
+                        return Some(Outcome::Failed {
+                            reason: reason.clone(),
+                        });
+                    }
+                    // The agent already waited its budget: no use waiting for the deadline.
+                    Some(Judgement::Unfinished(_)) => timed_out = true,
+                    Some(Judgement::Done) | None => {}
+                }
+                if *replied && rule_met && !timed_out {
                     return Some(Outcome::Ok);
                 }
             }
@@ -187,7 +206,10 @@ impl Engine {
             }
         }
         if timed_out {
-            if phase.on_timeout == OnTimeout::Snapshot && !self.world.target_exited() {
+            // Agent threads belong to the agent's process (maybe a child of the target); with
+            // no agent, the whole target.
+            let key = self.world.agent_process().unwrap_or(self.world.target);
+            if phase.on_timeout == OnTimeout::Snapshot && !self.world.is_gone(key) {
                 let tids = self
                     .world
                     .non_daemon_threads()
@@ -196,7 +218,7 @@ impl Engine {
                     .map(|t| t.0)
                     .collect();
                 out.push(Effect::SnapshotStacks {
-                    key: self.world.target,
+                    key,
                     tids,
                     reason: format!("\"{}\" timed out", phase.name),
                 });
