@@ -72,6 +72,7 @@ struct AgentStart {
 async fn wait_for_agent(
     agent: &mut agent::AgentHandle,
     live: &mut collect::LiveCollector,
+    tree: &TreePids,
     buffered: &mut Vec<CollectEvent>,
     expect_agent: bool,
 ) -> AgentStart {
@@ -104,7 +105,14 @@ async fn wait_for_agent(
                 None => return start,
             },
             ev = live.events.recv() => match ev {
-                Some(ev) => buffered.push(ev),
+                Some(ev) => {
+                    // The agent may live in a child of the target (`sh -c "python app.py"`):
+                    // the peer check must know the tree while we wait for it.
+                    if let CollectEvent::Snapshot(s) = &ev {
+                        tree.update(s);
+                    }
+                    buffered.push(ev);
+                }
                 None => return start,
             },
             _ = &mut limit => {
@@ -187,6 +195,7 @@ async fn drive(
         let start = wait_for_agent(
             &mut agent,
             &mut live,
+            &tree,
             &mut buffered,
             launched && cfg.inject_agent,
         )

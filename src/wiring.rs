@@ -49,34 +49,61 @@ pub async fn capture_stacks(
     seize: bool,
 ) -> StackSnapshot {
     let pid = target.pid;
-    let python_from_agent = match agent {
-        Some(a) => a
-            .request("stacks", Value::Null, AGENT_STACKS_TIMEOUT)
-            .await
-            .map_err(|e| tracing::info!("no Python stacks from the agent: {e}"))
-            .ok(),
-        None => None,
-    };
     let opts = StackOptions {
         seize,
         // Refuses a reused pid: the snapshot's start time must still match.
         expect_start_time: Some(target.start_time),
-        python_from_agent,
+        // Python frames come from the agent (asked concurrently) or from py-spy below.
+        pyspy: false,
         ..StackOptions::default()
     };
-    let fallback_pid = pid;
-    tokio::task::spawn_blocking(move || stacks::capture(pid, &tids, &opts))
-        .await
-        .unwrap_or_else(|e| StackSnapshot {
-            pid: fallback_pid,
-            taken_at_unix_ms: 0,
-            capture_us: 0,
-            threads: Vec::new(),
-            errors: vec![stacks::SourceError {
-                source: stacks::SourceKind::Kernel,
-                message: format!("stack capture crashed: {e}"),
-            }],
+    // Kernel and native stacks are taken at once, while the agent is asked for Python
+    // frames: a teardown that moves on (and kills) right after asking loses nothing.
+    let native = {
+        let opts = opts.clone();
+        tokio::task::spawn_blocking(move || stacks::capture(pid, &tids, &opts))
+    };
+    let python = async {
+        match agent {
+            Some(a) => a
+                .request("stacks", Value::Null, AGENT_STACKS_TIMEOUT)
+                .await
+                .map_err(|e| tracing::info!("no Python stacks from the agent: {e}"))
+                .ok(),
+            None => None,
+        }
+    };
+    let (native, python) = tokio::join!(native, python);
+    let mut snap = native.unwrap_or_else(|e| StackSnapshot {
+        pid,
+        taken_at_unix_ms: 0,
+        capture_us: 0,
+        threads: Vec::new(),
+        errors: vec![stacks::SourceError {
+            source: stacks::SourceKind::Kernel,
+            message: format!("stack capture crashed: {e}"),
+        }],
+    });
+    let joined =
+        python.is_some_and(|v| stacks::python::join_agent(&v, &mut snap.threads, &mut snap.errors));
+    if !joined && !snap.threads.is_empty() {
+        // No agent: py-spy reads the interpreter's own structures (CPython only).
+        let opts = StackOptions {
+            pyspy: true,
+            ..opts
+        };
+        let (mut threads, mut errors) = (std::mem::take(&mut snap.threads), Vec::new());
+        let joined = tokio::task::spawn_blocking(move || {
+            stacks::python::join_into(pid, None, &mut threads, &opts, &mut errors);
+            (threads, errors)
         })
+        .await;
+        if let Ok((threads, errors)) = joined {
+            snap.threads = threads;
+            snap.errors.extend(errors);
+        }
+    }
+    snap
 }
 
 /// What `lifecycle-top snapshot` prints: the collector's snapshot, plus what the agent

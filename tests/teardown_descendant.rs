@@ -8,13 +8,8 @@ use std::process::Stdio;
 
 const PLAN: &str = r#"
 name = "descendant"
-# Headless accepts an agent only from a pid its collector listed; the child is listed after
-# the agent wait, so its agent connects on the client's next try: give it time.
-[[phase]]
-name = "let the agent connect"
-action = "wait_exit"
-timeout = "3s"
-on_timeout = "continue"
+# The agent lives in the child, which headless accepts as a peer as soon as its collector
+# lists it (while it waits for the agent, before the first phase).
 [[phase]]
 name = "audit threads"
 action = "audit"
@@ -67,7 +62,7 @@ fn agent_in_a_child_of_the_target() {
         nix::sys::signal::SIGKILL,
     );
     assert_eq!(status.code(), Some(1), "a non-daemon thread lingered");
-    let audit = &r.timeline.phases[1];
+    let audit = &r.timeline.phases[0];
     assert_eq!(audit.name, "audit threads");
     let note = audit
         .notes

@@ -168,6 +168,9 @@ pub struct StackOptions {
     pub expect_start_time: Option<u64>,
     /// The agent's `stacks` response, if an agent is connected (see `python::from_agent`).
     pub python_from_agent: Option<serde_json::Value>,
+    /// Read Python stacks without an agent (the py-spy crate) when none came from one. Off
+    /// when the caller asks the agent itself, concurrently.
+    pub pyspy: bool,
     /// Unwind native stacks at all.
     pub native: bool,
     /// Read the kernel stack (/proc/TID/stack, root only).
@@ -187,6 +190,7 @@ impl Default for StackOptions {
             hold_seized: Duration::ZERO,
             expect_start_time: None,
             python_from_agent: None,
+            pyspy: true,
             native: true,
             kernel_stack: true,
             budget: Duration::from_secs(2),

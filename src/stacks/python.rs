@@ -100,6 +100,37 @@ pub fn is_python(pid: i32, maps_text: Option<&str>) -> bool {
     }
 }
 
+/// Joins the agent's `stacks` response into threads already captured (Python first: the
+/// most telling). Returns false, with an error recorded, when the response is unusable.
+pub fn join_agent(
+    v: &serde_json::Value,
+    threads: &mut [ThreadStacks],
+    errors: &mut Vec<SourceError>,
+) -> bool {
+    match from_agent(v) {
+        Ok(list) => {
+            for PyThreadStack { tid, frames, .. } in list {
+                if let Some(t) = threads.iter_mut().find(|t| t.tid == tid) {
+                    let stack = SourceStack {
+                        source: SourceKind::AgentPython,
+                        frames,
+                        note: None,
+                    };
+                    t.stacks.insert(0, stack);
+                }
+            }
+            true
+        }
+        Err(message) => {
+            errors.push(SourceError {
+                source: SourceKind::AgentPython,
+                message,
+            });
+            false
+        }
+    }
+}
+
 /// Put Python stacks first in each thread's list (they are the most telling).
 pub fn join_into(
     pid: i32,
@@ -108,28 +139,12 @@ pub fn join_into(
     opts: &StackOptions,
     errors: &mut Vec<SourceError>,
 ) {
-    if let Some(v) = &opts.python_from_agent {
-        match from_agent(v) {
-            Ok(list) => {
-                for PyThreadStack { tid, frames, .. } in list {
-                    if let Some(t) = threads.iter_mut().find(|t| t.tid == tid) {
-                        let stack = SourceStack {
-                            source: SourceKind::AgentPython,
-                            frames,
-                            note: None,
-                        };
-                        t.stacks.insert(0, stack);
-                    }
-                }
-                return;
-            }
-            Err(message) => errors.push(SourceError {
-                source: SourceKind::AgentPython,
-                message,
-            }),
-        }
+    if let Some(v) = &opts.python_from_agent
+        && join_agent(v, threads, errors)
+    {
+        return;
     }
-    if !is_python(pid, maps_text) {
+    if !opts.pyspy || !is_python(pid, maps_text) {
         return;
     }
     let start = match opts.expect_start_time {
