@@ -7,7 +7,7 @@
 //! open within an fd budget; past it, threads are still read, opening files per read.
 
 use crate::collect::dirscan::DirScanner;
-use crate::collect::procfs::{self, ProcFile};
+use crate::collect::procfs::{self, ProcFile, cpu_clock_ns, process_cpu_clock};
 use crate::collect::syscalls;
 use crate::collect::tree::Clock;
 use crate::model::{RunState, ThreadInfo, WaitPoint};
@@ -75,6 +75,9 @@ struct Slot {
     generation: u64,
     /// Scheduled since the previous refresh (or no schedstat: cannot tell).
     ran: bool,
+    /// Scratch for [`Threads::refresh`]: read in its first pass; still there.
+    read_now: bool,
+    alive: bool,
 }
 
 impl Slot {
@@ -105,6 +108,8 @@ impl Slot {
             },
             generation: 0,
             ran: true,
+            read_now: false,
+            alive: true,
         })
     }
 
@@ -216,11 +221,16 @@ pub struct Threads {
     buf: Vec<u8>,
     generation: u64,
     tids: Vec<i32>,
+    /// The process's CPU clock (`clock_getcpuclockid`) and its reading at the last refresh:
+    /// see [`Threads::refresh`].
+    cpu_clock: Option<libc::clockid_t>,
+    last_cpu_ns: Option<u64>,
 }
 
 impl Threads {
-    /// `proc_dir` is the process's `/proc/PID` dirfd; at most `fd_budget` files are kept open.
-    pub fn new(proc_dir: BorrowedFd<'_>, fd_budget: usize) -> io::Result<Threads> {
+    /// `proc_dir` is the `/proc/PID` dirfd of process `pid`; at most `fd_budget` files are
+    /// kept open.
+    pub fn new(proc_dir: BorrowedFd<'_>, pid: i32, fd_budget: usize) -> io::Result<Threads> {
         Ok(Threads {
             task_dir: procfs::open_dir_at(proc_dir, "task")?,
             scanner: DirScanner::new(),
@@ -233,6 +243,8 @@ impl Threads {
             buf: vec![0; 4096],
             generation: 0,
             tids: Vec::new(),
+            cpu_clock: process_cpu_clock(pid),
+            last_cpu_ns: None,
         })
     }
 
@@ -241,18 +253,58 @@ impl Threads {
     /// fds, so `/proc/PID/task` only needs listing (the costliest part of a steady refresh:
     /// a dentry lookup per thread) when the count says a thread was born, plus once every
     /// N refreshes as a safety net. An error means the process is gone.
+    ///
+    /// Most threads of a big process sleep, yet proving it costs a `schedstat` read each.
+    /// The process CPU clock is the sum of its threads' run times, so: read first the
+    /// threads that ran last time (and those due), and if their run-time deltas add up to
+    /// the clock's delta to the nanosecond, no other thread ran and they are left unread.
+    /// Anything else (a mismatch, a failed read, no clock) reads every thread as before.
     pub fn refresh(&mut self, clock: &Clock, expected: Option<u32>) -> io::Result<Vec<ThreadInfo>> {
         let buf = &mut self.buf;
         let task_dir = self.task_dir.as_fd();
         let kept = &mut self.kept_fds;
         let mut any_ran = false;
-        self.slots.retain(|&tid, s| {
-            let alive = s.update(Place { task_dir, tid }, buf, false, clock);
-            any_ran |= s.ran || !alive;
-            if !alive {
+        let cpu_now = self.cpu_clock.and_then(cpu_clock_ns);
+        let cpu_delta = match (cpu_now, self.last_cpu_ns) {
+            (Some(now), Some(before)) => now.checked_sub(before),
+            _ => None,
+        };
+        self.last_cpu_ns = cpu_now;
+        // Pass 1: the likely runners. `sum` stays `Some` while every delta is known.
+        let mut sum = cpu_delta.map(|_| 0u64);
+        for (&tid, s) in self.slots.iter_mut() {
+            s.read_now = s.ran || clock.due(tid) || cpu_delta.is_none();
+            if !s.read_now {
+                continue;
+            }
+            let before = s.last_sched.map(|x| x[0]);
+            s.alive = s.update(Place { task_dir, tid }, buf, false, clock);
+            let after = s.last_sched.map(|x| x[0]).filter(|_| s.alive);
+            sum = match (sum, before, after) {
+                (Some(acc), Some(b), Some(a)) => a.checked_sub(b).map(|d| acc + d),
+                _ => None,
+            };
+        }
+        let others_idle = sum.is_some() && sum == cpu_delta;
+        // Pass 2: the rest, unless proven idle (then only their CPU% drops to 0).
+        for (&tid, s) in self.slots.iter_mut() {
+            if s.read_now {
+                continue;
+            }
+            if others_idle {
+                s.ran = false;
+                s.alive = true;
+                s.info.cpu_percent = 0.0;
+            } else {
+                s.alive = s.update(Place { task_dir, tid }, buf, false, clock);
+            }
+        }
+        self.slots.retain(|_, s| {
+            any_ran |= s.ran || !s.alive;
+            if !s.alive {
                 *kept -= s.kept_fds();
             }
-            alive
+            s.alive
         });
         let count_differs = expected.is_none_or(|n| n as usize != self.slots.len());
         if !self.listed || count_differs || clock.tick.is_multiple_of(clock.every.max(1)) {
