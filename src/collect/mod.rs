@@ -12,8 +12,10 @@
 //! - [`snapshot_text`]: the plain-text table of a snapshot (`lifecycle-top snapshot`).
 //!
 //! Cost model (measured by `benches/collector.rs` and `bench/collector_vs_top.sh`): per
-//! refresh one `pread` of `schedstat` per thread and per process; `stat`, `wchan`,
-//! `syscall`, `status` only for what ran; `/proc/PID/task` listed only when the thread count
+//! refresh one CPU-clock read (`clock_gettime`) per process; one `pread` of `schedstat` per
+//! thread that ran last time or is due, and per every other thread only when those do not
+//! account for the process clock's delta; `stat`, `wchan`, `syscall`, `status` only for
+//! what ran; `/proc/PID/task` listed only when the thread count
 //! changes; `/proc` listed only when something in the tree ran and a pid was created
 //! (`/proc/loadavg`'s last-pid field moved).
 

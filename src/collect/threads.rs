@@ -1,7 +1,8 @@
 //! The target's threads. Each refresh lists `/proc/PID/task` (getdents on a dirfd kept open),
 //! keeps the per-thread files open and re-reads them with `pread`, and reads the expensive
 //! ones (`stat`, `wchan`, `syscall`, `status`) only for threads whose `schedstat` changed: a
-//! thread that was not scheduled cannot have changed state, wait point or counters. Once
+//! thread that was not scheduled cannot have changed state, wait point or counters. Even the
+//! `schedstat` reads are skipped for threads the process CPU clock proves idle. Once
 //! every N refreshes (spread by tid) a thread's `stat` is re-read anyway: another thread
 //! may have renamed it; if anything in it changed, the rest is re-read too. Files are kept
 //! open within an fd budget; past it, threads are still read, opening files per read.
