@@ -104,6 +104,11 @@ impl Entry {
         Some(e)
     }
 
+    /// The process CPU clock (ns, all threads) as read by the last [`Entry::update`].
+    pub fn cpu_ns(&self) -> Option<u64> {
+        self.last_cpu_ns
+    }
+
     /// The process's `/proc/PID` directory fd (bound to this process, not to the pid).
     pub fn dir(&self) -> rustix::fd::BorrowedFd<'_> {
         self.dir.as_fd()

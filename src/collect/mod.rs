@@ -224,7 +224,6 @@ impl Collector {
             (true, Some(target)) => Some(
                 threads::Threads::new(
                     target.dir(),
-                    pid,
                     opts.max_thread_fds.unwrap_or(thread_fd_budget(nofile)),
                 )
                 .map_err(|e| AttachError::from_io(pid, e))?,
@@ -310,8 +309,9 @@ impl Collector {
         let may_fork = self.tree.update_tracked(&clock, self.threads.is_some());
         let target = self.tree.live.get(&self.tree.target.pid);
         let expected = target.map(|e| e.info.num_threads);
+        let cpu_now = target.and_then(|e| e.cpu_ns());
         let threads = match (&mut self.threads, target.is_some()) {
-            (Some(t), true) => t.refresh(&clock, expected).unwrap_or_default(),
+            (Some(t), true) => t.refresh(&clock, expected, cpu_now).unwrap_or_default(),
             _ => Vec::new(),
         };
         let threads_ran = self.threads.as_ref().is_some_and(|t| t.any_ran());

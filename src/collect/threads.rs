@@ -8,7 +8,7 @@
 //! open within an fd budget; past it, threads are still read, opening files per read.
 
 use crate::collect::dirscan::DirScanner;
-use crate::collect::procfs::{self, ProcFile, cpu_clock_ns, process_cpu_clock};
+use crate::collect::procfs::{self, ProcFile};
 use crate::collect::syscalls;
 use crate::collect::tree::Clock;
 use crate::model::{RunState, ThreadInfo, WaitPoint};
@@ -222,16 +222,13 @@ pub struct Threads {
     buf: Vec<u8>,
     generation: u64,
     tids: Vec<i32>,
-    /// The process's CPU clock (`clock_getcpuclockid`) and its reading at the last refresh:
-    /// see [`Threads::refresh`].
-    cpu_clock: Option<libc::clockid_t>,
+    /// The process CPU clock's reading at the last refresh: see [`Threads::refresh`].
     last_cpu_ns: Option<u64>,
 }
 
 impl Threads {
-    /// `proc_dir` is the `/proc/PID` dirfd of process `pid`; at most `fd_budget` files are
-    /// kept open.
-    pub fn new(proc_dir: BorrowedFd<'_>, pid: i32, fd_budget: usize) -> io::Result<Threads> {
+    /// `proc_dir` is the process's `/proc/PID` dirfd; at most `fd_budget` files are kept open.
+    pub fn new(proc_dir: BorrowedFd<'_>, fd_budget: usize) -> io::Result<Threads> {
         Ok(Threads {
             task_dir: procfs::open_dir_at(proc_dir, "task")?,
             scanner: DirScanner::new(),
@@ -244,7 +241,6 @@ impl Threads {
             buf: vec![0; 4096],
             generation: 0,
             tids: Vec::new(),
-            cpu_clock: process_cpu_clock(pid),
             last_cpu_ns: None,
         })
     }
@@ -260,12 +256,18 @@ impl Threads {
     /// threads that ran last time (and those due), and if their run-time deltas add up to
     /// the clock's delta to the nanosecond, no other thread ran and they are left unread.
     /// Anything else (a mismatch, a failed read, no clock) reads every thread as before.
-    pub fn refresh(&mut self, clock: &Clock, expected: Option<u32>) -> io::Result<Vec<ThreadInfo>> {
+    /// `cpu_now` is the process CPU clock (ns), read this refresh before any thread (the
+    /// caller reads it anyway; over 1,000 threads each read costs a walk of them all).
+    pub fn refresh(
+        &mut self,
+        clock: &Clock,
+        expected: Option<u32>,
+        cpu_now: Option<u64>,
+    ) -> io::Result<Vec<ThreadInfo>> {
         let buf = &mut self.buf;
         let task_dir = self.task_dir.as_fd();
         let kept = &mut self.kept_fds;
         let mut any_ran = false;
-        let cpu_now = self.cpu_clock.and_then(cpu_clock_ns);
         let cpu_delta = match (cpu_now, self.last_cpu_ns) {
             (Some(now), Some(before)) => now.checked_sub(before),
             _ => None,
