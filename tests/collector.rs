@@ -299,3 +299,74 @@ sys.stdin.read()
         snapshot_text(&snap)
     );
 }
+
+const PY_IDLE_WAKES: &str = r#"
+import ctypes, sys, threading, time
+libc = ctypes.CDLL(None)
+go = threading.Event()
+tid = []
+def switch():
+    libc.prctl(15, b"lt-switch", 0, 0, 0); tid.append(threading.get_native_id())
+    go.wait()
+    time.sleep(1000)
+def idle():
+    threading.Event().wait()
+threading.Thread(target=switch, daemon=True).start()
+for _ in range(20):
+    threading.Thread(target=idle, daemon=True).start()
+while not tid:
+    time.sleep(0.01)
+def nr():
+    with open("/proc/self/task/%d/syscall" % tid[0]) as f:
+        return f.read().split()[0]
+time.sleep(0.2)
+print("ready", flush=True)
+sys.stdin.readline()
+before = nr()
+go.set()
+while nr() in (before, "running"):
+    time.sleep(0.01)
+print("switched", flush=True)
+sys.stdin.readline()
+"#;
+
+/// Threads that did not run are left unread when the ones that ran account for all of the
+/// process's CPU time; a long-idle thread that wakes and blocks elsewhere breaks that sum,
+/// so the very next refresh reads everyone and shows its new wait point.
+#[test]
+fn idle_thread_that_wakes_is_read_at_the_next_refresh() {
+    need("python3");
+    let mut t = Target::spawn(
+        Command::new("python3")
+            .args(["-c", PY_IDLE_WAKES])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped()),
+    );
+    let mut out = BufReader::new(t.child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "ready");
+    let mut c = Collector::attach(t.pid(), CollectorOptions::default()).unwrap();
+    let switch = |s: &Snapshot| s.threads.iter().find(|x| x.name == "lt-switch").cloned();
+    wait_for(&mut c, "lt-switch waiting on its event", |s| {
+        switch(s).is_some_and(|x| x.wait.syscall.as_deref() == Some("futex"))
+    });
+    for _ in 0..3 {
+        c.refresh(); // everyone idle now: later refreshes read (almost) no thread
+    }
+    writeln!(t.child.stdin.as_ref().unwrap(), "go").unwrap();
+    line.clear();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "switched");
+    let snap = c.refresh();
+    let x = switch(&snap).unwrap();
+    assert!(
+        matches!(
+            x.wait.syscall.as_deref(),
+            Some("clock_nanosleep" | "nanosleep" | "select" | "pselect6")
+        ),
+        "{}",
+        snapshot_text(&snap)
+    );
+    assert_eq!(snap.threads.len(), 22);
+}

@@ -39,8 +39,10 @@ pub struct Entry {
     pub(crate) ino: u64,
     dir: OwnedFd,
     stat: ProcFile,
-    schedstat: Option<ProcFile>,
-    last_sched: Option<[u64; 3]>,
+    /// The process CPU clock (all threads' run time, ns): one cheap syscall that says
+    /// whether any of its threads ran, where `schedstat` says it for the main thread only.
+    cpu_clock: Option<libc::clockid_t>,
+    last_cpu_ns: Option<u64>,
     pub pidfd: Option<Arc<PidFd>>,
     pub(crate) exited_at: Option<Instant>,
     /// Ran since the previous refresh (or multi-threaded: cannot tell).
@@ -90,16 +92,21 @@ impl Entry {
                 exit: None,
             },
             ino,
-            schedstat: ProcFile::open_at(dir.as_fd(), c"schedstat").ok(),
+            cpu_clock: procfs::process_cpu_clock(pid),
             dir,
             stat: stat_file,
-            last_sched: None,
+            last_cpu_ns: None,
             pidfd,
             exited_at: None,
             ran: true,
         };
         e.read_rare();
         Some(e)
+    }
+
+    /// The process CPU clock (ns, all threads) as read by the last [`Entry::update`].
+    pub fn cpu_ns(&self) -> Option<u64> {
+        self.last_cpu_ns
     }
 
     /// The process's `/proc/PID` directory fd (bound to this process, not to the pid).
@@ -129,27 +136,23 @@ impl Entry {
         }
     }
 
-    /// Re-read `stat` unless the process provably did not run (single-threaded and
-    /// `schedstat` unchanged) and is not due. Returns `false` if the process is gone.
+    /// Re-read `stat` unless the process provably did not run (its CPU clock unchanged; the
+    /// clock is found by pid, but a reused pid's clock differs and then the kept `stat` fd
+    /// fails) and is not due. Returns `false` if the process is gone.
     pub(crate) fn update(&mut self, buf: &mut Vec<u8>, force: bool, clock: &Clock) -> bool {
         let due = clock.due(self.info.key.pid);
         let force = force || due;
-        let single = self.info.num_threads <= 1;
-        let sched = self
-            .schedstat
-            .as_ref()
-            .and_then(|f| f.read(buf).ok())
-            .and_then(procfs::parse_schedstat);
-        let ran = !single || sched.is_none() || sched != self.last_sched;
-        // A single thread's schedstat run time (ns) is its whole CPU: finer than ticks.
-        let sched_pct = match (single, sched, self.last_sched) {
-            (true, Some(now), Some(before)) if clock.elapsed_ticks > 0.0 => {
+        let cpu = self.cpu_clock.and_then(procfs::cpu_clock_ns);
+        let ran = cpu.is_none() || cpu != self.last_cpu_ns;
+        // The clock (ns) is the whole process's CPU: finer than ticks.
+        let sched_pct = match (cpu, self.last_cpu_ns) {
+            (Some(now), Some(before)) if clock.elapsed_ticks > 0.0 => {
                 let elapsed_ns = clock.elapsed_ticks / clock.clk_tck * 1e9;
-                Some((now[0].saturating_sub(before[0]) as f64 / elapsed_ns * 100.0) as f32)
+                Some((now.saturating_sub(before) as f64 / elapsed_ns * 100.0) as f32)
             }
             _ => None,
         };
-        self.last_sched = sched;
+        self.last_cpu_ns = cpu;
         self.ran = ran;
         if force || ran {
             let Some(stat) = self.stat.read(buf).ok().and_then(procfs::parse_stat) else {

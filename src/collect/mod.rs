@@ -12,9 +12,12 @@
 //! - [`snapshot_text`]: the plain-text table of a snapshot (`lifecycle-top snapshot`).
 //!
 //! Cost model (measured by `benches/collector.rs` and `bench/collector_vs_top.sh`): per
-//! refresh one `pread` of `schedstat` per thread and per process; `stat`, `wchan`,
-//! `syscall`, `status` only for what ran; `/proc/PID/task` listed only when the thread count
-//! changes; `/proc` listed only when something in the tree ran.
+//! refresh one CPU-clock read (`clock_gettime`) per process; one `pread` of `schedstat` per
+//! thread that ran last time or is due, and per every other thread only when those do not
+//! account for the process clock's delta; `stat`, `wchan`, `syscall`, `status` only for
+//! what ran; `/proc/PID/task` listed only when the thread count
+//! changes; `/proc` listed only when something in the tree ran and a pid was created
+//! (`/proc/loadavg`'s last-pid field moved).
 
 pub mod dirscan;
 pub mod entry;
@@ -164,6 +167,9 @@ pub struct Collector {
     page_size: u64,
     last: Option<Instant>,
     ticks: u64,
+    /// `/proc/loadavg`'s last-pid field as read by the previous two refreshes (newest first).
+    last_pids: [Option<i32>; 2],
+    load_avg: [f64; 3],
 }
 
 impl Collector {
@@ -244,6 +250,8 @@ impl Collector {
             page_size: rustix::param::page_size() as u64,
             last: None,
             ticks: 0,
+            last_pids: [None; 2],
+            load_avg: [0.0; 3],
         })
     }
 
@@ -301,15 +309,19 @@ impl Collector {
         let may_fork = self.tree.update_tracked(&clock, self.threads.is_some());
         let target = self.tree.live.get(&self.tree.target.pid);
         let expected = target.map(|e| e.info.num_threads);
+        let cpu_now = target.and_then(|e| e.cpu_ns());
         let threads = match (&mut self.threads, target.is_some()) {
-            (Some(t), true) => t.refresh(&clock, expected).unwrap_or_default(),
+            (Some(t), true) => t.refresh(&clock, expected, cpu_now).unwrap_or_default(),
             _ => Vec::new(),
         };
         let threads_ran = self.threads.as_ref().is_some_and(|t| t.any_ran());
-        // Launch mode lists every time: orphans reparented to us have no tracked parent that
-        // ran. Everyone else lists when something ran, and every `every` refreshes anyway.
-        let list =
-            may_fork || threads_ran || self.opts.launch_mode || tick.is_multiple_of(clock.every);
+        // Read after every schedstat above: see `pid_created`.
+        let created = self.pid_created();
+        // Launch mode lists whenever a pid was created: orphans reparented to us have no
+        // tracked parent that ran. Everyone else lists when something ran and a pid was
+        // created, and every `every` refreshes anyway (safety net).
+        let tree_may_fork = may_fork || threads_ran || self.opts.launch_mode;
+        let list = (created && tree_may_fork) || tick.is_multiple_of(clock.every);
         if let Err(e) = self.tree.discover(&clock, list) {
             tracing::warn!("process scan failed: {e}");
         }
@@ -322,6 +334,25 @@ impl Collector {
         }
     }
 
+    /// Was any pid (process or thread) allocated since the refresh before the previous one?
+    /// Reads `/proc/loadavg` (also the header's load). Its last-pid field moves on every
+    /// fork anywhere: unchanged, nobody forked and listing /proc would find nothing new.
+    /// Compared with the value from two refreshes back because a fork between a forker's
+    /// `schedstat` read and this read shows here before the forker shows as having run
+    /// (next refresh); reading this after all `schedstat`s makes two back always enough.
+    fn pid_created(&mut self) -> bool {
+        let text = self
+            .sys
+            .loadavg
+            .as_ref()
+            .and_then(|f| f.read(&mut self.buf).ok());
+        self.load_avg = text.map_or([0.0; 3], procfs::parse_loadavg);
+        let now = text.and_then(procfs::parse_last_pid);
+        let [prev, before] = self.last_pids;
+        self.last_pids = [now, prev];
+        now.is_none() || before != now
+    }
+
     fn system_info(&mut self) -> SystemInfo {
         let (mem_total_bytes, mem_available_bytes) = self
             .sys
@@ -329,12 +360,7 @@ impl Collector {
             .as_ref()
             .and_then(|f| f.read(&mut self.buf).ok())
             .map_or((0, 0), procfs::parse_meminfo);
-        let load_avg = self
-            .sys
-            .loadavg
-            .as_ref()
-            .and_then(|f| f.read(&mut self.buf).ok())
-            .map_or([0.0; 3], procfs::parse_loadavg);
+        let load_avg = self.load_avg;
         SystemInfo {
             cpus: self.sys.cpus,
             mem_total_bytes,

@@ -264,6 +264,37 @@ pub fn parse_loadavg(buf: &[u8]) -> [f64; 3] {
     ]
 }
 
+/// Read a process CPU clock in ns (the sum of its threads' `schedstat` run times, exited
+/// ones included). `None` if the process is gone (or the clock unsupported).
+pub fn cpu_clock_ns(clock: libc::clockid_t) -> Option<u64> {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec for the duration of the call.
+    let rc = unsafe { libc::clock_gettime(clock, &mut ts) };
+    (rc == 0).then(|| ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64)
+}
+
+/// The CPU clock of process `pid`: readable for any process, no permission needed.
+pub fn process_cpu_clock(pid: i32) -> Option<libc::clockid_t> {
+    let mut clock: libc::clockid_t = 0;
+    // SAFETY: `clock` is a valid, writable clockid_t for the duration of the call.
+    let rc = unsafe { libc::clock_getcpuclockid(pid, &mut clock) };
+    (rc == 0 && cpu_clock_ns(clock).is_some()).then_some(clock)
+}
+
+/// The most recently allocated pid: the 5th field of `/proc/loadavg` (in the reader's pid
+/// namespace; every fork and thread creation anywhere in it moves it).
+pub fn parse_last_pid(buf: &[u8]) -> Option<i32> {
+    std::str::from_utf8(buf)
+        .ok()?
+        .split_ascii_whitespace()
+        .nth(4)?
+        .parse()
+        .ok()
+}
+
 /// Seconds since boot from `/proc/uptime` (the clock `stat`'s start time counts on).
 pub fn parse_uptime(buf: &[u8]) -> Option<f64> {
     std::str::from_utf8(buf)
@@ -356,5 +387,7 @@ mod tests {
             [0.5, 1.0, 2.25]
         );
         assert_eq!(parse_uptime(b"12.50 40.00\n"), Some(12.5));
+        assert_eq!(parse_last_pid(b"0.50 1.00 2.25 1/200 999\n"), Some(999));
+        assert_eq!(parse_last_pid(b"0.50 1.00 2.25 1/200\n"), None);
     }
 }

@@ -1,7 +1,8 @@
 //! The target's threads. Each refresh lists `/proc/PID/task` (getdents on a dirfd kept open),
 //! keeps the per-thread files open and re-reads them with `pread`, and reads the expensive
 //! ones (`stat`, `wchan`, `syscall`, `status`) only for threads whose `schedstat` changed: a
-//! thread that was not scheduled cannot have changed state, wait point or counters. Once
+//! thread that was not scheduled cannot have changed state, wait point or counters. Even the
+//! `schedstat` reads are skipped for threads the process CPU clock proves idle. Once
 //! every N refreshes (spread by tid) a thread's `stat` is re-read anyway: another thread
 //! may have renamed it; if anything in it changed, the rest is re-read too. Files are kept
 //! open within an fd budget; past it, threads are still read, opening files per read.
@@ -75,6 +76,9 @@ struct Slot {
     generation: u64,
     /// Scheduled since the previous refresh (or no schedstat: cannot tell).
     ran: bool,
+    /// Scratch for [`Threads::refresh`]: read in its first pass; still there.
+    read_now: bool,
+    alive: bool,
 }
 
 impl Slot {
@@ -105,6 +109,8 @@ impl Slot {
             },
             generation: 0,
             ran: true,
+            read_now: false,
+            alive: true,
         })
     }
 
@@ -216,6 +222,8 @@ pub struct Threads {
     buf: Vec<u8>,
     generation: u64,
     tids: Vec<i32>,
+    /// The process CPU clock's reading at the last refresh: see [`Threads::refresh`].
+    last_cpu_ns: Option<u64>,
 }
 
 impl Threads {
@@ -233,6 +241,7 @@ impl Threads {
             buf: vec![0; 4096],
             generation: 0,
             tids: Vec::new(),
+            last_cpu_ns: None,
         })
     }
 
@@ -241,18 +250,64 @@ impl Threads {
     /// fds, so `/proc/PID/task` only needs listing (the costliest part of a steady refresh:
     /// a dentry lookup per thread) when the count says a thread was born, plus once every
     /// N refreshes as a safety net. An error means the process is gone.
-    pub fn refresh(&mut self, clock: &Clock, expected: Option<u32>) -> io::Result<Vec<ThreadInfo>> {
+    ///
+    /// Most threads of a big process sleep, yet proving it costs a `schedstat` read each.
+    /// The process CPU clock is the sum of its threads' run times, so: read first the
+    /// threads that ran last time (and those due), and if their run-time deltas add up to
+    /// the clock's delta to the nanosecond, no other thread ran and they are left unread.
+    /// Anything else (a mismatch, a failed read, no clock) reads every thread as before.
+    /// `cpu_now` is the process CPU clock (ns), read this refresh before any thread (the
+    /// caller reads it anyway; over 1,000 threads each read costs a walk of them all).
+    pub fn refresh(
+        &mut self,
+        clock: &Clock,
+        expected: Option<u32>,
+        cpu_now: Option<u64>,
+    ) -> io::Result<Vec<ThreadInfo>> {
         let buf = &mut self.buf;
         let task_dir = self.task_dir.as_fd();
         let kept = &mut self.kept_fds;
         let mut any_ran = false;
-        self.slots.retain(|&tid, s| {
-            let alive = s.update(Place { task_dir, tid }, buf, false, clock);
-            any_ran |= s.ran || !alive;
-            if !alive {
+        let cpu_delta = match (cpu_now, self.last_cpu_ns) {
+            (Some(now), Some(before)) => now.checked_sub(before),
+            _ => None,
+        };
+        self.last_cpu_ns = cpu_now;
+        // Pass 1: the likely runners. `sum` stays `Some` while every delta is known.
+        let mut sum = cpu_delta.map(|_| 0u64);
+        for (&tid, s) in self.slots.iter_mut() {
+            s.read_now = s.ran || clock.due(tid) || cpu_delta.is_none();
+            if !s.read_now {
+                continue;
+            }
+            let before = s.last_sched.map(|x| x[0]);
+            s.alive = s.update(Place { task_dir, tid }, buf, false, clock);
+            let after = s.last_sched.map(|x| x[0]).filter(|_| s.alive);
+            sum = match (sum, before, after) {
+                (Some(acc), Some(b), Some(a)) => a.checked_sub(b).map(|d| acc + d),
+                _ => None,
+            };
+        }
+        let others_idle = sum.is_some() && sum == cpu_delta;
+        // Pass 2: the rest, unless proven idle (then only their CPU% drops to 0).
+        for (&tid, s) in self.slots.iter_mut() {
+            if s.read_now {
+                continue;
+            }
+            if others_idle {
+                s.ran = false;
+                s.alive = true;
+                s.info.cpu_percent = 0.0;
+            } else {
+                s.alive = s.update(Place { task_dir, tid }, buf, false, clock);
+            }
+        }
+        self.slots.retain(|_, s| {
+            any_ran |= s.ran || !s.alive;
+            if !s.alive {
                 *kept -= s.kept_fds();
             }
-            alive
+            s.alive
         });
         let count_differs = expected.is_none_or(|n| n as usize != self.slots.len());
         if !self.listed || count_differs || clock.tick.is_multiple_of(clock.every.max(1)) {
