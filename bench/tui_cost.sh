@@ -33,10 +33,11 @@ pids+=($!)
 for _ in $(seq 100); do [ -s "$tmp/pid" ] && break; sleep 0.1; done
 TARGET=$(cat "$tmp/pid")
 
-tmux new-session -d -s "$session" -x 160 -y 48 "target/release/lifecycle-top --pid $TARGET"
+tmux new-session -d -s "$session" -x 160 -y 48 "exec target/release/lifecycle-top --pid $TARGET"
 LT=""
 for _ in $(seq 100); do
-    LT=$(pgrep -f "target/release/lifecycle-top --pid $TARGET" | head -1 || true)
+    # Anchored: the tmux server started for the session has the same text in its command line.
+    LT=$(pgrep -f "^target/release/lifecycle-top --pid $TARGET" | head -1 || true)
     [ -n "$LT" ] && break; sleep 0.1
 done
 [ -n "$LT" ] || { echo "error: lifecycle-top did not start" >&2; exit 1; }
