@@ -419,6 +419,39 @@ impl AppState {
         stuck_tids(&obs(prev), &obs(cur))
     }
 
+    /// Agent phases of the plan that cannot do anything now, with why: no agent connected,
+    /// an agent without that capability, or an app phase the app did not register. The
+    /// teardown panel greys them; the engine skips or fails them when run.
+    pub fn agent_phase_gaps(&self) -> Vec<(char, String)> {
+        use crate::teardown::plan::{Action, AgentRequest};
+        let Some(plan) = &self.plan else {
+            return Vec::new();
+        };
+        plan.phases
+            .iter()
+            .filter_map(|p| {
+                let Action::Agent(req) = &p.action else {
+                    return None;
+                };
+                let why = match (&self.agent, &self.agent_hello) {
+                    (AgentStatus::Connected(_), Some(h)) if !h.has(req.method()) => {
+                        format!("the agent cannot {}", req.method())
+                    }
+                    (AgentStatus::Connected(_), Some(h)) => match req {
+                        AgentRequest::RunPhase(name)
+                            if !h.phases.iter().any(|ph| &ph.name == name) =>
+                        {
+                            format!("the app registered no phase {name:?}")
+                        }
+                        _ => return None,
+                    },
+                    _ => "no agent".to_string(),
+                };
+                Some((p.key, why))
+            })
+            .collect()
+    }
+
     /// Counts shown in the header: threads, live children, orphans, exited.
     pub fn counts(&self) -> Counts {
         let Some(s) = &self.snapshot else {

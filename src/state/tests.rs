@@ -219,3 +219,28 @@ fn stacks_the_engine_took_are_kept_without_opening_the_pane() {
     s.act(Action::PrevStacks);
     assert_eq!(s.overlay, Overlay::Stacks);
 }
+
+#[test]
+fn agent_phases_without_an_agent_are_named() {
+    let mut s = state();
+    s.apply(Event::Plan(Box::new(
+        crate::teardown::plan::load("python-asyncio").expect("built-in plan"),
+    )));
+    let gaps = s.agent_phase_gaps();
+    let keys: String = gaps.iter().map(|(k, _)| *k).collect();
+    assert_eq!(keys, "cepl", "{gaps:?}");
+    assert!(gaps.iter().all(|(_, why)| why == "no agent"));
+    let hello: crate::agent::Hello = serde_json::from_value(serde_json::json!({
+        "protocol": 1,
+        "agent": {"kind": "python", "version": "0.1.0", "instance": "x"},
+        "runtime": {"name": "cpython", "version": "3.11"},
+        "target": {"pid": 100, "start_time": 1100},
+        "capabilities": ["cancel_tasks", "stop_loop", "close_loop"]
+    }))
+    .expect("hello");
+    s.apply(Event::AgentHello(Box::new(hello)));
+    let gaps = s.agent_phase_gaps();
+    assert_eq!(gaps.len(), 1, "{gaps:?}");
+    assert_eq!(gaps[0].0, 'e');
+    assert!(gaps[0].1.contains("shutdown_executors"), "{gaps:?}");
+}

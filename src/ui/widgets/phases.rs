@@ -31,9 +31,27 @@ pub fn render(frame: &mut Frame, area: Rect, state: &AppState) {
             &empty
         }
     };
+    let gaps = state.agent_phase_gaps();
+    let gap_height = u16::from(!gaps.is_empty());
     let list_height = (plan.phases.len() as u16 + 1).min(inner.height / 2);
-    let [list, bars] =
-        Layout::vertical([Constraint::Length(list_height), Constraint::Min(0)]).areas(inner);
+    let [gap_line, list, bars] = Layout::vertical([
+        Constraint::Length(gap_height),
+        Constraint::Length(list_height),
+        Constraint::Min(0),
+    ])
+    .areas(inner);
+    if !gaps.is_empty() {
+        // One line: which phase keys will be skipped or fail, and the first reason.
+        let keys: String = gaps.iter().map(|(k, _)| *k).collect();
+        let why = &gaps[0].1;
+        frame.render_widget(
+            Line::styled(
+                format!("agent phases {keys} cannot act now: {why}"),
+                theme::dim(),
+            ),
+            gap_line,
+        );
+    }
     timeline::render_phase_list(frame, list, plan, tl);
     let now_ms = state.now_unix_ms.saturating_sub(tl.started_unix_ms);
     timeline::render(frame, bars, tl, plan, now_ms);
