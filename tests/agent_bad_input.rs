@@ -311,10 +311,7 @@ async fn more_rows_than_max_tasks_drops_the_connection() {
         next_event(&mut h, 5).await,
         AgentEvent::Connected(_)
     ));
-    match next_event(&mut h, 5).await {
-        AgentEvent::Lost(reason) => assert!(reason.contains("task rows"), "{reason}"),
-        other => panic!("expected Lost, got {other:?}"),
-    }
+    expect_lost(&mut h, "task rows").await;
 }
 
 #[tokio::test]
@@ -327,8 +324,13 @@ async fn too_many_chunks_for_max_tasks_drops_the_connection() {
         next_event(&mut h, 5).await,
         AgentEvent::Connected(_)
     ));
-    match next_event(&mut h, 5).await {
-        AgentEvent::Lost(reason) => assert!(reason.contains("task chunks"), "{reason}"),
+    expect_lost(&mut h, "task chunks").await;
+}
+
+/// The next event is `Lost` with a reason naming `what`.
+async fn expect_lost(h: &mut AgentHandle, what: &str) {
+    match next_event(h, 5).await {
+        AgentEvent::Lost(reason) => assert!(reason.contains(what), "{reason}"),
         other => panic!("expected Lost, got {other:?}"),
     }
 }

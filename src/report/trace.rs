@@ -2,7 +2,7 @@
 //! events, a complete event per phase, instant events for signals and exits. Timestamps are
 //! microseconds since the run started. Loads in Perfetto (ui.perfetto.dev) and chrome://tracing.
 
-use crate::teardown::timeline::Timeline;
+use crate::teardown::timeline::{ExitEvent, Timeline};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::path::Path;
@@ -47,6 +47,18 @@ fn meta(name: &str, pid: i32, tid: u64, args: Value) -> TraceEvent {
         s: None,
         args,
     }
+}
+
+/// An exit as an instant event on the track `tid` (0: outside any phase).
+fn exit_instant(x: &ExitEvent, pid: i32, tid: u64) -> TraceEvent {
+    instant(
+        format!("exit {} ({})", x.pid, x.name),
+        "exit",
+        x.at_ms,
+        pid,
+        tid,
+        json!({ "status": x.status }),
+    )
 }
 
 fn instant(name: String, cat: &str, at_ms: u64, pid: i32, tid: u64, args: Value) -> TraceEvent {
@@ -120,27 +132,9 @@ pub fn build(t: &Timeline) -> TraceFile {
                 args,
             ));
         }
-        for x in &p.exits {
-            ev.push(instant(
-                format!("exit {} ({})", x.pid, x.name),
-                "exit",
-                x.at_ms,
-                pid,
-                tid,
-                json!({ "status": x.status }),
-            ));
-        }
+        ev.extend(p.exits.iter().map(|x| exit_instant(x, pid, tid)));
     }
-    for x in &t.exits_outside {
-        ev.push(instant(
-            format!("exit {} ({})", x.pid, x.name),
-            "exit",
-            x.at_ms,
-            pid,
-            0,
-            json!({ "status": x.status }),
-        ));
-    }
+    ev.extend(t.exits_outside.iter().map(|x| exit_instant(x, pid, 0)));
     TraceFile {
         trace_events: ev,
         display_time_unit: "ms".into(),
