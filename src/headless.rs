@@ -1,26 +1,35 @@
-//! Headless mode (`--headless`): attach to (or launch) the target, run the whole teardown plan
-//! with the same [`Runner`](crate::teardown::Runner) the TUI uses, print a readable summary as
-//! phases finish, write `--report` / `--trace`, and map the verdict to an exit code:
-//! 0 clean without escalation, 1 something lingered or needed SIGKILL, 2 usage/attach error.
+//! Headless mode (`--headless`): a printer over a [`Session`]. It waits for the agent (and,
+//! for a launched command, for the tree to settle), runs the whole plan, prints a readable
+//! summary as phases finish, writes `--report` / `--trace`, and maps the verdict to an exit
+//! code: 0 clean, 1 something lingered or needed SIGKILL, 2 usage/attach error.
 
-use crate::agent::{self, AgentEvent};
 use crate::cli::RunConfig;
-use crate::collect::{self, Collector, live::CollectEvent};
-use crate::model::{AgentFacts, Snapshot};
+use crate::collect::Collector;
+use crate::launch::Started;
+use crate::model::ProcKey;
 use crate::report::{self, Report, summary};
-use crate::stacks::StackSnapshot;
+use crate::session::{
+    AgentState, CoreEvent, Model, Session, SessionConfig, SessionHandle, Stamped, SystemClock,
+};
 use crate::teardown::plan::{self, Plan};
-use crate::teardown::{AgentPort, Command, PhaseEvent, Timeline, runner};
-use crate::wiring;
-use crate::wiring::TreePids;
+use crate::teardown::{Command, Timeline};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::signal::unix::{Signal, SignalKind, signal};
+
+/// How long a launched command with the agent injected gets to connect (the interpreter
+/// must start first), and how long an attached process gets.
+const AGENT_WAIT_LAUNCHED: Duration = Duration::from_secs(5);
+const AGENT_WAIT_ATTACHED: Duration = Duration::from_millis(1500);
+/// A launched command is still forking its children: at most this long for two snapshots in
+/// a row to list the same processes.
+const SETTLE_WAIT: Duration = Duration::from_secs(3);
 
 /// Entry point used by `main` for `--headless`.
 pub fn run(cfg: &RunConfig) -> ExitCode {
     match prepare(cfg) {
-        Ok((collector, plan, launched)) => {
+        Ok((started, collector, plan)) => {
             let runtime = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -28,7 +37,7 @@ pub fn run(cfg: &RunConfig) -> ExitCode {
                 Ok(r) => r,
                 Err(e) => return usage(&format!("cannot start the async runtime: {e}")),
             };
-            runtime.block_on(drive(cfg, collector, plan, launched))
+            runtime.block_on(drive(cfg, started, collector, plan))
         }
         Err(msg) => usage(&msg),
     }
@@ -40,7 +49,7 @@ fn usage(msg: &str) -> ExitCode {
 }
 
 /// Everything that can fail with exit code 2, before anything is signalled.
-fn prepare(cfg: &RunConfig) -> Result<(Collector, Option<Plan>, bool), String> {
+fn prepare(cfg: &RunConfig) -> Result<(Started, Collector, Option<Plan>), String> {
     let plan = match &cfg.plan {
         Some(p) => Some(plan::load(p).map_err(|e| e.to_string())?),
         None => None,
@@ -48,140 +57,137 @@ fn prepare(cfg: &RunConfig) -> Result<(Collector, Option<Plan>, bool), String> {
     let started =
         crate::launch::start_target(&cfg.target, cfg.inject_agent).map_err(|e| format!("{e:#}"))?;
     let collector = crate::launch::attach_collector(&started).map_err(|e| format!("{e:#}"))?;
-    let launched = started.launched.is_some();
-    Ok((collector, plan, launched))
+    Ok((started, collector, plan))
 }
 
-/// Without `--plan`: python-asyncio for a Python target, native otherwise.
-pub fn default_plan(snap: &Snapshot) -> Result<Plan, String> {
-    let python = snap.target_info().is_some_and(|t| {
-        t.name.starts_with("python") || t.cmdline.first().is_some_and(|c| c.contains("python"))
-    });
-    plan::load(if python { "python-asyncio" } else { "native" }).map_err(|e| e.to_string())
+/// Signals that interrupt a run (Ctrl-C, a CI timeout's SIGTERM).
+pub struct Interrupts {
+    int: Option<Signal>,
+    term: Option<Signal>,
 }
 
-/// What the agent told us before the plan starts.
-struct AgentStart {
-    facts: Option<AgentFacts>,
-    python: bool,
-}
-
-/// Waits briefly for the agent: a launched command with the agent injected gets up to 5 s to
-/// connect (the interpreter must start first); an attached process only until the client
-/// says there is none. Collector events seen meanwhile are kept for the runner.
-async fn wait_for_agent(
-    agent: &mut agent::AgentHandle,
-    live: &mut collect::LiveCollector,
-    tree: &TreePids,
-    buffered: &mut Vec<CollectEvent>,
-    expect_agent: bool,
-) -> AgentStart {
-    let mut start = AgentStart {
-        facts: None,
-        python: false,
-    };
-    let limit = tokio::time::sleep(Duration::from_millis(if expect_agent {
-        5000
-    } else {
-        1500
-    }));
-    tokio::pin!(limit);
-    loop {
-        tokio::select! {
-            ev = agent.events.recv() => match ev {
-                Some(AgentEvent::Connected(hello)) => {
-                    start.python = hello.runtime.name.to_ascii_lowercase().contains("python");
-                    println!("agent connected: {} {}", hello.runtime.name, hello.runtime.version);
+impl Interrupts {
+    pub fn install() -> Self {
+        Self {
+            int: signal(SignalKind::interrupt()).ok(),
+            term: signal(SignalKind::terminate()).ok(),
+        }
+    }
+    pub async fn recv(&mut self) {
+        match (&mut self.int, &mut self.term) {
+            (Some(a), Some(b)) => {
+                tokio::select! {
+                    _ = a.recv() => {}
+                    _ = b.recv() => {}
                 }
-                Some(AgentEvent::Report(r)) => {
-                    start.facts = Some(AgentFacts::from(r.as_ref()));
-                    return start;
-                }
-                Some(AgentEvent::NotFound(why)) | Some(AgentEvent::Lost(why)) if !expect_agent => {
-                    println!("no agent: {why} (agent phases will be skipped)");
-                    return start;
-                }
-                Some(_) => {}
-                None => return start,
-            },
-            ev = live.events.recv() => match ev {
-                Some(ev) => {
-                    // The agent may live in a child of the target (`sh -c "python app.py"`):
-                    // the peer check must know the tree while we wait for it.
-                    if let CollectEvent::Snapshot(s) = &ev {
-                        tree.update(s);
-                    }
-                    buffered.push(ev);
-                }
-                None => return start,
-            },
-            _ = &mut limit => {
-                println!("no agent answered (agent phases will be skipped)");
-                return start;
             }
+            (Some(a), None) | (None, Some(a)) => {
+                a.recv().await;
+            }
+            (None, None) => std::future::pending().await,
         }
     }
 }
 
-/// A command just launched is still forking its children: tearing it down now would race
-/// with them (a child forked after "terminate children" would be orphaned). Waits until two
-/// consecutive snapshots list the same processes, at most 3 s.
-async fn settle(live: &mut collect::LiveCollector, buffered: &mut Vec<CollectEvent>) {
-    let pids = |s: &Snapshot| -> Vec<i32> {
-        let mut v: Vec<i32> = s
-            .processes
-            .iter()
-            .filter(|p| p.exit.is_none())
-            .map(|p| p.key.pid)
-            .collect();
-        v.sort_unstable();
-        v
-    };
-    let mut last: Option<Vec<i32>> = None;
-    let limit = tokio::time::sleep(Duration::from_secs(3));
-    tokio::pin!(limit);
-    loop {
-        tokio::select! {
-            ev = live.events.recv() => match ev {
-                Some(ev) => {
-                    if let CollectEvent::Snapshot(s) = &ev {
-                        let now = pids(s);
-                        if last.as_ref() == Some(&now) {
-                            buffered.push(ev);
-                            return;
-                        }
-                        last = Some(now);
-                    }
-                    buffered.push(ev);
-                }
-                None => return,
-            },
-            _ = &mut limit => return,
+/// When the plan may start: the agent question is settled (or its wait ran out) and a
+/// launched tree has settled (or its wait ran out).
+struct Readiness {
+    expect_agent: bool,
+    launched: bool,
+    agent_deadline_ms: u64,
+    agent_decided_ms: Option<u64>,
+    /// Snapshots seen when the agent question was settled: the tree settles after it.
+    snapshots_at_decision: u64,
+}
+
+impl Readiness {
+    fn new(expect_agent: bool, launched: bool) -> Self {
+        let wait = if expect_agent {
+            AGENT_WAIT_LAUNCHED
+        } else {
+            AGENT_WAIT_ATTACHED
+        };
+        Self {
+            expect_agent,
+            launched,
+            agent_deadline_ms: wait.as_millis() as u64,
+            agent_decided_ms: None,
+            snapshots_at_decision: 0,
+        }
+    }
+
+    /// Lines to print, and whether the plan may start now (`now_ms` since the run started).
+    fn check(&mut self, m: &Model, now_ms: u64, out: &mut Vec<String>) -> bool {
+        if self.agent_decided_ms.is_none() {
+            let lost = match &m.agent {
+                Some(AgentState::NotFound(w)) | Some(AgentState::Lost(w)) => Some(w.clone()),
+                _ => None,
+            };
+            if m.report.is_some() {
+                self.agent_decided_ms = Some(now_ms);
+            } else if let (Some(why), false) = (lost, self.expect_agent) {
+                out.push(format!("no agent: {why} (agent phases will be skipped)"));
+                self.agent_decided_ms = Some(now_ms);
+            } else if now_ms >= self.agent_deadline_ms {
+                out.push("no agent answered (agent phases will be skipped)".into());
+                self.agent_decided_ms = Some(now_ms);
+            }
+        }
+        let Some(decided) = self.agent_decided_ms else {
+            return false;
+        };
+        if self.snapshots_at_decision == 0 {
+            self.snapshots_at_decision = m.snapshots.max(1);
+        }
+        // Two snapshots after the agent answered list the same processes (a launched
+        // command is still forking its children before that).
+        let settled = !self.launched
+            || (m.tree_settled() && m.snapshots >= self.snapshots_at_decision + 2)
+            || now_ms >= decided + SETTLE_WAIT.as_millis() as u64;
+        settled && m.plan.is_some() && m.snapshot.is_some()
+    }
+
+    /// When to look again if no event comes.
+    fn next_check_ms(&self) -> u64 {
+        match self.agent_decided_ms {
+            None => self.agent_deadline_ms,
+            Some(d) => d + SETTLE_WAIT.as_millis() as u64,
         }
     }
 }
 
 async fn drive(
     cfg: &RunConfig,
+    started: Started,
     collector: Collector,
     plan: Option<Plan>,
-    launched: bool,
 ) -> ExitCode {
     // Installed first: a Ctrl-C or a CI timeout's SIGTERM at any point still ends with a
     // report and an exit code, never with the default signal death.
-    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).ok();
-    let mut sigterm =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-    // A tree headless launched (the demo, `-- CMD`) never outlives the run, however it
-    // ends: what the plan left is in the report, then killed. An attached tree is never
-    // touched beyond the plan.
-    let guard = crate::launch::TreeGuard::new(launched);
+    let mut interrupts = Interrupts::install();
+    let launched = started.launched.is_some();
     let target = collector.target();
-    let started = collect::exits::now_unix_ms();
-    let tree = TreePids::new(target);
-    let mut live = collect::live::spawn(collector, cfg.interval);
-    let mut agent = agent::spawn_client(target, tree.checker(), cfg.interval);
-    let mut buffered = Vec::new();
+    let started_ms = crate::collect::exits::now_unix_ms();
+    let expect_agent = launched && cfg.inject_agent;
+    // A tree headless launched (the demo, `-- CMD`) never outlives the run, however it ends:
+    // what the plan left is in the report, then killed (the armed guard, when the session
+    // is dropped). An attached tree is never touched beyond the plan.
+    let mut session = Session::start(
+        &started,
+        collector,
+        SessionConfig {
+            interval: cfg.interval,
+            plan,
+            guard_armed: true,
+            cmd: match &cfg.target {
+                crate::cli::Target::Launch(c) => c.clone(),
+                _ => Vec::new(),
+            },
+            agent_injected: expect_agent,
+        },
+        Arc::new(SystemClock::new()),
+    );
+    let handle = session.handle();
     println!(
         "lifecycle-top: attached to pid {}; waiting for the agent{} before the plan starts",
         target.pid,
@@ -191,55 +197,46 @@ async fn drive(
             ""
         }
     );
-    let before_plan = async {
-        let start = wait_for_agent(
-            &mut agent,
-            &mut live,
-            &tree,
-            &mut buffered,
-            launched && cfg.inject_agent,
-        )
-        .await;
-        if launched {
-            settle(&mut live, &mut buffered).await;
-        }
-        // The first snapshot names the target and picks the default plan.
-        loop {
-            if let Some(i) = buffered
-                .iter()
-                .rposition(|e| matches!(e, CollectEvent::Snapshot(_)))
-                && let CollectEvent::Snapshot(s) = buffered.remove(i)
-            {
-                return Some((start, s));
+    let mut model = Model::new();
+    let mut ready = Readiness::new(expect_agent, launched);
+    let mut lines = Vec::new();
+    let t0 = std::time::Instant::now();
+    let elapsed_ms = || u64::try_from(t0.elapsed().as_millis()).unwrap_or(u64::MAX);
+    // Before the plan: wait for the agent and the tree.
+    let plan = loop {
+        let wait = Duration::from_millis(ready.next_check_ms().saturating_sub(elapsed_ms()));
+        tokio::select! {
+            ev = session.events.recv() => {
+                let Some(ev) = ev else { return usage("the session stopped before the plan started") };
+                model.apply(&ev);
+                print_waiting(&ev);
             }
-            match live.events.recv().await {
-                Some(ev) => buffered.push(ev),
-                None => return None,
+            _ = tokio::time::sleep(wait.max(Duration::from_millis(10))) => {}
+            _ = interrupts.recv() => {
+                println!("interrupted before the plan started: nothing was torn down");
+                return interrupted_early(cfg, target, started_ms);
             }
         }
-    };
-    let ready = tokio::select! {
-        r = before_plan => r,
-        _ = recv_signal(&mut sigint, &mut sigterm) => {
-            println!("interrupted before the plan started: nothing was torn down");
-            return interrupted_early(cfg, target, started);
+        lines.clear();
+        if ready.check(&model, elapsed_ms(), &mut lines) {
+            for l in &lines {
+                println!("{l}");
+            }
+            let info = model.plan.clone();
+            match info.map(|i| i.load()) {
+                Some(Ok(p)) => break p,
+                Some(Err(e)) => return usage(&e),
+                None => continue,
+            }
+        }
+        for l in &lines {
+            println!("{l}");
         }
     };
-    let Some((start, first)) = ready else {
-        return usage("the collector stopped before its first snapshot");
-    };
-    tree.update(&first);
-    guard.update(&first);
-    let plan = match plan {
-        Some(p) => Ok(p),
-        None if start.python => plan::load("python-asyncio").map_err(|e| e.to_string()),
-        None => default_plan(&first),
-    };
-    let plan = match plan {
-        Ok(p) => p,
-        Err(e) => return usage(&e),
-    };
-    let info = first.target_info().cloned();
+    let info = model
+        .snapshot
+        .as_ref()
+        .and_then(|s| s.target_info().cloned());
     let target_info = report::json::TargetInfo {
         pid: target.pid,
         name: info.as_ref().map(|i| i.name.clone()).unwrap_or_default(),
@@ -253,65 +250,13 @@ async fn drive(
         plan.phases.len(),
         if launched { " (launched)" } else { "" }
     );
-    let requester = agent.requester();
-    let port: Arc<dyn AgentPort> = Arc::new(wiring::AgentPortAdapter(requester.clone()));
-    let mut r = runner::spawn(plan.clone(), target, started, Some(port));
-    r.handle.agent_facts(start.facts);
-    for ev in buffered {
-        forward(&r.handle, &tree, ev);
-    }
-    r.handle.snapshot(first);
-    r.handle.command(Command::RunAll);
-    let mut captures = tokio::task::JoinSet::new();
-    // Ctrl-C / SIGTERM from here: abort the running phase, start nothing new, still write
-    // the report.
-    let (mut agent_open, mut interrupted) = (true, false);
-    let timeline = loop {
-        tokio::select! {
-            ev = live.events.recv() => match ev {
-                Some(ev) => {
-                    if let CollectEvent::Snapshot(s) = &ev {
-                        guard.update(s);
-                    }
-                    forward(&r.handle, &tree, ev)
-                }
-                None => break None,
-            },
-            ev = agent.events.recv(), if agent_open => match ev {
-                Some(AgentEvent::Report(rep)) => r.handle.agent_facts(Some(AgentFacts::from(rep.as_ref()))),
-                Some(AgentEvent::Lost(why)) | Some(AgentEvent::NotFound(why)) => {
-                    println!("      agent: {why}");
-                    r.handle.agent_facts(None);
-                }
-                Some(AgentEvent::Connected(_)) => {}
-                None => agent_open = false,
-            },
-            _ = recv_signal(&mut sigint, &mut sigterm), if !interrupted => {
-                println!("interrupted: aborting the running phase; no further phase runs");
-                interrupted = true;
-                r.handle.command(Command::Abort);
-            }
-            pe = r.events.recv() => match pe {
-                Some(PhaseEvent::AllDone(t)) => break Some(*t),
-                Some(PhaseEvent::Timeline(t)) if interrupted && t.running.is_none() => break Some(*t),
-                Some(PhaseEvent::RefreshNow) => live.refresh_now(),
-                Some(PhaseEvent::SnapshotStacks { key, tids, reason }) => {
-                    println!("      capturing stacks of pid {}: {reason}", key.pid);
-                    captures.spawn(wiring::capture_stacks(key, tids, Some(requester.clone()), false));
-                }
-                Some(pe) => {
-                    if let Some(line) = summary::event(&plan, target, &pe) {
-                        println!("{line}");
-                    }
-                }
-                None => break None,
-            },
-        }
-    };
+    handle.teardown(Command::RunAll);
+    let timeline = run_plan(&mut session, &handle, &mut model, &plan, &mut interrupts).await;
     let Some(timeline) = timeline else {
         return usage("the teardown runner stopped unexpectedly");
     };
-    let stacks: Vec<StackSnapshot> = captures.join_all().await;
+    drain_after_flush(&mut session, &handle, &mut model).await;
+    let stacks: Vec<_> = model.stacks.iter().map(|s| s.as_ref().clone()).collect();
     for s in &stacks {
         let mut out = Vec::new();
         if crate::stacks::cli::write_text(s, &mut out).is_ok() {
@@ -321,9 +266,84 @@ async fn drive(
     finish(cfg, &plan, &timeline, target_info, stacks)
 }
 
+/// Lines shown while waiting for the plan to start.
+fn print_waiting(ev: &Stamped) {
+    if let CoreEvent::AgentHello { hello } = &ev.event {
+        println!(
+            "agent connected: {} {}",
+            hello.runtime.name, hello.runtime.version
+        );
+    }
+}
+
+/// Runs the plan to its end (or to the end of the phase running when interrupted); prints
+/// each phase as it goes. `None` if the session ended first.
+async fn run_plan(
+    session: &mut Session,
+    handle: &SessionHandle,
+    model: &mut Model,
+    plan: &Plan,
+    interrupts: &mut Interrupts,
+) -> Option<Timeline> {
+    let target = model.target()?;
+    let mut interrupted = false;
+    loop {
+        tokio::select! {
+            ev = session.events.recv() => {
+                let ev = ev?;
+                model.apply(&ev);
+                match &ev.event {
+                    CoreEvent::PlanDone { timeline } => return Some(timeline.as_ref().clone()),
+                    CoreEvent::Timeline { timeline } if interrupted && timeline.running.is_none() => {
+                        return Some(timeline.as_ref().clone());
+                    }
+                    CoreEvent::Phase { event } => {
+                        if let Some(line) = summary::event(plan, target, event) {
+                            println!("{line}");
+                        }
+                    }
+                    CoreEvent::AgentState { state: AgentState::Lost(why) | AgentState::NotFound(why) } => {
+                        println!("      agent: {why}");
+                    }
+                    CoreEvent::StacksRequested { key, reason, .. } => {
+                        println!("      capturing stacks of pid {}: {reason}", key.pid);
+                    }
+                    CoreEvent::CollectorError { message } => println!("      collector: {message}"),
+                    CoreEvent::Notice { message } => println!("      {message}"),
+                    _ => {}
+                }
+            }
+            _ = interrupts.recv(), if !interrupted => {
+                println!("interrupted: aborting the running phase; no further phase runs");
+                interrupted = true;
+                handle.teardown(Command::Abort);
+            }
+        }
+    }
+}
+
+/// Waits until every stack capture started has been reported, folding what arrives.
+pub async fn drain_after_flush(session: &mut Session, handle: &SessionHandle, model: &mut Model) {
+    let flushed = handle.flush();
+    tokio::pin!(flushed);
+    loop {
+        tokio::select! {
+            _ = &mut flushed => break,
+            ev = session.events.recv() => match ev {
+                Some(ev) => model.apply(&ev),
+                None => break,
+            },
+        }
+    }
+    // Whatever was emitted before the flush answered is already queued.
+    while let Ok(ev) = session.events.try_recv() {
+        model.apply(&ev);
+    }
+}
+
 /// Interrupted before any phase ran: the report (if asked for) says so and the exit code is
 /// 2, since nothing was judged.
-fn interrupted_early(cfg: &RunConfig, target: crate::model::ProcKey, started: u64) -> ExitCode {
+fn interrupted_early(cfg: &RunConfig, target: ProcKey, started: u64) -> ExitCode {
     let timeline = Timeline::new("none", target.pid, started);
     let mut report = Report::new(
         &timeline,
@@ -348,41 +368,12 @@ fn interrupted_early(cfg: &RunConfig, target: crate::model::ProcKey, started: u6
     ExitCode::from(2)
 }
 
-async fn recv_signal(
-    a: &mut Option<tokio::signal::unix::Signal>,
-    b: &mut Option<tokio::signal::unix::Signal>,
-) {
-    match (a, b) {
-        (Some(a), Some(b)) => {
-            tokio::select! {
-                _ = a.recv() => {}
-                _ = b.recv() => {}
-            }
-        }
-        (Some(a), None) | (None, Some(a)) => {
-            a.recv().await;
-        }
-        (None, None) => std::future::pending().await,
-    }
-}
-
-fn forward(h: &runner::RunnerHandle, tree: &TreePids, ev: CollectEvent) {
-    match ev {
-        CollectEvent::Snapshot(s) => {
-            tree.update(&s);
-            h.snapshot(s)
-        }
-        CollectEvent::Exited { key, status, .. } => h.exited(key, status),
-        CollectEvent::Error(e) => println!("      collector: {e}"),
-    }
-}
-
 fn finish(
     cfg: &RunConfig,
     plan: &Plan,
     timeline: &Timeline,
     target: report::json::TargetInfo,
-    stacks: Vec<StackSnapshot>,
+    stacks: Vec<crate::stacks::StackSnapshot>,
 ) -> ExitCode {
     let mut report = Report::new(timeline, &plan.source, target);
     report.stacks = stacks;

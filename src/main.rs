@@ -3,7 +3,7 @@
 //! 0 ok / clean, 1 something lingered (headless), 2 usage or attach error.
 
 use lifecycle_top::cli::{self, Config, Target};
-use lifecycle_top::{agent, app, collect, headless, stacks, wiring};
+use lifecycle_top::{agent, app, collect, headless, session, stacks};
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
@@ -27,14 +27,14 @@ fn run(config: Config) -> anyhow::Result<ExitCode> {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
-            let full = runtime.block_on(wiring::snapshot_with_agent(pid))?;
+            let full = runtime.block_on(session::snapshot_with_agent(pid))?;
             let mut out = std::io::stdout().lock();
             if json {
                 serde_json::to_writer_pretty(&mut out, &full)?;
                 writeln!(out)?;
             } else {
                 write!(out, "{}", collect::snapshot_text(&full.snapshot))?;
-                write!(out, "{}", wiring::agent_text(&full))?;
+                write!(out, "{}", session::agent_text(&full))?;
             }
             Ok(ExitCode::SUCCESS)
         }

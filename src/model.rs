@@ -195,6 +195,9 @@ pub struct AgentFacts {
     /// `lifecycle-top -- sh -c "python app.py"` has it in a descendant. `None`: unknown.
     #[serde(default)]
     pub pid: Option<i32>,
+    /// The agent said its interpreter is exiting (a disconnect that follows is the exit).
+    #[serde(default)]
+    pub exiting: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -32,6 +32,10 @@ pub enum AgentEvent {
     Lost(String),
     /// No usable agent (no socket, refused peer, wrong version...). Sent on change only.
     NotFound(String),
+    /// A warning the agent pushed the moment it was caught (also listed in later reports).
+    Warning(super::protocol::AgentWarning),
+    /// The agent said its interpreter is exiting: a disconnect that follows is the exit.
+    Exiting(String),
 }
 
 /// Why a request failed.

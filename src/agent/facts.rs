@@ -28,6 +28,7 @@ impl From<&Report> for AgentFacts {
                 .sum(),
             loops: r.loops.iter().filter(|l| !l.closed).count(),
             pid: Some(r.pid).filter(|p| *p > 0),
+            exiting: false,
         }
     }
 }

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 mod report;
+use report::null_as_default;
 pub use report::*;
 
 /// The protocol version this build speaks.
@@ -25,9 +26,30 @@ pub enum Incoming {
     ReportChunk(ReportChunk),
     Response(Response),
     Error(WireError),
+    /// Pushed at once when the target logs one of the warnings lifecycle-top watches for.
+    Warning(WarningMsg),
+    /// Pushed when the target's interpreter starts exiting (atexit, main thread done).
+    Exiting(ExitingMsg),
     /// A message type this build does not know: ignored (forward compatibility).
     #[serde(other)]
     Unknown,
+}
+
+/// `{"type":"warning","warning":{...}}` (docs/protocol.md §5.1).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct WarningMsg {
+    pub warning: AgentWarning,
+}
+
+/// `{"type":"exiting","at_unix_ms":T,"reason":"atexit"}`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ExitingMsg {
+    #[serde(deserialize_with = "null_as_default")]
+    pub at_unix_ms: u64,
+    #[serde(deserialize_with = "null_as_default")]
+    pub reason: String,
 }
 
 /// A message to the agent.

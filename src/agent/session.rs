@@ -233,6 +233,9 @@ impl<'a> Session<'a> {
                     return Err(format!("agent error {}: {}", e.code, e.message));
                 }
             }
+            // Also listed in later reports (by `seq`): one lost to a full channel is not lost.
+            Incoming::Warning(w) => self.push(AgentEvent::Warning(w.warning))?,
+            Incoming::Exiting(e) => self.push(AgentEvent::Exiting(e.reason))?,
             Incoming::Unknown => {
                 ClientStats::bump(&self.stats.unknown_types, 1);
                 tracing::debug!("ignored a message of unknown type from the agent");
@@ -333,6 +336,13 @@ impl<'a> Session<'a> {
     fn max_chunks(&self) -> usize {
         let need = self.opts.max_tasks.div_ceil(ROWS_PER_CHUNK);
         usize::try_from(need.saturating_mul(2).saturating_add(1)).unwrap_or(usize::MAX)
+    }
+
+    fn push(&self, ev: AgentEvent) -> Result<(), String> {
+        match self.events.try_send(ev) {
+            Err(mpsc::error::TrySendError::Closed(_)) => Err("client stopped".into()),
+            _ => Ok(()),
+        }
     }
 
     fn emit(&self, r: Box<Report>) -> Result<(), String> {

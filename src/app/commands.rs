@@ -5,10 +5,10 @@
 use crate::agent;
 use crate::collect;
 use crate::model::Snapshot;
+use crate::session as wiring;
 use crate::stacks::StackSnapshot;
 use crate::state::{Action, AppState, Command, Event};
 use crate::teardown::{self, PhaseEvent, Plan, plan};
-use crate::wiring;
 use anyhow::Result;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -52,7 +52,7 @@ impl TeardownSlot {
                 None if agent_says_python(state) => {
                     plan::load("python-asyncio").map_err(|e| e.to_string())
                 }
-                None => crate::headless::default_plan(snap),
+                None => crate::session::default_plan(snap),
             };
             match wanted {
                 Ok(p) if self.plan_name.as_deref() != Some(p.name.as_str()) => {

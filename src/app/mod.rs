@@ -5,11 +5,11 @@
 use crate::agent::{self, AgentEvent};
 use crate::cli::RunConfig;
 use crate::collect::{self, CollectEvent, Collector};
+use crate::session::TreePids;
 use crate::stacks::StackSnapshot;
 use crate::state::{AgentStatus, AppState, Command, Event, Mode, QuitChoice};
 use crate::teardown::{Plan, plan};
 use crate::ui;
-use crate::wiring::TreePids;
 use anyhow::{Context, Result};
 use crossterm::event::{self as term, KeyEvent};
 use std::path::PathBuf;
@@ -191,6 +191,8 @@ fn agent_event(ev: AgentEvent) -> Event {
         AgentEvent::Report(report) => Event::AgentReport(report),
         AgentEvent::Lost(why) => Event::Agent(AgentStatus::Lost(why)),
         AgentEvent::NotFound(why) => Event::Agent(AgentStatus::NotFound(why)),
+        AgentEvent::Warning(w) => Event::Status(format!("target warning: {}", w.message)),
+        AgentEvent::Exiting(why) => Event::Status(format!("the target is exiting ({why})")),
     }
 }
 

@@ -105,6 +105,7 @@ pub fn agent_facts() -> AgentFacts {
         pending_tasks: 3,
         loops: 1,
         pid: Some(100),
+        exiting: false,
     }
 }
 

@@ -14,8 +14,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
-/// What the runner reports, in order.
-#[derive(Debug, Clone)]
+/// What the runner reports, in order (serializable: sessions record it).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
 pub enum PhaseEvent {
     Started {
         index: usize,

@@ -73,6 +73,7 @@ fn agent_timeout_snapshots_and_agent_error_fails() {
             pending_tasks: 1,
             loops: 1,
             pid: Some(100),
+            exiting: false,
         })),
     );
     e.step(0, Input::Command(Command::RunNext));
@@ -237,6 +238,7 @@ fn agent_in_a_descendant_main_thread_is_no_leftover_and_stacks_use_its_process()
             pending_tasks: 2,
             loops: 1,
             pid: Some(101),
+            exiting: false,
         })),
     );
     assert_eq!(e.world().agent_process(), Some(key(101)));

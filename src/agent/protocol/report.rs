@@ -32,6 +32,10 @@ pub struct Report {
     #[serde(deserialize_with = "null_as_default")]
     pub task_chunks: u32,
     pub cost: AgentCost,
+    /// The last warnings the agent caught (oldest first), and how many since it started.
+    pub warnings: Vec<AgentWarning>,
+    #[serde(deserialize_with = "null_as_default")]
+    pub warnings_total: u64,
     /// Reassembled from `report_chunk` messages (never on the wire in the report line).
     pub tasks: Vec<TaskInfo>,
 }
@@ -77,6 +81,17 @@ pub struct LoopInfo {
     #[serde(deserialize_with = "null_as_default")]
     pub main: bool,
     pub blocked_at: Option<String>,
+    /// The task `asyncio.run` / `run_until_complete` waits on (spared by cancel_tasks).
+    pub main_task: Option<MainTask>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct MainTask {
+    #[serde(deserialize_with = "null_as_default")]
+    pub id: u64,
+    #[serde(deserialize_with = "null_as_default")]
+    pub name: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -142,6 +157,27 @@ pub struct AgentCost {
     pub clients: u32,
     #[serde(deserialize_with = "null_as_default")]
     pub refused: u64,
+}
+
+/// A warning the agent caught in the target (docs/protocol.md §5.1): one of the seed's
+/// asyncio errors, a never-awaited coroutine, a ResourceWarning, an exception in a thread,
+/// an unraisable or an unhandled exception.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AgentWarning {
+    #[serde(deserialize_with = "null_as_default")]
+    pub seq: u64,
+    #[serde(deserialize_with = "null_as_default")]
+    pub at_unix_ms: u64,
+    #[serde(deserialize_with = "null_as_default")]
+    pub kind: String,
+    #[serde(deserialize_with = "null_as_default")]
+    pub message: String,
+    pub detail: Option<String>,
+    pub exc_type: Option<String>,
+    pub thread: Option<String>,
+    pub native_id: Option<i32>,
+    pub task: Option<String>,
 }
 
 /// One task, decoded from a chunk row.
@@ -240,7 +276,7 @@ impl ReportChunk {
 
 /// `null` where a plain value is expected decodes as the default (0, false, ""): an agent
 /// that has no value for a field must not cost the whole report.
-fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
+pub(crate) fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
 where
     D: serde::Deserializer<'de>,
     T: Default + Deserialize<'de>,

@@ -1,0 +1,530 @@
+//! The session core: one [`Session`] owns the collector, the agent client, the teardown
+//! runner and stack captures for one target, and emits one serializable, clock-stamped
+//! [`CoreEvent`] stream. The TUI, headless, `check` and the recorder are thin consumers: they
+//! fold the stream into a [`Model`] and send commands through a [`SessionHandle`]. A replay
+//! has a stream and no handle, so it cannot signal or talk to an agent.
+//!
+//! Plan choice lives here (once): `--plan`, else `python-asyncio` when the agent says
+//! Python or the target looks like Python, else `native`; re-picked while no phase has run.
+
+mod capture;
+mod event;
+mod model;
+mod snapshot;
+mod tree;
+
+pub use capture::{AgentPortAdapter, capture_stacks};
+pub use event::{
+    AgentState, AttachInfo, Clock, CoreEvent, LaunchInfo, PlanInfo, Stamp, Stamped, SystemClock,
+};
+pub use model::Model;
+pub use snapshot::{AgentSection, FullSnapshot, agent_text, snapshot_with_agent};
+pub use tree::TreePids;
+
+use crate::agent::{self, AgentEvent};
+use crate::collect::{self, Collector, live::CollectEvent};
+use crate::launch::{Started, TreeGuard};
+use crate::model::{AgentFacts, ExitStatus, ProcKey, Snapshot};
+use crate::stacks::StackSnapshot;
+use crate::teardown::{self, Command, PhaseEvent, Plan, Timeline, plan};
+use serde_json::Value;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
+
+/// How a session runs.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    pub interval: Duration,
+    /// `--plan`, loaded and validated by the caller.
+    pub plan: Option<Plan>,
+    /// Kill the launched tree when the session is dropped (demo, headless, check).
+    pub guard_armed: bool,
+    /// The command that was launched (for the record), empty when attached.
+    pub cmd: Vec<String>,
+    /// The agent was injected into the launched command.
+    pub agent_injected: bool,
+}
+
+/// Without `--plan` and before an agent said otherwise: `python-asyncio` for a target that
+/// looks like Python (its comm or argv[0]), `native` otherwise.
+pub fn default_plan(snap: &Snapshot) -> Result<Plan, String> {
+    let python = snap.target_info().is_some_and(|t| {
+        t.name.starts_with("python") || t.cmdline.first().is_some_and(|c| c.contains("python"))
+    });
+    plan::load(if python { "python-asyncio" } else { "native" }).map_err(|e| e.to_string())
+}
+
+/// The plan's description for the event stream (replay parses `toml` again).
+pub fn plan_info(p: &Plan) -> PlanInfo {
+    let toml = match p.source.strip_prefix("builtin:") {
+        Some(_) => String::new(),
+        None => std::fs::read_to_string(&p.source).unwrap_or_default(),
+    };
+    PlanInfo {
+        name: p.name.clone(),
+        source: p.source.clone(),
+        toml,
+    }
+}
+
+enum Ctl {
+    Teardown(Command),
+    Capture {
+        key: ProcKey,
+        tids: Vec<i32>,
+        seize: bool,
+        reason: String,
+    },
+    RefreshNow,
+    SetInterval(Duration),
+    AgentRequest {
+        method: String,
+        params: Value,
+        timeout: Duration,
+        reply: oneshot::Sender<Result<Value, String>>,
+    },
+    Flush(oneshot::Sender<()>),
+}
+
+/// Sends commands to a running session (cheap to clone). Only a live session has one: a
+/// replay is a stream of events without it.
+#[derive(Clone)]
+pub struct SessionHandle {
+    tx: mpsc::UnboundedSender<Ctl>,
+}
+
+impl SessionHandle {
+    /// A teardown command (run next / a phase / all, abort, extend the timeout).
+    pub fn teardown(&self, c: Command) {
+        let _ = self.tx.send(Ctl::Teardown(c));
+    }
+    /// Capture stacks of `tids` (all when empty) of the process `key`; the result arrives
+    /// as [`CoreEvent::Stacks`] with `asked: true`.
+    pub fn capture_stacks(&self, key: ProcKey, tids: Vec<i32>, seize: bool, reason: &str) {
+        let _ = self.tx.send(Ctl::Capture {
+            key,
+            tids,
+            seize,
+            reason: reason.to_string(),
+        });
+    }
+    pub fn refresh_now(&self) {
+        let _ = self.tx.send(Ctl::RefreshNow);
+    }
+    pub fn set_interval(&self, d: Duration) {
+        let _ = self.tx.send(Ctl::SetInterval(d));
+    }
+    /// One agent request (e.g. `task_stacks`), answered or refused in words.
+    pub async fn agent_request(
+        &self,
+        method: &str,
+        params: Value,
+        timeout: Duration,
+    ) -> Result<Value, String> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Ctl::AgentRequest {
+                method: method.to_string(),
+                params,
+                timeout,
+                reply,
+            })
+            .map_err(|_| "the session has ended".to_string())?;
+        rx.await
+            .unwrap_or_else(|_| Err("the session has ended".to_string()))
+    }
+    /// Resolves once every stack capture started so far has been reported.
+    pub async fn flush(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Ctl::Flush(tx)).is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
+
+/// A running session. Dropping it stops it; an armed tree guard then kills the launched tree.
+pub struct Session {
+    pub events: mpsc::UnboundedReceiver<Stamped>,
+    handle: SessionHandle,
+    guard: Arc<TreeGuard>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Session {
+    /// Starts the session for a target the collector is attached to (needs a tokio
+    /// runtime). The first events are `Attached`, then the first snapshot.
+    pub fn start(
+        started: &Started,
+        collector: Collector,
+        cfg: SessionConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Session {
+        let target = collector.target();
+        let (out, events) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let guard = Arc::new(TreeGuard::new(
+            cfg.guard_armed && started.launched.is_some(),
+        ));
+        let tree = TreePids::new(target);
+        let live = collect::live::spawn(collector, cfg.interval);
+        let agent = agent::spawn_client(target, tree.checker(), cfg.interval);
+        let mut d = Driver {
+            out,
+            clock,
+            seq: 0,
+            target,
+            tree,
+            guard: guard.clone(),
+            live,
+            agent,
+            explicit: cfg.plan.clone(),
+            runner: None,
+            plan_name: None,
+            commanded: false,
+            pending: Vec::new(),
+            latest: None,
+            facts: None,
+            exiting: false,
+            python: false,
+            exits: Vec::new(),
+            captures: JoinSet::new(),
+            last_timeline: None,
+            flush_waiters: Vec::new(),
+        };
+        d.emit(CoreEvent::Attached(AttachInfo {
+            target,
+            launched: started.launched.as_ref().map(|l| LaunchInfo {
+                cmd: cfg.cmd.clone(),
+                log_path: l.log_path.clone(),
+            }),
+            demo: started.demo,
+            agent_injected: cfg.agent_injected,
+        }));
+        let task = tokio::spawn(d.run(rx));
+        Session {
+            events,
+            handle: SessionHandle { tx },
+            guard,
+            task,
+        }
+    }
+
+    pub fn handle(&self) -> SessionHandle {
+        self.handle.clone()
+    }
+
+    /// SIGKILLs the launched tree (leaves first, then whatever was reparented to us);
+    /// returns how many processes were killed. Blocks briefly (it reaps).
+    pub fn kill_tree(&self) -> usize {
+        self.guard.kill()
+    }
+
+    /// Leave the launched tree running when the session ends.
+    pub fn disarm(&self) {
+        self.guard.disarm();
+    }
+
+    /// The tree guard, for a consumer that must kill the tree from a signal handler path.
+    pub fn guard(&self) -> Arc<TreeGuard> {
+        self.guard.clone()
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+struct Driver {
+    out: mpsc::UnboundedSender<Stamped>,
+    clock: Arc<dyn Clock>,
+    seq: u64,
+    target: ProcKey,
+    tree: TreePids,
+    guard: Arc<TreeGuard>,
+    live: collect::LiveCollector,
+    agent: agent::AgentHandle,
+    explicit: Option<Plan>,
+    runner: Option<teardown::Runner>,
+    plan_name: Option<String>,
+    /// A teardown command was given: the plan is fixed from then on.
+    commanded: bool,
+    /// Commands given before the first snapshot (no runner yet).
+    pending: Vec<Command>,
+    latest: Option<Arc<Snapshot>>,
+    facts: Option<AgentFacts>,
+    /// The agent said its interpreter is exiting.
+    exiting: bool,
+    /// The agent's hello says Python.
+    python: bool,
+    exits: Vec<(ProcKey, ExitStatus)>,
+    captures: JoinSet<(StackSnapshot, String, bool)>,
+    last_timeline: Option<Arc<Timeline>>,
+    flush_waiters: Vec<oneshot::Sender<()>>,
+}
+
+impl Driver {
+    fn emit(&mut self, event: CoreEvent) {
+        self.seq += 1;
+        let _ = self.out.send(Stamped {
+            seq: self.seq,
+            at: self.clock.now(),
+            event,
+        });
+    }
+
+    async fn run(mut self, mut ctl: mpsc::UnboundedReceiver<Ctl>) {
+        let mut collector_open = true;
+        let mut agent_open = true;
+        loop {
+            tokio::select! {
+                ev = self.live.events.recv(), if collector_open => match ev {
+                    Some(ev) => self.on_collect(ev),
+                    None => {
+                        collector_open = false;
+                        self.emit(CoreEvent::CollectorError {
+                            message: "the collector stopped; see --log for why".into(),
+                        });
+                    }
+                },
+                ev = self.agent.events.recv(), if agent_open => match ev {
+                    Some(ev) => self.on_agent(ev),
+                    None => agent_open = false,
+                },
+                Some(pe) = next_phase_event(&mut self.runner) => self.on_phase(pe),
+                Some(done) = self.captures.join_next(), if !self.captures.is_empty() => {
+                    if let Ok((snap, reason, asked)) = done {
+                        self.emit(CoreEvent::Stacks { stacks: Arc::new(snap), reason, asked });
+                    }
+                    if self.captures.is_empty() {
+                        for w in self.flush_waiters.drain(..) {
+                            let _ = w.send(());
+                        }
+                    }
+                }
+                c = ctl.recv() => match c {
+                    Some(c) => self.on_ctl(c),
+                    None => return,
+                },
+            }
+        }
+    }
+
+    fn on_collect(&mut self, ev: CollectEvent) {
+        match ev {
+            CollectEvent::Snapshot(s) => {
+                let snap: Arc<Snapshot> = Arc::from(s);
+                self.tree.update(&snap);
+                self.guard.update(&snap);
+                self.latest = Some(snap.clone());
+                self.repick_plan();
+                if let Some(r) = &self.runner {
+                    // The engine keeps its own copy (its world outlives this refresh).
+                    r.handle.snapshot(Box::new(Snapshot::clone(&snap)));
+                }
+                self.emit(CoreEvent::Snapshot { snapshot: snap });
+            }
+            CollectEvent::Exited {
+                key,
+                status,
+                at_unix_ms,
+            } => {
+                self.exits.push((key, status));
+                if let Some(r) = &self.runner {
+                    r.handle.exited(key, status);
+                }
+                self.emit(CoreEvent::Exited {
+                    key,
+                    status,
+                    at_unix_ms,
+                });
+            }
+            CollectEvent::Error(message) => self.emit(CoreEvent::CollectorError { message }),
+        }
+    }
+
+    fn on_agent(&mut self, ev: AgentEvent) {
+        match ev {
+            AgentEvent::Connected(hello) => {
+                self.python = hello.runtime.name.to_ascii_lowercase().contains("python");
+                self.exiting = false;
+                let who = format!("{} {}", hello.runtime.name, hello.runtime.version);
+                self.emit(CoreEvent::AgentHello {
+                    hello: Box::new(hello),
+                });
+                self.emit(CoreEvent::AgentState {
+                    state: AgentState::Connected(who),
+                });
+                self.repick_plan();
+            }
+            AgentEvent::Report(r) => {
+                let mut facts = AgentFacts::from(r.as_ref());
+                facts.exiting = self.exiting;
+                self.set_facts(Some(facts));
+                self.emit(CoreEvent::AgentReport {
+                    report: Arc::from(r),
+                });
+            }
+            AgentEvent::Lost(why) => {
+                self.set_facts(None);
+                self.emit(CoreEvent::AgentState {
+                    state: AgentState::Lost(why),
+                });
+            }
+            AgentEvent::NotFound(why) => {
+                self.set_facts(None);
+                self.emit(CoreEvent::AgentState {
+                    state: AgentState::NotFound(why),
+                });
+            }
+            AgentEvent::Warning(warning) => self.emit(CoreEvent::AgentWarning { warning }),
+            AgentEvent::Exiting(reason) => {
+                self.exiting = true;
+                if let Some(mut f) = self.facts.clone() {
+                    f.exiting = true;
+                    self.set_facts(Some(f));
+                }
+                self.emit(CoreEvent::AgentExiting { reason });
+            }
+        }
+    }
+
+    fn set_facts(&mut self, facts: Option<AgentFacts>) {
+        if let Some(r) = &self.runner {
+            r.handle.agent_facts(facts.clone());
+        }
+        self.facts = facts;
+    }
+
+    fn on_phase(&mut self, pe: PhaseEvent) {
+        match pe {
+            PhaseEvent::RefreshNow => self.live.refresh_now(),
+            PhaseEvent::SnapshotStacks { key, tids, reason } => {
+                self.capture(key, tids, false, reason, false)
+            }
+            PhaseEvent::Timeline(t) => {
+                if self.last_timeline.as_deref() != Some(&*t) {
+                    let t: Arc<Timeline> = Arc::from(t);
+                    self.last_timeline = Some(t.clone());
+                    self.emit(CoreEvent::Timeline { timeline: t });
+                }
+            }
+            PhaseEvent::AllDone(t) => {
+                let t: Arc<Timeline> = Arc::from(t);
+                self.last_timeline = Some(t.clone());
+                self.emit(CoreEvent::PlanDone { timeline: t });
+            }
+            event => self.emit(CoreEvent::Phase { event }),
+        }
+    }
+
+    fn on_ctl(&mut self, c: Ctl) {
+        match c {
+            Ctl::Teardown(c) => {
+                self.commanded = true;
+                match &self.runner {
+                    Some(r) => r.handle.command(c),
+                    None => self.pending.push(c),
+                }
+            }
+            Ctl::Capture {
+                key,
+                tids,
+                seize,
+                reason,
+            } => self.capture(key, tids, seize, reason, true),
+            Ctl::RefreshNow => self.live.refresh_now(),
+            Ctl::SetInterval(d) => self.live.set_interval(d),
+            Ctl::AgentRequest {
+                method,
+                params,
+                timeout,
+                reply,
+            } => {
+                let requester = self.agent.requester();
+                tokio::spawn(async move {
+                    let r = requester
+                        .request(&method, params, timeout)
+                        .await
+                        .map_err(|e| e.to_string());
+                    let _ = reply.send(r);
+                });
+            }
+            Ctl::Flush(w) => {
+                if self.captures.is_empty() {
+                    let _ = w.send(());
+                } else {
+                    self.flush_waiters.push(w);
+                }
+            }
+        }
+    }
+
+    fn capture(&mut self, key: ProcKey, tids: Vec<i32>, seize: bool, reason: String, asked: bool) {
+        self.emit(CoreEvent::StacksRequested {
+            key,
+            tids: tids.clone(),
+            reason: reason.clone(),
+            asked,
+        });
+        let requester = self.agent.requester();
+        self.captures.spawn(async move {
+            let snap = capture_stacks(key, tids, Some(requester), seize).await;
+            (snap, reason, asked)
+        });
+    }
+
+    /// (Re-)picks the plan while no teardown command was given, and starts its runner fed
+    /// with everything known so far.
+    fn repick_plan(&mut self) {
+        if self.commanded && self.runner.is_some() {
+            return;
+        }
+        let Some(snap) = self.latest.clone() else {
+            return;
+        };
+        let wanted = match &self.explicit {
+            Some(p) => Ok(p.clone()),
+            None if self.python => plan::load("python-asyncio").map_err(|e| e.to_string()),
+            None => default_plan(&snap),
+        };
+        let p = match wanted {
+            Ok(p) => p,
+            Err(message) => {
+                if self.plan_name.is_none() {
+                    self.plan_name = Some(String::new());
+                    self.emit(CoreEvent::Notice { message });
+                }
+                return;
+            }
+        };
+        if self.plan_name.as_deref() == Some(p.name.as_str()) {
+            return;
+        }
+        self.plan_name = Some(p.name.clone());
+        let info = plan_info(&p);
+        let port: Arc<dyn teardown::AgentPort> = Arc::new(AgentPortAdapter(self.agent.requester()));
+        let r = teardown::runner::spawn(p, self.target, self.clock.now().unix_ms, Some(port));
+        r.handle.snapshot(Box::new(Snapshot::clone(&snap)));
+        r.handle.agent_facts(self.facts.clone());
+        for (key, status) in &self.exits {
+            r.handle.exited(*key, *status);
+        }
+        for c in self.pending.drain(..) {
+            r.handle.command(c);
+        }
+        self.runner = Some(r);
+        self.last_timeline = None;
+        self.emit(CoreEvent::Plan { plan: info });
+    }
+}
+
+async fn next_phase_event(runner: &mut Option<teardown::Runner>) -> Option<PhaseEvent> {
+    match runner {
+        Some(r) => r.events.recv().await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,277 @@
+//! The [`Model`]: what a session has shown so far, folded from its [`Stamped`] events and
+//! nothing else. Live consumers and replays fold the same stream with the same code, so a
+//! replay at time T shows what the live run showed at T. No I/O, no view state (selection,
+//! scroll and overlays belong to the TUI's `View`).
+
+use super::event::{AgentState, AttachInfo, CoreEvent, PlanInfo, Stamp, Stamped};
+use crate::agent::protocol::{AgentWarning, Hello, Report};
+use crate::model::{AgentFacts, ExitStatus, ProcKey, Snapshot};
+use crate::stacks::StackSnapshot;
+use crate::teardown::{PhaseEvent, Timeline};
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+/// Stack snapshots kept (the TUI pages through them with `[` / `]`).
+const MAX_STACKS: usize = 8;
+/// Session notices and collector errors kept.
+const MAX_NOTICES: usize = 50;
+
+/// An exit seen, with when.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct SeenExit {
+    pub status: ExitStatus,
+    pub at_unix_ms: u64,
+    /// Session time of the event.
+    pub at_ms: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Model {
+    /// Time of the last event folded.
+    pub now: Stamp,
+    pub events: u64,
+    pub attach: Option<AttachInfo>,
+    pub snapshot: Option<Arc<Snapshot>>,
+    pub snapshots: u64,
+    /// Snapshots in a row that listed the same live processes (the tree has settled at 2).
+    pub same_tree_in_a_row: u32,
+    #[serde(skip)]
+    last_tree: Vec<i32>,
+    pub exits: BTreeMap<ProcKey, SeenExit>,
+    pub agent: Option<AgentState>,
+    pub hello: Option<Box<Hello>>,
+    pub report: Option<Arc<Report>>,
+    /// When the last report arrived (session ms).
+    pub report_at_ms: Option<u64>,
+    pub facts: Option<AgentFacts>,
+    pub agent_exiting: Option<String>,
+    /// Every distinct warning the agent reported (pushed or in a report), by (instance, seq).
+    pub warnings: Vec<AgentWarning>,
+    #[serde(skip)]
+    warning_ids: BTreeSet<(String, u64)>,
+    pub plan: Option<PlanInfo>,
+    pub timeline: Option<Arc<Timeline>>,
+    /// The plan ran to its end (every phase asked for has run).
+    pub plan_done: bool,
+    /// Phase events, in order (the running phase's notes live in `timeline.running`).
+    pub phase_events: Vec<(u64, PhaseEvent)>,
+    pub stacks: Vec<Arc<StackSnapshot>>,
+    /// Captures started and not yet reported.
+    pub captures_running: usize,
+    pub notices: Vec<String>,
+    pub collector_errors: Vec<String>,
+}
+
+impl Model {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Folds one event. Pure: the same events give the same model.
+    pub fn apply(&mut self, ev: &Stamped) {
+        self.now = ev.at;
+        self.events += 1;
+        match &ev.event {
+            CoreEvent::Attached(a) => self.attach = Some(a.clone()),
+            CoreEvent::Snapshot { snapshot } => {
+                let mut live: Vec<i32> = snapshot
+                    .processes
+                    .iter()
+                    .filter(|p| p.exit.is_none())
+                    .map(|p| p.key.pid)
+                    .collect();
+                live.sort_unstable();
+                if self.snapshots > 0 && live == self.last_tree {
+                    self.same_tree_in_a_row += 1;
+                } else {
+                    self.same_tree_in_a_row = 1;
+                }
+                self.last_tree = live;
+                self.snapshots += 1;
+                self.snapshot = Some(snapshot.clone());
+            }
+            CoreEvent::Exited {
+                key,
+                status,
+                at_unix_ms,
+            } => {
+                self.exits.entry(*key).or_insert(SeenExit {
+                    status: *status,
+                    at_unix_ms: *at_unix_ms,
+                    at_ms: ev.at.at_ms,
+                });
+            }
+            CoreEvent::CollectorError { message } => {
+                push_capped(&mut self.collector_errors, message.clone())
+            }
+            CoreEvent::AgentHello { hello } => {
+                if self
+                    .hello
+                    .as_ref()
+                    .is_some_and(|h| h.agent.instance != hello.agent.instance)
+                {
+                    // Another agent (the target or its agent restarted): forget the old one.
+                    self.report = None;
+                    self.facts = None;
+                }
+                self.agent_exiting = None;
+                self.hello = Some(hello.clone());
+            }
+            CoreEvent::AgentReport { report } => {
+                for w in &report.warnings {
+                    self.add_warning(w);
+                }
+                let mut facts = AgentFacts::from(report.as_ref());
+                facts.exiting = self.agent_exiting.is_some();
+                self.facts = Some(facts);
+                self.report = Some(report.clone());
+                self.report_at_ms = Some(ev.at.at_ms);
+            }
+            CoreEvent::AgentState { state } => {
+                if !matches!(state, AgentState::Connected(_)) {
+                    // The last report stays visible (marked by the state); facts go.
+                    self.facts = None;
+                }
+                self.agent = Some(state.clone());
+            }
+            CoreEvent::AgentWarning { warning } => self.add_warning(warning),
+            CoreEvent::AgentExiting { reason } => {
+                self.agent_exiting = Some(reason.clone());
+                if let Some(f) = &mut self.facts {
+                    f.exiting = true;
+                }
+            }
+            CoreEvent::Plan { plan } => {
+                self.plan = Some(plan.clone());
+                self.timeline = None;
+                self.plan_done = false;
+                self.phase_events.clear();
+            }
+            CoreEvent::Phase { event } => self.phase_events.push((ev.at.at_ms, event.clone())),
+            CoreEvent::Timeline { timeline } => self.timeline = Some(timeline.clone()),
+            CoreEvent::PlanDone { timeline } => {
+                self.timeline = Some(timeline.clone());
+                self.plan_done = true;
+            }
+            CoreEvent::StacksRequested { .. } => self.captures_running += 1,
+            CoreEvent::Stacks { stacks, .. } => {
+                self.captures_running = self.captures_running.saturating_sub(1);
+                self.stacks.push(stacks.clone());
+                if self.stacks.len() > MAX_STACKS {
+                    self.stacks.remove(0);
+                }
+            }
+            CoreEvent::Notice { message } => push_capped(&mut self.notices, message.clone()),
+        }
+    }
+
+    fn add_warning(&mut self, w: &AgentWarning) {
+        let instance = self
+            .hello
+            .as_ref()
+            .map(|h| h.agent.instance.clone())
+            .unwrap_or_default();
+        if self.warning_ids.insert((instance, w.seq)) {
+            self.warnings.push(w.clone());
+        }
+    }
+
+    pub fn target(&self) -> Option<ProcKey> {
+        self.attach.as_ref().map(|a| a.target)
+    }
+
+    /// The target was seen exiting.
+    pub fn target_exit(&self) -> Option<&SeenExit> {
+        self.exits.get(&self.target()?)
+    }
+
+    /// The agent question is settled: a report arrived, or the client says there is none.
+    pub fn agent_known(&self) -> bool {
+        self.report.is_some()
+            || matches!(
+                self.agent,
+                Some(AgentState::NotFound(_)) | Some(AgentState::Lost(_))
+            )
+    }
+
+    /// Two snapshots in a row listed the same live processes.
+    pub fn tree_settled(&self) -> bool {
+        self.same_tree_in_a_row >= 2
+    }
+}
+
+fn push_capped(v: &mut Vec<String>, s: String) {
+    v.push(s);
+    if v.len() > MAX_NOTICES {
+        v.remove(0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::event::Stamp;
+
+    fn stamped(seq: u64, event: CoreEvent) -> Stamped {
+        Stamped {
+            seq,
+            at: Stamp {
+                at_ms: seq * 10,
+                unix_ms: 1_000 + seq * 10,
+            },
+            event,
+        }
+    }
+
+    #[test]
+    fn warnings_are_counted_once_whether_pushed_or_reported() {
+        let w = AgentWarning {
+            seq: 1,
+            kind: "never_awaited".into(),
+            message: "coroutine 'f' was never awaited".into(),
+            ..AgentWarning::default()
+        };
+        let report = Report {
+            warnings: vec![w.clone()],
+            warnings_total: 1,
+            ..Report::default()
+        };
+        let events = [
+            stamped(1, CoreEvent::AgentWarning { warning: w.clone() }),
+            stamped(
+                2,
+                CoreEvent::AgentReport {
+                    report: Arc::new(report),
+                },
+            ),
+        ];
+        let mut m = Model::new();
+        for e in &events {
+            m.apply(e);
+        }
+        assert_eq!(m.warnings.len(), 1);
+        // The same stream folded again gives the same model.
+        let mut again = Model::new();
+        for e in &events {
+            again.apply(e);
+        }
+        assert_eq!(
+            serde_json::to_value(&m).ok(),
+            serde_json::to_value(&again).ok()
+        );
+    }
+
+    #[test]
+    fn events_round_trip_through_json() {
+        let ev = stamped(
+            3,
+            CoreEvent::AgentState {
+                state: AgentState::Lost("agent connection closed".into()),
+            },
+        );
+        let text = serde_json::to_string(&ev).expect("serialize");
+        let back: Stamped = serde_json::from_str(&text).expect("deserialize");
+        assert_eq!(back, ev);
+    }
+}
