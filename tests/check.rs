@@ -319,9 +319,14 @@ fn thread_exception_is_a_warning_unless_allowed() {
     let run = check_py("raises_in_thread.py", &[]);
     run.assert_not_clean("no warnings");
     run.assert_passed("exit status");
+    // The log scan finds it; the agent may report it too (the lead may merge the two).
     let w = run.warnings_of("thread_exception");
-    assert_eq!(w.len(), 1, "{}", run.describe());
-    assert_eq!(w[0]["exc_type"], "ValueError", "{}", run.describe());
+    assert!(!w.is_empty(), "{}", run.describe());
+    assert!(
+        w.iter().all(|w| w["exc_type"] == "ValueError"),
+        "{}",
+        run.describe()
+    );
 
     let run = check_py("raises_in_thread.py", &["--allow-warnings"]);
     assert_eq!(run.code, 0, "--allow-warnings: clean\n{}", run.describe());
