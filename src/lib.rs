@@ -13,12 +13,15 @@
 //! - [`app`]: the TUI event loop; [`headless`]: the same core with a printer.
 //! - [`cli`]: clap at the edge, turned into a validated [`cli::Config`].
 //! - [`launch`]: starting `-- CMD` under a subreaper; [`demo`]: the bundled demo target.
+//! - [`check`]: the CI gate's parts (readiness, log scan, JUnit); [`duration`]: CLI durations.
 
 pub mod agent;
 pub mod app;
+pub mod check;
 pub mod cli;
 pub mod collect;
 pub mod demo;
+pub mod duration;
 pub mod headless;
 pub mod launch;
 pub mod model;
