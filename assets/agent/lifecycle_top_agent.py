@@ -875,9 +875,12 @@ class _Chunks:
 
 # Per-task (coroutine qualname, where) of the last report, keyed by id(task): a task still
 # waiting on the same future object (`_fut_waiter`, identity) has not run a step since, so its
-# await chain and innermost frame are unchanged. Entries hold the task and the future, so
-# neither id can be reused while cached; rebuilt every report (only live tasks stay).
+# await chain and innermost frame are unchanged. Entries hold weak references to the task and
+# the future (a strong one would keep a dropped pending task alive, and silence asyncio's
+# "Task was destroyed but it is pending!"); a dead reference never matches, so an id reused
+# by a new object is never mistaken for the old one. Rebuilt every report.
 _task_memo = {}
+_wref = weakref.ref
 
 
 def _add_task_rows(ch, loop_id, tasks, current, tracked, counts, budget, memo, new_memo):
@@ -913,7 +916,7 @@ def _add_task_rows(ch, loop_id, tasks, current, tracked, counts, budget, memo, n
             tid = id(t)
             fw = getattr(t, "_fut_waiter", None)
             e = memo_get(tid)
-            if e is not None and fw is not None and e[0] is t and e[1] is fw:
+            if e is not None and fw is not None and e[0]() is t and e[1]() is fw:
                 new_memo[tid] = e
                 q = e[2]
                 where = e[3]
@@ -945,7 +948,10 @@ def _add_task_rows(ch, loop_id, tasks, current, tracked, counts, budget, memo, n
                         where = where_cache[key] = _short("%s:%d" % key, 300)
                 q = getattr(coro, "__qualname__", None) or type(coro).__name__
                 if fw is not None:
-                    new_memo[tid] = (t, fw, q, where)
+                    try:
+                        new_memo[tid] = (_wref(t), _wref(fw), q, where)
+                    except TypeError:  # not weak-referenceable: not memoized
+                        pass
             wi = -1
             if where is not None:
                 wi = index.get(where)
@@ -973,7 +979,7 @@ def _add_task_rows(ch, loop_id, tasks, current, tracked, counts, budget, memo, n
 class _Probe:
     """A call_soon_threadsafe round trip measuring loop lag and snapshotting its tasks."""
 
-    __slots__ = ("loop", "t0", "ev", "lag", "tasks")
+    __slots__ = ("loop", "t0", "ev", "lag", "tasks", "late")
 
     def __init__(self, loop):
         self.loop = loop
@@ -981,11 +987,13 @@ class _Probe:
         self.ev = threading.Event()
         self.lag = None
         self.tasks = None
+        self.late = False  # the report stopped waiting: keep no reference to the tasks
 
     def run(self):
         try:
             self.lag = time.perf_counter() - self.t0
-            self.tasks = _loop_tasks(self.loop)
+            if not self.late:
+                self.tasks = _loop_tasks(self.loop)
         finally:
             self.ev.set()
 
@@ -1085,7 +1093,12 @@ def _build_report(agent, seq, max_tasks):
             continue
     deadline = time.perf_counter() + PROBE_TIMEOUT
     for pr in waiting:
-        pr.ev.wait(max(0.0, deadline - time.perf_counter()))
+        while not agent.stopping and not pr.ev.wait(
+                min(0.01, max(0.0, deadline - time.perf_counter()))):
+            if time.perf_counter() >= deadline:
+                break
+    for pr in waiting:
+        pr.late = True
     global _task_memo
     tracked = _tracked_ids()
     ch = _Chunks()
@@ -1109,6 +1122,8 @@ def _build_report(agent, seq, max_tasks):
                 lag = (time.perf_counter() - pr.t0) if blocked else pr.lag
             tasks = pr.tasks if (pr is not None and pr.ev.is_set() and pr.tasks is not None
                                  and not blocked and pr in waiting) else _loop_tasks(lp)
+            if pr is not None:
+                pr.tasks = None  # no reference to the app's tasks outlives the report
             counts = {}
             listed += _add_task_rows(ch, _loop_id(lp), tasks, _current_task(lp), tracked, counts,
                                      max_tasks - listed, memo, new_memo)
@@ -1428,6 +1443,12 @@ class _Server:
                 try:
                     if c.closed:
                         continue
+                    while c.pushq:  # lines queued earlier go first
+                        q = c.pushq.popleft()
+                        if len(c.wbuf) + len(q) > MAX_WBUF + c.bulk:
+                            c.pushes_dropped += 1
+                        else:
+                            c.wbuf += q
                     if len(c.wbuf) + len(line) > MAX_WBUF + c.bulk:
                         c.pushes_dropped += 1
                         continue
@@ -1457,9 +1478,18 @@ class _Server:
         return True
 
     def _at_exit(self):
-        if os.getpid() == self.pid:
-            self.push(_encode({"type": "exiting", "at_unix_ms": _now_ms(), "reason": "atexit"}),
-                      wait=0.05)
+        """Last Python-level moment the agent thread can run: it sends what is queued and
+        stops, so it is not frozen by finalization holding a connection's lock; the hooks
+        firing during finalization (GC of pending tasks, ResourceWarnings) then write to the
+        clients themselves."""
+        if os.getpid() != self.pid:
+            return
+        try:
+            self.pause(0.5)
+        except Exception:
+            pass
+        self.push(_encode({"type": "exiting", "at_unix_ms": _now_ms(), "reason": "atexit"}),
+                  wait=0.05)
 
     def _unlink(self):
         """At exit, remove our socket file unless another process has replaced it."""
