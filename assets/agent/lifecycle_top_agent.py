@@ -1287,6 +1287,7 @@ class _Conn:
         self.rbuf = b""
         self.wbuf = bytearray()
         self.interval = None
+        self.subscribed = False  # sent `subscribe` (even interval 0): gets pushed events
         self.max_tasks = 20000
         self.next_at = 0.0
         self.close_after_flush = False
@@ -1431,7 +1432,7 @@ class _Server:
         queued = False
         for c in conns:
             try:
-                if not c.interval:
+                if not c.subscribed:
                     continue
                 if not (c.wlock.acquire(True, wait) if wait else c.wlock.acquire(False)):
                     if len(c.pushq) < 1000:
@@ -1673,6 +1674,7 @@ class _Server:
                 self._error(conn, "bad_message", "interval_ms and max_tasks must be integers")
                 return
             conn.interval = None if ms <= 0 else min(max(ms, 20), 60000) / 1000.0
+            conn.subscribed = True
             conn.next_at = time.monotonic()
         elif kind == "request":
             self._start_request(conn, msg)
