@@ -24,12 +24,14 @@ import collections
 import itertools
 import json
 import os
+import re
 import selectors
 import socket
 import struct
 import sys
 import threading
 import time
+import traceback
 import types
 import weakref
 
@@ -65,6 +67,7 @@ def install(path=None):
     global _agent
     try:
         _install_hooks()
+        _install_event_hooks()
         if _agent is not None:
             return _agent.path
         _agent = _Server(path)
@@ -216,12 +219,14 @@ def _patch_module(name):
             _wrap_init(mod.ProcessPoolExecutor, _on_executor)
         elif name == "subprocess":
             _wrap_init(mod.Popen, _on_popen)
+        elif name == "asyncio.log":
+            _hook_asyncio_log(mod)
     except Exception:
         pass
 
 
 _HOOKED = ("asyncio.base_events", "concurrent.futures.thread",
-           "concurrent.futures.process", "subprocess")
+           "concurrent.futures.process", "subprocess", "asyncio.log")
 
 
 class _ImportHook:
@@ -266,6 +271,359 @@ def _install_hooks():
     for name in _HOOKED:
         _patch_module(name)
     sys.meta_path.insert(0, _ImportHook())
+
+
+# ----------------------------------------------------------------------------- events
+
+# Shutdown trouble the app would print or silently ignore (the asyncio warnings of a bad
+# cleanup, never-awaited coroutines, unclosed resources, exceptions in threads, in __del__,
+# the one that ends the main thread), recorded with a time and pushed at once to every
+# subscribed client. Every hook chains to what was there and changes nothing the app prints:
+# the asyncio logger gets a filter that records and returns True (a handler would disable
+# logging.lastResort), and warnings.filters gets one entry in front that never matches but
+# sees every warning before the filters decide (ResourceWarning is ignored by default).
+# Hooks run in the app's threads, possibly during interpreter shutdown when the agent thread
+# will never run again: they push synchronously, never block, never raise.
+
+MAX_EVENTS = 100
+MAX_EVENT_MESSAGE = 300
+MAX_EVENT_DETAIL = 4096
+_events = collections.deque(maxlen=MAX_EVENTS)
+_event_seq = itertools.count(1)
+_event_count = [0]
+_hook_tl = threading.local()
+
+
+def _cap_utf8(text, n):
+    text = str(text)
+    if len(text) <= n // 4:
+        return text
+    b = text.encode("utf-8", "backslashreplace")
+    if len(b) <= n:
+        return text
+    return b[:n - 3].decode("utf-8", "ignore") + "..."
+
+
+def _one_line(text, n=MAX_EVENT_MESSAGE):
+    text = " ".join(str(text).split())
+    return text if len(text) <= n else text[:n - 3] + "..."
+
+
+def _running_task_name():
+    try:
+        ev = sys.modules.get("asyncio.events")
+        lp = ev._get_running_loop() if ev is not None else None
+        if lp is None:
+            return None
+        t = sys.modules["asyncio.tasks"].current_task(lp)
+        return t.get_name() if t is not None else None
+    except Exception:
+        return None
+
+
+_TASK_NAME = re.compile(r"<(?:Task|_\w*Task\w*) \w+ name=('(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\")")
+
+
+def _named_task(text):
+    m = _TASK_NAME.search(text or "")
+    if m is None:
+        return None
+    return m.group(1)[1:-1]
+
+
+def _format_exc(etype, value, tb):
+    try:
+        return "".join(traceback.format_exception(etype, value, tb))
+    except Exception:
+        return "%s: %s" % (getattr(etype, "__name__", etype), _short(repr(value), 300))
+
+
+def _record(kind, message, detail, exc_type=None, task=None, thread=None):
+    """Store one event and push it to subscribed clients. Never raises; re-entered at most
+    twice per thread (a GC run inside a hook can fire another one)."""
+    depth = getattr(_hook_tl, "depth", 0)
+    if depth >= 2:
+        return
+    _hook_tl.depth = depth + 1
+    try:
+        if thread is not None:
+            th, native = thread, getattr(thread, "native_id", None)
+        else:
+            # never current_thread() here: in a foreign thread it creates a _DummyThread
+            th = threading._active.get(threading.get_ident())
+            try:
+                native = threading.get_native_id()
+            except Exception:
+                native = getattr(th, "native_id", None)
+        ev = {"seq": next(_event_seq), "at_unix_ms": _now_ms(), "kind": kind,
+              "message": _one_line(message), "detail": _cap_utf8(detail or "", MAX_EVENT_DETAIL),
+              "exc_type": exc_type,
+              "thread": _short(th.name) if th is not None else None, "native_id": native,
+              "task": _short(task) if task else _running_task_name()}
+        _events.append(ev)
+        _event_count[0] += 1
+        ag = _agent
+        if ag is not None:
+            ag.push(_encode({"type": "warning", "warning": ev}))
+    except Exception:
+        pass
+    finally:
+        _hook_tl.depth = depth
+
+
+def _on_asyncio_record(record):
+    text = record.getMessage()
+    if "that handles pid" in text and text.startswith("Loop "):
+        kind = "loop_closed_watcher"
+    elif "exception was never retrieved" in text:
+        kind = "exception_never_retrieved"
+    elif "Task was destroyed but it is pending" in text:
+        kind = "task_destroyed_pending"
+    elif text.startswith("Executing ") and " took " in text:
+        kind = "slow_callback"
+    elif record.levelno >= 40:  # logging.ERROR
+        kind = "asyncio_error"
+    else:
+        return
+    ei = record.exc_info
+    exc_type = None
+    detail = text
+    if isinstance(ei, tuple) and ei and ei[0] is not None:
+        exc_type = getattr(ei[0], "__name__", None)
+        detail = text + "\n" + _format_exc(*ei)
+    task = _named_task(text)
+    _record(kind, text, detail, exc_type, task)
+
+
+class _AsyncioLogSpy:
+    """A filter on the `asyncio` logger: records, and lets every record through."""
+
+    def filter(self, record):
+        try:
+            _on_asyncio_record(record)
+        except Exception:
+            pass
+        return True
+
+    def __repr__(self):
+        return "<lifecycle-top agent: records asyncio warnings, lets all through>"
+
+
+def _hook_asyncio_log(mod):
+    lg = getattr(mod, "logger", None)
+    if lg is not None and not any(isinstance(f, _AsyncioLogSpy) for f in lg.filters):
+        lg.addFilter(_AsyncioLogSpy())
+
+
+def _warning_kind(category, text):
+    try:
+        if issubclass(category, ResourceWarning):
+            return "resource_warning"
+        if issubclass(category, RuntimeWarning) and "was never awaited" in text:
+            return "never_awaited"
+    except Exception:
+        pass
+    return None
+
+
+def _where_warned():
+    """A short stack of the code that warned, outside the warnings machinery and the agent."""
+    try:
+        f = sys._getframe(2)
+        out = []
+        while f is not None and len(out) < 8:
+            fn = f.f_code.co_filename
+            if not fn.endswith(("warnings.py", "lifecycle_top_agent.py")):
+                out.append('  File "%s", line %d, in %s' % (fn, f.f_lineno, f.f_code.co_name))
+            f = f.f_back
+        return "\n".join(out)
+    except Exception:
+        return ""
+
+
+def _on_warning(kind, category, text):
+    where = _where_warned()
+    detail = "%s: %s" % (getattr(category, "__name__", "Warning"), text)
+    if where:
+        detail += "\nwarned at (innermost first):\n" + where
+    _record(kind, text, detail, getattr(category, "__name__", None))
+
+
+class _SpyMeta(type):
+    def __subclasscheck__(cls, category):
+        # Called by the warnings filter search right after _WarnSpy.match(text) of the same
+        # filter entry: records, and never matches, so the app's filters decide as before.
+        try:
+            text = getattr(_hook_tl, "wtext", None)
+            _hook_tl.wtext = None
+            kind = _warning_kind(category, text or "")
+            if kind is not None:
+                _hook_tl.wlast = (text, category)
+                _on_warning(kind, category, text)
+        except Exception:
+            pass
+        return False
+
+    def __repr__(cls):
+        return "<lifecycle-top agent: any category, never matches>"
+
+
+class _WarnSpyCategory(metaclass=_SpyMeta):
+    pass
+
+
+class _WarnSpy:
+    def match(self, text):
+        try:
+            _hook_tl.wtext = text
+        except Exception:
+            pass
+        return True
+
+    def __repr__(self):
+        return "<lifecycle-top agent: records warnings, never matches>"
+
+
+_WARN_SPY_ENTRY = ("ignore", _WarnSpy(), _WarnSpyCategory, None, 0)
+
+
+def _hook_warnings():
+    import warnings
+    try:
+        if not any(f is _WARN_SPY_ENTRY or (type(f) is tuple and len(f) == 5
+                                            and isinstance(f[1], _WarnSpy))
+                   for f in warnings.filters):
+            # Inserted without _filters_mutated(): it never matches, so the outcome of every
+            # warning and the "already warned" registries are unchanged.
+            warnings.filters.insert(0, _WARN_SPY_ENTRY)
+    except Exception:
+        pass
+    orig = getattr(warnings, "_showwarnmsg", None)
+    if orig is None or getattr(orig, "_lifecycle_top", False):
+        return
+
+    def _showwarnmsg(msg):
+        # Warnings the spy did not see (filters the app inserted in front of it) but shown.
+        try:
+            text = str(msg.message)
+            kind = _warning_kind(msg.category, text)
+            if kind is not None:
+                last = getattr(_hook_tl, "wlast", None)
+                _hook_tl.wlast = None
+                if last is None or last[0] != text or last[1] is not msg.category:
+                    _on_warning(kind, msg.category, text)
+        except Exception:
+            pass
+        return orig(msg)
+
+    _showwarnmsg._lifecycle_top = True
+    _showwarnmsg.__wrapped__ = orig
+    warnings._showwarnmsg = _showwarnmsg
+
+
+def _exc_line(etype, value):
+    name = getattr(etype, "__name__", str(etype))
+    try:
+        s = str(value)
+    except Exception:
+        s = ""
+    return "%s: %s" % (name, s) if s else name
+
+
+def _hook_threading():
+    orig = getattr(threading, "excepthook", None)
+    if orig is None or getattr(orig, "_lifecycle_top", False):
+        return
+
+    def excepthook(args):
+        try:
+            if args.exc_type is not SystemExit:  # the default hook ignores it silently
+                th = args.thread
+                name = getattr(th, "name", None)
+                _record("thread_exception", "Exception in thread %s: %s"
+                        % (name, _exc_line(args.exc_type, args.exc_value)),
+                        _format_exc(args.exc_type, args.exc_value, args.exc_traceback),
+                        getattr(args.exc_type, "__name__", None), thread=th)
+        except Exception:
+            pass
+        return orig(args)
+
+    excepthook._lifecycle_top = True
+    excepthook.__wrapped__ = orig
+    threading.excepthook = excepthook
+
+
+def _hook_sys():
+    orig = getattr(sys, "unraisablehook", None)
+    if orig is not None and not getattr(orig, "_lifecycle_top", False):
+        def unraisablehook(args):
+            try:
+                try:
+                    obj = repr(args.object) if args.object is not None else None
+                except Exception:
+                    obj = "<object repr() failed>"
+                head = args.err_msg or "Exception ignored in"
+                if obj is not None:
+                    head = "%s: %s" % (head, obj)
+                detail = head
+                if args.exc_type is not None:
+                    detail += "\n" + _format_exc(args.exc_type, args.exc_value,
+                                                 args.exc_traceback)
+                    head += " (%s)" % _exc_line(args.exc_type, args.exc_value)
+                _record("unraisable", head, detail,
+                        getattr(args.exc_type, "__name__", None))
+            except Exception:
+                pass
+            return orig(args)
+
+        unraisablehook._lifecycle_top = True
+        unraisablehook.__wrapped__ = orig
+        sys.unraisablehook = unraisablehook
+    orig_ex = sys.excepthook
+    if not getattr(orig_ex, "_lifecycle_top", False):
+        def excepthook(etype, value, tb):
+            try:
+                _record("unhandled_exception", "Unhandled exception: %s"
+                        % _exc_line(etype, value), _format_exc(etype, value, tb),
+                        getattr(etype, "__name__", None))
+            except Exception:
+                pass
+            return orig_ex(etype, value, tb)
+
+        excepthook._lifecycle_top = True
+        excepthook.__wrapped__ = orig_ex
+        sys.excepthook = excepthook
+
+
+def _on_main_thread_done():
+    try:
+        ag = _agent
+        if ag is not None:
+            ag.push(_encode({"type": "exiting", "at_unix_ms": _now_ms(),
+                             "reason": "main_thread_done"}), wait=0.05)
+    except Exception:
+        pass
+
+
+_exit_hooked = []
+
+
+def _install_event_hooks():
+    """Idempotent; also re-run at each report, so a hook the app installs later is chained
+    (wrapped) in its turn."""
+    for fn in (_hook_warnings, _hook_threading, _hook_sys):
+        try:
+            fn()
+        except Exception:
+            pass
+    if not _exit_hooked:
+        _exit_hooked.append(True)
+        try:
+            # 3.9+: called by threading._shutdown when the main thread is done, before the
+            # interpreter joins the non-daemon threads.
+            threading._register_atexit(_on_main_thread_done)
+        except Exception:
+            pass
 
 
 # ----------------------------------------------------------------------------- inspection
@@ -333,6 +691,97 @@ def _current_task(loop):
         return asyncio.current_task(loop)
     except Exception:
         return None
+
+
+# Coroutines the agent itself runs on an app loop (async phases): cancel_tasks spares them.
+_agent_coros = weakref.WeakSet()
+
+
+def _is_agent_task(t):
+    try:
+        return t.get_coro() in _agent_coros
+    except Exception:
+        return False
+
+
+def _ruc():
+    """(code of BaseEventLoop.run_until_complete, its done-callback) or (None, None)."""
+    be = sys.modules.get("asyncio.base_events")
+    try:
+        return be.BaseEventLoop.run_until_complete.__code__, be._run_until_complete_cb
+    except Exception:
+        return None, None
+
+
+def _has_ruc_cb(fut, cb):
+    try:
+        return any(c[0] is cb for c in (fut._callbacks or ()))
+    except Exception:
+        return False
+
+
+def _main_future(loop, frames=None, scan=False):
+    """The pending future `loop.run_until_complete` waits on (asyncio.run's main task; during
+    asyncio.run's teardown the gather of cancelled tasks, then shutdown_asyncgens), with how
+    the loop is driven: (future, "asyncio.run" | "loop.run_until_complete"), or (None, None)
+    for a loop that is not running or is driven by run_forever. Stopping such a loop makes
+    asyncio raise "Event loop stopped before Future completed" in the app.
+
+    Found from the loop thread's stack (the run_until_complete frame and its `future`), so it
+    works for any future; with `scan`, loops whose run_until_complete has no Python frame of
+    BaseEventLoop's are scanned for the task holding its done-callback."""
+    try:
+        if not loop.is_running():
+            return None, None
+        code, cb = _ruc()
+        if code is None:
+            return None, None
+        ident = getattr(loop, "_thread_id", None)
+        if frames is None:
+            frames = sys._current_frames()
+        f = frames.get(ident)
+        via = "loop.run_until_complete"
+        fut = None
+        n = 0
+        while f is not None and n < 10000:
+            c = f.f_code
+            if c is code and fut is None:
+                fut = f.f_locals.get("future")
+            elif fut is not None and c.co_name == "run" and c.co_filename.endswith(
+                    "runners.py") and _ASYNCIO_DIR in c.co_filename:
+                via = "asyncio.run"
+                break
+            f = f.f_back
+            n += 1
+        if fut is None and scan:
+            for t in _loop_tasks(loop):
+                if _has_ruc_cb(t, cb):
+                    fut = t
+                    break
+        if fut is None or not hasattr(fut, "done") or fut.done():
+            return None, None
+        return fut, via
+    except Exception:
+        return None, None
+
+
+def _future_name(fut):
+    try:
+        return fut.get_name()
+    except Exception:
+        return type(fut).__name__
+
+
+def _main_entry(fut):
+    """Report/result form of a main future: only tasks (they are rows of the report)."""
+    if fut is None or not hasattr(fut, "get_name"):
+        return None
+    return {"id": id(fut), "name": _short(_future_name(fut))}
+
+
+def _spare_detail(fut, via):
+    return ("runs the main task \"%s\" of %s: it ends when that task ends (SIGINT to the "
+            "target)" % (_short(_future_name(fut)), via))
 
 
 def _tracked_ids():
@@ -426,9 +875,12 @@ class _Chunks:
 
 # Per-task (coroutine qualname, where) of the last report, keyed by id(task): a task still
 # waiting on the same future object (`_fut_waiter`, identity) has not run a step since, so its
-# await chain and innermost frame are unchanged. Entries hold the task and the future, so
-# neither id can be reused while cached; rebuilt every report (only live tasks stay).
+# await chain and innermost frame are unchanged. Entries hold weak references to the task and
+# the future (a strong one would keep a dropped pending task alive, and silence asyncio's
+# "Task was destroyed but it is pending!"); a dead reference never matches, so an id reused
+# by a new object is never mistaken for the old one. Rebuilt every report.
 _task_memo = {}
+_wref = weakref.ref
 
 
 def _add_task_rows(ch, loop_id, tasks, current, tracked, counts, budget, memo, new_memo):
@@ -464,7 +916,7 @@ def _add_task_rows(ch, loop_id, tasks, current, tracked, counts, budget, memo, n
             tid = id(t)
             fw = getattr(t, "_fut_waiter", None)
             e = memo_get(tid)
-            if e is not None and fw is not None and e[0] is t and e[1] is fw:
+            if e is not None and fw is not None and e[0]() is t and e[1]() is fw:
                 new_memo[tid] = e
                 q = e[2]
                 where = e[3]
@@ -496,7 +948,10 @@ def _add_task_rows(ch, loop_id, tasks, current, tracked, counts, budget, memo, n
                         where = where_cache[key] = _short("%s:%d" % key, 300)
                 q = getattr(coro, "__qualname__", None) or type(coro).__name__
                 if fw is not None:
-                    new_memo[tid] = (t, fw, q, where)
+                    try:
+                        new_memo[tid] = (_wref(t), _wref(fw), q, where)
+                    except TypeError:  # not weak-referenceable: not memoized
+                        pass
             wi = -1
             if where is not None:
                 wi = index.get(where)
@@ -524,7 +979,7 @@ def _add_task_rows(ch, loop_id, tasks, current, tracked, counts, budget, memo, n
 class _Probe:
     """A call_soon_threadsafe round trip measuring loop lag and snapshotting its tasks."""
 
-    __slots__ = ("loop", "t0", "ev", "lag", "tasks")
+    __slots__ = ("loop", "t0", "ev", "lag", "tasks", "late")
 
     def __init__(self, loop):
         self.loop = loop
@@ -532,11 +987,13 @@ class _Probe:
         self.ev = threading.Event()
         self.lag = None
         self.tasks = None
+        self.late = False  # the report stopped waiting: keep no reference to the tasks
 
     def run(self):
         try:
             self.lag = time.perf_counter() - self.t0
-            self.tasks = _loop_tasks(self.loop)
+            if not self.late:
+                self.tasks = _loop_tasks(self.loop)
         finally:
             self.ev.set()
 
@@ -615,6 +1072,7 @@ def _loop_id(loop):
 def _build_report(agent, seq, max_tasks):
     """Returns the list of encoded lines (header, then task chunks)."""
     t_start = time.perf_counter()
+    _install_event_hooks()  # chain hooks the app installed since the last report
     loops = _all_loops(seq % 10 == 1)
     probes = agent.probes
     live = {id(lp) for lp in loops}
@@ -635,7 +1093,12 @@ def _build_report(agent, seq, max_tasks):
             continue
     deadline = time.perf_counter() + PROBE_TIMEOUT
     for pr in waiting:
-        pr.ev.wait(max(0.0, deadline - time.perf_counter()))
+        while not agent.stopping and not pr.ev.wait(
+                min(0.01, max(0.0, deadline - time.perf_counter()))):
+            if time.perf_counter() >= deadline:
+                break
+    for pr in waiting:
+        pr.late = True
     global _task_memo
     tracked = _tracked_ids()
     ch = _Chunks()
@@ -646,6 +1109,11 @@ def _build_report(agent, seq, max_tasks):
     for lp in loops:
         try:
             running, closed = lp.is_running(), lp.is_closed()
+            main_fut = None
+            if running:
+                if frames is None:
+                    frames = sys._current_frames()
+                main_fut = _main_future(lp, frames)[0]
             ident = getattr(lp, "_thread_id", None)
             pr = probes.get(id(lp))
             blocked = bool(running and pr is not None and not pr.ev.is_set())
@@ -654,6 +1122,8 @@ def _build_report(agent, seq, max_tasks):
                 lag = (time.perf_counter() - pr.t0) if blocked else pr.lag
             tasks = pr.tasks if (pr is not None and pr.ev.is_set() and pr.tasks is not None
                                  and not blocked and pr in waiting) else _loop_tasks(lp)
+            if pr is not None:
+                pr.tasks = None  # no reference to the app's tasks outlives the report
             counts = {}
             listed += _add_task_rows(ch, _loop_id(lp), tasks, _current_task(lp), tracked, counts,
                                      max_tasks - listed, memo, new_memo)
@@ -662,7 +1132,8 @@ def _build_report(agent, seq, max_tasks):
                      "native_id": _native_of(ident), "running": running, "closed": closed,
                      "blocked": blocked, "lag_ms": None if lag is None else lag * 1000.0,
                      "counts": counts, "tasks_total": len(tasks),
-                     "main": ident is not None and ident == threading.main_thread().ident}
+                     "main": ident is not None and ident == threading.main_thread().ident,
+                     "main_task": _main_entry(main_fut)}
             if blocked:
                 if frames is None:
                     frames = sys._current_frames()
@@ -678,6 +1149,7 @@ def _build_report(agent, seq, max_tasks):
               "executors": _executor_entries(), "subprocesses": _subprocess_entries(),
               "phases": _phase_entries(), "tasks_total": total, "tasks_listed": listed,
               "tracking": tracked is not None, "task_chunks": len(chunks),
+              "warnings": list(_events), "warnings_total": _event_count[0],
               "cost": agent.cost(build_ms)}
     line = _fit(header, HEADER_LISTS)
     lines = [line] if line is not None else []
@@ -690,11 +1162,33 @@ def _build_report(agent, seq, max_tasks):
 _encoder = json.JSONEncoder(separators=(",", ":"), default=str, check_circular=False)
 
 
+# A lone surrogate (os.fsdecode of undecodable bytes in a thread, task or file name) would be
+# encoded as a "\udcff" escape, which strict JSON parsers (serde_json) refuse. The encoder
+# escapes everything to ASCII, so a post-pass on the rare lines holding "\ud" rewrites each
+# lone surrogate escape as the visible text \udcff (an escaped backslash); escaped
+# backslashes are matched as a unit so "\\ud..." text is left alone, and valid pairs
+# (astral characters) are kept.
+_SURR = re.compile(rb"\\\\|\\u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}"
+                   rb"|\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+
+
+def _fix_surrogate(m):
+    t = m.group(0)
+    return b"\\" + t if len(t) == 6 else t
+
+
+def _utf8(text):
+    b = text.encode("ascii")
+    if b"\\ud" in b or b"\\uD" in b:
+        b = _SURR.sub(_fix_surrogate, b)
+    return b
+
+
 def _encode(obj):
-    return (_encoder.encode(obj) + "\n").encode("utf-8")
+    return _utf8(_encoder.encode(obj) + "\n")
 
 
-HEADER_LISTS = ("threads", "executors", "subprocesses", "loops", "phases")
+HEADER_LISTS = ("threads", "executors", "subprocesses", "loops", "phases", "warnings")
 
 
 def _fit(obj, keys, budget=MAX_LINE):
@@ -751,7 +1245,7 @@ def _encode_chunks(seq, chunks):
         if m is not None and m[1] == rows and m[0] == strings:
             body = m[2]
         else:
-            body = (',"strings":%s,"tasks":%s}\n' % (enc(strings), enc(rows))).encode("utf-8")
+            body = _utf8(',"strings":%s,"tasks":%s}\n' % (enc(strings), enc(rows)))
         line = b'{"type":"report_chunk","seq":%d,"index":%d,"count":%d' % (seq, i, count) + body
         if len(line) > MAX_LINE:
             out.extend(_encode_chunk(seq, i, count, rows, strings))
@@ -793,11 +1287,18 @@ class _Conn:
         self.rbuf = b""
         self.wbuf = bytearray()
         self.interval = None
+        self.subscribed = False  # sent `subscribe` (even interval 0): gets pushed events
         self.max_tasks = 20000
         self.next_at = 0.0
         self.close_after_flush = False
         self.bulk = 0  # bytes of the queued report still in wbuf (exempt from MAX_WBUF)
         self.inflight = 0  # request threads running for this connection (under _Server.lock)
+        # Guards wbuf and the socket against hooks pushing from the app's threads (see
+        # _Server.push); never held across a blocking call. `closed` is set under it.
+        self.wlock = threading.Lock()
+        self.closed = False
+        self.pushq = collections.deque()  # pushed lines a hook could not write at once
+        self.pushes_dropped = 0
 
 
 class _Server:
@@ -820,6 +1321,7 @@ class _Server:
         self.start_time = _self_start_time()
         self.instance = "%d-%d-%x" % (os.getpid(), self.start_time, id(self))
         self.gc_scanned = False
+        self.stopping = False  # set before fork: the agent thread returns (see _before_fork)
         self._worker_idents = set()
         # Guards _worker_idents and _Conn.inflight, touched by request threads.
         self.lock = threading.Lock()
@@ -876,10 +1378,119 @@ class _Server:
         self.pid = os.getpid()
         self.sel.register(self.lsock, selectors.EVENT_READ, "listen")
         self.sel.register(self.wake_r, selectors.EVENT_READ, "wake")
-        self.thread = threading.Thread(target=self._run, name="lifecycle-top-agent", daemon=True)
-        self.thread.start()
+        self._start_thread()
         import atexit
         atexit.register(self._unlink)
+        atexit.register(self._at_exit)  # runs first (atexit is LIFO)
+
+    def _start_thread(self):
+        self.stopping = False
+        self.thread = threading.Thread(target=self._run, name="lifecycle-top-agent", daemon=True)
+        self.thread.start()
+
+    def pause(self, timeout=1.0):
+        """Before fork: stop the agent thread (3.12+ warns about forking a multi-threaded
+        process; no child inherits a lock it held). Returns True if it stopped."""
+        th = self.thread
+        if th is None or not th.is_alive() or th is threading.current_thread():
+            return False
+        self.stopping = True
+        self.wake()
+        th.join(timeout)
+        if th.is_alive():
+            self.stopping = False
+            return False
+        # join() returns before the OS thread is gone; the fork warning counts OS threads.
+        native = getattr(th, "native_id", None)
+        deadline = time.monotonic() + 0.1
+        while native is not None and time.monotonic() < deadline and os.path.exists(
+                "/proc/self/task/%d" % native):
+            time.sleep(0.0005)
+        return True
+
+    def resume(self):
+        try:
+            self._start_thread()
+        except Exception as exc:
+            _debug("lifecycle-top agent: not restarted after fork: %r" % (exc,))
+
+    def wake(self):
+        try:
+            os.write(self.wake_w, b"x")
+        except OSError:
+            pass
+
+    def push(self, line, wait=0.0):
+        """Send a line to every subscribed client now, from whatever thread calls (a hook in
+        the app, maybe during interpreter shutdown when the agent thread never runs again).
+        Never blocks (beyond `wait` for a connection's lock), never raises; best effort: a
+        line that cannot be written at once stays queued for the agent thread."""
+        try:
+            conns = list(self.conns.values())
+        except Exception:
+            return
+        queued = False
+        for c in conns:
+            try:
+                if not c.subscribed:
+                    continue
+                if not (c.wlock.acquire(True, wait) if wait else c.wlock.acquire(False)):
+                    if len(c.pushq) < 1000:
+                        c.pushq.append(line)
+                        queued = True
+                    else:
+                        c.pushes_dropped += 1
+                    continue
+                try:
+                    if c.closed:
+                        continue
+                    while c.pushq:  # lines queued earlier go first
+                        q = c.pushq.popleft()
+                        if len(c.wbuf) + len(q) > MAX_WBUF + c.bulk:
+                            c.pushes_dropped += 1
+                        else:
+                            c.wbuf += q
+                    if len(c.wbuf) + len(line) > MAX_WBUF + c.bulk:
+                        c.pushes_dropped += 1
+                        continue
+                    c.wbuf += line
+                    self._write_some(c)
+                    if c.wbuf:
+                        queued = True
+                finally:
+                    c.wlock.release()
+            except Exception:
+                continue
+        if queued:
+            self.wake()
+
+    def _write_some(self, conn):
+        """Under conn.wlock: non-blocking sends until done or EAGAIN; False on a socket error."""
+        try:
+            while conn.wbuf:
+                n = conn.sock.send(conn.wbuf)
+                self.bytes_sent += n
+                del conn.wbuf[:n]
+                conn.bulk = max(0, conn.bulk - n)
+        except (BlockingIOError, InterruptedError):
+            pass
+        except OSError:
+            return False
+        return True
+
+    def _at_exit(self):
+        """Last Python-level moment the agent thread can run: it sends what is queued and
+        stops, so it is not frozen by finalization holding a connection's lock; the hooks
+        firing during finalization (GC of pending tasks, ResourceWarnings) then write to the
+        clients themselves."""
+        if os.getpid() != self.pid:
+            return
+        try:
+            self.pause(0.5)
+        except Exception:
+            pass
+        self.push(_encode({"type": "exiting", "at_unix_ms": _now_ms(), "reason": "atexit"}),
+                  wait=0.05)
 
     def _unlink(self):
         """At exit, remove our socket file unless another process has replaced it."""
@@ -894,6 +1505,7 @@ class _Server:
         client sockets, so the child neither holds the parent's clients open nor accepts on
         its socket. The socket file stays (it belongs to the parent)."""
         for c in list(self.conns.values()):
+            c.closed = True
             try:
                 c.sock.close()
             except Exception:
@@ -924,7 +1536,7 @@ class _Server:
 
     # -- main loop
     def _run(self):
-        while True:
+        while not self.stopping:
             try:
                 self._step()
             except Exception as exc:  # keep serving whatever happens
@@ -950,6 +1562,13 @@ class _Server:
         while self.outq:
             conn, line = self.outq.popleft()
             self._send(conn, line)
+        for conn in list(self.conns.values()):
+            while conn.pushq:
+                self._send(conn, conn.pushq.popleft(), push=True)
+            if conn.wbuf and not conn.closed:
+                self._flush(conn)  # what a hook left unsent
+        if self.stopping:
+            return
         self._reports()
         self.agent_cpu = time.thread_time()
 
@@ -992,12 +1611,15 @@ class _Server:
                 "capabilities": CAPABILITIES, "phases": _phase_entries(), "max_line": MAX_LINE}
 
     def _close(self, conn):
-        self.conns.pop(conn.sock.fileno(), None)
-        try:
-            self.sel.unregister(conn.sock)
-        except Exception:
-            pass
-        conn.sock.close()
+        """Agent thread only, never with conn.wlock held (taken here: a hook may be sending)."""
+        with conn.wlock:
+            conn.closed = True
+            self.conns.pop(conn.sock.fileno(), None)
+            try:
+                self.sel.unregister(conn.sock)
+            except Exception:
+                pass
+            conn.sock.close()
 
     def _read(self, conn):
         try:
@@ -1052,6 +1674,7 @@ class _Server:
                 self._error(conn, "bad_message", "interval_ms and max_tasks must be integers")
                 return
             conn.interval = None if ms <= 0 else min(max(ms, 20), 60000) / 1000.0
+            conn.subscribed = True
             conn.next_at = time.monotonic()
         elif kind == "request":
             self._start_request(conn, msg)
@@ -1083,43 +1706,44 @@ class _Server:
     def post(self, conn, line):
         """Queue a line from any thread; the agent thread sends it."""
         self.outq.append((conn, line))
-        try:
-            os.write(self.wake_w, b"x")
-        except OSError:
-            pass
+        self.wake()
 
-    def _send(self, conn, line, bulk=False):
+    def _send(self, conn, line, bulk=False, push=False):
         """Queue and flush. `bulk` lines (reports, only queued into an empty buffer) are
-        exempt from MAX_WBUF; any other line past it disconnects a client that does not read."""
-        if conn.sock.fileno() not in self.conns:
+        exempt from MAX_WBUF; any other line past it disconnects a client that does not read
+        (a pushed warning past it is dropped instead)."""
+        if conn.closed or conn.sock.fileno() not in self.conns:
             return
-        if not bulk and len(conn.wbuf) + len(line) > MAX_WBUF + conn.bulk:
+        with conn.wlock:
+            over = not bulk and len(conn.wbuf) + len(line) > MAX_WBUF + conn.bulk
+            if over and push:
+                conn.pushes_dropped += 1
+                return
+            if not over:
+                conn.wbuf += line
+                if bulk:
+                    conn.bulk += len(line)
+        if over:
             _debug("lifecycle-top agent: client pid %s does not read; closing" % conn.peer_pid)
             self._close(conn)
             return
-        conn.wbuf += line
-        if bulk:
-            conn.bulk += len(line)
         self._flush(conn)
 
     def _flush(self, conn):
-        try:
-            while conn.wbuf:
-                n = conn.sock.send(conn.wbuf)
-                self.bytes_sent += n
-                del conn.wbuf[:n]
-                conn.bulk = max(0, conn.bulk - n)
-        except (BlockingIOError, InterruptedError):
-            pass
-        except OSError:
+        with conn.wlock:
+            if conn.closed:
+                return
+            ok = self._write_some(conn)
+            pending = bool(conn.wbuf)
+        if not ok:
             self._close(conn)
             return
-        want = selectors.EVENT_READ | (selectors.EVENT_WRITE if conn.wbuf else 0)
+        want = selectors.EVENT_READ | (selectors.EVENT_WRITE if pending else 0)
         try:
             self.sel.modify(conn.sock, want, conn)
         except Exception:
             pass
-        if not conn.wbuf and conn.close_after_flush:
+        if not pending and conn.close_after_flush:
             self._close(conn)
 
     def _reports(self):
@@ -1185,17 +1809,45 @@ def _err_response(rid, code, message, data=None):
             "error": {"code": code, "message": message, "data": data}}
 
 
+_paused_for_fork = []
+
+
+def _before_fork():
+    """The agent thread stops before fork and restarts after it in the parent: the child
+    inherits no lock the agent thread held, and CPython 3.12+ does not warn "This process is
+    multi-threaded, use of fork() may lead to deadlocks" because of the agent."""
+    try:
+        ag = _agent
+        if ag is not None and ag.pause():
+            _paused_for_fork.append(ag)
+    except Exception:
+        pass
+
+
+def _after_fork_parent():
+    while _paused_for_fork:
+        try:
+            _paused_for_fork.pop().resume()
+        except Exception:
+            pass
+
+
 def _after_fork_child():
-    """A forked child has no agent thread: forget the parent's server and locks."""
-    global _agent, _reg_lock
+    """A forked child has no agent thread: forget the parent's server, locks and events."""
+    global _agent, _reg_lock, _hook_tl
     agent, _agent = _agent, None
+    del _paused_for_fork[:]
     _reg_lock = threading.Lock()
+    _hook_tl = threading.local()
+    _events.clear()
+    _event_count[0] = 0
     if agent is not None:
         agent.close_fds()
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_child)
+    os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_parent,
+                        after_in_child=_after_fork_child)
 
 
 # ----------------------------------------------------------------------------- requests
@@ -1346,17 +1998,25 @@ def _m_cancel_tasks(agent, p):
     if which not in ("all", "tracked", "untracked"):
         raise _ReqError("bad_params", "which must be all, tracked or untracked")
     msg = p.get("message") or "cancelled by lifecycle-top"
+    include_main = bool(p.get("include_main", False))
     tracked = _tracked_ids()
     deadline = time.monotonic() + timeout
-    targets, blocked = [], []
+    targets, blocked, spared = [], [], []
     loops = [lp for lp in _select_loops(p) if not lp.is_closed()]
     for lp in loops:
         def do(lp=lp):
             out = []
+            # On the loop's thread: the main future cannot change while we look.
+            main = None if include_main else _main_future(lp, scan=True)[0]
             for t in _loop_tasks(lp):
                 tr = (id(t) in tracked) if tracked is not None else None
                 if (ids is not None and id(t) not in ids) or (which == "tracked" and not tr) \
                         or (which == "untracked" and tr):
+                    continue
+                reason = "agent" if _is_agent_task(t) else "main_task" if t is main else None
+                if reason is not None:
+                    spared.append({"id": id(t), "loop": _loop_id(lp), "name": t.get_name(),
+                                   "reason": reason})
                     continue
                 before = (getattr(t, "_fut_waiter", None), _where(_innermost(t._coro)))
                 try:
@@ -1390,7 +2050,7 @@ def _m_cancel_tasks(agent, p):
         counts[res] = counts.get(res, 0) + 1
         results.append({"id": id(t), "loop": _loop_id(lp), "name": t.get_name(), "tracked": tr,
                         "result": res, "detail": detail})
-    return {"results": results, "counts": counts, "blocked": blocked}
+    return {"results": results, "counts": counts, "blocked": blocked, "spared": spared}
 
 
 def _m_shutdown_executors(agent, p):
@@ -1420,16 +2080,31 @@ def _m_shutdown_executors(agent, p):
 
 def _m_stop_loop(agent, p):
     timeout = _timeout(p, 1.0)
+    force = bool(p.get("force", False))
     deadline = time.monotonic() + timeout
     out = []
     loops = _select_loops(p)
+    spared = {}
     for lp in loops:
         if lp.is_running():
+            fut, via = (None, None) if force else _main_future(lp, scan=True)
+            if fut is not None:
+                spared[id(lp)] = _spare_detail(fut, via)
+                continue
+
+            def stop(lp=lp):
+                # Checked again on the loop's thread: never stop a run_until_complete.
+                if force or _main_future(lp)[0] is None:
+                    lp.stop()
             try:
-                lp.call_soon_threadsafe(lp.stop)
+                lp.call_soon_threadsafe(stop)
             except RuntimeError:
                 pass
     for lp in loops:
+        if id(lp) in spared:
+            out.append({"loop": _loop_id(lp), "running": lp.is_running(),
+                        "closed": lp.is_closed(), "result": "spared", "detail": spared[id(lp)]})
+            continue
         while lp.is_running() and time.monotonic() < deadline:
             time.sleep(0.01)
         entry = {"loop": _loop_id(lp), "running": lp.is_running(), "closed": lp.is_closed()}
@@ -1467,8 +2142,13 @@ def _m_close_loop(agent, p):
         if lp.is_closed():
             entry["result"] = "already_closed"
         elif lp.is_running():
-            entry["result"] = "running"
-            entry["detail"] = "stop the loop first (stop_loop)"
+            fut, via = (None, None) if p.get("force") else _main_future(lp, scan=True)
+            if fut is not None:
+                entry["result"] = "spared"
+                entry["detail"] = _spare_detail(fut, via)
+            else:
+                entry["result"] = "running"
+                entry["detail"] = "stop the loop first (stop_loop)"
         else:
             entry["pending_tasks"] = len(_loop_tasks(lp))
             # close() runs the loop's own code (custom loops, executor shutdown): bounded.
@@ -1508,7 +2188,12 @@ def _m_run_phase(agent, p):
         lp = _pick_loop(p)
         if lp is None:
             raise _ReqError("bad_state", "phase %r is async but no event loop is running" % name)
-        fut = asyncio.run_coroutine_threadsafe(fn(), lp)
+        coro = fn()
+        try:
+            _agent_coros.add(coro)
+        except TypeError:
+            pass
+        fut = asyncio.run_coroutine_threadsafe(coro, lp)
         try:
             value = fut.result(timeout)
         except Exception as exc:
