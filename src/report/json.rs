@@ -89,6 +89,7 @@ mod tests {
             notes: vec![],
             signals: vec![],
             exits: vec![],
+            agent_result: None,
         }
     }
 

@@ -20,6 +20,9 @@ pub enum Outcome {
     Skipped {
         reason: String,
     },
+    /// An agent phase during which the target exited (or its agent went with the exiting
+    /// interpreter): nothing left to ask, and no failure.
+    TargetExited,
 }
 
 impl Outcome {
@@ -30,11 +33,16 @@ impl Outcome {
             Outcome::Escalated => "escalated",
             Outcome::Failed { .. } => "failed",
             Outcome::Skipped { .. } => "skipped",
+            Outcome::TargetExited => "target exited",
         }
     }
-    /// Skipped phases are fine (no agent), ok is fine; anything else makes a run unclean.
+    /// Ok, skipped (no agent, target gone) and "target exited" are fine; anything else makes
+    /// a run unclean.
     pub fn is_clean(&self) -> bool {
-        matches!(self, Outcome::Ok | Outcome::Skipped { .. })
+        matches!(
+            self,
+            Outcome::Ok | Outcome::Skipped { .. } | Outcome::TargetExited
+        )
     }
 }
 
@@ -84,6 +92,9 @@ pub struct PhaseRecord {
     pub notes: Vec<String>,
     pub signals: Vec<SignalEvent>,
     pub exits: Vec<ExitEvent>,
+    /// The agent's raw `result` for agent phases that got one (the notes say it in words).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_result: Option<Box<serde_json::Value>>,
 }
 
 impl PhaseRecord {
@@ -134,6 +145,10 @@ pub struct Timeline {
     pub running: Option<RunningPhase>,
     /// From the most recent audit phase.
     pub leftovers: Vec<Leftover>,
+    /// What the most recent audit could not know (no agent: which threads block exit), one
+    /// plain line each. Not a left-over and not unclean by itself.
+    #[serde(default)]
+    pub unknowns: Vec<String>,
     /// Signals and exits seen outside any phase (e.g. the target exiting on its own).
     pub exits_outside: Vec<ExitEvent>,
 }
@@ -147,6 +162,7 @@ impl Timeline {
             phases: Vec::new(),
             running: None,
             leftovers: Vec::new(),
+            unknowns: Vec::new(),
             exits_outside: Vec::new(),
         }
     }
@@ -174,7 +190,7 @@ impl Timeline {
         let mut reasons = Vec::new();
         for (i, p) in self.phases.iter().enumerate() {
             match &p.outcome {
-                Outcome::Ok | Outcome::Skipped { .. } => {}
+                Outcome::Ok | Outcome::Skipped { .. } | Outcome::TargetExited => {}
                 Outcome::Failed { .. } if p.action == audit && Some(i) != last_audit => {}
                 Outcome::Escalated => reasons.push(format!("\"{}\" needed escalation", p.name)),
                 Outcome::TimedOut => reasons.push(format!("\"{}\" timed out", p.name)),

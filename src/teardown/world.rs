@@ -19,6 +19,12 @@ pub struct World {
     pub names: HashMap<ProcKey, String>,
     /// A signal_target phase ran: from then on a live target is a left-over.
     pub target_signalled: bool,
+    /// The pid of lifecycle-top itself (set by the runner): its own children (a launched
+    /// target it has not reaped yet) are its to reap, never the target's left-overs.
+    pub own_pid: Option<i32>,
+    /// The agent said the interpreter is exiting (`{"type":"exiting"}`): a connection that
+    /// ends after that is the exit, not a failure. Cleared by facts from a live agent.
+    pub agent_exiting: bool,
 }
 
 impl World {
@@ -32,6 +38,8 @@ impl World {
             killed: HashMap::new(),
             names: HashMap::new(),
             target_signalled: false,
+            own_pid: None,
+            agent_exiting: false,
         }
     }
 
@@ -199,6 +207,34 @@ impl World {
         out
     }
 
+    /// What cannot be known, one plain line each: without agent facts, whether the target's
+    /// threads besides the main one block its exit (daemon flags are Python's, not /proc's).
+    pub fn unknowns(&self) -> Vec<String> {
+        if self.agent.is_some() || self.target_exited() {
+            return Vec::new();
+        }
+        let Some(s) = &self.snapshot else {
+            return Vec::new();
+        };
+        let others = s
+            .threads
+            .iter()
+            .filter(|t| t.tid != self.target.pid)
+            .count();
+        if others == 0 {
+            return Vec::new();
+        }
+        vec![format!(
+            "{} besides the main thread; daemon flags unknown without the agent; run with the \
+             agent to know which block exit",
+            if others == 1 {
+                "1 thread".to_string()
+            } else {
+                format!("{others} threads")
+            }
+        )]
+    }
+
     /// Where the main thread of `key` waits in the kernel (wchan, else the syscall). Only the
     /// target's threads are in the snapshot, so other processes have none.
     fn main_thread_wait(&self, key: ProcKey) -> Option<String> {
@@ -212,6 +248,10 @@ impl World {
 
     fn leftover_process(&self, p: &ProcInfo, now_ms: u64) -> Option<Leftover> {
         let (kind, reason) = if p.state == RunState::Dead {
+            return None;
+        } else if p.state == RunState::Zombie && Some(p.ppid) == self.own_pid {
+            // Our own child (the launched target, or a process reparented to us as the
+            // subreaper): the launch code reaps it.
             return None;
         } else if p.state == RunState::Zombie {
             (
