@@ -185,29 +185,9 @@ impl Timeline {
     /// an earlier one (e.g. "audit threads" before the target is signalled) reports findings
     /// that a clean shutdown may still resolve.
     pub fn unclean_reasons(&self) -> Vec<String> {
-        let audit = Action::Audit { stacks: false }.describe();
-        let last_audit = self.phases.iter().rposition(|p| p.action == audit);
-        let mut reasons = Vec::new();
-        for (i, p) in self.phases.iter().enumerate() {
-            match &p.outcome {
-                Outcome::Ok | Outcome::Skipped { .. } | Outcome::TargetExited => {}
-                Outcome::Failed { .. } if p.action == audit && Some(i) != last_audit => {}
-                Outcome::Escalated => reasons.push(format!("\"{}\" needed escalation", p.name)),
-                Outcome::TimedOut => reasons.push(format!("\"{}\" timed out", p.name)),
-                Outcome::Failed { reason } => {
-                    reasons.push(format!("\"{}\" failed: {reason}", p.name))
-                }
-            }
-            for s in p
-                .signals
-                .iter()
-                .filter(|s| s.signal == "SIGKILL" && s.error.is_none())
-            {
-                reasons.push(format!("pid {} ({}) needed SIGKILL", s.pid, s.name));
-            }
-        }
+        let mut reasons = phase_reasons(&self.phases);
         for l in &self.leftovers {
-            reasons.push(format!("left over: {} ({}): {}", l.pid, l.name, l.reason));
+            reasons.push(leftover_line(l));
         }
         reasons
     }
@@ -215,4 +195,35 @@ impl Timeline {
     pub fn is_clean(&self) -> bool {
         self.unclean_reasons().is_empty()
     }
+}
+
+/// One plain line for a left-over.
+pub fn leftover_line(l: &Leftover) -> String {
+    format!("left over: {} ({}): {}", l.pid, l.name, l.reason)
+}
+
+/// Why these phases make a run unclean, one line each: a phase that timed out, failed or
+/// escalated, and every SIGKILL that was needed. Skipped and "target exited" phases are
+/// fine; an audit other than the last one reports, it does not judge.
+pub fn phase_reasons(phases: &[PhaseRecord]) -> Vec<String> {
+    let audit = Action::Audit { stacks: false }.describe();
+    let last_audit = phases.iter().rposition(|p| p.action == audit);
+    let mut reasons = Vec::new();
+    for (i, p) in phases.iter().enumerate() {
+        match &p.outcome {
+            Outcome::Ok | Outcome::Skipped { .. } | Outcome::TargetExited => {}
+            Outcome::Failed { .. } if p.action == audit && Some(i) != last_audit => {}
+            Outcome::Escalated => reasons.push(format!("\"{}\" needed escalation", p.name)),
+            Outcome::TimedOut => reasons.push(format!("\"{}\" timed out", p.name)),
+            Outcome::Failed { reason } => reasons.push(format!("\"{}\" failed: {reason}", p.name)),
+        }
+        for s in p
+            .signals
+            .iter()
+            .filter(|s| s.signal == "SIGKILL" && s.error.is_none())
+        {
+            reasons.push(format!("pid {} ({}) needed SIGKILL", s.pid, s.name));
+        }
+    }
+    reasons
 }
