@@ -167,9 +167,13 @@ fn lost_and_alive_fails_after_the_confirmation_with_a_plain_reason() {
 fn lost_and_alive_needs_a_snapshot_newer_than_the_error() {
     let mut e = started(ONE_AGENT_PHASE);
     e.step(10, input(Ev::Lost));
-    assert!(
-        finished(&e.step(1510, Input::Tick)).is_empty(),
-        "no fresh look yet"
+    let fx = e.step(1510, Input::Tick);
+    assert!(finished(&fx).is_empty(), "no fresh look yet");
+    assert!(fx.contains(&Effect::RefreshNow));
+    assert_eq!(
+        e.next_deadline(),
+        Some(5000),
+        "no busy wake-ups until a snapshot"
     );
     let fx = e.step(1700, input(Ev::SnapAlive));
     assert!(matches!(&finished(&fx)[..], [Outcome::Failed { reason }] if reason.contains("1.7 s")));
@@ -237,10 +241,22 @@ fn an_agent_that_said_exiting_then_went_is_target_exited_at_once() {
     assert!(
         matches!(&finished(&fx)[..], [Outcome::Skipped { reason }] if reason.contains("exiting"))
     );
-    // A live agent reporting again (reconnected) clears it.
+    // A report from the same interpreter after it said so does not clear it; another
+    // process's agent does.
     let mut e = started(ONE_AGENT_PHASE);
     e.step(5, Input::AgentExiting);
     e.step(6, Input::Agent(Some(AgentFacts::default())));
+    assert_eq!(
+        finished(&e.step(10, input(Ev::Lost))),
+        vec![Outcome::TargetExited]
+    );
+    let mut e = started(ONE_AGENT_PHASE);
+    e.step(5, Input::AgentExiting);
+    let child = AgentFacts {
+        pid: Some(101),
+        ..AgentFacts::default()
+    };
+    e.step(6, Input::Agent(Some(child)));
     assert!(finished(&e.step(10, input(Ev::Lost))).is_empty());
 }
 

@@ -23,8 +23,11 @@ pub struct World {
     /// target it has not reaped yet) are its to reap, never the target's left-overs.
     pub own_pid: Option<i32>,
     /// The agent said the interpreter is exiting (`{"type":"exiting"}`): a connection that
-    /// ends after that is the exit, not a failure. Cleared by facts from a live agent.
+    /// ends after that is the exit, not a failure. Cleared by facts from another process's
+    /// agent (an interpreter that is exiting does not come back).
     pub agent_exiting: bool,
+    /// The pid of the agent that said it is exiting (from its facts; `None`: unknown).
+    pub exiting_agent_pid: Option<i32>,
 }
 
 impl World {
@@ -40,6 +43,7 @@ impl World {
             target_signalled: false,
             own_pid: None,
             agent_exiting: false,
+            exiting_agent_pid: None,
         }
     }
 
@@ -201,7 +205,10 @@ impl World {
                 pid: at.pid,
                 name: self.name(at),
                 kind: LeftoverKind::PendingTasks,
-                reason: format!("{n} asyncio task(s) still pending"),
+                reason: format!(
+                    "{n} asyncio {} still pending",
+                    if n == 1 { "task" } else { "tasks" }
+                ),
             });
         }
         out

@@ -112,6 +112,8 @@ pub(crate) struct AgentGone {
     pub at_ms: u64,
     pub confirm_ms: u64,
     pub snapshots_at: u64,
+    /// `confirm_ms` passed before a fresh snapshot came: wake at the deadline, not again now.
+    pub confirm_passed: bool,
 }
 
 pub(crate) enum Kind {
@@ -180,7 +182,9 @@ impl Engine {
     pub fn next_deadline(&self) -> Option<u64> {
         let a = self.active.as_ref()?;
         Some(match &a.kind {
-            Kind::Agent { gone: Some(g), .. } => g.confirm_ms.min(a.deadline_ms),
+            Kind::Agent { gone: Some(g), .. } if !g.confirm_passed => {
+                g.confirm_ms.min(a.deadline_ms)
+            }
             _ => a.deadline_ms,
         })
     }
@@ -199,13 +203,19 @@ impl Engine {
                 }
             }
             Input::Agent(f) => {
-                if f.is_some() {
-                    // Reports come from a live interpreter (a reconnected or new agent).
+                if let Some(f) = &f
+                    && self.world.agent_exiting
+                    && f.pid != self.world.exiting_agent_pid
+                {
+                    // Another process's agent: it is not the one exiting.
                     self.world.agent_exiting = false;
                 }
                 self.world.agent = f;
             }
-            Input::AgentExiting => self.world.agent_exiting = true,
+            Input::AgentExiting => {
+                self.world.agent_exiting = true;
+                self.world.exiting_agent_pid = self.world.agent.as_ref().and_then(|a| a.pid);
+            }
             Input::Exited { key, status } => self.on_exit(now, key, status),
             Input::AgentReply { run, result } => self.on_reply(now, run, result, &mut out),
             Input::SignalResult { key, sig, result } => {
@@ -284,6 +294,7 @@ impl Engine {
                     at_ms: now,
                     confirm_ms: now.saturating_add(GONE_CONFIRM_MS).min(deadline),
                     snapshots_at: self.world.snapshots_seen,
+                    confirm_passed: false,
                 });
                 out.push(Effect::RefreshNow);
             }

@@ -146,6 +146,11 @@ impl Engine {
                             ),
                         });
                     }
+                    if now >= g.confirm_ms && !g.confirm_passed {
+                        // Any snapshot now decides; until one comes, wake at the deadline.
+                        g.confirm_passed = true;
+                        out.push(Effect::RefreshNow);
+                    }
                     return None;
                 }
                 match error.take() {

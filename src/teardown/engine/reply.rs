@@ -264,9 +264,8 @@ fn shutdown_executors(v: &Value) -> Reading {
                 .map(|b| short(&text(b, "name"), 60))
                 .collect();
             format!(
-                "{} {} did not finish shutting down: {} still running ({})",
+                "{} did not finish shutting down: {} still running ({})",
                 short(&text(e, "kind"), 60),
-                text(e, "id"),
                 count(alive, "worker", "workers"),
                 who.join(", ")
             )
