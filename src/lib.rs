@@ -8,6 +8,7 @@
 //! - [`teardown`]: plans, the pure phase engine and the executor that sends signals.
 //! - [`stacks`]: stack snapshots (kernel wait point, native, Python).
 //! - [`report`]: headless summary, JSON report, Chrome trace export.
+//! - [`verdict`]: the pure clean / not clean verdict from facts (headless and check).
 //! - [`state`]: the app model, updated from events, no I/O.
 //! - [`ui`]: layout, theme, keys, one widget per panel.
 //! - [`app`]: the TUI event loop; [`headless`]: the same core with a printer.
@@ -31,3 +32,4 @@ pub mod stacks;
 pub mod state;
 pub mod teardown;
 pub mod ui;
+pub mod verdict;

@@ -265,7 +265,7 @@ fn demo_through_the_python_asyncio_plan() {
     assert_eq!(
         cancel.outcome,
         Outcome::Failed {
-            reason: "1 task(s) swallowed the cancellation: \"stubborn-consumer\"".into()
+            reason: "1 swallowed the cancellation: \"stubborn-consumer\"".into()
         },
         "{cancel:#?}"
     );
@@ -274,8 +274,7 @@ fn demo_through_the_python_asyncio_plan() {
     assert!(
         exec.notes
             .iter()
-            .any(|n| n.starts_with("agent: not finished:")
-                && n.contains("worker(s) still running (asyncio_0)")),
+            .any(|n| n.contains("did not finish shutting down: 1 worker still running (asyncio_0)")),
         "{:?}",
         exec.notes
     );
@@ -283,7 +282,7 @@ fn demo_through_the_python_asyncio_plan() {
         assert_eq!(ph(name).outcome, Outcome::Ok, "{:#?}", ph(name));
     }
     for why in [
-        "\"cancel tasks\" failed: 1 task(s) swallowed the cancellation",
+        "\"cancel tasks\" failed: 1 swallowed the cancellation",
         "\"shut down executors\" timed out",
     ] {
         assert!(

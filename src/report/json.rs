@@ -2,6 +2,7 @@
 //! phases; `version` is bumped on incompatible changes.
 
 use crate::teardown::timeline::Timeline;
+use crate::verdict::{Facts, TargetExit, TargetWarning};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -15,6 +16,15 @@ pub struct Report {
     pub plan_source: String,
     pub target: TargetInfo,
     pub verdict: Verdict,
+    /// How the target ended; `None`: still running when lifecycle-top stopped looking.
+    #[serde(default)]
+    pub target_exit: Option<TargetExit>,
+    /// What the target warned about (asyncio warnings, unhandled exceptions...).
+    #[serde(default)]
+    pub warnings: Vec<TargetWarning>,
+    /// What could not be known (e.g. thread daemon flags without the agent), one line each.
+    #[serde(default)]
+    pub unknowns: Vec<String>,
     pub timeline: Timeline,
     /// Stacks captured when a phase timed out or an audit found non-daemon threads.
     #[serde(default)]
@@ -28,37 +38,37 @@ pub struct TargetInfo {
     pub cmdline: Vec<String>,
 }
 
-/// The answer CI wants: did the tree shut down clean? `exit_code` is what headless returns.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Verdict {
-    pub clean: bool,
-    pub exit_code: u8,
-    /// Why it is not clean, one line each (empty when clean).
-    pub reasons: Vec<String>,
-}
-
-impl Verdict {
-    /// 0 clean and no escalation; 1 something lingered, timed out, failed or needed SIGKILL.
-    pub fn of(t: &Timeline) -> Verdict {
-        let reasons = t.unclean_reasons();
-        let clean = reasons.is_empty();
-        Verdict {
-            clean,
-            exit_code: if clean { 0 } else { 1 },
-            reasons,
-        }
-    }
-}
+/// The verdict (clean or not, why, and each check) is computed by [`crate::verdict::judge`].
+pub use crate::verdict::Verdict;
 
 impl Report {
+    /// The headless report: facts from the timeline alone (no warnings).
     pub fn new(timeline: &Timeline, plan_source: &str, target: TargetInfo) -> Report {
+        Self::from_facts(
+            timeline,
+            plan_source,
+            target,
+            Facts::from_timeline(timeline),
+        )
+    }
+
+    /// A report judged on `facts` (e.g. [`Facts::from_timeline`] plus the warnings seen).
+    pub fn from_facts(
+        timeline: &Timeline,
+        plan_source: &str,
+        target: TargetInfo,
+        facts: Facts,
+    ) -> Report {
         Report {
             version: REPORT_VERSION,
             tool: format!("lifecycle-top {}", env!("CARGO_PKG_VERSION")),
             plan: timeline.plan.clone(),
             plan_source: plan_source.to_string(),
             target,
-            verdict: Verdict::of(timeline),
+            verdict: crate::verdict::judge(&facts),
+            target_exit: facts.target_exit,
+            warnings: facts.warnings,
+            unknowns: facts.unknowns,
             timeline: timeline.clone(),
             stacks: Vec::new(),
         }
@@ -71,6 +81,7 @@ impl Report {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::teardown::timeline::{Counts, Outcome, PhaseRecord};
@@ -89,6 +100,7 @@ mod tests {
             notes: vec![],
             signals: vec![],
             exits: vec![],
+            agent_result: None,
         }
     }
 
@@ -110,5 +122,29 @@ mod tests {
             (false, 1, 1),
             "{v:?}"
         );
+    }
+
+    #[test]
+    fn reports_carry_checks_and_old_reports_still_parse() {
+        let mut t = Timeline::new("p", 1, 0);
+        t.phases.push(rec(0, "left-over audit", Outcome::Ok));
+        t.unknowns.push("2 threads besides the main thread".into());
+        let target = TargetInfo {
+            pid: 1,
+            name: "x".into(),
+            cmdline: vec![],
+        };
+        let r = Report::new(&t, "", target);
+        assert!(!r.verdict.checks.is_empty());
+        assert_eq!(r.unknowns, t.unknowns);
+        let mut v = serde_json::to_value(&r).unwrap();
+        let obj = v.as_object_mut().unwrap();
+        for k in ["target_exit", "warnings", "unknowns"] {
+            obj.remove(k);
+        }
+        obj["verdict"] = serde_json::json!({"clean": true, "exit_code": 0, "reasons": []});
+        obj["timeline"].as_object_mut().unwrap().remove("unknowns");
+        let old: Report = serde_json::from_value(v).unwrap();
+        assert!(old.warnings.is_empty() && old.verdict.summary.is_empty());
     }
 }

@@ -43,18 +43,24 @@ pub fn finished(r: &PhaseRecord) -> String {
     s
 }
 
+/// The closing lines of a headless run: the one-line summary, then each reason and what could
+/// not be known.
 pub fn verdict(t: &Timeline) -> String {
-    let v = Verdict::of(t);
+    verdict_text(&Verdict::of(t), &t.unknowns)
+}
+
+/// The same for any verdict (headless with warnings, `check`).
+pub fn verdict_text(v: &Verdict, unknowns: &[String]) -> String {
     let mut s = if v.clean {
-        format!(
-            "clean: pid {} shut down without escalation (exit 0)",
-            t.target_pid
-        )
+        v.summary.clone()
     } else {
         format!("NOT clean (exit {}):", v.exit_code)
     };
     for r in &v.reasons {
         s.push_str(&format!("\n  - {r}"));
+    }
+    for u in unknowns {
+        s.push_str(&format!("\n  unknown: {u}"));
     }
     s
 }

@@ -2,9 +2,9 @@
 //! agent is asked for Python frames, py-spy when no agent answered; and the agent client
 //! serving as the teardown engine's [`AgentPort`].
 
-use crate::agent::AgentRequester;
+use crate::agent::{AgentError, AgentRequester};
 use crate::stacks::{self, StackOptions, StackSnapshot};
-use crate::teardown::AgentPort;
+use crate::teardown::{AgentFuture, AgentPort, AgentPortError};
 use serde_json::Value;
 use std::future::Future;
 use std::pin::Pin;
@@ -31,6 +31,32 @@ impl AgentPort for AgentPortAdapter {
                 .request(&method, params, timeout)
                 .await
                 .map_err(|e| e.to_string())
+        })
+    }
+
+    fn request_typed(
+        &self,
+        method: &str,
+        params: Value,
+        timeout: Duration,
+    ) -> AgentFuture<'_, AgentPortError> {
+        let method = method.to_string();
+        Box::pin(async move {
+            self.0
+                .request(&method, params, timeout)
+                .await
+                .map_err(|e| match e {
+                    AgentError::NotConnected(_) | AgentError::Lost { .. } | AgentError::Closed => {
+                        AgentPortError::Gone(e.to_string())
+                    }
+                    AgentError::Remote { ref code, .. } if code == "unavailable" => {
+                        AgentPortError::Gone(e.to_string())
+                    }
+                    AgentError::Timeout { .. } => AgentPortError::Timeout(e.to_string()),
+                    AgentError::Remote { code, message, .. } => {
+                        AgentPortError::Refused { code, message }
+                    }
+                })
         })
     }
 }

@@ -18,7 +18,8 @@ pub fn met(rule: SuccessRule, world: &World) -> bool {
 }
 
 /// Lists what is left (stored in the timeline), asks for stacks of non-daemon threads and
-/// unkillable processes, and judges: ok when nothing is left.
+/// unkillable processes, and judges: ok when nothing is left. What cannot be known (threads
+/// without the agent) is said as such, never as "nothing left".
 pub fn audit(
     timeline: &mut Timeline,
     world: &World,
@@ -57,8 +58,14 @@ pub fn audit(
             }
         }
     }
+    let unknowns = world.unknowns();
+    notes.extend(unknowns.iter().cloned());
     let outcome = if left.is_empty() {
-        notes.push("nothing left".into());
+        notes.push(if unknowns.is_empty() {
+            "nothing left".into()
+        } else {
+            "no left-over processes".into()
+        });
         Outcome::Ok
     } else {
         Outcome::Failed {
@@ -66,5 +73,6 @@ pub fn audit(
         }
     };
     timeline.leftovers = left;
+    timeline.unknowns = unknowns;
     outcome
 }

@@ -6,7 +6,7 @@
 
 use super::engine::{Effect, Engine, Input};
 use super::timeline::{PhaseRecord, Timeline};
-use super::{AgentPort, Command, Plan, exec};
+use super::{AgentPort, AgentPortError, Command, Plan, exec};
 use crate::model::{AgentFacts, ExitStatus, ProcKey, Snapshot};
 use serde_json::Value;
 use std::collections::{HashMap, VecDeque};
@@ -15,6 +15,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 /// What the runner reports, in order (serializable: sessions record it).
+// `Finished` carries its record unboxed so consumers' patterns stay as they are; a run sends
+// a handful of these, so the size does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum PhaseEvent {
@@ -58,6 +61,7 @@ enum Control {
     Command(Command),
     Snapshot(Box<Snapshot>),
     Agent(Option<AgentFacts>),
+    AgentExiting,
     Exited { key: ProcKey, status: ExitStatus },
 }
 
@@ -76,6 +80,11 @@ impl RunnerHandle {
     }
     pub fn agent_facts(&self, f: Option<AgentFacts>) {
         let _ = self.tx.send(Control::Agent(f));
+    }
+    /// The agent pushed `{"type":"exiting"}` (its interpreter is exiting): a connection that
+    /// ends after this is the target's exit, not a failed phase.
+    pub fn agent_exiting(&self) {
+        let _ = self.tx.send(Control::AgentExiting);
     }
     pub fn exited(&self, key: ProcKey, status: ExitStatus) {
         let _ = self.tx.send(Control::Exited { key, status });
@@ -98,7 +107,11 @@ pub fn spawn(
 ) -> Runner {
     let (tx, rx) = mpsc::unbounded_channel();
     let (ev_tx, events) = mpsc::unbounded_channel();
-    let engine = Engine::new(plan, target, started_unix_ms);
+    let mut engine = Engine::new(plan, target, started_unix_ms);
+    // Our own unreaped children are ours to reap, never the target's left-overs.
+    if let Ok(pid) = i32::try_from(std::process::id()) {
+        engine.set_own_pid(pid);
+    }
     let task = tokio::spawn(drive(engine, rx, ev_tx, agent));
     Runner {
         events,
@@ -114,7 +127,7 @@ async fn drive(
     agent: Option<Arc<dyn AgentPort>>,
 ) -> Timeline {
     let t0 = Instant::now();
-    let (reply_tx, mut replies) = mpsc::unbounded_channel::<(u64, Result<Value, String>)>();
+    let (reply_tx, mut replies) = mpsc::unbounded_channel::<(u64, Result<Value, AgentPortError>)>();
     let mut last_signal: HashMap<ProcKey, Instant> = HashMap::new();
     loop {
         let wake = engine
@@ -127,6 +140,7 @@ async fn drive(
                 Some(Control::Command(c)) => Input::Command(c),
                 Some(Control::Snapshot(s)) => Input::Snapshot(s),
                 Some(Control::Agent(f)) => Input::Agent(f),
+                Some(Control::AgentExiting) => Input::AgentExiting,
                 Some(Control::Exited { key, status }) => {
                     let since_signal = last_signal.get(&key).map(|t| t.elapsed());
                     let _ = ev.send(PhaseEvent::ExitNoticed { key, status, since_signal });
@@ -174,13 +188,13 @@ async fn drive(
                         Some(port) => {
                             let (port, tx) = (port.clone(), reply_tx.clone());
                             tokio::spawn(async move {
-                                let r = port.request(&method, params, timeout).await;
+                                let r = port.request_typed(&method, params, timeout).await;
                                 let _ = tx.send((run, r));
                             });
                         }
                         None => queue.push_back(Input::AgentReply {
                             run,
-                            result: Err("no agent client in this run".into()),
+                            result: Err(AgentPortError::Gone("no agent client in this run".into())),
                         }),
                     },
                     Effect::SnapshotStacks { key, tids, reason } => {

@@ -113,7 +113,7 @@ fn target_dying_mid_phase_ends_agent_phase_and_skips_later_ones() {
         },
     );
     let mut out = finished(&fx);
-    assert_eq!(out[0], Outcome::Ok);
+    assert_eq!(out[0], Outcome::TargetExited);
     // The thread audit waits for a fresh snapshot; the runner asks for one at each phase start.
     for t in 4..7 {
         out.extend(finished(
@@ -153,7 +153,7 @@ fn agent_answers_that_say_not_done_end_the_phase_unclean() {
     let swallowed = json!({"results": [
         {"name": "stubborn-consumer", "result": "swallowed", "detail": "caught CancelledError"}],
         "counts": {"swallowed": 1}, "blocked": []});
-    let reason = "1 task(s) swallowed the cancellation: \"stubborn-consumer\"";
+    let reason = "1 swallowed the cancellation: \"stubborn-consumer\"";
     assert_eq!(
         reply(&mut e, 600, 1, swallowed),
         vec![Outcome::Failed {

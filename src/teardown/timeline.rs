@@ -20,6 +20,9 @@ pub enum Outcome {
     Skipped {
         reason: String,
     },
+    /// An agent phase during which the target exited (or its agent went with the exiting
+    /// interpreter): nothing left to ask, and no failure.
+    TargetExited,
 }
 
 impl Outcome {
@@ -30,11 +33,16 @@ impl Outcome {
             Outcome::Escalated => "escalated",
             Outcome::Failed { .. } => "failed",
             Outcome::Skipped { .. } => "skipped",
+            Outcome::TargetExited => "target exited",
         }
     }
-    /// Skipped phases are fine (no agent), ok is fine; anything else makes a run unclean.
+    /// Ok, skipped (no agent, target gone) and "target exited" are fine; anything else makes
+    /// a run unclean.
     pub fn is_clean(&self) -> bool {
-        matches!(self, Outcome::Ok | Outcome::Skipped { .. })
+        matches!(
+            self,
+            Outcome::Ok | Outcome::Skipped { .. } | Outcome::TargetExited
+        )
     }
 }
 
@@ -84,6 +92,9 @@ pub struct PhaseRecord {
     pub notes: Vec<String>,
     pub signals: Vec<SignalEvent>,
     pub exits: Vec<ExitEvent>,
+    /// The agent's raw `result` for agent phases that got one (the notes say it in words).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_result: Option<Box<serde_json::Value>>,
 }
 
 impl PhaseRecord {
@@ -134,6 +145,10 @@ pub struct Timeline {
     pub running: Option<RunningPhase>,
     /// From the most recent audit phase.
     pub leftovers: Vec<Leftover>,
+    /// What the most recent audit could not know (no agent: which threads block exit), one
+    /// plain line each. Not a left-over and not unclean by itself.
+    #[serde(default)]
+    pub unknowns: Vec<String>,
     /// Signals and exits seen outside any phase (e.g. the target exiting on its own).
     pub exits_outside: Vec<ExitEvent>,
 }
@@ -147,6 +162,7 @@ impl Timeline {
             phases: Vec::new(),
             running: None,
             leftovers: Vec::new(),
+            unknowns: Vec::new(),
             exits_outside: Vec::new(),
         }
     }
@@ -169,29 +185,9 @@ impl Timeline {
     /// an earlier one (e.g. "audit threads" before the target is signalled) reports findings
     /// that a clean shutdown may still resolve.
     pub fn unclean_reasons(&self) -> Vec<String> {
-        let audit = Action::Audit { stacks: false }.describe();
-        let last_audit = self.phases.iter().rposition(|p| p.action == audit);
-        let mut reasons = Vec::new();
-        for (i, p) in self.phases.iter().enumerate() {
-            match &p.outcome {
-                Outcome::Ok | Outcome::Skipped { .. } => {}
-                Outcome::Failed { .. } if p.action == audit && Some(i) != last_audit => {}
-                Outcome::Escalated => reasons.push(format!("\"{}\" needed escalation", p.name)),
-                Outcome::TimedOut => reasons.push(format!("\"{}\" timed out", p.name)),
-                Outcome::Failed { reason } => {
-                    reasons.push(format!("\"{}\" failed: {reason}", p.name))
-                }
-            }
-            for s in p
-                .signals
-                .iter()
-                .filter(|s| s.signal == "SIGKILL" && s.error.is_none())
-            {
-                reasons.push(format!("pid {} ({}) needed SIGKILL", s.pid, s.name));
-            }
-        }
+        let mut reasons = phase_reasons(&self.phases);
         for l in &self.leftovers {
-            reasons.push(format!("left over: {} ({}): {}", l.pid, l.name, l.reason));
+            reasons.push(leftover_line(l));
         }
         reasons
     }
@@ -199,4 +195,35 @@ impl Timeline {
     pub fn is_clean(&self) -> bool {
         self.unclean_reasons().is_empty()
     }
+}
+
+/// One plain line for a left-over.
+pub fn leftover_line(l: &Leftover) -> String {
+    format!("left over: {} ({}): {}", l.pid, l.name, l.reason)
+}
+
+/// Why these phases make a run unclean, one line each: a phase that timed out, failed or
+/// escalated, and every SIGKILL that was needed. Skipped and "target exited" phases are
+/// fine; an audit other than the last one reports, it does not judge.
+pub fn phase_reasons(phases: &[PhaseRecord]) -> Vec<String> {
+    let audit = Action::Audit { stacks: false }.describe();
+    let last_audit = phases.iter().rposition(|p| p.action == audit);
+    let mut reasons = Vec::new();
+    for (i, p) in phases.iter().enumerate() {
+        match &p.outcome {
+            Outcome::Ok | Outcome::Skipped { .. } | Outcome::TargetExited => {}
+            Outcome::Failed { .. } if p.action == audit && Some(i) != last_audit => {}
+            Outcome::Escalated => reasons.push(format!("\"{}\" needed escalation", p.name)),
+            Outcome::TimedOut => reasons.push(format!("\"{}\" timed out", p.name)),
+            Outcome::Failed { reason } => reasons.push(format!("\"{}\" failed: {reason}", p.name)),
+        }
+        for s in p
+            .signals
+            .iter()
+            .filter(|s| s.signal == "SIGKILL" && s.error.is_none())
+        {
+            reasons.push(format!("pid {} ({}) needed SIGKILL", s.pid, s.name));
+        }
+    }
+    reasons
 }

@@ -19,6 +19,15 @@ pub struct World {
     pub names: HashMap<ProcKey, String>,
     /// A signal_target phase ran: from then on a live target is a left-over.
     pub target_signalled: bool,
+    /// The pid of lifecycle-top itself (set by the runner): its own children (a launched
+    /// target it has not reaped yet) are its to reap, never the target's left-overs.
+    pub own_pid: Option<i32>,
+    /// The agent said the interpreter is exiting (`{"type":"exiting"}`): a connection that
+    /// ends after that is the exit, not a failure. Cleared by facts from another process's
+    /// agent (an interpreter that is exiting does not come back).
+    pub agent_exiting: bool,
+    /// The pid of the agent that said it is exiting (from its facts; `None`: unknown).
+    pub exiting_agent_pid: Option<i32>,
 }
 
 impl World {
@@ -32,6 +41,9 @@ impl World {
             killed: HashMap::new(),
             names: HashMap::new(),
             target_signalled: false,
+            own_pid: None,
+            agent_exiting: false,
+            exiting_agent_pid: None,
         }
     }
 
@@ -193,10 +205,41 @@ impl World {
                 pid: at.pid,
                 name: self.name(at),
                 kind: LeftoverKind::PendingTasks,
-                reason: format!("{n} asyncio task(s) still pending"),
+                reason: format!(
+                    "{n} asyncio {} still pending",
+                    if n == 1 { "task" } else { "tasks" }
+                ),
             });
         }
         out
+    }
+
+    /// What cannot be known, one plain line each: without agent facts, whether the target's
+    /// threads besides the main one block its exit (daemon flags are Python's, not /proc's).
+    pub fn unknowns(&self) -> Vec<String> {
+        if self.agent.is_some() || self.target_exited() {
+            return Vec::new();
+        }
+        let Some(s) = &self.snapshot else {
+            return Vec::new();
+        };
+        let others = s
+            .threads
+            .iter()
+            .filter(|t| t.tid != self.target.pid)
+            .count();
+        if others == 0 {
+            return Vec::new();
+        }
+        vec![format!(
+            "{} besides the main thread; daemon flags unknown without the agent; run with the \
+             agent to know which block exit",
+            if others == 1 {
+                "1 thread".to_string()
+            } else {
+                format!("{others} threads")
+            }
+        )]
     }
 
     /// Where the main thread of `key` waits in the kernel (wchan, else the syscall). Only the
@@ -212,6 +255,10 @@ impl World {
 
     fn leftover_process(&self, p: &ProcInfo, now_ms: u64) -> Option<Leftover> {
         let (kind, reason) = if p.state == RunState::Dead {
+            return None;
+        } else if p.state == RunState::Zombie && Some(p.ppid) == self.own_pid {
+            // Our own child (the launched target, or a process reparented to us as the
+            // subreaper): the launch code reaps it.
             return None;
         } else if p.state == RunState::Zombie {
             (

@@ -80,6 +80,7 @@ fn timeline_mid_run() -> crate::teardown::Timeline {
         notes: vec!["3 cancelled, 0 still pending".into()],
         signals: Vec::new(),
         exits: Vec::new(),
+        agent_result: None,
     });
     t.running = Some(RunningPhase {
         index: 1,

@@ -7,13 +7,13 @@
 mod phases;
 pub mod reply;
 
-use super::Command;
 use super::plan::Plan;
 use super::signal_phase::SignalState;
 use super::timeline::{
     Counts, ExitEvent, Outcome, PhaseRecord, RunningPhase, SignalEvent, Timeline,
 };
 use super::world::World;
+use super::{AgentPortError, Command};
 use crate::model::{AgentFacts, ExitStatus, ProcKey, Snapshot};
 use serde_json::Value;
 use std::time::Duration;
@@ -26,6 +26,8 @@ pub enum Input {
     Snapshot(Box<Snapshot>),
     /// Latest agent facts; `None` when no agent is connected (or it was lost).
     Agent(Option<AgentFacts>),
+    /// The agent pushed `{"type":"exiting"}`: the interpreter is exiting.
+    AgentExiting,
     Exited {
         key: ProcKey,
         status: ExitStatus,
@@ -33,7 +35,7 @@ pub enum Input {
     /// The answer to [`Effect::AgentRequest`] `run`; a late one for an earlier run is ignored.
     AgentReply {
         run: u64,
-        result: Result<Value, String>,
+        result: Result<Value, AgentPortError>,
     },
     SignalResult {
         key: ProcKey,
@@ -98,12 +100,33 @@ pub(crate) struct Active {
     pub kind: Kind,
 }
 
+/// How long a live target gets, after its agent's connection ended, to be seen exiting
+/// before the phase fails (capped by the phase deadline).
+pub const GONE_CONFIRM_MS: u64 = 1500;
+
+/// The agent's connection ended before it answered: judged once the target is seen gone, or
+/// alive at `confirm_ms` in a snapshot newer than `snapshots_at`.
+#[derive(Debug, Clone)]
+pub(crate) struct AgentGone {
+    pub reason: String,
+    pub at_ms: u64,
+    pub confirm_ms: u64,
+    pub snapshots_at: u64,
+    /// `confirm_ms` passed before a fresh snapshot came: wake at the deadline, not again now.
+    pub confirm_passed: bool,
+}
+
 pub(crate) enum Kind {
     Agent {
         replied: bool,
-        error: Option<String>,
+        /// A non-connection error (refused, timeout, other).
+        error: Option<AgentPortError>,
+        /// The connection ended before the answer.
+        gone: Option<AgentGone>,
         /// What the reply's result says (set with `replied`).
         judgement: Option<reply::Judgement>,
+        /// The raw result, kept in the record.
+        result: Option<Box<Value>>,
     },
     Signal(SignalState),
     Wait,
@@ -123,6 +146,11 @@ pub struct Engine {
 }
 
 impl Engine {
+    /// The pid of lifecycle-top itself: its own unreaped children are never left-overs.
+    pub fn set_own_pid(&mut self, pid: i32) {
+        self.world.own_pid = Some(pid);
+    }
+
     pub fn new(plan: Plan, target: ProcKey, started_unix_ms: u64) -> Self {
         let timeline = Timeline::new(&plan.name, target.pid, started_unix_ms);
         Self {
@@ -152,7 +180,13 @@ impl Engine {
     }
     /// When the engine wants a [`Input::Tick`] next.
     pub fn next_deadline(&self) -> Option<u64> {
-        self.active.as_ref().map(|a| a.deadline_ms)
+        let a = self.active.as_ref()?;
+        Some(match &a.kind {
+            Kind::Agent { gone: Some(g), .. } if !g.confirm_passed => {
+                g.confirm_ms.min(a.deadline_ms)
+            }
+            _ => a.deadline_ms,
+        })
     }
     /// No phase running and no "run all" pending.
     pub fn is_idle(&self) -> bool {
@@ -168,9 +202,22 @@ impl Engine {
                     self.on_exit(now, key, status);
                 }
             }
-            Input::Agent(f) => self.world.agent = f,
+            Input::Agent(f) => {
+                if let Some(f) = &f
+                    && self.world.agent_exiting
+                    && f.pid != self.world.exiting_agent_pid
+                {
+                    // Another process's agent: it is not the one exiting.
+                    self.world.agent_exiting = false;
+                }
+                self.world.agent = f;
+            }
+            Input::AgentExiting => {
+                self.world.agent_exiting = true;
+                self.world.exiting_agent_pid = self.world.agent.as_ref().and_then(|a| a.pid);
+            }
             Input::Exited { key, status } => self.on_exit(now, key, status),
-            Input::AgentReply { run, result } => self.on_reply(run, result),
+            Input::AgentReply { run, result } => self.on_reply(now, run, result, &mut out),
             Input::SignalResult { key, sig, result } => {
                 self.on_signal_result(now, key, sig, result)
             }
@@ -203,7 +250,13 @@ impl Engine {
         }
     }
 
-    fn on_reply(&mut self, run: u64, result: Result<Value, String>) {
+    fn on_reply(
+        &mut self,
+        now: u64,
+        run: u64,
+        reply: Result<Value, AgentPortError>,
+        out: &mut Vec<Effect>,
+    ) {
         let Some(a) = &mut self.active else { return };
         if a.run != run {
             return; // a late answer to an earlier run (aborted or timed out): not ours
@@ -212,35 +265,40 @@ impl Engine {
             super::plan::Action::Agent(req) => req.method(),
             _ => return,
         };
-        if let Kind::Agent {
+        let deadline = a.deadline_ms;
+        let Kind::Agent {
             replied,
             error,
+            gone,
             judgement,
+            result,
         } = &mut a.kind
-        {
-            match result {
-                Ok(v) => {
-                    *replied = true;
-                    let verdict = reply::judge(method, &v);
-                    let mut text = v.to_string();
-                    if text.len() > 200 {
-                        text.truncate(text.floor_char_boundary(200));
-                        text.push('…');
-                    }
-                    a.notes.push(format!("agent: {text}"));
-                    match &verdict {
-                        reply::Judgement::Done => {}
-                        reply::Judgement::Unfinished(why) => {
-                            a.notes.push(format!("agent: not finished: {why}"))
-                        }
-                        reply::Judgement::Failed(why) => {
-                            a.notes.push(format!("agent: failed: {why}"))
-                        }
-                    }
-                    *judgement = Some(verdict);
-                }
-                Err(e) => *error = Some(e),
+        else {
+            return;
+        };
+        match reply {
+            Ok(v) => {
+                *replied = true;
+                let reading = reply::read(method, &v);
+                a.notes.push(reading.note);
+                *judgement = Some(reading.judgement);
+                *result = Some(Box::new(v));
             }
+            Err(AgentPortError::Gone(reason)) => {
+                // Not a verdict yet: the agent usually goes with its exiting target.
+                a.notes.push(format!(
+                    "{reason}; waiting to see whether the target is exiting"
+                ));
+                *gone = Some(AgentGone {
+                    reason,
+                    at_ms: now,
+                    confirm_ms: now.saturating_add(GONE_CONFIRM_MS).min(deadline),
+                    snapshots_at: self.world.snapshots_seen,
+                    confirm_passed: false,
+                });
+                out.push(Effect::RefreshNow);
+            }
+            Err(e) => *error = Some(e),
         }
     }
 
@@ -339,8 +397,14 @@ impl Engine {
     }
 
     fn finish(&mut self, now: u64, outcome: Outcome, out: &mut Vec<Effect>) {
-        let Some(a) = self.active.take() else { return };
+        let Some(mut a) = self.active.take() else {
+            return;
+        };
         let phase = &self.plan.phases[a.index];
+        let agent_result = match &mut a.kind {
+            Kind::Agent { result, .. } => result.take(),
+            _ => None,
+        };
         let record = PhaseRecord {
             index: a.index,
             name: phase.name.clone(),
@@ -354,6 +418,7 @@ impl Engine {
             notes: a.notes,
             signals: a.signals,
             exits: a.exits,
+            agent_result,
         };
         self.timeline.phases.push(record.clone());
         out.push(Effect::PhaseFinished(record));

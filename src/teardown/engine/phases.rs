@@ -3,6 +3,7 @@
 
 use super::reply::Judgement;
 use super::{Active, Effect, Engine, Kind};
+use crate::teardown::AgentPortError;
 use crate::teardown::plan::{Action, OnTimeout, Phase};
 use crate::teardown::signal_phase::SignalState;
 use crate::teardown::timeline::Outcome;
@@ -38,6 +39,9 @@ impl Engine {
         };
         let skipped = match &phase.action {
             Action::Agent(_) if self.world.target_exited() => skip("the target has exited"),
+            Action::Agent(_) if self.world.agent_exiting => {
+                skip("the target is exiting (its agent said so at interpreter exit)")
+            }
             Action::Agent(_) if self.world.agent.is_none() => skip(
                 "no agent connected (launch with `-- CMD` to inject it, or call lifecycle_top_agent.install())",
             ),
@@ -57,7 +61,9 @@ impl Engine {
                 a.kind = Kind::Agent {
                     replied: false,
                     error: None,
+                    gone: None,
                     judgement: None,
+                    result: None,
                 };
                 None
             }
@@ -108,14 +114,56 @@ impl Engine {
             Kind::Agent {
                 replied,
                 error,
+                gone,
                 judgement,
+                ..
             } => {
+                // The same facts give the same outcome whatever arrived first: a target seen
+                // gone (exit or snapshot) ends the phase as "target exited", whether the
+                // agent answered, lost its connection or had not answered yet.
                 if self.world.target_exited() {
-                    a.notes.push("the target exited during the phase".into());
-                    return Some(Outcome::Ok);
+                    a.notes.push(match gone {
+                        Some(_) => "the target exited; the agent's connection ended with it".into(),
+                        None => "the target exited during the phase".into(),
+                    });
+                    return Some(Outcome::TargetExited);
                 }
-                if let Some(reason) = error.take() {
-                    return Some(Outcome::Failed { reason });
+                if let Some(g) = gone {
+                    if self.world.agent_exiting {
+                        a.notes.push(
+                            "the agent said the interpreter is exiting, then its connection ended"
+                                .into(),
+                        );
+                        return Some(Outcome::TargetExited);
+                    }
+                    let fresh = self.world.snapshots_seen > g.snapshots_at;
+                    if (now >= g.confirm_ms && fresh) || timed_out {
+                        return Some(Outcome::Failed {
+                            reason: format!(
+                                "{}; the target is still running {:.1} s later",
+                                g.reason,
+                                now.saturating_sub(g.at_ms) as f64 / 1000.0
+                            ),
+                        });
+                    }
+                    if now >= g.confirm_ms && !g.confirm_passed {
+                        // Any snapshot now decides; until one comes, wake at the deadline.
+                        g.confirm_passed = true;
+                        out.push(Effect::RefreshNow);
+                    }
+                    return None;
+                }
+                match error.take() {
+                    Some(AgentPortError::Timeout(why)) => {
+                        a.notes.push(why);
+                        timed_out = true;
+                    }
+                    Some(e) => {
+                        return Some(Outcome::Failed {
+                            reason: e.to_string(),
+                        });
+                    }
+                    None => {}
                 }
                 match judgement {
                     Some(Judgement::Failed(reason)) => {

@@ -1,7 +1,9 @@
-//! Judging what the agent answered. A reply only means the agent ran the request: the result
-//! says whether it worked (docs/protocol.md §6 gives the shapes). A loop that is still
-//! running, executor workers still busy or a task that swallowed its cancellation must end
-//! the phase as not done, with the agent's own words, so headless never reports it clean.
+//! Judging what the agent answered, and saying it in words. A reply only means the agent ran
+//! the request: the result says whether it worked (docs/protocol.md §6 gives the shapes). A
+//! loop that is still running, executor workers still busy or a task that swallowed its
+//! cancellation must end the phase as not done, with the agent's own words, so headless never
+//! reports it clean. What the agent spared on purpose (the loop's main task, the loop that
+//! drives `asyncio.run`, its own tasks) is done: the target's SIGINT ends those later.
 
 use serde_json::Value;
 
@@ -14,6 +16,13 @@ pub enum Judgement {
     Unfinished(String),
     /// The request cannot succeed (swallowed cancellation, blocked or running loop, error).
     Failed(String),
+}
+
+/// A reply read: the judgement and one plain sentence saying what the agent answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reading {
+    pub judgement: Judgement,
+    pub note: String,
 }
 
 fn arr<'a>(v: &'a Value, field: &str) -> &'a [Value] {
@@ -30,98 +39,295 @@ fn text(v: &Value, field: &str) -> String {
     }
 }
 
-/// Names of the entries of `list` whose `result` is one of `bad`, as "name (detail)".
-fn with_result(list: &[Value], bad: &[&str], label: impl Fn(&Value) -> String) -> Vec<String> {
-    list.iter()
-        .filter(|e| {
-            e.get("result")
-                .and_then(Value::as_str)
-                .is_some_and(|r| bad.contains(&r))
-        })
-        .map(label)
-        .collect()
+fn result_is(v: &Value, results: &[&str]) -> bool {
+    v.get("result")
+        .and_then(Value::as_str)
+        .is_some_and(|r| results.contains(&r))
+}
+
+/// "1 task" / "5 tasks".
+fn count(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// A text cut to `max` characters on a char boundary, with "…" when cut.
+fn short(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_string();
+    }
+    let mut out: String = s.chars().take(max).collect();
+    out.push('…');
+    out
+}
+
+/// A task's name in quotes (its id when it has none).
+fn task_name(t: &Value) -> String {
+    match t.get("name").and_then(Value::as_str) {
+        Some(n) if !n.is_empty() => format!("\"{}\"", short(n, 80)),
+        _ => format!("task {}", text(t, "id")),
+    }
+}
+
+fn names(list: &[&Value]) -> String {
+    const SHOWN: usize = 5;
+    let mut v: Vec<String> = list.iter().take(SHOWN).map(|t| task_name(t)).collect();
+    if list.len() > SHOWN {
+        v.push(format!("and {} more", list.len() - SHOWN));
+    }
+    v.join(", ")
+}
+
+fn detail(v: &Value) -> Option<String> {
+    v.get("detail")
+        .and_then(Value::as_str)
+        .filter(|d| !d.is_empty())
+        .map(|d| short(d, 200))
 }
 
 /// Judges the result of `method` (the `result` object of a successful response).
 pub fn judge(method: &str, v: &Value) -> Judgement {
+    read(method, v).judgement
+}
+
+/// Judges the result of `method` and says what it was in one plain sentence.
+pub fn read(method: &str, v: &Value) -> Reading {
     match method {
         "cancel_tasks" => cancel_tasks(v),
-        "shutdown_executors" => {
-            let busy = with_result(arr(v, "executors"), &["workers_still_running"], |e| {
-                let names: Vec<String> = arr(e, "busy").iter().map(|b| text(b, "name")).collect();
-                format!(
-                    "{} {}: {} worker(s) still running ({})",
-                    text(e, "kind"),
-                    text(e, "id"),
-                    text(e, "workers_alive"),
-                    names.join(", ")
-                )
-            });
-            unfinished_if(busy)
-        }
-        "stop_loop" => unfinished_if(with_result(arr(v, "loops"), &["still_running"], |l| {
-            format!("loop {} still running after stop()", text(l, "loop"))
-        })),
-        "close_loop" => {
-            let bad = with_result(arr(v, "loops"), &["running", "error"], |l| {
-                let detail = l.get("detail").and_then(Value::as_str).unwrap_or("");
-                let sep = if detail.is_empty() { "" } else { ": " };
-                format!(
-                    "loop {}: {}{sep}{detail}",
-                    text(l, "loop"),
-                    text(l, "result")
-                )
-            });
-            if bad.is_empty() {
-                Judgement::Done
-            } else {
-                Judgement::Failed(bad.join("; "))
-            }
-        }
-        _ => Judgement::Done,
+        "shutdown_executors" => shutdown_executors(v),
+        "stop_loop" => loops(v, "stop", &["stopped"], &["still_running"], &[]),
+        "close_loop" => loops(
+            v,
+            "close",
+            &["closed", "already_closed"],
+            &["timeout"],
+            &["running", "error"],
+        ),
+        "run_phase" => run_phase(v),
+        other => Reading {
+            judgement: Judgement::Done,
+            note: format!("the agent answered `{other}`"),
+        },
     }
 }
 
-fn unfinished_if(what: Vec<String>) -> Judgement {
-    if what.is_empty() {
-        Judgement::Done
-    } else {
-        Judgement::Unfinished(what.join("; "))
+fn run_phase(v: &Value) -> Reading {
+    let name = text(v, "name");
+    let ms = v.get("duration_ms").and_then(Value::as_f64);
+    let mut note = match ms {
+        Some(ms) => format!("phase \"{name}\" ran in {ms:.0} ms"),
+        None => format!("phase \"{name}\" ran"),
+    };
+    match v.get("result").and_then(Value::as_str) {
+        Some(r) if r != "None" && !r.is_empty() => {
+            note.push_str(&format!(" and returned {}", short(r, 120)))
+        }
+        _ => {}
+    }
+    Reading {
+        judgement: Judgement::Done,
+        note,
     }
 }
 
-fn cancel_tasks(v: &Value) -> Judgement {
+fn cancel_tasks(v: &Value) -> Reading {
     let results = arr(v, "results");
-    let named = |r: &Value| format!("\"{}\"", text(r, "name"));
-    let swallowed = with_result(results, &["swallowed"], named);
-    let pending = with_result(results, &["still_pending"], named);
+    let with = |r: &[&str]| -> Vec<&Value> { results.iter().filter(|t| result_is(t, r)).collect() };
+    let swallowed = with(&["swallowed"]);
+    let pending = with(&["still_pending"]);
+    let raised = with(&["raised"]);
     let blocked: Vec<String> = arr(v, "blocked")
         .iter()
-        .map(|b| format!("loop {} blocked: {}", text(b, "loop"), text(b, "message")))
+        .map(|b| {
+            format!(
+                "loop {} is blocked: {}",
+                text(b, "loop"),
+                short(&text(b, "message"), 200)
+            )
+        })
         .collect();
-    let mut why = Vec::new();
+    let spared = arr(v, "spared");
+    let main: Vec<&Value> = spared
+        .iter()
+        .filter(|s| s.get("reason").and_then(Value::as_str) == Some("main_task"))
+        .collect();
+    let other_spared: Vec<&Value> = spared
+        .iter()
+        .filter(|s| s.get("reason").and_then(Value::as_str) != Some("main_task"))
+        .collect();
+
+    let mut parts = vec![if results.is_empty() {
+        "no task to cancel".to_string()
+    } else {
+        format!("cancelled {}", count(results.len(), "task", "tasks"))
+    }];
+    let mut failed = Vec::new();
     if !swallowed.is_empty() {
-        why.push(format!(
-            "{} task(s) swallowed the cancellation: {}",
-            swallowed.len(),
-            swallowed.join(", ")
-        ));
-    }
-    why.extend(blocked);
-    if !why.is_empty() {
-        if !pending.is_empty() {
-            why.push(format!("still pending: {}", pending.join(", ")));
-        }
-        return Judgement::Failed(why.join("; "));
+        let s = format!(
+            "{} the cancellation: {}",
+            count(swallowed.len(), "swallowed", "swallowed"),
+            names(&swallowed)
+        );
+        failed.push(s.clone());
+        parts.push(s);
     }
     if !pending.is_empty() {
-        return Judgement::Unfinished(format!(
-            "{} task(s) still pending after cancel(): {}",
+        parts.push(format!(
+            "{} still pending after cancel(): {}",
             pending.len(),
-            pending.join(", ")
+            names(&pending)
         ));
     }
-    Judgement::Done
+    if !raised.is_empty() {
+        parts.push(format!(
+            "{} ended with another exception: {}",
+            raised.len(),
+            names(&raised)
+        ));
+    }
+    failed.extend(blocked.iter().cloned());
+    parts.extend(blocked);
+    match main.len() {
+        0 => {}
+        1 => parts.push(format!(
+            "spared the main task {} (it ends when the target gets SIGINT)",
+            task_name(main[0])
+        )),
+        _ => parts.push(format!(
+            "spared the main tasks {} (they end when the target gets SIGINT)",
+            names(&main)
+        )),
+    }
+    if !other_spared.is_empty() {
+        parts.push(format!(
+            "spared the agent's own {}: {}",
+            if other_spared.len() == 1 {
+                "task"
+            } else {
+                "tasks"
+            },
+            names(&other_spared)
+        ));
+    }
+    let note = parts.join("; ");
+    let judgement = if !failed.is_empty() {
+        if !pending.is_empty() {
+            failed.push(format!("still pending: {}", names(&pending)));
+        }
+        Judgement::Failed(failed.join("; "))
+    } else if !pending.is_empty() {
+        Judgement::Unfinished(format!(
+            "{} still pending after cancel(): {}",
+            count(pending.len(), "task", "tasks"),
+            names(&pending)
+        ))
+    } else {
+        Judgement::Done
+    };
+    Reading { judgement, note }
+}
+
+fn shutdown_executors(v: &Value) -> Reading {
+    let exes = arr(v, "executors");
+    if exes.is_empty() {
+        return Reading {
+            judgement: Judgement::Done,
+            note: "no executor to shut down".into(),
+        };
+    }
+    let (busy, done): (Vec<&Value>, Vec<&Value>) = exes
+        .iter()
+        .partition(|e| result_is(e, &["workers_still_running"]));
+    let workers = |e: &Value| {
+        let n = e.get("workers_before").and_then(Value::as_u64).unwrap_or(0);
+        format!(
+            "{}, {}",
+            short(&text(e, "kind"), 60),
+            count(n as usize, "worker", "workers")
+        )
+    };
+    let mut parts = Vec::new();
+    if !done.is_empty() {
+        let what: Vec<String> = done.iter().map(|e| workers(e)).collect();
+        parts.push(format!(
+            "shut down {} ({})",
+            count(done.len(), "executor", "executors"),
+            what.join("; ")
+        ));
+    }
+    let busy: Vec<String> = busy
+        .iter()
+        .map(|e| {
+            let alive = e.get("workers_alive").and_then(Value::as_u64).unwrap_or(0) as usize;
+            let who: Vec<String> = arr(e, "busy")
+                .iter()
+                .take(5)
+                .map(|b| short(&text(b, "name"), 60))
+                .collect();
+            format!(
+                "{} did not finish shutting down: {} still running ({})",
+                short(&text(e, "kind"), 60),
+                count(alive, "worker", "workers"),
+                who.join(", ")
+            )
+        })
+        .collect();
+    parts.extend(busy.iter().cloned());
+    Reading {
+        judgement: if busy.is_empty() {
+            Judgement::Done
+        } else {
+            Judgement::Unfinished(busy.join("; "))
+        },
+        note: parts.join("; "),
+    }
+}
+
+/// `stop_loop` / `close_loop`: per-loop results; `spared` (a loop driving asyncio.run's main
+/// task) is done on purpose.
+fn loops(v: &Value, verb: &str, ok: &[&str], unfinished: &[&str], failed: &[&str]) -> Reading {
+    let list = arr(v, "loops");
+    if list.is_empty() {
+        return Reading {
+            judgement: Judgement::Done,
+            note: format!("no event loop to {verb}"),
+        };
+    }
+    let past = if verb == "stop" { "stopped" } else { "closed" };
+    let mut parts = Vec::new();
+    let (mut not_done, mut bad) = (Vec::new(), Vec::new());
+    for l in list {
+        let id = text(l, "loop");
+        let r = l.get("result").and_then(Value::as_str).unwrap_or("?");
+        let d = detail(l).map(|d| format!(": {d}")).unwrap_or_default();
+        let s = match r {
+            "already_closed" => format!("loop {id} was already closed"),
+            _ if ok.contains(&r) => format!("{past} loop {id}"),
+            "spared" if verb == "stop" => format!("left loop {id} running on purpose{d}"),
+            "spared" => format!("left loop {id} open on purpose{d}"),
+            "still_running" => format!("loop {id} still running after stop()"),
+            "running" => format!("loop {id} is still running, not closed{d}"),
+            "timeout" => format!("loop {id}: close() did not return in time{d}"),
+            "error" => format!("loop {id}: close() raised{d}"),
+            other => format!("loop {id}: {}{d}", short(other, 40)),
+        };
+        if unfinished.contains(&r) {
+            not_done.push(s.clone());
+        } else if failed.contains(&r) {
+            bad.push(s.clone());
+        }
+        parts.push(s);
+    }
+    let judgement = if !bad.is_empty() {
+        Judgement::Failed(bad.join("; "))
+    } else if !not_done.is_empty() {
+        Judgement::Unfinished(not_done.join("; "))
+    } else {
+        Judgement::Done
+    };
+    Reading {
+        judgement,
+        note: parts.join("; "),
+    }
 }
 
 #[cfg(test)]
@@ -137,7 +343,7 @@ mod tests {
             "counts": {}, "blocked": []});
         assert_eq!(
             judge("cancel_tasks", &cancel),
-            Judgement::Failed("1 task(s) swallowed the cancellation: \"stubborn-consumer\"".into())
+            Judgement::Failed("1 swallowed the cancellation: \"stubborn-consumer\"".into())
         );
         let pending = json!({"results": [{"name": "slow", "result": "still_pending"}]});
         assert!(
@@ -168,14 +374,90 @@ mod tests {
         let close = json!({"loops": [{"loop": 1, "result": "running", "detail": "stop the loop first (stop_loop)"}]});
         assert_eq!(
             judge("close_loop", &close),
-            Judgement::Failed("loop 1: running: stop the loop first (stop_loop)".into())
+            Judgement::Failed(
+                "loop 1 is still running, not closed: stop the loop first (stop_loop)".into()
+            )
         );
         let err = json!({"loops": [{"loop": 2, "result": "error", "detail": "RuntimeError()"}]});
         assert!(
             matches!(judge("close_loop", &err), Judgement::Failed(r) if r.contains("RuntimeError"))
         );
+        let slow = json!({"loops": [{"loop": 2, "result": "timeout", "detail": "still running"}]});
+        assert!(matches!(
+            judge("close_loop", &slow),
+            Judgement::Unfinished(_)
+        ));
         let closed = json!({"loops": [{"loop": 1, "result": "closed"}, {"loop": 2, "result": "already_closed"}]});
         assert_eq!(judge("close_loop", &closed), Judgement::Done);
         assert_eq!(judge("run_phase", &json!({"name": "x"})), Judgement::Done);
+    }
+
+    #[test]
+    fn spared_main_task_and_loops_are_done_and_said_in_words() {
+        let cancel = json!({"results": [
+            {"id": 1, "loop": 1, "name": "a", "result": "cancelled"},
+            {"id": 2, "loop": 1, "name": "b", "result": "cancelled"}],
+            "spared": [{"id": 3, "loop": 1, "name": "main", "reason": "main_task"},
+                       {"id": 4, "loop": 1, "name": "lt-agent", "reason": "agent"}],
+            "counts": {"cancelled": 2}, "blocked": []});
+        let r = read("cancel_tasks", &cancel);
+        assert_eq!(r.judgement, Judgement::Done);
+        assert_eq!(
+            r.note,
+            "cancelled 2 tasks; spared the main task \"main\" (it ends when the target gets \
+             SIGINT); spared the agent's own task: \"lt-agent\""
+        );
+        for (method, verb) in [("stop_loop", "running"), ("close_loop", "open")] {
+            let v = json!({"loops": [{"loop": 1, "result": "spared",
+                "detail": "it drives asyncio.run's main task"}]});
+            let r = read(method, &v);
+            assert_eq!(r.judgement, Judgement::Done, "{method}");
+            assert_eq!(
+                r.note,
+                format!("left loop 1 {verb} on purpose: it drives asyncio.run's main task")
+            );
+        }
+    }
+
+    #[test]
+    fn notes_are_plain_sentences() {
+        let cancel = json!({"results": [
+            {"name": "a", "result": "cancelled"}, {"name": "b", "result": "cancelled"},
+            {"name": "c", "result": "cancelled"}, {"name": "d", "result": "cancelled"},
+            {"name": "stubborn-consumer", "result": "swallowed"}],
+            "spared": [{"id": 9, "loop": 1, "name": "main", "reason": "main_task"}]});
+        let r = read("cancel_tasks", &cancel);
+        assert_eq!(
+            r.note,
+            "cancelled 5 tasks; 1 swallowed the cancellation: \"stubborn-consumer\"; spared \
+             the main task \"main\" (it ends when the target gets SIGINT)"
+        );
+        assert!(matches!(r.judgement, Judgement::Failed(_)));
+        let exe = json!({"executors": [{"id": 7, "kind": "ThreadPoolExecutor",
+            "workers_before": 4, "workers_alive": 0, "result": "stopped", "busy": []}]});
+        assert_eq!(
+            read("shutdown_executors", &exe).note,
+            "shut down 1 executor (ThreadPoolExecutor, 4 workers)"
+        );
+        let stopped = json!({"loops": [{"loop": 1, "running": false, "result": "stopped"}]});
+        assert_eq!(read("stop_loop", &stopped).note, "stopped loop 1");
+        let closed = json!({"loops": [{"loop": 1, "result": "closed"}]});
+        assert_eq!(read("close_loop", &closed).note, "closed loop 1");
+        let phase = json!({"name": "flush-db", "result": "None", "duration_ms": 12.3});
+        assert_eq!(
+            read("run_phase", &phase).note,
+            "phase \"flush-db\" ran in 12 ms"
+        );
+        assert_eq!(
+            read("cancel_tasks", &json!({"results": []})).note,
+            "no task to cancel"
+        );
+        // A long name is cut on a char boundary, never mid-field JSON.
+        let long = "é".repeat(300);
+        let r = read(
+            "cancel_tasks",
+            &json!({"results": [{"name": long, "result": "swallowed"}]}),
+        );
+        assert!(r.note.contains('…') && !r.note.contains('{'), "{}", r.note);
     }
 }

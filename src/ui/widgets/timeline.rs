@@ -17,7 +17,7 @@ const RIGHT: usize = 22;
 fn outcome_style(o: &Outcome) -> Style {
     match o {
         Outcome::Ok => theme::ok(),
-        Outcome::Skipped { .. } => theme::dim(),
+        Outcome::Skipped { .. } | Outcome::TargetExited => theme::dim(),
         Outcome::Escalated | Outcome::TimedOut => theme::warn(),
         Outcome::Failed { .. } => theme::bad(),
     }
@@ -193,6 +193,7 @@ mod tests {
                 name: "worker.py".into(),
                 status: ExitStatus::Signal(9),
             }],
+            agent_result: None,
         }
     }
 
