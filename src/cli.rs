@@ -70,6 +70,13 @@ enum RawCommand {
         #[arg(long)]
         seize: bool,
     },
+    /// The shutdown gate for CI: launch CMD (or attach to --pid), wait until it is ready,
+    /// stop it the way production does (one signal and a budget) and judge the shutdown.
+    /// Exit 0 clean, 1 not clean, 2 usage or attach error.
+    #[command(
+        after_help = "Examples:\n  lifecycle-top check -- python3 app.py\n  lifecycle-top check --ready-port 8000 --budget 15s --junit shutdown.xml -- uvicorn app:app --port 8000\n  lifecycle-top check --pid 4242 --report shutdown.json"
+    )]
+    Check(RawCheckArgs),
     /// Launch the bundled demo target (it will not exit cleanly) and attach to it.
     Demo {
         #[command(flatten)]
@@ -84,6 +91,125 @@ enum RawCommand {
         #[arg(long)]
         path: bool,
     },
+}
+
+#[derive(Debug, Args, Clone)]
+struct RawCheckArgs {
+    /// Check an already running process (and its descendants) instead of launching one.
+    #[arg(long, short = 'p')]
+    pid: Option<i32>,
+    /// Ready after this long (e.g. 2s, 500ms).
+    #[arg(long, value_name = "DURATION")]
+    ready_after: Option<String>,
+    /// Ready when a process of the tree LISTENs on this TCP port (read from /proc).
+    #[arg(long, value_name = "PORT")]
+    ready_port: Option<u16>,
+    /// Ready when a line of the command's output matches this regex (launch mode).
+    #[arg(long, value_name = "REGEX")]
+    ready_log: Option<String>,
+    /// Longest wait for readiness; past it the run is not clean ("never became ready").
+    #[arg(long, value_name = "DURATION", default_value = "60s")]
+    ready_timeout: String,
+    /// The one signal sent to stop the program (as Kubernetes and systemd send SIGTERM).
+    #[arg(long, value_name = "SIGNAL", default_value = "SIGTERM")]
+    stop_signal: String,
+    /// How long the program gets to exit after the stop signal.
+    #[arg(long, value_name = "DURATION", default_value = "10s")]
+    budget: String,
+    /// Plan whose forced phases run after a budget overrun (default: by target kind).
+    #[arg(long)]
+    plan: Option<String>,
+    /// Write the JSON report here.
+    #[arg(long)]
+    report: Option<PathBuf>,
+    /// Write JUnit XML here (one testcase per check).
+    #[arg(long)]
+    junit: Option<PathBuf>,
+    /// Write a Chrome trace-event file here (opens in Perfetto).
+    #[arg(long)]
+    trace: Option<PathBuf>,
+    /// Warnings (asyncio errors, exceptions in threads...) are reported but do not fail.
+    #[arg(long)]
+    allow_warnings: bool,
+    /// Do not inject the Python agent into the launched command.
+    #[arg(long)]
+    no_agent: bool,
+    /// Refresh interval (e.g. 500ms; a bare number is milliseconds).
+    #[arg(long, default_value = "200ms")]
+    interval: String,
+    /// lifecycle-top's own diagnostics go to this file (also LIFECYCLE_TOP_LOG).
+    #[arg(long, env = "LIFECYCLE_TOP_LOG")]
+    log: Option<PathBuf>,
+    /// Command to launch and check (after `--`).
+    #[arg(last = true)]
+    cmd: Vec<String>,
+}
+
+fn duration_arg(flag: &str, v: &str) -> Result<Duration, UsageError> {
+    crate::duration::parse_duration(v).map_err(|e| UsageError(format!("{flag} {e}")))
+}
+
+impl RawCheckArgs {
+    fn validate(self) -> Result<crate::check::config::CheckConfig, UsageError> {
+        use crate::check::config::{CheckConfig, Ready};
+        let target = match (self.pid, self.cmd.is_empty()) {
+            (Some(pid), true) if pid > 0 => Target::Pid(pid),
+            (Some(pid), true) => {
+                return Err(UsageError(format!(
+                    "--pid {pid}: a pid is a positive number (see `ps -e`)"
+                )));
+            }
+            (None, false) => Target::Launch(self.cmd),
+            (Some(_), false) => {
+                return Err(UsageError("give either --pid N or -- CMD, not both".into()));
+            }
+            (None, true) => {
+                return Err(UsageError(
+                    "check: nothing to check: give a command after `--` (or --pid N)".into(),
+                ));
+            }
+        };
+        let ready = match (self.ready_after, self.ready_port, self.ready_log) {
+            (None, None, None) => Ready::Settled,
+            (Some(d), None, None) => Ready::After(duration_arg("--ready-after", &d)?),
+            (None, Some(p), None) => Ready::Port(p),
+            (None, None, Some(re)) => {
+                if matches!(target, Target::Pid(_)) {
+                    return Err(UsageError(
+                        "--ready-log reads the output of a launched command: with --pid use --ready-after or --ready-port".into(),
+                    ));
+                }
+                Ready::Log(regex::Regex::new(&re).map_err(|e| {
+                    UsageError(format!("--ready-log {re:?}: not a valid regex: {e}"))
+                })?)
+            }
+            _ => {
+                return Err(UsageError(
+                    "give one of --ready-after, --ready-port, --ready-log".into(),
+                ));
+            }
+        };
+        let interval = duration_arg("--interval", &self.interval)?;
+        if !(Duration::from_millis(20)..=Duration::from_secs(60)).contains(&interval) {
+            return Err(UsageError("--interval must be between 20ms and 60s".into()));
+        }
+        Ok(CheckConfig {
+            target,
+            ready,
+            ready_timeout: duration_arg("--ready-timeout", &self.ready_timeout)?,
+            stop_signal: crate::check::config::parse_stop_signal(&self.stop_signal)
+                .map_err(UsageError)?,
+            budget: duration_arg("--budget", &self.budget)?,
+            plan: self.plan,
+            report: self.report,
+            junit: self.junit,
+            trace: self.trace,
+            allow_warnings: self.allow_warnings,
+            inject_agent: !self.no_agent,
+            interval,
+            log: self.log,
+        })
+    }
 }
 
 /// What to attach to.
@@ -113,6 +239,7 @@ pub enum Config {
     Run(RunConfig),
     Snapshot { pid: i32, json: bool },
     Stacks { pid: i32, json: bool, seize: bool },
+    Check(Box<crate::check::config::CheckConfig>),
     AgentPrint,
     AgentPath,
 }
@@ -183,6 +310,7 @@ where
 fn from_raw(raw: RawCli) -> Result<Config, UsageError> {
     match raw.command {
         None => RunConfig::from_raw(raw.run, false).map(Config::Run),
+        Some(RawCommand::Check(c)) => c.validate().map(|c| Config::Check(Box::new(c))),
         Some(RawCommand::Demo { run }) => RunConfig::from_raw(run, true).map(Config::Run),
         Some(RawCommand::Snapshot { pid, json }) => Ok(Config::Snapshot { pid, json }),
         Some(RawCommand::Stacks { pid, json, seize }) => Ok(Config::Stacks { pid, json, seize }),

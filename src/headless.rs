@@ -91,7 +91,7 @@ impl Interrupts {
 
 /// When the plan may start: the agent question is settled (or its wait ran out) and a
 /// launched tree has settled (or its wait ran out).
-struct Readiness {
+pub(crate) struct Readiness {
     expect_agent: bool,
     launched: bool,
     agent_deadline_ms: u64,
@@ -101,7 +101,7 @@ struct Readiness {
 }
 
 impl Readiness {
-    fn new(expect_agent: bool, launched: bool) -> Self {
+    pub(crate) fn new(expect_agent: bool, launched: bool) -> Self {
         let wait = if expect_agent {
             AGENT_WAIT_LAUNCHED
         } else {
@@ -117,7 +117,7 @@ impl Readiness {
     }
 
     /// Lines to print, and whether the plan may start now (`now_ms` since the run started).
-    fn check(&mut self, m: &Model, now_ms: u64, out: &mut Vec<String>) -> bool {
+    pub(crate) fn check(&mut self, m: &Model, now_ms: u64, out: &mut Vec<String>) -> bool {
         if self.agent_decided_ms.is_none() {
             let lost = match &m.agent {
                 Some(AgentState::NotFound(w)) | Some(AgentState::Lost(w)) => Some(w.clone()),
@@ -147,8 +147,13 @@ impl Readiness {
         settled && m.plan.is_some() && m.snapshot.is_some()
     }
 
+    /// The agent answered, or its wait ran out.
+    pub(crate) fn agent_decided(&self) -> bool {
+        self.agent_decided_ms.is_some()
+    }
+
     /// When to look again if no event comes.
-    fn next_check_ms(&self) -> u64 {
+    pub(crate) fn next_check_ms(&self) -> u64 {
         match self.agent_decided_ms {
             None => self.agent_deadline_ms,
             Some(d) => d + SETTLE_WAIT.as_millis() as u64,

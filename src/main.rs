@@ -42,6 +42,10 @@ fn run(config: Config) -> anyhow::Result<ExitCode> {
             stacks::cli::run(pid, json, seize, &mut std::io::stdout().lock())?;
             Ok(ExitCode::SUCCESS)
         }
+        Config::Check(cfg) => {
+            init_tracing(cfg.log.as_deref());
+            Ok(lifecycle_top::check::run(&cfg))
+        }
         Config::AgentPrint => {
             print!("{}", agent::embedded::AGENT_SOURCE);
             Ok(ExitCode::SUCCESS)

@@ -10,12 +10,13 @@
 //!   by SIGTERM's default action is clean, and the summary says no `finally`/`atexit` code ran.
 //! - **exited within budget** (check only): the target exited within the budget after the
 //!   stop signal.
-//! - **no unhandled exceptions**: an `unhandled_exception` or `thread_exception` warning is
-//!   never clean, `allow_warnings` or not, except a `KeyboardInterrupt` raised by our own
-//!   SIGINT (that is how Python < 3.11 takes SIGINT).
+//! - **no unhandled exceptions**: an `unhandled_exception` (the exception that ended the
+//!   program) is never clean, `allow_warnings` or not, except a `KeyboardInterrupt` raised
+//!   by our own SIGINT (that is how Python < 3.11 takes SIGINT).
 //! - **no left-over processes**, **no lingering non-daemon threads**, **no pending tasks**:
 //!   anything left when the target was gone.
-//! - **no warnings**: any other warning, unless `allow_warnings`.
+//! - **no warnings**: any warning (exceptions in threads and unhandled exceptions too, but
+//!   our own SIGINT's KeyboardInterrupt), unless `allow_warnings`.
 //! - **teardown phases** (headless only): a phase that timed out, failed or escalated, or a
 //!   needed SIGKILL. Skipped and "target exited" phases are fine. In check mode the forced
 //!   phases run after the budget, which already failed: they are listed, not judged.
@@ -377,8 +378,10 @@ fn exit_status(f: &Facts) -> Judged {
 
 const EXCEPTIONS: &str = "no unhandled exceptions";
 
+/// The exception that ended the program (an exception in a thread is a warning: the
+/// program may still shut down clean, and `--allow-warnings` accepts it).
 fn is_exception(w: &TargetWarning) -> bool {
-    matches!(w.kind.as_str(), "unhandled_exception" | "thread_exception")
+    w.kind == "unhandled_exception"
 }
 
 /// A KeyboardInterrupt that our own SIGINT raised: how Python takes SIGINT, not a fault.
@@ -482,7 +485,7 @@ fn warnings(f: &Facts) -> Judged {
     let lines: Vec<String> = f
         .warnings
         .iter()
-        .filter(|w| !is_exception(w))
+        .filter(|w| !ours(f, w))
         .map(warning_line)
         .collect();
     if lines.is_empty() {

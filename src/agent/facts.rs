@@ -24,7 +24,13 @@ impl From<&Report> for AgentFacts {
                 .loops
                 .iter()
                 .filter(|l| !l.closed)
-                .map(|l| usize::try_from(l.tasks_total).unwrap_or(usize::MAX))
+                // The main task (what asyncio.run waits on) is not pending work: it ends
+                // with the program, by the target's SIGINT, and cancel_tasks spares it.
+                .map(|l| {
+                    l.tasks_total
+                        .saturating_sub(u64::from(l.main_task.is_some()))
+                })
+                .map(|n| usize::try_from(n).unwrap_or(usize::MAX))
                 .sum(),
             loops: r.loops.iter().filter(|l| !l.closed).count(),
             pid: Some(r.pid).filter(|p| *p > 0),

@@ -387,6 +387,9 @@ impl Driver {
                     f.exiting = true;
                     self.set_facts(Some(f));
                 }
+                if let Some(r) = &self.runner {
+                    r.handle.agent_exiting();
+                }
                 self.emit(CoreEvent::AgentExiting { reason });
             }
         }
@@ -510,6 +513,9 @@ impl Driver {
         let r = teardown::runner::spawn(p, self.target, self.clock.now().unix_ms, Some(port));
         r.handle.snapshot(Box::new(Snapshot::clone(&snap)));
         r.handle.agent_facts(self.facts.clone());
+        if self.exiting {
+            r.handle.agent_exiting();
+        }
         for (key, status) in &self.exits {
             r.handle.exited(*key, *status);
         }

@@ -30,6 +30,7 @@ use std::time::Duration;
 
 pub use engine::{Effect, Engine, Input};
 pub use plan::{Phase, Plan, PlanError};
+pub use plan_fields::parse_signal;
 pub use runner::{PhaseEvent, Runner, RunnerHandle};
 pub use timeline::{Outcome, PhaseRecord, Timeline};
 

@@ -129,6 +129,13 @@ pub(crate) enum Kind {
         result: Option<Box<Value>>,
     },
     Signal(SignalState),
+    /// A signal phase for a target whose agent said it is exiting on its own: signalling now
+    /// would cut its cleanup short (a SIGINT during `finally` blocks), so it gets until
+    /// `until_ms` to exit before the escalation starts.
+    ExitingOnItsOwn {
+        signals: Vec<i32>,
+        until_ms: u64,
+    },
     Wait,
     Audit,
 }

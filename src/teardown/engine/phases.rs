@@ -70,6 +70,18 @@ impl Engine {
             Action::SignalTarget { .. } if self.world.target_exited() => {
                 skip("the target has already exited")
             }
+            Action::SignalTarget { signals } if self.world.agent_exiting => {
+                self.world.target_signalled = true;
+                a.notes.push(format!(
+                    "the target is exiting on its own (its agent said so): it gets {:.1} s before any signal",
+                    phase.timeout.as_secs_f64()
+                ));
+                a.kind = Kind::ExitingOnItsOwn {
+                    signals: signals.clone(),
+                    until_ms: a.deadline_ms,
+                };
+                None
+            }
             Action::SignalTarget { signals } => {
                 self.world.target_signalled = true;
                 let st = SignalState::for_target(&self.world, signals.clone(), now);
@@ -110,6 +122,26 @@ impl Engine {
     ) -> Option<Outcome> {
         let mut timed_out = now >= a.deadline_ms;
         let rule_met = crate::teardown::rules::met(phase.success, &self.world);
+        if let Kind::ExitingOnItsOwn { signals, until_ms } = &a.kind {
+            if self.world.target_exited() {
+                a.notes
+                    .push("the target exited on its own: no signal was needed".into());
+                return Some(Outcome::Ok);
+            }
+            if now < *until_ms {
+                return None;
+            }
+            // It did not: the escalation starts now, with its full timeout per step.
+            a.notes.push(format!(
+                "still running {:.1} s after it said it was exiting: signalling it",
+                phase.timeout.as_secs_f64()
+            ));
+            let mut st = SignalState::for_target(&self.world, signals.clone(), now);
+            st.send_current(&self.world, now, None, &mut a.notes, out);
+            a.deadline_ms = now.saturating_add(phase.timeout.as_millis() as u64);
+            a.kind = Kind::Signal(st);
+            return None;
+        }
         match &mut a.kind {
             Kind::Agent {
                 replied,
@@ -179,6 +211,7 @@ impl Engine {
                     return Some(Outcome::Ok);
                 }
             }
+            Kind::ExitingOnItsOwn { .. } => return None,
             Kind::Wait => {
                 if rule_met {
                     return Some(Outcome::Ok);
