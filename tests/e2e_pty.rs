@@ -307,3 +307,48 @@ fn demo_does_not_outlive_a_sigkilled_dashboard() {
         !alive(demo) && !alive(stubborn) && !alive(helper)
     });
 }
+
+#[test]
+fn demo_phase_key_and_stack_captures_go_through_the_session() {
+    let mut s = Session::start(&["demo", "--interval", "100"]);
+    let (demo, stubborn, helper) = demo_tree(&s);
+    s.screen.wait_for("plan python-asyncio");
+    // The task table is drawn from an agent report: the engine knows the agent by then.
+    s.screen.wait_for("TRACKED LOOP");
+    // The threads audit (phase 6): the engine captures the stacks of the non-daemon
+    // threads it finds (kept, not shown).
+    s.press(b"6");
+    s.screen.wait_for("captured by the teardown");
+    s.press(b"[");
+    s.screen.wait_for("snapshot 1/1");
+    s.press(b"\x1b");
+    s.screen.wait_gone("snapshot 1/1");
+    // A capture the user asks for opens the pane at once.
+    s.press(b"s");
+    s.screen.wait_for("snapshot 2/2");
+    s.screen.wait_for(&format!("Stacks pid {demo}"));
+    // Esc then a key at once would read as Alt-key: wait for the pane to close.
+    s.press(b"\x1b");
+    s.screen.wait_gone("snapshot 2/2");
+    s.press(b"q");
+    s.screen.wait_for("What now?");
+    s.press(b"k");
+    let status = s.child.wait().expect("lifecycle-top exits");
+    assert!(status.success(), "exit status {status:?}");
+    wait_until("the whole demo tree is gone", || {
+        !alive(demo) && !alive(stubborn) && !alive(helper)
+    });
+}
+
+#[test]
+fn demo_does_not_outlive_a_sigterm() {
+    let mut s = Session::start(&["demo", "--interval", "100"]);
+    let (demo, stubborn, helper) = demo_tree(&s);
+    // SAFETY: kill(2) on the lifecycle-top process this test started.
+    unsafe { libc::kill(s.pid(), libc::SIGTERM) };
+    let status = s.child.wait().expect("lifecycle-top exits");
+    assert!(status.success(), "exit status {status:?}");
+    wait_until("the whole demo tree is gone", || {
+        !alive(demo) && !alive(stubborn) && !alive(helper)
+    });
+}

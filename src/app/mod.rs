@@ -1,13 +1,14 @@
-//! The TUI event loop: one task owns [`AppState`]; a `select!` folds collector, agent,
-//! teardown and key events into it and redraws when something changed. The terminal is
-//! restored on every way out (normal quit, SIGTERM/SIGINT/SIGHUP, panic via ratatui's hook).
+//! The TUI event loop, a thin consumer of a [`Session`]: one task owns the [`Dashboard`]; a
+//! `select!` folds session events and keys into it, re-reads the log tail and moves the
+//! running phase's clock on a tick, and redraws only when something changed. The terminal
+//! is restored on every way out (normal quit, SIGTERM/SIGINT/SIGHUP, panic via ratatui's
+//! hook), and the demo never outlives us (its session's tree guard is armed).
 
-use crate::agent::{self, AgentEvent};
-use crate::cli::RunConfig;
-use crate::collect::{self, CollectEvent, Collector};
-use crate::session::TreePids;
-use crate::stacks::StackSnapshot;
-use crate::state::{AgentStatus, AppState, Command, Event, Mode, QuitChoice};
+use crate::cli::{RunConfig, Target};
+use crate::collect::Collector;
+use crate::launch::Started;
+use crate::session::{Session, SessionConfig, SystemClock};
+use crate::state::{Command, Dashboard, QuitChoice};
 use crate::teardown::{Plan, plan};
 use crate::ui;
 use anyhow::{Context, Result};
@@ -21,16 +22,16 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 
 mod commands;
-use commands::TeardownSlot;
+
+/// How often the screen's clocks move and the log tail is looked at.
+const TICK: Duration = Duration::from_millis(500);
 
 /// What was attached to, before the terminal is touched.
 pub struct Attached {
-    pub pid: i32,
+    started: Started,
+    collector: Collector,
     /// `--plan`, loaded and validated before the terminal is touched.
-    pub plan: Option<Plan>,
-    pub mode: Mode,
-    pub log_path: Option<PathBuf>,
-    pub collector: Collector,
+    plan: Option<Plan>,
 }
 
 /// Resolves the target (attach, launch or demo) and attaches the collector. Errors here
@@ -39,45 +40,46 @@ pub fn attach(cfg: &RunConfig) -> Result<Attached> {
     let plan = cfg.plan.as_deref().map(plan::load).transpose()?;
     let started = crate::launch::start_target(&cfg.target, cfg.inject_agent)?;
     let collector = crate::launch::attach_collector(&started)?;
-    let pid = started.pid;
-    let (mode, log_path) = match &started.launched {
-        None => (Mode::Attach, None),
-        Some(l) => (
-            Mode::Launch { demo: started.demo },
-            Some(l.log_path.clone()),
-        ),
-    };
     Ok(Attached {
-        pid,
-        plan,
-        mode,
-        log_path,
+        started,
         collector,
+        plan,
     })
 }
 
 /// Runs the dashboard until the user quits; returns the process exit code.
 pub async fn run(cfg: RunConfig, attached: Attached) -> Result<ExitCode> {
     let Attached {
-        pid,
-        plan,
-        mode,
-        log_path,
+        started,
         collector,
+        plan,
     } = attached;
-    let mut state = AppState::new(mode.clone(), pid);
-    state.log_path = log_path.as_ref().map(|p| p.display().to_string());
-    let target = collector.target();
-    let tree = TreePids::new(target);
-    let mut live = collect::live::spawn(collector, cfg.interval);
-    let mut agent = agent::spawn_client(target, tree.checker(), cfg.interval);
-    let mut teardown = TeardownSlot::new(plan);
-    // The demo dies with us on every way out, a panic included; a launched command only
-    // when the user says so.
-    let guard = crate::launch::TreeGuard::new(mode == Mode::Launch { demo: true });
-    let mut collector_open = true;
+    let launched = started.launched.is_some();
+    let log_path: Option<PathBuf> = started.launched.as_ref().map(|l| l.log_path.clone());
+    // The demo dies with us on every way out, a panic included (the session's guard kills
+    // it when dropped); a launched command only when the user says so.
+    let mut session = Session::start(
+        &started,
+        collector,
+        SessionConfig {
+            interval: cfg.interval,
+            plan,
+            guard_armed: started.demo,
+            cmd: match &cfg.target {
+                Target::Launch(c) => c.clone(),
+                _ => Vec::new(),
+            },
+            agent_injected: launched && cfg.inject_agent,
+        },
+        Arc::new(SystemClock::new()),
+    );
+    let handle = session.handle();
+    let mut dash = Dashboard::new();
+    // `Attached` is queued by `start`: what quitting means is known before the first key.
+    while let Ok(ev) = session.events.try_recv() {
+        dash.apply(&ev);
+    }
     let mut log_len = 0u64;
-    let (stacks_tx, mut stacks_rx) = mpsc::channel::<(StackSnapshot, bool)>(4);
 
     let (key_tx, mut key_rx) = mpsc::channel::<KeyEvent>(64);
     let stop_keys = Arc::new(AtomicBool::new(false));
@@ -85,157 +87,103 @@ pub async fn run(cfg: RunConfig, attached: Attached) -> Result<ExitCode> {
     let mut sigterm = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     let mut sigint = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
     let mut sighup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
-    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let mut tick = tokio::time::interval(TICK);
 
     let mut terminal = ratatui::try_init().context("cannot set up the terminal")?;
     let mut dirty = true;
-    let outcome: Result<Option<QuitChoice>> = loop {
+    let outcome: Result<Option<QuitChoice>> = 'run: loop {
         if dirty {
-            if let Err(e) = terminal.draw(|f| ui::draw(f, &state)) {
+            if let Err(e) = terminal.draw(|f| ui::draw(f, &dash.screen())) {
                 break Err(e.into());
             }
             dirty = false;
         }
-        tokio::select! {
-            ev = live.events.recv(), if collector_open => {
-                match ev {
-                    Some(CollectEvent::Snapshot(s)) => {
-                        tree.update(&s);
-                        guard.update(&s);
-                        teardown.on_snapshot(&mut state, &s, &agent);
-                        state.apply(Event::Snapshot(s));
-                    }
-                    Some(CollectEvent::Exited { key, status, at_unix_ms }) => {
-                        if let Some(r) = teardown.runner() {
-                            r.handle.exited(key, status);
-                        }
-                        state.apply(Event::Exited { key, status, at_unix_ms });
-                    }
-                    Some(CollectEvent::Error(e)) => state.apply(Event::CollectError(e)),
-                    None => {
-                        collector_open = false;
-                        state.apply(Event::CollectError(
-                            "the collector stopped; see --log for why".into(),
-                        ));
-                    }
-                }
-                dirty = true;
-            }
-            Some(ev) = agent.events.recv() => {
-                state.apply(agent_event(ev));
-                if let Some(r) = teardown.runner() {
-                    r.handle.agent_facts(state.agent_facts.clone());
-                }
-                dirty = true;
-            }
-            Some(pe) = teardown.next_event() => {
-                if commands::on_phase_event(&mut state, pe, &live, &agent, &stacks_tx) {
-                    // The plan the user ran before quitting is done: the demo still does
-                    // not outlive us, a launched command keeps what the plan left.
-                    break Ok(default_signal_choice(&state));
-                }
-                dirty = true;
-            }
-            Some((snap, asked)) = stacks_rx.recv() => {
-                state.apply(Event::Stacks { snap: Box::new(snap), asked });
-                dirty = true;
+        let cmds = tokio::select! {
+            ev = session.events.recv() => {
+                // The session ended (its task stopped): leave as a hangup would.
+                let Some(ev) = ev else { break Ok(dash.screen().default_quit_choice()) };
+                dirty |= crate::state::shows(&ev.event);
+                dash.apply(&ev)
             }
             key = key_rx.recv() => {
                 // No more keys (the terminal went away): leave as a hangup would.
-                let Some(key) = key else { break Ok(default_signal_choice(&state)) };
-                if let Some(action) = ui::keys::action_for(key, &state.overlay) {
-                    for cmd in state.act(action) {
-                        if let Command::Quit(choice) = cmd {
-                            return finish(&stop_keys, &state, &guard, Ok(choice));
-                        }
-                        commands::dispatch(&mut state, cmd, &mut teardown, &agent, &stacks_tx);
-                    }
-                }
+                let Some(key) = key else { break Ok(dash.screen().default_quit_choice()) };
                 dirty = true;
+                match ui::keys::action_for(key, &dash.view.overlay) {
+                    Some(action) => dash.act(action),
+                    None => Vec::new(),
+                }
             }
             _ = tick.tick() => {
-                state.apply(Event::Now(collect::exits::now_unix_ms()));
-                if state.timeline.as_ref().is_some_and(|t| t.running.is_some()) {
-                    dirty = true;
-                }
+                dirty |= dash.tick(crate::collect::exits::now_unix_ms());
                 // Re-read the log's tail only when it grew.
                 if let Some(path) = &log_path {
                     let len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
                     if len != log_len {
                         log_len = len;
-                        state.apply(Event::LogTail(crate::launch::tail_log(path, 200)));
+                        dash.set_log_tail(crate::launch::tail_log(path, 200));
                         dirty = true;
                     }
                 }
+                Vec::new()
             }
             _ = sigterm.recv() => {
                 tracing::info!("SIGTERM: restoring the terminal and quitting");
-                break Ok(default_signal_choice(&state));
+                break Ok(dash.screen().default_quit_choice());
             }
             _ = sigint.recv() => {
                 tracing::info!("SIGINT: restoring the terminal and quitting");
-                break Ok(default_signal_choice(&state));
+                break Ok(dash.screen().default_quit_choice());
             }
             _ = sighup.recv() => {
                 tracing::info!("SIGHUP: restoring the terminal and quitting");
-                break Ok(default_signal_choice(&state));
+                break Ok(dash.screen().default_quit_choice());
             }
+        };
+        for cmd in cmds {
+            if let Command::Quit(choice) = cmd {
+                break 'run Ok(choice);
+            }
+            commands::dispatch(&mut dash, cmd, &handle);
         }
     };
-    finish(&stop_keys, &state, &guard, outcome)
-}
-
-fn agent_event(ev: AgentEvent) -> Event {
-    match ev {
-        AgentEvent::Connected(hello) => Event::AgentHello(Box::new(hello)),
-        AgentEvent::Report(report) => Event::AgentReport(report),
-        AgentEvent::Lost(why) => Event::Agent(AgentStatus::Lost(why)),
-        AgentEvent::NotFound(why) => Event::Agent(AgentStatus::NotFound(why)),
-        AgentEvent::Warning(w) => Event::Status(format!("target warning: {}", w.message)),
-        AgentEvent::Exiting(why) => Event::Status(format!("the target is exiting ({why})")),
-    }
-}
-
-/// Killed by a signal: the demo never outlives us, anything else is left alone.
-fn default_signal_choice(state: &AppState) -> Option<QuitChoice> {
-    match state.mode {
-        Mode::Launch { demo: true } => Some(QuitChoice::KillTree),
-        _ => None,
-    }
+    finish(&stop_keys, &dash, &session, outcome)
 }
 
 fn finish(
     stop_keys: &AtomicBool,
-    state: &AppState,
-    guard: &crate::launch::TreeGuard,
+    dash: &Dashboard,
+    session: &Session,
     outcome: Result<Option<QuitChoice>>,
 ) -> Result<ExitCode> {
     stop_keys.store(true, Ordering::Relaxed);
+    let screen = dash.screen();
     // Even when the loop failed (say the terminal went away: EIO after a hangup), the
     // demo must not outlive us: fall back to what a signal would have done.
     let (choice, error) = match outcome {
         Ok(choice) => (choice, None),
-        Err(e) => (default_signal_choice(state), Some(e)),
+        Err(e) => (screen.default_quit_choice(), Some(e)),
     };
     tracing::info!(?choice, error = ?error, "leaving the dashboard");
     // Act on the tree before touching the terminal: after a hangup, writing to it may be
-    // the last thing this process gets to do.
+    // the last thing this process gets to do. Without a choice the session's guard does
+    // what it was armed for (the demo is killed when the session is dropped).
     let killed = match choice {
-        Some(QuitChoice::KillTree) => Some(guard.kill()),
-        _ => {
-            guard.disarm();
+        Some(QuitChoice::KillTree) => Some(session.kill_tree()),
+        Some(QuitChoice::Detach) => {
+            session.disarm();
             None
         }
+        _ => None,
     };
     ratatui::restore();
+    let pid = screen.target_pid();
     match (choice, killed) {
-        (Some(QuitChoice::KillTree), Some(n)) => eprintln!(
-            "lifecycle-top: killed {n} process(es) of the tree rooted at {}",
-            state.target_pid
-        ),
+        (Some(QuitChoice::KillTree), Some(n)) => {
+            eprintln!("lifecycle-top: killed {n} process(es) of the tree rooted at {pid}")
+        }
         (Some(QuitChoice::Detach), _) => eprintln!(
-            "lifecycle-top: detached; pid {} keeps running (kill it with `kill {}`)",
-            state.target_pid, state.target_pid
+            "lifecycle-top: detached; pid {pid} keeps running (kill it with `kill {pid}`)"
         ),
         _ => {}
     }

@@ -1,23 +1,22 @@
-//! What user actions do to the model: selection, sorting, overlays, quitting, and the
-//! commands they become for the core (teardown, stacks).
+//! What user actions do to the view: selection, sorting, overlays, quitting, and the
+//! commands they become for the session (teardown, stacks). The Model is only read here.
 
-use super::{Action, AppState, Command, Mode, Overlay, Panel, QuitChoice};
-use crate::model::ProcKey;
+use super::{Action, Command, Dashboard, Mode, Overlay, Panel, QuitChoice};
 
-impl AppState {
-    /// Turns a user action into commands; purely local actions just change the model.
+impl Dashboard {
+    /// Turns a user action into commands; purely local actions just change the view.
     pub fn act(&mut self, action: Action) -> Vec<Command> {
-        if self.overlay == Overlay::QuitPrompt {
+        if self.view.overlay == Overlay::QuitPrompt {
             return match action {
                 Action::Choose(QuitChoice::RunPlan) => {
                     // Keep the dashboard up while the plan runs; quit when it is done.
-                    self.overlay = Overlay::None;
-                    self.quit_after_plan = true;
+                    self.view.overlay = Overlay::None;
+                    self.view.quit_after_plan = true;
                     vec![Command::Teardown(Action::RunAll)]
                 }
                 Action::Choose(choice) => vec![Command::Quit(Some(choice))],
                 Action::Escape | Action::Quit => {
-                    self.overlay = Overlay::None;
+                    self.view.overlay = Overlay::None;
                     Vec::new()
                 }
                 Action::ForceQuit => self.force_quit(),
@@ -26,25 +25,21 @@ impl AppState {
         }
         match action {
             Action::Quit => {
-                let tree_alive = self.target_exit.is_none()
-                    || self
-                        .snapshot
-                        .as_ref()
-                        .is_some_and(|s| s.live_descendants().next().is_some());
-                if matches!(self.mode, Mode::Launch { .. }) && tree_alive {
-                    self.overlay = Overlay::QuitPrompt;
+                let screen = self.screen();
+                if matches!(screen.mode(), Mode::Launch { .. }) && screen.tree_alive() {
+                    self.view.overlay = Overlay::QuitPrompt;
                     Vec::new()
                 } else {
-                    self.quit_now(None)
+                    vec![Command::Quit(None)]
                 }
             }
             Action::ForceQuit => self.force_quit(),
             Action::NextPanel => {
-                self.focus = self.focus.next();
+                self.view.focus = self.view.focus.next();
                 Vec::new()
             }
             Action::PrevPanel => {
-                self.focus = self.focus.prev();
+                self.view.focus = self.view.focus.prev();
                 Vec::new()
             }
             Action::Up => self.moved(-1),
@@ -54,17 +49,17 @@ impl AppState {
             Action::Top => self.moved(isize::MIN / 2),
             Action::Bottom => self.moved(isize::MAX / 2),
             Action::CycleSort => {
-                self.sort = self.sort.next();
+                self.view.sort = self.view.sort.next();
                 self.resort();
                 Vec::new()
             }
             Action::ReverseSort => {
-                self.sort_reverse = !self.sort_reverse;
+                self.view.sort_reverse = !self.view.sort_reverse;
                 self.resort();
                 Vec::new()
             }
             Action::ToggleHelp => {
-                self.overlay = if self.overlay == Overlay::Help {
+                self.view.overlay = if self.view.overlay == Overlay::Help {
                     Overlay::None
                 } else {
                     Overlay::Help
@@ -72,12 +67,13 @@ impl AppState {
                 Vec::new()
             }
             Action::Escape => {
-                self.overlay = Overlay::None;
+                self.view.overlay = Overlay::None;
                 Vec::new()
             }
             Action::Choose(_) => Vec::new(),
             Action::PhaseKey(c) => {
                 let index = self
+                    .view
                     .plan
                     .as_ref()
                     .and_then(|p| p.phases.iter().position(|ph| ph.key == c));
@@ -87,22 +83,23 @@ impl AppState {
                 }
             }
             Action::PrevStacks | Action::NextStacks => {
-                if !self.stacks.is_empty() {
-                    let last = self.stacks.len() - 1;
-                    self.stack_view = match action {
-                        Action::PrevStacks => self.stack_view.saturating_sub(1),
-                        _ => (self.stack_view + 1).min(last),
+                let kept = self.model.stacks.len();
+                if kept > 0 {
+                    let last = kept - 1;
+                    self.view.stack_view = match action {
+                        Action::PrevStacks => self.view.stack_view.saturating_sub(1),
+                        _ => (self.view.stack_view + 1).min(last),
                     };
-                    self.stack_scroll = 0;
-                    self.overlay = Overlay::Stacks;
+                    self.view.stack_scroll = 0;
+                    self.view.overlay = Overlay::Stacks;
                 }
                 Vec::new()
             }
-            Action::StackSelected => match self.selected_tid {
+            Action::StackSelected => match self.view.selected_tid {
                 Some(tid) => vec![Command::CaptureStacks(vec![tid])],
                 None => Vec::new(),
             },
-            Action::StackAll => vec![Command::CaptureStacks(self.threads_to_snapshot())],
+            Action::StackAll => vec![Command::CaptureStacks(self.screen().threads_to_snapshot())],
             Action::WriteStacks => vec![Command::WriteStacks],
             Action::NextPhase
             | Action::RunPhase(_)
@@ -117,43 +114,35 @@ impl AppState {
         Vec::new()
     }
 
-    fn quit_now(&mut self, choice: Option<QuitChoice>) -> Vec<Command> {
-        vec![Command::Quit(choice)]
-    }
-
     /// Ctrl-C: a launched demo never outlives us; a launched command is detached.
     fn force_quit(&mut self) -> Vec<Command> {
-        let choice = match self.mode {
+        let choice = match self.screen().mode() {
             Mode::Launch { demo: true } => Some(QuitChoice::KillTree),
             Mode::Launch { demo: false } => Some(QuitChoice::Detach),
             Mode::Attach => None,
         };
-        self.quit_now(choice)
+        vec![Command::Quit(choice)]
     }
 
     fn move_selection(&mut self, delta: isize) {
-        if self.overlay == Overlay::Stacks {
-            let v = (self.stack_scroll as isize).saturating_add(delta);
-            self.stack_scroll = v.clamp(0, u16::MAX as isize) as u16;
+        if self.view.overlay == Overlay::Stacks {
+            let v = (self.view.stack_scroll as isize).saturating_add(delta);
+            self.view.stack_scroll = v.clamp(0, u16::MAX as isize) as u16;
             return;
         }
-        match self.focus {
+        match self.view.focus {
             Panel::Threads => {
-                let tids = self.ordered_tids();
-                self.selected_tid = step(&tids, self.selected_tid, delta);
+                let tids = self.screen().ordered_tids();
+                self.view.selected_tid = step(&tids, self.view.selected_tid, delta);
             }
             Panel::Tree => {
-                let keys: Vec<ProcKey> = self
-                    .snapshot
-                    .as_ref()
-                    .map(|s| s.processes.iter().map(|p| p.key).collect())
-                    .unwrap_or_default();
-                self.selected_pid = step(&keys, self.selected_pid, delta);
+                let keys = self.screen().process_keys();
+                self.view.selected_pid = step(&keys, self.view.selected_pid, delta);
             }
             Panel::Tasks => {
-                let n = self.agent_report.as_ref().map_or(0, |r| r.tasks.len());
-                let i = (self.selected_task as isize).saturating_add(delta);
-                self.selected_task = i.clamp(0, n.saturating_sub(1) as isize) as usize;
+                let n = self.screen().report().map_or(0, |r| r.tasks.len());
+                let i = (self.view.selected_task as isize).saturating_add(delta);
+                self.view.selected_task = i.clamp(0, n.saturating_sub(1) as isize) as usize;
             }
             Panel::Timeline => {}
         }

@@ -135,3 +135,38 @@ pub fn agent_report() -> crate::agent::protocol::Report {
     }))
     .expect("fixture report decodes")
 }
+
+/// A session event, stamped (tests need no real clock).
+pub fn ev(event: crate::session::CoreEvent) -> crate::session::Stamped {
+    crate::session::Stamped {
+        seq: 0,
+        at: crate::session::Stamp::default(),
+        event,
+    }
+}
+
+/// The session's first event for [`snapshot`]'s target: attached (`launch: None`), or
+/// launched (`Some(demo)`). The log path is left empty (the log panel names none).
+pub fn attached(launch: Option<bool>) -> crate::session::Stamped {
+    ev(crate::session::CoreEvent::Attached(
+        crate::session::AttachInfo {
+            target: snapshot().target,
+            launched: launch.map(|_| crate::session::LaunchInfo {
+                cmd: vec!["python3".into(), "-u".into(), "demo.py".into()],
+                log_path: std::path::PathBuf::new(),
+            }),
+            demo: launch == Some(true),
+            agent_injected: launch.is_some(),
+        },
+    ))
+}
+
+/// A dashboard attached (or launched) that has seen [`snapshot`].
+pub fn dashboard(launch: Option<bool>) -> crate::state::Dashboard {
+    let mut d = crate::state::Dashboard::new();
+    d.apply(&attached(launch));
+    d.apply(&ev(crate::session::CoreEvent::Snapshot {
+        snapshot: std::sync::Arc::new(snapshot()),
+    }));
+    d
+}

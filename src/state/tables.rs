@@ -2,7 +2,7 @@
 //! snapshot or sort change, not per frame) and the join of /proc threads with agent facts,
 //! done only for the rows on screen.
 
-use crate::model::{AgentFacts, AgentThreadFact, Snapshot, ThreadInfo};
+use crate::model::{AgentFacts, AgentThreadFact, ThreadInfo};
 use std::cmp::Ordering;
 
 /// Columns the threads table can be sorted by (`o` cycles, `r` reverses).
@@ -52,9 +52,9 @@ impl ThreadRow<'_> {
     }
 }
 
-/// Indices into `snap.threads` in display order.
-pub fn thread_order(snap: &Snapshot, key: SortKey, reverse: bool) -> Vec<usize> {
-    let t = &snap.threads;
+/// Indices into `threads` in display order.
+pub fn thread_order(threads: &[ThreadInfo], key: SortKey, reverse: bool) -> Vec<usize> {
+    let t = threads;
     let mut order: Vec<usize> = (0..t.len()).collect();
     order.sort_by(|&a, &b| {
         let (x, y) = (&t[a], &t[b]);
@@ -79,7 +79,7 @@ pub fn thread_order(snap: &Snapshot, key: SortKey, reverse: bool) -> Vec<usize> 
 
 /// The rows `order[range]`, joined with the agent's facts.
 pub fn thread_rows<'a>(
-    snap: &'a Snapshot,
+    threads: &'a [ThreadInfo],
     facts: Option<&'a AgentFacts>,
     order: &[usize],
     range: std::ops::Range<usize>,
@@ -88,7 +88,7 @@ pub fn thread_rows<'a>(
     let start = range.start.min(end);
     order[start..end]
         .iter()
-        .filter_map(|&i| snap.threads.get(i))
+        .filter_map(|&i| threads.get(i))
         .map(|t| ThreadRow {
             thread: t,
             agent: facts.and_then(|f| f.thread(t.tid)),

@@ -1,21 +1,55 @@
-//! Unit tests of the app model: events in, state and commands out.
+//! Unit tests of the dashboard: session events in, Model + View and commands out.
 
 use super::*;
-use crate::state::fixture;
+use crate::model::ExitStatus;
+use crate::session::{AgentState, CoreEvent, plan_info};
+use crate::state::fixture::{self, ev};
+use std::sync::Arc;
 
-fn state() -> AppState {
-    let mut s = AppState::new(Mode::Attach, 100);
-    s.apply(Event::Snapshot(Box::new(fixture::snapshot())));
-    s
+fn state() -> Dashboard {
+    fixture::dashboard(None)
+}
+
+fn snapshot_event() -> Stamped {
+    ev(CoreEvent::Snapshot {
+        snapshot: Arc::new(fixture::snapshot()),
+    })
+}
+
+fn exited(key: crate::model::ProcKey, status: ExitStatus) -> Stamped {
+    ev(CoreEvent::Exited {
+        key,
+        status,
+        at_unix_ms: 5,
+    })
+}
+
+fn agent(state: AgentState) -> Stamped {
+    ev(CoreEvent::AgentState { state })
+}
+
+fn plan(name: &str) -> Stamped {
+    let p = crate::teardown::plan::load(name).expect("built-in plan");
+    ev(CoreEvent::Plan {
+        plan: plan_info(&p),
+    })
+}
+
+fn stacks(snap: crate::stacks::StackSnapshot, asked: bool) -> Stamped {
+    ev(CoreEvent::Stacks {
+        stacks: Arc::new(snap),
+        reason: "test".into(),
+        asked,
+    })
 }
 
 #[test]
 fn snapshot_selects_first_rows_and_counts() {
     let s = state();
-    assert_eq!(s.selected_tid, Some(100));
-    assert_eq!(s.selected_pid.map(|k| k.pid), Some(100));
+    assert_eq!(s.view.selected_tid, Some(100));
+    assert_eq!(s.view.selected_pid.map(|k| k.pid), Some(100));
     assert_eq!(
-        s.counts(),
+        s.screen().counts(),
         Counts {
             threads: 4,
             children: 2,
@@ -29,15 +63,19 @@ fn snapshot_selects_first_rows_and_counts() {
 fn selection_moves_and_clamps() {
     let mut s = state();
     s.act(Action::Down);
-    assert_eq!(s.selected_tid, Some(105));
+    assert_eq!(s.view.selected_tid, Some(105));
     s.act(Action::Bottom);
-    assert_eq!(s.selected_tid, Some(107));
+    assert_eq!(s.view.selected_tid, Some(107));
     s.act(Action::Down);
-    assert_eq!(s.selected_tid, Some(107));
+    assert_eq!(s.view.selected_tid, Some(107));
     s.act(Action::NextPanel);
     s.act(Action::Down);
-    assert_eq!(s.selected_pid.map(|k| k.pid), Some(101));
-    assert_eq!(s.selected_tid, Some(107), "other panel's selection is kept");
+    assert_eq!(s.view.selected_pid.map(|k| k.pid), Some(101));
+    assert_eq!(
+        s.view.selected_tid,
+        Some(107),
+        "other panel's selection is kept"
+    );
 }
 
 #[test]
@@ -47,9 +85,9 @@ fn selection_follows_thread_across_sort() {
     s.act(Action::CycleSort); // name
     s.act(Action::CycleSort); // state
     s.act(Action::CycleSort); // cpu
-    assert_eq!(s.sort, SortKey::Cpu);
-    assert_eq!(s.selected_tid, Some(107));
-    assert_eq!(s.selected_thread_index(), Some(0));
+    assert_eq!(s.view.sort, SortKey::Cpu);
+    assert_eq!(s.view.selected_tid, Some(107));
+    assert_eq!(s.screen().selected_thread_index(), Some(0));
 }
 
 #[test]
@@ -60,10 +98,9 @@ fn attach_mode_quits_without_asking() {
 
 #[test]
 fn launch_mode_asks_before_quitting_a_live_tree() {
-    let mut s = AppState::new(Mode::Launch { demo: true }, 100);
-    s.apply(Event::Snapshot(Box::new(fixture::snapshot())));
+    let mut s = fixture::dashboard(Some(true));
     assert!(s.act(Action::Quit).is_empty());
-    assert_eq!(s.overlay, Overlay::QuitPrompt);
+    assert_eq!(s.view.overlay, Overlay::QuitPrompt);
     assert!(s.act(Action::Down).is_empty(), "prompt swallows other keys");
     assert_eq!(
         s.act(Action::Choose(QuitChoice::Detach)),
@@ -73,7 +110,8 @@ fn launch_mode_asks_before_quitting_a_live_tree() {
 
 #[test]
 fn force_quit_never_leaves_the_demo_behind() {
-    let mut s = AppState::new(Mode::Launch { demo: true }, 100);
+    let mut s = Dashboard::new();
+    s.apply(&fixture::attached(Some(true)));
     assert_eq!(
         s.act(Action::ForceQuit),
         vec![Command::Quit(Some(QuitChoice::KillTree))]
@@ -84,41 +122,45 @@ fn force_quit_never_leaves_the_demo_behind() {
 fn exit_event_marks_process_and_survives_next_snapshot() {
     let mut s = state();
     let key = fixture::snapshot().processes[1].key;
-    s.apply(Event::Exited {
-        key,
-        status: ExitStatus::Signal(9),
-        at_unix_ms: 5,
-    });
-    s.apply(Event::Snapshot(Box::new(fixture::snapshot())));
-    let p = &s.snapshot.as_ref().expect("snapshot").processes[1];
-    assert_eq!(p.exit.map(|e| e.status), Some(ExitStatus::Signal(9)));
-    assert!(s.target_exit.is_none());
+    s.apply(&exited(key, ExitStatus::Signal(9)));
+    s.apply(&snapshot_event());
+    let screen = s.screen();
+    let p = &screen.processes()[1];
+    assert_eq!(
+        screen.exit_of(p).map(|e| e.status),
+        Some(ExitStatus::Signal(9))
+    );
+    assert!(screen.target_exit().is_none());
 }
 
 #[test]
 fn target_exit_is_recorded() {
     let mut s = state();
     let key = fixture::snapshot().target;
-    s.apply(Event::Exited {
-        key,
-        status: ExitStatus::Code(0),
-        at_unix_ms: 5,
-    });
-    assert_eq!(s.target_exit.map(|e| e.status), Some(ExitStatus::Code(0)));
-    assert!(s.snapshot.as_ref().expect("snapshot").threads.is_empty());
+    s.apply(&exited(key, ExitStatus::Code(0)));
+    assert_eq!(
+        s.screen().target_exit().map(|e| e.status),
+        Some(ExitStatus::Code(0))
+    );
+    assert!(s.screen().threads().is_empty());
+    assert!(s.view.thread_order.is_empty());
 }
 
 #[test]
 fn agent_facts_fill_daemon_and_pick_threads_to_snapshot() {
     let mut s = state();
-    assert_eq!(s.thread_rows(0..10)[1].daemon(), None);
-    s.apply(Event::Agent(AgentStatus::Connected("python 3.11".into())));
-    s.agent_facts = Some(fixture::agent_facts());
-    assert_eq!(s.thread_rows(0..10)[1].daemon(), Some(false));
-    assert_eq!(s.thread_rows(0..10)[2].daemon(), Some(true));
-    assert_eq!(s.threads_to_snapshot(), vec![100, 105]);
-    s.apply(Event::Agent(AgentStatus::Lost("eof".into())));
-    assert!(s.agent_facts.is_none());
+    assert_eq!(s.screen().thread_rows(0..10)[1].daemon(), None);
+    s.apply(&agent(AgentState::Connected("python 3.11".into())));
+    s.apply(&ev(CoreEvent::AgentReport {
+        report: Arc::new(fixture::agent_report()),
+    }));
+    assert_eq!(s.model.facts, Some(fixture::agent_facts()));
+    assert_eq!(s.screen().thread_rows(0..10)[1].daemon(), Some(false));
+    assert_eq!(s.screen().thread_rows(0..10)[2].daemon(), Some(true));
+    assert_eq!(s.screen().threads_to_snapshot(), vec![100, 105]);
+    s.apply(&agent(AgentState::Lost("eof".into())));
+    assert!(s.model.facts.is_none());
+    assert!(s.screen().report().is_none(), "a lost agent's tasks go");
 }
 
 #[test]
@@ -138,15 +180,18 @@ fn keys_for_engine_become_commands() {
 fn phase_letter_keys_run_their_phase() {
     let mut s = state();
     assert!(s.act(Action::PhaseKey('t')).is_empty(), "no plan yet");
-    let plan = crate::teardown::plan::load("native").expect("built-in plan");
-    let (i, key) = plan
+    s.apply(&plan("native"));
+    let (i, key) = s
+        .view
+        .plan
+        .as_ref()
+        .expect("plan parsed")
         .phases
         .iter()
         .enumerate()
         .map(|(i, p)| (i, p.key))
         .next_back()
         .expect("phases");
-    s.apply(Event::Plan(Box::new(plan)));
     assert_eq!(
         s.act(Action::PhaseKey(key)),
         vec![Command::Teardown(Action::RunPhase(i))]
@@ -156,11 +201,26 @@ fn phase_letter_keys_run_their_phase() {
 
 #[test]
 fn ctrl_c_in_the_quit_prompt_still_kills_the_demo() {
-    let mut s = AppState::new(Mode::Launch { demo: true }, 100);
-    s.apply(Event::Snapshot(Box::new(fixture::snapshot())));
+    let mut s = fixture::dashboard(Some(true));
     s.act(Action::Quit);
     assert_eq!(
         s.act(Action::ForceQuit),
+        vec![Command::Quit(Some(QuitChoice::KillTree))]
+    );
+}
+
+#[test]
+fn the_plan_run_from_the_quit_prompt_quits_when_done() {
+    let mut s = fixture::dashboard(Some(true));
+    s.act(Action::Quit);
+    assert_eq!(
+        s.act(Action::Choose(QuitChoice::RunPlan)),
+        vec![Command::Teardown(Action::RunAll)]
+    );
+    assert_eq!(s.view.overlay, Overlay::None);
+    let timeline = Arc::new(crate::teardown::Timeline::new("native", 100, 0));
+    assert_eq!(
+        s.apply(&ev(CoreEvent::PlanDone { timeline })),
         vec![Command::Quit(Some(QuitChoice::KillTree))]
     );
 }
@@ -190,43 +250,43 @@ fn stack_snapshot(taken: u64, threads: &[(i32, u64, u64)]) -> crate::stacks::Sta
 #[test]
 fn stuck_threads_are_found_between_two_kept_snapshots() {
     let mut s = state();
-    s.apply(Event::Stacks {
-        snap: Box::new(stack_snapshot(1, &[(105, 7, 3), (107, 10, 5)])),
-        asked: true,
-    });
+    s.apply(&stacks(
+        stack_snapshot(1, &[(105, 7, 3), (107, 10, 5)]),
+        true,
+    ));
     assert!(
-        s.stuck_since_previous().is_empty(),
+        s.screen().stuck_since_previous().is_empty(),
         "one snapshot: nothing to compare"
     );
     // 105 did not move; 107 ran and was woken.
-    s.apply(Event::Stacks {
-        snap: Box::new(stack_snapshot(2, &[(105, 7, 3), (107, 30, 9)])),
-        asked: true,
-    });
-    assert_eq!(s.stuck_since_previous(), vec![105]);
+    s.apply(&stacks(
+        stack_snapshot(2, &[(105, 7, 3), (107, 30, 9)]),
+        true,
+    ));
+    assert_eq!(s.screen().stuck_since_previous(), vec![105]);
 }
 
 #[test]
 fn stacks_the_engine_took_are_kept_without_opening_the_pane() {
     let mut s = state();
-    s.apply(Event::Stacks {
-        snap: Box::new(stack_snapshot(1, &[(105, 7, 3)])),
-        asked: false,
-    });
-    assert_eq!(s.overlay, Overlay::None);
-    assert_eq!(s.stacks.len(), 1);
-    assert!(s.status.as_deref().is_some_and(|m| m.contains("[ to view")));
+    s.apply(&stacks(stack_snapshot(1, &[(105, 7, 3)]), false));
+    assert_eq!(s.view.overlay, Overlay::None);
+    assert_eq!(s.model.stacks.len(), 1);
+    assert!(
+        s.view
+            .status
+            .as_deref()
+            .is_some_and(|m| m.contains("[ to view"))
+    );
     s.act(Action::PrevStacks);
-    assert_eq!(s.overlay, Overlay::Stacks);
+    assert_eq!(s.view.overlay, Overlay::Stacks);
 }
 
 #[test]
 fn agent_phases_without_an_agent_are_named() {
     let mut s = state();
-    s.apply(Event::Plan(Box::new(
-        crate::teardown::plan::load("python-asyncio").expect("built-in plan"),
-    )));
-    let gaps = s.agent_phase_gaps();
+    s.apply(&plan("python-asyncio"));
+    let gaps = s.screen().agent_phase_gaps();
     let keys: String = gaps.iter().map(|(k, _)| *k).collect();
     assert_eq!(keys, "cepl", "{gaps:?}");
     assert!(gaps.iter().all(|(_, why)| why == "no agent"));
@@ -238,9 +298,24 @@ fn agent_phases_without_an_agent_are_named() {
         "capabilities": ["cancel_tasks", "stop_loop", "close_loop"]
     }))
     .expect("hello");
-    s.apply(Event::AgentHello(Box::new(hello)));
-    let gaps = s.agent_phase_gaps();
+    // As the session sends them: the hello, then the state it implies.
+    s.apply(&ev(CoreEvent::AgentHello {
+        hello: Box::new(hello),
+    }));
+    s.apply(&agent(AgentState::Connected("cpython 3.11".into())));
+    let gaps = s.screen().agent_phase_gaps();
     assert_eq!(gaps.len(), 1, "{gaps:?}");
     assert_eq!(gaps[0].0, 'e');
     assert!(gaps[0].1.contains("shutdown_executors"), "{gaps:?}");
+    assert!(
+        matches!(s.screen().agent_status(), AgentStatus::Connected(w) if w == "cpython 3.11 agent 0.1.0")
+    );
+}
+
+#[test]
+fn redraws_skip_events_that_show_nothing() {
+    assert!(!shows(&CoreEvent::Phase {
+        event: PhaseEvent::RefreshNow
+    }));
+    assert!(shows(&snapshot_event().event));
 }

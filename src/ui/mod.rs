@@ -1,18 +1,18 @@
-//! The terminal UI: layout, theme, key map and one widget per panel. Widgets draw
-//! borrowed [`crate::state::AppState`] and never do I/O, so every screen can be rendered
-//! into a `TestBackend` in tests.
+//! The terminal UI: layout, theme, key map and one widget per panel. Widgets draw a
+//! borrowed [`Screen`] (the session's Model and the TUI's View) and never do I/O, so every
+//! screen can be rendered into a `TestBackend` in tests.
 
 pub mod fmt;
 pub mod keys;
 pub mod theme;
 pub mod widgets;
 
-use crate::state::{AppState, Mode, Overlay};
+use crate::state::{Mode, Overlay, Screen};
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 
 /// Draws the whole dashboard.
-pub fn draw(frame: &mut Frame, state: &AppState) {
+pub fn draw(frame: &mut Frame, s: &Screen) {
     let area = frame.area();
     let [header, body, status] = Layout::vertical([
         Constraint::Length(3),
@@ -20,32 +20,32 @@ pub fn draw(frame: &mut Frame, state: &AppState) {
         Constraint::Length(1),
     ])
     .areas(area);
-    widgets::header::render(frame, header, state);
+    widgets::header::render(frame, header, s);
     let [top, bottom] =
         Layout::vertical([Constraint::Percentage(45), Constraint::Percentage(55)]).areas(body);
     let [threads, tree] =
         Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(top);
-    widgets::threads::render(frame, threads, state);
-    widgets::tree::render(frame, tree, state);
-    draw_bottom(frame, bottom, state);
-    widgets::status::render(frame, status, state);
-    match state.overlay {
+    widgets::threads::render(frame, threads, s);
+    widgets::tree::render(frame, tree, s);
+    draw_bottom(frame, bottom, s);
+    widgets::status::render(frame, status, s);
+    match s.view.overlay {
         Overlay::Help => widgets::help::render(frame, area),
-        Overlay::QuitPrompt => widgets::help::render_quit_prompt(frame, area, state),
-        Overlay::Stacks => draw_stacks(frame, body, state),
+        Overlay::QuitPrompt => widgets::help::render_quit_prompt(frame, area, s),
+        Overlay::Stacks => draw_stacks(frame, body, s),
         Overlay::None => {}
     }
 }
 
 /// The stack pane over the panels: the kept snapshot being viewed, with its position.
-fn draw_stacks(frame: &mut Frame, area: Rect, state: &AppState) {
-    let Some(snap) = state.stacks.get(state.stack_view) else {
+fn draw_stacks(frame: &mut Frame, area: Rect, s: &Screen) {
+    let Some(snap) = s.viewed_stacks() else {
         return;
     };
     let [hint, pane] = Layout::vertical([Constraint::Length(1), Constraint::Min(0)]).areas(area);
     frame.render_widget(ratatui::widgets::Clear, area);
-    let stuck = state.stuck_since_previous();
-    let compared = if state.stack_view == 0 {
+    let stuck = s.stuck_since_previous();
+    let compared = if s.view.stack_view == 0 {
         String::new()
     } else if stuck.is_empty() {
         "  ·  nothing stuck since the previous snapshot".to_string()
@@ -57,28 +57,28 @@ fn draw_stacks(frame: &mut Frame, area: Rect, state: &AppState) {
         ratatui::text::Line::styled(
             format!(
                 "snapshot {}/{}{compared}  ·  j/k scroll  [ ] older/newer  w write  Esc close",
-                state.stack_view + 1,
-                state.stacks.len()
+                s.view.stack_view + 1,
+                s.stacks().len()
             ),
             theme::warn(),
         ),
         hint,
     );
-    widgets::stacks::render(frame, pane, snap, state.stack_scroll);
+    widgets::stacks::render(frame, pane, snap, s.view.stack_scroll);
 }
 
-fn draw_bottom(frame: &mut Frame, area: Rect, state: &AppState) {
+fn draw_bottom(frame: &mut Frame, area: Rect, s: &Screen) {
     let [left, right] =
         Layout::horizontal([Constraint::Percentage(45), Constraint::Percentage(55)]).areas(area);
-    widgets::phases::render(frame, right, state);
-    if matches!(state.mode, Mode::Launch { .. }) {
+    widgets::phases::render(frame, right, s);
+    if matches!(s.mode(), Mode::Launch { .. }) {
         // Launch mode: the launched command's output goes under the tasks.
         let [tasks, log] =
             Layout::vertical([Constraint::Percentage(60), Constraint::Percentage(40)]).areas(left);
-        widgets::agent_panel::render(frame, tasks, state);
-        widgets::log::render(frame, log, state);
+        widgets::agent_panel::render(frame, tasks, s);
+        widgets::log::render(frame, log, s);
     } else {
-        widgets::agent_panel::render(frame, left, state);
+        widgets::agent_panel::render(frame, left, s);
     }
 }
 

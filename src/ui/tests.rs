@@ -1,21 +1,26 @@
-//! Rendering tests: the whole dashboard drawn from fixed state into a TestBackend.
+//! Rendering tests: the whole dashboard drawn from fixed session events into a TestBackend.
 
 use super::draw;
-use crate::state::{Action, AgentStatus, AppState, Event, Mode, fixture};
+use crate::session::{AgentState, CoreEvent, plan_info};
+use crate::state::{Action, Dashboard, fixture, fixture::ev};
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
+use std::sync::Arc;
 
-fn render(state: &AppState, w: u16, h: u16) -> TestBackend {
+fn render(d: &Dashboard, w: u16, h: u16) -> TestBackend {
     let mut terminal = Terminal::new(TestBackend::new(w, h)).expect("test terminal");
-    terminal.draw(|f| draw(f, state)).expect("draw");
+    terminal.draw(|f| draw(f, &d.screen())).expect("draw");
     terminal.backend().clone()
 }
 
-fn attached() -> AppState {
-    let mut s = AppState::new(Mode::Attach, 100);
-    s.apply(Event::Snapshot(Box::new(fixture::snapshot())));
-    s.agent = AgentStatus::NotFound("no socket".into());
-    s
+fn agent(state: AgentState) -> crate::session::Stamped {
+    ev(CoreEvent::AgentState { state })
+}
+
+fn attached() -> Dashboard {
+    let mut d = fixture::dashboard(None);
+    d.apply(&agent(AgentState::NotFound("no socket".into())));
+    d
 }
 
 #[test]
@@ -25,36 +30,35 @@ fn dashboard_attached_without_agent() {
 
 #[test]
 fn dashboard_with_agent_facts() {
-    let mut s = attached();
-    s.apply(Event::Agent(AgentStatus::Connected("python 3.11".into())));
-    s.apply(Event::AgentReport(Box::new(fixture::agent_report())));
-    assert_eq!(s.agent_facts, Some(fixture::agent_facts()));
-    insta::assert_snapshot!(render(&s, 140, 30));
+    let mut d = attached();
+    d.apply(&agent(AgentState::Connected("python 3.11".into())));
+    d.apply(&ev(CoreEvent::AgentReport {
+        report: Arc::new(fixture::agent_report()),
+    }));
+    assert_eq!(d.model.facts, Some(fixture::agent_facts()));
+    insta::assert_snapshot!(render(&d, 140, 30));
 }
 
 #[test]
 fn help_overlay() {
-    let mut s = attached();
-    s.act(Action::ToggleHelp);
-    insta::assert_snapshot!(render(&s, 120, 30));
+    let mut d = attached();
+    d.act(Action::ToggleHelp);
+    insta::assert_snapshot!(render(&d, 120, 30));
 }
 
 #[test]
 fn launch_mode_quit_prompt_and_log() {
-    let mut s = AppState::new(Mode::Launch { demo: true }, 100);
-    s.apply(Event::Snapshot(Box::new(fixture::snapshot())));
-    s.apply(Event::LogTail(vec![
-        "demo target pid 100 started 2 children".into(),
-    ]));
-    s.act(Action::Quit);
-    insta::assert_snapshot!(render(&s, 140, 30));
+    let mut d = fixture::dashboard(Some(true));
+    d.set_log_tail(vec!["demo target pid 100 started 2 children".into()]);
+    d.act(Action::Quit);
+    insta::assert_snapshot!(render(&d, 140, 30));
 }
 
 #[test]
 fn tiny_terminal_does_not_panic() {
-    let s = attached();
+    let d = attached();
     for (w, h) in [(1, 1), (10, 5), (40, 12)] {
-        render(&s, w, h);
+        render(&d, w, h);
     }
 }
 
@@ -94,33 +98,37 @@ fn timeline_mid_run() -> crate::teardown::Timeline {
 
 #[test]
 fn dashboard_with_teardown_running() {
-    let mut s = attached();
+    let mut d = attached();
     let plan = crate::teardown::plan::load("python-asyncio").expect("built-in plan");
-    s.apply(Event::Plan(Box::new(plan)));
-    s.apply(Event::Timeline(Box::new(timeline_mid_run())));
-    s.apply(Event::Now(1_700_000_000_000 + 3_300));
-    s.focus = crate::state::Panel::Timeline;
-    insta::assert_snapshot!(render(&s, 150, 40));
+    d.apply(&ev(CoreEvent::Plan {
+        plan: plan_info(&plan),
+    }));
+    d.apply(&ev(CoreEvent::Timeline {
+        timeline: Arc::new(timeline_mid_run()),
+    }));
+    assert!(d.tick(1_700_000_000_000 + 3_300), "a running phase moves");
+    d.view.focus = crate::state::Panel::Timeline;
+    insta::assert_snapshot!(render(&d, 150, 40));
 }
 
 #[test]
 fn target_exit_is_shown_with_its_age() {
-    let mut s = attached();
+    let mut d = attached();
     let key = fixture::snapshot().target;
-    s.apply(Event::Exited {
+    d.apply(&ev(CoreEvent::Exited {
         key,
         status: crate::model::ExitStatus::Signal(9),
         at_unix_ms: 1_700_000_000_000,
-    });
-    s.apply(Event::Now(1_700_000_012_000));
-    let text = format!("{:?}", render(&s, 140, 30));
+    }));
+    d.tick(1_700_000_012_000);
+    let text = format!("{:?}", render(&d, 140, 30));
     assert!(text.contains("target killed by SIGKILL 12s ago"), "{text}");
     assert!(text.contains("target has exited"), "{text}");
 }
 
 #[test]
 fn stack_pane_shows_kept_snapshots() {
-    let mut s = attached();
+    let mut d = attached();
     let snap = |taken| crate::stacks::StackSnapshot {
         pid: 100,
         taken_at_unix_ms: taken,
@@ -128,16 +136,15 @@ fn stack_pane_shows_kept_snapshots() {
         threads: Vec::new(),
         errors: Vec::new(),
     };
-    s.apply(Event::Stacks {
-        snap: Box::new(snap(1)),
-        asked: true,
-    });
-    s.apply(Event::Stacks {
-        snap: Box::new(snap(2)),
-        asked: true,
-    });
-    assert_eq!(s.stack_view, 1);
-    s.act(Action::PrevStacks);
-    let text = format!("{:?}", render(&s, 120, 30));
+    for taken in [1, 2] {
+        d.apply(&ev(CoreEvent::Stacks {
+            stacks: Arc::new(snap(taken)),
+            reason: "asked from the dashboard".into(),
+            asked: true,
+        }));
+    }
+    assert_eq!(d.view.stack_view, 1);
+    d.act(Action::PrevStacks);
+    let text = format!("{:?}", render(&d, 120, 30));
     assert!(text.contains("snapshot 1/2"), "{text}");
 }

@@ -2,7 +2,7 @@
 //! is no agent and how to get one).
 
 use crate::agent::view::TasksView;
-use crate::state::{AgentStatus, AppState, Panel};
+use crate::state::{AgentStatus, Panel, Screen};
 use crate::ui::widgets::tasks;
 use ratatui::Frame;
 use ratatui::layout::Rect;
@@ -18,16 +18,15 @@ pub fn status_text(status: &AgentStatus) -> String {
     }
 }
 
-pub fn render(frame: &mut Frame, area: Rect, state: &AppState) {
-    let status = status_text(&state.agent);
-    let mut view = TasksView::new(&status, state.agent_report.as_deref());
-    view.focused = state.focus == Panel::Tasks;
+pub fn render(frame: &mut Frame, area: Rect, s: &Screen) {
+    let status = status_text(&s.agent_status());
+    let report = s.report();
+    let mut view = TasksView::new(&status, report);
+    view.focused = s.view.focus == Panel::Tasks;
     let mut table = TableState::default().with_selected(
-        state
-            .agent_report
-            .as_ref()
+        report
             .filter(|r| !r.tasks.is_empty())
-            .map(|_| state.selected_task),
+            .map(|_| s.view.selected_task),
     );
     tasks::render(frame, area, &view, &mut table);
 }

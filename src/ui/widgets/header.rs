@@ -1,18 +1,18 @@
 //! Header: target identity, uptime, state, tree counts, agent status and system figures.
 
-use crate::state::{AgentStatus, AppState};
+use crate::state::{AgentStatus, Screen};
 use crate::ui::{fmt, theme};
 use ratatui::Frame;
 use ratatui::layout::Rect;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Paragraph};
 
-pub fn render(frame: &mut Frame, area: Rect, state: &AppState) {
+pub fn render(frame: &mut Frame, area: Rect, s: &Screen) {
     let key = |s: &str| Span::styled(s.to_string(), theme::header_key());
     let mut first = vec![Span::styled("lifecycle-top ", theme::title())];
-    let target = state.snapshot.as_ref().and_then(|s| s.target_info());
+    let target = s.snapshot().and_then(|snap| snap.target_info());
     first.push(key("pid "));
-    first.push(Span::raw(state.target_pid.to_string()));
+    first.push(Span::raw(s.target_pid().to_string()));
     if let Some(t) = target {
         let cmd = if t.cmdline.is_empty() {
             format!("[{}]", t.name)
@@ -22,9 +22,9 @@ pub fn render(frame: &mut Frame, area: Rect, state: &AppState) {
         first.push(Span::raw(format!("  {cmd}")));
     }
     let mut second = Vec::new();
-    match (&state.target_exit, target) {
+    match (s.target_exit(), target) {
         (Some(exit), _) => {
-            let ago = state.now_unix_ms.saturating_sub(exit.at_unix_ms) as f64 / 1000.0;
+            let ago = s.view.now_unix_ms.saturating_sub(exit.at_unix_ms) as f64 / 1000.0;
             second.push(Span::styled(
                 format!(
                     "target {} {} ago ",
@@ -42,7 +42,7 @@ pub fn render(frame: &mut Frame, area: Rect, state: &AppState) {
         }
         (None, None) => second.push(Span::styled("attaching… ", theme::dim())),
     }
-    let c = state.counts();
+    let c = s.counts();
     second.push(key("threads "));
     second.push(Span::raw(format!("{} ", c.threads)));
     second.push(key("children "));
@@ -57,16 +57,17 @@ pub fn render(frame: &mut Frame, area: Rect, state: &AppState) {
     second.push(key("exited "));
     second.push(Span::raw(format!("{}  ", c.exited)));
     second.push(key("agent: "));
-    let agent_style = match &state.agent {
+    let agent = s.agent_status();
+    let agent_style = match &agent {
         AgentStatus::Connected(_) => theme::ok(),
         AgentStatus::Lost(_) => theme::warn(),
         _ => theme::dim(),
     };
     second.push(Span::styled(
-        super::agent_panel::status_text(&state.agent),
+        super::agent_panel::status_text(&agent),
         agent_style,
     ));
-    if let Some(sys) = state.snapshot.as_ref().map(|s| &s.system) {
+    if let Some(sys) = s.snapshot().map(|snap| &snap.system) {
         second.push(Span::styled(
             format!(
                 "   {} cpus  mem {}/{}  load {:.2}",

@@ -1,6 +1,6 @@
 //! Overlays: the `?` help (generated from the key map) and the quit prompt of launch mode.
 
-use crate::state::{AppState, Mode};
+use crate::state::{Mode, Screen};
 use crate::ui::keys::BINDINGS;
 use crate::ui::theme;
 use ratatui::Frame;
@@ -40,8 +40,8 @@ pub fn render(frame: &mut Frame, area: Rect) {
     );
 }
 
-pub fn render_quit_prompt(frame: &mut Frame, area: Rect, state: &AppState) {
-    let what = match state.mode {
+pub fn render_quit_prompt(frame: &mut Frame, area: Rect, s: &Screen) {
+    let what = match s.mode() {
         Mode::Launch { demo: true } => "the demo tree",
         _ => "the launched tree",
     };

@@ -1,7 +1,7 @@
 //! Teardown panel: which key runs which phase (top) and the per-phase timeline (below),
 //! drawn by the timeline widgets inside one panel frame.
 
-use crate::state::{AppState, Panel};
+use crate::state::{Panel, Screen};
 use crate::teardown::Timeline;
 use crate::ui::theme;
 use crate::ui::widgets::{panel, timeline};
@@ -10,9 +10,9 @@ use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::Line;
 use ratatui::widgets::Paragraph;
 
-pub fn render(frame: &mut Frame, area: Rect, state: &AppState) {
-    let focused = state.focus == Panel::Timeline;
-    let Some(plan) = &state.plan else {
+pub fn render(frame: &mut Frame, area: Rect, s: &Screen) {
+    let focused = s.view.focus == Panel::Timeline;
+    let Some(plan) = s.plan() else {
         frame.render_widget(
             Paragraph::new(Line::styled("loading the teardown plan…", theme::dim()))
                 .block(panel("Teardown".into(), focused)),
@@ -24,14 +24,14 @@ pub fn render(frame: &mut Frame, area: Rect, state: &AppState) {
     let inner = block.inner(area);
     frame.render_widget(block, area);
     let empty;
-    let tl = match &state.timeline {
+    let tl = match s.timeline() {
         Some(t) => t,
         None => {
-            empty = Timeline::new(&plan.name, state.target_pid, state.now_unix_ms);
+            empty = Timeline::new(&plan.name, s.target_pid(), s.view.now_unix_ms);
             &empty
         }
     };
-    let gaps = state.agent_phase_gaps();
+    let gaps = s.agent_phase_gaps();
     let gap_height = u16::from(!gaps.is_empty());
     let list_height = (plan.phases.len() as u16 + 1).min(inner.height / 2);
     let [gap_line, list, bars] = Layout::vertical([
@@ -53,6 +53,6 @@ pub fn render(frame: &mut Frame, area: Rect, state: &AppState) {
         );
     }
     timeline::render_phase_list(frame, list, plan, tl);
-    let now_ms = state.now_unix_ms.saturating_sub(tl.started_unix_ms);
+    let now_ms = s.view.now_unix_ms.saturating_sub(tl.started_unix_ms);
     timeline::render(frame, bars, tl, plan, now_ms);
 }

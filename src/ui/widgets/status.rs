@@ -1,6 +1,6 @@
 //! Status line: the last message or error, then key hints.
 
-use crate::state::AppState;
+use crate::state::Screen;
 use crate::ui::theme;
 use ratatui::Frame;
 use ratatui::layout::Rect;
@@ -9,11 +9,11 @@ use ratatui::widgets::Paragraph;
 
 const HINTS: &str = "q quit  Tab panel  j/k move  o sort  n next phase  a all  s stack  ? help";
 
-pub fn render(frame: &mut Frame, area: Rect, state: &AppState) {
+pub fn render(frame: &mut Frame, area: Rect, s: &Screen) {
     let mut spans = Vec::new();
-    if let Some(err) = &state.last_error {
+    if let Some(err) = s.last_error() {
         spans.push(Span::styled(format!("{err}  "), theme::bad()));
-    } else if let Some(msg) = &state.status {
+    } else if let Some(msg) = &s.view.status {
         spans.push(Span::styled(format!("{msg}  "), theme::warn()));
     }
     spans.push(Span::styled(HINTS, theme::dim()));

@@ -1,6 +1,6 @@
 //! Threads panel: tid, name (OS and Python), state, wait point, CPU, daemon flag.
 
-use crate::state::{AppState, Panel, page_offset};
+use crate::state::{Panel, Screen, page_offset};
 use crate::ui::widgets::panel;
 use crate::ui::{fmt, theme};
 use ratatui::Frame;
@@ -8,16 +8,16 @@ use ratatui::layout::{Constraint, Rect};
 use ratatui::text::Span;
 use ratatui::widgets::{Cell, Row, Table, TableState};
 
-pub fn render(frame: &mut Frame, area: Rect, state: &AppState) {
+pub fn render(frame: &mut Frame, area: Rect, s: &Screen) {
     // Only the rows on screen are built: a 1,000-thread target costs what a screenful costs.
     let visible = area.height.saturating_sub(3) as usize;
-    let total = state.thread_order.len();
-    let selected = state.selected_thread_index();
+    let total = s.view.thread_order.len();
+    let selected = s.selected_thread_index();
     let offset = page_offset(selected, visible);
-    let rows = state.thread_rows(offset..offset + visible);
-    let focused = state.focus == Panel::Threads;
-    let order = if state.sort_reverse { "↑" } else { "↓" };
-    let title = format!("Threads ({total})  sort: {}{order}", state.sort.label());
+    let rows = s.thread_rows(offset..offset + visible);
+    let focused = s.view.focus == Panel::Threads;
+    let order = if s.view.sort_reverse { "↑" } else { "↓" };
+    let title = format!("Threads ({total})  sort: {}{order}", s.view.sort.label());
     let header = Row::new(["TID", "NAME", "S", "WAITING ON", "CPU%", "TIME", "DAEMON"])
         .style(theme::table_header());
     let body: Vec<Row> = rows
@@ -70,7 +70,7 @@ pub fn render(frame: &mut Frame, area: Rect, state: &AppState) {
     .block(panel(title, focused));
     let mut ts = TableState::default().with_selected(selected.map(|s| s - offset));
     frame.render_stateful_widget(table, area, &mut ts);
-    if empty && state.target_exit.is_some() {
+    if empty && s.target_exit().is_some() {
         let msg = Span::styled("target has exited: no threads left", theme::dim());
         let inner = Rect {
             x: area.x + 2,

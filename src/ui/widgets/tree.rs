@@ -1,7 +1,7 @@
 //! Process-tree panel: every descendant indented by depth, with orphans and exited
 //! processes kept and marked, and TERM disposition badges.
 
-use crate::state::{AppState, Panel, page_offset};
+use crate::state::{Panel, Screen, page_offset};
 use crate::ui::widgets::panel;
 use crate::ui::{fmt, theme};
 use ratatui::Frame;
@@ -11,16 +11,12 @@ use ratatui::widgets::{Row, Table, TableState};
 
 const SIGTERM: i32 = 15;
 
-pub fn render(frame: &mut Frame, area: Rect, state: &AppState) {
-    let procs = state
-        .snapshot
-        .as_ref()
-        .map(|s| s.processes.as_slice())
-        .unwrap_or_default();
+pub fn render(frame: &mut Frame, area: Rect, s: &Screen) {
+    let procs = s.processes();
     let header = Row::new(["PID", "PPID", "NAME", "S", "AGE", "CPU%", "RSS", "NOTE"])
         .style(theme::table_header());
     let visible = area.height.saturating_sub(3) as usize;
-    let selected = state.selected_process_index();
+    let selected = s.selected_process_index();
     let offset = page_offset(selected, visible);
     let rows: Vec<Row> = procs
         .iter()
@@ -29,7 +25,7 @@ pub fn render(frame: &mut Frame, area: Rect, state: &AppState) {
         .map(|p| {
             let indent = "  ".repeat(p.depth as usize);
             let branch = if p.depth > 0 { "└ " } else { "" };
-            let (note, style): (String, Style) = if let Some(exit) = p.exit {
+            let (note, style): (String, Style) = if let Some(exit) = s.exit_of(p) {
                 (fmt::exit(exit.status), theme::dim())
             } else if p.orphan {
                 (format!("orphan (ppid {})", p.ppid), theme::orphan())
@@ -53,7 +49,7 @@ pub fn render(frame: &mut Frame, area: Rect, state: &AppState) {
             .style(style)
         })
         .collect();
-    let live = procs.iter().filter(|p| p.exit.is_none()).count();
+    let live = procs.iter().filter(|p| s.exit_of(p).is_none()).count();
     let table = Table::new(
         rows,
         [
@@ -71,7 +67,7 @@ pub fn render(frame: &mut Frame, area: Rect, state: &AppState) {
     .row_highlight_style(theme::selected())
     .block(panel(
         format!("Process tree ({live} alive, {} listed)", procs.len()),
-        state.focus == Panel::Tree,
+        s.view.focus == Panel::Tree,
     ));
     let mut ts = TableState::default().with_selected(selected.map(|s| s - offset));
     frame.render_stateful_widget(table, area, &mut ts);
