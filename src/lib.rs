@@ -22,6 +22,7 @@ pub mod demo;
 pub mod headless;
 pub mod launch;
 pub mod model;
+pub mod record;
 pub mod report;
 pub mod stacks;
 pub mod state;
