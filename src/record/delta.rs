@@ -100,8 +100,16 @@ fn add(base: &Number, d: &Number) -> Result<Number, ApplyError> {
 
 fn diff_object(a: &Map<String, Value>, b: &Map<String, Value>) -> Option<Value> {
     let mut fields = Map::new();
+    // Both maps iterate in key order (serde_json's BTreeMap), so walking `a` alongside `b`
+    // finds most fields without a lookup; `get` stays the fallback, so any order is correct.
+    let mut walk = a.iter().peekable();
     for (k, nv) in b {
-        match a.get(k) {
+        while walk.next_if(|(ka, _)| ka.as_str() < k.as_str()).is_some() {}
+        let old = match walk.next_if(|(ka, _)| *ka == k) {
+            Some((_, ov)) => Some(ov),
+            None => a.get(k),
+        };
+        match old {
             Some(ov) => {
                 if let Some(p) = diff_inner(ov, nv) {
                     fields.insert(k.clone(), p);
