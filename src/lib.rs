@@ -26,6 +26,7 @@ pub mod duration;
 pub mod headless;
 pub mod launch;
 pub mod model;
+pub mod record;
 pub mod report;
 pub mod session;
 pub mod stacks;
