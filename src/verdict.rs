@@ -260,7 +260,14 @@ pub fn judge(f: &Facts) -> Verdict {
         warnings(f),
         phases(f),
     ];
-    let reasons: Vec<String> = judged.iter().flat_map(|j| j.reasons.clone()).collect();
+    // One line per cause, even when two checks name it (an unhandled exception fails the
+    // exception check and is a warning too).
+    let mut reasons: Vec<String> = Vec::new();
+    for r in judged.iter().flat_map(|j| j.reasons.iter()) {
+        if !reasons.contains(r) {
+            reasons.push(r.clone());
+        }
+    }
     let checks: Vec<CheckResult> = judged.into_iter().map(|j| j.check).collect();
     let clean = checks.iter().all(|c| c.passed);
     let summary = summary(f, clean, &reasons);
@@ -801,11 +808,25 @@ mod tests {
                 false,
                 vec![EXCEPTIONS],
             ),
+            // An exception in a thread is a warning: the program may still shut down clean.
             (
                 vec![warning("thread_exception", Some("OSError"), "gone")],
                 false,
                 false,
-                vec![EXCEPTIONS],
+                vec!["no warnings"],
+            ),
+            (
+                vec![warning("thread_exception", Some("OSError"), "gone")],
+                true,
+                true,
+                vec![],
+            ),
+            // The exception that ended the program is never allowed, and is a warning too.
+            (
+                vec![warning("unhandled_exception", Some("ValueError"), "boom")],
+                false,
+                false,
+                vec![EXCEPTIONS, "no warnings"],
             ),
             // Our SIGINT raised it: how Python takes SIGINT, not a fault.
             (

@@ -483,3 +483,64 @@ fn usage_errors_exit_2() {
         );
     }
 }
+
+// ---- attached (`--pid`): the same verdict every time ----
+
+/// `clean_asyncio.py` started by the test (not by lifecycle-top) with the agent on its
+/// PYTHONPATH, so `--pid` finds an agent; returns once it printed READY.
+fn start_attached_clean(dir: &std::path::Path) -> std::process::Child {
+    need("python3", "apt-get install python3");
+    let agent = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/agent");
+    let out = dir.join("out.log");
+    let child = std::process::Command::new("python3")
+        .arg(target("clean_asyncio.py"))
+        .env("PYTHONPATH", agent)
+        .env("LIFECYCLE_TOP_AGENT", "1")
+        .env("LIFECYCLE_TOP_SOCKET", dir.join("agent.sock"))
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn python3");
+    let t0 = std::time::Instant::now();
+    while !std::fs::read_to_string(&out)
+        .unwrap_or_default()
+        .contains("READY")
+    {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "the target did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
+}
+
+#[test]
+fn attached_clean_asyncio_gives_one_verdict_20_times() {
+    for i in 0..20 {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = start_attached_clean(dir.path());
+        let pid = child.id().to_string();
+        let run = check(&["--pid", &pid], &[]);
+        let _ = child.wait();
+        run.assert_clean();
+        assert!(
+            run.stdout.contains("agent connected"),
+            "run {i}: the agent should answer an attached check\n{}",
+            run.describe()
+        );
+    }
+    for i in 0..20 {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = start_attached_clean(dir.path());
+        let pid = child.id().to_string();
+        let run = run_raw(&["--headless", "--plan", "python-asyncio", "--pid", &pid]);
+        let _ = child.wait();
+        assert_eq!(
+            run.code,
+            0,
+            "run {i}: attached headless must say clean every time\n{}",
+            run.describe()
+        );
+    }
+}

@@ -423,3 +423,54 @@ fn without_the_agent_threads_are_unknown_never_nothing_left() {
     e.step(1, snap_with_threads(&[100, 101]));
     assert!(e.timeline().unknowns.is_empty());
 }
+
+const SIGNAL_TARGET: &str = "[[phase]]\nname = \"signal target\"\naction = \"signal_target\"\n\
+                             signals = [\"SIGINT\", \"SIGKILL\"]\ntimeout = \"5s\"\n\
+                             success = \"target_exited\"\n";
+
+fn signal_engine() -> Engine {
+    let mut e = Engine::new(plan::parse(SIGNAL_TARGET, "t.toml").unwrap(), key(100), 0);
+    e.step(0, snap(vec![proc_(100, 1, 0, "python3")]));
+    e.step(0, Input::Agent(Some(AgentFacts::default())));
+    e
+}
+
+fn signals_sent(fx: &[Effect]) -> Vec<i32> {
+    fx.iter()
+        .filter_map(|f| match f {
+            Effect::Signal { sig, .. } => Some(*sig),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_target_exiting_on_its_own_is_not_signalled_during_its_cleanup() {
+    // It exits within the phase's timeout: no signal at all, the phase is ok.
+    let mut e = signal_engine();
+    e.step(1, Input::AgentExiting);
+    let fx = e.step(2, Input::Command(Command::RunNext));
+    assert!(signals_sent(&fx).is_empty(), "{fx:?}");
+    let fx = e.step(
+        300,
+        Input::Exited {
+            key: key(100),
+            status: ExitStatus::Code(0),
+        },
+    );
+    assert!(signals_sent(&fx).is_empty());
+    assert_eq!(finished(&fx), vec![Outcome::Ok]);
+
+    // It does not: the escalation starts when the grace ends, SIGINT first.
+    let mut e = signal_engine();
+    e.step(1, Input::AgentExiting);
+    e.step(2, Input::Command(Command::RunNext));
+    assert!(signals_sent(&e.step(4_000, Input::Tick)).is_empty());
+    let fx = e.step(e.next_deadline().unwrap(), Input::Tick);
+    assert_eq!(signals_sent(&fx), vec![libc::SIGINT]);
+
+    // Without the agent's word the signal goes at once, as before.
+    let mut e = signal_engine();
+    let fx = e.step(2, Input::Command(Command::RunNext));
+    assert_eq!(signals_sent(&fx), vec![libc::SIGINT]);
+}
