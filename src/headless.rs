@@ -268,7 +268,31 @@ async fn drive(
             print!("{}", String::from_utf8_lossy(&out));
         }
     }
-    finish(cfg, &plan, &timeline, target_info, stacks)
+    let log = model
+        .attach
+        .as_ref()
+        .and_then(|a| a.launched.as_ref())
+        .map(|l| l.log_path.clone());
+    let mut facts = crate::verdict::Facts::from_timeline(&timeline);
+    facts.warnings = crate::check::outcome::warnings(
+        &model,
+        log.as_deref(),
+        Some(timeline.started_unix_ms),
+        Some(&timeline),
+        model.now.unix_ms,
+        crate::check::outcome::HEADLESS_LABELS,
+    );
+    facts.target_exit = facts.target_exit.map(|mut x| {
+        x.python |= model
+            .hello
+            .as_ref()
+            .is_some_and(|h| h.runtime.name.to_ascii_lowercase().contains("python"));
+        x
+    });
+    let mut report = Report::from_facts(&timeline, &plan.source, target_info, facts);
+    report.stacks = stacks;
+    report.log_file = log.as_ref().map(|p| p.display().to_string());
+    finish(cfg, &timeline, report, log.as_deref())
 }
 
 /// Lines shown while waiting for the plan to start.
@@ -375,14 +399,22 @@ fn interrupted_early(cfg: &RunConfig, target: ProcKey, started: u64) -> ExitCode
 
 fn finish(
     cfg: &RunConfig,
-    plan: &Plan,
     timeline: &Timeline,
-    target: report::json::TargetInfo,
-    stacks: Vec<crate::stacks::StackSnapshot>,
+    report: Report,
+    log: Option<&std::path::Path>,
 ) -> ExitCode {
-    let mut report = Report::new(timeline, &plan.source, target);
-    report.stacks = stacks;
     let mut code = report.verdict.exit_code;
+    for w in &report.warnings {
+        println!(
+            "warning ({}{}): {}",
+            w.kind,
+            w.phase
+                .as_deref()
+                .map(|p| format!(", {p}"))
+                .unwrap_or_default(),
+            w.message
+        );
+    }
     if let Some(path) = &cfg.report {
         match report.write(path) {
             Ok(()) => println!("report written to {}", path.display()),
@@ -410,6 +442,21 @@ fn finish(
             }
         }
     }
-    println!("{}", summary::verdict(timeline));
+    println!(
+        "{}",
+        summary::verdict_text(&report.verdict, &timeline.unknowns)
+    );
+    if let Some(path) = log {
+        println!("output of the command: {}", path.display());
+        if !report.verdict.clean {
+            let tail = crate::check::logscan::tail(path, 20);
+            if !tail.is_empty() {
+                println!("last lines of its output:");
+                for l in tail {
+                    println!("  | {l}");
+                }
+            }
+        }
+    }
     ExitCode::from(code)
 }

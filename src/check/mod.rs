@@ -8,7 +8,7 @@ pub mod config;
 mod evidence;
 pub mod junit;
 pub mod logscan;
-mod outcome;
+pub(crate) mod outcome;
 pub mod ready;
 mod run;
 

@@ -113,8 +113,19 @@ fn is_python(m: &Model) -> bool {
             })
 }
 
+/// Words for the moments outside any phase: before / after the start (the stop signal, or
+/// the plan's start in headless mode).
+pub(crate) type Labels = (&'static str, &'static str);
+const CHECK_LABELS: Labels = ("before the stop signal", "after the stop signal");
+pub(crate) const HEADLESS_LABELS: Labels = ("before the plan started", "between phases");
+
 /// Which phase of the run a moment (Unix ms) falls in, in words.
-fn phase_at(at_unix_ms: u64, stop_unix: Option<u64>, forced: Option<&Timeline>) -> String {
+fn phase_at(
+    at_unix_ms: u64,
+    stop_unix: Option<u64>,
+    forced: Option<&Timeline>,
+    labels: Labels,
+) -> String {
     if let Some(t) = forced {
         for p in &t.phases {
             let (a, b) = (
@@ -122,25 +133,27 @@ fn phase_at(at_unix_ms: u64, stop_unix: Option<u64>, forced: Option<&Timeline>) 
                 t.started_unix_ms + p.end_ms.max(p.start_ms),
             );
             if (a..=b).contains(&at_unix_ms) {
-                return format!("forced phase \"{}\"", p.name);
+                return format!("phase \"{}\"", p.name);
             }
         }
     }
     match stop_unix {
-        Some(s) if at_unix_ms < s => "before the stop signal".into(),
-        Some(_) => "after the stop signal".into(),
+        Some(s) if at_unix_ms < s => labels.0.into(),
+        Some(_) => labels.1.into(),
         None => "while waiting for readiness".into(),
     }
 }
 
 /// The agent's warnings, plus what only the log shows: per kind, log findings beyond the
 /// number the agent reported (the agent may miss what happens after its last push).
-fn warnings(
+/// Shared by check and headless.
+pub(crate) fn warnings(
     m: &Model,
     log: Option<&Path>,
     stop_unix: Option<u64>,
     forced: Option<&Timeline>,
     end_unix: u64,
+    labels: Labels,
 ) -> Vec<TargetWarning> {
     let mut out: Vec<TargetWarning> = m
         .warnings
@@ -152,7 +165,7 @@ fn warnings(
             detail: w.detail.clone(),
             exc_type: w.exc_type.clone(),
             source: WarningSource::Agent,
-            phase: Some(phase_at(w.at_unix_ms, stop_unix, forced)),
+            phase: Some(phase_at(w.at_unix_ms, stop_unix, forced, labels)),
         })
         .collect();
     let Some(path) = log else { return out };
@@ -246,7 +259,14 @@ pub fn judge(
         },
         target_exit,
         leftovers,
-        warnings: warnings(m, log, stop_unix, forced.as_ref(), m.now.unix_ms),
+        warnings: warnings(
+            m,
+            log,
+            stop_unix,
+            forced.as_ref(),
+            m.now.unix_ms,
+            CHECK_LABELS,
+        ),
         allow_warnings: cfg.allow_warnings,
         phases: forced
             .as_ref()

@@ -29,6 +29,9 @@ pub struct Report {
     /// Stacks captured when a phase timed out or an audit found non-daemon threads.
     #[serde(default)]
     pub stacks: Vec<crate::stacks::StackSnapshot>,
+    /// stdout + stderr of a launched command (the best evidence: its tracebacks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_file: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -71,6 +74,7 @@ impl Report {
             unknowns: facts.unknowns,
             timeline: timeline.clone(),
             stacks: Vec::new(),
+            log_file: None,
         }
     }
 
