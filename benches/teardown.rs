@@ -43,7 +43,7 @@ async fn one_run() -> (Duration, Duration) {
         tokio::select! {
             ev = live.events.recv() => match ev.expect("collector") {
                 CollectEvent::Snapshot(s) => {
-                    r.handle.snapshot(s);
+                    r.handle.snapshot(s.into());
                     if !started {
                         started = true;
                         r.handle.command(Command::RunAll);

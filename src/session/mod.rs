@@ -323,7 +323,7 @@ impl Driver {
                 self.repick_plan();
                 if let Some(r) = &self.runner {
                     // The engine keeps its own copy (its world outlives this refresh).
-                    r.handle.snapshot(Box::new(Snapshot::clone(&snap)));
+                    r.handle.snapshot(snap.clone());
                 }
                 self.emit(CoreEvent::Snapshot { snapshot: snap });
             }
@@ -511,7 +511,7 @@ impl Driver {
         let info = plan_info(&p);
         let port: Arc<dyn teardown::AgentPort> = Arc::new(AgentPortAdapter(self.agent.requester()));
         let r = teardown::runner::spawn(p, self.target, self.clock.now().unix_ms, Some(port));
-        r.handle.snapshot(Box::new(Snapshot::clone(&snap)));
+        r.handle.snapshot(snap.clone());
         r.handle.agent_facts(self.facts.clone());
         if self.exiting {
             r.handle.agent_exiting();

@@ -59,7 +59,7 @@ pub enum PhaseEvent {
 
 enum Control {
     Command(Command),
-    Snapshot(Box<Snapshot>),
+    Snapshot(Arc<Snapshot>),
     Agent(Option<AgentFacts>),
     AgentExiting,
     Exited { key: ProcKey, status: ExitStatus },
@@ -75,7 +75,7 @@ impl RunnerHandle {
     pub fn command(&self, c: Command) {
         let _ = self.tx.send(Control::Command(c));
     }
-    pub fn snapshot(&self, s: Box<Snapshot>) {
+    pub fn snapshot(&self, s: Arc<Snapshot>) {
         let _ = self.tx.send(Control::Snapshot(s));
     }
     pub fn agent_facts(&self, f: Option<AgentFacts>) {

@@ -37,7 +37,7 @@ pub(super) fn proc_(pid: i32, ppid: i32, depth: u32, name: &str) -> ProcInfo {
 }
 
 pub(super) fn snap(procs: Vec<ProcInfo>) -> Input {
-    Input::Snapshot(Box::new(Snapshot {
+    Input::Snapshot(std::sync::Arc::new(Snapshot {
         taken_at_unix_ms: 0,
         target: key(100),
         processes: procs,

@@ -390,7 +390,7 @@ fn snap_with_threads(tids: &[i32]) -> Input {
     let Input::Snapshot(mut s) = snap(vec![proc_(100, 1, 0, "python3")]) else {
         unreachable!()
     };
-    s.threads = tids.iter().map(|t| thread(*t)).collect();
+    std::sync::Arc::make_mut(&mut s).threads = tids.iter().map(|t| thread(*t)).collect();
     Input::Snapshot(s)
 }
 

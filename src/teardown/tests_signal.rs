@@ -164,7 +164,7 @@ fn an_unkillable_target_is_listed_with_its_wchan() {
         let Input::Snapshot(mut s) = snap(vec![app.clone()]) else {
             unreachable!()
         };
-        s.threads.push(ThreadInfo {
+        std::sync::Arc::make_mut(&mut s).threads.push(ThreadInfo {
             tid: 100,
             name: "app".into(),
             state: RunState::DiskSleep,

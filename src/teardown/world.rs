@@ -8,7 +8,7 @@ use std::collections::HashMap;
 #[derive(Debug, Clone)]
 pub struct World {
     pub target: ProcKey,
-    pub snapshot: Option<Snapshot>,
+    pub snapshot: Option<std::sync::Arc<Snapshot>>,
     /// Number of snapshots received: an audit waits for one newer than its start.
     pub snapshots_seen: u64,
     pub agent: Option<AgentFacts>,
@@ -49,7 +49,7 @@ impl World {
 
     /// Takes a snapshot; returns exits it shows that were not known yet (the caller records
     /// them, so an exit is in the timeline whether the pidfd or the snapshot told us first).
-    pub fn absorb(&mut self, snap: Snapshot) -> Vec<(ProcKey, ExitStatus)> {
+    pub fn absorb(&mut self, snap: std::sync::Arc<Snapshot>) -> Vec<(ProcKey, ExitStatus)> {
         let mut new_exits = Vec::new();
         for p in &snap.processes {
             self.names.insert(p.key, p.name.clone()); // latest: comm changes at exec

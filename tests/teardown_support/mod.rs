@@ -114,7 +114,7 @@ impl Harness {
             match live.events.recv().await.expect("collector alive") {
                 CollectEvent::Snapshot(s) => {
                     let n = s.processes.iter().filter(|p| p.exit.is_none()).count();
-                    runner.handle.snapshot(s);
+                    runner.handle.snapshot(s.into());
                     if n >= min_procs {
                         break;
                     }
@@ -137,7 +137,7 @@ impl Harness {
             loop {
                 tokio::select! {
                     ev = self.live.events.recv() => match ev.expect("collector alive") {
-                        CollectEvent::Snapshot(s) => self.runner.handle.snapshot(s),
+                        CollectEvent::Snapshot(s) => self.runner.handle.snapshot(s.into()),
                         CollectEvent::Exited { key, status, .. } => self.runner.handle.exited(key, status),
                         CollectEvent::Error(_) => {}
                     },
@@ -170,7 +170,7 @@ impl Harness {
                 match self.live.events.recv().await.expect("collector alive") {
                     CollectEvent::Snapshot(s) => {
                         let done = f(&s).then(|| (*s).clone());
-                        self.runner.handle.snapshot(s);
+                        self.runner.handle.snapshot(s.into());
                         if let Some(s) = done {
                             return s;
                         }

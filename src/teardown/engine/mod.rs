@@ -23,7 +23,8 @@ use std::time::Duration;
 pub enum Input {
     /// Time passed (the runner calls this at [`Engine::next_deadline`]).
     Tick,
-    Snapshot(Box<Snapshot>),
+    /// A refresh, shared with every other consumer (never deep-copied per refresh).
+    Snapshot(std::sync::Arc<Snapshot>),
     /// Latest agent facts; `None` when no agent is connected (or it was lost).
     Agent(Option<AgentFacts>),
     /// The agent pushed `{"type":"exiting"}`: the interpreter is exiting.
@@ -205,7 +206,7 @@ impl Engine {
         match input {
             Input::Tick => {}
             Input::Snapshot(s) => {
-                for (key, status) in self.world.absorb(*s) {
+                for (key, status) in self.world.absorb(s) {
                     self.on_exit(now, key, status);
                 }
             }
