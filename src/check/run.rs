@@ -70,6 +70,8 @@ fn prepare(cfg: &CheckConfig) -> Result<(Started, Collector, Option<Plan>), Stri
 
 /// The session plus what the run folds from it; every wait below folds events as they come.
 pub(super) struct Run {
+    /// The session's clock: the stop signal is stamped on the same time line as its events.
+    pub clock: Arc<SystemClock>,
     pub session: Session,
     pub handle: SessionHandle,
     pub model: Model,
@@ -194,6 +196,7 @@ async fn drive(
     let launched = started.launched.clone();
     let expect_agent = launched.is_some() && cfg.inject_agent;
     let target = collector.target();
+    let clock = Arc::new(SystemClock::new());
     let session = Session::start(
         &started,
         collector,
@@ -208,10 +211,11 @@ async fn drive(
             },
             agent_injected: expect_agent,
         },
-        Arc::new(SystemClock::new()),
+        clock.clone(),
     );
     let handle = session.handle();
     let mut run = Run {
+        clock,
         session,
         handle,
         model: Model::new(),
@@ -352,8 +356,12 @@ fn readiness_agent_done(r: &Readiness, m: &Model) -> bool {
 
 /// Sends the stop signal and waits for the target's exit within the budget.
 async fn stop_and_wait(run: &mut Run, cfg: &CheckConfig) -> Stage {
-    let stop_ms = run.model.now.at_ms;
-    match crate::teardown::exec::signal(run.target, cfg.stop_signal) {
+    use crate::session::Clock as _;
+    let sent = crate::teardown::exec::signal(run.target, cfg.stop_signal);
+    // Stamped right after the send: the exit is measured from here, on the session's clock
+    // (the pidfd exit event carries the same clock's stamp).
+    let stop_ms = run.clock.now().at_ms;
+    match sent {
         Ok(()) => println!(
             "sent {} to pid {}; budget {:.1} s",
             signal_name(cfg.stop_signal),
