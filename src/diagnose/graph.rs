@@ -195,11 +195,17 @@ pub fn build(f: &Facts) -> Graph {
     for t in &f.waits.threads {
         proc_edges(f, t, &mut g, &by_pid);
     }
-    if f.waits
-        .threads
-        .iter()
-        .any(|t| t.syscall.as_deref() == Some("futex"))
-    {
+    // A thread in futex that nothing above explains: its owner is not known.
+    let unexplained = f.waits.threads.iter().any(|t| {
+        let node = Node::Thread {
+            key: t.key,
+            tid: t.tid,
+        };
+        t.syscall.as_deref() == Some("futex")
+            && g.outgoing(&node).next().is_none()
+            && !f.agent.as_ref().is_some_and(|a| a.key == t.key)
+    });
+    if unexplained {
         g.notes.push(
             "native mutex (futex) owners are not decoded: a thread in futex waits on a lock or condition whose owner is not shown"
                 .into(),
