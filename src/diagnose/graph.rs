@@ -203,7 +203,7 @@ pub fn build(f: &Facts) -> Graph {
         };
         t.syscall.as_deref() == Some("futex")
             && g.outgoing(&node).next().is_none()
-            && !f.agent.as_ref().is_some_and(|a| a.key == t.key)
+            && f.agent.as_ref().is_none_or(|a| a.key != t.key)
     });
     if unexplained {
         g.notes.push(
