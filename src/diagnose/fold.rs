@@ -4,10 +4,10 @@
 
 use super::Facts;
 use super::graph::{Edge, EdgeKind, Graph, Node};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CauseKind {
     /// A chain ending in its root cause.
@@ -17,7 +17,7 @@ pub enum CauseKind {
 }
 
 /// What the root of a chain is doing.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum Root {
     /// A primitive no known thread or process will release.
@@ -38,7 +38,7 @@ pub enum Root {
     Unknown,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Cause {
     pub kind: CauseKind,
     /// From the process whose exit is blocked to the root (for a deadlock: the cycle).
