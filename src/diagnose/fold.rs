@@ -67,11 +67,10 @@ pub fn fold(g: &Graph, f: &Facts) -> Vec<Cause> {
     if f.snapshot.target_info().is_some_and(|p| p.exit.is_none()) {
         starts.push(target.clone());
     }
+    // Then every live descendant the walks before did not reach (in tree order): it keeps
+    // the tree alive whether or not a thread of its parent waits for it.
     for p in f.snapshot.live_descendants() {
-        let n = Node::Process { key: p.key };
-        if !g.has_in.contains(&n) {
-            starts.push(n);
-        }
+        starts.push(Node::Process { key: p.key });
     }
     let mut out = Vec::new();
     let mut expanded = BTreeSet::new();

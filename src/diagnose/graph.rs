@@ -165,6 +165,9 @@ fn edge(from: Node, to: Node, kind: EdgeKind, source: Source, detail: String) ->
     }
 }
 
+/// Write ends listed per pipe read (a pipe inherited by 200 children is one wait, not 200).
+const MAX_WRITERS: usize = 8;
+
 /// Builds the graph from every layer the facts reach.
 pub fn build(f: &Facts) -> Graph {
     let mut g = Graph::default();
@@ -445,7 +448,14 @@ fn proc_edges(f: &Facts, t: &ThreadWait, g: &mut Graph, by_pid: &BTreeMap<i32, P
                 ));
                 return;
             }
-            for k in writers {
+            let more = writers.len().saturating_sub(MAX_WRITERS);
+            if more > 0 {
+                g.notes.push(format!(
+                    "pipe:[{inode}] has {} write ends in the tree: the first {MAX_WRITERS} are listed",
+                    writers.len()
+                ));
+            }
+            for k in writers.into_iter().take(MAX_WRITERS) {
                 g.add(edge(
                     from.clone(),
                     Node::Process { key: k },

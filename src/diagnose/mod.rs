@@ -107,7 +107,11 @@ pub fn why(facts: &Facts, agent_status: Option<&str>) -> WhyReport {
             agent_status.unwrap_or("none")
         ));
     }
-    unknowns.extend(g.notes.iter().cloned());
+    for n in &g.notes {
+        if !unknowns.contains(n) {
+            unknowns.push(n.clone());
+        }
+    }
     WhyReport {
         target: facts.snapshot.target,
         causes,
