@@ -373,6 +373,18 @@ fn leaf(f: &Facts, c: &Cause) -> Option<String> {
         }
         Root::IgnoresStop | Root::Unknown => "is alive".to_string(),
     };
+    if let Node::Task { key, task_id, .. } = &c.root
+        && let Some(t) = f
+            .agent
+            .as_ref()
+            .filter(|a| a.key == *key)
+            .and_then(|a| a.report.tasks.iter().find(|t| t.id == *task_id))
+    {
+        return Some(match &t.where_ {
+            Some(w) => format!("is {} at {w}", t.state),
+            None => format!("is {}", t.state),
+        });
+    }
     if let Some(w) = py_thread(f, &c.root).and_then(|t| t.waits_on.as_ref()) {
         match (w.kind.as_str(), &w.where_) {
             ("sleep", Some(at)) => s = format!("sleeps at {at}"),
