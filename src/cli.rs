@@ -60,6 +60,18 @@ enum RawCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Why it won't exit: one snapshot (plus the agent's report) folded into a wait-for
+    /// graph; prints one line per cause, root cause first. Exit 0.
+    #[command(
+        after_help = "Examples:\n  lifecycle-top why --pid 4242\n  lifecycle-top why --pid 4242 --json | jq '.causes[].line'"
+    )]
+    Why {
+        #[arg(long, short = 'p')]
+        pid: i32,
+        /// JSON (causes with their nodes, edges and evidence) instead of lines.
+        #[arg(long)]
+        json: bool,
+    },
     /// Capture the stacks of every thread (kernel wait point + native + Python), then exit.
     Stacks {
         #[arg(long, short = 'p')]
@@ -239,6 +251,7 @@ pub enum Config {
     Run(RunConfig),
     Snapshot { pid: i32, json: bool },
     Stacks { pid: i32, json: bool, seize: bool },
+    Why { pid: i32, json: bool },
     Check(Box<crate::check::config::CheckConfig>),
     AgentPrint,
     AgentPath,
@@ -314,6 +327,10 @@ fn from_raw(raw: RawCli) -> Result<Config, UsageError> {
         Some(RawCommand::Demo { run }) => RunConfig::from_raw(run, true).map(Config::Run),
         Some(RawCommand::Snapshot { pid, json }) => Ok(Config::Snapshot { pid, json }),
         Some(RawCommand::Stacks { pid, json, seize }) => Ok(Config::Stacks { pid, json, seize }),
+        Some(RawCommand::Why { pid, json }) if pid > 0 => Ok(Config::Why { pid, json }),
+        Some(RawCommand::Why { pid, .. }) => Err(UsageError(format!(
+            "--pid {pid}: a pid is a positive number (see `ps -e`)"
+        ))),
         Some(RawCommand::Agent { print, path }) => match (print, path) {
             (true, false) => Ok(Config::AgentPrint),
             (false, true) => Ok(Config::AgentPath),
@@ -366,6 +383,22 @@ mod tests {
     fn report_needs_headless() {
         assert!(run(&["--pid", "1", "--report", "x.json"]).is_err());
         assert!(run(&["--pid", "1", "--headless", "--report", "x.json"]).is_ok());
+    }
+
+    #[test]
+    fn why_subcommand() {
+        let c = parse_from(["lifecycle-top", "why", "--pid", "42", "--json"]).expect("valid");
+        assert!(
+            matches!(
+                c,
+                Config::Why {
+                    pid: 42,
+                    json: true
+                }
+            ),
+            "{c:?}"
+        );
+        assert!(parse_from(["lifecycle-top", "why", "--pid", "0"]).is_err());
     }
 
     #[test]

@@ -22,6 +22,7 @@ pub mod check;
 pub mod cli;
 pub mod collect;
 pub mod demo;
+pub mod diagnose;
 pub mod duration;
 pub mod headless;
 pub mod launch;

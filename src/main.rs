@@ -3,7 +3,7 @@
 //! 0 ok / clean, 1 something lingered (headless), 2 usage or attach error.
 
 use lifecycle_top::cli::{self, Config, Target};
-use lifecycle_top::{agent, app, collect, headless, session, stacks};
+use lifecycle_top::{agent, app, collect, diagnose, headless, session, stacks};
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
@@ -35,6 +35,24 @@ fn run(config: Config) -> anyhow::Result<ExitCode> {
             } else {
                 write!(out, "{}", collect::snapshot_text(&full.snapshot))?;
                 write!(out, "{}", session::agent_text(&full))?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Config::Why { pid, json } => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let full = runtime.block_on(session::snapshot_with_agent(pid))?;
+            let report = full.agent.and_then(|a| a.report);
+            let status = full.agent_status;
+            let facts = diagnose::Facts::gather(full.snapshot, report, libc::SIGTERM);
+            let why = diagnose::why(&facts, status.as_deref());
+            let mut out = std::io::stdout().lock();
+            if json {
+                serde_json::to_writer_pretty(&mut out, &why)?;
+                writeln!(out)?;
+            } else {
+                write!(out, "{}", diagnose::why_text(&why))?;
             }
             Ok(ExitCode::SUCCESS)
         }

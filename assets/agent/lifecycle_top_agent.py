@@ -265,7 +265,35 @@ class _ImportHook:
         return None
 
 
+def _hook_thread_start():
+    """Records where each thread was started (``started_at``): one frame walk per start."""
+    orig = threading.Thread.start
+    if getattr(orig, "_lifecycle_top", False):
+        return
+    here = threading.__file__
+
+    def start(self):
+        try:
+            f = sys._getframe(1)
+            while f is not None and (f.f_code.co_filename == here
+                                     or f.f_code.co_name == "start"):
+                f = f.f_back
+            if f is not None:
+                self._lifecycle_top_site = "%s:%d" % (f.f_code.co_filename, f.f_lineno)
+        except Exception:
+            pass
+        return orig(self)
+
+    start._lifecycle_top = True
+    start.__wrapped__ = orig
+    threading.Thread.start = start
+
+
 def _install_hooks():
+    try:
+        _hook_thread_start()
+    except Exception:
+        pass
     if any(isinstance(f, _ImportHook) for f in sys.meta_path):
         return
     for name in _HOOKED:
@@ -881,6 +909,38 @@ class _Chunks:
 # by a new object is never mistaken for the old one. Rebuilt every report.
 _task_memo = {}
 _wref = weakref.ref
+# What blocked tasks await (``task_awaits``): filled by _add_task_rows, reset per report.
+MAX_TASK_AWAITS = 2000
+_awaits_acc = []
+_SUBPROC_FILE = os.sep + "asyncio" + os.sep + "subprocess.py"
+
+
+def _task_await(t, fw, loop_id, where):
+    """What task t awaits through its _fut_waiter fw: another task, a gather of tasks, or
+    (walking its await chain) an asyncio subprocess; None for anything else."""
+    aio = sys.modules.get("asyncio")
+    if aio is None:
+        return None
+    if isinstance(fw, aio.Task):
+        return {"task_id": id(t), "loop_id": loop_id, "kind": "task", "task_ids": [id(fw)],
+                "where": where}
+    children = getattr(fw, "_children", None)
+    if children is not None:
+        return {"task_id": id(t), "loop_id": loop_id, "kind": "gather",
+                "task_ids": [id(c) for c in children if not c.done()][:50], "where": where}
+    x = t._coro
+    while type(x) is _CORO:
+        fr = x.cr_frame
+        if fr is None:
+            break
+        if fr.f_code.co_filename.endswith(_SUBPROC_FILE) and fr.f_code.co_name in (
+                "wait", "communicate"):
+            pid = getattr(fr.f_locals.get("self"), "pid", None)
+            if pid is not None:
+                return {"task_id": id(t), "loop_id": loop_id, "kind": "subprocess",
+                        "pid": pid, "where": where}
+        x = x.cr_await
+    return None
 
 
 def _add_task_rows(ch, loop_id, tasks, current, tracked, counts, budget, memo, new_memo):
@@ -920,6 +980,7 @@ def _add_task_rows(ch, loop_id, tasks, current, tracked, counts, budget, memo, n
                 new_memo[tid] = e
                 q = e[2]
                 where = e[3]
+                aw = e[4]
             else:
                 coro = t._coro
                 f = user = None
@@ -947,11 +1008,18 @@ def _add_task_rows(ch, loop_id, tasks, current, tracked, counts, budget, memo, n
                     if where is None:
                         where = where_cache[key] = _short("%s:%d" % key, 300)
                 q = getattr(coro, "__qualname__", None) or type(coro).__name__
+                aw = None
                 if fw is not None:
                     try:
-                        new_memo[tid] = (_wref(t), _wref(fw), q, where)
+                        aw = _task_await(t, fw, loop_id, where)
+                    except Exception:
+                        aw = None
+                    try:
+                        new_memo[tid] = (_wref(t), _wref(fw), q, where, aw)
                     except TypeError:  # not weak-referenceable: not memoized
                         pass
+            if aw is not None and len(_awaits_acc) < MAX_TASK_AWAITS:
+                _awaits_acc.append(aw)
             wi = -1
             if where is not None:
                 wi = index.get(where)
@@ -998,14 +1066,150 @@ class _Probe:
             self.ev.set()
 
 
+# What a thread blocks on (``waits_on``, docs/protocol.md §5.2), from its innermost frames:
+# the contiguous run of frames in threading.py / queue.py, whose outermost recognised one
+# names the primitive (Thread.join has the joined Thread as ``self``, Event.wait the Event,
+# threading._shutdown is the interpreter joining non-daemon threads). A thread blocked in C
+# (``lock.acquire()``, ``with lock:``, ``time.sleep``) has a user frame innermost: its source
+# line is classified once per (file, line) and the names on it resolved to a lock; an RLock's
+# owner comes from its repr (``owner=IDENT``), a Lock records none.
+_SYNC_FILES = ("threading.py", "queue.py")
+_sync_memo = {}
+_line_memo = {}
+_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
+_OWNER_RE = re.compile(r"owner=(\d+)")
+
+
+def _is_sync(fn):
+    r = _sync_memo.get(fn)
+    if r is None:
+        r = _sync_memo[fn] = os.path.basename(fn) in _SYNC_FILES
+    return r
+
+
+def _classify_sync(f):
+    """(kind, self) for a recognised threading/queue frame, else None."""
+    name = f.f_code.co_name
+    if name == "_shutdown":
+        return "shutdown", None
+    if name not in ("join", "wait", "wait_for", "acquire", "get", "put", "_wait_for_tstate_lock"):
+        return None
+    obj = f.f_locals.get("self")
+    if obj is None:
+        return None
+    if isinstance(obj, threading.Thread):
+        return "join", obj
+    if isinstance(obj, threading.Event):
+        return "event", obj
+    if isinstance(obj, threading.Condition):
+        return "condition", obj
+    if isinstance(obj, threading.Semaphore):
+        return "semaphore", obj
+    if os.path.basename(f.f_code.co_filename) == "queue.py":
+        return "queue", obj
+    return None
+
+
+def _line_kind(f):
+    key = (f.f_code.co_filename, f.f_lineno)
+    r = _line_memo.get(key)
+    if r is None:
+        import linecache
+        line = linecache.getline(key[0], key[1]).strip()
+        if "sleep(" in line:
+            r = ("sleep", ())
+        elif "select(" in line or ".poll(" in line:
+            r = ("select", ())
+        elif "acquire(" in line or line.startswith("with ") or " with " in line:
+            r = ("lock", tuple(n for n in _NAME_RE.findall(line)
+                               if n not in ("with", "as", "async", "await")))
+        else:
+            r = ("", ())
+        if len(_line_memo) < 10000:
+            _line_memo[key] = r
+    return r
+
+
+def _resolve(f, dotted):
+    parts = dotted.split(".")
+    if parts[-1] == "acquire":
+        parts = parts[:-1]
+    if not parts:
+        return None
+    loc = f.f_locals
+    obj = loc[parts[0]] if parts[0] in loc else f.f_globals.get(parts[0])
+    for p in parts[1:]:
+        if obj is None:
+            return None
+        obj = getattr(obj, p, None)
+    return obj
+
+
+def _lock_wait(f, ident):
+    kind, names = _line_kind(f)
+    if kind != "lock":
+        return {"kind": kind, "where": _where(f)} if kind else None
+    for n in names:
+        try:
+            obj = _resolve(f, n)
+        except Exception:
+            continue
+        tname = type(obj).__name__
+        if tname == "RLock":
+            m = _OWNER_RE.search(repr(obj))
+            owner = int(m.group(1)) if m else None
+            if owner == ident:
+                continue  # it holds this one (re-entrant): look further on the line
+            return {"kind": "rlock", "where": _where(f), "object": n,
+                    "owner_native_id": _native_of(owner) if owner else None}
+        if tname == "lock" and obj.locked():
+            return {"kind": "lock", "where": _where(f), "object": n}
+    return None
+
+
+def _waits_on(frame, ident):
+    f = frame
+    found = None
+    while f is not None and _is_sync(f.f_code.co_filename):
+        c = _classify_sync(f)
+        if c is not None:
+            found = (c, f)
+        f = f.f_back
+    if found is None:
+        return _lock_wait(frame, ident) if frame is not None and frame is f else None
+    (kind, obj), sf = found
+    out = {"kind": kind, "where": _where(sf.f_back)}
+    if kind == "join":
+        out["target_native_id"] = getattr(obj, "native_id", None)
+        out["object"] = _short(obj.name)
+    elif obj is not None:
+        out["object"] = type(obj).__name__
+    return out
+
+
 def _thread_entries(agent_idents):
     main = threading.main_thread()
     out = []
+    try:
+        frames = sys._current_frames()
+    except Exception:
+        frames = {}
     for th in threading.enumerate():
-        out.append({"name": _short(th.name), "ident": th.ident,
-                    "native_id": getattr(th, "native_id", None), "daemon": th.daemon,
-                    "alive": th.is_alive(), "main": th is main,
-                    "agent": th.ident in agent_idents})
+        d = {"name": _short(th.name), "ident": th.ident,
+             "native_id": getattr(th, "native_id", None), "daemon": th.daemon,
+             "alive": th.is_alive(), "main": th is main,
+             "agent": th.ident in agent_idents}
+        site = getattr(th, "_lifecycle_top_site", None)
+        if site is not None:
+            d["started_at"] = _short(site, 300)
+        if not d["agent"]:
+            try:
+                w = _waits_on(frames.get(th.ident), th.ident)
+                if w is not None:
+                    d["waits_on"] = w
+            except Exception:
+                pass
+        out.append(d)
     return out
 
 
@@ -1100,6 +1304,7 @@ def _build_report(agent, seq, max_tasks):
     for pr in waiting:
         pr.late = True
     global _task_memo
+    del _awaits_acc[:]
     tracked = _tracked_ids()
     ch = _Chunks()
     memo, new_memo = _task_memo, {}
@@ -1149,6 +1354,7 @@ def _build_report(agent, seq, max_tasks):
               "executors": _executor_entries(), "subprocesses": _subprocess_entries(),
               "phases": _phase_entries(), "tasks_total": total, "tasks_listed": listed,
               "tracking": tracked is not None, "task_chunks": len(chunks),
+              "task_awaits": list(_awaits_acc),
               "warnings": list(_events), "warnings_total": _event_count[0],
               "cost": agent.cost(build_ms)}
     line = _fit(header, HEADER_LISTS)
@@ -1188,7 +1394,8 @@ def _encode(obj):
     return _utf8(_encoder.encode(obj) + "\n")
 
 
-HEADER_LISTS = ("threads", "executors", "subprocesses", "loops", "phases", "warnings")
+HEADER_LISTS = ("threads", "executors", "subprocesses", "loops", "phases", "warnings",
+                "task_awaits")
 
 
 def _fit(obj, keys, budget=MAX_LINE):
@@ -1271,7 +1478,7 @@ def _encode_chunk(seq, index, count, rows, strings):
 
 CAPABILITIES = ["threads", "loops", "tasks", "executors", "subprocesses", "chunked_tasks",
                 "stacks", "task_stacks", "cancel_tasks", "shutdown_executors", "stop_loop",
-                "close_loop", "run_phase", "exit", "ping"]
+                "close_loop", "run_phase", "exit", "ping", "waits_on", "task_awaits"]
 
 
 class _ReqError(Exception):

@@ -25,6 +25,10 @@ pub struct Evidence {
     /// What could not be known, in words.
     #[serde(default)]
     pub unknowns: Vec<String>,
+    /// Why it did not exit: the wait-for graph folded to its root causes (one `line` each),
+    /// computed from the run's last snapshot and agent report when the budget ran out.
+    #[serde(default)]
+    pub causes: Vec<crate::diagnose::Cause>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -187,7 +191,14 @@ fn build(
         .rev()
         .find(|s| s.pid == key.pid)
         .map(|s| s.as_ref().clone());
+    // The tree's waits are read now, while it is still alive (before anything is forced).
+    let causes = snap.map_or_else(Vec::new, |s| {
+        let facts =
+            crate::diagnose::Facts::gather(s.clone(), m.report.as_deref().cloned(), stop_signal);
+        crate::diagnose::diagnose(&facts)
+    });
     Evidence {
+        causes,
         after_ms: m.now.at_ms.saturating_sub(stop_ms),
         threads,
         tasks,

@@ -31,6 +31,7 @@ pub mod syscalls;
 mod text;
 pub mod threads;
 pub mod tree;
+pub mod waits;
 
 pub use live::{CollectEvent, LiveCollector};
 pub use text::snapshot_text;

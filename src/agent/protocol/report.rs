@@ -38,6 +38,48 @@ pub struct Report {
     pub warnings_total: u64,
     /// Reassembled from `report_chunk` messages (never on the wire in the report line).
     pub tasks: Vec<TaskInfo>,
+    /// What blocked tasks await (docs/protocol.md §5.2): another task, a gather of tasks, a
+    /// subprocess. Only tasks awaiting one of those are listed. Absent from older agents.
+    pub task_awaits: Vec<TaskAwait>,
+}
+
+/// What one task awaits, from its `_fut_waiter` and await chain.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TaskAwait {
+    #[serde(deserialize_with = "null_as_default")]
+    pub task_id: u64,
+    #[serde(deserialize_with = "null_as_default")]
+    pub loop_id: u64,
+    /// `task`, `gather`, `subprocess`, `executor` or `future`.
+    #[serde(deserialize_with = "null_as_default")]
+    pub kind: String,
+    /// The awaited tasks (`task`: one; `gather`: the pending children).
+    pub task_ids: Vec<u64>,
+    /// `subprocess`: the child's pid.
+    pub pid: Option<i32>,
+    /// `file:line` of the await.
+    #[serde(rename = "where")]
+    pub where_: Option<String>,
+}
+
+/// What a thread blocks on, decoded from its innermost frames (docs/protocol.md §5.2).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct WaitsOn {
+    /// `shutdown`, `join`, `event`, `condition`, `queue`, `lock`, `rlock`, `semaphore`,
+    /// `sleep`, `select`; other values are passed through.
+    #[serde(deserialize_with = "null_as_default")]
+    pub kind: String,
+    /// `join`: the joined thread.
+    pub target_native_id: Option<i32>,
+    /// `rlock`: the thread holding it.
+    pub owner_native_id: Option<i32>,
+    /// `file:line` of the caller (the first frame outside threading.py/queue.py).
+    #[serde(rename = "where")]
+    pub where_: Option<String>,
+    /// A short label of the object (`Event`, `RLock app.py:3`...).
+    pub object: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -57,6 +99,10 @@ pub struct PyThread {
     /// One of the agent's own threads.
     #[serde(deserialize_with = "null_as_default")]
     pub agent: bool,
+    /// What it blocks on, when its frames say (absent from older agents).
+    pub waits_on: Option<WaitsOn>,
+    /// `file:line` of the `Thread.start()` call that created it.
+    pub started_at: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

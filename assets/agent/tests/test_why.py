@@ -1,0 +1,136 @@
+"""The agent's `waits_on`, `started_at` and `task_awaits` fields (docs/protocol.md §5.2),
+computed in-process on real threads and tasks, plus the cost of the Thread.start wrapper.
+
+Run: python3 -m unittest discover -s assets/agent/tests   (from the repo root)
+"""
+
+import asyncio
+import os
+import sys
+import threading
+import time
+import unittest
+
+sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir)))
+import lifecycle_top_agent as agent  # noqa: E402
+
+agent._hook_thread_start()
+
+
+def _entry(name, kind=None):
+    for _ in range(200):
+        for e in agent._thread_entries(set()):
+            w = e.get("waits_on")
+            if e["name"] == name and w and (kind is None or w["kind"] == kind):
+                return e
+        time.sleep(0.01)
+    return next(e for e in agent._thread_entries(set()) if e["name"] == name)
+
+
+class WaitsOn(unittest.TestCase):
+    def test_join_event_and_started_at(self):
+        never = threading.Event()
+        stop = threading.Event()
+
+        def pack():
+            while not stop.is_set():
+                never.wait(0.05)
+
+        packer = threading.Thread(target=pack, name="t-packer", daemon=True)
+
+        def ship():
+            packer.start()
+            packer.join()
+
+        shipper = threading.Thread(target=ship, name="t-shipper", daemon=True)
+        shipper.start()
+        try:
+            s = _entry("t-shipper", "join")
+            self.assertEqual(s["waits_on"]["kind"], "join")
+            self.assertEqual(s["waits_on"]["target_native_id"], packer.native_id)
+            self.assertIn("test_why.py:", s["waits_on"]["where"])
+            self.assertIn("test_why.py:", s["started_at"])
+            p = _entry("t-packer", "event")
+            self.assertEqual(p["waits_on"]["kind"], "event")
+            self.assertIn("test_why.py:", p["waits_on"]["where"])
+        finally:
+            stop.set()
+            shipper.join(2)
+
+    def test_rlock_owner_and_queue(self):
+        import queue
+        lock = threading.RLock()
+        held = threading.Event()
+        release = threading.Event()
+        q = queue.Queue()
+
+        def holder():
+            with lock:
+                held.set()
+                release.wait()
+
+        def wanter():
+            with lock:
+                pass
+
+        h = threading.Thread(target=holder, name="t-holder", daemon=True)
+        h.start()
+        held.wait()
+        w = threading.Thread(target=wanter, name="t-wanter", daemon=True)
+        w.start()
+        c = threading.Thread(target=q.get, name="t-consumer", daemon=True)
+        c.start()
+        try:
+            e = _entry("t-wanter", "rlock")
+            self.assertEqual(e["waits_on"]["kind"], "rlock")
+            self.assertEqual(e["waits_on"]["owner_native_id"], h.native_id)
+            self.assertEqual(_entry("t-consumer", "queue")["waits_on"]["kind"], "queue")
+        finally:
+            release.set()
+            q.put(None)
+            h.join(2)
+            w.join(2)
+
+    def test_task_awaits_task(self):
+        seen = {}
+
+        async def inner():
+            await asyncio.sleep(10)
+
+        async def outer(t):
+            await t
+
+        async def main():
+            t1 = asyncio.ensure_future(inner())
+            t2 = asyncio.ensure_future(outer(t1))
+            await asyncio.sleep(0.05)
+            aw = agent._task_await(t2, t2._fut_waiter, 1, None)
+            seen["aw"] = aw
+            seen["ids"] = (id(t1), id(t2))
+            t1.cancel()
+            t2.cancel()
+
+        asyncio.run(main())
+        self.assertEqual(seen["aw"]["kind"], "task")
+        self.assertEqual(seen["aw"]["task_ids"], [seen["ids"][0]])
+        self.assertEqual(seen["aw"]["task_id"], seen["ids"][1])
+
+
+class StartCost(unittest.TestCase):
+    def test_wrapper_cost_per_start(self):
+        """The recording is one frame walk + one format per start: well under 10 us."""
+        n = 20000
+        t0 = time.perf_counter()
+        for _ in range(n):
+            f = sys._getframe(0)
+            while f is not None and (f.f_code.co_filename == threading.__file__
+                                     or f.f_code.co_name == "start"):
+                f = f.f_back
+            _ = "%s:%d" % (f.f_code.co_filename, f.f_lineno)
+        per = (time.perf_counter() - t0) / n * 1e6
+        sys.stderr.write("started_at recording: %.2f us per Thread.start\n" % per)
+        self.assertLess(per, 10.0)
+
+
+if __name__ == "__main__":
+    unittest.main()

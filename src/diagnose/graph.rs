@@ -1,0 +1,539 @@
+//! The wait-for graph: who waits for whom, with the kind of wait and which source said so.
+//! Built from the Python agent (threads' `waits_on`, `threading._shutdown`, loops' main
+//! tasks, `task_awaits`) and from /proc (`wait4`/`waitid` arguments, reads of pipes against
+//! the fds of the tree, blocked `flock`/`fcntl` against `/proc/locks`).
+
+use super::Facts;
+use crate::collect::waits::{FdObject, ThreadWait};
+use crate::model::ProcKey;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Something that can wait or be waited for.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(tag = "node", rename_all = "snake_case")]
+pub enum Node {
+    Process {
+        key: ProcKey,
+    },
+    Thread {
+        key: ProcKey,
+        tid: i32,
+    },
+    Task {
+        key: ProcKey,
+        loop_id: u64,
+        task_id: u64,
+    },
+    Executor {
+        key: ProcKey,
+        id: u64,
+    },
+    /// A primitive nobody is known to release (an Event nobody is known to set, a Lock
+    /// whose owner is not recorded, a pipe whose writer is outside the tree), as seen by
+    /// the one node waiting on it.
+    Unowned {
+        waiter: Box<Node>,
+        object: String,
+    },
+}
+
+/// The kind of a wait.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum EdgeKind {
+    /// A process exits when its main thread does.
+    MainThread,
+    /// The interpreter's `threading._shutdown` joins every non-daemon thread.
+    Shutdown,
+    Join,
+    Event,
+    Condition,
+    Queue,
+    Semaphore,
+    /// A `threading.Lock` (no owner is recorded by CPython).
+    Lock,
+    /// An `RLock` held by the edge's target.
+    RLock,
+    /// `wait4`/`waitid` for a child (`pid_arg`: the raw pid argument, -1 = any child).
+    Wait4 {
+        pid_arg: i64,
+    },
+    /// A read of a pipe whose write end the target holds.
+    PipeRead {
+        fd: i32,
+        inode: u64,
+    },
+    /// A blocked `flock`/`fcntl` lock held by the target.
+    FileLock {
+        fd: i32,
+        inode: u64,
+    },
+    /// The thread runs `asyncio.run`, which waits for its main task.
+    LoopMain,
+    AwaitTask,
+    Gather,
+    AwaitSubprocess {
+        pid: i32,
+    },
+}
+
+/// Which source said so.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    /// The Python agent's report.
+    Agent,
+    /// `/proc/PID/task/TID/syscall`.
+    ProcSyscall,
+    /// `/proc/PID/fd` links and `fdinfo`.
+    ProcFd,
+    /// `/proc/locks`.
+    ProcLocks,
+    /// The process tree (parent/child).
+    Tree,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Evidence {
+    pub source: Source,
+    /// What exactly was read, e.g. `wait4(-1, ...)` or `Thread.join frame`.
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Edge {
+    pub from: Node,
+    pub to: Node,
+    #[serde(flatten)]
+    pub kind: EdgeKind,
+    /// `file:line` of the wait when known (the agent's frames).
+    #[serde(rename = "where", skip_serializing_if = "Option::is_none")]
+    pub where_: Option<String>,
+    pub evidence: Vec<Evidence>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Graph {
+    pub edges: Vec<Edge>,
+    /// Outgoing edge indexes by node.
+    pub out: BTreeMap<Node, Vec<usize>>,
+    /// Nodes with an incoming edge.
+    pub has_in: BTreeSet<Node>,
+    /// What the build could not decode, in words.
+    pub notes: Vec<String>,
+}
+
+impl Graph {
+    fn add(&mut self, edge: Edge) {
+        // The same wait seen by two sources: one edge, both evidences.
+        if let Some(&i) = self.out.get(&edge.from).and_then(|v| {
+            v.iter()
+                .find(|&&i| self.edges[i].to == edge.to && self.edges[i].kind == edge.kind)
+        }) {
+            for e in edge.evidence {
+                if !self.edges[i].evidence.contains(&e) {
+                    self.edges[i].evidence.push(e);
+                }
+            }
+            return;
+        }
+        self.out
+            .entry(edge.from.clone())
+            .or_default()
+            .push(self.edges.len());
+        self.has_in.insert(edge.to.clone());
+        self.edges.push(edge);
+    }
+
+    pub fn outgoing(&self, n: &Node) -> impl Iterator<Item = &Edge> {
+        self.out
+            .get(n)
+            .into_iter()
+            .flatten()
+            .map(|&i| &self.edges[i])
+    }
+}
+
+fn edge(from: Node, to: Node, kind: EdgeKind, source: Source, detail: String) -> Edge {
+    Edge {
+        from,
+        to,
+        kind,
+        where_: None,
+        evidence: vec![Evidence { source, detail }],
+    }
+}
+
+/// Write ends listed per pipe read (a pipe inherited by 200 children is one wait, not 200).
+const MAX_WRITERS: usize = 8;
+
+/// Builds the graph from every layer the facts reach.
+pub fn build(f: &Facts) -> Graph {
+    let mut g = Graph::default();
+    let live: Vec<ProcKey> = f
+        .snapshot
+        .processes
+        .iter()
+        .filter(|p| p.exit.is_none())
+        .map(|p| p.key)
+        .collect();
+    let by_pid: BTreeMap<i32, ProcKey> = live.iter().map(|k| (k.pid, *k)).collect();
+    // Every process waits for its main thread.
+    for t in f.waits.threads.iter().filter(|t| t.tid == t.key.pid) {
+        if by_pid.get(&t.key.pid) == Some(&t.key) {
+            g.add(edge(
+                Node::Process { key: t.key },
+                Node::Thread {
+                    key: t.key,
+                    tid: t.tid,
+                },
+                EdgeKind::MainThread,
+                Source::Tree,
+                "a process exits when its main thread does".into(),
+            ));
+        }
+    }
+    agent_edges(f, &mut g, &by_pid);
+    for t in &f.waits.threads {
+        proc_edges(f, t, &mut g, &by_pid);
+    }
+    // A thread in futex that nothing above explains: its owner is not known.
+    let unexplained = f.waits.threads.iter().any(|t| {
+        let node = Node::Thread {
+            key: t.key,
+            tid: t.tid,
+        };
+        t.syscall.as_deref() == Some("futex")
+            && g.outgoing(&node).next().is_none()
+            && f.agent.as_ref().is_none_or(|a| a.key != t.key)
+    });
+    if unexplained {
+        g.notes.push(
+            "native mutex (futex) owners are not decoded: a thread in futex waits on a lock or condition whose owner is not shown"
+                .into(),
+        );
+    }
+    g
+}
+
+fn agent_edges(f: &Facts, g: &mut Graph, by_pid: &BTreeMap<i32, ProcKey>) {
+    let Some(a) = &f.agent else { return };
+    let key = a.key;
+    let r = &a.report;
+    let th = |tid: i32| Node::Thread { key, tid };
+    for t in &r.threads {
+        let (Some(tid), Some(w)) = (t.native_id, &t.waits_on) else {
+            continue;
+        };
+        let from = th(tid);
+        let detail = |what: &str| match &w.where_ {
+            Some(at) => format!("{what} frame, called at {at}"),
+            None => format!("{what} frame"),
+        };
+        let unowned = |object: &str| Node::Unowned {
+            waiter: Box::new(th(tid)),
+            object: object.to_string(),
+        };
+        let mut one = |to: Node, kind: EdgeKind, det: String| {
+            let mut e = edge(from.clone(), to, kind, Source::Agent, det);
+            e.where_ = w.where_.clone();
+            g.add(e);
+        };
+        match w.kind.as_str() {
+            "shutdown" => {
+                for o in &r.threads {
+                    let Some(otid) = o.native_id else { continue };
+                    if o.alive && !o.daemon && !o.main && !o.agent && otid != tid {
+                        one(
+                            th(otid),
+                            EdgeKind::Shutdown,
+                            "main thread in threading._shutdown; thread is non-daemon and alive"
+                                .into(),
+                        );
+                    }
+                }
+            }
+            "join" => match w.target_native_id {
+                Some(to) => one(th(to), EdgeKind::Join, detail("Thread.join")),
+                None => one(
+                    unowned("a thread that has not started"),
+                    EdgeKind::Join,
+                    detail("Thread.join"),
+                ),
+            },
+            "event" => one(unowned("Event"), EdgeKind::Event, detail("Event.wait")),
+            "condition" => one(
+                unowned("Condition"),
+                EdgeKind::Condition,
+                detail("Condition.wait"),
+            ),
+            "queue" => one(unowned("Queue"), EdgeKind::Queue, detail("Queue.get/put")),
+            "semaphore" => one(
+                unowned("Semaphore"),
+                EdgeKind::Semaphore,
+                detail("Semaphore.acquire"),
+            ),
+            "lock" => one(unowned("Lock"), EdgeKind::Lock, detail("Lock.acquire")),
+            "rlock" => match w.owner_native_id {
+                Some(o) if o != tid => one(th(o), EdgeKind::RLock, detail("RLock.acquire")),
+                _ => one(unowned("RLock"), EdgeKind::RLock, detail("RLock.acquire")),
+            },
+            _ => {} // sleep, select, unknown kinds: the thread is a leaf
+        }
+    }
+    // asyncio.run waits for its main task.
+    for l in r.loops.iter().filter(|l| l.running && !l.closed) {
+        let (Some(tid), Some(mt)) = (l.native_id, &l.main_task) else {
+            continue;
+        };
+        g.add(edge(
+            th(tid),
+            Node::Task {
+                key,
+                loop_id: l.id,
+                task_id: mt.id,
+            },
+            EdgeKind::LoopMain,
+            Source::Agent,
+            "loop's main_task (asyncio.run / run_until_complete)".into(),
+        ));
+    }
+    for aw in &r.task_awaits {
+        let from = Node::Task {
+            key,
+            loop_id: aw.loop_id,
+            task_id: aw.task_id,
+        };
+        let mut one = |to: Node, kind: EdgeKind, det: &str| {
+            let mut e = edge(from.clone(), to, kind, Source::Agent, det.into());
+            e.where_ = aw.where_.clone();
+            g.add(e);
+        };
+        match aw.kind.as_str() {
+            "task" | "gather" => {
+                let kind = if aw.kind == "task" {
+                    EdgeKind::AwaitTask
+                } else {
+                    EdgeKind::Gather
+                };
+                for &id in &aw.task_ids {
+                    one(
+                        Node::Task {
+                            key,
+                            loop_id: aw.loop_id,
+                            task_id: id,
+                        },
+                        kind.clone(),
+                        "task._fut_waiter",
+                    );
+                }
+            }
+            "subprocess" => {
+                let Some(pid) = aw.pid else { continue };
+                let to = match by_pid.get(&pid) {
+                    Some(k) => Node::Process { key: *k },
+                    None => Node::Unowned {
+                        waiter: Box::new(from.clone()),
+                        object: format!("subprocess pid {pid} (not in the tree)"),
+                    },
+                };
+                one(
+                    to,
+                    EdgeKind::AwaitSubprocess { pid },
+                    "await chain in asyncio.subprocess.Process",
+                );
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The `/proc` layer: decode one thread's syscall arguments.
+fn proc_edges(f: &Facts, t: &ThreadWait, g: &mut Graph, by_pid: &BTreeMap<i32, ProcKey>) {
+    let Some(sc) = t.syscall.as_deref() else {
+        return;
+    };
+    let from = Node::Thread {
+        key: t.key,
+        tid: t.tid,
+    };
+    let arg = |i: usize| t.args.get(i).copied();
+    let unowned = |object: String| Node::Unowned {
+        waiter: Box::new(from.clone()),
+        object,
+    };
+    let children = || {
+        f.snapshot
+            .processes
+            .iter()
+            .filter(|p| p.exit.is_none() && p.ppid == t.key.pid && p.key != t.key)
+            .map(|p| p.key)
+            .collect::<Vec<_>>()
+    };
+    match sc {
+        "wait4" | "waitid" => {
+            // wait4(pid, ...): >0 that child, -1 any, 0 / < -1 a process group.
+            // waitid(idtype, id, ...): P_ALL = 0, P_PID = 1, P_PGID = 2, P_PIDFD = 3.
+            let (pid_arg, detail) = if sc == "wait4" {
+                let p = arg(0).map_or(-1, |a| a as u32 as i32 as i64);
+                (p, format!("wait4({p}, ...)"))
+            } else {
+                let idtype = arg(0).unwrap_or(0);
+                let id = arg(1).map_or(0, |a| a as u32 as i32 as i64);
+                let p = match idtype {
+                    1 => id,
+                    0 => -1,
+                    _ => -1,
+                };
+                (p, format!("waitid({idtype}, {id}, ...)"))
+            };
+            let targets: Vec<ProcKey> = if pid_arg > 0 {
+                children()
+                    .into_iter()
+                    .filter(|k| i64::from(k.pid) == pid_arg)
+                    .collect()
+            } else {
+                children()
+            };
+            let kind = EdgeKind::Wait4 { pid_arg };
+            if targets.is_empty() {
+                g.add(edge(
+                    from.clone(),
+                    unowned("a child that is not in the tree".into()),
+                    kind.clone(),
+                    Source::ProcSyscall,
+                    detail.clone(),
+                ));
+            }
+            for k in targets {
+                g.add(edge(
+                    from.clone(),
+                    Node::Process { key: k },
+                    kind.clone(),
+                    Source::ProcSyscall,
+                    detail.clone(),
+                ));
+            }
+        }
+        "read" | "readv" | "pread64" | "preadv" | "preadv2" => {
+            let Some(fd) = arg(0).map(|a| a as u32 as i32) else {
+                return;
+            };
+            let Some(FdObject::Pipe { inode }) = fd_object(f, t.key, fd) else {
+                return;
+            };
+            let writers: BTreeSet<ProcKey> = f
+                .waits
+                .fds
+                .iter()
+                .filter(|e| {
+                    e.key != t.key
+                        && e.object == (FdObject::Pipe { inode })
+                        && e.writes != Some(false)
+                })
+                .map(|e| e.key)
+                .collect();
+            let kind = EdgeKind::PipeRead { fd, inode };
+            let detail = format!("{sc}({fd}) on pipe:[{inode}]; write ends from /proc/*/fd");
+            if writers.is_empty() {
+                g.add(edge(
+                    from.clone(),
+                    unowned(format!(
+                        "pipe:[{inode}] whose write end no other process of the tree holds"
+                    )),
+                    kind,
+                    Source::ProcFd,
+                    detail,
+                ));
+                return;
+            }
+            let more = writers.len().saturating_sub(MAX_WRITERS);
+            if more > 0 {
+                g.notes.push(format!(
+                    "pipe:[{inode}] has {} write ends in the tree: the first {MAX_WRITERS} are listed",
+                    writers.len()
+                ));
+            }
+            for k in writers.into_iter().take(MAX_WRITERS) {
+                g.add(edge(
+                    from.clone(),
+                    Node::Process { key: k },
+                    kind.clone(),
+                    Source::ProcFd,
+                    detail.clone(),
+                ));
+            }
+        }
+        "flock" | "fcntl" => {
+            let Some(fd) = arg(0).map(|a| a as u32 as i32) else {
+                return;
+            };
+            if sc == "flock" && arg(1).is_some_and(|op| op & 4 != 0) {
+                return; // LOCK_NB never blocks
+            }
+            // F_SETLKW = 7, F_OFD_SETLKW = 38.
+            if sc == "fcntl" && !matches!(arg(1), Some(7) | Some(38)) {
+                return;
+            }
+            let Some(FdObject::File {
+                major,
+                minor,
+                inode,
+            }) = fd_object(f, t.key, fd)
+            else {
+                return;
+            };
+            let holders: BTreeSet<i32> = f
+                .waits
+                .locks
+                .iter()
+                .filter(|l| {
+                    !l.blocked
+                        && l.inode == inode
+                        && l.major == major
+                        && l.minor == minor
+                        && l.pid != t.key.pid
+                })
+                .map(|l| l.pid)
+                .collect();
+            let kind = EdgeKind::FileLock { fd, inode };
+            let detail = format!("{sc}({fd}) on {major:02x}:{minor:02x}:{inode}; /proc/locks");
+            if holders.is_empty() {
+                g.add(edge(
+                    from.clone(),
+                    unowned(format!(
+                        "a file lock on inode {inode} with no holder listed"
+                    )),
+                    kind.clone(),
+                    Source::ProcLocks,
+                    detail.clone(),
+                ));
+            }
+            for pid in holders {
+                let to = match by_pid.get(&pid) {
+                    Some(k) => Node::Process { key: *k },
+                    None => unowned(format!(
+                        "a file lock on inode {inode} held by pid {pid} outside the tree"
+                    )),
+                };
+                g.add(edge(
+                    from.clone(),
+                    to,
+                    kind.clone(),
+                    Source::ProcLocks,
+                    detail.clone(),
+                ));
+            }
+        }
+        _ => {}
+    }
+}
+
+fn fd_object(f: &Facts, key: ProcKey, fd: i32) -> Option<FdObject> {
+    f.waits
+        .fds
+        .iter()
+        .find(|e| e.key == key && e.fd == fd)
+        .map(|e| e.object)
+}

@@ -1,0 +1,313 @@
+//! `lifecycle-top why`: real programs, one per edge kind, each asserting the edges and the
+//! root cause in the JSON. Python targets run the agent from `agent --path`.
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_lifecycle-top");
+
+/// Kills the target's whole process group on drop.
+struct Target(Child);
+impl Drop for Target {
+    fn drop(&mut self) {
+        let pgid = self.0.id() as i32;
+        // SAFETY: kill(2) on our own child's process group.
+        unsafe { libc::kill(-pgid, libc::SIGKILL) };
+        let _ = self.0.wait();
+    }
+}
+
+fn agent_dir() -> String {
+    let out = Command::new(BIN)
+        .args(["agent", "--path"])
+        .output()
+        .expect("agent --path");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Starts `python3 -c code` in its own process group; returns once it printed "ready".
+fn spawn(args: &[&str], agent: bool) -> Target {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = Command::new(args[0]);
+    cmd.args(&args[1..])
+        .stdout(Stdio::piped())
+        .stdin(Stdio::null())
+        .process_group(0);
+    if agent {
+        cmd.env("PYTHONPATH", agent_dir());
+    }
+    let mut t = Target(cmd.spawn().expect("python3 is needed for this test"));
+    let mut line = String::new();
+    let out = t.0.stdout.take().expect("stdout");
+    let mut r = BufReader::new(out);
+    r.read_line(&mut line).expect("read ready");
+    assert!(line.contains("ready"), "target said {line:?}");
+    // Keep the pipe open (a closed stdout would kill a writer with SIGPIPE).
+    std::mem::forget(r);
+    t
+}
+
+fn py(code: &str, agent: bool) -> Target {
+    let code = if agent {
+        format!("import lifecycle_top_agent; lifecycle_top_agent.install()\n{code}")
+    } else {
+        code.to_string()
+    };
+    spawn(&["python3", "-c", &code], agent)
+}
+
+fn why(pid: u32) -> Value {
+    let out = Command::new(BIN)
+        .args(["why", "--pid", &pid.to_string(), "--json"])
+        .output()
+        .expect("run why");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("why --json is JSON")
+}
+
+/// Runs `why` until `ok` holds for its first cause (the target settles), up to 10 s.
+fn why_until(pid: u32, ok: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let v = why(pid);
+        if v["causes"].get(0).is_some_and(&ok) || Instant::now() > deadline {
+            return v;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn kinds(cause: &Value) -> Vec<String> {
+    cause["edges"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|e| e["kind"].as_str().unwrap_or("?").to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn line(cause: &Value) -> &str {
+    cause["line"].as_str().unwrap_or("")
+}
+
+fn pid_of(n: &Value) -> i64 {
+    n["key"]["pid"].as_i64().unwrap_or(-1)
+}
+
+#[test]
+fn join_chain_ends_in_an_event_nobody_sets() {
+    let t = py(
+        r#"
+import threading
+never = threading.Event()
+def pack():
+    never.wait()
+def ship():
+    packer = threading.Thread(target=pack, name="packer")
+    packer.start()
+    packer.join()
+threading.Thread(target=ship, name="shipper").start()
+print("ready", flush=True)
+"#,
+        true,
+    );
+    let v = why_until(t.0.id(), |c| kinds(c).contains(&"event".to_string()));
+    let c = &v["causes"][0];
+    assert_eq!(
+        kinds(c),
+        ["main_thread", "shutdown", "join", "event"],
+        "{v:#}"
+    );
+    assert_eq!(c["state"], "no_owner", "{c:#}");
+    let l = line(c);
+    assert!(
+        l.contains("threading._shutdown for non-daemon thread \"shipper\"")
+            && l.contains("which joins \"packer\"")
+            && l.contains("waits on an Event at <string>:6 that no thread is known to set")
+            && l.contains("\"packer\" was started at <string>:9"),
+        "{l}"
+    );
+}
+
+#[test]
+fn shutdown_waits_for_a_non_daemon_thread() {
+    let t = py(
+        r#"
+import threading, time
+threading.Thread(target=lambda: time.sleep(300), name="lingerer").start()
+threading.Thread(target=lambda: time.sleep(300), name="bg", daemon=True).start()
+print("ready", flush=True)
+"#,
+        true,
+    );
+    let v = why_until(t.0.id(), |c| kinds(c).contains(&"shutdown".to_string()));
+    let c = &v["causes"][0];
+    assert_eq!(kinds(c), ["main_thread", "shutdown"], "{v:#}");
+    let root = &c["root"];
+    assert_eq!(root["node"], "thread");
+    let l = line(c);
+    assert!(
+        l.contains("non-daemon thread \"lingerer\"")
+            && l.contains("is blocked in clock_nanosleep")
+            && l.contains("\"lingerer\" was started at <string>:4"),
+        "{l}"
+    );
+    // The daemon thread is no cause.
+    assert!(!v.to_string().contains("\"bg\" (tid"), "{v:#}");
+}
+
+#[test]
+fn parent_in_wait4_on_a_stuck_child() {
+    let t = py(
+        r#"
+import subprocess, sys
+p = subprocess.Popen(["sh", "-c", "trap '' TERM; sleep 300; :"])
+print("ready", flush=True)
+p.wait()
+"#,
+        false,
+    );
+    let v = why_until(t.0.id(), |c| kinds(c).len() >= 5);
+    let c = &v["causes"][0];
+    assert_eq!(
+        kinds(c),
+        [
+            "main_thread",
+            "wait4",
+            "main_thread",
+            "wait4",
+            "main_thread"
+        ],
+        "{v:#}"
+    );
+    // python3 -> sh (ignores SIGTERM) -> sleep
+    let path = c["path"].as_array().expect("path");
+    assert_eq!(pid_of(&path[0]), i64::from(t.0.id()));
+    assert_eq!(c["edges"][1]["evidence"][0]["source"], "proc_syscall");
+    assert_eq!(c["root"]["node"], "thread");
+    let l = line(c);
+    assert!(
+        l.contains("waits (wait4) for child pid")
+            && l.contains("\"sh\", which waits (wait4, any child) for child pid"),
+        "{l}"
+    );
+    assert!(l.contains("is blocked in clock_nanosleep"), "{l}");
+}
+
+#[test]
+fn reading_a_pipe_whose_writer_is_a_grandchild() {
+    // The child execs into a sleep with stdout elsewhere; only the grandchild holds the pipe.
+    let t = py(
+        r#"
+import subprocess
+p = subprocess.Popen(["sh", "-c", "sleep 300 & exec sleep 301 >/dev/null"], stdout=subprocess.PIPE)
+print("ready", flush=True)
+p.stdout.read()
+"#,
+        false,
+    );
+    let v = why_until(t.0.id(), |c| kinds(c).contains(&"pipe_read".to_string()));
+    let c = &v["causes"][0];
+    assert_eq!(
+        kinds(c),
+        ["main_thread", "pipe_read", "main_thread"],
+        "{v:#}"
+    );
+    let writer = pid_of(&c["edges"][1]["to"]);
+    let stat = std::fs::read_to_string(format!("/proc/{writer}/stat")).expect("writer stat");
+    let ppid: i64 = stat
+        .rsplit(')')
+        .next()
+        .and_then(|s| s.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .expect("ppid");
+    assert_ne!(ppid, i64::from(t.0.id()), "the writer is the grandchild");
+    assert!(stat.contains("(sleep)"));
+    assert_eq!(c["edges"][1]["evidence"][0]["source"], "proc_fd");
+    assert!(line(c).contains("reads a pipe (fd"), "{}", line(c));
+}
+
+#[test]
+fn blocked_flock_names_its_holder() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lock = dir.path().join("lock");
+    let code = format!(
+        r#"
+import subprocess, time
+lock = {lock:?}
+holder = subprocess.Popen(["flock", lock, "sleep", "300"])
+time.sleep(0.5)
+waiter = subprocess.Popen(["flock", lock, "true"])
+print("ready", flush=True)
+waiter.wait()
+"#,
+        lock = lock.display().to_string()
+    );
+    let t = py(&code, false);
+    let v = why_until(t.0.id(), |c| kinds(c).contains(&"file_lock".to_string()));
+    let c = &v["causes"][0];
+    let k = kinds(c);
+    assert_eq!(
+        k,
+        [
+            "main_thread",
+            "wait4",
+            "main_thread",
+            "file_lock",
+            "main_thread",
+            "wait4",
+            "main_thread"
+        ],
+        "{v:#}"
+    );
+    assert_eq!(c["edges"][3]["evidence"][0]["source"], "proc_locks");
+    assert!(line(c).contains("waits for a file lock (fd"), "{}", line(c));
+}
+
+#[test]
+fn asyncio_task_awaits_task_awaits_subprocess() {
+    let t = py(
+        r#"
+import asyncio
+async def run_child():
+    p = await asyncio.create_subprocess_exec("sleep", "300")
+    await p.wait()
+async def main():
+    runner = asyncio.ensure_future(run_child())
+    runner.set_name("runner")
+    print("ready", flush=True)
+    await runner
+asyncio.run(main())
+"#,
+        true,
+    );
+    let v = why_until(t.0.id(), |c| {
+        kinds(c).contains(&"await_subprocess".to_string())
+    });
+    let c = &v["causes"][0];
+    assert_eq!(
+        kinds(c),
+        [
+            "main_thread",
+            "loop_main",
+            "await_task",
+            "await_subprocess",
+            "main_thread"
+        ],
+        "{v:#}"
+    );
+    assert_eq!(c["path"][2]["node"], "task");
+    let l = line(c);
+    assert!(
+        l.contains("awaits task \"runner\"") && l.contains("awaits subprocess pid"),
+        "{l}"
+    );
+}
