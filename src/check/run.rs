@@ -457,6 +457,14 @@ fn finish(
             summary::verdict_text(&out.verdict, &out.facts.unknowns)
         );
     }
+    if let Some(ev) = &out.evidence
+        && !ev.causes.is_empty()
+    {
+        println!("why it did not exit (when the budget ran out):");
+        for c in &ev.causes {
+            println!("  - {}", c.line);
+        }
+    }
     if let Some(path) = log_path {
         println!("output of the command: {}", path.display());
         if !out.verdict.clean {
