@@ -339,7 +339,12 @@ mod tests {
             assert!(line.is_some_and(|l| l.starts_with("not recording to /dev/full")));
             return;
         };
-        let ev = stamped(1, CoreEvent::Notice { message: "x".into() });
+        let ev = stamped(
+            1,
+            CoreEvent::Notice {
+                message: "x".into(),
+            },
+        );
         let mut said = Vec::new();
         for _ in 0..200 {
             said.extend(rec.record(&ev));
