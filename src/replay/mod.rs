@@ -11,7 +11,7 @@
 //! private to `session` and only `Session::start` (which needs a `Collector` attached to a
 //! live process) returns one. The player offers no handle:
 //!
-//! ```compile_fail
+//! ```compile_fail,E0599
 //! use lifecycle_top::replay::Player;
 //! use lifecycle_top::session::SessionHandle;
 //! fn handle_of(p: &Player) -> SessionHandle {
@@ -21,7 +21,7 @@
 //!
 //! nor can a handle be assembled outside the session:
 //!
-//! ```compile_fail
+//! ```compile_fail,E0451
 //! use lifecycle_top::session::SessionHandle;
 //! let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
 //! let _h = SessionHandle { tx }; // private field
@@ -29,7 +29,7 @@
 //!
 //! nor does the replay's key handler take one (it is given the player and the dashboard):
 //!
-//! ```compile_fail
+//! ```compile_fail,E0061
 //! use lifecycle_top::replay::{Player, on_key};
 //! use lifecycle_top::state::{Action, Dashboard};
 //! use lifecycle_top::ui::keys::ReplayKey;
