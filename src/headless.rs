@@ -277,13 +277,16 @@ async fn drive(
         return usage("the teardown runner stopped unexpectedly");
     };
     drain_after_flush(&mut session, &handle, &mut model, &mut rec).await;
-    close_recording(rec);
+    let recorded = rec.finish();
     let stacks: Vec<_> = model.stacks.iter().map(|s| s.as_ref().clone()).collect();
     for s in &stacks {
         let mut out = Vec::new();
         if crate::stacks::cli::write_text(s, &mut out).is_ok() {
             print!("{}", String::from_utf8_lossy(&out));
         }
+    }
+    if let Some(r) = recorded {
+        println!("{}", r.line());
     }
     finish(cfg, &plan, &timeline, target_info, stacks)
 }

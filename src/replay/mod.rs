@@ -85,7 +85,9 @@ pub fn run(cfg: &ReplayConfig) -> Result<ExitCode> {
     let model = model_at(cfg, at_ms)?;
     let mut out = std::io::stdout().lock();
     if cfg.json {
-        serde_json::to_writer_pretty(&mut out, &model)?;
+        // Whole or nothing: a Model that cannot be serialized prints no half document.
+        let value = serde_json::to_value(&model).context("cannot serialize the Model")?;
+        serde_json::to_writer_pretty(&mut out, &value)?;
         writeln!(out)?;
     }
     if cfg.summary {
