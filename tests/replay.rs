@@ -305,7 +305,7 @@ fn the_replay_dashboard_steps_to_a_phase_boundary_read_only() {
     let screen = s.contents();
     let row = screen
         .lines()
-        .find(|l| l.contains(&format!("1 ")) && l.contains(&first) && l.contains("█"))
+        .find(|l| l.contains("1 ") && l.contains(&first) && l.contains("█"))
         .unwrap_or_default();
     assert!(
         row.contains(&outcome),
