@@ -39,6 +39,10 @@ struct RawRunArgs {
     /// Write a Chrome trace-event file here (headless; opens in Perfetto).
     #[arg(long)]
     trace: Option<PathBuf>,
+    /// Record the session to this file (`lifecycle-top replay FILE` plays it back). Headless
+    /// with --report records next to the report by default (report.json -> report.ltrec).
+    #[arg(long, value_name = "FILE")]
+    record: Option<PathBuf>,
     /// lifecycle-top's own diagnostics go to this file (also LIFECYCLE_TOP_LOG).
     #[arg(long, env = "LIFECYCLE_TOP_LOG")]
     log: Option<PathBuf>,
@@ -89,6 +93,28 @@ enum RawCommand {
         after_help = "Examples:\n  lifecycle-top check -- python3 app.py\n  lifecycle-top check --ready-port 8000 --budget 15s --junit shutdown.xml -- uvicorn app:app --port 8000\n  lifecycle-top check --pid 4242 --report shutdown.json"
     )]
     Check(RawCheckArgs),
+    /// Play a recording back in the dashboard, read-only, with time travel; or print the
+    /// Model at a moment (--at T --json), the recorded timeline's trace, or its summary.
+    #[command(
+        after_help = "Examples:\n  lifecycle-top replay report.ltrec\n  lifecycle-top replay report.ltrec --at 12.5s --json\n  lifecycle-top replay report.ltrec --trace out.json --summary"
+    )]
+    Replay {
+        /// The recording (`--record FILE`, or the .ltrec next to a headless/check report).
+        file: PathBuf,
+        /// The moment to show, in session time (e.g. 12.5s, 800ms); default: the end with
+        /// --json, the start in the dashboard.
+        #[arg(long, value_name = "DURATION")]
+        at: Option<String>,
+        /// Print the Model at --at as JSON instead of opening the dashboard.
+        #[arg(long)]
+        json: bool,
+        /// Write the recorded timeline as a Chrome trace-event file.
+        #[arg(long, value_name = "FILE")]
+        trace: Option<PathBuf>,
+        /// Print the closing lines headless printed (phases and verdict).
+        #[arg(long)]
+        summary: bool,
+    },
     /// Launch the bundled demo target (it will not exit cleanly) and attach to it.
     Demo {
         #[command(flatten)]
@@ -140,6 +166,9 @@ struct RawCheckArgs {
     /// Write a Chrome trace-event file here (opens in Perfetto).
     #[arg(long)]
     trace: Option<PathBuf>,
+    /// Record the session to this file (default with --report: next to it, as .ltrec).
+    #[arg(long, value_name = "FILE")]
+    record: Option<PathBuf>,
     /// Warnings (asyncio errors, exceptions in threads...) are reported but do not fail.
     #[arg(long)]
     allow_warnings: bool,
@@ -205,7 +234,12 @@ impl RawCheckArgs {
         if !(Duration::from_millis(20)..=Duration::from_secs(60)).contains(&interval) {
             return Err(UsageError("--interval must be between 20ms and 60s".into()));
         }
+        let record = self
+            .record
+            .clone()
+            .or_else(|| default_recording(self.report.as_deref()));
         Ok(CheckConfig {
+            record,
             target,
             ready,
             ready_timeout: duration_arg("--ready-timeout", &self.ready_timeout)?,
@@ -241,8 +275,34 @@ pub struct RunConfig {
     pub plan: Option<String>,
     pub report: Option<PathBuf>,
     pub trace: Option<PathBuf>,
+    /// Where to record the session (`--record`, or next to a headless `--report`).
+    pub record: Option<PathBuf>,
     pub log: Option<PathBuf>,
     pub inject_agent: bool,
+}
+
+/// `lifecycle-top replay`, validated.
+#[derive(Debug, Clone)]
+pub struct ReplayConfig {
+    pub file: PathBuf,
+    /// Session time to show.
+    pub at: Option<Duration>,
+    pub json: bool,
+    pub trace: Option<PathBuf>,
+    pub summary: bool,
+}
+
+impl ReplayConfig {
+    /// Nothing to print: open the dashboard.
+    pub fn interactive(&self) -> bool {
+        !self.json && self.trace.is_none() && !self.summary
+    }
+}
+
+/// A headless or check run with a report records next to it: `report.json` ->
+/// `report.ltrec`.
+pub fn default_recording(report: Option<&std::path::Path>) -> Option<PathBuf> {
+    report.map(|r| r.with_extension("ltrec"))
 }
 
 /// The validated configuration: the only thing `main` hands to the rest of the program.
@@ -253,6 +313,7 @@ pub enum Config {
     Stacks { pid: i32, json: bool, seize: bool },
     Why { pid: i32, json: bool },
     Check(Box<crate::check::config::CheckConfig>),
+    Replay(ReplayConfig),
     AgentPrint,
     AgentPath,
 }
@@ -292,6 +353,11 @@ impl RunConfig {
         if !raw.headless && (raw.report.is_some() || raw.trace.is_some()) {
             return Err(UsageError("--report and --trace need --headless".into()));
         }
+        let record = match (raw.record, raw.headless) {
+            (Some(r), _) => Some(r),
+            (None, true) => default_recording(raw.report.as_deref()),
+            (None, false) => None,
+        };
         Ok(Self {
             target,
             interval: Duration::from_millis(raw.interval),
@@ -299,6 +365,7 @@ impl RunConfig {
             plan: raw.plan,
             report: raw.report,
             trace: raw.trace,
+            record,
             log: raw.log,
             inject_agent: !raw.no_agent,
         })
@@ -325,6 +392,19 @@ fn from_raw(raw: RawCli) -> Result<Config, UsageError> {
         None => RunConfig::from_raw(raw.run, false).map(Config::Run),
         Some(RawCommand::Check(c)) => c.validate().map(|c| Config::Check(Box::new(c))),
         Some(RawCommand::Demo { run }) => RunConfig::from_raw(run, true).map(Config::Run),
+        Some(RawCommand::Replay {
+            file,
+            at,
+            json,
+            trace,
+            summary,
+        }) => Ok(Config::Replay(ReplayConfig {
+            file,
+            at: at.map(|a| duration_arg("--at", &a)).transpose()?,
+            json,
+            trace,
+            summary,
+        })),
         Some(RawCommand::Snapshot { pid, json }) => Ok(Config::Snapshot { pid, json }),
         Some(RawCommand::Stacks { pid, json, seize }) => Ok(Config::Stacks { pid, json, seize }),
         Some(RawCommand::Why { pid, json }) if pid > 0 => Ok(Config::Why { pid, json }),
@@ -399,6 +479,35 @@ mod tests {
             "{c:?}"
         );
         assert!(parse_from(["lifecycle-top", "why", "--pid", "0"]).is_err());
+    }
+
+    #[test]
+    fn recording_defaults_next_to_the_report() {
+        let c = run(&["--pid", "1", "--headless", "--report", "out/r.json"]).expect("valid");
+        assert_eq!(c.record, Some(PathBuf::from("out/r.ltrec")));
+        let c = run(&["--pid", "1", "--headless"]).expect("valid");
+        assert_eq!(c.record, None);
+        let c = run(&["--pid", "1", "--record", "x.ltrec"]).expect("the TUI records too");
+        assert_eq!(c.record, Some(PathBuf::from("x.ltrec")));
+    }
+
+    #[test]
+    fn replay_subcommand() {
+        match parse_from([
+            "lifecycle-top",
+            "replay",
+            "r.ltrec",
+            "--at",
+            "12.5s",
+            "--json",
+        ]) {
+            Ok(Config::Replay(r)) => {
+                assert_eq!(r.at, Some(Duration::from_millis(12_500)));
+                assert!(r.json && !r.interactive());
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(parse_from(["lifecycle-top", "replay", "r.ltrec", "--at", "soon"]).is_err());
     }
 
     #[test]

@@ -9,7 +9,8 @@ use crate::launch::Started;
 use crate::model::ProcKey;
 use crate::report::{self, Report, summary};
 use crate::session::{
-    AgentState, CoreEvent, Model, Session, SessionConfig, SessionHandle, Stamped, SystemClock,
+    AgentState, CoreEvent, Model, Recorder, Session, SessionConfig, SessionHandle, Stamped,
+    SystemClock,
 };
 use crate::teardown::plan::{self, Plan};
 use crate::teardown::{Command, Timeline};
@@ -193,6 +194,11 @@ async fn drive(
         Arc::new(SystemClock::new()),
     );
     let handle = session.handle();
+    // Recording never fails the run: a file that cannot be created is one line, no more.
+    let (mut rec, why) = Recorder::create_or_say(cfg.record.as_deref());
+    if let Some(why) = why {
+        eprintln!("lifecycle-top: {why}");
+    }
     println!(
         "lifecycle-top: attached to pid {}; waiting for the agent{} before the plan starts",
         target.pid,
@@ -213,12 +219,13 @@ async fn drive(
         tokio::select! {
             ev = session.events.recv() => {
                 let Some(ev) = ev else { return usage("the session stopped before the plan started") };
-                model.apply(&ev);
+                fold(&mut model, &mut rec, &ev);
                 print_waiting(&ev);
             }
             _ = tokio::time::sleep(wait.max(Duration::from_millis(10))) => {}
             _ = interrupts.recv() => {
                 println!("interrupted before the plan started: nothing was torn down");
+                close_recording(rec);
                 return interrupted_early(cfg, target, started_ms);
             }
         }
@@ -256,11 +263,21 @@ async fn drive(
         if launched { " (launched)" } else { "" }
     );
     handle.teardown(Command::RunAll);
-    let timeline = run_plan(&mut session, &handle, &mut model, &plan, &mut interrupts).await;
+    let timeline = run_plan(
+        &mut session,
+        &handle,
+        &mut model,
+        &mut rec,
+        &plan,
+        &mut interrupts,
+    )
+    .await;
     let Some(timeline) = timeline else {
+        close_recording(rec);
         return usage("the teardown runner stopped unexpectedly");
     };
-    drain_after_flush(&mut session, &handle, &mut model).await;
+    drain_after_flush(&mut session, &handle, &mut model, &mut rec).await;
+    let recorded = rec.finish();
     let stacks: Vec<_> = model.stacks.iter().map(|s| s.as_ref().clone()).collect();
     for s in &stacks {
         let mut out = Vec::new();
@@ -292,7 +309,25 @@ async fn drive(
     let mut report = Report::from_facts(&timeline, &plan.source, target_info, facts);
     report.stacks = stacks;
     report.log_file = log.as_ref().map(|p| p.display().to_string());
+    if let Some(r) = recorded {
+        println!("{}", r.line());
+    }
     finish(cfg, &timeline, report, log.as_deref())
+}
+
+/// Folds one event and records it; a recording that stopped says so once.
+pub fn fold(model: &mut Model, rec: &mut Recorder, ev: &Stamped) {
+    model.apply(ev);
+    if let Some(line) = rec.record(ev) {
+        eprintln!("lifecycle-top: {line}");
+    }
+}
+
+/// Waits for the recording to be written and names it (printed before the report lines).
+pub fn close_recording(rec: Recorder) {
+    if let Some(summary) = rec.finish() {
+        println!("{}", summary.line());
+    }
 }
 
 /// Lines shown while waiting for the plan to start.
@@ -311,6 +346,7 @@ async fn run_plan(
     session: &mut Session,
     handle: &SessionHandle,
     model: &mut Model,
+    rec: &mut Recorder,
     plan: &Plan,
     interrupts: &mut Interrupts,
 ) -> Option<Timeline> {
@@ -320,7 +356,7 @@ async fn run_plan(
         tokio::select! {
             ev = session.events.recv() => {
                 let ev = ev?;
-                model.apply(&ev);
+                fold(model, rec, &ev);
                 match &ev.event {
                     CoreEvent::PlanDone { timeline } => return Some(timeline.as_ref().clone()),
                     CoreEvent::Timeline { timeline } if interrupted && timeline.running.is_none() => {
@@ -352,21 +388,26 @@ async fn run_plan(
 }
 
 /// Waits until every stack capture started has been reported, folding what arrives.
-pub async fn drain_after_flush(session: &mut Session, handle: &SessionHandle, model: &mut Model) {
+pub async fn drain_after_flush(
+    session: &mut Session,
+    handle: &SessionHandle,
+    model: &mut Model,
+    rec: &mut Recorder,
+) {
     let flushed = handle.flush();
     tokio::pin!(flushed);
     loop {
         tokio::select! {
             _ = &mut flushed => break,
             ev = session.events.recv() => match ev {
-                Some(ev) => model.apply(&ev),
+                Some(ev) => fold(model, rec, &ev),
                 None => break,
             },
         }
     }
     // Whatever was emitted before the flush answered is already queued.
     while let Ok(ev) = session.events.try_recv() {
-        model.apply(&ev);
+        fold(model, rec, &ev);
     }
 }
 

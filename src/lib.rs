@@ -14,6 +14,7 @@
 //! - [`app`]: the TUI event loop; [`headless`]: the same core with a printer.
 //! - [`cli`]: clap at the edge, turned into a validated [`cli::Config`].
 //! - [`launch`]: starting `-- CMD` under a subreaper; [`demo`]: the bundled demo target.
+//! - [`replay`]: a recording played back read-only in the same dashboard, with time travel.
 //! - [`check`]: the CI gate's parts (readiness, log scan, JUnit); [`duration`]: CLI durations.
 
 pub mod agent;
@@ -28,6 +29,7 @@ pub mod headless;
 pub mod launch;
 pub mod model;
 pub mod record;
+pub mod replay;
 pub mod report;
 pub mod session;
 pub mod stacks;

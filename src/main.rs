@@ -64,6 +64,12 @@ fn run(config: Config) -> anyhow::Result<ExitCode> {
             init_tracing(cfg.log.as_deref());
             Ok(lifecycle_top::check::run(&cfg))
         }
+        Config::Replay(cfg) => {
+            if cfg.interactive() {
+                need_terminal()?;
+            }
+            lifecycle_top::replay::run(&cfg)
+        }
         Config::AgentPrint => {
             print!("{}", agent::embedded::AGENT_SOURCE);
             Ok(ExitCode::SUCCESS)

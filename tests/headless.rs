@@ -79,6 +79,7 @@ impl Files {
             plan: Some(self.path("plan.toml").display().to_string()),
             report: Some(self.path("report.json")),
             trace: Some(self.path("trace.json")),
+            record: None,
             log: None,
             inject_agent: false,
         }

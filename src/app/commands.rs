@@ -45,17 +45,20 @@ pub fn dispatch(dash: &mut Dashboard, cmd: Command, session: &SessionHandle) {
             session.capture_stacks(target, tids, false, "asked from the dashboard");
             dash.say(msg);
         }
-        Command::WriteStacks => {
-            let msg = match dash.screen().viewed_stacks() {
-                Some(snap) => match write_stacks(snap) {
-                    Ok(path) => format!("stacks written to {}", path.display()),
-                    Err(e) => format!("cannot write stacks: {e:#}"),
-                },
-                None => "no stack snapshot yet: press s or S first".into(),
-            };
-            dash.say(msg);
-        }
+        Command::WriteStacks => write_viewed_stacks(dash),
     }
+}
+
+/// `w`: the viewed stack snapshot to files (the app's own I/O; a replay can do it too).
+pub fn write_viewed_stacks(dash: &mut Dashboard) {
+    let msg = match dash.screen().viewed_stacks() {
+        Some(snap) => match write_stacks(snap) {
+            Ok(path) => format!("stacks written to {}", path.display()),
+            Err(e) => format!("cannot write stacks: {e:#}"),
+        },
+        None => "no stack snapshot yet: press s or S first".into(),
+    };
+    dash.say(msg);
 }
 
 /// Writes a stack snapshot as text and JSON next to each other, in the current directory

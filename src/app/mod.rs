@@ -7,7 +7,7 @@
 use crate::cli::{RunConfig, Target};
 use crate::collect::Collector;
 use crate::launch::Started;
-use crate::session::{Session, SessionConfig, SystemClock};
+use crate::session::{Recorder, Session, SessionConfig, SystemClock};
 use crate::state::{Command, Dashboard, QuitChoice};
 use crate::teardown::{Plan, plan};
 use crate::ui;
@@ -21,7 +21,7 @@ use std::time::Duration;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 
-mod commands;
+pub mod commands;
 
 /// How often the screen's clocks move and the log tail is looked at.
 const TICK: Duration = Duration::from_millis(500);
@@ -75,8 +75,13 @@ pub async fn run(cfg: RunConfig, attached: Attached) -> Result<ExitCode> {
     );
     let handle = session.handle();
     let mut dash = Dashboard::new();
+    let (mut rec, why) = Recorder::create_or_say(cfg.record.as_deref());
+    if let Some(why) = why {
+        dash.say(why);
+    }
     // `Attached` is queued by `start`: what quitting means is known before the first key.
     while let Ok(ev) = session.events.try_recv() {
+        record(&mut dash, &mut rec, &ev);
         dash.apply(&ev);
     }
     let mut log_len = 0u64;
@@ -103,6 +108,7 @@ pub async fn run(cfg: RunConfig, attached: Attached) -> Result<ExitCode> {
                 // The session ended (its task stopped): leave as a hangup would.
                 let Some(ev) = ev else { break Ok(dash.screen().default_quit_choice()) };
                 dirty |= crate::state::shows(&ev.event);
+                dirty |= record(&mut dash, &mut rec, &ev);
                 dash.apply(&ev)
             }
             key = key_rx.recv() => {
@@ -147,7 +153,22 @@ pub async fn run(cfg: RunConfig, attached: Attached) -> Result<ExitCode> {
             commands::dispatch(&mut dash, cmd, &handle);
         }
     };
-    finish(&stop_keys, &dash, &session, outcome)
+    let result = finish(&stop_keys, &dash, &session, outcome);
+    if let Some(summary) = rec.finish() {
+        eprintln!("lifecycle-top: {}", summary.line());
+    }
+    result
+}
+
+/// Records one event; a recording that stopped says so on the status line (true: redraw).
+fn record(dash: &mut Dashboard, rec: &mut Recorder, ev: &crate::session::Stamped) -> bool {
+    match rec.record(ev) {
+        Some(line) => {
+            dash.say(line);
+            true
+        }
+        None => false,
+    }
 }
 
 fn finish(
@@ -194,7 +215,7 @@ fn finish(
 }
 
 /// Reads terminal keys on a plain thread (crossterm's reader blocks) and forwards them.
-fn spawn_key_reader(tx: mpsc::Sender<KeyEvent>, stop: Arc<AtomicBool>) {
+pub(crate) fn spawn_key_reader(tx: mpsc::Sender<KeyEvent>, stop: Arc<AtomicBool>) {
     std::thread::Builder::new()
         .name("keys".into())
         .spawn(move || {

@@ -30,6 +30,8 @@ pub struct CheckConfig {
     pub report: Option<PathBuf>,
     pub junit: Option<PathBuf>,
     pub trace: Option<PathBuf>,
+    /// Where the session is recorded (`--record`, or next to `--report`).
+    pub record: Option<PathBuf>,
     pub allow_warnings: bool,
     pub inject_agent: bool,
     pub interval: Duration,

@@ -15,7 +15,8 @@ use crate::launch::Started;
 use crate::model::ProcKey;
 use crate::report::summary;
 use crate::session::{
-    AgentState, CoreEvent, Model, Session, SessionConfig, SessionHandle, Stamped, SystemClock,
+    AgentState, CoreEvent, Model, Recorder, Session, SessionConfig, SessionHandle, Stamped,
+    SystemClock,
 };
 use crate::teardown::plan::{self, Plan, signal_name};
 use crate::teardown::{Command, Timeline};
@@ -80,6 +81,8 @@ pub(super) struct Run {
     pub plan: Option<Plan>,
     /// Live pids of the tree (for the port readiness check).
     pub tree: Arc<Mutex<Vec<i32>>>,
+    /// Every event folded is recorded too (`--record`, or next to `--report`).
+    pub recorder: Recorder,
 }
 
 impl Run {
@@ -89,6 +92,9 @@ impl Run {
 
     fn fold(&mut self, ev: &Stamped) {
         self.model.apply(ev);
+        if let Some(line) = self.recorder.record(ev) {
+            eprintln!("lifecycle-top: {line}");
+        }
         if let CoreEvent::Snapshot { snapshot } = &ev.event
             && let Ok(mut t) = self.tree.lock()
         {
@@ -214,6 +220,10 @@ async fn drive(
         clock.clone(),
     );
     let handle = session.handle();
+    let (recorder, why) = Recorder::create_or_say(cfg.record.as_deref());
+    if let Some(why) = why {
+        eprintln!("lifecycle-top: {why}");
+    }
     let mut run = Run {
         clock,
         session,
@@ -223,6 +233,7 @@ async fn drive(
         target,
         plan: None,
         tree: Arc::new(Mutex::new(vec![target.pid])),
+        recorder,
     };
     println!(
         "lifecycle-top check: pid {}{}; waiting until {} (at most {} s)",
@@ -272,6 +283,11 @@ async fn drive(
         if killed > 0 {
             println!("killed {killed} left-over process(es) of the launched tree");
         }
+    }
+    // The recording holds exactly what was judged: what is still queued is not folded.
+    let recorder = std::mem::replace(&mut run.recorder, Recorder::off());
+    if let Some(summary) = recorder.finish() {
+        println!("{}", summary.line());
     }
     finish(cfg, &run, out, log_path.as_deref())
 }

@@ -10,6 +10,7 @@
 mod capture;
 mod event;
 mod model;
+pub mod recorder;
 mod snapshot;
 mod tree;
 
@@ -18,6 +19,7 @@ pub use event::{
     AgentState, AttachInfo, Clock, CoreEvent, LaunchInfo, PlanInfo, Stamp, Stamped, SystemClock,
 };
 pub use model::Model;
+pub use recorder::{Playback, RecordSummary, Recorder};
 pub use snapshot::{AgentSection, FullSnapshot, agent_text, snapshot_with_agent};
 pub use tree::TreePids;
 

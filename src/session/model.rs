@@ -38,6 +38,8 @@ pub struct Model {
     pub same_tree_in_a_row: u32,
     #[serde(skip)]
     last_tree: Vec<i32>,
+    /// Serialized as a list of `{key, exit}` (JSON maps need string keys).
+    #[serde(serialize_with = "exits_as_list")]
     pub exits: BTreeMap<ProcKey, SeenExit>,
     pub agent: Option<AgentState>,
     pub hello: Option<Box<Hello>>,
@@ -199,6 +201,18 @@ impl Model {
     pub fn tree_settled(&self) -> bool {
         self.same_tree_in_a_row >= 2
     }
+}
+
+fn exits_as_list<S: serde::Serializer>(
+    exits: &BTreeMap<ProcKey, SeenExit>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    #[derive(Serialize)]
+    struct Entry<'a> {
+        key: &'a ProcKey,
+        exit: &'a SeenExit,
+    }
+    s.collect_seq(exits.iter().map(|(key, exit)| Entry { key, exit }))
 }
 
 fn push_capped(v: &mut Vec<String>, s: String) {

@@ -8,9 +8,11 @@
 mod actions;
 #[cfg(test)]
 pub(crate) mod fixture;
+mod replay;
 mod screen;
 mod tables;
 
+pub use replay::ReplayBar;
 pub use screen::{Counts, Screen};
 pub use tables::{SortKey, ThreadRow, page_offset, thread_order};
 
@@ -149,6 +151,8 @@ pub struct View {
     pub quit_after_plan: bool,
     /// The Model's plan, parsed once when it arrives (phase keys and the phase list).
     pub plan: Option<Plan>,
+    /// Set in a replay (read-only, time travel): where it is, for the header and scrub bar.
+    pub replay: Option<ReplayBar>,
 }
 
 impl Default for View {
@@ -169,6 +173,7 @@ impl Default for View {
             stack_scroll: 0,
             quit_after_plan: false,
             plan: None,
+            replay: None,
         }
     }
 }

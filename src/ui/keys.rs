@@ -34,6 +34,56 @@ pub const BINDINGS: &[(&str, &str)] = &[
     ("Esc", "close an overlay"),
 ];
 
+/// A replay's own keys (chosen to clash with no dashboard key: `[` `]` page stacks there).
+pub const REPLAY_BINDINGS: &[(&str, &str)] = &[
+    ("Space", "replay: pause / play"),
+    ("< / >", "replay: slower / faster (0.25x .. 16x)"),
+    (", / .", "replay: one event back / forward"),
+    ("{ / }", "replay: previous / next phase boundary"),
+    ("Left / Right", "replay: seek 5 s back / forward"),
+];
+
+/// A key in a replay: time travel, or a dashboard action (read-only ones do something).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplayKey {
+    PlayPause,
+    Slower,
+    Faster,
+    StepBack,
+    StepForward,
+    PrevBoundary,
+    NextBoundary,
+    SeekBack,
+    SeekForward,
+    Dashboard(Action),
+}
+
+/// Maps a key press in a replay: its own keys first, then the dashboard's.
+pub fn replay_action_for(key: KeyEvent, overlay: &Overlay) -> Option<ReplayKey> {
+    if key.kind == KeyEventKind::Release {
+        return None;
+    }
+    let plain = !key
+        .modifiers
+        .intersects(KeyModifiers::CONTROL | KeyModifiers::ALT);
+    let own = match key.code {
+        KeyCode::Char(' ') => Some(ReplayKey::PlayPause),
+        KeyCode::Char('<') => Some(ReplayKey::Slower),
+        KeyCode::Char('>') => Some(ReplayKey::Faster),
+        KeyCode::Char(',') => Some(ReplayKey::StepBack),
+        KeyCode::Char('.') => Some(ReplayKey::StepForward),
+        KeyCode::Char('{') => Some(ReplayKey::PrevBoundary),
+        KeyCode::Char('}') => Some(ReplayKey::NextBoundary),
+        KeyCode::Left => Some(ReplayKey::SeekBack),
+        KeyCode::Right => Some(ReplayKey::SeekForward),
+        _ => None,
+    };
+    match own {
+        Some(k) if plain => Some(k),
+        _ => action_for(key, overlay).map(ReplayKey::Dashboard),
+    }
+}
+
 /// Maps a key press to an action, given which overlay is open.
 pub fn action_for(key: KeyEvent, overlay: &Overlay) -> Option<Action> {
     if key.kind == KeyEventKind::Release {
@@ -133,6 +183,28 @@ mod tests {
                 "key {c:?}: keep teardown::plan::GLOBAL_KEYS in step with the key map"
             );
         }
+    }
+
+    #[test]
+    fn replay_keys_take_no_dashboard_key() {
+        for (code, want) in [
+            (KeyCode::Char(' '), ReplayKey::PlayPause),
+            (KeyCode::Char('<'), ReplayKey::Slower),
+            (KeyCode::Char('>'), ReplayKey::Faster),
+            (KeyCode::Char(','), ReplayKey::StepBack),
+            (KeyCode::Char('.'), ReplayKey::StepForward),
+            (KeyCode::Char('{'), ReplayKey::PrevBoundary),
+            (KeyCode::Char('}'), ReplayKey::NextBoundary),
+            (KeyCode::Left, ReplayKey::SeekBack),
+            (KeyCode::Right, ReplayKey::SeekForward),
+        ] {
+            assert_eq!(action_for(key(code), &Overlay::None), None, "{code:?}");
+            assert_eq!(replay_action_for(key(code), &Overlay::None), Some(want));
+        }
+        assert_eq!(
+            replay_action_for(key(KeyCode::Char('[')), &Overlay::None),
+            Some(ReplayKey::Dashboard(Action::PrevStacks))
+        );
     }
 
     #[test]

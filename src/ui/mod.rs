@@ -14,12 +14,17 @@ use ratatui::layout::{Constraint, Layout, Rect};
 /// Draws the whole dashboard.
 pub fn draw(frame: &mut Frame, s: &Screen) {
     let area = frame.area();
-    let [header, body, status] = Layout::vertical([
+    let replay = s.view.replay.is_some();
+    let [header, body, scrub, status] = Layout::vertical([
         Constraint::Length(3),
         Constraint::Min(6),
+        Constraint::Length(u16::from(replay)),
         Constraint::Length(1),
     ])
     .areas(area);
+    if let Some(bar) = &s.view.replay {
+        widgets::scrub::render(frame, scrub, bar);
+    }
     widgets::header::render(frame, header, s);
     let [top, bottom] =
         Layout::vertical([Constraint::Percentage(45), Constraint::Percentage(55)]).areas(body);
@@ -30,7 +35,7 @@ pub fn draw(frame: &mut Frame, s: &Screen) {
     draw_bottom(frame, bottom, s);
     widgets::status::render(frame, status, s);
     match s.view.overlay {
-        Overlay::Help => widgets::help::render(frame, area),
+        Overlay::Help => widgets::help::render(frame, area, replay),
         Overlay::QuitPrompt => widgets::help::render_quit_prompt(frame, area, s),
         Overlay::Stacks => draw_stacks(frame, body, s),
         Overlay::None => {}

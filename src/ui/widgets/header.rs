@@ -9,7 +9,19 @@ use ratatui::widgets::{Block, Borders, Paragraph};
 
 pub fn render(frame: &mut Frame, area: Rect, s: &Screen) {
     let key = |s: &str| Span::styled(s.to_string(), theme::header_key());
-    let mut first = vec![Span::styled("lifecycle-top ", theme::title())];
+    let mut first = Vec::new();
+    if let Some(bar) = &s.view.replay {
+        first.push(Span::styled(
+            format!(
+                "REPLAY {} {}x {} ",
+                super::scrub::clock(bar.pos_ms),
+                super::scrub::speed(bar.speed),
+                if bar.paused { "paused" } else { "playing" }
+            ),
+            theme::bad(),
+        ));
+    }
+    first.push(Span::styled("lifecycle-top ", theme::title()));
     let target = s.snapshot().and_then(|snap| snap.target_info());
     first.push(key("pid "));
     first.push(Span::raw(s.target_pid().to_string()));

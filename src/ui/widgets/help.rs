@@ -1,7 +1,7 @@
 //! Overlays: the `?` help (generated from the key map) and the quit prompt of launch mode.
 
 use crate::state::{Mode, Screen};
-use crate::ui::keys::BINDINGS;
+use crate::ui::keys::{BINDINGS, REPLAY_BINDINGS};
 use crate::ui::theme;
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Flex, Layout, Rect};
@@ -18,9 +18,11 @@ fn centered(area: Rect, width: u16, height: u16) -> Rect {
     h
 }
 
-pub fn render(frame: &mut Frame, area: Rect) {
-    let lines: Vec<Line> = BINDINGS
+pub fn render(frame: &mut Frame, area: Rect, replay: bool) {
+    let extra: &[(&str, &str)] = if replay { REPLAY_BINDINGS } else { &[] };
+    let lines: Vec<Line> = extra
         .iter()
+        .chain(BINDINGS)
         .map(|(keys, what)| {
             Line::from(vec![
                 Span::styled(format!("{keys:>16}  "), theme::table_header()),

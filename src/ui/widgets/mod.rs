@@ -5,6 +5,7 @@ pub mod header;
 pub mod help;
 pub mod log;
 pub mod phases;
+pub mod scrub;
 pub mod stacks;
 pub mod status;
 pub mod tasks;
