@@ -410,6 +410,7 @@ fn finish(
             }
         }
     }
+    println!("{}", crate::collect::procevents::summary_line());
     println!("{}", summary::verdict(timeline));
     ExitCode::from(code)
 }
