@@ -119,7 +119,7 @@ fn exit_notice(c: &mut Criterion) {
                     while !matches!(lc.events.recv().await, Some(CollectEvent::Snapshot(_))) {}
                     let fd = PidFd::open(key).unwrap();
                     let sent = Instant::now();
-                    fd.send_signal(9).unwrap();
+                    lifecycle_top::teardown::exec::signal(fd.key(), 9).unwrap();
                     loop {
                         match lc.events.recv().await {
                             Some(CollectEvent::Exited { key: k, .. }) if k == key => {

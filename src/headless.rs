@@ -483,6 +483,7 @@ fn finish(
             }
         }
     }
+    println!("{}", crate::collect::procevents::summary_line());
     println!(
         "{}",
         summary::verdict_text(&report.verdict, &timeline.unknowns)

@@ -112,6 +112,13 @@ pub fn launch_with(cmd: &[String], opts: &LaunchOptions) -> Result<Launched> {
             });
         }
     }
+    // The watchdog that kills the tree if lifecycle-top dies without cleaning up (SIGKILL):
+    // started before the command, told of it right after.
+    if let Err(e) = crate::collect::guard::ensure_started() {
+        tracing::warn!(
+            "cannot start the tree watchdog: {e} (a killed lifecycle-top may leave the tree)"
+        );
+    }
     let child = command.spawn().map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
             anyhow::anyhow!("cannot launch `{program}`: command not found (check PATH)")
@@ -120,6 +127,9 @@ pub fn launch_with(cmd: &[String], opts: &LaunchOptions) -> Result<Launched> {
         }
     })?;
     let pid = i32::try_from(child.id()).context("child pid out of range")?;
+    if let Ok(start_time) = crate::collect::procfs::read_start_time(pid) {
+        crate::collect::guard::launch_target(crate::model::ProcKey { pid, start_time });
+    }
     // The Child handle is dropped without waiting on purpose: the collector reaps through
     // the pidfd (waitid P_PIDFD) and reports the exit status.
     drop(child);
@@ -253,6 +263,8 @@ pub fn early_exit(launched: &Launched) -> Option<String> {
 pub struct TreeGuard {
     known: std::sync::Mutex<Vec<(u32, crate::model::ProcKey)>>,
     armed: std::sync::atomic::AtomicBool,
+    /// The tree's root (from the first snapshot), as the watchdog knows it.
+    root: std::sync::Mutex<Option<i32>>,
 }
 
 impl TreeGuard {
@@ -261,6 +273,7 @@ impl TreeGuard {
         Self {
             known: Default::default(),
             armed: std::sync::atomic::AtomicBool::new(armed),
+            root: Default::default(),
         }
     }
 
@@ -268,11 +281,37 @@ impl TreeGuard {
     pub fn disarm(&self) {
         self.armed
             .store(false, std::sync::atomic::Ordering::Relaxed);
+        if let Some(root) = self.root.lock().ok().and_then(|r| *r) {
+            crate::collect::guard::forget(root);
+        }
+    }
+
+    /// Will the tree be killed when the guard is dropped?
+    pub fn is_armed(&self) -> bool {
+        self.armed.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Remembers the live processes of the latest snapshot, with their depth.
     pub fn update(&self, snap: &crate::model::Snapshot) {
+        let root = snap.target.pid;
+        if let Ok(mut r) = self.root.lock()
+            && r.is_none()
+        {
+            *r = Some(root);
+            // The watchdog mirrors the guard: an unarmed one (a launched command in the TUI,
+            // which asks on quit) is not killed when lifecycle-top dies either.
+            if !self.is_armed() {
+                crate::collect::guard::forget(root);
+            }
+        }
         if let Ok(mut known) = self.known.lock() {
+            if self.is_armed() {
+                for p in snap.processes.iter().filter(|p| p.exit.is_none()) {
+                    if !known.iter().any(|(_, k)| *k == p.key) {
+                        crate::collect::guard::note_member(root, p.key);
+                    }
+                }
+            }
             known.clear();
             known.extend(
                 snap.processes
@@ -285,29 +324,53 @@ impl TreeGuard {
 
     /// SIGKILLs the tree through pidfds, leaves first; then, since we are its subreaper,
     /// everything it left reparented to us (forked after the last snapshot, daemonized),
-    /// until no child of ours remains. Returns how many processes were killed.
+    /// until no child of ours remains or [`KILL_SWEEP`] has passed. Never blocks on a child:
+    /// one that does not die (uninterruptible sleep, a frozen cgroup) is signalled and left
+    /// to the collector rather than waited for, so quitting cannot hang. Returns how many
+    /// processes were killed (signalled).
     pub fn kill(&self) -> usize {
         let mut known = self.known.lock().map(|k| k.clone()).unwrap_or_default();
         known.sort_by_key(|(depth, _)| std::cmp::Reverse(*depth));
-        let mut killed = known
+        let mut signalled: std::collections::HashSet<crate::model::ProcKey> = known
             .iter()
             .filter(|(_, key)| crate::teardown::exec::signal(*key, libc::SIGKILL).is_ok())
-            .count();
-        // Bounded sweep: each round kills and reaps what was reparented to us meanwhile.
-        for _ in 0..50 {
+            .map(|(_, key)| *key)
+            .collect();
+        let deadline = std::time::Instant::now() + KILL_SWEEP;
+        // Bounded sweep: each round kills what was reparented to us meanwhile and reaps,
+        // without waiting, what already died.
+        loop {
+            reap_nonblocking(&signalled);
             let children = our_children();
-            if children.is_empty() {
+            if children.is_empty() || std::time::Instant::now() >= deadline {
                 break;
             }
             for key in children {
                 if crate::teardown::exec::signal(key, libc::SIGKILL).is_ok() {
-                    killed += 1;
+                    signalled.insert(key);
                 }
-                // SAFETY: reaping our own (now killed) child; a null status is allowed.
-                unsafe { libc::waitpid(key.pid, std::ptr::null_mut(), 0) };
             }
+            std::thread::sleep(std::time::Duration::from_millis(10));
         }
-        killed
+        if let Some(root) = self.root.lock().ok().and_then(|r| *r) {
+            crate::collect::guard::forget(root);
+        }
+        signalled.len()
+    }
+}
+
+/// How long [`TreeGuard::kill`] keeps sweeping for children that have not died yet.
+pub const KILL_SWEEP: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Reaps those of `keys` that are our own exited children, never waiting.
+fn reap_nonblocking(keys: &std::collections::HashSet<crate::model::ProcKey>) {
+    for key in keys {
+        if crate::collect::helpers::is_helper(key.pid) {
+            continue;
+        }
+        // SAFETY: waitpid with WNOHANG on one pid; a null status pointer is allowed. It
+        // returns at once (0 if still running, -1/ECHILD if not our child or already reaped).
+        unsafe { libc::waitpid(key.pid, std::ptr::null_mut(), libc::WNOHANG) };
     }
 }
 
@@ -329,10 +392,12 @@ fn our_children() -> Vec<crate::model::ProcKey> {
         .filter_map(|pid| {
             let buf = crate::collect::procfs::read_path(&format!("/proc/{pid}/stat")).ok()?;
             let stat = crate::collect::procfs::parse_stat(&buf)?;
-            (stat.ppid == me && stat.state != 'Z').then_some(crate::model::ProcKey {
-                pid,
-                start_time: stat.start_time,
-            })
+            // lifecycle-top's own helpers (the tree's watchdog among them) are not the tree's.
+            (stat.ppid == me && stat.state != 'Z' && !crate::collect::helpers::is_helper(pid))
+                .then_some(crate::model::ProcKey {
+                    pid,
+                    start_time: stat.start_time,
+                })
         })
         .collect()
 }

@@ -8,7 +8,6 @@
 mod collector_util;
 
 use collector_util::{Target, by_name, need, wait_for};
-use lifecycle_top::collect::pidfd::PidFd;
 use lifecycle_top::collect::{Collector, CollectorOptions, snapshot_text};
 use lifecycle_top::model::{ExitStatus, ProcKey, RunState, Snapshot};
 use std::io::{BufRead, BufReader, Write};
@@ -175,7 +174,7 @@ fn sh_tree_in_depth_first_order_with_signal_masks() {
         .iter()
         .find(|x| x.name == "sh" && x.signals.catches(15))
         .unwrap();
-    PidFd::open(catcher.key).unwrap().send_signal(15).unwrap();
+    lifecycle_top::teardown::exec::signal(catcher.key, 15).unwrap();
     let ck = catcher.key;
     let snap = wait_for(&mut c, "the TERM-catching child exited", |s| {
         s.processes.iter().any(|x| x.key == ck && x.exit.is_some())
@@ -203,7 +202,7 @@ fn grandchild_of_exited_parent_stays_tracked_as_orphan() {
             .iter()
             .any(|x| x.key == middle && x.signals.catches(10))
     });
-    PidFd::open(middle).unwrap().send_signal(10).unwrap();
+    lifecycle_top::teardown::exec::signal(middle, 10).unwrap();
     let snap = wait_for(&mut c, "grandchild marked orphan", |s| {
         s.processes
             .iter()

@@ -90,7 +90,7 @@ async fn live_events_report_exit_code_and_signal() {
     let key2 = t2.key();
     let mut lc2 = live::spawn(Collector::attach(t2.pid(), opts()).unwrap(), interval);
     lc2.refresh_now();
-    PidFd::open(key2).unwrap().send_signal(9).unwrap();
+    lifecycle_top::teardown::exec::signal(key2, 9).unwrap();
     assert_eq!(exited(&mut lc2, key2).await, ExitStatus::Signal(9));
 }
 
@@ -106,7 +106,7 @@ fn pidfd_refuses_wrong_start_time_and_dead_process() {
         ..key
     };
     assert!(matches!(PidFd::open(wrong), Err(PidFdError::Reused { .. })));
-    fd.send_signal(9).unwrap();
+    lifecycle_top::teardown::exec::signal(fd.key(), 9).unwrap();
     let deadline = Instant::now() + DEADLINE;
     while !fd.has_exited() {
         assert!(Instant::now() < deadline, "SIGKILL not observed");
@@ -231,7 +231,7 @@ async fn live_reports_exit_of_a_descendant() {
         CollectEvent::Snapshot(s) if child.is_none() => {
             if let Some(p) = s.live_descendants().find(|p| p.name == "sleep") {
                 child = Some(p.key);
-                PidFd::open(p.key).unwrap().send_signal(9).unwrap();
+                lifecycle_top::teardown::exec::signal(p.key, 9).unwrap();
             }
             None
         }

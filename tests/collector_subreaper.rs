@@ -73,7 +73,7 @@ impl Drop for Cleanup {
     fn drop(&mut self) {
         for key in &self.0 {
             let Ok(fd) = PidFd::open(*key) else { continue }; // gone (reaped) already
-            let _ = fd.send_signal(9);
+            let _ = lifecycle_top::teardown::exec::signal(fd.key(), 9);
             let end = Instant::now() + Duration::from_secs(5);
             while !fd.has_exited() && Instant::now() < end {
                 std::thread::sleep(Duration::from_millis(5));
@@ -112,7 +112,7 @@ fn orphan_reparented_to_us_is_adopted_and_reaped() {
     let snap = wait_for(&mut c, "adopted orphan", |s| find(s, key).is_some());
     let orphan = find(&snap, key).unwrap();
     assert!(orphan.orphan && orphan.exit.is_none() && orphan.ppid == me());
-    PidFd::open(key).unwrap().send_signal(15).unwrap();
+    lifecycle_top::teardown::exec::signal(key, 15).unwrap();
     let snap = wait_for(&mut c, "adopted orphan exit", |s| {
         find(s, key).is_some_and(|p| p.exit.is_some())
     });
@@ -149,7 +149,7 @@ fn setsid_daemon_orphaned_before_first_refresh_is_adopted_and_reaped() {
     assert_eq!((daemon.ppid, daemon.sid), (me(), key.pid));
     assert!(daemon.exit.is_none());
 
-    PidFd::open(key).unwrap().send_signal(9).unwrap();
+    lifecycle_top::teardown::exec::signal(key, 9).unwrap();
     let snap = wait_for(&mut c, "the daemon's exit", |s| {
         find(s, key).is_some_and(|p| p.exit.is_some())
     });
@@ -198,7 +198,7 @@ fn registered_helper_is_not_adopted_and_keeps_its_exit_status() {
     );
 
     // The helper's exit stays its waiter's: refreshes after its death do not reap it.
-    PidFd::open(helper_key).unwrap().send_signal(9).unwrap();
+    lifecycle_top::teardown::exec::signal(helper_key, 9).unwrap();
     let fd = PidFd::open(helper_key).unwrap();
     let end = Instant::now() + collector_util::DEADLINE;
     while !fd.has_exited() {
@@ -218,7 +218,7 @@ fn registered_helper_is_not_adopted_and_keeps_its_exit_status() {
     helpers::unregister(helper_key.pid);
     assert!(!helpers::is_helper(helper_key.pid));
 
-    PidFd::open(stranger_key).unwrap().send_signal(9).unwrap();
+    lifecycle_top::teardown::exec::signal(stranger_key, 9).unwrap();
     let snap = wait_for(&mut c, "the unregistered child's exit", |s| {
         find(s, stranger_key).is_some_and(|p| p.exit.is_some())
     });
@@ -259,7 +259,7 @@ fn live_watcher_reports_and_reaps_an_adopted_daemon() {
                             "{}",
                             snapshot_text(&s)
                         );
-                        PidFd::open(key).unwrap().send_signal(9).unwrap();
+                        lifecycle_top::teardown::exec::signal(key, 9).unwrap();
                         killed = true;
                     }
                     CollectEvent::Exited { key: k, status, .. } if k == key => return status,

@@ -90,7 +90,7 @@ fn signals_arriving_while_seized_are_all_delivered() {
     };
 
     for i in 1..=SIGNALS {
-        pidfd.send_signal(libc::SIGUSR1).unwrap();
+        lifecycle_top::teardown::exec::signal(pidfd.key(), libc::SIGUSR1).unwrap();
         eventually(&format!("SIGUSR1 #{i} counted by the handler"), || {
             counted.load(Ordering::SeqCst) >= i
         });
@@ -143,7 +143,7 @@ fn a_thread_killed_while_seized_is_reported_as_exited() {
             .unwrap_or(0)
     };
     eventually("thread seized by the helper", || tracer() != 0);
-    pidfd.send_signal(libc::SIGKILL).unwrap();
+    lifecycle_top::teardown::exec::signal(pidfd.key(), libc::SIGKILL).unwrap();
     let Err(err) = seizer.join().unwrap() else {
         panic!("captured a thread whose process was killed");
     };

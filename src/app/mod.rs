@@ -92,6 +92,8 @@ pub async fn run(cfg: RunConfig, attached: Attached) -> Result<ExitCode> {
     let mut sigterm = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     let mut sigint = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
     let mut sighup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
+    let mut sigquit = signal(SignalKind::quit()).context("cannot watch SIGQUIT")?;
+    let mut quit_signal = false;
     let mut tick = tokio::time::interval(TICK);
 
     let mut terminal = ratatui::try_init().context("cannot set up the terminal")?;
@@ -145,6 +147,11 @@ pub async fn run(cfg: RunConfig, attached: Attached) -> Result<ExitCode> {
                 tracing::info!("SIGHUP: restoring the terminal and quitting");
                 break Ok(dash.screen().default_quit_choice());
             }
+            _ = sigquit.recv() => {
+                tracing::info!("SIGQUIT: restoring the terminal, then dying of SIGQUIT");
+                quit_signal = true;
+                break Ok(dash.screen().default_quit_choice());
+            }
         };
         for cmd in cmds {
             if let Command::Quit(choice) = cmd {
@@ -157,6 +164,15 @@ pub async fn run(cfg: RunConfig, attached: Attached) -> Result<ExitCode> {
     if let Some(summary) = rec.finish() {
         eprintln!("lifecycle-top: {}", summary.line());
     }
+    if quit_signal {
+        // The terminal is restored; now keep SIGQUIT's meaning (exit, core dump if enabled).
+        // An armed guard (the demo) kills the tree first, as dropping the session would.
+        let guard = session.guard();
+        if guard.is_armed() {
+            guard.kill();
+        }
+        reraise_sigquit();
+    }
     result
 }
 
@@ -168,6 +184,20 @@ fn record(dash: &mut Dashboard, rec: &mut Recorder, ev: &crate::session::Stamped
             true
         }
         None => false,
+    }
+}
+
+/// Dies of SIGQUIT with its default action (terminate + core dump where enabled).
+fn reraise_sigquit() {
+    // SAFETY: resetting one signal's disposition, unblocking it and raising it; no pointers
+    // except the locally built set.
+    unsafe {
+        libc::signal(libc::SIGQUIT, libc::SIG_DFL);
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGQUIT);
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+        libc::raise(libc::SIGQUIT);
     }
 }
 
@@ -186,9 +216,11 @@ fn finish(
         Err(e) => (screen.default_quit_choice(), Some(e)),
     };
     tracing::info!(?choice, error = ?error, "leaving the dashboard");
-    // Act on the tree before touching the terminal: after a hangup, writing to it may be
-    // the last thing this process gets to do. Without a choice the session's guard does
-    // what it was armed for (the demo is killed when the session is dropped).
+    // Restore the terminal first: acting on the tree may take a while (a child in
+    // uninterruptible sleep), and the user must get their terminal back whatever happens.
+    // After a hangup the write fails with EIO, which is harmless. Without a choice the
+    // session's guard does what it was armed for (the demo is killed when it is dropped).
+    ratatui::restore();
     let killed = match choice {
         Some(QuitChoice::KillTree) => Some(session.kill_tree()),
         Some(QuitChoice::Detach) => {
@@ -197,7 +229,6 @@ fn finish(
         }
         _ => None,
     };
-    ratatui::restore();
     let pid = screen.target_pid();
     match (choice, killed) {
         (Some(QuitChoice::KillTree), Some(n)) => {

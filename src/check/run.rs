@@ -467,6 +467,7 @@ fn finish(
     log_path: Option<&std::path::Path>,
 ) -> ExitCode {
     let mut code = out.verdict.exit_code;
+    println!("{}", crate::collect::procevents::summary_line());
     if !out.verdict.clean {
         println!(
             "{}",

@@ -22,10 +22,12 @@
 pub mod dirscan;
 pub mod entry;
 pub mod exits;
+pub mod guard;
 pub mod helpers;
 pub mod live;
 pub mod order;
 pub mod pidfd;
+pub mod procevents;
 pub mod procfs;
 pub mod syscalls;
 mod text;
@@ -260,6 +262,11 @@ impl Collector {
         self.tree.target
     }
 
+    /// How this collector finds the tree's processes (process events, or the sweep).
+    pub fn discovery(&self) -> &procevents::Discovery {
+        self.tree.discovery()
+    }
+
     /// Is `pid` a live process of the tracked tree (orphans included)?
     pub fn contains(&self, pid: i32) -> bool {
         self.tree.contains(pid)
@@ -321,7 +328,8 @@ impl Collector {
         // Launch mode lists whenever a pid was created: orphans reparented to us have no
         // tracked parent that ran. Everyone else lists when something ran and a pid was
         // created, and every `every` refreshes anyway (safety net).
-        let tree_may_fork = may_fork || threads_ran || self.opts.launch_mode;
+        let tree_may_fork =
+            may_fork || threads_ran || self.opts.launch_mode || self.tree.sweeping();
         let list = (created && tree_may_fork) || tick.is_multiple_of(clock.every);
         if let Err(e) = self.tree.discover(&clock, list) {
             tracing::warn!("process scan failed: {e}");

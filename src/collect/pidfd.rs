@@ -5,6 +5,7 @@
 
 use crate::collect::procfs;
 use crate::model::{ExitStatus, ProcKey};
+use crate::teardown::exec::SignalRight;
 use rustix::event::{PollFd, PollFlags, poll};
 use rustix::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use rustix::process::{Pid, PidfdFlags, Signal, WaitId, WaitIdOptions, pidfd_open, waitid};
@@ -72,7 +73,24 @@ impl PidFd {
     }
 
     /// `pidfd_send_signal(sig)`. `sig` 0 only checks that the process is still there.
-    pub fn send_signal(&self, sig: i32) -> io::Result<()> {
+    ///
+    /// Only [`crate::teardown::exec`] can call it: the [`SignalRight`] it takes can be made
+    /// nowhere else, so every signal lifecycle-top sends goes through one audited place
+    /// (`exec::signal`, used by the engine, `check` and the launch tree guard).
+    ///
+    /// ```compile_fail
+    /// use lifecycle_top::collect::pidfd::PidFd;
+    /// use lifecycle_top::model::ProcKey;
+    /// let fd = PidFd::open(ProcKey { pid: 1, start_time: 0 }).unwrap();
+    /// fd.send_signal(9, lifecycle_top::teardown::exec::SignalRight::new()).unwrap();
+    /// ```
+    /// ```compile_fail
+    /// use lifecycle_top::collect::pidfd::PidFd;
+    /// use lifecycle_top::model::ProcKey;
+    /// let fd = PidFd::open(ProcKey { pid: 1, start_time: 0 }).unwrap();
+    /// fd.send_signal(9).unwrap();
+    /// ```
+    pub fn send_signal(&self, sig: i32, _right: SignalRight) -> io::Result<()> {
         if let Some(signal) = Signal::from_named_raw(sig) {
             return Ok(rustix::process::pidfd_send_signal(&self.fd, signal)?);
         }
@@ -176,7 +194,7 @@ mod tests {
         })
         .expect("own pidfd");
         assert!(!fd.has_exited());
-        assert!(fd.send_signal(0).is_ok());
+        assert!(crate::teardown::exec::signal(fd.key(), 0).is_ok());
         let wrong = PidFd::open(ProcKey {
             pid,
             start_time: start + 1,

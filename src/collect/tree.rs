@@ -12,10 +12,11 @@ use crate::collect::exits::{ExitBook, now_unix_ms};
 use crate::collect::helpers;
 use crate::collect::order::{Node, dfs_order};
 use crate::collect::pidfd::PidFd;
+use crate::collect::procevents::{Discovery, ProcEvents};
 use crate::collect::procfs::{self, ProcFile, Stat};
 use crate::model::{ExitInfo, ProcInfo, ProcKey, RunState};
 use rustix::fd::{AsFd, OwnedFd};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -55,6 +56,13 @@ pub struct Tree {
     watched: bool,
     /// Exits this refresh resolved first (so it must report them), while watched.
     reported: Vec<(ProcKey, ExitInfo)>,
+    /// Every fork of a member, as it happens (root only); `None`: the sweep fallback.
+    events: Option<ProcEvents>,
+    discovery: Discovery,
+    /// Process groups and sessions led by a member (past or present): a process in one of
+    /// them, started after the target, belongs to the tree even once reparented.
+    groups: HashSet<i32>,
+    sessions: HashSet<i32>,
 }
 
 impl Tree {
@@ -66,6 +74,13 @@ impl Tree {
             .ok_or_else(|| io::Error::from_raw_os_error(libc::ESRCH))?;
         let entry = Entry::open(&proc_root, target.pid, 0, stat, 0)
             .ok_or_else(|| io::Error::from_raw_os_error(libc::ESRCH))?;
+        // Subscribed before the first scan: a fork after it is an event, one before it is
+        // in /proc.
+        let (events, discovery) = match ProcEvents::subscribe() {
+            Ok(ev) => (Some(ev), Discovery::ProcEvents),
+            Err(e) => (None, Discovery::Sweep { why: e.to_string() }),
+        };
+        crate::collect::procevents::set_last(discovery.clone());
         let mut tree = Tree {
             opts,
             proc_root,
@@ -82,12 +97,26 @@ impl Tree {
             new_pidfds: Vec::new(),
             watched: false,
             reported: Vec::new(),
+            events,
+            discovery,
+            groups: HashSet::new(),
+            sessions: HashSet::new(),
         };
         tree.track(entry);
         Ok(tree)
     }
 
     fn track(&mut self, e: Entry) {
+        let (pid, pgid, sid) = (e.info.key.pid, e.info.pgid, e.info.sid);
+        if let Some(ev) = &self.events {
+            ev.seed(pid);
+        }
+        if pgid == pid {
+            self.groups.insert(pgid);
+        }
+        if sid == pid {
+            self.sessions.insert(sid);
+        }
         if let Some(fd) = e.pidfd.as_ref().filter(|_| self.watched) {
             self.new_pidfds.push(Arc::clone(fd));
         }
@@ -107,6 +136,17 @@ impl Tree {
     /// Exits resolved by refreshes (not by the watcher) since the last call.
     pub fn take_reported_exits(&mut self) -> Vec<(ProcKey, ExitInfo)> {
         std::mem::take(&mut self.reported)
+    }
+
+    /// How this tree finds its processes.
+    pub fn discovery(&self) -> &Discovery {
+        &self.discovery
+    }
+
+    /// Without process events, each listing sweeps by group/session, so list on every
+    /// created pid (as launch mode does).
+    pub fn sweeping(&self) -> bool {
+        self.events.is_none()
     }
 
     /// Is `pid` a live tracked process?
@@ -199,6 +239,17 @@ impl Tree {
     /// parent that ran (forked), so when nothing in the tree ran the listing, whose cost
     /// grows with every task on the system, is skipped.
     pub fn discover(&mut self, clock: &Clock, list: bool) -> io::Result<()> {
+        let mut list = list;
+        let mut sweep = self.events.is_none();
+        if let Some(ev) = &self.events {
+            let (joined, lost) = ev.take_new();
+            if lost {
+                // Events were dropped: this refresh lists and sweeps.
+                list = true;
+                sweep = true;
+            }
+            self.adopt_forked(clock, joined);
+        }
         if !list {
             return Ok(());
         }
@@ -245,10 +296,11 @@ impl Tree {
             let mut rest = Vec::with_capacity(candidates.len());
             for (pid, ino, stat) in candidates {
                 let parent_depth = self.live.get(&stat.ppid).map(|p| p.info.depth);
-                let adopt = adopt_own
-                    && parent_depth.is_none()
-                    && stat.ppid == self.self_pid
+                let adopt = parent_depth.is_none()
                     && stat.pgrp != own_pgid
+                    && pid != self.self_pid
+                    && ((adopt_own && stat.ppid == self.self_pid)
+                        || (sweep && self.swept_member(&stat)))
                     && !helpers::is_helper(pid);
                 if parent_depth.is_none() && !adopt {
                     rest.push((pid, ino, stat));
@@ -273,6 +325,42 @@ impl Tree {
         self.others.retain(|_, o| o.1 == generation);
 
         Ok(())
+    }
+
+    /// The sweep rule: started after the target, not a zombie, and in a process group or
+    /// session led by a member (whoever its parent is now).
+    fn swept_member(&self, stat: &Stat) -> bool {
+        stat.start_time >= self.target.start_time
+            && stat.state != 'Z'
+            && (self.groups.contains(&stat.pgrp) || self.sessions.contains(&stat.session))
+    }
+
+    /// Track processes the event reader saw forked by a member (even if their parent has
+    /// exited and they were reparented since).
+    fn adopt_forked(&mut self, clock: &Clock, joined: Vec<(i32, u64)>) {
+        let own_pgid = rustix::process::getpgrp().as_raw_nonzero().get();
+        for (pid, start_time) in joined {
+            if self.live.contains_key(&pid) || pid == self.self_pid || helpers::is_helper(pid) {
+                continue;
+            }
+            let Ok(f) = ProcFile::open_at(self.proc_root.as_fd(), &stat_path(pid)) else {
+                continue; // already gone
+            };
+            let Some(stat) = f.read(&mut self.buf).ok().and_then(procfs::parse_stat) else {
+                continue;
+            };
+            // Reused pid, or lifecycle-top's own (a helper forked by a member cannot be).
+            if stat.start_time != start_time || stat.state == 'Z' || stat.pgrp == own_pgid {
+                continue;
+            }
+            let parent_depth = self.live.get(&stat.ppid).map(|p| p.info.depth);
+            let depth = parent_depth.map_or(1, |d| d + 1);
+            if let Some(mut e) = Entry::open(&self.proc_root, pid, 0, stat, depth) {
+                e.info.orphan = parent_depth.is_none();
+                e.update(&mut self.buf, true, clock);
+                self.track(e);
+            }
+        }
     }
 
     /// Target first, its live descendants depth-first (children by start time), then the

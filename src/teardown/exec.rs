@@ -5,6 +5,17 @@
 use crate::collect::pidfd::{PidFd, PidFdError};
 use crate::model::ProcKey;
 
+/// The right to call [`PidFd::send_signal`]: its field is private to this module, so no other
+/// code can make one (`SignalRight::new` is private too).
+#[derive(Debug, Clone, Copy)]
+pub struct SignalRight(());
+
+impl SignalRight {
+    fn new() -> Self {
+        SignalRight(())
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum SignalError {
     /// Exited before the signal (not an error for teardown: it is what we wanted).
@@ -26,9 +37,10 @@ pub fn signal(key: ProcKey, sig: i32) -> Result<(), SignalError> {
         e @ PidFdError::Reused { .. } => SignalError::Reused(e.to_string()),
         e => SignalError::Other(e.to_string()),
     })?;
-    fd.send_signal(sig).map_err(|e| match e.raw_os_error() {
-        Some(libc::ESRCH) => SignalError::Gone,
-        Some(libc::EPERM) => SignalError::PermissionDenied,
-        _ => SignalError::Other(e.to_string()),
-    })
+    fd.send_signal(sig, SignalRight::new())
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ESRCH) => SignalError::Gone,
+            Some(libc::EPERM) => SignalError::PermissionDenied,
+            _ => SignalError::Other(e.to_string()),
+        })
 }

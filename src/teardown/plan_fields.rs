@@ -106,12 +106,35 @@ pub fn parse_signal(v: &Value) -> Result<i32, String> {
         .ok_or_else(|| format!("{v} is not a signal (e.g. \"SIGTERM\", \"INT\", 9)"))
 }
 
+/// Job-control signals and SIGCONT: they pause or resume a process, never stop it (a phase
+/// "escalating" with SIGSTOP would leave the tree frozen, not gone).
+const PAUSING: &[i32] = &[
+    libc::SIGSTOP,
+    libc::SIGTSTP,
+    libc::SIGTTIN,
+    libc::SIGTTOU,
+    libc::SIGCONT,
+];
+
 fn signals(t: &Table, default: &[i32]) -> Result<Vec<i32>, FieldError> {
     match t.get("signals") {
         None => Ok(default.to_vec()),
         Some(Value::Array(a)) if !a.is_empty() => a
             .iter()
-            .map(|v| parse_signal(v).map_err(|m| ferr("signals", m)))
+            .map(|v| {
+                let sig = parse_signal(v).map_err(|m| ferr("signals", m))?;
+                if PAUSING.contains(&sig) {
+                    return Err(ferr(
+                        "signals",
+                        format!(
+                            "{v} ({}) pauses or resumes a process, it does not stop it; use \
+                             SIGTERM, SIGINT, SIGQUIT or SIGKILL",
+                            super::plan::signal_name(sig)
+                        ),
+                    ));
+                }
+                Ok(sig)
+            })
             .collect(),
         Some(_) => Err(ferr(
             "signals",

@@ -1,0 +1,395 @@
+//! The kernel's process-events connector (netlink `NETLINK_CONNECTOR`, `CN_IDX_PROC`): every
+//! fork and exit on the system, as it happens. The collector's /proc scan misses a process
+//! that was forked and reparented (its parent exited) between two scans: its ppid no longer
+//! names a tracked process. A reader thread here follows the tree's membership by the fork
+//! events themselves (a child of a member is a member, whoever its parent is later), reads
+//! the child's start time at once and queues it for the collector's next refresh.
+//!
+//! Needs CAP_NET_ADMIN (root); [`ProcEvents::subscribe`] fails otherwise (or with
+//! `LIFECYCLE_TOP_NO_PROC_EVENTS=1`, which forces the fallback for tests), and the collector
+//! then sweeps /proc by process group / session and start time instead (see
+//! [`Discovery`]). Lost events (the socket's buffer overflowed: ENOBUFS) are flagged, so the
+//! collector runs a full listing with the sweep for that refresh.
+//!
+//! Self-contained rather than a crate: the protocol is three fixed structs, the crates that
+//! wrap it are small and little maintained, and the membership has to be decided in the
+//! reader itself (at fork time, before a reparenting), which a generic event stream would
+//! leave to us anyway.
+
+use crate::collect::procfs;
+use std::collections::{HashMap, HashSet};
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+/// The environment variable that disables the connector (forces the sweep fallback).
+pub const DISABLE_ENV: &str = "LIFECYCLE_TOP_NO_PROC_EVENTS";
+
+/// How the collector finds the tree's processes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Discovery {
+    /// Kernel process events: every fork of a member is seen when it happens.
+    ProcEvents,
+    /// /proc scans plus a sweep by process group / session and start time; `why` says why
+    /// the connector is not used.
+    Sweep { why: String },
+}
+
+impl Discovery {
+    /// One line for a summary or report.
+    pub fn describe(&self) -> String {
+        match self {
+            Discovery::ProcEvents => "process discovery: kernel process events (cn_proc): every \
+                 fork in the tree is seen as it happens"
+                .into(),
+            Discovery::Sweep { why } => format!(
+                "process discovery: /proc scan + sweep by process group/session and start time \
+                 (process events unavailable: {why}); a process that left the tree's group and \
+                 session and was reparented before a scan can be missed"
+            ),
+        }
+    }
+}
+
+/// The method of the collector attached last in this process (`None` before any attach).
+static LAST: Mutex<Option<Discovery>> = Mutex::new(None);
+
+pub(crate) fn set_last(d: Discovery) {
+    *LAST.lock().unwrap_or_else(PoisonError::into_inner) = Some(d);
+}
+
+/// How the collector attached last in this process finds processes.
+pub fn last_discovery() -> Option<Discovery> {
+    LAST.lock().unwrap_or_else(PoisonError::into_inner).clone()
+}
+
+/// The line headless and `check` print with their verdict.
+pub fn summary_line() -> String {
+    last_discovery().map_or_else(
+        || "process discovery: not attached".to_string(),
+        |d| d.describe(),
+    )
+}
+
+const CN_IDX_PROC: u32 = 1;
+const CN_VAL_PROC: u32 = 1;
+const PROC_CN_MCAST_LISTEN: u32 = 1;
+const PROC_EVENT_FORK: u32 = 0x1;
+const PROC_EVENT_EXIT: u32 = 0x8000_0000;
+const NLMSG_HDR: usize = 16;
+const CN_MSG_HDR: usize = 20;
+const EV_HDR: usize = 16;
+/// Forks of processes not (yet) members, remembered so a member seeded late (found by a scan
+/// after the subscription) still gets the children it forked meanwhile. Capped.
+const MAX_STRANGERS: usize = 65_536;
+
+#[derive(Default)]
+struct Shared {
+    members: HashSet<i32>,
+    /// child tgid -> parent tgid, for forks whose parent was not a member.
+    strangers: HashMap<i32, i32>,
+    /// New members since the collector last asked: (pid, start time).
+    new: Vec<(i32, u64)>,
+    /// Events were lost (ENOBUFS): the collector must list /proc in full.
+    lost: bool,
+}
+
+impl Shared {
+    fn join(&mut self, pid: i32) {
+        if !self.members.insert(pid) {
+            return;
+        }
+        if let Ok(start) = procfs::read_start_time(pid) {
+            self.new.push((pid, start));
+        }
+        // Children it forked before it was known to be a member.
+        let kids: Vec<i32> = self
+            .strangers
+            .iter()
+            .filter(|(_, p)| **p == pid)
+            .map(|(c, _)| *c)
+            .collect();
+        for k in kids {
+            self.strangers.remove(&k);
+            self.join(k);
+        }
+    }
+}
+
+/// A subscription to process events, with its reader thread (stopped on drop).
+pub struct ProcEvents {
+    shared: Arc<Mutex<Shared>>,
+    stop: Arc<AtomicBool>,
+}
+
+fn lock(m: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl ProcEvents {
+    /// Subscribe (root only) and start the reader thread. Fails with the reason when the
+    /// connector is unavailable or disabled by [`DISABLE_ENV`].
+    pub fn subscribe() -> io::Result<ProcEvents> {
+        if std::env::var_os(DISABLE_ENV).is_some_and(|v| !v.is_empty() && v != "0") {
+            return Err(io::Error::other(format!("disabled by {DISABLE_ENV}")));
+        }
+        // Listening needs CAP_NET_ADMIN; without it some kernels accept the subscription and
+        // then send nothing, so an unprivileged run does not even try.
+        if !rustix::process::geteuid().is_root() {
+            return Err(io::Error::other(
+                "not root (the connector needs CAP_NET_ADMIN)",
+            ));
+        }
+        let sock = open_socket()?;
+        let shared = Arc::new(Mutex::new(Shared::default()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (s2, stop2) = (Arc::clone(&shared), Arc::clone(&stop));
+        std::thread::Builder::new()
+            .name("lt-procevents".into())
+            .spawn(move || read_loop(sock, s2, stop2))?;
+        Ok(ProcEvents { shared, stop })
+    }
+
+    /// `pid` is a member (found by a scan, or the target): its future forks are followed.
+    pub fn seed(&self, pid: i32) {
+        let mut s = lock(&self.shared);
+        if s.members.insert(pid) {
+            let kids: Vec<i32> = s
+                .strangers
+                .iter()
+                .filter(|(_, p)| **p == pid)
+                .map(|(c, _)| *c)
+                .collect();
+            for k in kids {
+                s.strangers.remove(&k);
+                s.join(k);
+            }
+        }
+    }
+
+    /// Members that joined since the last call, with their start times, and whether events
+    /// were lost meanwhile (then a full scan is due).
+    pub fn take_new(&self) -> (Vec<(i32, u64)>, bool) {
+        let mut s = lock(&self.shared);
+        let lost = std::mem::take(&mut s.lost);
+        (std::mem::take(&mut s.new), lost)
+    }
+}
+
+impl Drop for ProcEvents {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn open_socket() -> io::Result<OwnedFd> {
+    // SAFETY: socket(2) takes no pointers; the returned fd is owned right below.
+    let raw = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+            libc::NETLINK_CONNECTOR,
+        )
+    };
+    if raw < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `raw` is a fresh fd nobody else owns.
+    let sock = unsafe { OwnedFd::from_raw_fd(raw) };
+    let fd = sock.as_raw_fd();
+    // SAFETY: sockaddr_nl is plain data; zeroed is a valid value.
+    let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+    addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+    addr.nl_groups = CN_IDX_PROC;
+    addr.nl_pid = 0;
+    // SAFETY: `addr` is a valid sockaddr_nl and the length is its size.
+    let rc = unsafe {
+        libc::bind(
+            fd,
+            (&addr as *const libc::sockaddr_nl).cast(),
+            std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // A big receive buffer (forced as root), so a fork storm is not lost; and a timeout so
+    // the reader notices a stop request.
+    let rcvbuf: libc::c_int = 8 << 20;
+    let tv = libc::timeval {
+        tv_sec: 0,
+        tv_usec: 200_000,
+    };
+    // SAFETY: setsockopt with pointers to live locals and their exact sizes.
+    unsafe {
+        if libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            (&rcvbuf as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        ) != 0
+        {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUF,
+                (&rcvbuf as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&tv as *const libc::timeval).cast(),
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        );
+    }
+    // Subscribe: nlmsghdr + cn_msg + PROC_CN_MCAST_LISTEN.
+    let total = NLMSG_HDR + CN_MSG_HDR + 4;
+    let mut msg = Vec::with_capacity(total);
+    msg.extend_from_slice(&(total as u32).to_ne_bytes());
+    msg.extend_from_slice(&(libc::NLMSG_DONE as u16).to_ne_bytes());
+    msg.extend_from_slice(&0u16.to_ne_bytes()); // flags
+    msg.extend_from_slice(&0u32.to_ne_bytes()); // seq
+    msg.extend_from_slice(&std::process::id().to_ne_bytes());
+    msg.extend_from_slice(&CN_IDX_PROC.to_ne_bytes());
+    msg.extend_from_slice(&CN_VAL_PROC.to_ne_bytes());
+    msg.extend_from_slice(&0u32.to_ne_bytes()); // seq
+    msg.extend_from_slice(&0u32.to_ne_bytes()); // ack
+    msg.extend_from_slice(&4u16.to_ne_bytes()); // len
+    msg.extend_from_slice(&0u16.to_ne_bytes()); // flags
+    msg.extend_from_slice(&PROC_CN_MCAST_LISTEN.to_ne_bytes());
+    // SAFETY: sending `msg.len()` bytes from a live buffer on our socket.
+    let n = unsafe { libc::send(fd, msg.as_ptr().cast(), msg.len(), 0) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(sock)
+}
+
+fn u32_at(b: &[u8], off: usize) -> Option<u32> {
+    Some(u32::from_ne_bytes(b.get(off..off + 4)?.try_into().ok()?))
+}
+
+fn i32_at(b: &[u8], off: usize) -> Option<i32> {
+    u32_at(b, off).map(|v| v as i32)
+}
+
+fn read_loop(sock: OwnedFd, shared: Arc<Mutex<Shared>>, stop: Arc<AtomicBool>) {
+    let mut buf = vec![0u8; 64 * 1024];
+    while !stop.load(Ordering::Relaxed) {
+        // SAFETY: receiving into a live buffer of `buf.len()` bytes.
+        let n = unsafe { libc::recv(sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::EAGAIN) | Some(libc::EINTR) => continue,
+                Some(libc::ENOBUFS) => {
+                    lock(&shared).lost = true;
+                    continue;
+                }
+                _ => {
+                    tracing::warn!("process events: {e}; falling back to /proc scans");
+                    lock(&shared).lost = true;
+                    std::thread::sleep(Duration::from_millis(50));
+                    continue;
+                }
+            }
+        }
+        let data = buf.get(..n as usize).unwrap_or_default();
+        handle_datagram(data, &shared);
+    }
+}
+
+/// Parse one datagram (one or more netlink messages) and apply its events.
+fn handle_datagram(data: &[u8], shared: &Mutex<Shared>) {
+    let mut off = 0;
+    let mut s = lock(shared);
+    while let Some(len) = u32_at(data, off) {
+        let len = len as usize;
+        if len < NLMSG_HDR || off + len > data.len() {
+            break;
+        }
+        let msg = &data[off + NLMSG_HDR..off + len];
+        if u32_at(msg, 0) == Some(CN_IDX_PROC) && u32_at(msg, 4) == Some(CN_VAL_PROC) {
+            let ev = msg.get(CN_MSG_HDR..).unwrap_or_default();
+            apply_event(ev, &mut s);
+        }
+        // NLMSG_ALIGN
+        off += (len + 3) & !3;
+    }
+}
+
+fn apply_event(ev: &[u8], s: &mut Shared) {
+    let Some(what) = u32_at(ev, 0) else { return };
+    let d = EV_HDR;
+    match what {
+        PROC_EVENT_FORK => {
+            let (Some(parent_tgid), Some(child_pid), Some(child_tgid)) =
+                (i32_at(ev, d + 4), i32_at(ev, d + 8), i32_at(ev, d + 12))
+            else {
+                return;
+            };
+            if child_pid != child_tgid {
+                return; // a new thread, not a process
+            }
+            if s.members.contains(&parent_tgid) {
+                s.join(child_tgid);
+            } else if s.strangers.len() < MAX_STRANGERS {
+                s.strangers.insert(child_tgid, parent_tgid);
+            }
+        }
+        PROC_EVENT_EXIT => {
+            let (Some(pid), Some(tgid)) = (i32_at(ev, d), i32_at(ev, d + 4)) else {
+                return;
+            };
+            if pid == tgid {
+                s.members.remove(&tgid);
+                s.strangers.remove(&tgid);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fork_event(parent: i32, child: i32, thread: bool) -> Vec<u8> {
+        let mut v = Vec::new();
+        v.extend_from_slice(&PROC_EVENT_FORK.to_ne_bytes());
+        v.extend_from_slice(&0u32.to_ne_bytes());
+        v.extend_from_slice(&0u64.to_ne_bytes());
+        for x in [
+            parent,
+            parent,
+            if thread { child + 1 } else { child },
+            child,
+        ] {
+            v.extend_from_slice(&x.to_ne_bytes());
+        }
+        v
+    }
+
+    #[test]
+    fn forks_of_members_join_and_late_seeds_pick_up_their_children() {
+        let mut s = Shared::default();
+        let me = std::process::id() as i32;
+        s.members.insert(1 << 29);
+        // A fork by a stranger whose parent becomes a member later (our own pid: it is
+        // alive, so its start time reads).
+        apply_event(&fork_event(1 << 28, me, false), &mut s);
+        assert!(s.new.is_empty() && s.strangers.contains_key(&me));
+        s.join(1 << 28);
+        assert!(s.members.contains(&me));
+        assert_eq!(s.new.iter().filter(|(p, _)| *p == me).count(), 1);
+        // Threads are not processes.
+        apply_event(&fork_event(me, 1 << 27, true), &mut s);
+        assert!(!s.members.contains(&((1 << 27) + 1)) && !s.members.contains(&(1 << 27)));
+    }
+}
