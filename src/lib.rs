@@ -14,6 +14,7 @@
 //! - [`app`]: the TUI event loop; [`headless`]: the same core with a printer.
 //! - [`cli`]: clap at the edge, turned into a validated [`cli::Config`].
 //! - [`launch`]: starting `-- CMD` under a subreaper; [`demo`]: the bundled demo target.
+//! - [`jvm`]: JVM targets: thread dump over the attach protocol, parsed and joined by tid.
 //! - [`check`]: the CI gate's parts (readiness, log scan, JUnit); [`duration`]: CLI durations.
 
 pub mod agent;
@@ -25,6 +26,7 @@ pub mod demo;
 pub mod diagnose;
 pub mod duration;
 pub mod headless;
+pub mod jvm;
 pub mod launch;
 pub mod model;
 pub mod record;
