@@ -15,6 +15,7 @@
 //! - [`cli`]: clap at the edge, turned into a validated [`cli::Config`].
 //! - [`launch`]: starting `-- CMD` under a subreaper; [`demo`]: the bundled demo target.
 //! - [`replay`]: a recording played back read-only in the same dashboard, with time travel.
+//! - [`jvm`]: JVM targets: thread dump over the attach protocol, parsed and joined by tid.
 //! - [`check`]: the CI gate's parts (readiness, log scan, JUnit); [`duration`]: CLI durations.
 
 pub mod agent;
@@ -26,6 +27,7 @@ pub mod demo;
 pub mod diagnose;
 pub mod duration;
 pub mod headless;
+pub mod jvm;
 pub mod launch;
 pub mod model;
 pub mod record;

@@ -50,12 +50,18 @@ pub struct SessionConfig {
 }
 
 /// Without `--plan` and before an agent said otherwise: `python-asyncio` for a target that
-/// looks like Python (its comm or argv[0]), `native` otherwise.
+/// looks like Python (its comm or argv[0]), `jvm` for a JVM (`jvm::is_jvm`), `native` otherwise.
 pub fn default_plan(snap: &Snapshot) -> Result<Plan, String> {
     let python = snap.target_info().is_some_and(|t| {
         t.name.starts_with("python") || t.cmdline.first().is_some_and(|c| c.contains("python"))
     });
-    plan::load(if python { "python-asyncio" } else { "native" }).map_err(|e| e.to_string())
+    let jvm = !python && crate::jvm::is_jvm(snap.target.pid);
+    let name = match (python, jvm) {
+        (true, _) => "python-asyncio",
+        (_, true) => "jvm",
+        _ => "native",
+    };
+    plan::load(name).map_err(|e| e.to_string())
 }
 
 /// The plan's description for the event stream (replay parses `toml` again).

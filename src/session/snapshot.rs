@@ -13,6 +13,10 @@ pub struct FullSnapshot {
     /// Why `agent` is null (no socket, refused, timed out).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub agent_status: Option<String>,
+    /// For a JVM target: its Java threads (daemon flags, joined to tids by `nid`) and the
+    /// JVM's own deadlock report, or the one-line reason there are none. Absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jvm: Option<crate::jvm::JvmSection>,
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -35,6 +39,11 @@ pub async fn snapshot_with_agent(pid: i32) -> anyhow::Result<FullSnapshot> {
         .filter(|p| p.exit.is_none())
         .map(|p| p.key.pid)
         .collect();
+    let (jvm_pid, tids): (i32, Vec<i32>) = (
+        snapshot.target.pid,
+        snapshot.threads.iter().map(|t| t.tid).collect(),
+    );
+    let jvm = tokio::task::spawn_blocking(move || crate::jvm::section(jvm_pid, &tids));
     let in_tree = std::sync::Arc::new(move |p: i32| pids.contains(&p));
     let mut client =
         crate::agent::spawn_client(snapshot.target, in_tree, Duration::from_millis(200));
@@ -79,6 +88,7 @@ pub async fn snapshot_with_agent(pid: i32) -> anyhow::Result<FullSnapshot> {
         snapshot,
         agent,
         agent_status,
+        jvm: jvm.await?,
     })
 }
 
@@ -86,6 +96,9 @@ pub async fn snapshot_with_agent(pid: i32) -> anyhow::Result<FullSnapshot> {
 pub fn agent_text(full: &FullSnapshot) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
+    if let Some(j) = &full.jvm {
+        out.push_str(&jvm_text(j));
+    }
     let Some(agent) = &full.agent else {
         let why = full.agent_status.as_deref().unwrap_or("none");
         let _ = writeln!(out, "\nagent: not found ({why})");
@@ -128,6 +141,44 @@ pub fn agent_text(full: &FullSnapshot) -> String {
             t.state,
             t.where_.as_deref().unwrap_or("")
         );
+    }
+    out
+}
+
+/// The text form of the `jvm` section: Java threads with daemon flags, then deadlocks.
+fn jvm_text(j: &crate::jvm::JvmSection) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    if let Some(e) = &j.error {
+        let _ = writeln!(out, "\n{e}");
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "\njvm: {} threads (dump via {}, {:.1} ms)",
+        j.threads.len(),
+        j.via.unwrap_or("?"),
+        j.dump_ms.unwrap_or(0.0)
+    );
+    let _ = writeln!(
+        out,
+        "{:>8}  {:<28} {:<7} STATE",
+        "TID", "JAVA THREAD", "DAEMON"
+    );
+    for t in j.threads.iter().filter(|t| t.java_tid.is_some()) {
+        let tid = t.tid.map_or("-".to_string(), |n| n.to_string());
+        let daemon = if t.daemon { "yes" } else { "NO" };
+        let _ = writeln!(out, "{tid:>8}  {:<28} {daemon:<7} {}", t.name, t.state);
+    }
+    for d in &j.deadlocks {
+        let _ = writeln!(out, "Java-level deadlock:");
+        for e in &d.edges {
+            let _ = writeln!(
+                out,
+                "  \"{}\" waits for <{}> (a {}), held by \"{}\"",
+                e.thread, e.monitor.addr, e.monitor.class, e.held_by
+            );
+        }
     }
     out
 }

@@ -18,11 +18,27 @@ pub fn run(pid: i32, json: bool, seize: bool, out: &mut dyn Write) -> anyhow::Re
         ..StackOptions::default()
     };
     let snap = capture(pid, &[], &opts);
+    // A JVM: its Java frames, joined by nid (a dump over the attach protocol, a few ms).
+    let java = crate::jvm::is_jvm(pid).then(|| crate::jvm::thread_dump(pid));
     if json {
-        serde_json::to_writer_pretty(&mut *out, &snap)?;
+        // The snapshot's own shape, plus `jvm` (the parsed dump or its error) for a JVM.
+        let mut value = serde_json::to_value(&snap)?;
+        if let (Some(java), Some(obj)) = (&java, value.as_object_mut()) {
+            let jvm = match java {
+                Ok(d) => serde_json::json!({
+                    "via": d.via,
+                    "dump_ms": d.took.as_secs_f64() * 1000.0,
+                    "threads": d.dump.threads,
+                    "deadlocks": d.dump.deadlocks,
+                }),
+                Err(e) => serde_json::json!({ "error": e }),
+            };
+            obj.insert("jvm".into(), jvm);
+        }
+        serde_json::to_writer_pretty(&mut *out, &value)?;
         writeln!(out)?;
     } else {
-        write_text(&snap, out)?;
+        write_text_with_java(&snap, java.as_ref(), out)?;
     }
     Ok(())
 }
@@ -74,6 +90,17 @@ pub fn kernel_line(t: &ThreadStacks) -> String {
 
 /// The human-readable dump.
 pub fn write_text(snap: &StackSnapshot, out: &mut dyn Write) -> std::io::Result<()> {
+    write_text_with_java(snap, None, out)
+}
+
+type JavaDump = Result<crate::jvm::Dump, String>;
+
+/// [`write_text`], with a JVM's Java frames (and monitor lines) under each thread.
+pub fn write_text_with_java(
+    snap: &StackSnapshot,
+    java: Option<&JavaDump>,
+    out: &mut dyn Write,
+) -> std::io::Result<()> {
     writeln!(
         out,
         "pid {}: {} threads, captured in {:.2} ms",
@@ -84,8 +111,33 @@ pub fn write_text(snap: &StackSnapshot, out: &mut dyn Write) -> std::io::Result<
     for e in &snap.errors {
         writeln!(out, "  ! [{}] {}", e.source.label(), e.message)?;
     }
+    let dump = match java {
+        Some(Ok(d)) => Some(&d.dump),
+        Some(Err(e)) => {
+            writeln!(out, "  ! [java] {e}")?;
+            None
+        }
+        None => None,
+    };
+    for d in dump.map(|d| d.deadlocks.as_slice()).unwrap_or_default() {
+        writeln!(out, "  ! [java] Java-level deadlock:")?;
+        for e in &d.edges {
+            writeln!(
+                out,
+                "      \"{}\" waits for <{}> (a {}), held by \"{}\"",
+                e.thread, e.monitor.addr, e.monitor.class, e.held_by
+            )?;
+        }
+    }
     for t in &snap.threads {
         writeln!(out, "\nthread {} \"{}\": {}", t.tid, t.name, kernel_line(t))?;
+        if let Some(jt) = dump.and_then(|d| d.by_nid(t.tid)) {
+            let daemon = if jt.daemon { ", daemon" } else { "" };
+            writeln!(out, "  [java \"{}\"{daemon}, {}]", jt.name, jt.state)?;
+            for l in crate::jvm::thread_lines(jt) {
+                writeln!(out, "    {l}")?;
+            }
+        }
         for st in &t.stacks {
             let note = st
                 .note

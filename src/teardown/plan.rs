@@ -1,4 +1,4 @@
-//! Teardown plans: an ordered list of phases, built in (`python-asyncio`, `native`, embedded
+//! Teardown plans: an ordered list of phases, built in (`python-asyncio`, `native`, `jvm`, embedded
 //! from `assets/plans/`) or read from a user TOML file. Validation happens here, once, so the
 //! engine only ever sees a well-formed [`Plan`]; every error names the file, phase and field.
 
@@ -8,9 +8,10 @@ use toml::{Table, Value};
 
 const PYTHON_ASYNCIO: &str = include_str!("../../assets/plans/python-asyncio.toml");
 const NATIVE: &str = include_str!("../../assets/plans/native.toml");
+const JVM: &str = include_str!("../../assets/plans/jvm.toml");
 
 /// Names of the built-in plans, for help texts and error remedies.
-pub const BUILTIN: &[&str] = &["python-asyncio", "native"];
+pub const BUILTIN: &[&str] = &["python-asyncio", "native", "jvm"];
 
 /// Keys the dashboard keeps for itself (quit, move, sort, run next/all, abort, stacks,
 /// help...). A plan phase may not take one; `ui::keys` has a test that keeps the two in step.
@@ -144,11 +145,12 @@ pub struct PlanError {
     pub message: String,
 }
 
-/// A built-in name (`python-asyncio`, `native`) or a path to a TOML file.
+/// A built-in name (`python-asyncio`, `native`, `jvm`) or a path to a TOML file.
 pub fn load(name_or_path: &str) -> Result<Plan, PlanError> {
     match name_or_path {
         "python-asyncio" => parse(PYTHON_ASYNCIO, "builtin:python-asyncio"),
         "native" => parse(NATIVE, "builtin:native"),
+        "jvm" => parse(JVM, "builtin:jvm"),
         path => {
             let text = std::fs::read_to_string(Path::new(path)).map_err(|e| PlanError {
                 file: path.to_string(),
