@@ -2,6 +2,8 @@
 //! alive, drive its teardown phase by phase, and capture the stacks of whatever is stuck.
 //!
 //! Module map (the core has no ratatui import; `ui` is the only drawing code):
+//! - [`session`]: the core: one `Session` owns collector, agent client, teardown runner and
+//!   stack captures and emits one clock-stamped `CoreEvent` stream; `Model` folds it.
 //! - [`model`]: plain data shared by all parts (process identity, snapshots, agent facts).
 //! - [`collect`]: /proc readers producing owned [`model::Snapshot`]s; pidfds; exit watching.
 //! - [`agent`]: the agent protocol, framing and client state machine.
@@ -9,14 +11,17 @@
 //! - [`stacks`]: stack snapshots (kernel wait point, native, Python).
 //! - [`report`]: headless summary, JSON report, Chrome trace export.
 //! - [`verdict`]: the pure clean / not clean verdict from facts (headless and check).
-//! - [`state`]: the app model, updated from events, no I/O.
+//! - [`state`]: the dashboard: the session `Model` plus the TUI's `View`, no I/O.
+//! - [`diagnose`]: why it won't exit: the wait-for graph folded to root causes.
+//! - [`record`]: the recording file format (append-only, checksummed, delta-compressed).
 //! - [`ui`]: layout, theme, keys, one widget per panel.
-//! - [`app`]: the TUI event loop; [`headless`]: the same core with a printer.
+//! - [`app`]: the TUI event loop; [`headless`]: a printer over the same session.
 //! - [`cli`]: clap at the edge, turned into a validated [`cli::Config`].
 //! - [`launch`]: starting `-- CMD` under a subreaper; [`demo`]: the bundled demo target.
 //! - [`replay`]: a recording played back read-only in the same dashboard, with time travel.
 //! - [`jvm`]: JVM targets: thread dump over the attach protocol, parsed and joined by tid.
-//! - [`check`]: the CI gate's parts (readiness, log scan, JUnit); [`duration`]: CLI durations.
+//! - [`check`]: the CI shutdown gate (ready, one stop signal, budget, evidence, verdict, JUnit);
+//!   [`duration`]: CLI durations.
 
 pub mod agent;
 pub mod app;
