@@ -352,3 +352,27 @@ fn demo_does_not_outlive_a_sigterm() {
         !alive(demo) && !alive(stubborn) && !alive(helper)
     });
 }
+
+#[test]
+fn demo_why_overlay_names_a_blocker_and_the_header_keeps_the_verdict() {
+    let mut s = Session::start(&["demo", "--interval", "100"]);
+    let (demo, stubborn, helper) = demo_tree(&s);
+    s.press(b"y");
+    s.screen.wait_for("Why it won't exit");
+    // A cause line (the diagnosis names processes `pid N "comm"`; the tree panel does not).
+    s.screen
+        .wait_for(&format!("pid {stubborn} \"stubborn-worker\""));
+    s.screen.wait_for("computed ");
+    s.press(b"\x1b");
+    s.screen.wait_gone("Why it won't exit");
+    s.screen.wait_for("why (");
+    s.screen.wait_for("exit blocked by ");
+    s.press(b"q");
+    s.screen.wait_for("What now?");
+    s.press(b"k");
+    let status = s.child.wait().expect("lifecycle-top exits");
+    assert!(status.success(), "exit status {status:?}");
+    wait_until("the whole demo tree is gone", || {
+        !alive(demo) && !alive(stubborn) && !alive(helper)
+    });
+}

@@ -1,15 +1,17 @@
 //! What the TUI does with the dashboard's commands: teardown commands and stack captures go
 //! to the session (captures come back as `CoreEvent::Stacks` with `asked: true`); writing
 //! the viewed stack snapshot to files is the app's own I/O. Kept apart from the event loop
-//! in `mod.rs` so that file stays a plain `select!`.
+//! in `mod.rs` so that file stays a plain `select!`. The Why overlay's diagnosis reads
+//! /proc, so [`diagnose`] runs it on the blocking pool and sends the result back to the loop.
 
 use crate::session::SessionHandle;
 use crate::stacks::StackSnapshot;
-use crate::state::{Action, Command, Dashboard};
+use crate::state::{Action, AgentStatus, Command, Dashboard, WhyResult};
 use crate::teardown;
 use anyhow::Result;
 use std::path::PathBuf;
 use std::time::Duration;
+use tokio::sync::mpsc;
 
 /// How much `+` extends the running phase's timeout (like systemd's EXTEND_TIMEOUT_USEC).
 const EXTEND_BY: Duration = Duration::from_secs(5);
@@ -82,4 +84,47 @@ fn write_stacks(snap: &StackSnapshot) -> Result<PathBuf> {
     };
     std::fs::write(dir.join(format!("{name}.json")), json)?;
     Ok(dir.join(format!("{name}.txt")))
+}
+
+/// Diagnoses the Model's latest snapshot and agent report on the blocking pool (it reads
+/// /proc: every thread's syscall, fds, locks) and sends the result to `tx`. Always sends
+/// one result, an error included, so the overlay never stays on "computing…".
+pub fn diagnose(dash: &Dashboard, tx: mpsc::Sender<WhyResult>) {
+    let screen = dash.screen();
+    let snapshot = dash.model.snapshot.clone();
+    let report = screen.report().cloned();
+    let agent = match screen.agent_status() {
+        AgentStatus::Connected(_) => None,
+        AgentStatus::Disabled => Some("disabled".to_string()),
+        AgentStatus::Searching => Some("searching".to_string()),
+        AgentStatus::NotFound(why) => Some(format!("not found: {why}")),
+        AgentStatus::Lost(why) => Some(format!("lost: {why}")),
+    };
+    tokio::spawn(async move {
+        let failed = |e: String| WhyResult {
+            error: Some(e),
+            computed_at_unix_ms: crate::collect::exits::now_unix_ms(),
+            ..WhyResult::default()
+        };
+        let Some(snapshot) = snapshot else {
+            let _ = tx.send(failed("no snapshot yet".into())).await;
+            return;
+        };
+        let work = tokio::task::spawn_blocking(move || {
+            let facts = crate::diagnose::Facts::gather((*snapshot).clone(), report, libc::SIGTERM);
+            let why = crate::diagnose::why(&facts, agent.as_deref());
+            WhyResult {
+                causes: why.causes.into_iter().map(|c| c.line).collect(),
+                unknowns: why.unknowns,
+                error: None,
+                computed_at_unix_ms: crate::collect::exits::now_unix_ms(),
+            }
+        });
+        let result = match work.await {
+            Ok(r) => r,
+            Err(e) => failed(format!("the diagnosis failed: {e}")),
+        };
+        // The loop is gone when this fails: nothing to tell.
+        let _ = tx.send(result).await;
+    });
 }

@@ -95,6 +95,8 @@ pub async fn run(cfg: RunConfig, attached: Attached) -> Result<ExitCode> {
     let mut sigquit = signal(SignalKind::quit()).context("cannot watch SIGQUIT")?;
     let mut quit_signal = false;
     let mut tick = tokio::time::interval(TICK);
+    // Diagnoses computed on the blocking pool come back here, applied as data.
+    let (why_tx, mut why_rx) = mpsc::channel::<crate::state::WhyResult>(4);
 
     let mut terminal = ratatui::try_init().context("cannot set up the terminal")?;
     let mut dirty = true;
@@ -121,6 +123,11 @@ pub async fn run(cfg: RunConfig, attached: Attached) -> Result<ExitCode> {
                     Some(action) => dash.act(action),
                     None => Vec::new(),
                 }
+            }
+            Some(result) = why_rx.recv() => {
+                dash.apply_why(result);
+                dirty = true;
+                Vec::new()
             }
             _ = tick.tick() => {
                 dirty |= dash.tick(crate::collect::exits::now_unix_ms());
@@ -158,6 +165,11 @@ pub async fn run(cfg: RunConfig, attached: Attached) -> Result<ExitCode> {
                 break 'run Ok(choice);
             }
             commands::dispatch(&mut dash, cmd, &handle);
+        }
+        // `y`, or the verdict's automatic refresh, asked for a diagnosis.
+        if dash.take_why_request() {
+            commands::diagnose(&dash, why_tx.clone());
+            dirty = true;
         }
     };
     let result = finish(&stop_keys, &dash, &session, outcome);

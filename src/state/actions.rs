@@ -3,6 +3,9 @@
 
 use super::{Action, Command, Dashboard, Mode, Overlay, Panel, QuitChoice};
 
+/// The key of the Why overlay (a plan phase with this key wins).
+pub const WHY_KEY: char = 'y';
+
 impl Dashboard {
     /// Turns a user action into commands; purely local actions just change the view.
     pub fn act(&mut self, action: Action) -> Vec<Command> {
@@ -79,8 +82,15 @@ impl Dashboard {
                     .and_then(|p| p.phases.iter().position(|ph| ph.key == c));
                 match index {
                     Some(i) => vec![Command::Teardown(Action::RunPhase(i))],
+                    // `y` is the Why key unless the plan gave it to a phase (it is not one
+                    // of `teardown::plan::GLOBAL_KEYS`, so a plan may).
+                    None if c == WHY_KEY => self.act(Action::ToggleWhy),
                     None => Vec::new(),
                 }
+            }
+            Action::ToggleWhy => {
+                self.toggle_why();
+                Vec::new()
             }
             Action::PrevStacks | Action::NextStacks => {
                 let kept = self.model.stacks.len();
@@ -125,6 +135,11 @@ impl Dashboard {
     }
 
     fn move_selection(&mut self, delta: isize) {
+        if self.view.overlay == Overlay::Why {
+            let v = (self.view.why.scroll as isize).saturating_add(delta);
+            self.view.why.scroll = v.clamp(0, u16::MAX as isize) as u16;
+            return;
+        }
         if self.view.overlay == Overlay::Stacks {
             let v = (self.view.stack_scroll as isize).saturating_add(delta);
             self.view.stack_scroll = v.clamp(0, u16::MAX as isize) as u16;

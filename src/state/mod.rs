@@ -11,10 +11,13 @@ pub(crate) mod fixture;
 mod replay;
 mod screen;
 mod tables;
+mod why;
 
+pub use actions::WHY_KEY;
 pub use replay::ReplayBar;
 pub use screen::{Counts, Screen};
 pub use tables::{SortKey, ThreadRow, page_offset, thread_order};
+pub use why::{WHY_EVERY_MS, WhyResult, WhyView};
 
 use crate::session::{CoreEvent, Model, Stamped};
 use crate::teardown::{PhaseEvent, Plan};
@@ -104,6 +107,8 @@ pub enum Action {
     /// Open the stack pane on the previous / next kept snapshot.
     PrevStacks,
     NextStacks,
+    /// Open (and refresh) or close the Why overlay.
+    ToggleWhy,
 }
 
 /// Commands for the session (or the app), produced by [`Dashboard::act`] and
@@ -123,6 +128,8 @@ pub enum Overlay {
     QuitPrompt,
     /// The stack pane, showing `model.stacks[view.stack_view]`.
     Stacks,
+    /// Why the target won't exit: the last diagnosis's causes.
+    Why,
 }
 
 /// What only the dashboard knows: where the user is looking and what it last said. The
@@ -153,6 +160,8 @@ pub struct View {
     pub plan: Option<Plan>,
     /// Set in a replay (read-only, time travel): where it is, for the header and scrub bar.
     pub replay: Option<ReplayBar>,
+    /// The last diagnosis (the Why overlay and the header's verdict).
+    pub why: WhyView,
 }
 
 impl Default for View {
@@ -174,6 +183,7 @@ impl Default for View {
             quit_after_plan: false,
             plan: None,
             replay: None,
+            why: WhyView::default(),
         }
     }
 }
@@ -272,13 +282,19 @@ impl Dashboard {
     }
 
     /// The redraw tick's wall clock. True when something on screen moves with it (the
-    /// running phase's elapsed time).
+    /// running phase's elapsed time, the verdict's age). Asks for the verdict's automatic
+    /// refresh when it is due (the app takes the request).
     pub fn tick(&mut self, now_unix_ms: u64) -> bool {
         self.view.now_unix_ms = now_unix_ms;
-        self.model
-            .timeline
-            .as_ref()
-            .is_some_and(|t| t.running.is_some())
+        if self.why_due(now_unix_ms) {
+            self.view.why.requested = true;
+        }
+        self.view.why.result.is_some()
+            || self
+                .model
+                .timeline
+                .as_ref()
+                .is_some_and(|t| t.running.is_some())
     }
 
     pub fn set_log_tail(&mut self, lines: Vec<String>) {

@@ -319,3 +319,90 @@ fn redraws_skip_events_that_show_nothing() {
     }));
     assert!(shows(&snapshot_event().event));
 }
+
+fn why_result() -> WhyResult {
+    WhyResult {
+        causes: vec![
+            "exit blocked: pid 101 \"stubborn-worker\" is blocked in pause and ignores SIGTERM."
+                .into(),
+            "exit blocked: pid 103 \"sleep\" is blocked in clock_nanosleep.".into(),
+        ],
+        unknowns: Vec::new(),
+        error: None,
+        computed_at_unix_ms: 1_000,
+    }
+}
+
+#[test]
+fn y_opens_the_why_overlay_and_asks_once() {
+    let mut s = state();
+    assert!(s.act(Action::PhaseKey(WHY_KEY)).is_empty());
+    assert_eq!(s.view.overlay, Overlay::Why);
+    assert!(s.take_why_request(), "opening asks for a diagnosis");
+    assert!(!s.take_why_request(), "asked once");
+    assert!(s.view.why.computing);
+    // Closing and reopening while it runs asks nothing more.
+    s.act(Action::PhaseKey(WHY_KEY));
+    assert_eq!(s.view.overlay, Overlay::None);
+    s.act(Action::PhaseKey(WHY_KEY));
+    assert!(!s.take_why_request());
+}
+
+#[test]
+fn a_plan_phase_keyed_y_wins_over_why() {
+    let mut s = state();
+    let mut p = crate::teardown::plan::load("native").expect("built-in plan");
+    p.phases[0].key = WHY_KEY;
+    s.view.plan = Some(p);
+    assert_eq!(
+        s.act(Action::PhaseKey(WHY_KEY)),
+        vec![Command::Teardown(Action::RunPhase(0))]
+    );
+    assert_eq!(s.view.overlay, Overlay::None);
+}
+
+#[test]
+fn applying_a_diagnosis_shows_its_verdict() {
+    let mut s = state();
+    s.act(Action::ToggleWhy);
+    assert!(s.take_why_request());
+    s.apply_why(why_result());
+    assert!(!s.view.why.computing);
+    let r = s.view.why.result.as_ref().expect("applied");
+    assert_eq!(
+        r.verdict(),
+        "exit blocked by 2: pid 101 \"stubborn-worker\" is blocked in pause and ignores SIGTERM."
+    );
+    let none = WhyResult::default();
+    assert_eq!(none.verdict(), "nothing found that blocks the exit");
+    let failed = WhyResult {
+        error: Some("no snapshot yet".into()),
+        ..WhyResult::default()
+    };
+    assert_eq!(failed.verdict(), "cannot diagnose: no snapshot yet");
+}
+
+#[test]
+fn the_verdict_refreshes_on_its_own_every_few_seconds_only() {
+    let mut s = state();
+    s.tick(10_000);
+    assert!(s.take_why_request(), "the first tick with a snapshot asks");
+    s.tick(10_500);
+    assert!(!s.take_why_request(), "not while it runs");
+    s.apply_why(why_result());
+    assert!(s.tick(11_000), "the verdict's age moves");
+    assert!(!s.take_why_request(), "not before WHY_EVERY_MS");
+    s.tick(10_000 + WHY_EVERY_MS);
+    assert!(s.take_why_request());
+    s.apply_why(why_result());
+    // Never once the target has exited, nor in a replay.
+    s.apply(&exited(fixture::snapshot().target, ExitStatus::Code(0)));
+    s.tick(100_000);
+    assert!(!s.take_why_request());
+    let mut r = state();
+    r.view.replay = Some(ReplayBar::default());
+    r.tick(10_000);
+    r.act(Action::ToggleWhy);
+    assert!(!r.take_why_request());
+    assert_eq!(r.view.overlay, Overlay::Why);
+}

@@ -30,6 +30,7 @@ pub const BINDINGS: &[(&str, &str)] = &[
     ),
     ("w", "write the viewed stack snapshot to a file"),
     ("[ / ]", "older / newer kept stack snapshot (compare two)"),
+    ("y", "why the target won't exit, root cause first"),
     ("?", "this help"),
     ("Esc", "close an overlay"),
 ];
@@ -204,6 +205,15 @@ mod tests {
         assert_eq!(
             replay_action_for(key(KeyCode::Char('[')), &Overlay::None),
             Some(ReplayKey::Dashboard(Action::PrevStacks))
+        );
+    }
+
+    #[test]
+    fn y_is_the_why_key_a_plan_phase_may_take() {
+        // Not a global key: `Dashboard::act` opens the Why overlay when no phase has it.
+        assert_eq!(
+            action_for(key(KeyCode::Char(crate::state::WHY_KEY)), &Overlay::None),
+            Some(Action::PhaseKey('y'))
         );
     }
 

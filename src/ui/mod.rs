@@ -15,8 +15,10 @@ use ratatui::layout::{Constraint, Layout, Rect};
 pub fn draw(frame: &mut Frame, s: &Screen) {
     let area = frame.area();
     let replay = s.view.replay.is_some();
+    // The verdict of the last diagnosis takes one more header line once there is one.
+    let verdict = widgets::why::verdict_line(s, area.width);
     let [header, body, scrub, status] = Layout::vertical([
-        Constraint::Length(3),
+        Constraint::Length(3 + u16::from(verdict.is_some())),
         Constraint::Min(6),
         Constraint::Length(u16::from(replay)),
         Constraint::Length(1),
@@ -25,7 +27,7 @@ pub fn draw(frame: &mut Frame, s: &Screen) {
     if let Some(bar) = &s.view.replay {
         widgets::scrub::render(frame, scrub, bar);
     }
-    widgets::header::render(frame, header, s);
+    widgets::header::render(frame, header, s, verdict);
     let [top, bottom] =
         Layout::vertical([Constraint::Percentage(45), Constraint::Percentage(55)]).areas(body);
     let [threads, tree] =
@@ -38,6 +40,7 @@ pub fn draw(frame: &mut Frame, s: &Screen) {
         Overlay::Help => widgets::help::render(frame, area, replay),
         Overlay::QuitPrompt => widgets::help::render_quit_prompt(frame, area, s),
         Overlay::Stacks => draw_stacks(frame, body, s),
+        Overlay::Why => widgets::why::render(frame, body, s),
         Overlay::None => {}
     }
 }

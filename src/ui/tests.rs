@@ -148,3 +148,74 @@ fn stack_pane_shows_kept_snapshots() {
     let text = format!("{:?}", render(&d, 120, 30));
     assert!(text.contains("snapshot 1/2"), "{text}");
 }
+
+/// Causes as the demo's diagnosis words them (fixed, for the snapshots).
+fn why_fixture() -> crate::state::WhyResult {
+    crate::state::WhyResult {
+        causes: vec![
+            "exit blocked: the interpreter (pid 100) waits in threading._shutdown for \
+             non-daemon thread \"packer\" (tid 104), which waits on an Event at demo.py:41 \
+             that no thread is known to set; \"packer\" was started at demo.py:88."
+                .into(),
+            "exit blocked: pid 101 \"stubborn-worker\" is blocked in pause and ignores SIGTERM."
+                .into(),
+        ],
+        unknowns: vec!["/proc/102/fdinfo: permission denied".into()],
+        error: None,
+        computed_at_unix_ms: 1_700_000_000_000,
+    }
+}
+
+/// The dashboard 3 s after a diagnosis was delivered.
+fn diagnosed() -> Dashboard {
+    let mut d = attached();
+    d.act(Action::ToggleWhy);
+    assert!(d.take_why_request());
+    d.apply_why(why_fixture());
+    d.tick(1_700_000_003_000);
+    d
+}
+
+#[test]
+fn why_overlay_80x24() {
+    insta::assert_snapshot!(render(&diagnosed(), 80, 24));
+}
+
+#[test]
+fn why_overlay_120x40() {
+    insta::assert_snapshot!(render(&diagnosed(), 120, 40));
+}
+
+#[test]
+fn why_verdict_in_header_80x24() {
+    let mut d = diagnosed();
+    d.act(Action::Escape);
+    insta::assert_snapshot!(render(&d, 80, 24));
+}
+
+#[test]
+fn why_verdict_in_header_120x40() {
+    let mut d = diagnosed();
+    d.act(Action::Escape);
+    insta::assert_snapshot!(render(&d, 120, 40));
+}
+
+#[test]
+fn why_overlay_says_computing_and_keeps_the_last_result() {
+    let mut d = attached();
+    d.act(Action::ToggleWhy);
+    assert!(d.take_why_request());
+    let text = format!("{:?}", render(&d, 120, 40));
+    assert!(text.contains("computing…"), "{text}");
+    d.apply_why(why_fixture());
+    d.tick(1_700_000_003_000);
+    d.act(Action::ToggleWhy);
+    d.act(Action::ToggleWhy);
+    assert!(d.take_why_request(), "reopening refreshes");
+    let text = format!("{:?}", render(&d, 120, 40));
+    assert!(
+        text.contains("2 causes · computed 3s ago · computing…"),
+        "{text}"
+    );
+    assert!(text.contains("stubborn-worker"), "{text}");
+}

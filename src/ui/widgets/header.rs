@@ -1,4 +1,5 @@
-//! Header: target identity, uptime, state, tree counts, agent status and system figures.
+//! Header: target identity, uptime, state, tree counts, agent status and system figures,
+//! then the last diagnosis's verdict once there is one.
 
 use crate::state::{AgentStatus, Screen};
 use crate::ui::{fmt, theme};
@@ -7,7 +8,8 @@ use ratatui::layout::Rect;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Paragraph};
 
-pub fn render(frame: &mut Frame, area: Rect, s: &Screen) {
+/// `verdict`: the last diagnosis's one line (see `why::verdict_line`), drawn third.
+pub fn render(frame: &mut Frame, area: Rect, s: &Screen, verdict: Option<Line<'static>>) {
     let key = |s: &str| Span::styled(s.to_string(), theme::header_key());
     let mut first = Vec::new();
     if let Some(bar) = &s.view.replay {
@@ -91,7 +93,8 @@ pub fn render(frame: &mut Frame, area: Rect, s: &Screen) {
             theme::dim(),
         ));
     }
-    let text = vec![Line::from(first), Line::from(second)];
+    let mut text = vec![Line::from(first), Line::from(second)];
+    text.extend(verdict);
     frame.render_widget(
         Paragraph::new(text).block(Block::new().borders(Borders::BOTTOM)),
         area,

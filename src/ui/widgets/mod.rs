@@ -12,6 +12,7 @@ pub mod tasks;
 pub mod threads;
 pub mod timeline;
 pub mod tree;
+pub mod why;
 
 use crate::ui::theme;
 use ratatui::text::Span;
