@@ -3,7 +3,7 @@
 
 use super::{Action, Command, Dashboard, Mode, Overlay, Panel, QuitChoice};
 
-/// The key of the Why overlay (a plan phase with this key wins).
+/// The key of the Why overlay (one of `teardown::plan::GLOBAL_KEYS`: no plan phase takes it).
 pub const WHY_KEY: char = 'y';
 
 impl Dashboard {
@@ -82,9 +82,6 @@ impl Dashboard {
                     .and_then(|p| p.phases.iter().position(|ph| ph.key == c));
                 match index {
                     Some(i) => vec![Command::Teardown(Action::RunPhase(i))],
-                    // `y` is the Why key unless the plan gave it to a phase (it is not one
-                    // of `teardown::plan::GLOBAL_KEYS`, so a plan may).
-                    None if c == WHY_KEY => self.act(Action::ToggleWhy),
                     None => Vec::new(),
                 }
             }

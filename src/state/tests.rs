@@ -336,29 +336,24 @@ fn why_result() -> WhyResult {
 #[test]
 fn y_opens_the_why_overlay_and_asks_once() {
     let mut s = state();
-    assert!(s.act(Action::PhaseKey(WHY_KEY)).is_empty());
+    assert!(s.act(Action::ToggleWhy).is_empty());
     assert_eq!(s.view.overlay, Overlay::Why);
     assert!(s.take_why_request(), "opening asks for a diagnosis");
     assert!(!s.take_why_request(), "asked once");
     assert!(s.view.why.computing);
     // Closing and reopening while it runs asks nothing more.
-    s.act(Action::PhaseKey(WHY_KEY));
+    s.act(Action::ToggleWhy);
     assert_eq!(s.view.overlay, Overlay::None);
-    s.act(Action::PhaseKey(WHY_KEY));
+    s.act(Action::ToggleWhy);
     assert!(!s.take_why_request());
 }
 
 #[test]
-fn a_plan_phase_keyed_y_wins_over_why() {
-    let mut s = state();
-    let mut p = crate::teardown::plan::load("native").expect("built-in plan");
-    p.phases[0].key = WHY_KEY;
-    s.view.plan = Some(p);
-    assert_eq!(
-        s.act(Action::PhaseKey(WHY_KEY)),
-        vec![Command::Teardown(Action::RunPhase(0))]
-    );
-    assert_eq!(s.view.overlay, Overlay::None);
+fn plans_cannot_take_the_why_key() {
+    let text = "[[phase]]\nname = \"x\"\nkey = \"y\"\naction = \"wait_exit\"\ntimeout = \"1s\"\n";
+    assert!(crate::teardown::plan::parse(text, "t.toml").is_err());
+    // The same phase with a free key is a valid plan: the key is what is refused.
+    assert!(crate::teardown::plan::parse(&text.replace("\"y\"", "\"z\""), "t.toml").is_ok());
 }
 
 #[test]

@@ -15,7 +15,7 @@ pub const BUILTIN: &[&str] = &["python-asyncio", "native", "jvm"];
 
 /// Keys the dashboard keeps for itself (quit, move, sort, run next/all, abort, stacks,
 /// help...). A plan phase may not take one; `ui::keys` has a test that keeps the two in step.
-pub const GLOBAL_KEYS: &str = "qjkgGornaxsSw?[]+";
+pub const GLOBAL_KEYS: &str = "qjkgGornaxsSwy?[]+";
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Plan {

@@ -130,6 +130,7 @@ pub fn action_for(key: KeyEvent, overlay: &Overlay) -> Option<Action> {
         KeyCode::Char('s') => Action::StackSelected,
         KeyCode::Char('S') => Action::StackAll,
         KeyCode::Char('w') => Action::WriteStacks,
+        KeyCode::Char('y') => Action::ToggleWhy,
         KeyCode::Char('[') => Action::PrevStacks,
         KeyCode::Char(']') => Action::NextStacks,
         KeyCode::Char(c @ '1'..='9') => Action::RunPhase(c as usize - '1' as usize),
@@ -209,12 +210,13 @@ mod tests {
     }
 
     #[test]
-    fn y_is_the_why_key_a_plan_phase_may_take() {
-        // Not a global key: `Dashboard::act` opens the Why overlay when no phase has it.
+    fn y_is_the_why_key() {
+        // A global key: plans cannot take it (teardown::plan::GLOBAL_KEYS).
         assert_eq!(
             action_for(key(KeyCode::Char(crate::state::WHY_KEY)), &Overlay::None),
-            Some(Action::PhaseKey('y'))
+            Some(Action::ToggleWhy)
         );
+        assert!(crate::teardown::plan::GLOBAL_KEYS.contains(crate::state::WHY_KEY));
     }
 
     #[test]
