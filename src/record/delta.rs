@@ -34,14 +34,14 @@ pub fn is_replace(patch: &Value) -> bool {
     patch.as_object().is_some_and(|m| m.contains_key("="))
 }
 
-fn op(name: &str, v: Value) -> Value {
+pub(super) fn op(name: &str, v: Value) -> Value {
     let mut m = Map::new();
     m.insert(name.into(), v);
     Value::Object(m)
 }
 
 /// `None` when equal.
-fn diff_inner(old: &Value, new: &Value) -> Option<Value> {
+pub(super) fn diff_inner(old: &Value, new: &Value) -> Option<Value> {
     match (old, new) {
         (Value::Object(a), Value::Object(b)) => diff_object(a, b),
         (Value::Array(a), Value::Array(b)) => diff_array(a, b),
@@ -151,11 +151,11 @@ fn id_of(v: &Value) -> Option<&Value> {
     ID_FIELDS.iter().find_map(|f| m.get(*f))
 }
 
-struct Ops(Vec<Value>);
+pub(super) struct Ops(pub(super) Vec<Value>);
 
 impl Ops {
     /// A copy (`n > 0`) or drop (`n < 0`) run, merged with the previous one of its sign.
-    fn run(&mut self, n: i64) {
+    pub(super) fn run(&mut self, n: i64) {
         if let Some(last) = self.0.last_mut()
             && let Some(l) = last.as_i64()
             && (l > 0) == (n > 0)

@@ -21,6 +21,9 @@
 //! # Ok(()) }
 //! ```
 //!
+//! - Typed values ([`TypedDelta`], [`Writer::append_typed`]): the same frames, but the patch
+//!   is built from typed comparisons (serializing only what changed) and the delta base is
+//!   kept typed, so an idle snapshot costs no JSON tree at all (`typed.rs`).
 //! - Writer: one frame per [`Writer::append`], handed to the kernel with one `write(2)`; no
 //!   user-space buffer and no fsync per frame, so a SIGKILL loses at most the frame being
 //!   written and a power cut what the page cache held ([`Writer::sync`] at the end).
@@ -33,11 +36,13 @@
 mod delta;
 mod frame;
 mod reader;
+mod typed;
 mod writer;
 
 pub use delta::{ApplyError, ID_FIELDS, apply as apply_patch, diff};
 pub use frame::{MAGIC, VERSION_MAJOR, VERSION_MINOR};
 pub use reader::{DamageCounts, Event, Reader};
+pub use typed::{ObjectPatch, TypedDelta, TypedDiff, keyed_array};
 pub use writer::{Writer, WriterOptions, WriterStats};
 
 use serde::Serialize;

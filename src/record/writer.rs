@@ -4,8 +4,10 @@
 use super::RecordError;
 use super::delta;
 use super::frame::{self, FLAG_ZSTD, FrameHeader, TYPE_DELTA, TYPE_FULL};
+use super::typed::{TypedDelta, TypedDiff};
 use serde::Serialize;
 use serde_json::Value;
+use std::any::Any;
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{Seek, SeekFrom, Write};
@@ -47,10 +49,30 @@ pub struct WriterStats {
     pub clamped_times: u64,
 }
 
+/// The value of a chain's last frame: the JSON tree, or the typed value it came from.
+enum Base {
+    Value(Value),
+    Typed(Box<dyn TypedBase>),
+}
+
+trait TypedBase: Send {
+    fn as_any(&self) -> &dyn Any;
+    fn to_value(&self) -> Result<Value, serde_json::Error>;
+}
+
+impl<T: TypedDelta> TypedBase for T {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+    fn to_value(&self) -> Result<Value, serde_json::Error> {
+        serde_json::to_value(self)
+    }
+}
+
 struct Chain {
     /// Offset of the last frame of this key: the base of the next delta.
     offset: u64,
-    value: Value,
+    value: Base,
     deltas_since_key: u32,
     key_at_ms: u64,
 }
@@ -121,6 +143,68 @@ impl Writer {
         let Some(key) = delta_key else {
             return self.write_frame(at_ms, kind, None, TYPE_FULL, 0, &value);
         };
+        self.append_chain(
+            at_ms,
+            kind,
+            key,
+            Some(&value),
+            &|| serde_json::to_value(&value),
+            |base| {
+                Ok(match base {
+                    Base::Value(old) => delta::diff(old, &value),
+                    Base::Typed(t) => delta::diff(&t.to_value()?, &value),
+                })
+            },
+        )?;
+        self.set_base(key, Base::Value(value));
+        Ok(())
+    }
+
+    /// Append a typed event with delta key `delta_key`. The file is byte for byte the one
+    /// [`Writer::append_owned`] of `serde_json::to_value(&value)` writes, but the patch comes
+    /// from [`TypedDelta::typed_diff`] when the previous event of that key was appended as a
+    /// `T` too, and the writer keeps `value` itself as the next base: only keyframes (and
+    /// [`TypedDiff::Untyped`] pairs) build the JSON tree.
+    pub fn append_typed<T: TypedDelta>(
+        &mut self,
+        at_ms: u64,
+        kind: &str,
+        value: T,
+        delta_key: &str,
+    ) -> Result<(), RecordError> {
+        let to_value = || serde_json::to_value(&value);
+        self.append_chain(at_ms, kind, delta_key, None, &to_value, |base| {
+            if let Base::Typed(t) = base
+                && let Some(old) = t.as_any().downcast_ref::<T>()
+            {
+                match value.typed_diff(old)? {
+                    TypedDiff::Same => return Ok(Value::Object(serde_json::Map::new())),
+                    TypedDiff::Patch(p) => return Ok(p),
+                    TypedDiff::Untyped => {}
+                }
+            }
+            let new = to_value()?;
+            Ok(match base {
+                Base::Value(old) => delta::diff(old, &new),
+                Base::Typed(t) => delta::diff(&t.to_value()?, &new),
+            })
+        })?;
+        self.set_base(delta_key, Base::Typed(Box::new(value)));
+        Ok(())
+    }
+
+    /// Writes the frame of one event of chain `key`: a delta from `patch(base)` when no
+    /// keyframe is due and the patch is not a whole replacement, else a keyframe of `value`
+    /// (or of `to_value()` when the caller has no JSON tree). The caller sets the new base.
+    fn append_chain(
+        &mut self,
+        at_ms: u64,
+        kind: &str,
+        key: &str,
+        value: Option<&Value>,
+        to_value: &dyn Fn() -> Result<Value, serde_json::Error>,
+        patch: impl FnOnce(&Base) -> Result<Value, RecordError>,
+    ) -> Result<(), RecordError> {
         if key.is_empty() {
             return Err(RecordError::BadName(key.to_owned()));
         }
@@ -133,24 +217,29 @@ impl Writer {
         };
         let patch = match self.chains.get(key) {
             Some(c) if !due(c) => {
-                let p = delta::diff(&c.value, &value);
+                let p = patch(&c.value)?;
                 (!delta::is_replace(&p)).then_some((offset - c.offset, p))
             }
             _ => None,
         };
         let keyframe = patch.is_none();
-        match patch {
-            Some((back, p)) => self.write_frame(at_ms, kind, Some(key), TYPE_DELTA, back, &p)?,
-            None => self.write_frame(at_ms, kind, Some(key), TYPE_FULL, 0, &value)?,
+        match (patch, value) {
+            (Some((back, p)), _) => {
+                self.write_frame(at_ms, kind, Some(key), TYPE_DELTA, back, &p)?
+            }
+            (None, Some(v)) => self.write_frame(at_ms, kind, Some(key), TYPE_FULL, 0, v)?,
+            (None, None) => {
+                let v = to_value()?;
+                self.write_frame(at_ms, kind, Some(key), TYPE_FULL, 0, &v)?
+            }
         }
         let chain = self.chains.entry(key.to_owned()).or_insert(Chain {
             offset,
-            value: Value::Null,
+            value: Base::Value(Value::Null),
             deltas_since_key: 0,
             key_at_ms: at_ms,
         });
         chain.offset = offset;
-        chain.value = value;
         if keyframe {
             chain.deltas_since_key = 0;
             chain.key_at_ms = at_ms;
@@ -160,6 +249,12 @@ impl Writer {
             self.stats.deltas += 1;
         }
         Ok(())
+    }
+
+    fn set_base(&mut self, key: &str, base: Base) {
+        if let Some(c) = self.chains.get_mut(key) {
+            c.value = base;
+        }
     }
 
     /// Serialize `event` and append it (see [`super::encode`]).

@@ -8,8 +8,9 @@
 //! its value the whole `Stamped` as JSON; snapshots carry the delta key `snapshot`, so only
 //! what changed since the previous one is stored (`docs/recording.md` has the table).
 
-use super::event::Stamped;
-use crate::record::{self, RecordError, Writer};
+use super::event::{CoreEvent, Stamp, Stamped};
+use crate::model::{ProcInfo, Snapshot, ThreadInfo};
+use crate::record::{self, ObjectPatch, RecordError, TypedDelta, TypedDiff, Writer, keyed_array};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -30,6 +31,137 @@ pub fn encode(ev: &Stamped) -> Result<(String, Value, Option<&'static str>), Rec
         .to_string();
     let key = (kind == "snapshot").then_some(SNAPSHOT_KEY);
     Ok((kind, value, key))
+}
+
+/// Snapshot events are appended typed: the patch against the previous snapshot comes from
+/// comparing `ProcInfo`s and `ThreadInfo`s (by `key` / `tid`), serializing only what changed,
+/// and is the very patch `record::diff` writes for the two events' JSON (tests check that).
+impl TypedDelta for Stamped {
+    fn typed_diff(&self, old: &Self) -> Result<TypedDiff, serde_json::Error> {
+        let (CoreEvent::Snapshot { snapshot: new_s }, CoreEvent::Snapshot { snapshot: old_s }) =
+            (&self.event, &old.event)
+        else {
+            return Ok(TypedDiff::Untyped);
+        };
+        let Stamped {
+            seq,
+            at: Stamp { at_ms, unix_ms },
+            event: _,
+        } = self;
+        let mut o = ObjectPatch::default();
+        o.field("seq", &old.seq, seq)?;
+        o.field("at_ms", &old.at.at_ms, at_ms)?;
+        o.field("unix_ms", &old.at.unix_ms, unix_ms)?;
+        let mut ev = ObjectPatch::default();
+        ev.patch("snapshot", snapshot_patch(old_s, new_s)?);
+        o.patch("event", ev.finish());
+        Ok(o.finish().map_or(TypedDiff::Same, TypedDiff::Patch))
+    }
+}
+
+impl TypedDelta for Snapshot {
+    fn typed_diff(&self, old: &Self) -> Result<TypedDiff, serde_json::Error> {
+        Ok(snapshot_patch(old, self)?.map_or(TypedDiff::Same, TypedDiff::Patch))
+    }
+}
+
+// The destructuring below names every field (no `..`): a field added to a model struct does
+// not compile until its patch is written here.
+
+fn snapshot_patch(old: &Snapshot, new: &Snapshot) -> Result<Option<Value>, serde_json::Error> {
+    if std::ptr::eq(old, new) {
+        return Ok(None);
+    }
+    let Snapshot {
+        taken_at_unix_ms,
+        target,
+        processes,
+        threads,
+        system,
+    } = new;
+    let mut o = ObjectPatch::default();
+    o.field("taken_at_unix_ms", &old.taken_at_unix_ms, taken_at_unix_ms)?;
+    o.field("target", &old.target, target)?;
+    o.patch(
+        "processes",
+        keyed_array(&old.processes, processes, |p| p.key, proc_patch)?,
+    );
+    o.patch(
+        "threads",
+        keyed_array(&old.threads, threads, |t| t.tid, thread_patch)?,
+    );
+    o.field("system", &old.system, system)?;
+    Ok(o.finish())
+}
+
+fn proc_patch(old: &ProcInfo, new: &ProcInfo) -> Result<Option<Value>, serde_json::Error> {
+    let ProcInfo {
+        key,
+        ppid,
+        pgid,
+        sid,
+        name,
+        cmdline,
+        state,
+        cpu_ticks,
+        cpu_percent,
+        rss_bytes,
+        num_threads,
+        age_secs,
+        depth,
+        orphan,
+        signals,
+        exit,
+    } = new;
+    let mut o = ObjectPatch::default();
+    o.field("key", &old.key, key)?;
+    o.field("ppid", &old.ppid, ppid)?;
+    o.field("pgid", &old.pgid, pgid)?;
+    o.field("sid", &old.sid, sid)?;
+    o.field("name", &old.name, name)?;
+    o.field("cmdline", &old.cmdline, cmdline)?;
+    o.field("state", &old.state, state)?;
+    o.field("cpu_ticks", &old.cpu_ticks, cpu_ticks)?;
+    o.field("cpu_percent", &old.cpu_percent, cpu_percent)?;
+    o.field("rss_bytes", &old.rss_bytes, rss_bytes)?;
+    o.field("num_threads", &old.num_threads, num_threads)?;
+    o.field("age_secs", &old.age_secs, age_secs)?;
+    o.field("depth", &old.depth, depth)?;
+    o.field("orphan", &old.orphan, orphan)?;
+    o.field("signals", &old.signals, signals)?;
+    o.field("exit", &old.exit, exit)?;
+    Ok(o.finish())
+}
+
+fn thread_patch(old: &ThreadInfo, new: &ThreadInfo) -> Result<Option<Value>, serde_json::Error> {
+    let ThreadInfo {
+        tid,
+        name,
+        state,
+        wait,
+        cpu_ticks,
+        cpu_percent,
+        voluntary_ctxt_switches,
+        nonvoluntary_ctxt_switches,
+    } = new;
+    let mut o = ObjectPatch::default();
+    o.field("tid", &old.tid, tid)?;
+    o.field("name", &old.name, name)?;
+    o.field("state", &old.state, state)?;
+    o.field("wait", &old.wait, wait)?;
+    o.field("cpu_ticks", &old.cpu_ticks, cpu_ticks)?;
+    o.field("cpu_percent", &old.cpu_percent, cpu_percent)?;
+    o.field(
+        "voluntary_ctxt_switches",
+        &old.voluntary_ctxt_switches,
+        voluntary_ctxt_switches,
+    )?;
+    o.field(
+        "nonvoluntary_ctxt_switches",
+        &old.nonvoluntary_ctxt_switches,
+        nonvoluntary_ctxt_switches,
+    )?;
+    Ok(o.finish())
 }
 
 /// One recorded frame as a `Stamped` again. `Err(line)`: skip it, with that note.
@@ -108,9 +240,13 @@ impl Recorder {
             .name("recorder".into())
             .spawn(move || {
                 for ev in rx {
-                    let r = encode(&ev).and_then(|(kind, value, key)| {
-                        writer.append_owned(ev.at.at_ms, &kind, value, key)
-                    });
+                    let r = if matches!(ev.event, CoreEvent::Snapshot { .. }) {
+                        writer.append_typed(ev.at.at_ms, "snapshot", ev, SNAPSHOT_KEY)
+                    } else {
+                        encode(&ev).and_then(|(kind, value, key)| {
+                            writer.append_owned(ev.at.at_ms, &kind, value, key)
+                        })
+                    };
                     if let Err(e) = r {
                         if let Ok(mut slot) = w.lock() {
                             *slot = Some(format!("recording stopped: {e}"));
@@ -250,7 +386,7 @@ impl Iterator for Playback {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::session::{AgentState, CoreEvent, Stamp};
+    use crate::session::AgentState;
 
     fn stamped(seq: u64, event: CoreEvent) -> Stamped {
         Stamped {
@@ -354,5 +490,274 @@ mod tests {
         assert!(said[0].starts_with("recording stopped: "), "{said:?}");
         let s = rec.finish().expect("on");
         assert!(s.stopped.is_some());
+    }
+
+    // The typed fast path: its patch must be the JSON diff's, byte for byte.
+
+    use crate::model::{ExitInfo, ExitStatus, ProcKey, RunState};
+    use proptest::prelude::*;
+
+    fn snap_ev(seq: u64, s: Snapshot) -> Stamped {
+        stamped(
+            seq,
+            CoreEvent::Snapshot {
+                snapshot: Arc::new(s),
+            },
+        )
+    }
+
+    /// The fixture, grown by `extra` threads and processes (a real-shaped snapshot).
+    fn grown(extra: usize) -> Snapshot {
+        let mut s = crate::state::fixture::snapshot();
+        for i in 0..extra {
+            let mut t = s.threads[i % s.threads.len()].clone();
+            t.tid = 1000 + i as i32;
+            t.wait.syscall_args = vec![i as u64, 128, 0, 0, 0, 0];
+            s.threads.push(t);
+            let mut p = s.processes[1 + i % 3].clone();
+            p.key.pid = 2000 + i as i32;
+            p.key.start_time = 5000 + i as u64;
+            s.processes.push(p);
+        }
+        s
+    }
+
+    const F32S: [f32; 7] = [0.0, -0.0, 2.5, 0.1, f32::NAN, f32::MAX, 1e-7];
+    const F64S: [f64; 7] = [0.5, -0.0, 0.1, 1e300, f64::NAN, 1.2805938630801233e120, 3.0];
+
+    fn edit_thread(t: &mut ThreadInfo, field: u32, seed: u32) {
+        let k = seed as usize % 7;
+        match field % 10 {
+            0 => t.cpu_ticks += u64::from(seed % 5),
+            1 => t.cpu_percent = F32S[k],
+            2 => t.state = [RunState::Running, RunState::Sleeping, RunState::Other('W')][k % 3],
+            3 => t.name = format!("n{}", seed % 3),
+            4 => t.wait.wchan = seed.is_multiple_of(2).then(|| "do_poll".into()),
+            5 => t.wait.syscall_args = vec![u64::from(seed); k],
+            6 => t.voluntary_ctxt_switches = (!seed.is_multiple_of(3)).then_some(u64::from(seed)),
+            7 => t.nonvoluntary_ctxt_switches = t.nonvoluntary_ctxt_switches.map(|n| n + 1),
+            8 => t.wait.syscall_nr = Some(i64::from(seed % 300) - 5),
+            _ => t.cpu_ticks = t.cpu_ticks.saturating_sub(u64::from(seed % 9)),
+        }
+    }
+
+    fn edit_proc(p: &mut ProcInfo, field: u32, seed: u32) {
+        let k = seed as usize % 7;
+        match field % 12 {
+            0 => p.age_secs += F64S[k],
+            1 => p.age_secs = F64S[k],
+            2 => p.cpu_percent = F32S[k],
+            3 => p.cpu_ticks += u64::from(seed % 4),
+            4 => p.rss_bytes = u64::from(seed) * 4096,
+            5 => p.cmdline.push(format!("--x={seed}")),
+            6 => {
+                p.exit = Some(ExitInfo {
+                    status: [
+                        ExitStatus::Code(1),
+                        ExitStatus::Signal(9),
+                        ExitStatus::Unknown,
+                    ][k % 3],
+                    at_unix_ms: u64::from(seed),
+                })
+            }
+            7 => p.orphan = !p.orphan,
+            8 => p.signals.caught ^= 1 << (seed % 64),
+            9 => p.ppid = seed as i32 % 7 - 3,
+            10 => p.state = RunState::from_char(['R', 'S', 'Z', 'x'][k % 4]),
+            _ => p.num_threads = seed % 4,
+        }
+    }
+
+    /// Random edits: fields changed, items inserted (fresh or duplicate ids), removed, moved,
+    /// lists emptied; the stamp and the system figures moved.
+    fn edit(s: &mut Snapshot, ops: &[(u8, u16, u16, u32)]) {
+        for &(op, a, b, seed) in ops {
+            let (nt, np) = (s.threads.len().max(1), s.processes.len().max(1));
+            match op % 12 {
+                0..=2 => {
+                    if let Some(t) = s.threads.get_mut(a as usize % nt) {
+                        edit_thread(t, u32::from(b), seed);
+                    }
+                }
+                3 | 4 => {
+                    if let Some(p) = s.processes.get_mut(a as usize % np) {
+                        edit_proc(p, u32::from(b), seed);
+                    }
+                }
+                5 => {
+                    if !s.threads.is_empty() {
+                        s.threads.remove(a as usize % nt);
+                    }
+                    if seed.is_multiple_of(2) && !s.processes.is_empty() {
+                        s.processes.remove(b as usize % np);
+                    }
+                }
+                6 => {
+                    let mut t =
+                        crate::state::fixture::snapshot().threads[seed as usize % 4].clone();
+                    // Fresh or (seed odd) a tid already listed.
+                    t.tid = if seed.is_multiple_of(2) {
+                        9000 + seed as i32 % 50
+                    } else {
+                        100 + (b % 8) as i32
+                    };
+                    s.threads.insert(a as usize % (s.threads.len() + 1), t);
+                    let mut p =
+                        crate::state::fixture::snapshot().processes[seed as usize % 5].clone();
+                    if seed.is_multiple_of(3) {
+                        p.key = ProcKey {
+                            pid: 7000 + b as i32 % 40,
+                            start_time: u64::from(seed),
+                        };
+                    }
+                    s.processes.insert(b as usize % (s.processes.len() + 1), p);
+                }
+                7 => {
+                    let (i, j) = (a as usize % nt, b as usize % nt);
+                    if i < s.threads.len() && j < s.threads.len() {
+                        s.threads.swap(i, j);
+                    }
+                    let (i, j) = (a as usize % np, b as usize % np);
+                    if i < s.processes.len() && j < s.processes.len() {
+                        s.processes.swap(i, j);
+                    }
+                }
+                8 => {
+                    if seed.is_multiple_of(4) {
+                        s.threads.clear();
+                    } else if seed % 4 == 1 {
+                        s.processes.clear();
+                    }
+                }
+                9 => {
+                    s.taken_at_unix_ms += u64::from(seed % 1000);
+                    s.system.load_avg[seed as usize % 3] = F64S[b as usize % 7];
+                }
+                10 => {
+                    s.system.mem_available_bytes = u64::from(seed);
+                    s.target.pid = i32::from(b % 3) + 100;
+                }
+                _ => {
+                    for p in &mut s.processes {
+                        p.age_secs += 0.5;
+                    }
+                    for t in &mut s.threads {
+                        t.cpu_percent = 0.0;
+                    }
+                }
+            }
+        }
+    }
+
+    fn typed_patch(old: &Stamped, new: &Stamped) -> Value {
+        match new.typed_diff(old).expect("typed diff") {
+            TypedDiff::Same => serde_json::json!({}),
+            TypedDiff::Patch(p) => p,
+            TypedDiff::Untyped => panic!("snapshot pairs always diff typed"),
+        }
+    }
+
+    /// The typed patch is the JSON diff's (as text too), and rebuilds the new JSON.
+    fn check_pair(old: &Stamped, new: &Stamped) {
+        let (ov, nv) = (
+            record::encode(old).expect("json"),
+            record::encode(new).expect("json"),
+        );
+        let want = record::diff(&ov, &nv);
+        let got = typed_patch(old, new);
+        assert_eq!(got.to_string(), want.to_string());
+        let mut base = ov;
+        record::apply_patch(&mut base, got).expect("apply");
+        // `==`, not text: the JSON diff takes -0.0 for 0.0 (serde_json's `Number` equality),
+        // so a sign-only change of a zero is not recorded, typed or not.
+        assert_eq!(base, nv);
+    }
+
+    fn edits() -> impl Strategy<Value = Vec<(u8, u16, u16, u32)>> {
+        proptest::collection::vec(any::<(u8, u16, u16, u32)>(), 0..12)
+    }
+
+    proptest! {
+        #[test]
+        fn typed_snapshot_patch_is_the_json_diff(
+            extra in 0usize..40,
+            ops in edits(),
+            back in edits(),
+            seq_step in 0u64..3,
+        ) {
+            let mut s = grown(extra);
+            edit(&mut s, &back); // not always the fixture's shape to start with
+            let old = snap_ev(7, s.clone());
+            edit(&mut s, &ops);
+            let mut new = snap_ev(7 + seq_step, s);
+            new.at.unix_ms += seq_step * 3;
+            check_pair(&old, &new);
+            check_pair(&new, &old);
+            check_pair(&old, &old);
+        }
+
+        /// A chain written typed is the file written from JSON trees, byte for byte.
+        #[test]
+        fn typed_appends_write_the_same_file(chain in proptest::collection::vec(edits(), 1..8)) {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let (pa, pb) = (dir.path().join("a"), dir.path().join("b"));
+            let opts = record::WriterOptions { keyframe_every_frames: 3, ..Default::default() };
+            let mut a = Writer::create_with(&pa, opts.clone()).expect("create");
+            let mut b = Writer::create_with(&pb, opts).expect("create");
+            let mut s = grown(10);
+            for (i, ops) in chain.iter().enumerate() {
+                edit(&mut s, ops);
+                let ev = snap_ev(i as u64, s.clone());
+                let (kind, value, key) = encode(&ev).expect("encode");
+                prop_assert_eq!(kind.as_str(), "snapshot");
+                prop_assert_eq!(key, Some(SNAPSHOT_KEY));
+                b.append_owned(ev.at.at_ms, &kind, value, key).expect("append");
+                a.append_typed(ev.at.at_ms, "snapshot", ev, SNAPSHOT_KEY).expect("append");
+                // Interleaved plain events do not touch the chain.
+                let note = stamped(100 + i as u64, CoreEvent::Notice { message: "n".into() });
+                let (kind, value, key) = encode(&note).expect("encode");
+                a.append_owned(note.at.at_ms, &kind, value.clone(), key).expect("append");
+                b.append_owned(note.at.at_ms, &kind, value, key).expect("append");
+            }
+            prop_assert_eq!(a.stats(), b.stats());
+            drop((a, b));
+            let (fa, fb) = (std::fs::read(&pa).expect("read"), std::fs::read(&pb).expect("read"));
+            prop_assert!(fa == fb, "files differ");
+        }
+    }
+
+    #[test]
+    fn snapshots_round_trip_through_the_recorder_as_deltas() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("t.ltrec");
+        let mut rec = Recorder::create(&path).expect("create");
+        let mut s = grown(20);
+        let mut evs = Vec::new();
+        for i in 0..10u64 {
+            edit(&mut s, &[(0, i as u16, 0, 1), (11, 0, 0, 0), (9, 1, 2, 3)]);
+            evs.push(snap_ev(i, s.clone()));
+            if i == 4 {
+                evs.push(stamped(
+                    50,
+                    CoreEvent::Notice {
+                        message: "mid".into(),
+                    },
+                ));
+            }
+        }
+        for e in &evs {
+            assert_eq!(rec.record(e), None);
+        }
+        rec.finish().expect("on");
+        let (r, _) = record::Reader::open(&path).expect("open");
+        let json: Vec<String> = r.map(|e| e.value.to_string()).collect();
+        let want: Vec<String> = evs
+            .iter()
+            .map(|e| record::encode(e).expect("json").to_string())
+            .collect();
+        assert_eq!(json, want);
+        let (back, notes) = Playback::read_all(&path).expect("read");
+        assert!(notes.is_empty(), "{notes:?}");
+        assert_eq!(back.len(), evs.len());
     }
 }
