@@ -29,34 +29,42 @@ const SETTLE_WAIT: Duration = Duration::from_secs(3);
 
 /// Entry point used by `main` for `--headless`.
 pub fn run(cfg: &RunConfig) -> ExitCode {
-    match prepare(cfg) {
-        Ok((started, collector, plan)) => {
-            let runtime = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(r) => r,
-                Err(e) => return usage(&format!("cannot start the async runtime: {e}")),
-            };
-            runtime.block_on(drive(cfg, started, collector, plan))
-        }
+    match prepare(cfg.plan.as_deref(), &cfg.target, cfg.inject_agent) {
+        Ok((started, collector, plan)) => block_on(drive(cfg, started, collector, plan)),
         Err(msg) => usage(&msg),
     }
 }
 
-fn usage(msg: &str) -> ExitCode {
+/// A usage or attach error: one line, exit code 2.
+pub(crate) fn usage(msg: &str) -> ExitCode {
     eprintln!("lifecycle-top: {msg}");
     ExitCode::from(2)
 }
 
-/// Everything that can fail with exit code 2, before anything is signalled.
-fn prepare(cfg: &RunConfig) -> Result<(Started, Collector, Option<Plan>), String> {
-    let plan = match &cfg.plan {
+/// Runs a headless-style driver on a one-thread runtime.
+pub(crate) fn block_on(fut: impl std::future::Future<Output = ExitCode>) -> ExitCode {
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r.block_on(fut),
+        Err(e) => usage(&format!("cannot start the async runtime: {e}")),
+    }
+}
+
+/// Everything that can fail with exit code 2, before anything is signalled: the plan, the
+/// target (attached or launched) and the collector. Shared by headless and `check`.
+pub(crate) fn prepare(
+    plan: Option<&str>,
+    target: &crate::cli::Target,
+    inject_agent: bool,
+) -> Result<(Started, Collector, Option<Plan>), String> {
+    let plan = match plan {
         Some(p) => Some(plan::load(p).map_err(|e| e.to_string())?),
         None => None,
     };
     let started =
-        crate::launch::start_target(&cfg.target, cfg.inject_agent).map_err(|e| format!("{e:#}"))?;
+        crate::launch::start_target(target, inject_agent).map_err(|e| format!("{e:#}"))?;
     let collector = crate::launch::attach_collector(&started).map_err(|e| format!("{e:#}"))?;
     Ok((started, collector, plan))
 }
@@ -456,49 +464,27 @@ fn finish(
             w.message
         );
     }
-    if let Some(path) = &cfg.report {
-        match report.write(path) {
-            Ok(()) => println!("report written to {}", path.display()),
-            Err(e) => {
-                eprintln!(
-                    "lifecycle-top: cannot write the report to {}: {e} (check the directory)",
-                    path.display()
-                );
-                code = 2;
-            }
-        }
+    use crate::report::files::written;
+    if let Some(path) = &cfg.report
+        && !written("report", path, report.write(path), "")
+    {
+        code = 2;
     }
-    if let Some(path) = &cfg.trace {
-        match report::trace::write(timeline, path) {
-            Ok(()) => println!(
-                "trace written to {} (open it in ui.perfetto.dev)",
-                path.display()
-            ),
-            Err(e) => {
-                eprintln!(
-                    "lifecycle-top: cannot write the trace to {}: {e} (check the directory)",
-                    path.display()
-                );
-                code = 2;
-            }
-        }
+    if let Some(path) = &cfg.trace
+        && !written(
+            "trace",
+            path,
+            report::trace::write(timeline, path),
+            " (open it in ui.perfetto.dev)",
+        )
+    {
+        code = 2;
     }
     println!("{}", crate::collect::procevents::summary_line());
     println!(
         "{}",
         summary::verdict_text(&report.verdict, &timeline.unknowns)
     );
-    if let Some(path) = log {
-        println!("output of the command: {}", path.display());
-        if !report.verdict.clean {
-            let tail = crate::check::logscan::tail(path, 20);
-            if !tail.is_empty() {
-                println!("last lines of its output:");
-                for l in tail {
-                    println!("  | {l}");
-                }
-            }
-        }
-    }
+    crate::report::files::output_tail(log, report.verdict.clean);
     ExitCode::from(code)
 }

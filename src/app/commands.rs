@@ -111,6 +111,7 @@ pub fn diagnose(dash: &Dashboard, tx: mpsc::Sender<WhyResult>) {
             return;
         };
         let work = tokio::task::spawn_blocking(move || {
+            let t0 = std::time::Instant::now();
             let facts = crate::diagnose::Facts::gather((*snapshot).clone(), report, libc::SIGTERM);
             let why = crate::diagnose::why(&facts, agent.as_deref());
             WhyResult {
@@ -118,6 +119,7 @@ pub fn diagnose(dash: &Dashboard, tx: mpsc::Sender<WhyResult>) {
                 unknowns: why.unknowns,
                 error: None,
                 computed_at_unix_ms: crate::collect::exits::now_unix_ms(),
+                took_ms: u64::try_from(t0.elapsed().as_millis()).unwrap_or(u64::MAX),
             }
         });
         let result = match work.await {

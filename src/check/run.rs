@@ -10,7 +10,7 @@ use super::evidence::{self, Evidence};
 use super::outcome::{self, Outcome, Stage};
 use super::ready;
 use crate::collect::Collector;
-use crate::headless::{Interrupts, Readiness};
+use crate::headless::{Interrupts, Readiness, block_on, prepare, usage};
 use crate::launch::Started;
 use crate::model::ProcKey;
 use crate::report::summary;
@@ -18,7 +18,7 @@ use crate::session::{
     AgentState, CoreEvent, Model, Recorder, Session, SessionConfig, SessionHandle, Stamped,
     SystemClock,
 };
-use crate::teardown::plan::{self, Plan, signal_name};
+use crate::teardown::plan::{Plan, signal_name};
 use crate::teardown::{Command, Timeline};
 use std::future::Future;
 use std::pin::Pin;
@@ -37,36 +37,10 @@ const KILL_WAIT: Duration = Duration::from_secs(3);
 
 /// Entry point used by `main` for `check`.
 pub fn run(cfg: &CheckConfig) -> ExitCode {
-    match prepare(cfg) {
-        Ok((started, collector, plan)) => {
-            let runtime = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(r) => r,
-                Err(e) => return usage(&format!("cannot start the async runtime: {e}")),
-            };
-            runtime.block_on(drive(cfg, started, collector, plan))
-        }
+    match prepare(cfg.plan.as_deref(), &cfg.target, cfg.inject_agent) {
+        Ok((started, collector, plan)) => block_on(drive(cfg, started, collector, plan)),
         Err(msg) => usage(&msg),
     }
-}
-
-fn usage(msg: &str) -> ExitCode {
-    eprintln!("lifecycle-top: {msg}");
-    ExitCode::from(2)
-}
-
-/// Everything that can fail with exit code 2, before anything is signalled.
-fn prepare(cfg: &CheckConfig) -> Result<(Started, Collector, Option<Plan>), String> {
-    let plan = match &cfg.plan {
-        Some(p) => Some(plan::load(p).map_err(|e| e.to_string())?),
-        None => None,
-    };
-    let started =
-        crate::launch::start_target(&cfg.target, cfg.inject_agent).map_err(|e| format!("{e:#}"))?;
-    let collector = crate::launch::attach_collector(&started).map_err(|e| format!("{e:#}"))?;
-    Ok((started, collector, plan))
 }
 
 /// The session plus what the run folds from it; every wait below folds events as they come.
@@ -482,58 +456,29 @@ fn finish(
             println!("  - {}", c.line);
         }
     }
-    if let Some(path) = log_path {
-        println!("output of the command: {}", path.display());
-        if !out.verdict.clean {
-            let tail = super::logscan::tail(path, 20);
-            if !tail.is_empty() {
-                println!("last lines of its output:");
-                for l in tail {
-                    println!("  | {l}");
-                }
-            }
-        }
-    }
+    crate::report::files::output_tail(log_path, out.verdict.clean);
     let report = outcome::report(cfg, run, &out, log_path);
-    if let Some(path) = &cfg.report {
-        match report.write(path) {
-            Ok(()) => println!("report written to {}", path.display()),
-            Err(e) => {
-                eprintln!(
-                    "lifecycle-top: cannot write the report to {}: {e} (check the directory)",
-                    path.display()
-                );
-                code = 2;
-            }
-        }
+    use crate::report::files::written;
+    if let Some(path) = &cfg.report
+        && !written("report", path, report.write(path), "")
+    {
+        code = 2;
     }
     if let Some(path) = &cfg.junit {
         let xml = outcome::junit(&out, &report.base.target.cmdline).to_xml();
-        match std::fs::write(path, xml) {
-            Ok(()) => println!("JUnit written to {}", path.display()),
-            Err(e) => {
-                eprintln!(
-                    "lifecycle-top: cannot write JUnit to {}: {e} (check the directory)",
-                    path.display()
-                );
-                code = 2;
-            }
+        if !written("JUnit", path, std::fs::write(path, xml), "") {
+            code = 2;
         }
     }
     if let Some(path) = &cfg.trace {
         let t: &Timeline = &report.base.timeline;
-        match crate::report::trace::write(t, path) {
-            Ok(()) => println!(
-                "trace written to {} (open it in ui.perfetto.dev)",
-                path.display()
-            ),
-            Err(e) => {
-                eprintln!(
-                    "lifecycle-top: cannot write the trace to {}: {e} (check the directory)",
-                    path.display()
-                );
-                code = 2;
-            }
+        if !written(
+            "trace",
+            path,
+            crate::report::trace::write(t, path),
+            " (open it in ui.perfetto.dev)",
+        ) {
+            code = 2;
         }
     }
     // The last line CI logs show: the verdict and its first cause.

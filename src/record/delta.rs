@@ -76,9 +76,13 @@ fn num_delta(a: &Number, b: &Number) -> Option<Value> {
         |v: f64| -> Option<f64> { serde_json::from_str(&serde_json::to_string(&v).ok()?).ok() };
     let d_read = through_text(d)?;
     let x_read = through_text(x)?;
+    // And the new value: a reader of a full frame gets `y` parsed from text, so a delta
+    // must give the same (what text would have given), or it is a replacement.
+    let y_read = through_text(y)?;
     if d.is_finite()
         && d_read.to_bits() == d.to_bits()
         && x_read.to_bits() == x.to_bits()
+        && y_read.to_bits() == y.to_bits()
         && (x + d).to_bits() == y.to_bits()
     {
         Some(op("+", Value::from(d)))

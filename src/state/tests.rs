@@ -330,6 +330,7 @@ fn why_result() -> WhyResult {
         unknowns: Vec::new(),
         error: None,
         computed_at_unix_ms: 1_000,
+        took_ms: 0,
     }
 }
 
@@ -388,6 +389,18 @@ fn the_verdict_refreshes_on_its_own_every_few_seconds_only() {
     assert!(s.tick(11_000), "the verdict's age moves");
     assert!(!s.take_why_request(), "not before WHY_EVERY_MS");
     s.tick(10_000 + WHY_EVERY_MS);
+    assert!(s.take_why_request());
+    // A diagnosis that took 1 s is repeated only after 20 s (its cost stays under 5 %).
+    s.apply_why(WhyResult {
+        took_ms: 1_000,
+        ..why_result()
+    });
+    s.tick(10_000 + 2 * WHY_EVERY_MS + 100);
+    assert!(
+        !s.take_why_request(),
+        "a slow diagnosis is repeated less often"
+    );
+    s.tick(10_000 + WHY_EVERY_MS + 20_000);
     assert!(s.take_why_request());
     s.apply_why(why_result());
     // Never once the target has exited, nor in a replay.

@@ -7,6 +7,9 @@ use super::{Dashboard, Overlay};
 
 /// How often the verdict is refreshed on its own (opening the overlay refreshes it at once).
 pub const WHY_EVERY_MS: u64 = 5_000;
+/// The automatic refresh never takes more than 1/WHY_COST_SHARE of the time: a diagnosis that
+/// took 400 ms (a 1,000-thread tree) is repeated every 8 s, not every 5 s.
+pub const WHY_COST_SHARE: u64 = 20;
 
 /// One diagnosis, as the app delivers it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -18,6 +21,8 @@ pub struct WhyResult {
     /// Set when the diagnosis could not run at all (no snapshot yet, a failed task).
     pub error: Option<String>,
     pub computed_at_unix_ms: u64,
+    /// Wall time the diagnosis took (it reads /proc of the whole tree).
+    pub took_ms: u64,
 }
 
 impl WhyResult {
@@ -94,9 +99,13 @@ impl Dashboard {
     }
 
     /// From the redraw tick: whether the verdict is due for its automatic refresh (every
-    /// [`WHY_EVERY_MS`], while the target runs and a snapshot exists; never twice at once).
+    /// [`WHY_EVERY_MS`], or [`WHY_COST_SHARE`] times what the last one took if longer, while
+    /// the target runs and a snapshot exists; never twice at once).
     pub(super) fn why_due(&self, now_unix_ms: u64) -> bool {
         let w = &self.view.why;
+        let every = w.result.as_ref().map_or(WHY_EVERY_MS, |r| {
+            WHY_EVERY_MS.max(r.took_ms.saturating_mul(WHY_COST_SHARE))
+        });
         let s = self.screen();
         !w.computing
             && !w.requested
@@ -104,6 +113,6 @@ impl Dashboard {
             && s.snapshot().is_some()
             && s.target_exit().is_none()
             && w.asked_at_unix_ms
-                .is_none_or(|at| now_unix_ms.saturating_sub(at) >= WHY_EVERY_MS)
+                .is_none_or(|at| now_unix_ms.saturating_sub(at) >= every)
     }
 }

@@ -163,6 +163,7 @@ fn why_fixture() -> crate::state::WhyResult {
         unknowns: vec!["/proc/102/fdinfo: permission denied".into()],
         error: None,
         computed_at_unix_ms: 1_700_000_000_000,
+        took_ms: 0,
     }
 }
 
