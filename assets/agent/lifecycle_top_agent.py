@@ -2198,6 +2198,24 @@ def _classify(t, waiter, where_before):
     return "still_pending", "cancellation not finished (at %s)" % where_now
 
 
+def _awaited_ids(t, depth=16):
+    """Ids of the tasks t awaits, directly or through gathers, transitively (bounded): when
+    one of them is cancelled, t resumes."""
+    aio = sys.modules.get("asyncio")
+    out, todo = set(), [(t, 0)]
+    while todo and aio is not None:
+        x, d = todo.pop()
+        fw = getattr(x, "_fut_waiter", None)
+        if fw is None or d >= depth:
+            continue
+        kids = [fw] if isinstance(fw, aio.Task) else list(getattr(fw, "_children", None) or ())
+        for k in kids:
+            if id(k) not in out:
+                out.add(id(k))
+                todo.append((k, d + 1))
+    return out
+
+
 def _m_cancel_tasks(agent, p):
     timeout = _timeout(p, 2.0)
     ids = set(p.get("ids") or []) or None
@@ -2215,6 +2233,8 @@ def _m_cancel_tasks(agent, p):
             out = []
             # On the loop's thread: the main future cannot change while we look.
             main = None if include_main else _main_future(lp, scan=True)[0]
+            main_awaits = _awaited_ids(main) if main is not None else set()
+            main_entry = None
             for t in _loop_tasks(lp):
                 tr = (id(t) in tracked) if tracked is not None else None
                 if (ids is not None and id(t) not in ids) or (which == "tracked" and not tr) \
@@ -2224,6 +2244,8 @@ def _m_cancel_tasks(agent, p):
                 if reason is not None:
                     spared.append({"id": id(t), "loop": _loop_id(lp), "name": t.get_name(),
                                    "reason": reason})
+                    if t is main:
+                        main_entry = spared[-1]
                     continue
                 before = (getattr(t, "_fut_waiter", None), _where(_innermost(t._coro)))
                 try:
@@ -2231,6 +2253,12 @@ def _m_cancel_tasks(agent, p):
                 except TypeError:  # 3.8: no msg argument
                     t.cancel()
                 out.append((t, lp, tr) + before)
+            # The main task awaited a task cancelled now: it resumes and may well finish on
+            # its own (its `finally`), so a signal now would cut that short.
+            woken = [x[0].get_name() for x in out if id(x[0]) in main_awaits]
+            if main_entry is not None and woken:
+                main_entry["resumes"] = True
+                main_entry["awaited"] = woken[:20]
             return out
         try:
             targets += _run_on_loop(lp, do, max(0.05, min(1.0, deadline - time.monotonic())))

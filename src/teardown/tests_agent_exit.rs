@@ -474,3 +474,37 @@ fn a_target_exiting_on_its_own_is_not_signalled_during_its_cleanup() {
     let fx = e.step(2, Input::Command(Command::RunNext));
     assert_eq!(signals_sent(&fx), vec![libc::SIGINT]);
 }
+
+#[test]
+fn a_main_task_woken_by_the_cancel_gets_time_before_the_signal() {
+    let plan_text = "[[phase]]\nname = \"cancel tasks\"\naction = \"agent\"\n\
+                     request = \"cancel_tasks\"\ntimeout = \"5s\"\n"
+        .to_string()
+        + SIGNAL_TARGET;
+    let reply = |resumes: bool| Input::AgentReply {
+        run: 1,
+        result: Ok(json!({"results": [{"id": 1, "loop": 1, "name": "worker",
+            "result": "cancelled"}], "counts": {"cancelled": 1}, "blocked": [],
+            "spared": [{"id": 2, "loop": 1, "name": "Task-1", "reason": "main_task",
+                        "resumes": resumes, "awaited": ["worker"]}]})),
+    };
+    for resumes in [true, false] {
+        let mut e = started(&plan_text);
+        e.step(5, reply(resumes));
+        let fx = e.step(6, Input::Command(Command::RunNext));
+        if !resumes {
+            assert_eq!(signals_sent(&fx), vec![libc::SIGINT], "{fx:?}");
+            continue;
+        }
+        assert!(signals_sent(&fx).is_empty(), "{fx:?}");
+        let fx = e.step(
+            80,
+            Input::Exited {
+                key: key(100),
+                status: ExitStatus::Code(0),
+            },
+        );
+        assert!(signals_sent(&fx).is_empty());
+        assert_eq!(finished(&fx), vec![Outcome::Ok]);
+    }
+}

@@ -28,6 +28,9 @@ pub struct World {
     pub agent_exiting: bool,
     /// The pid of the agent that said it is exiting (from its facts; `None`: unknown).
     pub exiting_agent_pid: Option<i32>,
+    /// A `cancel_tasks` phase woke the loop's main task (it awaited a task it cancelled): the
+    /// target may finish on its own, so the next signal phase gives it its timeout first.
+    pub main_resumed: bool,
 }
 
 impl World {
@@ -44,6 +47,7 @@ impl World {
             own_pid: None,
             agent_exiting: false,
             exiting_agent_pid: None,
+            main_resumed: false,
         }
     }
 

@@ -101,11 +101,47 @@ class MainTaskTest(Base):
         self.assertEqual([(x["name"], x["result"]) for x in m["results"]], [("bg", "cancelled")])
         self.assertEqual([(x["name"], x["reason"], x["id"]) for x in m["spared"]],
                          [("the-main", "main_task", lp["main_task"]["id"])])
+        self.assertNotIn("resumes", m["spared"][0], "it awaits a sleep, not a cancelled task")
         self.assertIsNone(t.proc.poll())
         m = c.request("cancel_tasks", {"timeout_ms": 1000, "include_main": True})["result"]
         self.assertEqual([(x["name"], x["result"]) for x in m["results"]],
                          [("the-main", "cancelled")])
         self.assertEqual(m["spared"], [])
+
+    def test_main_task_woken_by_the_cancel_says_it_resumes(self):
+        # Through a gather, and through a task awaiting a task: both wake the main task.
+        for how in ("gather", "chain"):
+            app = textwrap.dedent("""
+                import asyncio, os
+                async def work():
+                    await asyncio.sleep(3600)
+                async def middle(w):
+                    await w
+                async def idle():
+                    await asyncio.sleep(3600)
+                async def main():
+                    w = asyncio.ensure_future(work()); w.set_name("worker")
+                    asyncio.ensure_future(idle()).set_name("idle")
+                    print("ready", flush=True)
+                    try:
+                        if os.environ["HOW"] == "gather":
+                            await asyncio.gather(w, return_exceptions=True)
+                        else:
+                            m = asyncio.ensure_future(middle(w)); m.set_name("middle")
+                            await m
+                    except asyncio.CancelledError:
+                        pass
+                    await asyncio.sleep(3600)
+                asyncio.run(main())
+            """)
+            t = self.proc(app, env={"HOW": how})
+            c = self.client(t.sock)
+            m = c.request("cancel_tasks", {"timeout_ms": 1000})["result"]
+            main = [x for x in m["spared"] if x["reason"] == "main_task"]
+            self.assertEqual(len(main), 1, m)
+            self.assertTrue(main[0].get("resumes"), (how, m))
+            self.assertIn("worker", main[0]["awaited"], (how, m))
+            self.assertNotIn("idle", main[0]["awaited"], (how, m))
 
     def test_run_forever_loop_has_no_main_task(self):
         t = test_agent.Target()

@@ -288,6 +288,7 @@ impl Engine {
             Ok(v) => {
                 *replied = true;
                 let reading = reply::read(method, &v);
+                self.world.main_resumed |= reading.main_resumes;
                 a.notes.push(reading.note);
                 *judgement = Some(reading.judgement);
                 *result = Some(Box::new(v));

@@ -70,12 +70,23 @@ impl Engine {
             Action::SignalTarget { .. } if self.world.target_exited() => {
                 skip("the target has already exited")
             }
-            Action::SignalTarget { signals } if self.world.agent_exiting => {
+            Action::SignalTarget { signals }
+                if self.world.agent_exiting || self.world.main_resumed =>
+            {
                 self.world.target_signalled = true;
-                a.notes.push(format!(
-                    "the target is exiting on its own (its agent said so): it gets {:.1} s before any signal",
-                    phase.timeout.as_secs_f64()
-                ));
+                a.notes.push(if self.world.agent_exiting {
+                    format!(
+                        "the target is exiting on its own (its agent said so): it gets {:.1} s before any signal",
+                        phase.timeout.as_secs_f64()
+                    )
+                } else {
+                    format!(
+                        "the main task resumed after its awaited task was cancelled: the target gets {:.1} s to finish on its own before any signal",
+                        phase.timeout.as_secs_f64()
+                    )
+                });
+                // Once: a target still running after that grace is signalled as usual.
+                self.world.main_resumed = false;
                 a.kind = Kind::ExitingOnItsOwn {
                     signals: signals.clone(),
                     until_ms: a.deadline_ms,
@@ -133,7 +144,7 @@ impl Engine {
             }
             // It did not: the escalation starts now, with its full timeout per step.
             a.notes.push(format!(
-                "still running {:.1} s after it said it was exiting: signalling it",
+                "still running {:.1} s later: signalling it",
                 phase.timeout.as_secs_f64()
             ));
             let mut st = SignalState::for_target(&self.world, signals.clone(), now);

@@ -23,6 +23,9 @@ pub enum Judgement {
 pub struct Reading {
     pub judgement: Judgement,
     pub note: String,
+    /// `cancel_tasks` cancelled a task the spared main task awaited: the main task runs
+    /// again and may finish on its own, so a signal should give it time first.
+    pub main_resumes: bool,
 }
 
 fn arr<'a>(v: &'a Value, field: &str) -> &'a [Value] {
@@ -106,6 +109,7 @@ pub fn read(method: &str, v: &Value) -> Reading {
         other => Reading {
             judgement: Judgement::Done,
             note: format!("the agent answered `{other}`"),
+            main_resumes: false,
         },
     }
 }
@@ -126,6 +130,7 @@ fn run_phase(v: &Value) -> Reading {
     Reading {
         judgement: Judgement::Done,
         note,
+        main_resumes: false,
     }
 }
 
@@ -186,16 +191,36 @@ fn cancel_tasks(v: &Value) -> Reading {
     }
     failed.extend(blocked.iter().cloned());
     parts.extend(blocked);
-    match main.len() {
+    let (woken, idle): (Vec<&Value>, Vec<&Value>) = main
+        .iter()
+        .copied()
+        .partition(|s| s.get("resumes").and_then(Value::as_bool) == Some(true));
+    match idle.len() {
         0 => {}
         1 => parts.push(format!(
             "spared the main task {} (it ends when the target gets SIGINT)",
-            task_name(main[0])
+            task_name(idle[0])
         )),
         _ => parts.push(format!(
             "spared the main tasks {} (they end when the target gets SIGINT)",
-            names(&main)
+            names(&idle)
         )),
+    }
+    for m in &woken {
+        let awaited: Vec<String> = arr(m, "awaited")
+            .iter()
+            .filter_map(Value::as_str)
+            .map(|n| format!("\"{}\"", short(n, 60)))
+            .collect();
+        parts.push(format!(
+            "spared the main task {}, which awaited {} and now resumes: it may finish on its own",
+            task_name(m),
+            if awaited.is_empty() {
+                "a cancelled task".to_string()
+            } else {
+                awaited.join(", ")
+            }
+        ));
     }
     if !other_spared.is_empty() {
         parts.push(format!(
@@ -223,7 +248,11 @@ fn cancel_tasks(v: &Value) -> Reading {
     } else {
         Judgement::Done
     };
-    Reading { judgement, note }
+    Reading {
+        judgement,
+        note,
+        main_resumes: !woken.is_empty(),
+    }
 }
 
 fn shutdown_executors(v: &Value) -> Reading {
@@ -232,6 +261,7 @@ fn shutdown_executors(v: &Value) -> Reading {
         return Reading {
             judgement: Judgement::Done,
             note: "no executor to shut down".into(),
+            main_resumes: false,
         };
     }
     let (busy, done): (Vec<&Value>, Vec<&Value>) = exes
@@ -279,6 +309,7 @@ fn shutdown_executors(v: &Value) -> Reading {
             Judgement::Unfinished(busy.join("; "))
         },
         note: parts.join("; "),
+        main_resumes: false,
     }
 }
 
@@ -290,6 +321,7 @@ fn loops(v: &Value, verb: &str, ok: &[&str], unfinished: &[&str], failed: &[&str
         return Reading {
             judgement: Judgement::Done,
             note: format!("no event loop to {verb}"),
+            main_resumes: false,
         };
     }
     let past = if verb == "stop" { "stopped" } else { "closed" };
@@ -327,6 +359,7 @@ fn loops(v: &Value, verb: &str, ok: &[&str], unfinished: &[&str], failed: &[&str
     Reading {
         judgement,
         note: parts.join("; "),
+        main_resumes: false,
     }
 }
 
@@ -390,6 +423,26 @@ mod tests {
         let closed = json!({"loops": [{"loop": 1, "result": "closed"}, {"loop": 2, "result": "already_closed"}]});
         assert_eq!(judge("close_loop", &closed), Judgement::Done);
         assert_eq!(judge("run_phase", &json!({"name": "x"})), Judgement::Done);
+    }
+
+    #[test]
+    fn a_main_task_woken_by_the_cancel_is_said_and_flagged() {
+        let cancel = json!({"results": [
+            {"id": 1, "loop": 1, "name": "worker", "result": "cancelled"}],
+            "spared": [{"id": 3, "loop": 1, "name": "Task-1", "reason": "main_task",
+                        "resumes": true, "awaited": ["worker"]}],
+            "counts": {"cancelled": 1}, "blocked": []});
+        let r = read("cancel_tasks", &cancel);
+        assert_eq!(r.judgement, Judgement::Done);
+        assert!(r.main_resumes);
+        assert_eq!(
+            r.note,
+            "cancelled 1 task; spared the main task \"Task-1\", which awaited \"worker\" and \
+             now resumes: it may finish on its own"
+        );
+        let idle = json!({"results": [], "spared": [{"id": 3, "loop": 1, "name": "m",
+            "reason": "main_task"}]});
+        assert!(!read("cancel_tasks", &idle).main_resumes);
     }
 
     #[test]
