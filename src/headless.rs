@@ -149,9 +149,11 @@ impl Readiness {
             self.snapshots_at_decision = m.snapshots.max(1);
         }
         // Two snapshots after the agent answered list the same processes (a launched
-        // command is still forking its children before that).
+        // command is still forking its children before that), and two reports in a row have
+        // the same threads, tasks and loops (it is still creating its tasks before that).
+        let agent_settled = m.report.is_none() || m.same_report_in_a_row >= 2;
         let settled = !self.launched
-            || (m.tree_settled() && m.snapshots >= self.snapshots_at_decision + 2)
+            || (m.tree_settled() && m.snapshots >= self.snapshots_at_decision + 2 && agent_settled)
             || now_ms >= decided + SETTLE_WAIT.as_millis() as u64;
         settled && m.plan.is_some() && m.snapshot.is_some()
     }

@@ -23,6 +23,7 @@ live task.
 import collections
 import itertools
 import json
+import resource
 import os
 import re
 import selectors
@@ -46,6 +47,17 @@ MAX_INFLIGHT = 4
 # Bytes queued for a client beyond the report being sent; a client that sends but does not
 # read is disconnected past this instead of growing the agent's memory.
 MAX_WBUF = 4 << 20
+# Limits against clients of the same uid that misbehave (docs/protocol.md §2): lifecycle-top
+# uses one or two connections. Beyond MAX_CONNS (or one per 64 of the host's fd limit, so the
+# agent can never take the host's descriptors) a client gets `too_many_clients`; unfinished
+# lines of all clients together are capped (`buffer_full`); reports queued for clients that
+# do not read are capped in total; the agent thread sleeps when it has used more than
+# MAX_CPU_SHARE of a core over the last second (a flood costs the host at most that).
+MAX_CONNS = 16
+MAX_RBUF_TOTAL = 4 << 20
+MAX_QUEUED_TOTAL = 32 << 20
+MAX_CPU_SHARE = 0.05
+ACCEPT_BACKOFF = 1.0
 PROBE_TIMEOUT = 0.1
 SWALLOW_GRACE = 0.5
 MAX_STR = 200
@@ -1529,6 +1541,8 @@ class _Server:
         self.instance = "%d-%d-%x" % (os.getpid(), self.start_time, id(self))
         self.gc_scanned = False
         self.stopping = False  # set before fork: the agent thread returns (see _before_fork)
+        self.accept_paused_until = 0.0  # accept() failed (EMFILE): listening paused until
+        self.throttled_s = 0.0  # time slept by the CPU cap
         self._worker_idents = set()
         # Guards _worker_idents and _Conn.inflight, touched by request threads.
         self.lock = threading.Lock()
@@ -1737,22 +1751,51 @@ class _Server:
         return {"cpu_ms": (self.agent_cpu + self.worker_cpu) * 1000.0,
                 "bytes_sent": self.bytes_sent, "reports_sent": self.reports_sent,
                 "build_ms": build_ms, "last_report_ms": self.last_report_ms,
-                "clients": len(self.conns), "refused": self.refused}
+                "clients": len(self.conns), "refused": self.refused,
+                "throttled_ms": round(self.throttled_s * 1000.0, 1)}
 
     agent_cpu = 0.0
 
     # -- main loop
     def _run(self):
+        win_wall, win_cpu = time.monotonic(), time.thread_time()
         while not self.stopping:
             try:
                 self._step()
             except Exception as exc:  # keep serving whatever happens
                 _debug("lifecycle-top agent: %r" % (exc,))
                 time.sleep(0.05)
+            # CPU cap: over a 1 s window, sleep off what was used beyond MAX_CPU_SHARE.
+            wall, cpu = time.monotonic(), time.thread_time()
+            over = (cpu - win_cpu) / MAX_CPU_SHARE - (wall - win_wall)
+            if over > 0.001:
+                self.throttled_s += min(over, 0.25)
+                time.sleep(min(over, 0.25))
+            if wall - win_wall >= 1.0:
+                win_wall, win_cpu = time.monotonic(), time.thread_time()
+
+    def _max_conns(self):
+        try:
+            soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        except Exception:
+            soft = -1
+        if soft is None or soft < 0 or soft == getattr(resource, "RLIM_INFINITY", -1):
+            return MAX_CONNS
+        return max(2, min(MAX_CONNS, soft // 64))
 
     def _step(self):
+        now = time.monotonic()
         due = [c.next_at for c in self.conns.values() if c.interval]
-        timeout = None if not due else max(0.0, min(due) - time.monotonic())
+        if self.accept_paused_until:
+            if now >= self.accept_paused_until:
+                self.accept_paused_until = 0.0
+                try:
+                    self.sel.register(self.lsock, selectors.EVENT_READ, "listen")
+                except Exception:
+                    pass
+            else:
+                due.append(self.accept_paused_until)
+        timeout = None if not due else max(0.0, min(due) - now)
         for key, mask in self.sel.select(timeout):
             if key.data == "listen":
                 self._accept()
@@ -1782,7 +1825,16 @@ class _Server:
     def _accept(self):
         try:
             s, _ = self.lsock.accept()
+        except (BlockingIOError, InterruptedError):
+            return
         except OSError:
+            # EMFILE/ENFILE/ENOMEM: the pending connection stays queued and the listening
+            # socket readable; stop watching it for a while instead of spinning.
+            self.accept_paused_until = time.monotonic() + ACCEPT_BACKOFF
+            try:
+                self.sel.unregister(self.lsock)
+            except Exception:
+                pass
             return
         try:
             cred = s.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
@@ -1795,6 +1847,26 @@ class _Server:
             try:
                 s.send(_encode({"type": "error", "code": "forbidden",
                                 "message": "this agent serves uid %d and root only" % os.getuid()}))
+            except OSError:
+                pass
+            s.close()
+            return
+        if len(self.conns) >= self._max_conns():
+            # A client that just left may not have been read yet: look before refusing.
+            for c in list(self.conns.values()):
+                try:
+                    if c.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b"":
+                        self._close(c)
+                except (BlockingIOError, InterruptedError):
+                    pass
+                except OSError:
+                    self._close(c)
+        if len(self.conns) >= self._max_conns():
+            self.refused += 1
+            try:
+                s.send(_encode({"type": "error", "code": "too_many_clients",
+                                "message": "this agent serves at most %d clients at once; "
+                                           "close another one" % self._max_conns()}))
             except OSError:
                 pass
             s.close()
@@ -1839,16 +1911,23 @@ class _Server:
             self._close(conn)
             return
         conn.rbuf += data
-        while True:
-            nl = conn.rbuf.find(b"\n")
-            if nl < 0:
-                break
-            line, conn.rbuf = conn.rbuf[:nl], conn.rbuf[nl + 1:]
-            if line.strip():
-                self._handle(conn, line)
+        if b"\n" in data:
+            # One split per read (slicing per line was quadratic under a flood of lines).
+            lines = conn.rbuf.split(b"\n")
+            conn.rbuf = lines.pop()
+            for line in lines:
+                if conn.closed or conn.close_after_flush:
+                    break
+                if line.strip():
+                    self._handle(conn, line)
         if len(conn.rbuf) > MAX_LINE:
             conn.rbuf = b""
             self._fatal(conn, "line_too_long", "line over %d bytes; closing" % MAX_LINE)
+        elif len(conn.rbuf) > 65536 and \
+                sum(len(c.rbuf) for c in self.conns.values()) > MAX_RBUF_TOTAL:
+            conn.rbuf = b""
+            self._fatal(conn, "buffer_full", "unfinished lines of all clients passed %d bytes; "
+                        "closing" % MAX_RBUF_TOTAL)
 
     def _error(self, conn, code, message):
         self._send(conn, _encode({"type": "error", "code": code, "message": message}))
@@ -1861,6 +1940,9 @@ class _Server:
     def _handle(self, conn, line):
         try:
             msg = json.loads(line)
+        except RecursionError:
+            self._error(conn, "bad_json", "malformed JSON: nested too deeply")
+            return
         except ValueError as exc:
             self._error(conn, "bad_json", "malformed JSON: %s" % exc)
             return
@@ -1959,9 +2041,12 @@ class _Server:
         if not due:
             return
         ready = []
+        queued = sum(len(c.wbuf) for c in self.conns.values())
         for c in due:
             c.next_at = max(c.next_at + c.interval, now + c.interval / 2)
-            if not c.wbuf:  # a client still reading the last report gets no new one
+            # A client still reading the last report gets no new one; past the total cap
+            # (clients that do not read), nobody new gets one this round.
+            if not c.wbuf and queued < MAX_QUEUED_TOTAL:
                 ready.append(c)
         if not ready:
             return

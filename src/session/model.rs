@@ -46,6 +46,11 @@ pub struct Model {
     pub report: Option<Arc<Report>>,
     /// When the last report arrived (session ms).
     pub report_at_ms: Option<u64>,
+    /// Reports in a row with the same shape (threads, tasks, loops, executors, subprocesses):
+    /// the program has settled at 2 (a launched app still creating its tasks has not).
+    pub same_report_in_a_row: u32,
+    #[serde(skip)]
+    last_report_shape: (usize, u64, usize, usize, usize),
     pub facts: Option<AgentFacts>,
     pub agent_exiting: Option<String>,
     /// Every distinct warning the agent reported (pushed or in a report), by (instance, seq).
@@ -127,6 +132,19 @@ impl Model {
                 let mut facts = AgentFacts::from(report.as_ref());
                 facts.exiting = self.agent_exiting.is_some();
                 self.facts = Some(facts);
+                let shape = (
+                    report.threads.len(),
+                    report.tasks_total,
+                    report.loops.len(),
+                    report.executors.len(),
+                    report.subprocesses.len(),
+                );
+                if self.report.is_some() && shape == self.last_report_shape {
+                    self.same_report_in_a_row += 1;
+                } else {
+                    self.same_report_in_a_row = 1;
+                }
+                self.last_report_shape = shape;
                 self.report = Some(report.clone());
                 self.report_at_ms = Some(ev.at.at_ms);
             }
