@@ -60,7 +60,10 @@ fn kill_tui_during() -> (usize, Vec<(i32, u64)>) {
     let mut cmd = CommandBuilder::new(bin());
     cmd.args(["--no-agent", "--", "sh", "-c", "sleep 300 & sleep 300"]);
     cmd.env("TERM", "xterm-256color");
-    let mut child = pty.slave.spawn_command(cmd).expect("spawn lifecycle-top in a pty");
+    let mut child = pty
+        .slave
+        .spawn_command(cmd)
+        .expect("spawn lifecycle-top in a pty");
     drop(pty.slave);
     let mut reader = pty.master.try_clone_reader().expect("pty reader");
     std::thread::spawn(move || {
