@@ -50,12 +50,12 @@ MAX_WBUF = 4 << 20
 # Limits against clients of the same uid that misbehave (docs/protocol.md §2): lifecycle-top
 # uses one or two connections. Beyond MAX_CONNS (or one per 64 of the host's fd limit, so the
 # agent can never take the host's descriptors) a client gets `too_many_clients`; unfinished
-# lines of all clients together are capped (`buffer_full`); reports queued for clients that
-# do not read are capped in total; the agent thread sleeps when it has used more than
+# lines of all clients together are capped (`buffer_full`); a client that has not read any of
+# what is queued for it for STALL_S is closed; the agent thread sleeps when it has used more than
 # MAX_CPU_SHARE of a core over the last second (a flood costs the host at most that).
 MAX_CONNS = 16
 MAX_RBUF_TOTAL = 4 << 20
-MAX_QUEUED_TOTAL = 32 << 20
+STALL_S = 10.0
 MAX_CPU_SHARE = 0.05
 ACCEPT_BACKOFF = 1.0
 PROBE_TIMEOUT = 0.1
@@ -778,7 +778,7 @@ def _main_future(loop, frames=None, scan=False):
             return None, None
         ident = getattr(loop, "_thread_id", None)
         if frames is None:
-            frames = sys._current_frames()
+            frames = _other_frames()
         f = frames.get(ident)
         via = "loop.run_until_complete"
         fut = None
@@ -1199,11 +1199,21 @@ def _waits_on(frame, ident):
     return out
 
 
+def _other_frames():
+    """sys._current_frames() without the calling thread's own entry. Its own innermost frame
+    in a local dict is a reference cycle (frame -> locals -> dict -> frame) that keeps every
+    caller's frame and locals (a whole report: 20,000 task rows) alive until a full garbage
+    collection: the host's memory grew by megabytes per second with a subscribed client."""
+    frames = sys._current_frames()
+    frames.pop(threading.get_ident(), None)
+    return frames
+
+
 def _thread_entries(agent_idents):
     main = threading.main_thread()
     out = []
     try:
-        frames = sys._current_frames()
+        frames = _other_frames()
     except Exception:
         frames = {}
     for th in threading.enumerate():
@@ -1329,7 +1339,7 @@ def _build_report(agent, seq, max_tasks):
             main_fut = None
             if running:
                 if frames is None:
-                    frames = sys._current_frames()
+                    frames = _other_frames()
                 main_fut = _main_future(lp, frames)[0]
             ident = getattr(lp, "_thread_id", None)
             pr = probes.get(id(lp))
@@ -1353,7 +1363,7 @@ def _build_report(agent, seq, max_tasks):
                      "main_task": _main_entry(main_fut)}
             if blocked:
                 if frames is None:
-                    frames = sys._current_frames()
+                    frames = _other_frames()
                 entry["blocked_at"] = _where(frames.get(ident))
             loop_entries.append(entry)
         except Exception:
@@ -1499,12 +1509,55 @@ class _ReqError(Exception):
         self.code, self.message, self.data = code, message, data
 
 
+class _OutBuf:
+    """What is queued for one client: the lines themselves (bytes objects shared by every
+    client a report goes to, so N subscribers of one report cost one copy), sent with
+    sendmsg from an offset into the first."""
+
+    __slots__ = ("chunks", "off", "size")
+
+    def __init__(self):
+        self.chunks = collections.deque()
+        self.off = 0
+        self.size = 0
+
+    def __len__(self):
+        return self.size
+
+    def __bool__(self):
+        return self.size > 0
+
+    def append(self, b):
+        if b:
+            self.chunks.append(b)
+            self.size += len(b)
+
+    def send(self, sock):
+        """One sendmsg of up to 64 chunks; returns the bytes sent (raises like send)."""
+        bufs = [memoryview(self.chunks[0])[self.off:]]
+        for i in range(1, min(len(self.chunks), 64)):
+            bufs.append(self.chunks[i])
+        n = sock.sendmsg(bufs)
+        self.size -= n
+        left = n
+        while left and self.chunks:
+            head = len(self.chunks[0]) - self.off
+            if left >= head:
+                left -= head
+                self.chunks.popleft()
+                self.off = 0
+            else:
+                self.off += left
+                left = 0
+        return n
+
+
 class _Conn:
     def __init__(self, sock, peer_pid, peer_uid):
         self.sock = sock
         self.peer_pid, self.peer_uid = peer_pid, peer_uid
         self.rbuf = b""
-        self.wbuf = bytearray()
+        self.wbuf = _OutBuf()
         self.interval = None
         self.subscribed = False  # sent `subscribe` (even interval 0): gets pushed events
         self.max_tasks = 20000
@@ -1518,6 +1571,7 @@ class _Conn:
         self.closed = False
         self.pushq = collections.deque()  # pushed lines a hook could not write at once
         self.pushes_dropped = 0
+        self.progress_at = time.monotonic()  # last time it took bytes (or had none queued)
 
 
 class _Server:
@@ -1670,11 +1724,11 @@ class _Server:
                         if len(c.wbuf) + len(q) > MAX_WBUF + c.bulk:
                             c.pushes_dropped += 1
                         else:
-                            c.wbuf += q
+                            c.wbuf.append(q)
                     if len(c.wbuf) + len(line) > MAX_WBUF + c.bulk:
                         c.pushes_dropped += 1
                         continue
-                    c.wbuf += line
+                    c.wbuf.append(line)
                     self._write_some(c)
                     if c.wbuf:
                         queued = True
@@ -1689,9 +1743,10 @@ class _Server:
         """Under conn.wlock: non-blocking sends until done or EAGAIN; False on a socket error."""
         try:
             while conn.wbuf:
-                n = conn.sock.send(conn.wbuf)
+                n = conn.wbuf.send(conn.sock)
+                if n:
+                    conn.progress_at = time.monotonic()
                 self.bytes_sent += n
-                del conn.wbuf[:n]
                 conn.bulk = max(0, conn.bulk - n)
         except (BlockingIOError, InterruptedError):
             pass
@@ -2009,7 +2064,9 @@ class _Server:
                 conn.pushes_dropped += 1
                 return
             if not over:
-                conn.wbuf += line
+                if not conn.wbuf:
+                    conn.progress_at = time.monotonic()
+                conn.wbuf.append(line)
                 if bulk:
                     conn.bulk += len(line)
         if over:
@@ -2041,12 +2098,15 @@ class _Server:
         if not due:
             return
         ready = []
-        queued = sum(len(c.wbuf) for c in self.conns.values())
         for c in due:
             c.next_at = max(c.next_at + c.interval, now + c.interval / 2)
-            # A client still reading the last report gets no new one; past the total cap
-            # (clients that do not read), nobody new gets one this round.
-            if not c.wbuf and queued < MAX_QUEUED_TOTAL:
+            if c.wbuf and now - c.progress_at > STALL_S:
+                # Took nothing of its last report for STALL_S: it does not read. Its buffer
+                # is memory the host pays for (a report of 20,000 tasks is megabytes).
+                _debug("lifecycle-top agent: client pid %s stalled; closing" % c.peer_pid)
+                self._close(c)
+                continue
+            if not c.wbuf:  # a client still reading the last report gets no new one
                 ready.append(c)
         if not ready:
             return
@@ -2165,7 +2225,7 @@ def _select_loops(p):
 
 
 def _stack_of_ident(ident, limit=50):
-    return _frames_of(sys._current_frames().get(ident), limit)
+    return _frames_of(_other_frames().get(ident), limit)
 
 
 class _Blocked(Exception):
@@ -2225,7 +2285,7 @@ def _m_stacks(agent, p):
         raise _ReqError("bad_params", "limit must be an integer")
     natives, idents = _id_set(p, "native_ids"), _id_set(p, "idents")
     mine = agent.idents()
-    frames = sys._current_frames()
+    frames = _other_frames()
     out = []
     for th in threading.enumerate():
         f = frames.pop(th.ident, None)
