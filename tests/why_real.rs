@@ -425,3 +425,66 @@ poller.poll()
         "{v:#}"
     );
 }
+
+#[test]
+fn a_task_awaits_executor_work_whose_worker_waits_on_an_event() {
+    let t = py(
+        r#"
+import asyncio, concurrent.futures, threading
+never = threading.Event()
+async def main():
+    loop = asyncio.get_running_loop()
+    pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="blocking")
+    print("ready", flush=True)
+    await loop.run_in_executor(pool, never.wait)
+asyncio.run(main())
+"#,
+        true,
+    );
+    let v = why_until(t.0.id(), |c| {
+        kinds(c).contains(&"await_executor".to_string())
+    });
+    let c = &v["causes"][0];
+    assert_eq!(
+        kinds(c),
+        ["main_thread", "loop_main", "await_executor", "event"],
+        "{v:#}"
+    );
+    assert!(
+        line(c).contains("awaits executor work run by \"blocking_0\""),
+        "{}",
+        line(c)
+    );
+}
+
+#[test]
+fn a_thread_waits_for_a_future_run_by_a_worker() {
+    let t = py(
+        r#"
+import concurrent.futures, threading
+never = threading.Event()
+pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="worker")
+def caller():
+    pool.submit(never.wait).result()
+threading.Thread(target=caller, name="caller").start()
+print("ready", flush=True)
+"#,
+        true,
+    );
+    // The interpreter's own atexit joins the worker first: that is the exit's path; the
+    // caller's wait is in the graph, to the worker by name.
+    let v = why_until(t.0.id(), |c| kinds(c).contains(&"event".to_string()));
+    let edges = v["edges"].as_array().expect("edges");
+    let fr = edges
+        .iter()
+        .find(|e| e["kind"] == "future_result")
+        .unwrap_or_else(|| panic!("a future_result edge: {v:#}"));
+    assert_eq!(fr["to"]["node"], "thread", "{fr:#}");
+    let worker = &v["causes"][0]["edges"];
+    assert!(
+        worker
+            .as_array()
+            .is_some_and(|a| a.iter().any(|e| e["to"] == fr["to"])),
+        "the caller waits for the worker the exit waits on: {v:#}"
+    );
+}

@@ -936,6 +936,10 @@ def _task_await(t, fw, loop_id, where):
     if isinstance(fw, aio.Task):
         return {"task_id": id(t), "loop_id": loop_id, "kind": "task", "task_ids": [id(fw)],
                 "where": where}
+    worker = _exec_aio.get(id(fw))
+    if worker is not None:
+        return {"task_id": id(t), "loop_id": loop_id, "kind": "executor", "native_id": worker,
+                "where": where}
     children = getattr(fw, "_children", None)
     if children is not None:
         return {"task_id": id(t), "loop_id": loop_id, "kind": "gather",
@@ -1179,6 +1183,40 @@ def _lock_wait(f, ident):
     return None
 
 
+_FUTURES_BASE = os.sep + "concurrent" + os.sep + "futures" + os.sep + "_base.py"
+_FUTURES_THREAD = os.sep + "concurrent" + os.sep + "futures" + os.sep + "thread.py"
+# id(concurrent future) -> native id of the executor worker running it; id(asyncio future
+# chained to it by run_in_executor / wrap_future) -> the same. Rebuilt per report.
+_exec_workers = {}
+_exec_aio = {}
+
+
+def _scan_executor_workers(frames):
+    """Finds the work item each ThreadPoolExecutor worker runs (its `_WorkItem.run` frame)."""
+    _exec_workers.clear()
+    _exec_aio.clear()
+    natives = {th.ident: getattr(th, "native_id", None) for th in threading.enumerate()}
+    for ident, f in frames.items():
+        n = 0
+        while f is not None and n < 64:
+            c = f.f_code
+            if c.co_name == "run" and c.co_filename.endswith(_FUTURES_THREAD):
+                fut = getattr(f.f_locals.get("self"), "future", None)
+                if fut is not None and natives.get(ident) is not None:
+                    _exec_workers[id(fut)] = natives[ident]
+                    for cb in list(getattr(fut, "_done_callbacks", None) or ())[:8]:
+                        for cell in getattr(cb, "__closure__", None) or ():
+                            try:
+                                dest = cell.cell_contents
+                            except ValueError:
+                                continue
+                            if dest is not fut and hasattr(dest, "get_loop"):
+                                _exec_aio[id(dest)] = natives[ident]
+                break
+            f = f.f_back
+            n += 1
+
+
 def _waits_on(frame, ident):
     f = frame
     found = None
@@ -1190,6 +1228,12 @@ def _waits_on(frame, ident):
     if found is None:
         return _lock_wait(frame, ident) if frame is not None and frame is f else None
     (kind, obj), sf = found
+    if kind == "condition" and f is not None and f.f_code.co_filename.endswith(_FUTURES_BASE) \
+            and f.f_code.co_name in ("result", "exception"):
+        # Future.result(): the worker running it, or none yet (queued behind others).
+        fut = f.f_locals.get("self")
+        return {"kind": "future", "where": _where(f.f_back), "object": "Future",
+                "target_native_id": _exec_workers.get(id(fut))}
     out = {"kind": kind, "where": _where(sf.f_back)}
     if kind == "join":
         out["target_native_id"] = getattr(obj, "native_id", None)
@@ -1327,6 +1371,11 @@ def _build_report(agent, seq, max_tasks):
         pr.late = True
     global _task_memo
     del _awaits_acc[:]
+    try:
+        _scan_executor_workers(_other_frames())
+    except Exception:
+        _exec_workers.clear()
+        _exec_aio.clear()
     tracked = _tracked_ids()
     ch = _Chunks()
     memo, new_memo = _task_memo, {}

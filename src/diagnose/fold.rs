@@ -365,6 +365,11 @@ fn phrase(f: &Facts, e: &Edge) -> String {
         EdgeKind::AwaitTask => format!("awaits {to}{}", at(e)),
         EdgeKind::Gather => format!("gathers {to}{}", at(e)),
         EdgeKind::AwaitSubprocess { .. } => format!("awaits subprocess {to}{}", at(e)),
+        EdgeKind::AwaitExecutor => format!("awaits executor work run by {to}{}", at(e)),
+        EdgeKind::FutureResult if unowned => format!("waits for the result of {to}{}", at(e)),
+        EdgeKind::FutureResult => {
+            format!("waits for the result of executor work run by {to}{}", at(e))
+        }
     }
 }
 

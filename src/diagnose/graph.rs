@@ -93,6 +93,10 @@ pub enum EdgeKind {
     AwaitSubprocess {
         pid: i32,
     },
+    /// A task awaits `run_in_executor` work that the target worker thread runs.
+    AwaitExecutor,
+    /// A thread in `Future.result()` of executor work (the target runs it).
+    FutureResult,
 }
 
 /// Which source said so.
@@ -229,7 +233,7 @@ pub fn build(f: &Facts) -> Graph {
     });
     if unexplained {
         g.notes.push(
-            "native mutex (futex) owners are not decoded: a thread in futex waits on a lock or condition whose owner is not shown"
+            "a thread in futex waits on something with no owner to name (a condition variable, a semaphore, or a lock whose memory could not be read)"
                 .into(),
         );
     }
@@ -294,6 +298,18 @@ fn agent_edges(f: &Facts, g: &mut Graph, by_pid: &BTreeMap<i32, ProcKey>) {
                 detail("Semaphore.acquire"),
             ),
             "lock" => one(unowned("Lock"), EdgeKind::Lock, detail("Lock.acquire")),
+            "future" => match w.target_native_id {
+                Some(to) if to != tid => one(
+                    th(to),
+                    EdgeKind::FutureResult,
+                    detail("concurrent.futures Future.result"),
+                ),
+                _ => one(
+                    unowned("a Future that no executor worker runs (queued, or not an executor's)"),
+                    EdgeKind::FutureResult,
+                    detail("concurrent.futures Future.result"),
+                ),
+            },
             "rlock" => match w.owner_native_id {
                 Some(o) if o != tid => one(th(o), EdgeKind::RLock, detail("RLock.acquire")),
                 _ => one(unowned("RLock"), EdgeKind::RLock, detail("RLock.acquire")),
@@ -347,6 +363,14 @@ fn agent_edges(f: &Facts, g: &mut Graph, by_pid: &BTreeMap<i32, ProcKey>) {
                         "task._fut_waiter",
                     );
                 }
+            }
+            "executor" => {
+                let Some(tid) = aw.native_id else { continue };
+                one(
+                    th(tid),
+                    EdgeKind::AwaitExecutor,
+                    "task._fut_waiter chained to the work item this executor worker runs",
+                );
             }
             "subprocess" => {
                 let Some(pid) = aw.pid else { continue };
