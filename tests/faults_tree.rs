@@ -74,7 +74,16 @@ fn one_run(dir: &std::path::Path, i: usize, sweep: bool) -> RunResult {
         .expect("python3");
     let tpid = target.id() as i32;
     let tstart = stat(tpid).expect("target stat").4;
-    std::thread::sleep(Duration::from_millis(300));
+    // Attach once the tree is up (its two children and their first grandchildren), as a user
+    // attaching to a running service would: a slow start under load is not the fault tested.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while group_members(tpid, tstart).len() < 5 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the forking tree never came up"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let mut cmd = Command::new(bin());
     cmd.args([
         "--headless",

@@ -20,8 +20,10 @@ def flush_state():
 
 
 signal.signal(signal.SIGTERM, on_term)
-print("READY", flush=True)
 try:
+    # READY inside the try: a SIGTERM sent as soon as the line is read must find the handler
+    # of Shutdown in place.
+    print("READY", flush=True)
     while True:
         time.sleep(60)
 except Shutdown:
