@@ -402,3 +402,5 @@ pub fn shows(ev: &CoreEvent) -> bool {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_view;

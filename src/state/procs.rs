@@ -52,14 +52,16 @@ struct Node<'a> {
 /// then every other root (orphans, processes whose parent was cleared) with its subtree.
 /// A child goes under a listed process with its parent's pid that started before it (the
 /// live one first: a pid may have been reused). Every process appears once.
+/// `hidden`: snapshot processes not to list (exited ones the user cleared).
 pub fn order(
     target: Option<ProcKey>,
     live: &[ProcInfo],
     gone: &BTreeMap<ProcKey, Gone>,
+    hidden: impl Fn(&ProcInfo) -> bool,
 ) -> Vec<Listed> {
     let mut nodes: Vec<Node> = Vec::with_capacity(live.len() + gone.len());
     for (i, p) in live.iter().enumerate() {
-        if !gone.contains_key(&p.key) {
+        if !gone.contains_key(&p.key) && !hidden(p) {
             nodes.push(Node {
                 slot: Slot::Live(i),
                 info: p,
@@ -176,7 +178,12 @@ impl Dashboard {
             .snapshot
             .as_ref()
             .map_or(&[][..], |s| s.processes.as_slice());
-        self.view.proc_order = order(self.model.target(), live, &self.view.gone);
+        let (exits, cleared) = (&self.model.exits, &self.view.cleared);
+        // An exited process is listed from the gone book only (or not at all once cleared).
+        let hidden = |p: &ProcInfo| {
+            p.exit.is_some() || exits.contains_key(&p.key) || cleared.contains(&p.key)
+        };
+        self.view.proc_order = order(self.model.target(), live, &self.view.gone, hidden);
     }
 
     /// `Del`: forgets the gone processes (the target excepted: how it ended stays the
@@ -230,7 +237,7 @@ mod tests {
     }
 
     fn pids(target: ProcKey, live: &[ProcInfo], g: &BTreeMap<ProcKey, Gone>) -> Vec<(i32, u32)> {
-        let l = order(Some(target), live, g);
+        let l = order(Some(target), live, g, |_| false);
         l.iter()
             .map(|x| {
                 let pid = match x.slot {
@@ -276,7 +283,7 @@ mod tests {
             pids(target.key, &live, &g),
             vec![(10, 0), (20, 1), (21, 2), (20, 1)]
         );
-        let l = order(Some(target.key), &live, &g);
+        let l = order(Some(target.key), &live, &g, |_| false);
         assert_eq!(
             l[1].slot,
             Slot::Gone(ProcKey {
@@ -290,7 +297,7 @@ mod tests {
     fn a_ppid_loop_lists_everything_once() {
         let target = p(10, 1, 1, 0);
         let live = vec![target.clone(), p(30, 31, 5, 1), p(31, 30, 5, 1)];
-        let l = order(Some(target.key), &live, &BTreeMap::new());
+        let l = order(Some(target.key), &live, &BTreeMap::new(), |_| false);
         assert_eq!(l.len(), 3);
     }
 }

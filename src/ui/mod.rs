@@ -257,3 +257,5 @@ fn draw_stacks(frame: &mut Frame, area: Rect, s: &Screen) -> u16 {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_layout;

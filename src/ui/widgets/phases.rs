@@ -35,7 +35,15 @@ pub fn render(frame: &mut Frame, area: Rect, s: &Screen) -> Option<Rows> {
     };
     let gaps = s.agent_phase_gaps_line();
     let gap_height = u16::from(gaps.is_some());
-    let list_height = (plan.phases.len() as u16 + 1).min(inner.height / 2);
+    // The phase list comes first; the bars only when they fit with it (each phase is one
+    // row in both), else the notes alone under the list.
+    let want = plan.phases.len() as u16 + 1;
+    let with_bars = inner.height > gap_height + 2 * want;
+    let list_height = if with_bars {
+        want
+    } else {
+        want.min(inner.height.saturating_sub(gap_height + 3))
+    };
     let [gap_line, list, bars] = Layout::vertical([
         Constraint::Length(gap_height),
         Constraint::Length(list_height),
@@ -52,7 +60,11 @@ pub fn render(frame: &mut Frame, area: Rect, s: &Screen) -> Option<Rows> {
     };
     timeline::render_phase_list(frame, list, plan, tl, marks);
     let now_ms = s.view.now_unix_ms.saturating_sub(tl.started_unix_ms);
-    timeline::render(frame, bars, tl, plan, now_ms, marks);
+    if with_bars {
+        timeline::render(frame, bars, tl, plan, now_ms, marks);
+    } else {
+        timeline::render_notes(frame, bars, tl, plan, marks);
+    }
     Some(Rows {
         area: plain(Rect {
             y: list.y + 1,

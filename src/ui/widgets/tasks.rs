@@ -30,7 +30,7 @@ pub fn render(
     marker: &'static str,
 ) -> Option<Rows> {
     let title = match (view.report, stale) {
-        (Some(r), Some(why)) => format!("Tasks {} · {why}", r.tasks_total),
+        (Some(r), Some(_)) => format!("Tasks {} · not live", r.tasks_total),
         (Some(r), None) => format!("Tasks {} · agent {}", r.tasks_total, view.status),
         (None, _) => format!("Tasks · agent {}", view.status),
     };
@@ -277,10 +277,10 @@ fn render_table(
     let cols = [
         Col::flex("NAME", 12, widest(|x| &x.name), 0),
         Col::fixed("STATE", 10, 2),
-        Col::flex("COROUTINE", 12, widest(|x| &x.coro), 3),
-        Col::flex("AWAITING AT", 24, widest(|x| &x.at), 0),
-        Col::fixed("TRACKED", 7, 1),
-        Col::fixed("LOOP", 4, 4),
+        Col::flex("COROUTINE", 12, widest(|x| &x.coro), 4),
+        Col::flex("AWAITING AT", 20, widest(|x| &x.at), 0),
+        Col::fixed("TRACKED", 7, 3),
+        Col::fixed("LOOP", 4, 5),
     ];
     let widths = columns::fit(
         area.width.saturating_sub(u16::from(!marker.is_empty())),

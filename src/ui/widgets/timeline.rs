@@ -123,19 +123,43 @@ pub fn render(
             Span::styled(truncate(&right, RIGHT), style),
         ]));
     }
+    push_notes(&mut lines, area.height, timeline, plan, marks);
+    frame.render_widget(Paragraph::new(lines), area);
+}
+
+/// Only the selected phase's notes and the last audit's findings (no bars): for a panel
+/// too short for both the phase list and the bars.
+pub fn render_notes(frame: &mut Frame, area: Rect, timeline: &Timeline, plan: &Plan, marks: Marks) {
+    let mut lines = Vec::new();
+    push_notes(&mut lines, area.height, timeline, plan, marks);
+    frame.render_widget(Paragraph::new(lines), area);
+}
+
+/// Fills `lines` up to `height` with the notes of the selected phase (else the running or
+/// last one), the newest that fit, and the last audit's findings on the last row.
+fn push_notes(
+    lines: &mut Vec<Line<'static>>,
+    height: u16,
+    timeline: &Timeline,
+    plan: &Plan,
+    marks: Marks,
+) {
     let running = timeline.running.as_ref();
     let chosen = marks
         .selected
         .filter(|&i| running.is_some_and(|r| r.index == i) || timeline.record(i).is_some());
-    let notes: Vec<&String> = match (chosen, running, timeline.phases.last()) {
-        (Some(i), Some(r), _) if r.index == i => r.notes.iter().collect(),
-        (Some(i), _, _) => timeline.record(i).map(record_notes).unwrap_or_default(),
-        (None, Some(r), _) => r.notes.iter().collect(),
-        (None, None, Some(rec)) => record_notes(rec),
+    let notes: Vec<&str> = match (chosen, running, timeline.phases.last()) {
+        (Some(i), Some(r), _) if r.index == i => r.notes.iter().map(String::as_str).collect(),
+        (Some(i), _, _) => timeline
+            .record(i)
+            .map(|r| record_notes(r).into_iter().map(String::as_str).collect())
+            .unwrap_or_default(),
+        (None, Some(r), _) => r.notes.iter().map(String::as_str).collect(),
+        (None, None, Some(rec)) => record_notes(rec).into_iter().map(String::as_str).collect(),
         (None, None, None) => Vec::new(),
     };
     let audit = audit_line(timeline, plan);
-    let room = (area.height as usize)
+    let room = (height as usize)
         .saturating_sub(lines.len())
         .saturating_sub(usize::from(audit.is_some()));
     let skip = notes.len().saturating_sub(room);
@@ -151,11 +175,10 @@ pub fn render(
         lines.push(Line::styled(format!("  {n}"), theme::dim()));
     }
     if let Some(a) = audit {
-        let pad = (area.height as usize).saturating_sub(lines.len() + 1);
+        let pad = (height as usize).saturating_sub(lines.len() + 1);
         lines.extend(std::iter::repeat_n(Line::raw(""), pad));
         lines.push(a);
     }
-    frame.render_widget(Paragraph::new(lines), area);
 }
 
 /// A finished phase's notes, its failure or skip reason first.
@@ -212,6 +235,8 @@ pub fn render_phase_list(
             theme::dim(),
         ),
     ])];
+    // Narrow panels drop the action text first: the name and the state matter more.
+    let describe = usize::from(area.width).saturating_sub(6 + 22 + 10).min(46);
     for (i, p) in plan.phases.iter().enumerate() {
         let policy = match p.on_timeout {
             OnTimeout::Escalate => "escalate",
@@ -227,14 +252,18 @@ pub fn render_phase_list(
             Span::styled(format!("[{}|{}] ", i + 1, p.key), theme::header_key()),
             Span::raw(truncate(&p.name, 22)),
             Span::styled(
-                truncate(
-                    &format!(
-                        " {} · {} · {policy} ",
-                        p.action.describe(),
-                        secs(p.timeout.as_millis() as u64)
-                    ),
-                    46,
-                ),
+                if describe > 1 {
+                    truncate(
+                        &format!(
+                            " {} · {} · {policy} ",
+                            p.action.describe(),
+                            secs(p.timeout.as_millis() as u64)
+                        ),
+                        describe - 1,
+                    ) + " "
+                } else {
+                    " ".to_string()
+                },
                 theme::dim(),
             ),
             state,
