@@ -111,14 +111,13 @@ impl Dashboard {
             }
             Action::NextPhase => self.next_phase(),
             Action::AbortPhase => {
-                if let Some(r) = self
-                    .model
-                    .timeline
-                    .as_ref()
-                    .and_then(|t| t.running.as_ref())
-                {
-                    self.view.aborted.push((r.index, r.start_ms));
-                }
+                // The phase events say what runs (the timeline may lag behind them): the run
+                // that finishes as a failure right after this is the one aborted.
+                let running = self.view.started_phase.or_else(|| {
+                    let t = self.model.timeline.as_ref()?;
+                    t.running.as_ref().map(|r| r.index)
+                });
+                self.view.abort_asked = running;
                 vec![Command::Teardown(action)]
             }
             Action::ToggleWhy => {

@@ -21,7 +21,7 @@ pub use geometry::{Area, Geometry, MouseKind, PanelArea, Rows, WHEEL_ROWS};
 pub use procs::{Gone, Listed, ProcRow, Slot};
 pub use replay::ReplayBar;
 pub use screen::{Counts, Screen, StaleReport};
-pub use status::{phase_outcome, stack_line_count};
+pub use status::{outcome_text, phase_outcome, stack_line_count};
 pub use tables::{SortKey, ThreadRow, page_offset, thread_order};
 pub use why::{WHY_EVERY_MS, WhyResult, WhyView};
 
@@ -185,12 +185,18 @@ pub struct View {
     /// Processes seen exiting, kept until cleared, and those cleared (never listed again).
     pub gone: std::collections::BTreeMap<crate::model::ProcKey, Gone>,
     pub cleared: std::collections::BTreeSet<crate::model::ProcKey>,
+    /// The parent each listed process had when first seen (orphans stay under it).
+    pub first_ppid: std::collections::HashMap<crate::model::ProcKey, i32>,
     /// Display order of the tree panel (computed per snapshot or exit, not per frame).
     pub proc_order: Vec<Listed>,
     /// The plan phase selected in the teardown panel (its notes are shown; Enter opens them).
     pub selected_phase: usize,
     /// Phase runs the user aborted with `x`: (plan index, start ms).
     pub aborted: Vec<(usize, u64)>,
+    /// The phase started and not yet finished (from the phase events), and the one `x` was
+    /// pressed for.
+    pub started_phase: Option<usize>,
+    pub abort_asked: Option<usize>,
     /// What the last frame drew where (mouse, scroll limits).
     pub geometry: Geometry,
     /// `NO_COLOR`: no colours at all; the selection stays reverse video with a marker.
@@ -219,9 +225,12 @@ impl Default for View {
             why: WhyView::default(),
             gone: Default::default(),
             cleared: Default::default(),
+            first_ppid: Default::default(),
             proc_order: Vec::new(),
             selected_phase: 0,
             aborted: Vec::new(),
+            started_phase: None,
+            abort_asked: None,
             geometry: Geometry::default(),
             no_color: false,
         }
@@ -287,8 +296,18 @@ impl Dashboard {
                 PhaseEvent::Started { index, name } => {
                     view.status = Some(format!("phase {} {name} started", index + 1));
                     view.selected_phase = *index;
+                    view.started_phase = Some(*index);
                 }
                 PhaseEvent::Finished(rec) => {
+                    view.started_phase = None;
+                    if view.abort_asked.take() == Some(rec.index)
+                        && matches!(
+                            rec.outcome,
+                            crate::teardown::timeline::Outcome::Failed { .. }
+                        )
+                    {
+                        view.aborted.push((rec.index, rec.start_ms));
+                    }
                     let timeout = view
                         .plan
                         .as_ref()

@@ -52,12 +52,15 @@ struct Node<'a> {
 /// then every other root (orphans, processes whose parent was cleared) with its subtree.
 /// A child goes under a listed process with its parent's pid that started before it (the
 /// live one first: a pid may have been reused). Every process appears once.
-/// `hidden`: snapshot processes not to list (exited ones the user cleared).
+/// `hidden`: snapshot processes not to list (exited ones the user cleared). `first_ppid`:
+/// the parent each process had when first seen, so an orphan (reparented to init or a
+/// subreaper) is still listed under the parent it came from while that one is listed.
 pub fn order(
     target: Option<ProcKey>,
     live: &[ProcInfo],
     gone: &BTreeMap<ProcKey, Gone>,
     hidden: impl Fn(&ProcInfo) -> bool,
+    first_ppid: &HashMap<ProcKey, i32>,
 ) -> Vec<Listed> {
     let mut nodes: Vec<Node> = Vec::with_capacity(live.len() + gone.len());
     for (i, p) in live.iter().enumerate() {
@@ -85,8 +88,12 @@ pub fn order(
         if Some(n.info.key) == target {
             return None;
         }
+        let ppid = match first_ppid.get(&n.info.key) {
+            Some(&first) if n.info.orphan => first,
+            _ => n.info.ppid,
+        };
         by_pid
-            .get(&n.info.ppid)?
+            .get(&ppid)?
             .iter()
             .copied()
             .filter(|&j| j != i && nodes[j].info.key.start_time <= n.info.key.start_time)
@@ -148,6 +155,15 @@ impl Dashboard {
         let Some(snap) = self.model.snapshot.clone() else {
             return;
         };
+        // Remember where each process came from (orphans lose their parent's pid); forget
+        // what is neither listed nor kept.
+        let first = &mut self.view.first_ppid;
+        for p in &snap.processes {
+            first.entry(p.key).or_insert(p.ppid);
+        }
+        let gone = &self.view.gone;
+        let listed: HashSet<ProcKey> = snap.processes.iter().map(|p| p.key).collect();
+        first.retain(|k, _| gone.contains_key(k) || listed.contains(k));
         for p in &snap.processes {
             if self.view.cleared.contains(&p.key) {
                 continue;
@@ -183,7 +199,13 @@ impl Dashboard {
         let hidden = |p: &ProcInfo| {
             p.exit.is_some() || exits.contains_key(&p.key) || cleared.contains(&p.key)
         };
-        self.view.proc_order = order(self.model.target(), live, &self.view.gone, hidden);
+        self.view.proc_order = order(
+            self.model.target(),
+            live,
+            &self.view.gone,
+            hidden,
+            &self.view.first_ppid,
+        );
     }
 
     /// `Del`: forgets the gone processes (the target excepted: how it ended stays the
@@ -237,7 +259,7 @@ mod tests {
     }
 
     fn pids(target: ProcKey, live: &[ProcInfo], g: &BTreeMap<ProcKey, Gone>) -> Vec<(i32, u32)> {
-        let l = order(Some(target), live, g, |_| false);
+        let l = order(Some(target), live, g, |_| false, &HashMap::new());
         l.iter()
             .map(|x| {
                 let pid = match x.slot {
@@ -283,7 +305,7 @@ mod tests {
             pids(target.key, &live, &g),
             vec![(10, 0), (20, 1), (21, 2), (20, 1)]
         );
-        let l = order(Some(target.key), &live, &g, |_| false);
+        let l = order(Some(target.key), &live, &g, |_| false, &HashMap::new());
         assert_eq!(
             l[1].slot,
             Slot::Gone(ProcKey {
@@ -294,10 +316,42 @@ mod tests {
     }
 
     #[test]
+    fn an_orphan_stays_under_the_gone_parent_it_came_from() {
+        let target = p(10, 1, 1, 0);
+        let mut orphan = p(12, 1, 3, 2);
+        orphan.orphan = true;
+        let live = vec![target.clone(), orphan.clone()];
+        let g: BTreeMap<_, _> = [gone(p(11, 10, 2, 1), 5)].into();
+        let first: HashMap<ProcKey, i32> = [(orphan.key, 11)].into();
+        let l = order(Some(target.key), &live, &g, |_| false, &first);
+        let got: Vec<(Slot, u32)> = l.iter().map(|x| (x.slot, x.depth)).collect();
+        assert_eq!(
+            got,
+            vec![
+                (Slot::Live(0), 0),
+                (
+                    Slot::Gone(ProcKey {
+                        pid: 11,
+                        start_time: 2
+                    }),
+                    1
+                ),
+                (Slot::Live(1), 2)
+            ]
+        );
+    }
+
+    #[test]
     fn a_ppid_loop_lists_everything_once() {
         let target = p(10, 1, 1, 0);
         let live = vec![target.clone(), p(30, 31, 5, 1), p(31, 30, 5, 1)];
-        let l = order(Some(target.key), &live, &BTreeMap::new(), |_| false);
+        let l = order(
+            Some(target.key),
+            &live,
+            &BTreeMap::new(),
+            |_| false,
+            &HashMap::new(),
+        );
         assert_eq!(l.len(), 3);
     }
 }

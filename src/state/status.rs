@@ -18,8 +18,20 @@ pub fn phase_outcome(rec: &PhaseRecord, aborted: bool) -> &'static str {
 /// The status line after a phase finished: `phase 2 terminate children: escalated after
 /// 3.0 s · pid 4711 (worker) ignored SIGTERM, killed after 3.0 s`.
 pub(super) fn finished_line(rec: &PhaseRecord, timeout: Option<Duration>, aborted: bool) -> String {
+    let what = outcome_text(rec, timeout, aborted);
+    let mut line = format!("phase {} {}: {what}", rec.index + 1, rec.name);
+    if let Some(n) = rec.notes.last() {
+        line.push_str(" · ");
+        line.push_str(n);
+    }
+    line
+}
+
+/// How a phase ended, in words: `aborted after 0.5 s`, `timed out: its 5.0 s timeout ran
+/// out`, `escalated after 3.0 s`, `failed after 0.1 s: reason`.
+pub fn outcome_text(rec: &PhaseRecord, timeout: Option<Duration>, aborted: bool) -> String {
     let took = secs(rec.duration_ms() as f64 / 1000.0);
-    let what = match (&rec.outcome, timeout) {
+    match (&rec.outcome, timeout) {
         (Outcome::Failed { .. }, _) if aborted => format!("aborted after {took}"),
         (Outcome::TimedOut, Some(t)) => {
             format!("timed out: its {} timeout ran out", secs(t.as_secs_f64()))
@@ -27,13 +39,7 @@ pub(super) fn finished_line(rec: &PhaseRecord, timeout: Option<Duration>, aborte
         (Outcome::Failed { reason }, _) => format!("failed after {took}: {reason}"),
         (Outcome::Skipped { reason }, _) => format!("skipped: {reason}"),
         (o, _) => format!("{} after {took}", o.label()),
-    };
-    let mut line = format!("phase {} {}: {what}", rec.index + 1, rec.name);
-    if let Some(n) = rec.notes.last() {
-        line.push_str(" · ");
-        line.push_str(n);
     }
-    line
 }
 
 fn secs(s: f64) -> String {

@@ -212,6 +212,13 @@ fn an_aborted_phase_is_named_aborted_in_one_status_line() {
         phase_outcome(&rec, d.view.aborted.contains(&(1, 40))),
         "aborted"
     );
+    // A failure without an abort asked stays a failure.
+    let mut rec2 = rec.clone();
+    rec2.start_ms = 900;
+    d.apply(&ev(CoreEvent::Phase {
+        event: PhaseEvent::Finished(rec2),
+    }));
+    assert!(!d.view.aborted.contains(&(1, 900)));
 }
 
 #[test]

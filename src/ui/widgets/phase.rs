@@ -2,7 +2,7 @@
 //! what it does, its outcome against its timeout, counts before and after, the signals it
 //! sent, the exits it saw and every note. j/k move to the previous / next phase.
 
-use crate::state::{Screen, phase_outcome};
+use crate::state::{Screen, outcome_text};
 use crate::teardown::plan::OnTimeout;
 use crate::teardown::timeline::Counts;
 use crate::ui::widgets::timeline::record_notes;
@@ -77,11 +77,7 @@ pub fn render(frame: &mut Frame, area: Rect, s: &Screen) {
         let aborted = s.view.aborted.contains(&(rec.index, rec.start_ms));
         lines.push(Line::from(vec![
             key("outcome "),
-            Span::raw(format!(
-                "{} after {}",
-                phase_outcome(rec, aborted),
-                secs(rec.duration_ms())
-            )),
+            Span::raw(outcome_text(rec, Some(phase.timeout), aborted)),
         ]));
         lines.push(Line::from(vec![
             key("before  "),

@@ -98,7 +98,13 @@ pub fn render(
                 rec.start_ms,
                 rec.end_ms,
                 outcome_style(&rec.outcome),
-                format!("{} {}", marks.outcome(rec), secs(rec.duration_ms())),
+                match rec.outcome {
+                    // The limit it hit, not the time it was seen (the same figure or close).
+                    Outcome::TimedOut => {
+                        format!("timed out {}", secs(phase.timeout.as_millis() as u64))
+                    }
+                    _ => format!("{} {}", marks.outcome(rec), secs(rec.duration_ms())),
+                },
             )
         } else {
             lines.push(Line::from(vec![
