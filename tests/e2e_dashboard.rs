@@ -287,7 +287,8 @@ fn pane_text(s: &Session) -> String {
 
 #[test]
 fn the_stack_pane_scroll_is_clamped() {
-    let mut s = Session::start_with(&["demo", "--interval", "100"], 80, 24, &[]);
+    // Short, so the capture is longer than the pane's page.
+    let mut s = Session::start_with(&["demo", "--interval", "100"], 140, 24, &[]);
     s.wait_for("asyncio_1");
     let demo = s.header_pid();
     s.press(b"S");

@@ -1,6 +1,6 @@
-//! The key map: terminal key and mouse events to [`Action`]s. The help overlay (and the
-//! README's key table, checked by a test) is generated from [`BINDINGS`], so what `?` shows
-//! is what the keys do.
+//! The key map: terminal key and mouse events to [`Action`]s. The help overlay is generated
+//! from [`BINDINGS`], so what `?` shows is what the keys do (README "Key bindings" says the
+//! same in more words).
 
 use crate::state::{Action, MouseKind, Overlay, QuitChoice};
 use crossterm::event::{
