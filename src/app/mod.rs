@@ -126,6 +126,7 @@ pub async fn run(cfg: RunConfig, attached: Attached) -> Result<ExitCode> {
             input = key_rx.recv() => {
                 // No more keys (the terminal went away): leave as a hangup would.
                 let Some(input) = input else { break Ok(dash.screen().default_quit_choice()) };
+                tracing::debug!(?input, "terminal input");
                 dirty = true;
                 let action = match input {
                     term::Event::Key(key) => ui::keys::action_for(key, &dash.view.overlay),

@@ -15,13 +15,35 @@ pub fn bin() -> String {
     std::env::var("E2E_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_lifecycle-top").to_string())
 }
 
-/// A target process, killed and reaped when dropped.
+/// A target process, killed and reaped when dropped, its direct children first (a test
+/// that failed half-way must not leave them behind).
 pub struct Target(pub Child);
 impl Drop for Target {
     fn drop(&mut self) {
+        for pid in children_of(self.pid()) {
+            // SAFETY: kill(2) on a child of the target this test started.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// Live direct children of `ppid`.
+pub fn children_of(ppid: i32) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+                .filter(|pid| {
+                    let stat =
+                        std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+                    stat.rsplit_once(") ").is_some_and(|(_, rest)| {
+                        rest.split_whitespace().nth(1) == Some(ppid.to_string().as_str())
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 impl Target {
@@ -117,6 +139,24 @@ impl Screen {
             std::thread::sleep(Duration::from_millis(20));
         }
         panic!("never on screen: {what}:\n{}", self.contents());
+    }
+    /// Waits until `f` holds for the screen; the failure shows the screen.
+    pub fn wait_screen(&self, what: &str, f: impl Fn(&Screen) -> bool) {
+        let guard = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < guard {
+            if f(self) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let inverse: Vec<(u16, u16)> = (0..60)
+            .flat_map(|r| (0..200).map(move |c| (r, c)))
+            .filter(|&(r, c)| self.inverse(r, c))
+            .collect();
+        panic!(
+            "never on screen: {what}:\n{}\nreverse-video cells: {inverse:?}",
+            self.contents()
+        );
     }
     /// (row, column) of the first cell of `text`, 0-based.
     pub fn find(&self, text: &str) -> Option<(u16, u16)> {
