@@ -52,6 +52,9 @@ fn tw(pid: i32, tid: i32, syscall: Option<&str>, args: &[u64]) -> ThreadWait {
         syscall: syscall.map(str::to_string),
         args: args.to_vec(),
         wchan: None,
+        futex_words: None,
+        futex_symbol: None,
+        polled: Vec::new(),
     }
 }
 
@@ -450,6 +453,7 @@ fn asyncio_task_awaits_task_awaits_subprocess() {
                 task_ids: vec![101],
                 pid: None,
                 where_: Some("app.py:9".into()),
+                ..TaskAwait::default()
             },
             TaskAwait {
                 task_id: 101,
@@ -458,6 +462,7 @@ fn asyncio_task_awaits_task_awaits_subprocess() {
                 task_ids: vec![],
                 pid: Some(11),
                 where_: Some("app.py:4".into()),
+                ..TaskAwait::default()
             },
         ],
         ..Report::default()
