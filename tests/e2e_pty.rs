@@ -1,11 +1,10 @@
 //! End to end: the real binary in a pseudo-terminal, attached to real targets. Waits on
 //! what the screen shows (parsed with a VT100 emulator), never on sleeps.
 
-use portable_pty::{CommandBuilder, PtyPair, PtySize, native_pty_system};
-use std::io::{Read, Write};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+mod pty_util;
+
+use pty_util::{Session, Target, alive, demo_tree, python, wait_until};
+use std::process::{Command, Stdio};
 
 const TARGET: &str = r#"
 import ctypes, threading, time, sys
@@ -17,162 +16,8 @@ print("ready", flush=True)
 time.sleep(600)
 "#;
 
-struct Target(Child);
-impl Drop for Target {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn spawn_target() -> Target {
-    let mut target = Target(
-        Command::new("python3")
-            .args(["-c", TARGET])
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("python3 is needed for this test (apt install python3)"),
-    );
-    let mut out = target.0.stdout.take().expect("stdout");
-    let mut buf = [0u8; 6];
-    out.read_exact(&mut buf).expect("target said ready");
-    target
-}
-
-/// Alive and not a zombie (a killed but unreaped child still has a /proc entry).
-fn alive(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
-        s.rsplit_once(") ")
-            .is_some_and(|(_, r)| !r.starts_with('Z'))
-    })
-}
-
-/// Live processes called `comm` whose parent is `ppid`.
-fn children_named(ppid: i32, comm: &str) -> Vec<i32> {
-    std::fs::read_dir("/proc")
-        .expect("/proc")
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            let Some((name, rest)) = stat.rsplit_once(") ") else {
-                return false;
-            };
-            let fields: Vec<&str> = rest.split_whitespace().collect();
-            name.ends_with(&format!("({comm}"))
-                && fields.first() != Some(&"Z")
-                && fields.get(1) == Some(&ppid.to_string().as_str())
-        })
-        .collect()
-}
-
-fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    let guard = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < guard {
-        if f() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("never happened: {what}");
-}
-
-/// A screen fed by a reader thread; `wait_for` polls it until text shows or a hang guard
-/// expires (the guard only turns a hang into a failure, it measures nothing).
-struct Screen {
-    parser: Arc<Mutex<vt100::Parser>>,
-    raw: Arc<Mutex<Vec<u8>>>,
-}
-
-impl Screen {
-    fn contents(&self) -> String {
-        self.parser.lock().expect("parser").screen().contents()
-    }
-    fn wait_for(&self, text: &str) {
-        let guard = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < guard {
-            if self.contents().contains(text) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!("{text:?} never appeared on screen:\n{}", self.contents());
-    }
-    fn wait_gone(&self, text: &str) {
-        wait_until(&format!("{text:?} leaves the screen"), || {
-            !self.contents().contains(text)
-        });
-    }
-}
-
-/// lifecycle-top with `args` in a 140x40 pty; a thread feeds the screen.
-struct Session {
-    child: Box<dyn portable_pty::Child + Send + Sync>,
-    screen: Screen,
-    // Taken once: dropping a pty writer sends EOF (Ctrl-D) to the program.
-    writer: Box<dyn Write + Send>,
-    _pty: PtyPair,
-}
-
-impl Session {
-    fn start(args: &[&str]) -> Self {
-        let pty = native_pty_system()
-            .openpty(PtySize {
-                rows: 40,
-                cols: 140,
-                pixel_width: 0,
-                pixel_height: 0,
-            })
-            .expect("open a pty");
-        let mut cmd = CommandBuilder::new(env!("CARGO_BIN_EXE_lifecycle-top"));
-        cmd.args(args);
-        cmd.env("TERM", "xterm-256color");
-        let child = pty.slave.spawn_command(cmd).expect("spawn lifecycle-top");
-        let parser = Arc::new(Mutex::new(vt100::Parser::new(
-            std::num::NonZeroU16::new(40).expect("rows"),
-            std::num::NonZeroU16::new(140).expect("cols"),
-            0,
-        )));
-        let raw = Arc::new(Mutex::new(Vec::new()));
-        let mut reader = pty.master.try_clone_reader().expect("reader");
-        let (p2, r2) = (parser.clone(), raw.clone());
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 8192];
-            while let Ok(n) = reader.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                p2.lock().expect("parser").process(&buf[..n]);
-                r2.lock().expect("raw").extend_from_slice(&buf[..n]);
-            }
-        });
-        let writer = pty.master.take_writer().expect("writer");
-        Self {
-            child,
-            screen: Screen { parser, raw },
-            writer,
-            _pty: pty,
-        }
-    }
-
-    fn press(&mut self, keys: &[u8]) {
-        self.writer.write_all(keys).expect("write keys");
-        self.writer.flush().expect("flush keys");
-    }
-
-    fn pid(&self) -> i32 {
-        self.child.process_id().expect("lifecycle-top pid") as i32
-    }
-
-    /// The target pid the header shows.
-    fn header_pid(&self) -> i32 {
-        self.screen
-            .contents()
-            .split("lifecycle-top pid ")
-            .nth(1)
-            .and_then(|r| r.split_whitespace().next())
-            .and_then(|p| p.parse().ok())
-            .expect("the header names the target pid")
-    }
+    python(TARGET)
 }
 
 #[test]
@@ -263,25 +108,6 @@ fn sigterm_restores_the_terminal_and_leaves_target_alone() {
     );
 }
 
-/// The demo's tree: (demo, stubborn-worker, stubborn-helper), once all three show.
-fn demo_tree(s: &Session) -> (i32, i32, i32) {
-    s.screen.wait_for("asyncio_1");
-    s.screen.wait_for("└ stubborn");
-    s.screen.wait_for("ignores TERM");
-    let demo = s.header_pid();
-    let mut stubborn = Vec::new();
-    wait_until("the stubborn child", || {
-        stubborn = children_named(demo, "stubborn-worker");
-        stubborn.len() == 1
-    });
-    let mut helper = Vec::new();
-    wait_until("the stubborn grandchild", || {
-        helper = children_named(stubborn[0], "stubborn-helper");
-        helper.len() == 1
-    });
-    (demo, stubborn[0], helper[0])
-}
-
 #[test]
 fn demo_shows_the_stuck_service_and_kill_on_quit_leaves_nothing() {
     let mut s = Session::start(&["demo", "--interval", "100"]);
@@ -314,7 +140,7 @@ fn demo_phase_key_and_stack_captures_go_through_the_session() {
     let (demo, stubborn, helper) = demo_tree(&s);
     s.screen.wait_for("plan python-asyncio");
     // The task table is drawn from an agent report: the engine knows the agent by then.
-    s.screen.wait_for("TRACKED LOOP");
+    s.screen.wait_for("AWAITING AT");
     // The threads audit (phase 6): the engine captures the stacks of the non-daemon
     // threads it finds (kept, not shown).
     s.press(b"6");

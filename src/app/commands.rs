@@ -55,7 +55,11 @@ pub fn dispatch(dash: &mut Dashboard, cmd: Command, session: &SessionHandle) {
 pub fn write_viewed_stacks(dash: &mut Dashboard) {
     let msg = match dash.screen().viewed_stacks() {
         Some(snap) => match write_stacks(snap) {
-            Ok(path) => format!("stacks written to {}", path.display()),
+            Ok(path) => format!(
+                "stacks written to {} and {}",
+                path.display(),
+                path.with_extension("json").display()
+            ),
             Err(e) => format!("cannot write stacks: {e:#}"),
         },
         None => "no stack snapshot yet: press s or S first".into(),
@@ -99,6 +103,7 @@ pub fn diagnose(dash: &Dashboard, tx: mpsc::Sender<WhyResult>) {
         AgentStatus::Searching => Some("searching".to_string()),
         AgentStatus::NotFound(why) => Some(format!("not found: {why}")),
         AgentStatus::Lost(why) => Some(format!("lost: {why}")),
+        AgentStatus::TargetExited => Some("gone with the exited target".to_string()),
     };
     tokio::spawn(async move {
         let failed = |e: String| WhyResult {

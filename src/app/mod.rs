@@ -1,8 +1,9 @@
 //! The TUI event loop, a thin consumer of a [`Session`]: one task owns the [`Dashboard`]; a
 //! `select!` folds session events and keys into it, re-reads the log tail and moves the
-//! running phase's clock on a tick, and redraws only when something changed. The terminal
-//! is restored on every way out (normal quit, SIGTERM/SIGINT/SIGHUP, panic via ratatui's
-//! hook), and the demo never outlives us (its session's tree guard is armed).
+//! running phase's clock on a tick, and redraws only when something changed (a resize
+//! included). Mouse clicks and the wheel are captured while it runs. The terminal is restored
+//! on every way out (normal quit, SIGTERM/SIGINT/SIGHUP, panic via ratatui's hook; mouse
+//! capture by a guard), and the demo never outlives us (its session's tree guard is armed).
 
 use crate::cli::{RunConfig, Target};
 use crate::collect::Collector;
@@ -75,6 +76,7 @@ pub async fn run(cfg: RunConfig, attached: Attached) -> Result<ExitCode> {
     );
     let handle = session.handle();
     let mut dash = Dashboard::new();
+    dash.view.no_color = ui::theme::no_color_env();
     let (mut rec, why) = Recorder::create_or_say(cfg.record.as_deref());
     if let Some(why) = why {
         dash.say(why);
@@ -86,9 +88,9 @@ pub async fn run(cfg: RunConfig, attached: Attached) -> Result<ExitCode> {
     }
     let mut log_len = 0u64;
 
-    let (key_tx, mut key_rx) = mpsc::channel::<KeyEvent>(64);
+    let (key_tx, mut key_rx) = mpsc::channel::<term::Event>(64);
     let stop_keys = Arc::new(AtomicBool::new(false));
-    spawn_key_reader(key_tx, stop_keys.clone());
+    spawn_input_reader(key_tx, stop_keys.clone());
     let mut sigterm = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     let mut sigint = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
     let mut sighup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
@@ -99,11 +101,17 @@ pub async fn run(cfg: RunConfig, attached: Attached) -> Result<ExitCode> {
     let (why_tx, mut why_rx) = mpsc::channel::<crate::state::WhyResult>(4);
 
     let mut terminal = ratatui::try_init().context("cannot set up the terminal")?;
+    let mouse = MouseCapture::enable();
     let mut dirty = true;
     let outcome: Result<Option<QuitChoice>> = 'run: loop {
         if dirty {
-            if let Err(e) = terminal.draw(|f| ui::draw(f, &dash.screen())) {
+            let mut geometry = None;
+            if let Err(e) = terminal.draw(|f| geometry = Some(ui::draw_measured(f, &dash.screen())))
+            {
                 break Err(e.into());
+            }
+            if let Some(g) = geometry {
+                dash.set_geometry(g);
             }
             dirty = false;
         }
@@ -115,11 +123,18 @@ pub async fn run(cfg: RunConfig, attached: Attached) -> Result<ExitCode> {
                 dirty |= record(&mut dash, &mut rec, &ev);
                 dash.apply(&ev)
             }
-            key = key_rx.recv() => {
+            input = key_rx.recv() => {
                 // No more keys (the terminal went away): leave as a hangup would.
-                let Some(key) = key else { break Ok(dash.screen().default_quit_choice()) };
+                let Some(input) = input else { break Ok(dash.screen().default_quit_choice()) };
+                tracing::debug!(?input, "terminal input");
                 dirty = true;
-                match ui::keys::action_for(key, &dash.view.overlay) {
+                let action = match input {
+                    term::Event::Key(key) => ui::keys::action_for(key, &dash.view.overlay),
+                    term::Event::Mouse(m) => ui::keys::mouse_action(m),
+                    // A resize only redraws (ratatui resizes its buffers on draw).
+                    _ => None,
+                };
+                match action {
                     Some(action) => dash.act(action),
                     None => Vec::new(),
                 }
@@ -172,6 +187,7 @@ pub async fn run(cfg: RunConfig, attached: Attached) -> Result<ExitCode> {
             dirty = true;
         }
     };
+    drop(mouse);
     let result = finish(&stop_keys, &dash, &session, outcome);
     if let Some(summary) = rec.finish() {
         eprintln!("lifecycle-top: {}", summary.line());
@@ -264,20 +280,57 @@ fn finish(
     }
 }
 
+/// Mouse reporting on while the dashboard runs; off again when dropped (a panic unwinding
+/// included), so the shell does not receive mouse escape codes afterwards.
+struct MouseCapture;
+
+impl MouseCapture {
+    fn enable() -> Self {
+        if let Err(e) = crossterm::execute!(std::io::stdout(), term::EnableMouseCapture) {
+            tracing::warn!("no mouse capture: {e}");
+        }
+        MouseCapture
+    }
+}
+
+impl Drop for MouseCapture {
+    fn drop(&mut self) {
+        // After a hangup the write fails (EIO): harmless.
+        let _ = crossterm::execute!(std::io::stdout(), term::DisableMouseCapture);
+    }
+}
+
 /// Reads terminal keys on a plain thread (crossterm's reader blocks) and forwards them.
 pub(crate) fn spawn_key_reader(tx: mpsc::Sender<KeyEvent>, stop: Arc<AtomicBool>) {
+    spawn_reader(stop, move |ev| match ev {
+        term::Event::Key(k) => tx.blocking_send(k).is_ok(),
+        _ => true,
+    });
+}
+
+/// Reads keys, mouse events and resizes and forwards them.
+fn spawn_input_reader(tx: mpsc::Sender<term::Event>, stop: Arc<AtomicBool>) {
+    spawn_reader(stop, move |ev| match ev {
+        term::Event::Key(_) | term::Event::Mouse(_) | term::Event::Resize(..) => {
+            tx.blocking_send(ev).is_ok()
+        }
+        _ => true,
+    });
+}
+
+/// The reader thread: `forward` returns false when nobody listens any more.
+fn spawn_reader(stop: Arc<AtomicBool>, forward: impl Fn(term::Event) -> bool + Send + 'static) {
     std::thread::Builder::new()
         .name("keys".into())
         .spawn(move || {
             while !stop.load(Ordering::Relaxed) {
                 match term::poll(Duration::from_millis(100)) {
                     Ok(true) => match term::read() {
-                        Ok(term::Event::Key(k)) => {
-                            if tx.blocking_send(k).is_err() {
+                        Ok(ev) => {
+                            if !forward(ev) {
                                 return;
                             }
                         }
-                        Ok(_) => {}
                         Err(_) => return,
                     },
                     Ok(false) => {}

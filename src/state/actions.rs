@@ -17,6 +17,13 @@ impl Dashboard {
                     self.view.quit_after_plan = true;
                     vec![Command::Teardown(Action::RunAll)]
                 }
+                // The demo dies with lifecycle-top (it is started that way): detaching it
+                // would be a lie, so the prompt does not offer it.
+                Action::Choose(QuitChoice::Detach)
+                    if self.screen().mode() == (Mode::Launch { demo: true }) =>
+                {
+                    Vec::new()
+                }
                 Action::Choose(choice) => vec![Command::Quit(Some(choice))],
                 Action::Escape | Action::Quit => {
                     self.view.overlay = Overlay::None;
@@ -85,6 +92,34 @@ impl Dashboard {
                     None => Vec::new(),
                 }
             }
+            Action::Open => {
+                if self.view.overlay == Overlay::Phase {
+                    self.view.overlay = Overlay::None;
+                } else if self.view.focus == Panel::Timeline && self.view.plan.is_some() {
+                    self.view.overlay = Overlay::Phase;
+                }
+                Vec::new()
+            }
+            Action::ClearGone => {
+                let n = self.clear_gone();
+                self.view.status = Some(format!("cleared {n} gone process(es) from the tree"));
+                Vec::new()
+            }
+            Action::Mouse { kind, x, y } => {
+                self.mouse(kind, x, y);
+                Vec::new()
+            }
+            Action::NextPhase => self.next_phase(),
+            Action::AbortPhase => {
+                // The phase events say what runs (the timeline may lag behind them): the run
+                // that finishes as a failure right after this is the one aborted.
+                let running = self.view.started_phase.or_else(|| {
+                    let t = self.model.timeline.as_ref()?;
+                    t.running.as_ref().map(|r| r.index)
+                });
+                self.view.abort_asked = running;
+                vec![Command::Teardown(action)]
+            }
             Action::ToggleWhy => {
                 self.toggle_why();
                 Vec::new()
@@ -108,12 +143,40 @@ impl Dashboard {
             },
             Action::StackAll => vec![Command::CaptureStacks(self.screen().threads_to_snapshot())],
             Action::WriteStacks => vec![Command::WriteStacks],
-            Action::NextPhase
-            | Action::RunPhase(_)
-            | Action::RunAll
-            | Action::AbortPhase
-            | Action::ExtendTimeout => vec![Command::Teardown(action)],
+            Action::RunPhase(_) | Action::RunAll | Action::ExtendTimeout => {
+                vec![Command::Teardown(action)]
+            }
         }
+    }
+
+    /// `n`: the first plan phase not yet run (not "the one after the last run": running
+    /// phase 3 by its key must not make `n` skip phases 1 and 2).
+    fn next_phase(&mut self) -> Vec<Command> {
+        let (Some(plan), Some(tl)) = (&self.view.plan, &self.model.timeline) else {
+            // Nothing ran yet (or the plan is not loaded): the engine's next is the first.
+            return vec![Command::Teardown(Action::NextPhase)];
+        };
+        let running = tl.running.as_ref().map(|r| r.index);
+        match (0..plan.phases.len()).find(|&i| tl.record(i).is_none() && Some(i) != running) {
+            Some(i) => vec![Command::Teardown(Action::RunPhase(i))],
+            None => {
+                self.view.status =
+                    Some("every phase has run: its key or digit runs one again".into());
+                Vec::new()
+            }
+        }
+    }
+
+    /// The stack pane's scroll stays within its text (the last page stays full).
+    pub(super) fn clamp_stack_scroll(&mut self) {
+        let lines = self
+            .model
+            .stacks
+            .get(self.view.stack_view)
+            .map_or(0, |s| super::stack_line_count(s));
+        let page = usize::from(self.view.geometry.stack_rows.max(1));
+        let max = u16::try_from(lines.saturating_sub(page)).unwrap_or(u16::MAX);
+        self.view.stack_scroll = self.view.stack_scroll.min(max);
     }
 
     fn moved(&mut self, delta: isize) -> Vec<Command> {
@@ -131,15 +194,23 @@ impl Dashboard {
         vec![Command::Quit(choice)]
     }
 
-    fn move_selection(&mut self, delta: isize) {
+    pub(super) fn move_selection(&mut self, delta: isize) {
         if self.view.overlay == Overlay::Why {
             let v = (self.view.why.scroll as isize).saturating_add(delta);
             self.view.why.scroll = v.clamp(0, u16::MAX as isize) as u16;
             return;
         }
+        if self.view.overlay == Overlay::Phase {
+            // Browsing phases: j/k (and the wheel) move to the previous / next phase.
+            let n = self.view.plan.as_ref().map_or(0, |p| p.phases.len());
+            let i = (self.view.selected_phase as isize).saturating_add(delta);
+            self.view.selected_phase = i.clamp(0, n.saturating_sub(1) as isize) as usize;
+            return;
+        }
         if self.view.overlay == Overlay::Stacks {
             let v = (self.view.stack_scroll as isize).saturating_add(delta);
             self.view.stack_scroll = v.clamp(0, u16::MAX as isize) as u16;
+            self.clamp_stack_scroll();
             return;
         }
         match self.view.focus {
@@ -152,11 +223,18 @@ impl Dashboard {
                 self.view.selected_pid = step(&keys, self.view.selected_pid, delta);
             }
             Panel::Tasks => {
-                let n = self.screen().report().map_or(0, |r| r.tasks.len());
+                let n = self
+                    .screen()
+                    .last_report()
+                    .map_or(0, |(r, _)| r.tasks.len());
                 let i = (self.view.selected_task as isize).saturating_add(delta);
                 self.view.selected_task = i.clamp(0, n.saturating_sub(1) as isize) as usize;
             }
-            Panel::Timeline => {}
+            Panel::Timeline => {
+                let n = self.view.plan.as_ref().map_or(0, |p| p.phases.len());
+                let i = (self.view.selected_phase as isize).saturating_add(delta);
+                self.view.selected_phase = i.clamp(0, n.saturating_sub(1) as isize) as usize;
+            }
         }
     }
 }

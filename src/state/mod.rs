@@ -8,14 +8,20 @@
 mod actions;
 #[cfg(test)]
 pub(crate) mod fixture;
+mod geometry;
+mod procs;
 mod replay;
 mod screen;
+mod status;
 mod tables;
 mod why;
 
 pub use actions::WHY_KEY;
+pub use geometry::{Area, Geometry, MouseKind, PanelArea, Rows, WHEEL_ROWS};
+pub use procs::{Gone, Listed, ProcRow, Slot};
 pub use replay::ReplayBar;
-pub use screen::{Counts, Screen};
+pub use screen::{Counts, Screen, StaleReport};
+pub use status::{outcome_text, phase_outcome, stack_line_count};
 pub use tables::{SortKey, ThreadRow, page_offset, thread_order};
 pub use why::{WHY_EVERY_MS, WhyResult, WhyView};
 
@@ -62,6 +68,8 @@ pub enum AgentStatus {
     NotFound(String),
     Connected(String),
     Lost(String),
+    /// The target exited (whatever the agent connection last said).
+    TargetExited,
 }
 
 /// What the user chose when quitting a launched tree.
@@ -109,6 +117,16 @@ pub enum Action {
     NextStacks,
     /// Open (and refresh) or close the Why overlay.
     ToggleWhy,
+    /// Enter: the selected phase's notes (teardown panel focused).
+    Open,
+    /// Forget the processes listed as gone.
+    ClearGone,
+    /// A mouse click or wheel notch at a cell.
+    Mouse {
+        kind: MouseKind,
+        x: u16,
+        y: u16,
+    },
 }
 
 /// Commands for the session (or the app), produced by [`Dashboard::act`] and
@@ -130,6 +148,8 @@ pub enum Overlay {
     Stacks,
     /// Why the target won't exit: the last diagnosis's causes.
     Why,
+    /// One phase's record: outcome, counts, signals, exits and every note.
+    Phase,
 }
 
 /// What only the dashboard knows: where the user is looking and what it last said. The
@@ -162,6 +182,25 @@ pub struct View {
     pub replay: Option<ReplayBar>,
     /// The last diagnosis (the Why overlay and the header's verdict).
     pub why: WhyView,
+    /// Processes seen exiting, kept until cleared, and those cleared (never listed again).
+    pub gone: std::collections::BTreeMap<crate::model::ProcKey, Gone>,
+    pub cleared: std::collections::BTreeSet<crate::model::ProcKey>,
+    /// The parent each listed process had when first seen (orphans stay under it).
+    pub first_ppid: std::collections::HashMap<crate::model::ProcKey, i32>,
+    /// Display order of the tree panel (computed per snapshot or exit, not per frame).
+    pub proc_order: Vec<Listed>,
+    /// The plan phase selected in the teardown panel (its notes are shown; Enter opens them).
+    pub selected_phase: usize,
+    /// Phase runs the user aborted with `x`: (plan index, start ms).
+    pub aborted: Vec<(usize, u64)>,
+    /// The phase started and not yet finished (from the phase events), and the one `x` was
+    /// pressed for.
+    pub started_phase: Option<usize>,
+    pub abort_asked: Option<usize>,
+    /// What the last frame drew where (mouse, scroll limits).
+    pub geometry: Geometry,
+    /// `NO_COLOR`: no colours at all; the selection stays reverse video with a marker.
+    pub no_color: bool,
 }
 
 impl Default for View {
@@ -184,6 +223,16 @@ impl Default for View {
             plan: None,
             replay: None,
             why: WhyView::default(),
+            gone: Default::default(),
+            cleared: Default::default(),
+            first_ppid: Default::default(),
+            proc_order: Vec::new(),
+            selected_phase: 0,
+            aborted: Vec::new(),
+            started_phase: None,
+            abort_asked: None,
+            geometry: Geometry::default(),
+            no_color: false,
         }
     }
 }
@@ -226,6 +275,9 @@ impl Dashboard {
             CoreEvent::AgentReport { report } => {
                 let n = report.tasks.len();
                 view.selected_task = view.selected_task.min(n.saturating_sub(1));
+                if view.sort == SortKey::Daemon {
+                    self.resort();
+                }
             }
             CoreEvent::AgentWarning { warning } => {
                 view.status = Some(format!("target warning: {}", warning.message));
@@ -243,9 +295,26 @@ impl Dashboard {
             CoreEvent::Phase { event } => match event {
                 PhaseEvent::Started { index, name } => {
                     view.status = Some(format!("phase {} {name} started", index + 1));
+                    view.selected_phase = *index;
+                    view.started_phase = Some(*index);
                 }
                 PhaseEvent::Finished(rec) => {
-                    view.status = Some(crate::report::summary::finished(rec));
+                    view.started_phase = None;
+                    if view.abort_asked.take() == Some(rec.index)
+                        && matches!(
+                            rec.outcome,
+                            crate::teardown::timeline::Outcome::Failed { .. }
+                        )
+                    {
+                        view.aborted.push((rec.index, rec.start_ms));
+                    }
+                    let timeout = view
+                        .plan
+                        .as_ref()
+                        .and_then(|p| p.phases.get(rec.index))
+                        .map(|p| p.timeout);
+                    let aborted = view.aborted.contains(&(rec.index, rec.start_ms));
+                    view.status = Some(status::finished_line(rec, timeout, aborted));
                 }
                 PhaseEvent::Progress { note, .. } => view.status = Some(note.clone()),
                 _ => {}
@@ -268,6 +337,12 @@ impl Dashboard {
                 view.stack_scroll = 0;
                 if *asked {
                     view.overlay = Overlay::Stacks;
+                    // The capture is over: "capturing stacks…" must not stay.
+                    view.status = Some(format!(
+                        "stacks of {} thread(s) captured in {:.1} ms",
+                        stacks.threads.len(),
+                        stacks.capture_us as f64 / 1000.0
+                    ));
                 } else {
                     view.status = Some(format!(
                         "stacks of {} thread(s) captured by the teardown: [ to view",
@@ -309,6 +384,7 @@ impl Dashboard {
     fn resort(&mut self) {
         self.view.thread_order = thread_order(
             self.screen().threads(),
+            self.model.facts.as_ref(),
             self.view.sort,
             self.view.sort_reverse,
         );
@@ -316,6 +392,7 @@ impl Dashboard {
 
     fn fix_selection(&mut self) {
         self.resort();
+        self.book_exits();
         let tids = self.screen().ordered_tids();
         if self.view.selected_tid.is_none_or(|t| !tids.contains(&t)) {
             self.view.selected_tid = tids.first().copied();
@@ -344,3 +421,5 @@ pub fn shows(ev: &CoreEvent) -> bool {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_view;

@@ -27,6 +27,8 @@ impl Dashboard {
     /// with it: the parsed plan, selections, the stack pane's page.
     pub fn replace_model(&mut self, model: Model) {
         self.model = model;
+        // The gone book follows the Model: a seek back forgets exits not yet happened.
+        self.view.gone.clear();
         self.view.plan = self.model.plan.as_ref().and_then(|p| p.load().ok());
         self.fix_selection();
         let stacks = self.model.stacks.len();

@@ -2,6 +2,7 @@
 //! handling derive from them (merged exits, thread rows, counts, stuck threads, phases that
 //! cannot act). Read-only; computed on demand for what is on screen.
 
+use super::procs::{ProcRow, Slot};
 use super::tables::{self, ThreadRow};
 use super::{AgentStatus, Mode, QuitChoice, View};
 use crate::agent::protocol::Report;
@@ -17,6 +18,10 @@ pub struct Screen<'a> {
     pub model: &'a Model,
     pub view: &'a View,
 }
+
+/// Why the agent data shown is not live, in words (the tasks panel's title says it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaleReport(pub String);
 
 /// Counts shown in the header: threads, live children, orphans, exited.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -78,13 +83,58 @@ impl<'a> Screen<'a> {
         }
     }
 
-    /// Processes of the tree, as listed (exited ones kept and marked).
+    /// Processes of the latest snapshot (exited ones the collector still lists included).
     pub fn processes(&self) -> &'a [ProcInfo] {
         self.snapshot().map_or(&[], |s| s.processes.as_slice())
     }
 
+    /// How many processes the tree panel lists (live and gone).
+    pub fn proc_count(&self) -> usize {
+        self.view.proc_order.len()
+    }
+
+    /// Tree rows `range` of the display order: live processes and the gone ones kept.
+    pub fn proc_rows(&self, range: std::ops::Range<usize>) -> Vec<ProcRow<'a>> {
+        let order = &self.view.proc_order;
+        let end = range.end.min(order.len());
+        let start = range.start.min(end);
+        order[start..end]
+            .iter()
+            .filter_map(|l| match l.slot {
+                Slot::Live(i) => self.processes().get(i).map(|p| ProcRow {
+                    info: p,
+                    depth: l.depth,
+                    exit: None,
+                }),
+                Slot::Gone(k) => self.view.gone.get(&k).map(|g| ProcRow {
+                    info: &g.info,
+                    depth: l.depth,
+                    exit: Some(g.exit),
+                }),
+            })
+            .collect()
+    }
+
+    /// Keys of the listed processes, in display order.
     pub(super) fn process_keys(&self) -> Vec<ProcKey> {
-        self.processes().iter().map(|p| p.key).collect()
+        self.view
+            .proc_order
+            .iter()
+            .filter_map(|l| match l.slot {
+                Slot::Live(i) => self.processes().get(i).map(|p| p.key),
+                Slot::Gone(k) => Some(k),
+            })
+            .collect()
+    }
+
+    /// Gone processes listed (the target excepted).
+    pub fn gone_count(&self) -> usize {
+        let target = self.model.target();
+        self.view
+            .gone
+            .keys()
+            .filter(|k| Some(**k) != target)
+            .count()
     }
 
     /// Live processes other than the target (orphans included).
@@ -100,8 +150,14 @@ impl<'a> Screen<'a> {
         self.target_exit().is_none() || self.live_descendants().next().is_some()
     }
 
-    /// The agent connection, as the header names it.
+    /// The agent connection, as the header names it (once the target exited, that is what
+    /// it says, not "not found").
     pub fn agent_status(&self) -> AgentStatus {
+        if self.target_exit().is_some()
+            && !matches!(self.model.agent, Some(AgentState::Connected(_)))
+        {
+            return AgentStatus::TargetExited;
+        }
         match &self.model.agent {
             None | Some(AgentState::Searching) => AgentStatus::Searching,
             Some(AgentState::Connected(what)) => AgentStatus::Connected(match &self.model.hello {
@@ -122,6 +178,29 @@ impl<'a> Screen<'a> {
             Some(AgentState::NotFound(_) | AgentState::Lost(_)) => None,
             _ => self.model.report.as_deref(),
         }
+    }
+
+    /// The agent's latest report for the tasks panel: live while the agent is connected,
+    /// else the last one received, kept and marked with why it is not live.
+    pub fn last_report(&self) -> Option<(&'a Report, Option<StaleReport>)> {
+        let report = self.model.report.as_deref()?;
+        let age = |at: u64| {
+            let ms = at.saturating_sub(self.model.report_at_ms.unwrap_or(at));
+            format!("{:.1} s", ms as f64 / 1000.0)
+        };
+        let stale = match (&self.model.agent, self.model.target_exit()) {
+            (Some(AgentState::Connected(_)), None) => None,
+            (_, Some(exit)) => Some(format!(
+                "target exited · last report, {} before the exit",
+                age(exit.at_ms)
+            )),
+            (Some(AgentState::Lost(why)), None) => Some(format!(
+                "agent lost ({why}) · last report, {} old",
+                age(self.model.now.at_ms)
+            )),
+            (_, None) => Some(format!("last report, {} old", age(self.model.now.at_ms))),
+        };
+        Some((report, stale.map(StaleReport)))
     }
 
     pub fn plan(&self) -> Option<&'a Plan> {
@@ -177,7 +256,7 @@ impl<'a> Screen<'a> {
 
     pub fn selected_process_index(&self) -> Option<usize> {
         let key = self.view.selected_pid?;
-        self.processes().iter().position(|p| p.key == key)
+        self.process_keys().iter().position(|k| *k == key)
     }
 
     /// Non-daemon threads when the agent says so, else every thread (/proc cannot tell).
@@ -220,7 +299,7 @@ impl<'a> Screen<'a> {
     /// Agent phases of the plan that cannot do anything now, with why: no agent connected,
     /// an agent without that capability, or an app phase the app did not register. The
     /// teardown panel greys them; the engine skips or fails them when run.
-    pub fn agent_phase_gaps(&self) -> Vec<(char, String)> {
+    pub fn agent_phase_gaps(&self) -> Vec<(String, String)> {
         use crate::teardown::plan::{Action, AgentRequest};
         let Some(plan) = self.plan() else {
             return Vec::new();
@@ -246,23 +325,23 @@ impl<'a> Screen<'a> {
                     },
                     _ => "no agent".to_string(),
                 };
-                Some((p.key, why))
+                Some((p.name.clone(), why))
             })
             .collect()
     }
 
-    /// Counts shown in the header.
+    /// The teardown panel's line about agent phases that cannot act now, by name.
+    pub fn agent_phase_gaps_line(&self) -> Option<String> {
+        super::status::gaps_line(&self.agent_phase_gaps())
+    }
+
+    /// Counts shown in the header (`exited`: the gone processes listed).
     pub fn counts(&self) -> Counts {
-        let target = self.model.target();
         Counts {
             threads: self.threads().len(),
             children: self.live_descendants().filter(|p| !p.orphan).count(),
             orphans: self.live_descendants().filter(|p| p.orphan).count(),
-            exited: self
-                .processes()
-                .iter()
-                .filter(|p| Some(p.key) != target && self.exit_of(p).is_some())
-                .count(),
+            exited: self.gone_count(),
         }
     }
 

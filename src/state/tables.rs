@@ -13,6 +13,9 @@ pub enum SortKey {
     State,
     Cpu,
     CpuTime,
+    /// Non-daemon threads first (they keep a Python process alive), then daemon, then
+    /// unknown (no agent).
+    Daemon,
 }
 
 impl SortKey {
@@ -22,7 +25,8 @@ impl SortKey {
             Self::Name => Self::State,
             Self::State => Self::Cpu,
             Self::Cpu => Self::CpuTime,
-            Self::CpuTime => Self::Tid,
+            Self::CpuTime => Self::Daemon,
+            Self::Daemon => Self::Tid,
         }
     }
 
@@ -33,6 +37,7 @@ impl SortKey {
             Self::State => "state",
             Self::Cpu => "cpu%",
             Self::CpuTime => "time",
+            Self::Daemon => "daemon",
         }
     }
 }
@@ -53,8 +58,19 @@ impl ThreadRow<'_> {
 }
 
 /// Indices into `threads` in display order.
-pub fn thread_order(threads: &[ThreadInfo], key: SortKey, reverse: bool) -> Vec<usize> {
+pub fn thread_order(
+    threads: &[ThreadInfo],
+    facts: Option<&AgentFacts>,
+    key: SortKey,
+    reverse: bool,
+) -> Vec<usize> {
     let t = threads;
+    // 0 non-daemon, 1 daemon, 2 unknown.
+    let daemon_rank = |tid: i32| match facts.and_then(|f| f.thread(tid)) {
+        Some(a) if !a.daemon => 0u8,
+        Some(_) => 1,
+        None => 2,
+    };
     let mut order: Vec<usize> = (0..t.len()).collect();
     order.sort_by(|&a, &b| {
         let (x, y) = (&t[a], &t[b]);
@@ -68,6 +84,7 @@ pub fn thread_order(threads: &[ThreadInfo], key: SortKey, reverse: bool) -> Vec<
                 .partial_cmp(&x.cpu_percent)
                 .unwrap_or(Ordering::Equal),
             SortKey::CpuTime => y.cpu_ticks.cmp(&x.cpu_ticks),
+            SortKey::Daemon => daemon_rank(x.tid).cmp(&daemon_rank(y.tid)),
         };
         ord.then(x.tid.cmp(&y.tid))
     });
@@ -108,6 +125,21 @@ pub fn page_offset(selected: Option<usize>, visible: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn daemon_sort_puts_non_daemon_threads_first_and_unknown_last() {
+        let snap = crate::state::fixture::snapshot();
+        let mut facts = crate::state::fixture::agent_facts();
+        // 107 unknown to the agent.
+        facts.threads.retain(|t| t.native_id != 107);
+        let tids = |o: Vec<usize>| -> Vec<i32> { o.iter().map(|&i| snap.threads[i].tid).collect() };
+        let order = thread_order(&snap.threads, Some(&facts), SortKey::Daemon, false);
+        assert_eq!(tids(order), vec![100, 105, 106, 107]);
+        let order = thread_order(&snap.threads, Some(&facts), SortKey::Daemon, true);
+        assert_eq!(tids(order), vec![107, 106, 105, 100]);
+        assert_eq!(SortKey::CpuTime.next(), SortKey::Daemon);
+        assert_eq!(SortKey::Daemon.next(), SortKey::Tid);
+    }
 
     #[test]
     fn pages_follow_the_selection() {

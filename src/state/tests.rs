@@ -98,13 +98,26 @@ fn attach_mode_quits_without_asking() {
 
 #[test]
 fn launch_mode_asks_before_quitting_a_live_tree() {
-    let mut s = fixture::dashboard(Some(true));
+    let mut s = fixture::dashboard(Some(false));
     assert!(s.act(Action::Quit).is_empty());
     assert_eq!(s.view.overlay, Overlay::QuitPrompt);
     assert!(s.act(Action::Down).is_empty(), "prompt swallows other keys");
     assert_eq!(
         s.act(Action::Choose(QuitChoice::Detach)),
         vec![Command::Quit(Some(QuitChoice::Detach))]
+    );
+}
+
+#[test]
+fn the_demo_cannot_be_detached() {
+    // The demo is started to die with lifecycle-top: "keeps running" would be a lie.
+    let mut s = fixture::dashboard(Some(true));
+    assert!(s.act(Action::Quit).is_empty());
+    assert!(s.act(Action::Choose(QuitChoice::Detach)).is_empty());
+    assert_eq!(s.view.overlay, Overlay::QuitPrompt, "still asking");
+    assert_eq!(
+        s.act(Action::Choose(QuitChoice::KillTree)),
+        vec![Command::Quit(Some(QuitChoice::KillTree))]
     );
 }
 
@@ -287,8 +300,21 @@ fn agent_phases_without_an_agent_are_named() {
     let mut s = state();
     s.apply(&plan("python-asyncio"));
     let gaps = s.screen().agent_phase_gaps();
-    let keys: String = gaps.iter().map(|(k, _)| *k).collect();
-    assert_eq!(keys, "cepl", "{gaps:?}");
+    let names: Vec<&str> = gaps.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "cancel tasks",
+            "shut down executors",
+            "stop loop",
+            "close loop"
+        ],
+        "{gaps:?}"
+    );
+    assert_eq!(
+        s.screen().agent_phase_gaps_line().as_deref(),
+        Some("cannot act now (no agent): cancel tasks, shut down executors, stop loop, close loop")
+    );
     assert!(gaps.iter().all(|(_, why)| why == "no agent"));
     let hello: crate::agent::Hello = serde_json::from_value(serde_json::json!({
         "protocol": 1,
@@ -305,7 +331,7 @@ fn agent_phases_without_an_agent_are_named() {
     s.apply(&agent(AgentState::Connected("cpython 3.11".into())));
     let gaps = s.screen().agent_phase_gaps();
     assert_eq!(gaps.len(), 1, "{gaps:?}");
-    assert_eq!(gaps[0].0, 'e');
+    assert_eq!(gaps[0].0, "shut down executors");
     assert!(gaps[0].1.contains("shutdown_executors"), "{gaps:?}");
     assert!(
         matches!(s.screen().agent_status(), AgentStatus::Connected(w) if w == "cpython 3.11 agent 0.1.0")

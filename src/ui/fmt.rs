@@ -67,6 +67,48 @@ pub fn state_letter(s: RunState) -> char {
     s.as_char()
 }
 
+/// `s` cut to `w` cells with `…` at the end when longer.
+pub fn cut(s: &str, w: u16) -> String {
+    let w = usize::from(w);
+    if s.chars().count() <= w {
+        return s.to_string();
+    }
+    if w == 0 {
+        return String::new();
+    }
+    let mut t: String = s.chars().take(w - 1).collect();
+    t.push('…');
+    t
+}
+
+/// A path (`dir/file.py:12`) cut from the left to `w` cells so its end survives:
+/// `…/file.py:12`, or `…e.py:12` when even the last component does not fit.
+pub fn cut_left_path(s: &str, w: u16) -> String {
+    let w = usize::from(w);
+    let n = s.chars().count();
+    if n <= w {
+        return s.to_string();
+    }
+    if w == 0 {
+        return String::new();
+    }
+    // Cut at a `/` when the rest fits after "…/".
+    let mut from = None;
+    for (i, c) in s.char_indices() {
+        if c == '/' && s[i..].chars().count() < w {
+            from = Some(i);
+            break;
+        }
+    }
+    match from {
+        Some(i) => format!("…{}", &s[i..]),
+        None => {
+            let tail: String = s.chars().skip(n - (w - 1)).collect();
+            format!("…{tail}")
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -81,5 +123,17 @@ mod tests {
         assert_eq!(duration_secs(7300.0), "2h01m");
         assert_eq!(exit(ExitStatus::Signal(9)), "killed by SIGKILL");
         assert_eq!(exit(ExitStatus::Code(3)), "exit 3");
+    }
+
+    #[test]
+    fn paths_keep_their_end() {
+        let p = "/tmp/cargo/demo-77c6b8e43feef66a/demo.py:41";
+        assert_eq!(cut_left_path(p, 60), p);
+        assert_eq!(cut_left_path(p, 20), "…/demo.py:41");
+        assert_eq!(cut_left_path(p, 34), "…/demo-77c6b8e43feef66a/demo.py:41");
+        assert_eq!(cut_left_path(p, 8).chars().count(), 8);
+        assert_eq!(cut_left_path(p, 8), "…o.py:41");
+        assert_eq!(cut("killed by SIGKILL", 17), "killed by SIGKILL");
+        assert_eq!(cut("killed by SIGKILL", 10), "killed by…");
     }
 }

@@ -1,8 +1,11 @@
-//! The key map: terminal key events to [`Action`]s. The help overlay is generated from
-//! [`BINDINGS`], so what `?` shows is what the keys do.
+//! The key map: terminal key and mouse events to [`Action`]s. The help overlay is generated
+//! from [`BINDINGS`], so what `?` shows is what the keys do (README "Key bindings" says the
+//! same in more words).
 
-use crate::state::{Action, Overlay, QuitChoice};
-use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
+use crate::state::{Action, MouseKind, Overlay, QuitChoice};
+use crossterm::event::{
+    KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseButton, MouseEvent, MouseEventKind,
+};
 
 /// (keys, what they do) for the help overlay and the README.
 pub const BINDINGS: &[(&str, &str)] = &[
@@ -11,11 +14,29 @@ pub const BINDINGS: &[(&str, &str)] = &[
         "Ctrl-C",
         "quit now (a launched demo is killed, a launched command detached)",
     ),
-    ("Tab / Shift-Tab", "next / previous panel"),
-    ("j k / Down Up", "move selection"),
+    (
+        "Tab / Shift-Tab",
+        "next / previous panel (one panel at a time below 120x30)",
+    ),
+    (
+        "j k / Down Up",
+        "move selection (a phase in the teardown panel)",
+    ),
     ("PgDn PgUp g G", "page, top, bottom"),
-    ("o / r", "cycle thread sort column / reverse it"),
-    ("n", "run the next teardown phase"),
+    (
+        "mouse",
+        "click selects a panel, row or phase (runs nothing); wheel scrolls",
+    ),
+    (
+        "o / r",
+        "cycle thread sort (tid name state cpu% time daemon) / reverse it",
+    ),
+    ("Enter", "teardown panel: every note of the selected phase"),
+    (
+        "Del / Backspace",
+        "clear gone processes (kept listed, X, until cleared)",
+    ),
+    ("n", "run the first teardown phase not yet run"),
     ("1..9", "run that phase"),
     (
         "other letters",
@@ -123,6 +144,8 @@ pub fn action_for(key: KeyEvent, overlay: &Overlay) -> Option<Action> {
         KeyCode::Char('r') => Action::ReverseSort,
         KeyCode::Char('?') => Action::ToggleHelp,
         KeyCode::Esc => Action::Escape,
+        KeyCode::Enter => Action::Open,
+        KeyCode::Delete | KeyCode::Backspace => Action::ClearGone,
         KeyCode::Char('n') => Action::NextPhase,
         KeyCode::Char('a') => Action::RunAll,
         KeyCode::Char('x') => Action::AbortPhase,
@@ -138,6 +161,21 @@ pub fn action_for(key: KeyEvent, overlay: &Overlay) -> Option<Action> {
         _ => return None,
     };
     Some(action)
+}
+
+/// Maps a mouse event: left click, wheel up / down (drags and releases mean nothing).
+pub fn mouse_action(ev: MouseEvent) -> Option<Action> {
+    let kind = match ev.kind {
+        MouseEventKind::Down(MouseButton::Left) => MouseKind::Click,
+        MouseEventKind::ScrollUp => MouseKind::WheelUp,
+        MouseEventKind::ScrollDown => MouseKind::WheelDown,
+        _ => return None,
+    };
+    Some(Action::Mouse {
+        kind,
+        x: ev.column,
+        y: ev.row,
+    })
 }
 
 #[cfg(test)]

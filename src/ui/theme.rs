@@ -1,6 +1,36 @@
-//! Colours and styles in one place, so panels agree on what red means.
+//! Colours and styles in one place, so panels agree on what red means. Under `NO_COLOR`
+//! the frame is drawn with these styles, then every colour is removed from the buffer
+//! ([`strip_colors`]): reverse video, bold and the selection marker stay, so the selected
+//! row stays visible.
 
+use crate::state::Screen;
+use ratatui::buffer::Buffer;
 use ratatui::style::{Color, Modifier, Style};
+
+/// Whether `NO_COLOR` asks for no colours (<https://no-color.org>: set and not empty).
+pub fn no_color_env() -> bool {
+    std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty())
+}
+
+/// The selected row's marker: needed without colours (reverse video alone is easy to miss
+/// on a monochrome screen), none with them.
+pub fn marker(s: &Screen) -> &'static str {
+    if s.view.no_color { "▶" } else { "" }
+}
+
+pub fn marker_width(s: &Screen) -> u16 {
+    u16::from(s.view.no_color)
+}
+
+/// Removes every colour from the frame, keeping modifiers (reverse, bold, underline).
+/// Emitting no colour at all matters: crossterm writes an empty SGR (`ESC[m`, a reset of
+/// every attribute) for a colour under `NO_COLOR`, which would cancel the reverse video.
+pub fn strip_colors(buf: &mut Buffer) {
+    for cell in buf.content.iter_mut() {
+        cell.set_fg(Color::Reset);
+        cell.set_bg(Color::Reset);
+    }
+}
 
 pub fn title() -> Style {
     Style::new().add_modifier(Modifier::BOLD)
@@ -16,7 +46,7 @@ pub fn header_key() -> Style {
     Style::new().fg(Color::DarkGray)
 }
 pub fn selected() -> Style {
-    Style::new().add_modifier(Modifier::REVERSED)
+    Style::new().add_modifier(Modifier::REVERSED | Modifier::BOLD)
 }
 pub fn table_header() -> Style {
     Style::new().fg(Color::Yellow).add_modifier(Modifier::BOLD)

@@ -1,8 +1,9 @@
-//! Agent panel: adapts the app state to the tasks widget (the agent's report, or why there
-//! is no agent and how to get one).
+//! Agent panel: adapts the app state to the tasks widget (the agent's report, live or the
+//! last one kept after the target exited or the agent was lost, or why there is no agent and
+//! how to get one).
 
 use crate::agent::view::TasksView;
-use crate::state::{AgentStatus, Panel, Screen};
+use crate::state::{AgentStatus, Panel, Rows, Screen};
 use crate::ui::widgets::tasks;
 use ratatui::Frame;
 use ratatui::layout::Rect;
@@ -15,12 +16,20 @@ pub fn status_text(status: &AgentStatus) -> String {
         AgentStatus::NotFound(why) => format!("not found ({why})"),
         AgentStatus::Connected(what) => format!("connected ({what})"),
         AgentStatus::Lost(why) => format!("lost ({why})"),
+        AgentStatus::TargetExited => "target exited".into(),
     }
 }
 
-pub fn render(frame: &mut Frame, area: Rect, s: &Screen) {
+/// Draws the tasks panel: the live report, or the last one kept and marked as not live.
+pub fn render(frame: &mut Frame, area: Rect, s: &Screen) -> Option<Rows> {
     let status = status_text(&s.agent_status());
-    let report = s.report();
+    let last = s.last_report();
+    let report = last.as_ref().map(|(r, _)| *r);
+    let stale = match &last {
+        Some((_, stale)) => stale.as_ref().map(|w| w.0.clone()),
+        None if s.target_exit().is_some() => Some("the target exited".to_string()),
+        None => None,
+    };
     let mut view = TasksView::new(&status, report);
     view.focused = s.view.focus == Panel::Tasks;
     let mut table = TableState::default().with_selected(
@@ -28,5 +37,12 @@ pub fn render(frame: &mut Frame, area: Rect, s: &Screen) {
             .filter(|r| !r.tasks.is_empty())
             .map(|_| s.view.selected_task),
     );
-    tasks::render(frame, area, &view, &mut table);
+    tasks::render(
+        frame,
+        area,
+        &view,
+        &mut table,
+        stale.as_deref(),
+        crate::ui::theme::marker(s),
+    )
 }

@@ -11,6 +11,9 @@ use ratatui::widgets::{Block, Borders, Paragraph};
 /// `verdict`: the last diagnosis's one line (see `why::verdict_line`), drawn third.
 pub fn render(frame: &mut Frame, area: Rect, s: &Screen, verdict: Option<Line<'static>>) {
     let key = |s: &str| Span::styled(s.to_string(), theme::header_key());
+    // Narrow terminals get short labels, so the agent's state still fits on the line.
+    let narrow = area.width < 110;
+    let label = |long: &'static str, short: &'static str| if narrow { short } else { long };
     let mut first = Vec::new();
     if let Some(bar) = &s.view.replay {
         first.push(Span::styled(
@@ -51,24 +54,24 @@ pub fn render(frame: &mut Frame, area: Rect, s: &Screen, verdict: Option<Line<'s
         (None, Some(t)) => {
             second.push(key("up "));
             second.push(Span::raw(format!("{} ", fmt::duration_secs(t.age_secs))));
-            second.push(key("state "));
+            second.push(key(label("state ", "")));
             second.push(Span::raw(format!("{} ", t.state.as_char())));
         }
         (None, None) => second.push(Span::styled("attaching… ", theme::dim())),
     }
     let c = s.counts();
-    second.push(key("threads "));
+    second.push(key(label("threads ", "thr ")));
     second.push(Span::raw(format!("{} ", c.threads)));
-    second.push(key("children "));
+    second.push(key(label("children ", "ch ")));
     second.push(Span::raw(format!("{} ", c.children)));
-    second.push(key("orphans "));
+    second.push(key(label("orphans ", "orph ")));
     let orphan_style = if c.orphans > 0 {
         theme::orphan()
     } else {
         Default::default()
     };
     second.push(Span::styled(format!("{} ", c.orphans), orphan_style));
-    second.push(key("exited "));
+    second.push(key(label("exited ", "gone ")));
     second.push(Span::raw(format!("{}  ", c.exited)));
     second.push(key("agent: "));
     let agent = s.agent_status();

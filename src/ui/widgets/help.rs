@@ -43,9 +43,11 @@ pub fn render(frame: &mut Frame, area: Rect, replay: bool) {
 }
 
 pub fn render_quit_prompt(frame: &mut Frame, area: Rect, s: &Screen) {
-    let what = match s.mode() {
-        Mode::Launch { demo: true } => "the demo tree",
-        _ => "the launched tree",
+    let demo = s.mode() == (Mode::Launch { demo: true });
+    let what = if demo {
+        "the demo tree"
+    } else {
+        "the launched tree"
     };
     let lines = vec![
         Line::raw(format!("{what} is still running. What now?")),
@@ -58,10 +60,18 @@ pub fn render_quit_prompt(frame: &mut Frame, area: Rect, s: &Screen) {
             Span::styled("  k ", theme::table_header()),
             Span::raw("kill the whole tree (SIGKILL through pidfds) and quit"),
         ]),
-        Line::from(vec![
-            Span::styled("  d ", theme::table_header()),
-            Span::raw("detach: leave it running and print its pid"),
-        ]),
+        if demo {
+            // The demo is started to die with lifecycle-top: detaching it would be a lie.
+            Line::styled(
+                "    (the demo dies with lifecycle-top: no detach)",
+                theme::dim(),
+            )
+        } else {
+            Line::from(vec![
+                Span::styled("  d ", theme::table_header()),
+                Span::raw("detach: leave it running and print its pid"),
+            ])
+        },
         Line::from(vec![
             Span::styled("Esc ", theme::table_header()),
             Span::raw("back to the dashboard"),

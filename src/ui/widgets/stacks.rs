@@ -169,6 +169,11 @@ mod tests {
 
     #[test]
     fn stack_pane_shows_sources_and_frames() {
+        // The state clamps the scroll with its own count: keep the two in step.
+        assert_eq!(
+            crate::state::stack_line_count(&fixture()),
+            lines(&fixture()).len()
+        );
         insta::assert_snapshot!(draw(0).backend());
     }
 

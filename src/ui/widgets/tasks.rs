@@ -1,12 +1,16 @@
 //! Tasks panel: what the in-process agent sees of asyncio — one line per event loop (state,
 //! lag, task counts, where it is blocked), the agent's own cost, and the task list (name,
 //! state, coroutine, where it awaits, tracked or not). Draws a borrowed [`TasksView`];
-//! only the visible rows are built, so 20,000 tasks cost what a screenful costs.
+//! only the visible rows are built, so 20,000 tasks cost what a screenful costs. A report
+//! that is not live (the target exited, the agent was lost) stays shown, marked as such.
+//! AWAITING AT is cut from the left so `file.py:line` survives.
 
 use crate::agent::protocol::{LoopInfo, Report};
 use crate::agent::view::TasksView;
-use crate::ui::theme;
+use crate::state::Rows;
+use crate::ui::columns::{self, Col};
 use crate::ui::widgets::panel;
+use crate::ui::{fmt, theme};
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
@@ -15,24 +19,43 @@ use ratatui::widgets::{Cell, Paragraph, Row, Table, TableState};
 /// Most loop lines shown above the task list.
 const MAX_LOOP_LINES: usize = 3;
 
-pub fn render(frame: &mut Frame, area: Rect, view: &TasksView, state: &mut TableState) {
-    let title = match view.report {
-        Some(r) => format!("Tasks {} · agent {}", r.tasks_total, view.status),
-        None => format!("Tasks · agent {}", view.status),
+/// `stale`: why the report shown is not live (it is then the last one received), or, with
+/// no report, that the target exited (no advice to launch with the agent then).
+pub fn render(
+    frame: &mut Frame,
+    area: Rect,
+    view: &TasksView,
+    state: &mut TableState,
+    stale: Option<&str>,
+    marker: &'static str,
+) -> Option<Rows> {
+    let title = match (view.report, stale) {
+        (Some(r), Some(_)) => format!("Tasks {} · not live", r.tasks_total),
+        (Some(r), None) => format!("Tasks {} · agent {}", r.tasks_total, view.status),
+        (None, _) => format!("Tasks · agent {}", view.status),
     };
     let block = panel(title, view.focused);
     let inner = block.inner(area);
     frame.render_widget(block, area);
     let Some(report) = view.report else {
-        let hint = vec![
-            Line::styled("no agent report yet", theme::dim()),
-            Line::styled(
-                "Python: `lifecycle-top -- python app.py`, or `import lifecycle_top_agent; lifecycle_top_agent.install()`",
+        let hint = match stale {
+            Some(why) => vec![Line::styled(
+                format!("{why}: no agent report was received"),
                 theme::dim(),
-            ),
-        ];
-        frame.render_widget(Paragraph::new(hint), inner);
-        return;
+            )],
+            None => vec![
+                Line::styled("no agent report yet", theme::dim()),
+                Line::styled(
+                    "Python: `lifecycle-top -- python app.py`, or `import lifecycle_top_agent; lifecycle_top_agent.install()`",
+                    theme::dim(),
+                ),
+            ],
+        };
+        frame.render_widget(
+            Paragraph::new(hint).wrap(ratatui::widgets::Wrap { trim: true }),
+            inner,
+        );
+        return None;
     };
     let mut head: Vec<Line> = report
         .loops
@@ -50,6 +73,9 @@ pub fn render(frame: &mut Frame, area: Rect, view: &TasksView, state: &mut Table
     if report.loops.is_empty() {
         head.push(Line::styled("no asyncio event loop", theme::dim()));
     }
+    if let Some(why) = stale {
+        head.insert(0, Line::styled(format!("not live: {why}"), theme::warn()));
+    }
     head.push(summary_line(report));
     if let Some(line) = resources_line(report) {
         head.push(line);
@@ -60,7 +86,15 @@ pub fn render(frame: &mut Frame, area: Rect, view: &TasksView, state: &mut Table
     ])
     .areas(inner);
     frame.render_widget(Paragraph::new(head), top);
-    render_table(frame, table_area, view, state);
+    let offset = render_table(frame, table_area, view, state, marker);
+    Some(Rows {
+        area: crate::ui::widgets::area(Rect {
+            y: table_area.y + 1,
+            height: table_area.height.saturating_sub(1),
+            ..table_area
+        }),
+        offset,
+    })
 }
 
 fn loop_line(i: usize, l: &LoopInfo) -> Line<'static> {
@@ -189,7 +223,14 @@ fn resources_line(r: &Report) -> Option<Line<'static>> {
     Some(Line::from(spans))
 }
 
-fn render_table(frame: &mut Frame, area: Rect, view: &TasksView, state: &mut TableState) {
+/// Draws the visible window of the task list; returns the index of its first row.
+fn render_table(
+    frame: &mut Frame,
+    area: Rect,
+    view: &TasksView,
+    state: &mut TableState,
+    marker: &'static str,
+) -> usize {
     let tasks = view.tasks();
     let visible = usize::from(area.height.saturating_sub(1)).max(1);
     let selected = state
@@ -198,61 +239,85 @@ fn render_table(frame: &mut Frame, area: Rect, view: &TasksView, state: &mut Tab
     state.select(if tasks.is_empty() { None } else { selected });
     // Window around the selection: only these rows are built.
     let start = selected.map_or(0, |s| s.saturating_sub(visible - 1));
-    let rows: Vec<Row> = tasks
+    struct Text {
+        name: String,
+        state: String,
+        coro: String,
+        at: String,
+        tracked: (&'static str, ratatui::style::Style),
+        state_style: ratatui::style::Style,
+        lp: String,
+    }
+    let text: Vec<Text> = tasks
         .iter()
         .skip(start)
         .take(visible)
-        .map(|t| {
-            let (tracked, tstyle) = match t.tracked {
+        .map(|t| Text {
+            name: t.name.clone(),
+            state: t.state.clone(),
+            coro: t.coro.clone().unwrap_or_else(|| "?".into()),
+            at: t.where_.clone().unwrap_or_else(|| "?".into()),
+            tracked: match t.tracked {
                 Some(true) => ("yes", Default::default()),
                 Some(false) => ("NO", theme::warn()),
                 None => ("?", theme::dim()),
-            };
-            let state_style = match t.state.as_str() {
+            },
+            state_style: match t.state.as_str() {
                 "running" => theme::bad(),
                 "cancelling" => theme::warn(),
                 _ => Default::default(),
-            };
-            let lp = view
+            },
+            lp: view
                 .loop_index(t.loop_id)
-                .map_or_else(|| "?".into(), |i| (i + 1).to_string());
-            Row::new(vec![
-                Cell::from(t.name.clone()),
-                Cell::from(Span::styled(t.state.clone(), state_style)),
-                Cell::from(t.coro.clone().unwrap_or_else(|| "?".into())),
-                Cell::from(t.where_.clone().map_or_else(|| "?".into(), shorten_path)),
-                Cell::from(Span::styled(tracked, tstyle)),
-                Cell::from(lp),
-            ])
+                .map_or_else(|| "?".into(), |i| (i + 1).to_string()),
         })
         .collect();
-    let header = Row::new([
-        "NAME",
-        "STATE",
-        "COROUTINE",
-        "AWAITING AT",
-        "TRACKED",
-        "LOOP",
-    ])
+    let widest =
+        |f: fn(&Text) -> &str| text.iter().map(|x| f(x).chars().count()).max().unwrap_or(0);
+    let cols = [
+        Col::flex("NAME", 12, widest(|x| &x.name), 0),
+        Col::fixed("STATE", 10, 2),
+        Col::flex("COROUTINE", 12, widest(|x| &x.coro), 4),
+        Col::flex("AWAITING AT", 20, widest(|x| &x.at), 0),
+        Col::fixed("TRACKED", 7, 3),
+        Col::fixed("LOOP", 4, 5),
+    ];
+    let widths = columns::fit(
+        area.width.saturating_sub(u16::from(!marker.is_empty())),
+        &cols,
+    );
+    let w = |i: usize| widths[i].unwrap_or(0);
+    let rows: Vec<Row> = text
+        .into_iter()
+        .map(|t| {
+            let cells = vec![
+                Cell::from(fmt::cut(&t.name, w(0))),
+                Cell::from(Span::styled(t.state, t.state_style)),
+                Cell::from(fmt::cut(&t.coro, w(2))),
+                Cell::from(fmt::cut_left_path(&t.at, w(3))),
+                Cell::from(Span::styled(t.tracked.0, t.tracked.1)),
+                Cell::from(t.lp),
+            ];
+            Row::new(columns::pick(&widths, cells))
+        })
+        .collect();
+    let header = Row::new(columns::pick(
+        &widths,
+        cols.iter().map(|c| c.header).collect(),
+    ))
     .style(theme::table_header());
-    let table = Table::new(
-        rows,
-        [
-            Constraint::Fill(2),
-            Constraint::Length(10),
-            Constraint::Fill(2),
-            Constraint::Fill(3),
-            Constraint::Length(7),
-            Constraint::Length(4),
-        ],
-    )
-    .header(header)
-    .row_highlight_style(theme::selected());
+    let table = Table::new(rows, columns::constraints(&widths))
+        .header(header)
+        .column_spacing(columns::SPACING)
+        .highlight_symbol(marker)
+        .row_highlight_style(theme::selected());
     let mut window = TableState::default().with_selected(selected.map(|s| s - start));
     frame.render_stateful_widget(table, area, &mut window);
+    start
 }
 
-/// `…/pkg/module.py:12` keeps the useful end of a long path.
+/// `…/pkg/module.py:12` keeps the useful end of a long path (for the lines above the table,
+/// which are not cut to a column).
 fn shorten_path(w: String) -> String {
     let parts: Vec<&str> = w.rsplitn(3, '/').collect();
     if parts.len() == 3 {
@@ -352,7 +417,9 @@ mod tests {
     fn draw(view: &TasksView, state: &mut TableState, w: u16, h: u16) -> TestBackend {
         let mut terminal = Terminal::new(TestBackend::new(w, h)).expect("test terminal");
         terminal
-            .draw(|f| render(f, f.area(), view, state))
+            .draw(|f| {
+                render(f, f.area(), view, state, None, "");
+            })
             .expect("draw");
         terminal.backend().clone()
     }

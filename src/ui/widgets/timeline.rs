@@ -1,9 +1,11 @@
 //! Teardown timeline panel and phase list. Both draw borrowed [`Timeline`] and [`Plan`] only
 //! (no I/O, no state of their own) into the area they are given; the caller draws the panel
-//! frame around them. Bars are scaled to the run's span so long phases stand out.
+//! frame around them. Bars are scaled to the run's span so long phases stand out. The notes
+//! shown are the selected phase's (every phase's notes stay browsable), and the last audit's
+//! findings stay on the panel's last line.
 
-use crate::teardown::plan::{OnTimeout, Plan};
-use crate::teardown::timeline::{Outcome, Timeline};
+use crate::teardown::plan::{Action, OnTimeout, Plan};
+use crate::teardown::timeline::{Outcome, PhaseRecord, Timeline};
 use crate::ui::{fmt, theme};
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
@@ -13,6 +15,19 @@ use ratatui::widgets::Paragraph;
 
 const LABEL: usize = 24;
 const RIGHT: usize = 22;
+
+/// What the dashboard adds to the timeline: the phase selected, the runs the user aborted.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Marks<'a> {
+    pub selected: Option<usize>,
+    pub aborted: &'a [(usize, u64)],
+}
+
+impl Marks<'_> {
+    fn outcome(&self, rec: &PhaseRecord) -> &'static str {
+        crate::state::phase_outcome(rec, self.aborted.contains(&(rec.index, rec.start_ms)))
+    }
+}
 
 fn outcome_style(o: &Outcome) -> Style {
     match o {
@@ -38,9 +53,17 @@ fn truncate(s: &str, n: usize) -> String {
 }
 
 /// One row per plan phase: key, name, a bar from its start to its end (or to `now_ms` while
-/// running) on a shared time axis, then outcome and duration. Notes of the running (or last)
-/// phase fill the rows below.
-pub fn render(frame: &mut Frame, area: Rect, timeline: &Timeline, plan: &Plan, now_ms: u64) {
+/// running) on a shared time axis, then outcome and duration. Notes of the selected phase
+/// (else the running or last one) fill the rows below; the last audit's findings stay on the
+/// last row.
+pub fn render(
+    frame: &mut Frame,
+    area: Rect,
+    timeline: &Timeline,
+    plan: &Plan,
+    now_ms: u64,
+    marks: Marks,
+) {
     if area.height == 0 || area.width == 0 {
         return;
     }
@@ -75,7 +98,13 @@ pub fn render(frame: &mut Frame, area: Rect, timeline: &Timeline, plan: &Plan, n
                 rec.start_ms,
                 rec.end_ms,
                 outcome_style(&rec.outcome),
-                format!("{} {}", rec.outcome.label(), secs(rec.duration_ms())),
+                match rec.outcome {
+                    // The limit it hit, not the time it was seen (the same figure or close).
+                    Outcome::TimedOut => {
+                        format!("timed out {}", secs(phase.timeout.as_millis() as u64))
+                    }
+                    _ => format!("{} {}", marks.outcome(rec), secs(rec.duration_ms())),
+                },
             )
         } else {
             lines.push(Line::from(vec![
@@ -100,31 +129,120 @@ pub fn render(frame: &mut Frame, area: Rect, timeline: &Timeline, plan: &Plan, n
             Span::styled(truncate(&right, RIGHT), style),
         ]));
     }
-    let notes: Vec<&String> = match (&timeline.running, timeline.phases.last()) {
-        (Some(r), _) => r.notes.iter().collect(),
-        (None, Some(rec)) => {
-            let mut v: Vec<&String> = rec.notes.iter().collect();
-            if let Outcome::Failed { reason } | Outcome::Skipped { reason } = &rec.outcome {
-                v.insert(0, reason);
-            }
-            v
-        }
-        (None, None) => Vec::new(),
-    };
-    let room = (area.height as usize).saturating_sub(lines.len());
-    let skip = notes.len().saturating_sub(room);
-    for n in notes.into_iter().skip(skip) {
-        lines.push(Line::styled(format!("  {n}"), theme::dim()));
-    }
+    push_notes(&mut lines, area.height, timeline, plan, marks);
     frame.render_widget(Paragraph::new(lines), area);
 }
 
-/// Which key runs which phase, with its action, timeout and timeout policy.
-pub fn render_phase_list(frame: &mut Frame, area: Rect, plan: &Plan, timeline: &Timeline) {
+/// Only the selected phase's notes and the last audit's findings (no bars): for a panel
+/// too short for both the phase list and the bars.
+pub fn render_notes(frame: &mut Frame, area: Rect, timeline: &Timeline, plan: &Plan, marks: Marks) {
+    let mut lines = Vec::new();
+    push_notes(&mut lines, area.height, timeline, plan, marks);
+    frame.render_widget(Paragraph::new(lines), area);
+}
+
+/// Fills `lines` up to `height` with the notes of the selected phase (else the running or
+/// last one), the newest that fit, and the last audit's findings on the last row.
+fn push_notes(
+    lines: &mut Vec<Line<'static>>,
+    height: u16,
+    timeline: &Timeline,
+    plan: &Plan,
+    marks: Marks,
+) {
+    let running = timeline.running.as_ref();
+    let chosen = marks
+        .selected
+        .filter(|&i| running.is_some_and(|r| r.index == i) || timeline.record(i).is_some());
+    let notes: Vec<&str> = match (chosen, running, timeline.phases.last()) {
+        (Some(i), Some(r), _) if r.index == i => r.notes.iter().map(String::as_str).collect(),
+        (Some(i), _, _) => timeline
+            .record(i)
+            .map(|r| record_notes(r).into_iter().map(String::as_str).collect())
+            .unwrap_or_default(),
+        (None, Some(r), _) => r.notes.iter().map(String::as_str).collect(),
+        (None, None, Some(rec)) => record_notes(rec).into_iter().map(String::as_str).collect(),
+        (None, None, None) => Vec::new(),
+    };
+    let audit = audit_line(timeline, plan);
+    let room = (height as usize)
+        .saturating_sub(lines.len())
+        .saturating_sub(usize::from(audit.is_some()));
+    let skip = notes.len().saturating_sub(room);
+    if skip > 0 && room > 0 {
+        // The newest notes fit; say how to see them all.
+        lines.push(Line::styled(
+            format!("  … {} earlier note(s): Enter shows them all", skip + 1),
+            theme::dim(),
+        ));
+    }
+    let skip = if skip > 0 { skip + 1 } else { 0 };
+    for n in notes.into_iter().skip(skip) {
+        lines.push(Line::styled(format!("  {n}"), theme::dim()));
+    }
+    if let Some(a) = audit {
+        let pad = (height as usize).saturating_sub(lines.len() + 1);
+        lines.extend(std::iter::repeat_n(Line::raw(""), pad));
+        lines.push(a);
+    }
+}
+
+/// A finished phase's notes, its failure or skip reason first.
+pub fn record_notes(rec: &PhaseRecord) -> Vec<&String> {
+    let mut v: Vec<&String> = rec.notes.iter().collect();
+    if let Outcome::Failed { reason } | Outcome::Skipped { reason } = &rec.outcome {
+        v.insert(0, reason);
+    }
+    v
+}
+
+/// What the last audit found (it stays while later phases run): `audit (8 left-over audit):
+/// 2 left · tid 105 asyncio_1: non-daemon thread · …`, or that nothing was left.
+pub fn audit_line(timeline: &Timeline, plan: &Plan) -> Option<Line<'static>> {
+    let rec = timeline.phases.iter().rev().find(|r| {
+        plan.phases
+            .get(r.index)
+            .is_some_and(|p| matches!(p.action, Action::Audit { .. }))
+    })?;
+    let head = format!("audit ({} {}): ", rec.index + 1, rec.name);
+    if timeline.leftovers.is_empty() {
+        return Some(Line::from(vec![
+            Span::styled(head, theme::header_key()),
+            Span::styled("nothing left", theme::ok()),
+        ]));
+    }
+    let items: Vec<String> = timeline
+        .leftovers
+        .iter()
+        .map(|l| format!("{} {}: {}", l.pid, l.name, l.reason))
+        .collect();
+    Some(Line::from(vec![
+        Span::styled(head, theme::header_key()),
+        Span::styled(
+            format!("{} left · {}", items.len(), items.join(" · ")),
+            theme::warn(),
+        ),
+    ]))
+}
+
+/// Which key runs which phase, with its action, timeout and timeout policy; the selected
+/// phase is highlighted (Enter shows its notes).
+pub fn render_phase_list(
+    frame: &mut Frame,
+    area: Rect,
+    plan: &Plan,
+    timeline: &Timeline,
+    marks: Marks,
+) {
     let mut lines = vec![Line::from(vec![
         Span::styled(format!("plan {}", plan.name), theme::title()),
-        Span::styled("   n next · a all · x abort · + extend", theme::dim()),
+        Span::styled(
+            "   n first not run · a all · x abort · + extend · Enter notes",
+            theme::dim(),
+        ),
     ])];
+    // Narrow panels drop the action text first: the name and the state matter more.
+    let describe = usize::from(area.width).saturating_sub(6 + 22 + 10).min(46);
     for (i, p) in plan.phases.iter().enumerate() {
         let policy = match p.on_timeout {
             OnTimeout::Escalate => "escalate",
@@ -133,25 +251,34 @@ pub fn render_phase_list(frame: &mut Frame, area: Rect, plan: &Plan, timeline: &
         };
         let state = match (&timeline.running, timeline.record(i)) {
             (Some(r), _) if r.index == i => Span::styled("running", Style::new().fg(Color::Cyan)),
-            (_, Some(rec)) => Span::styled(rec.outcome.label(), outcome_style(&rec.outcome)),
+            (_, Some(rec)) => Span::styled(marks.outcome(rec), outcome_style(&rec.outcome)),
             _ => Span::styled("", theme::dim()),
         };
-        lines.push(Line::from(vec![
+        let line = Line::from(vec![
             Span::styled(format!("[{}|{}] ", i + 1, p.key), theme::header_key()),
             Span::raw(truncate(&p.name, 22)),
             Span::styled(
-                truncate(
-                    &format!(
-                        " {} · {} · {policy} ",
-                        p.action.describe(),
-                        secs(p.timeout.as_millis() as u64)
-                    ),
-                    46,
-                ),
+                if describe > 1 {
+                    truncate(
+                        &format!(
+                            " {} · {} · {policy} ",
+                            p.action.describe(),
+                            secs(p.timeout.as_millis() as u64)
+                        ),
+                        describe - 1,
+                    ) + " "
+                } else {
+                    " ".to_string()
+                },
                 theme::dim(),
             ),
             state,
-        ]));
+        ]);
+        lines.push(if marks.selected == Some(i) {
+            line.style(theme::selected())
+        } else {
+            line
+        });
     }
     let [top] = Layout::vertical([Constraint::Min(0)]).areas(area);
     frame.render_widget(Paragraph::new(lines), top);
@@ -247,28 +374,52 @@ mod tests {
     #[test]
     fn timeline_with_running_phase() {
         let (plan, t) = sample();
-        insta::assert_snapshot!(draw(100, 12, |f| render(f, f.area(), &t, &plan, 4600)));
+        insta::assert_snapshot!(draw(100, 12, |f| render(
+            f,
+            f.area(),
+            &t,
+            &plan,
+            4600,
+            Marks::default()
+        )));
     }
 
     #[test]
     fn timeline_finished_shows_last_notes() {
         let (plan, mut t) = sample();
         t.running = None;
-        insta::assert_snapshot!(draw(90, 11, |f| render(f, f.area(), &t, &plan, 4600)));
+        insta::assert_snapshot!(draw(90, 11, |f| render(
+            f,
+            f.area(),
+            &t,
+            &plan,
+            4600,
+            Marks::default()
+        )));
     }
 
     #[test]
     fn phase_list() {
         let (plan, t) = sample();
-        insta::assert_snapshot!(draw(100, 10, |f| render_phase_list(f, f.area(), &plan, &t)));
+        insta::assert_snapshot!(draw(100, 10, |f| render_phase_list(
+            f,
+            f.area(),
+            &plan,
+            &t,
+            Marks::default()
+        )));
     }
 
     #[test]
     fn tiny_areas_do_not_panic() {
         let (plan, t) = sample();
         for (w, h) in [(1, 1), (10, 3), (30, 5)] {
-            draw(w, h, |f| render(f, f.area(), &t, &plan, 4600));
-            draw(w, h, |f| render_phase_list(f, f.area(), &plan, &t));
+            draw(w, h, |f| {
+                render(f, f.area(), &t, &plan, 4600, Marks::default())
+            });
+            draw(w, h, |f| {
+                render_phase_list(f, f.area(), &plan, &t, Marks::default())
+            });
         }
     }
 }
