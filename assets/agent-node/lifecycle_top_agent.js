@@ -293,6 +293,9 @@ function group(kind) {
 
 function hasRef(obj) {
   try {
+    // net.Server/Socket and ChildProcess drop `_handle` when closed: a closing handle that
+    // libuv still lists until its close callback no longer keeps the loop alive.
+    if (obj && Object.prototype.hasOwnProperty.call(obj, '_handle') && !obj._handle) return false;
     if (obj && typeof obj.hasRef === 'function') return obj.hasRef();
     if (obj && obj._handle && typeof obj._handle.hasRef === 'function') return obj._handle.hasRef();
   } catch (_) { /* ignore */ }
@@ -455,7 +458,8 @@ function opClose(msg, reply) {
   }
   const deadline = Date.now() + Math.min(2000, Math.max(0, msg.wait_ms || 0));
   const check = () => {
-    const left = collect().handles.filter((h) => h.ref && (groups.includes('all') || groups.includes(h.group)) && (h.group !== 'child' || mode !== 'close'));
+    const all = collect().handles.filter((h) => h.ref);
+    const left = all.filter((h) => (groups.includes('all') || groups.includes(h.group)) && (h.group !== 'child' || mode !== 'close'));
     const pending = left.filter((h) => !h.request);
     if (pending.length && Date.now() < deadline) {
       const t = state.orig.setTimeout(check, 10);
@@ -463,11 +467,12 @@ function opClose(msg, reply) {
       return;
     }
     state.closing.delete(finish);
-    reply({ kinds: groups, mode, handles: results, remaining: pending });
+    // Nothing ref'ed at all: the loop ends and the process exits right after this answer.
+    reply({ kinds: groups, mode, handles: results, remaining: pending, loop_empty: all.length === 0 });
   };
   // Closing the last handle ends the process before a timer could check: the exit handler
   // answers then (nothing remains once the process exits).
-  const finish = () => reply({ kinds: groups, mode, handles: results, remaining: [] });
+  const finish = () => reply({ kinds: groups, mode, handles: results, remaining: [], loop_empty: true });
   state.closing.add(finish);
   setImmediate(check);
 }

@@ -356,6 +356,18 @@ fn phrase(f: &Facts, e: &Edge) -> String {
         EdgeKind::AwaitTask => format!("awaits {to}{}", at(e)),
         EdgeKind::Gather => format!("gathers {to}{}", at(e)),
         EdgeKind::AwaitSubprocess { .. } => format!("awaits subprocess {to}{}", at(e)),
+        EdgeKind::LoopHandles { count } => format!(
+            "runs an event loop that stays alive because of {count} ref'ed {}: {to}",
+            if *count == 1 { "handle" } else { "handles" }
+        ),
+        EdgeKind::LoopBlocked { blocked_ms } => format!(
+            "has had its event loop blocked for {:.1} s{}: {to}",
+            *blocked_ms as f64 / 1000.0,
+            match &e.where_ {
+                Some(w) => format!(" in JavaScript at {w}"),
+                None => " in JavaScript".into(),
+            }
+        ),
     }
 }
 
