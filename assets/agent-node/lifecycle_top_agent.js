@@ -139,6 +139,14 @@ function userFrame(stack) {
   return null;
 }
 
+function holderSite(h) {
+  if (!h) return null;
+  if (h.site === undefined) {
+    try { h.site = userFrame(h.stack); } catch (_) { h.site = null; }
+  }
+  return h.site;
+}
+
 function siteOf(obj) {
   let h = state.sites.get(obj);
   if (!h && obj && obj._handle) h = state.sites.get(obj._handle);
@@ -338,6 +346,12 @@ function handleEntry(obj, kind, extra) {
     const cb = fnName(obj._onTimeout);
     if (cb) e.name = kind + ' (' + cb + ')';
   }
+  const info = kind === 'Worker' ? state.workers.get(obj) : null;
+  if (info) {
+    if (info.name) e.name = kind + ' (' + info.name + ')';
+    e.detail = 'worker thread ' + info.threadId;
+    e.site = holderSite(info.holder);
+  }
   if (!e.site && kind === 'TCPSocketWrap' && obj.server) {
     const s = siteOf(obj.server);
     if (s) e.site = s + ' (its server)';
@@ -363,10 +377,7 @@ function collect() {
   }
   for (const [w, info] of state.workers) {
     if (!info.alive) continue;
-    handles.push(handleEntry(w, 'Worker', {
-      ref: info.ref, detail: 'worker thread ' + info.threadId + (info.name ? ' "' + info.name + '"' : ''),
-      site: info.holder ? (info.holder.site === undefined ? (info.holder.site = userFrame(info.holder.stack)) : info.holder.site) : null,
-    }));
+    handles.push(handleEntry(w, 'Worker', { ref: info.ref }));
   }
   const getReqs = process._getActiveRequests;
   const reqs = typeof getReqs === 'function' ? getReqs.call(process) : [];
@@ -391,12 +402,12 @@ function collect() {
   for (const [, info] of state.workers) {
     workers.push({
       threadId: info.threadId, name: info.name, ref: info.ref, alive: info.alive,
-      site: info.holder ? (info.holder.site === undefined ? (info.holder.site = userFrame(info.holder.stack)) : info.holder.site) : null,
+      site: holderSite(info.holder),
     });
   }
   const subprocesses = state.children.map((c) => ({
     pid: c.cp.pid || 0, args: c.args,
-    site: c.holder ? (c.holder.site === undefined ? (c.holder.site = userFrame(c.holder.stack)) : c.holder.site) : null,
+    site: holderSite(c.holder),
     via: 'child_process', created_unix_ms: c.created,
     returncode: c.cp.exitCode === null || c.cp.exitCode === undefined ? null : c.cp.exitCode,
     alive: c.cp.exitCode === null && c.cp.signalCode === null && !!c.cp.pid,
@@ -724,7 +735,9 @@ function runServer(cfg) {
     return snapshot().then(({ snap, lag, blocked }) => {
       const t0 = Date.now();
       if (blocked) refreshBlockedStack();
-      const handles = ((snap && snap.handles) || []);
+      // While the loop is blocked the last snapshot is stale: no handle is listed then
+      // (what the loop would wait for after it returns is not knowable now).
+      const handles = blocked ? [] : ((snap && snap.handles) || []);
       const live = handles.filter((h) => h.ref);
       seq += 1;
       const strings = [];
@@ -739,7 +752,7 @@ function runServer(cfg) {
       let rowId = 1;
       for (const h of live.slice(0, maxTasks)) {
         const label = h.detail ? h.name + ' ' + h.detail : h.name;
-        rows.push([h.id || 1e9 + rowId++, 1, h.name, blocked ? 'running' : 'pending', str(label), str(h.site), null]);
+        rows.push([h.id || 1e9 + rowId++, 1, h.name, 'pending', str(label), str(h.site), null]);
       }
       const chunks = [];
       for (let i = 0; i < rows.length; i += CHUNK_TASKS) chunks.push(rows.slice(i, i + CHUNK_TASKS));
@@ -750,7 +763,7 @@ function runServer(cfg) {
         loops: [{
           id: 1, class: 'node:libuv', thread_ident: 0, native_id: pid, running: true, closed: false,
           blocked, lag_ms: lag, main: true,
-          counts: { pending: blocked ? 0 : live.length, running: blocked ? live.length : 0, cancelling: 0 },
+          counts: { pending: live.length, running: 0, cancelling: 0 },
           tasks_total: live.length, blocked_at: bs ? where(bs.frames) : null, main_task: null,
           blocked_for_ms: blocked ? lag : 0, snapshot_age_ms: last ? Date.now() - last.at : null,
         }],
@@ -842,9 +855,17 @@ function runServer(cfg) {
     }
     c.inflight += 1;
     const done = (result, error) => { c.inflight -= 1; respond(c, id, result, error); };
-    const viaMain = (op, extra, timeout) => main(op, extra, timeout * 0.9).then((m) => {
+    // A loop already known to be blocked (its probe waits for more than 0.5 s) gets 0.5 s
+    // to run the request: a teardown need not wait every phase's full budget on it.
+    const budget = (timeout) => (probe && Date.now() - probe.since > 500 ? Math.min(500, timeout * 0.9) : timeout * 0.9);
+    const viaMain = (op, extra, timeout) => main(op, extra, budget(timeout)).then((m) => {
       if (m.timeout) {
-        const d = { code: 'blocked', message: 'the main event loop did not run the request within ' + Math.round(timeout * 0.9) + ' ms (it is blocked' + (blockedStack ? ' at ' + where(blockedStack.frames) : '') + ')', data: { stack: blockedStack ? blockedStack.frames : [] } };
+        const since = probe ? Date.now() - probe.since : 0;
+        const d = {
+          code: 'blocked',
+          message: 'the event loop is blocked' + (blockedStack ? ' at ' + where(blockedStack.frames) : '') + ': the request did not run',
+          data: { stack: blockedStack ? blockedStack.frames : [], blocked_ms: since },
+        };
         done(null, d);
       } else done(m.result, m.error);
     });
@@ -856,7 +877,7 @@ function runServer(cfg) {
           const ths = threads(snap).map((t) => Object.assign({}, t, { frames: t.main ? (frames || []) : [] }));
           const mainT = ths[0];
           if (!blocked) mainT.state = 'idle in the event loop';
-          done({ order: 'innermost_first', threads: ths, loop_blocked: blocked });
+          done({ order: 'innermost_first', runtime: 'node', threads: ths, loop_blocked: blocked });
         }));
         break;
       }

@@ -361,12 +361,8 @@ fn phrase(f: &Facts, e: &Edge) -> String {
             if *count == 1 { "handle" } else { "handles" }
         ),
         EdgeKind::LoopBlocked { blocked_ms } => format!(
-            "has had its event loop blocked for {:.1} s{}: {to}",
-            *blocked_ms as f64 / 1000.0,
-            match &e.where_ {
-                Some(w) => format!(" in JavaScript at {w}"),
-                None => " in JavaScript".into(),
-            }
+            "has had its event loop blocked for {:.1} s by {to}",
+            *blocked_ms as f64 / 1000.0
         ),
     }
 }

@@ -378,9 +378,13 @@ fn node_loop_edges(f: &Facts, g: &mut Graph) {
         };
         if l.blocked {
             let ms = l.lag_ms.unwrap_or(0.0).max(0.0) as u64;
+            let object = match &l.blocked_at {
+                Some(at) => format!("JavaScript at {at} that does not return to it"),
+                None => "JavaScript that does not return to it".into(),
+            };
             let mut e = edge(
                 from.clone(),
-                unowned("JavaScript that does not return to the event loop".into()),
+                unowned(object),
                 EdgeKind::LoopBlocked { blocked_ms: ms },
                 Source::Agent,
                 "the agent's event-loop probe has not run".into(),
