@@ -310,6 +310,19 @@ function hasRef(obj) {
   return true;
 }
 
+/**
+ * stdout/stderr pipes and TTYs are ref'ed libuv handles but only active while a write is
+ * pending (libuv's loop-alive check counts active handles); stdin only while it is read.
+ * `getActiveResourcesInfo()` lists them anyway, so they are left out here.
+ */
+function idleStdio(obj) {
+  try {
+    if (obj === process.stdout || obj === process.stderr) return !obj.writableLength;
+    if (obj === process.stdin) return !(obj._handle && obj._handle.reading);
+  } catch (_) { /* ignore */ }
+  return false;
+}
+
 function fnName(fn) {
   return (fn && typeof fn === 'function' && fn.name) || '';
 }
@@ -365,10 +378,16 @@ function collect() {
   const seen = new Set();
   let getHandles = process._getActiveHandles;
   const objs = typeof getHandles === 'function' ? getHandles.call(process) : [];
+  const idle = {}; // ref'ed but inactive stdio handles, by kind: the runtime counts them too
   for (const obj of objs) {
     if (!obj || seen.has(obj)) continue;
     seen.add(obj);
-    handles.push(handleEntry(obj, handleKind(obj), { ref: hasRef(obj) }));
+    const kind = handleKind(obj);
+    if (idleStdio(obj)) {
+      if (hasRef(obj)) idle[kind] = (idle[kind] || 0) + 1;
+      continue;
+    }
+    handles.push(handleEntry(obj, kind, { ref: hasRef(obj) }));
   }
   sweepTimers();
   for (const t of state.timers) {
@@ -391,7 +410,7 @@ function collect() {
   try { resources = typeof process.getActiveResourcesInfo === 'function' ? process.getActiveResourcesInfo() : []; } catch (_) { /* ignore */ }
   const counted = {};
   for (const k of resources) counted[k] = (counted[k] || 0) + 1;
-  const listed = {};
+  const listed = Object.assign({}, idle);
   for (const h of handles) if (h.ref) listed[h.kind] = (listed[h.kind] || 0) + 1;
   for (const k of Object.keys(counted)) {
     for (let i = listed[k] || 0; i < counted[k]; i++) {
@@ -425,7 +444,7 @@ function objectsOf(groups, ids) {
   const objs = typeof process._getActiveHandles === 'function' ? process._getActiveHandles() : [];
   for (const o of objs) {
     const kind = handleKind(o);
-    if (want(group(kind)) && hasRef(o)) out.push([o, kind]);
+    if (want(group(kind)) && hasRef(o) && !idleStdio(o)) out.push([o, kind]);
   }
   for (const t of state.timers) if (!t._destroyed && want('timer') && hasRef(t)) out.push([t, 'Timeout']);
   for (const [w, info] of state.workers) if (info.alive && info.ref && want('worker')) out.push([w, 'Worker']);
@@ -732,9 +751,19 @@ function runServer(cfg) {
   }
 
   function buildReport(maxTasks) {
-    return snapshot().then(({ snap, lag, blocked }) => {
+    return snapshot().then((r) => {
+      // The first report of a blocked loop waits for its stack (bounded by mainStack's 1 s),
+      // so `blocked_at` is there from the start; later ones refresh it in the background.
+      if (r.blocked && !blockedStack) {
+        return mainStack(50).then((frames) => {
+          if (frames && probe) blockedStack = { at: Date.now(), frames };
+          return r;
+        });
+      }
+      if (r.blocked) refreshBlockedStack();
+      return r;
+    }).then(({ snap, lag, blocked }) => {
       const t0 = Date.now();
-      if (blocked) refreshBlockedStack();
       // While the loop is blocked the last snapshot is stale: no handle is listed then
       // (what the loop would wait for after it returns is not knowable now).
       const handles = blocked ? [] : ((snap && snap.handles) || []);
