@@ -129,7 +129,7 @@ function userFrame(stack) {
     const m = /\(?((?:file:\/\/)?[^()\s]+):(\d+):\d+\)?\s*$/.exec(line.trim());
     if (!m) continue;
     let file = m[1].replace(/^file:\/\//, '');
-    if (file === SELF || file.startsWith('node:') || file.startsWith('internal/') || !file.includes('/') && !file.includes('.')) continue;
+    if (file === SELF || file.startsWith('node:') || file.startsWith('internal/') || !file.includes('/') && !file.includes('.') && !file.startsWith('[')) continue;
     if (path.isAbsolute(file)) {
       const rel = path.relative(process.cwd(), file);
       if (!rel.startsWith('..')) file = rel;
