@@ -374,6 +374,13 @@ function handleEntry(obj, kind, extra) {
 
 /** Every live thing this thread knows of that keeps (or could keep) the loop alive. */
 function collect() {
+  const t0 = process.hrtime.bigint();
+  const out = collectNow();
+  out.collect_ms = Number(process.hrtime.bigint() - t0) / 1e6;
+  return out;
+}
+
+function collectNow() {
   const handles = [];
   const seen = new Set();
   let getHandles = process._getActiveHandles;
@@ -805,6 +812,8 @@ function runServer(cfg) {
         cost: {
           cpu_ms: (() => { const u = process.cpuUsage(cpu0); return (u.user + u.system) / 1000; })(),
           bytes_sent: bytesSent, reports_sent: reportsSent, build_ms: Date.now() - t0,
+          // Main-thread time of the snapshot this report shows (the part the app pays for).
+          main_ms: snap && typeof snap.collect_ms === 'number' ? snap.collect_ms : null,
           last_report_ms: lastReportMs, clients: conns.size, refused: 0,
         },
         warnings: (snap && snap.warnings) || [],
