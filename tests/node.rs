@@ -197,13 +197,20 @@ fn interval_snapshot_names_the_timer_and_where_it_was_set() {
     assert_eq!(h[0]["site"], "interval.js:4");
     // The same handle is a pending "task" of the loop, so today's panels show it.
     let l = &report(&v)["loops"][0];
-    assert_eq!((l["tasks_total"].as_u64(), l["blocked"].as_bool()), (Some(1), Some(false)));
+    assert_eq!(
+        (l["tasks_total"].as_u64(), l["blocked"].as_bool()),
+        (Some(1), Some(false))
+    );
     assert_eq!(report(&v)["tasks"][0]["where"], "interval.js:4", "{v:#}");
     // Threads: main (non-daemon) and the agent's own worker, joined by tid.
     let threads = report(&v)["threads"].as_array().unwrap();
     assert_eq!(threads[0]["native_id"].as_u64(), Some(u64::from(n.pid())));
     assert_eq!(threads[0]["daemon"], false);
-    assert!(threads.iter().any(|t| t["agent"] == true && t["daemon"] == true));
+    assert!(
+        threads
+            .iter()
+            .any(|t| t["agent"] == true && t["daemon"] == true)
+    );
     let tids: Vec<i64> = v["threads"]
         .as_array()
         .unwrap()
@@ -247,8 +254,14 @@ fn interval_headless_clears_it_and_check_names_it() {
         text.contains("cleared Timeout (poll) setInterval 1000 ms created at interval.js:4"),
         "{text}"
     );
-    assert!(text.contains("the target exited during the phase"), "{text}");
-    assert!(text.contains("clean: the target exited with status 0"), "{text}");
+    assert!(
+        text.contains("the target exited during the phase"),
+        "{text}"
+    );
+    assert!(
+        text.contains("clean: the target exited with status 0"),
+        "{text}"
+    );
     assert_eq!(code, 0, "{text}");
 
     let (code, text, rep) = check("interval.js");
@@ -284,17 +297,24 @@ fn server_snapshot_headless_and_check() {
     drop(n);
 
     let (code, text) = headless("server.js");
-    assert!(text.contains("closed TCPServerWrap listening on 127.0.0.1:"), "{text}");
-    assert!(text.contains("created at server.js:5; nothing keeps the event loop alive now"), "{text}");
+    assert!(
+        text.contains("closed TCPServerWrap listening on 127.0.0.1:"),
+        "{text}"
+    );
+    assert!(
+        text.contains("created at server.js:5; nothing keeps the event loop alive now"),
+        "{text}"
+    );
     assert_eq!(code, 0, "{text}");
 
     let (code, text, rep) = check("server.js");
     assert_eq!(code, 1, "{text}");
     let c = causes(&rep);
     assert!(
-        c.iter()
-            .any(|l| l.contains("ref'ed handle: TCPServerWrap listening on 127.0.0.1:")
-                && l.contains("created at server.js:5")),
+        c.iter().any(
+            |l| l.contains("ref'ed handle: TCPServerWrap listening on 127.0.0.1:")
+                && l.contains("created at server.js:5")
+        ),
         "{c:?}"
     );
 }
@@ -325,7 +345,10 @@ fn child_process_snapshot_headless_and_check() {
 
     let (code, text) = headless("child.js");
     assert!(text.contains("SIGTERM -> pid"), "{text}");
-    assert!(text.contains("clean: the target exited with status 0"), "{text}");
+    assert!(
+        text.contains("clean: the target exited with status 0"),
+        "{text}"
+    );
     assert_eq!(code, 0, "{text}");
 
     let (code, text, rep) = check("child.js");
@@ -333,7 +356,8 @@ fn child_process_snapshot_headless_and_check() {
     let c = causes(&rep);
     assert!(
         c.iter()
-            .any(|l| l.contains("1 ref'ed handle: ProcessWrap child pid") && l.contains("created at child.js:4")),
+            .any(|l| l.contains("1 ref'ed handle: ProcessWrap child pid")
+                && l.contains("created at child.js:4")),
         "{c:?}"
     );
 }
@@ -342,13 +366,17 @@ fn child_process_snapshot_headless_and_check() {
 fn worker_thread_is_joined_by_tid_and_terminated() {
     let n = spawn_node("worker.js");
     let v = snapshot_until(n.pid(), "the worker's tid", |v| {
-        report(v)["threads"]
-            .as_array()
-            .is_some_and(|a| a.iter().any(|t| t["name"] == "ticker" && t["native_id"].is_u64()))
+        report(v)["threads"].as_array().is_some_and(|a| {
+            a.iter()
+                .any(|t| t["name"] == "ticker" && t["native_id"].is_u64())
+        })
     });
     let threads = report(&v)["threads"].as_array().unwrap();
     let t = threads.iter().find(|t| t["name"] == "ticker").unwrap();
-    assert_eq!(t["daemon"], false, "a ref'ed worker keeps the process: {t:#}");
+    assert_eq!(
+        t["daemon"], false,
+        "a ref'ed worker keeps the process: {t:#}"
+    );
     assert_eq!(t["started_at"], "worker.js:4");
     let tid = t["native_id"].as_i64().unwrap();
     assert!(
@@ -376,7 +404,8 @@ fn worker_thread_is_joined_by_tid_and_terminated() {
     assert_eq!(code, 1, "{text}");
     let c = causes(&rep);
     assert!(
-        c.iter().any(|l| l.contains("1 ref'ed handle: Worker (ticker)")),
+        c.iter()
+            .any(|l| l.contains("1 ref'ed handle: Worker (ticker)")),
         "{c:?}"
     );
 }
@@ -428,23 +457,32 @@ fn blocked_loop_is_reported_with_its_stack_and_killed() {
 
     let (code, text) = headless("blocked.js");
     assert!(
-        text.contains("blocked: the event loop is blocked at blocked.js:4: the request did not run"),
+        text.contains(
+            "blocked: the event loop is blocked at blocked.js:4: the request did not run"
+        ),
         "{text}"
     );
-    assert!(text.contains("handles SIGTERM but did not exit, killed after"), "{text}");
+    assert!(
+        text.contains("handles SIGTERM but did not exit, killed after"),
+        "{text}"
+    );
     assert_eq!(code, 1, "{text}");
 
     let (code, text, rep) = check("blocked.js");
     assert_eq!(code, 1, "{text}");
     let c = causes(&rep);
     assert!(
-        c.iter().any(|l| l.contains("by JavaScript at blocked.js:4")),
+        c.iter()
+            .any(|l| l.contains("by JavaScript at blocked.js:4")),
         "{c:?}"
     );
     let pid = rep["evidence"]["threads"][0]["pid"].as_i64().unwrap();
     let frames = js_frames(&rep, pid);
     assert_eq!(frames[0].0, "spin", "{frames:?}");
-    assert!(frames[0].1.ends_with("tests/targets/node/blocked.js"), "{frames:?}");
+    assert!(
+        frames[0].1.ends_with("tests/targets/node/blocked.js"),
+        "{frames:?}"
+    );
     assert_eq!(frames[0].2, 4, "{frames:?}");
 }
 
@@ -475,10 +513,16 @@ fn another_uid_cannot_reach_the_socket() {
             .unwrap();
         assert!(st.success(), "useradd {USER}");
     }
-    let uid = String::from_utf8(Command::new("id").args(["-u", USER]).output().unwrap().stdout)
-        .unwrap()
-        .trim()
-        .to_string();
+    let uid = String::from_utf8(
+        Command::new("id")
+            .args(["-u", USER])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap()
+    .trim()
+    .to_string();
 
     // A directory group/other can enter is not used: the agent falls back to its pid path.
     let open = tempfile::tempdir().unwrap();
@@ -487,14 +531,21 @@ fn another_uid_cannot_reach_the_socket() {
     let mut cmd = Command::new(node());
     cmd.arg(targets().join("interval.js"))
         .current_dir(targets())
-        .env("NODE_OPTIONS", format!("--require \"{}\"", agent_js().display()))
+        .env(
+            "NODE_OPTIONS",
+            format!("--require \"{}\"", agent_js().display()),
+        )
         .env("LIFECYCLE_TOP_SOCKET", &asked)
         .env_remove("XDG_RUNTIME_DIR");
     let n = spawn(cmd);
     let fallback = PathBuf::from(format!("/tmp/lifecycle-top-0/{}.sock", n.pid()));
     let deadline = Instant::now() + Duration::from_secs(20);
     while !fallback.exists() {
-        assert!(Instant::now() < deadline, "no socket at {}", fallback.display());
+        assert!(
+            Instant::now() < deadline,
+            "no socket at {}",
+            fallback.display()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(!asked.exists(), "the agent listened in a 0755 directory");

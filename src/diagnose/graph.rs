@@ -369,7 +369,11 @@ fn node_loop_edges(f: &Facts, g: &mut Graph) {
     let Some(a) = &f.agent else { return };
     let key = a.key;
     let r = &a.report;
-    for l in r.loops.iter().filter(|l| l.class == "node:libuv" && !l.closed) {
+    for l in r
+        .loops
+        .iter()
+        .filter(|l| l.class == "node:libuv" && !l.closed)
+    {
         let tid = l.native_id.unwrap_or(key.pid);
         let from = Node::Thread { key, tid };
         let unowned = |object: String| Node::Unowned {

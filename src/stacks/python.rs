@@ -110,7 +110,12 @@ pub fn join_agent(
 ) -> bool {
     // The Node.js agent answers the same shape with JavaScript frames (`runtime: "node"`);
     // a thread it has no frames for is not running JavaScript (idle in its event loop).
-    let node = v.get("result").unwrap_or(v).get("runtime").and_then(|r| r.as_str()) == Some("node");
+    let node = v
+        .get("result")
+        .unwrap_or(v)
+        .get("runtime")
+        .and_then(|r| r.as_str())
+        == Some("node");
     match from_agent(v) {
         Ok(list) => {
             for PyThreadStack { tid, frames, .. } in list {

@@ -146,7 +146,9 @@ fn signals(t: &Table, default: &[i32]) -> Result<Vec<i32>, FieldError> {
 
 /// `kinds` of a `close_handles` phase: groups the Node.js agent knows (empty: all).
 fn handle_kinds(t: &Table) -> Result<Vec<String>, FieldError> {
-    const KINDS: &[&str] = &["server", "timer", "socket", "child", "worker", "other", "all"];
+    const KINDS: &[&str] = &[
+        "server", "timer", "socket", "child", "worker", "other", "all",
+    ];
     match t.get("kinds") {
         None => Ok(Vec::new()),
         Some(Value::Array(a)) => a

@@ -188,7 +188,11 @@ fn close_handles(v: &Value) -> Reading {
         let left = format!(
             "{} still {} the event loop alive: {}",
             count(remaining.len(), "handle", "handles"),
-            if remaining.len() == 1 { "keeps" } else { "keep" },
+            if remaining.len() == 1 {
+                "keeps"
+            } else {
+                "keep"
+            },
             handle_names(&remaining)
         );
         parts.push(left.clone());
@@ -538,7 +542,11 @@ mod tests {
         assert_eq!(judge("close_loop", &closed), Judgement::Done);
         assert_eq!(judge("run_phase", &json!({"name": "x"})), Judgement::Done);
         assert_eq!(
-            read("run_phase", &json!({"name": "*", "phases": [{"name": "flush"}]})).note,
+            read(
+                "run_phase",
+                &json!({"name": "*", "phases": [{"name": "flush"}]})
+            )
+            .note,
             "ran the app's phases \"flush\""
         );
     }
@@ -646,7 +654,11 @@ mod tests {
         assert!(!r.target_exits);
         let last = json!({"handles": [timer], "remaining": [], "loop_empty": true});
         let r = read("close_handles", &last);
-        assert!(r.target_exits && r.note.ends_with("the target exits"), "{}", r.note);
+        assert!(
+            r.target_exits && r.note.ends_with("the target exits"),
+            "{}",
+            r.note
+        );
         let server = json!({"kind": "TCPServerWrap", "name": "TCPServerWrap",
                             "detail": "listening on 127.0.0.1:43211", "site": "app.js:20"});
         let left = json!({"handles": [], "remaining": [server]});
@@ -654,12 +666,18 @@ mod tests {
             judge("close_handles", &left),
             Judgement::Unfinished(r) if r == "1 handle still keeps the event loop alive: TCPServerWrap listening on 127.0.0.1:43211 created at app.js:20"
         ));
-        let bad = json!({"handles": [{"kind": "FSEventWrap", "result": "failed"}], "remaining": []});
-        assert!(matches!(judge("close_handles", &bad), Judgement::Failed(r) if r.contains("FSEventWrap")));
+        let bad =
+            json!({"handles": [{"kind": "FSEventWrap", "result": "failed"}], "remaining": []});
+        assert!(
+            matches!(judge("close_handles", &bad), Judgement::Failed(r) if r.contains("FSEventWrap"))
+        );
         assert_eq!(
             read("close_handles", &json!({"handles": [], "remaining": []})).note,
             "nothing of those kinds kept the event loop alive"
         );
-        assert_eq!(judge("exit", &json!({"mode": "exit", "code": 0})), Judgement::Done);
+        assert_eq!(
+            judge("exit", &json!({"mode": "exit", "code": 0})),
+            Judgement::Done
+        );
     }
 }
