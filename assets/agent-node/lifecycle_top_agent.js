@@ -787,7 +787,7 @@ function runServer(cfg) {
       const rows = [];
       let rowId = 1;
       for (const h of live.slice(0, maxTasks)) {
-        const label = h.detail ? h.name + ' ' + h.detail : h.name;
+        const label = h.detail || null;
         rows.push([h.id || 1e9 + rowId++, 1, h.name, 'pending', str(label), str(h.site), null]);
       }
       const chunks = [];

@@ -128,7 +128,7 @@ test('hello, then a report with each ref\'ed handle as a task row', async (t) =>
   assert.strictEqual(r.loops[0].blocked, false);
   const poll = r.rows.find((x) => x.name === 'Timeout (poll)');
   assert.ok(poll, JSON.stringify(r.rows));
-  assert.strictEqual(poll.label, 'Timeout (poll) setInterval 1000 ms');
+  assert.strictEqual(poll.label, 'setInterval 1000 ms');
   assert.strictEqual(poll.where, '[eval]:1');
   assert.strictEqual(r.threads[0].main, true);
   assert.ok(r.threads.some((x) => x.agent && x.daemon));
