@@ -187,6 +187,11 @@ function wrapTimers() {
         return t;
       },
     }[name];
+    // Keep what hangs off the original (util.promisify.custom: `promisify(setTimeout)`).
+    for (const k of Reflect.ownKeys(orig)) {
+      if (k === 'name' || k === 'length' || k === 'prototype') continue;
+      try { Object.defineProperty(wrapped, k, Object.getOwnPropertyDescriptor(orig, k)); } catch (_) { /* ignore */ }
+    }
     globalThis[name] = wrapped;
     try { timers[name] = wrapped; } catch (_) { /* ignore */ }
   }

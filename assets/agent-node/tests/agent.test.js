@@ -228,3 +228,20 @@ test('a socket directory others can enter is refused (falls back to the pid path
   assert.strictEqual(fs.existsSync(asked), false);
   assert.strictEqual(fs.statSync(path.dirname(fallback)).mode & 0o777, 0o700);
 });
+
+test('the app sees the timers it had: promisify(setTimeout), timers/promises, return values', async (t) => {
+  const code = `
+    const util = require('util');
+    const t = setTimeout(() => {}, 1); const ok1 = typeof t.ref === 'function' && typeof t.hasRef === 'function';
+    util.promisify(setTimeout)(10, 'v').then(async (v) => {
+      const w = await require('timers/promises').setTimeout(10, 'w');
+      console.log('ok', ok1, v, w);
+    });`;
+  const child = spawn(process.execPath, ['--require', AGENT, '-e', code], { stdio: ['ignore', 'pipe', 'inherit'] });
+  t.after(() => child.kill('SIGKILL'));
+  let out = '';
+  child.stdout.on('data', (d) => { out += d; });
+  const [status] = await new Promise((r) => child.once('exit', (...a) => r(a)));
+  assert.strictEqual(status, 0);
+  assert.match(out, /^ok true v w$/m);
+});
