@@ -149,9 +149,16 @@ impl Readiness {
             self.snapshots_at_decision = m.snapshots.max(1);
         }
         // Two snapshots after the agent answered list the same processes (a launched
-        // command is still forking its children before that).
+        // command is still forking its children before that) and show it idle (still
+        // importing or starting up, it burns CPU), and two reports in a row have the same
+        // threads, tasks and loops (it is still creating its tasks before that). A program
+        // that is never idle starts after SETTLE_WAIT.
+        let agent_settled = m.report.is_none() || m.same_report_in_a_row >= 2;
         let settled = !self.launched
-            || (m.tree_settled() && m.snapshots >= self.snapshots_at_decision + 2)
+            || (m.tree_settled()
+                && m.tree_quiet()
+                && m.snapshots >= self.snapshots_at_decision + 2
+                && agent_settled)
             || now_ms >= decided + SETTLE_WAIT.as_millis() as u64;
         settled && m.plan.is_some() && m.snapshot.is_some()
     }
@@ -285,7 +292,6 @@ async fn drive(
         return usage("the teardown runner stopped unexpectedly");
     };
     drain_after_flush(&mut session, &handle, &mut model, &mut rec).await;
-    let recorded = rec.finish();
     let stacks: Vec<_> = model.stacks.iter().map(|s| s.as_ref().clone()).collect();
     for s in &stacks {
         let mut out = Vec::new();
@@ -317,7 +323,18 @@ async fn drive(
     let mut report = Report::from_facts(&timeline, &plan.source, target_info, facts);
     report.stacks = stacks;
     report.log_file = log.as_ref().map(|p| p.display().to_string());
-    if let Some(r) = recorded {
+    // The recording ends with the verdict printed below, for `replay --summary`.
+    let verdict = Stamped {
+        seq: model.last_seq + 1,
+        at: model.now,
+        event: CoreEvent::Verdict {
+            by: "headless".into(),
+            verdict: report.verdict.clone(),
+            lines: vec![summary::verdict_text(&report.verdict, &timeline.unknowns)],
+        },
+    };
+    fold(&mut model, &mut rec, &verdict);
+    if let Some(r) = rec.finish() {
         println!("{}", r.line());
     }
     finish(cfg, &timeline, report, log.as_deref())

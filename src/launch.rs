@@ -305,18 +305,15 @@ impl TreeGuard {
             && r.is_none()
         {
             *r = Some(root);
-            // The watchdog mirrors the guard: an unarmed one (a launched command in the TUI,
-            // which asks on quit) is not killed when lifecycle-top dies either.
-            if !self.is_armed() {
-                crate::collect::guard::forget(root);
-            }
         }
         if let Ok(mut known) = self.known.lock() {
-            if self.is_armed() {
-                for p in snap.processes.iter().filter(|p| p.exit.is_none()) {
-                    if !known.iter().any(|(_, k)| *k == p.key) {
-                        crate::collect::guard::note_member(root, p.key);
-                    }
+            // The watchdog kills a launched tree when lifecycle-top dies without a word
+            // (SIGKILL, a crash), armed or not: an unarmed guard (a command launched in the
+            // TUI, which asks on quit) only means a normal quit asks first. Leaving the tree
+            // running is a choice the user makes (`disarm`), never an accident.
+            for p in snap.processes.iter().filter(|p| p.exit.is_none()) {
+                if !known.iter().any(|(_, k)| *k == p.key) {
+                    crate::collect::guard::note_member(root, p.key);
                 }
             }
             known.clear();

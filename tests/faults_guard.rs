@@ -1,4 +1,4 @@
-//! Issue 11, fault 2: lifecycle-top SIGKILLed during `check` or `--headless` of a launched
+//! Issue 11, fault 2: lifecycle-top SIGKILLed during `check`, `--headless` or the TUI of a launched
 //! tree must not leave the tree running. The tree's watchdog (a registered helper holding
 //! lifecycle-top's pidfd) kills it. Checked by pid + start time of every tree member.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -40,6 +40,47 @@ fn kill_during(args: &[&str]) -> (usize, Vec<(i32, u64)>) {
         .spawn()
         .expect("lifecycle-top");
     let ltpid = lt.id() as i32;
+    kill_when_up(ltpid, move || {
+        lt.kill().expect("SIGKILL lifecycle-top");
+        lt.wait().unwrap();
+    })
+}
+
+/// The same with the dashboard in a pty (its output drained so it never blocks).
+fn kill_tui_during() -> (usize, Vec<(i32, u64)>) {
+    use portable_pty::{CommandBuilder, PtySize, native_pty_system};
+    let pty = native_pty_system()
+        .openpty(PtySize {
+            rows: 30,
+            cols: 100,
+            pixel_width: 0,
+            pixel_height: 0,
+        })
+        .expect("openpty");
+    let mut cmd = CommandBuilder::new(bin());
+    cmd.args(["--no-agent", "--", "sh", "-c", "sleep 300 & sleep 300"]);
+    cmd.env("TERM", "xterm-256color");
+    let mut child = pty
+        .slave
+        .spawn_command(cmd)
+        .expect("spawn lifecycle-top in a pty");
+    drop(pty.slave);
+    let mut reader = pty.master.try_clone_reader().expect("pty reader");
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 8192];
+        while matches!(std::io::Read::read(&mut reader, &mut buf), Ok(n) if n > 0) {}
+    });
+    let ltpid = child.process_id().expect("pid") as i32;
+    let master = pty.master;
+    kill_when_up(ltpid, move || {
+        // SAFETY: kill(2) on our own child, which we have not reaped.
+        unsafe { libc::kill(ltpid, libc::SIGKILL) };
+        let _ = child.wait();
+        drop(master);
+    })
+}
+
+fn kill_when_up(ltpid: i32, kill: impl FnOnce()) -> (usize, Vec<(i32, u64)>) {
     let deadline = Instant::now() + Duration::from_secs(10);
     let tree = loop {
         let sleeps: Vec<(i32, u64)> = descendants(ltpid)
@@ -57,8 +98,7 @@ fn kill_during(args: &[&str]) -> (usize, Vec<(i32, u64)>) {
         assert!(Instant::now() < deadline, "the tree never came up");
         std::thread::sleep(Duration::from_millis(20));
     };
-    lt.kill().expect("SIGKILL lifecycle-top");
-    lt.wait().unwrap();
+    kill();
     // The watchdog acts at once; give it a moment.
     let deadline = Instant::now() + Duration::from_secs(3);
     loop {
@@ -80,10 +120,14 @@ fn kill_during(args: &[&str]) -> (usize, Vec<(i32, u64)>) {
 }
 
 fn runs(args: &[&str], n: usize) {
+    runs_of(&format!("{args:?}"), n, || kill_during(args));
+}
+
+fn runs_of(what: &str, n: usize, mut once: impl FnMut() -> (usize, Vec<(i32, u64)>)) {
     let mut left_total = 0;
     let mut bad = 0;
     for i in 0..n {
-        let (members, left) = kill_during(args);
+        let (members, left) = once();
         if !left.is_empty() {
             bad += 1;
             left_total += left.len();
@@ -93,8 +137,13 @@ fn runs(args: &[&str], n: usize) {
             );
         }
     }
-    eprintln!("{args:?}: {n} runs, {bad} left the tree, {left_total} processes left");
+    eprintln!("{what}: {n} runs, {bad} left the tree, {left_total} processes left");
     assert_eq!(bad, 0, "{bad} of {n} runs left the launched tree running");
+}
+
+#[test]
+fn sigkill_of_the_dashboard_leaves_nothing() {
+    runs_of("the TUI with -- CMD", 5, kill_tui_during);
 }
 
 #[test]

@@ -348,3 +348,35 @@ fn the_replay_dashboard_steps_to_a_phase_boundary_read_only() {
     };
     assert!(status.success(), "exit status {status:?}");
 }
+
+/// A `check` recording replays to what check concluded (exit status 3 is not clean, which
+/// the timeline alone cannot tell: no phase ran), with the same last line CI logs showed.
+#[test]
+fn replay_summary_of_a_check_recording_says_what_check_said() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/targets/check/exits_3.py");
+    let out = Command::new(BIN)
+        .args(["check", "--budget", "5s", "--report"])
+        .arg(dir.path().join("c.json"))
+        .args(["--", "python3"])
+        .arg(&target)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run check");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    let last = stdout.lines().last().expect("a last line").to_string();
+    assert!(last.starts_with("NOT clean"), "{stdout}");
+    let rec = dir.path().join("c.ltrec");
+    let r = replay(&["--summary"], &rec);
+    let replayed = String::from_utf8_lossy(&r.stdout).into_owned();
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert_eq!(
+        replayed.lines().last(),
+        Some(last.as_str()),
+        "replay --summary:\n{replayed}\ncheck:\n{stdout}"
+    );
+    let (model, _) = model_at(&rec, None);
+    assert_eq!(model["verdict"]["by"], "check", "{}", model["verdict"]);
+    assert_eq!(model["verdict"]["verdict"]["clean"], false);
+}

@@ -311,3 +311,180 @@ asyncio.run(main())
         "{l}"
     );
 }
+
+/// Compiles a C program with `cc -pthread` into `dir`.
+fn cc(dir: &std::path::Path, name: &str, src: &str) -> String {
+    let c = dir.join(format!("{name}.c"));
+    let exe = dir.join(name);
+    std::fs::write(&c, src).expect("write C source");
+    let out = Command::new("cc")
+        .args(["-O0", "-pthread", "-o"])
+        .arg(&exe)
+        .arg(&c)
+        .output()
+        .expect("cc (gcc) is needed for this test: apt-get install gcc libc6-dev");
+    assert!(
+        out.status.success(),
+        "cc failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    exe.display().to_string()
+}
+
+const DEADLOCK_C: &str = r#"
+#include <pthread.h>
+#include <stdio.h>
+#include <unistd.h>
+pthread_mutex_t wal_lock = PTHREAD_MUTEX_INITIALIZER, index_lock = PTHREAD_MUTEX_INITIALIZER;
+pthread_barrier_t both;
+static void *writer(void *a) {
+    pthread_mutex_lock(&wal_lock);
+    pthread_barrier_wait(&both);
+    pthread_mutex_lock(&index_lock);
+    return a;
+}
+static void *indexer(void *a) {
+    pthread_mutex_lock(&index_lock);
+    pthread_barrier_wait(&both);
+    pthread_mutex_lock(&wal_lock);
+    return a;
+}
+int main(void) {
+    pthread_t w, i;
+    pthread_barrier_init(&both, NULL, 2);
+    pthread_create(&w, NULL, writer, NULL);
+    pthread_create(&i, NULL, indexer, NULL);
+    printf("ready\n");
+    fflush(stdout);
+    pthread_join(w, NULL);
+    return 0;
+}
+"#;
+
+#[test]
+fn pthread_mutex_deadlock_is_a_cycle_with_owners() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let exe = cc(dir.path(), "deadlock", DEADLOCK_C);
+    let t = spawn(&[&exe], false);
+    let v = why_until(t.0.id(), |c| kinds(c).iter().any(|k| k == "mutex"));
+    let causes = v["causes"].as_array().expect("causes");
+    let dl = causes
+        .iter()
+        .find(|c| c["kind"] == "deadlock")
+        .unwrap_or_else(|| panic!("a deadlock verdict: {v:#}"));
+    assert_eq!(kinds(dl), ["mutex", "mutex"], "{v:#}");
+    // The two mutex edges go between the two worker threads, each to the other, with the
+    // owner read from the mutex itself.
+    let (a, b) = (&dl["edges"][0], &dl["edges"][1]);
+    assert_eq!(a["from"], b["to"], "{v:#}");
+    assert_eq!(a["to"], b["from"], "{v:#}");
+    assert_eq!(a["evidence"][0]["source"], "proc_mem", "{v:#}");
+    assert!(line(dl).starts_with("deadlock"), "{}", line(dl));
+    // Named by their data symbols, as the binary has them.
+    for name in ["wal_lock", "index_lock"] {
+        assert!(
+            line(dl).contains(&format!("pthread mutex {name} (0x")),
+            "{}",
+            line(dl)
+        );
+    }
+    // The graph also has main's pthread_join of a thread of the cycle.
+    let edges = v["edges"].as_array().expect("edges");
+    assert!(
+        edges
+            .iter()
+            .any(|e| e["kind"] == "pthread_join" && (e["to"] == a["from"] || e["to"] == a["to"])),
+        "{v:#}"
+    );
+}
+
+#[test]
+fn polling_a_pipe_names_the_writer() {
+    let t = py(
+        r#"
+import select, subprocess
+p = subprocess.Popen(["sh", "-c", "exec sleep 300"], stdout=subprocess.PIPE)
+print("ready", flush=True)
+poller = select.poll()
+poller.register(p.stdout, select.POLLIN)
+poller.poll()
+"#,
+        false,
+    );
+    let v = why_until(t.0.id(), |c| kinds(c).contains(&"pipe_poll".to_string()));
+    let c = &v["causes"][0];
+    assert_eq!(
+        kinds(c),
+        ["main_thread", "pipe_poll", "main_thread"],
+        "{v:#}"
+    );
+    assert!(line(c).contains("polls a pipe (fd"), "{}", line(c));
+    let writer = pid_of(&c["edges"][1]["to"]);
+    assert!(
+        std::fs::read_to_string(format!("/proc/{writer}/comm")).is_ok_and(|s| s.trim() == "sleep"),
+        "{v:#}"
+    );
+}
+
+#[test]
+fn a_task_awaits_executor_work_whose_worker_waits_on_an_event() {
+    let t = py(
+        r#"
+import asyncio, concurrent.futures, threading
+never = threading.Event()
+async def main():
+    loop = asyncio.get_running_loop()
+    pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="blocking")
+    print("ready", flush=True)
+    await loop.run_in_executor(pool, never.wait)
+asyncio.run(main())
+"#,
+        true,
+    );
+    let v = why_until(t.0.id(), |c| {
+        kinds(c).contains(&"await_executor".to_string())
+    });
+    let c = &v["causes"][0];
+    assert_eq!(
+        kinds(c),
+        ["main_thread", "loop_main", "await_executor", "event"],
+        "{v:#}"
+    );
+    assert!(
+        line(c).contains("awaits executor work run by \"blocking_0\""),
+        "{}",
+        line(c)
+    );
+}
+
+#[test]
+fn a_thread_waits_for_a_future_run_by_a_worker() {
+    let t = py(
+        r#"
+import concurrent.futures, threading
+never = threading.Event()
+pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="worker")
+def caller():
+    pool.submit(never.wait).result()
+threading.Thread(target=caller, name="caller").start()
+print("ready", flush=True)
+"#,
+        true,
+    );
+    // The interpreter's own atexit joins the worker first: that is the exit's path; the
+    // caller's wait is in the graph, to the worker by name.
+    let v = why_until(t.0.id(), |c| kinds(c).contains(&"event".to_string()));
+    let edges = v["edges"].as_array().expect("edges");
+    let fr = edges
+        .iter()
+        .find(|e| e["kind"] == "future_result")
+        .unwrap_or_else(|| panic!("a future_result edge: {v:#}"));
+    assert_eq!(fr["to"]["node"], "thread", "{fr:#}");
+    let worker = &v["causes"][0]["edges"];
+    assert!(
+        worker
+            .as_array()
+            .is_some_and(|a| a.iter().any(|e| e["to"] == fr["to"])),
+        "the caller waits for the worker the exit waits on: {v:#}"
+    );
+}

@@ -23,6 +23,7 @@ live task.
 import collections
 import itertools
 import json
+import resource
 import os
 import re
 import selectors
@@ -46,6 +47,17 @@ MAX_INFLIGHT = 4
 # Bytes queued for a client beyond the report being sent; a client that sends but does not
 # read is disconnected past this instead of growing the agent's memory.
 MAX_WBUF = 4 << 20
+# Limits against clients of the same uid that misbehave (docs/protocol.md §2): lifecycle-top
+# uses one or two connections. Beyond MAX_CONNS (or one per 64 of the host's fd limit, so the
+# agent can never take the host's descriptors) a client gets `too_many_clients`; unfinished
+# lines of all clients together are capped (`buffer_full`); a client that has not read any of
+# what is queued for it for STALL_S is closed; the agent thread sleeps when it has used more than
+# MAX_CPU_SHARE of a core over the last second (a flood costs the host at most that).
+MAX_CONNS = 16
+MAX_RBUF_TOTAL = 4 << 20
+STALL_S = 10.0
+MAX_CPU_SHARE = 0.05
+ACCEPT_BACKOFF = 1.0
 PROBE_TIMEOUT = 0.1
 SWALLOW_GRACE = 0.5
 MAX_STR = 200
@@ -766,7 +778,7 @@ def _main_future(loop, frames=None, scan=False):
             return None, None
         ident = getattr(loop, "_thread_id", None)
         if frames is None:
-            frames = sys._current_frames()
+            frames = _other_frames()
         f = frames.get(ident)
         via = "loop.run_until_complete"
         fut = None
@@ -923,6 +935,10 @@ def _task_await(t, fw, loop_id, where):
         return None
     if isinstance(fw, aio.Task):
         return {"task_id": id(t), "loop_id": loop_id, "kind": "task", "task_ids": [id(fw)],
+                "where": where}
+    worker = _exec_aio.get(id(fw))
+    if worker is not None:
+        return {"task_id": id(t), "loop_id": loop_id, "kind": "executor", "native_id": worker,
                 "where": where}
     children = getattr(fw, "_children", None)
     if children is not None:
@@ -1167,6 +1183,40 @@ def _lock_wait(f, ident):
     return None
 
 
+_FUTURES_BASE = os.sep + "concurrent" + os.sep + "futures" + os.sep + "_base.py"
+_FUTURES_THREAD = os.sep + "concurrent" + os.sep + "futures" + os.sep + "thread.py"
+# id(concurrent future) -> native id of the executor worker running it; id(asyncio future
+# chained to it by run_in_executor / wrap_future) -> the same. Rebuilt per report.
+_exec_workers = {}
+_exec_aio = {}
+
+
+def _scan_executor_workers(frames):
+    """Finds the work item each ThreadPoolExecutor worker runs (its `_WorkItem.run` frame)."""
+    _exec_workers.clear()
+    _exec_aio.clear()
+    natives = {th.ident: getattr(th, "native_id", None) for th in threading.enumerate()}
+    for ident, f in frames.items():
+        n = 0
+        while f is not None and n < 64:
+            c = f.f_code
+            if c.co_name == "run" and c.co_filename.endswith(_FUTURES_THREAD):
+                fut = getattr(f.f_locals.get("self"), "future", None)
+                if fut is not None and natives.get(ident) is not None:
+                    _exec_workers[id(fut)] = natives[ident]
+                    for cb in list(getattr(fut, "_done_callbacks", None) or ())[:8]:
+                        for cell in getattr(cb, "__closure__", None) or ():
+                            try:
+                                dest = cell.cell_contents
+                            except ValueError:
+                                continue
+                            if dest is not fut and hasattr(dest, "get_loop"):
+                                _exec_aio[id(dest)] = natives[ident]
+                break
+            f = f.f_back
+            n += 1
+
+
 def _waits_on(frame, ident):
     f = frame
     found = None
@@ -1178,6 +1228,12 @@ def _waits_on(frame, ident):
     if found is None:
         return _lock_wait(frame, ident) if frame is not None and frame is f else None
     (kind, obj), sf = found
+    if kind == "condition" and f is not None and f.f_code.co_filename.endswith(_FUTURES_BASE) \
+            and f.f_code.co_name in ("result", "exception"):
+        # Future.result(): the worker running it, or none yet (queued behind others).
+        fut = f.f_locals.get("self")
+        return {"kind": "future", "where": _where(f.f_back), "object": "Future",
+                "target_native_id": _exec_workers.get(id(fut))}
     out = {"kind": kind, "where": _where(sf.f_back)}
     if kind == "join":
         out["target_native_id"] = getattr(obj, "native_id", None)
@@ -1187,11 +1243,21 @@ def _waits_on(frame, ident):
     return out
 
 
+def _other_frames():
+    """sys._current_frames() without the calling thread's own entry. Its own innermost frame
+    in a local dict is a reference cycle (frame -> locals -> dict -> frame) that keeps every
+    caller's frame and locals (a whole report: 20,000 task rows) alive until a full garbage
+    collection: the host's memory grew by megabytes per second with a subscribed client."""
+    frames = sys._current_frames()
+    frames.pop(threading.get_ident(), None)
+    return frames
+
+
 def _thread_entries(agent_idents):
     main = threading.main_thread()
     out = []
     try:
-        frames = sys._current_frames()
+        frames = _other_frames()
     except Exception:
         frames = {}
     for th in threading.enumerate():
@@ -1305,6 +1371,11 @@ def _build_report(agent, seq, max_tasks):
         pr.late = True
     global _task_memo
     del _awaits_acc[:]
+    try:
+        _scan_executor_workers(_other_frames())
+    except Exception:
+        _exec_workers.clear()
+        _exec_aio.clear()
     tracked = _tracked_ids()
     ch = _Chunks()
     memo, new_memo = _task_memo, {}
@@ -1317,7 +1388,7 @@ def _build_report(agent, seq, max_tasks):
             main_fut = None
             if running:
                 if frames is None:
-                    frames = sys._current_frames()
+                    frames = _other_frames()
                 main_fut = _main_future(lp, frames)[0]
             ident = getattr(lp, "_thread_id", None)
             pr = probes.get(id(lp))
@@ -1341,7 +1412,7 @@ def _build_report(agent, seq, max_tasks):
                      "main_task": _main_entry(main_fut)}
             if blocked:
                 if frames is None:
-                    frames = sys._current_frames()
+                    frames = _other_frames()
                 entry["blocked_at"] = _where(frames.get(ident))
             loop_entries.append(entry)
         except Exception:
@@ -1487,12 +1558,55 @@ class _ReqError(Exception):
         self.code, self.message, self.data = code, message, data
 
 
+class _OutBuf:
+    """What is queued for one client: the lines themselves (bytes objects shared by every
+    client a report goes to, so N subscribers of one report cost one copy), sent with
+    sendmsg from an offset into the first."""
+
+    __slots__ = ("chunks", "off", "size")
+
+    def __init__(self):
+        self.chunks = collections.deque()
+        self.off = 0
+        self.size = 0
+
+    def __len__(self):
+        return self.size
+
+    def __bool__(self):
+        return self.size > 0
+
+    def append(self, b):
+        if b:
+            self.chunks.append(b)
+            self.size += len(b)
+
+    def send(self, sock):
+        """One sendmsg of up to 64 chunks; returns the bytes sent (raises like send)."""
+        bufs = [memoryview(self.chunks[0])[self.off:]]
+        for i in range(1, min(len(self.chunks), 64)):
+            bufs.append(self.chunks[i])
+        n = sock.sendmsg(bufs)
+        self.size -= n
+        left = n
+        while left and self.chunks:
+            head = len(self.chunks[0]) - self.off
+            if left >= head:
+                left -= head
+                self.chunks.popleft()
+                self.off = 0
+            else:
+                self.off += left
+                left = 0
+        return n
+
+
 class _Conn:
     def __init__(self, sock, peer_pid, peer_uid):
         self.sock = sock
         self.peer_pid, self.peer_uid = peer_pid, peer_uid
         self.rbuf = b""
-        self.wbuf = bytearray()
+        self.wbuf = _OutBuf()
         self.interval = None
         self.subscribed = False  # sent `subscribe` (even interval 0): gets pushed events
         self.max_tasks = 20000
@@ -1506,6 +1620,7 @@ class _Conn:
         self.closed = False
         self.pushq = collections.deque()  # pushed lines a hook could not write at once
         self.pushes_dropped = 0
+        self.progress_at = time.monotonic()  # last time it took bytes (or had none queued)
 
 
 class _Server:
@@ -1529,6 +1644,8 @@ class _Server:
         self.instance = "%d-%d-%x" % (os.getpid(), self.start_time, id(self))
         self.gc_scanned = False
         self.stopping = False  # set before fork: the agent thread returns (see _before_fork)
+        self.accept_paused_until = 0.0  # accept() failed (EMFILE): listening paused until
+        self.throttled_s = 0.0  # time slept by the CPU cap
         self._worker_idents = set()
         # Guards _worker_idents and _Conn.inflight, touched by request threads.
         self.lock = threading.Lock()
@@ -1656,11 +1773,11 @@ class _Server:
                         if len(c.wbuf) + len(q) > MAX_WBUF + c.bulk:
                             c.pushes_dropped += 1
                         else:
-                            c.wbuf += q
+                            c.wbuf.append(q)
                     if len(c.wbuf) + len(line) > MAX_WBUF + c.bulk:
                         c.pushes_dropped += 1
                         continue
-                    c.wbuf += line
+                    c.wbuf.append(line)
                     self._write_some(c)
                     if c.wbuf:
                         queued = True
@@ -1675,9 +1792,10 @@ class _Server:
         """Under conn.wlock: non-blocking sends until done or EAGAIN; False on a socket error."""
         try:
             while conn.wbuf:
-                n = conn.sock.send(conn.wbuf)
+                n = conn.wbuf.send(conn.sock)
+                if n:
+                    conn.progress_at = time.monotonic()
                 self.bytes_sent += n
-                del conn.wbuf[:n]
                 conn.bulk = max(0, conn.bulk - n)
         except (BlockingIOError, InterruptedError):
             pass
@@ -1737,22 +1855,51 @@ class _Server:
         return {"cpu_ms": (self.agent_cpu + self.worker_cpu) * 1000.0,
                 "bytes_sent": self.bytes_sent, "reports_sent": self.reports_sent,
                 "build_ms": build_ms, "last_report_ms": self.last_report_ms,
-                "clients": len(self.conns), "refused": self.refused}
+                "clients": len(self.conns), "refused": self.refused,
+                "throttled_ms": round(self.throttled_s * 1000.0, 1)}
 
     agent_cpu = 0.0
 
     # -- main loop
     def _run(self):
+        win_wall, win_cpu = time.monotonic(), time.thread_time()
         while not self.stopping:
             try:
                 self._step()
             except Exception as exc:  # keep serving whatever happens
                 _debug("lifecycle-top agent: %r" % (exc,))
                 time.sleep(0.05)
+            # CPU cap: over a 1 s window, sleep off what was used beyond MAX_CPU_SHARE.
+            wall, cpu = time.monotonic(), time.thread_time()
+            over = (cpu - win_cpu) / MAX_CPU_SHARE - (wall - win_wall)
+            if over > 0.001:
+                self.throttled_s += min(over, 0.25)
+                time.sleep(min(over, 0.25))
+            if wall - win_wall >= 1.0:
+                win_wall, win_cpu = time.monotonic(), time.thread_time()
+
+    def _max_conns(self):
+        try:
+            soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        except Exception:
+            soft = -1
+        if soft is None or soft < 0 or soft == getattr(resource, "RLIM_INFINITY", -1):
+            return MAX_CONNS
+        return max(2, min(MAX_CONNS, soft // 64))
 
     def _step(self):
+        now = time.monotonic()
         due = [c.next_at for c in self.conns.values() if c.interval]
-        timeout = None if not due else max(0.0, min(due) - time.monotonic())
+        if self.accept_paused_until:
+            if now >= self.accept_paused_until:
+                self.accept_paused_until = 0.0
+                try:
+                    self.sel.register(self.lsock, selectors.EVENT_READ, "listen")
+                except Exception:
+                    pass
+            else:
+                due.append(self.accept_paused_until)
+        timeout = None if not due else max(0.0, min(due) - now)
         for key, mask in self.sel.select(timeout):
             if key.data == "listen":
                 self._accept()
@@ -1782,7 +1929,16 @@ class _Server:
     def _accept(self):
         try:
             s, _ = self.lsock.accept()
+        except (BlockingIOError, InterruptedError):
+            return
         except OSError:
+            # EMFILE/ENFILE/ENOMEM: the pending connection stays queued and the listening
+            # socket readable; stop watching it for a while instead of spinning.
+            self.accept_paused_until = time.monotonic() + ACCEPT_BACKOFF
+            try:
+                self.sel.unregister(self.lsock)
+            except Exception:
+                pass
             return
         try:
             cred = s.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
@@ -1795,6 +1951,26 @@ class _Server:
             try:
                 s.send(_encode({"type": "error", "code": "forbidden",
                                 "message": "this agent serves uid %d and root only" % os.getuid()}))
+            except OSError:
+                pass
+            s.close()
+            return
+        if len(self.conns) >= self._max_conns():
+            # A client that just left may not have been read yet: look before refusing.
+            for c in list(self.conns.values()):
+                try:
+                    if c.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b"":
+                        self._close(c)
+                except (BlockingIOError, InterruptedError):
+                    pass
+                except OSError:
+                    self._close(c)
+        if len(self.conns) >= self._max_conns():
+            self.refused += 1
+            try:
+                s.send(_encode({"type": "error", "code": "too_many_clients",
+                                "message": "this agent serves at most %d clients at once; "
+                                           "close another one" % self._max_conns()}))
             except OSError:
                 pass
             s.close()
@@ -1839,16 +2015,23 @@ class _Server:
             self._close(conn)
             return
         conn.rbuf += data
-        while True:
-            nl = conn.rbuf.find(b"\n")
-            if nl < 0:
-                break
-            line, conn.rbuf = conn.rbuf[:nl], conn.rbuf[nl + 1:]
-            if line.strip():
-                self._handle(conn, line)
+        if b"\n" in data:
+            # One split per read (slicing per line was quadratic under a flood of lines).
+            lines = conn.rbuf.split(b"\n")
+            conn.rbuf = lines.pop()
+            for line in lines:
+                if conn.closed or conn.close_after_flush:
+                    break
+                if line.strip():
+                    self._handle(conn, line)
         if len(conn.rbuf) > MAX_LINE:
             conn.rbuf = b""
             self._fatal(conn, "line_too_long", "line over %d bytes; closing" % MAX_LINE)
+        elif len(conn.rbuf) > 65536 and \
+                sum(len(c.rbuf) for c in self.conns.values()) > MAX_RBUF_TOTAL:
+            conn.rbuf = b""
+            self._fatal(conn, "buffer_full", "unfinished lines of all clients passed %d bytes; "
+                        "closing" % MAX_RBUF_TOTAL)
 
     def _error(self, conn, code, message):
         self._send(conn, _encode({"type": "error", "code": code, "message": message}))
@@ -1861,6 +2044,9 @@ class _Server:
     def _handle(self, conn, line):
         try:
             msg = json.loads(line)
+        except RecursionError:
+            self._error(conn, "bad_json", "malformed JSON: nested too deeply")
+            return
         except ValueError as exc:
             self._error(conn, "bad_json", "malformed JSON: %s" % exc)
             return
@@ -1927,7 +2113,9 @@ class _Server:
                 conn.pushes_dropped += 1
                 return
             if not over:
-                conn.wbuf += line
+                if not conn.wbuf:
+                    conn.progress_at = time.monotonic()
+                conn.wbuf.append(line)
                 if bulk:
                     conn.bulk += len(line)
         if over:
@@ -1961,6 +2149,12 @@ class _Server:
         ready = []
         for c in due:
             c.next_at = max(c.next_at + c.interval, now + c.interval / 2)
+            if c.wbuf and now - c.progress_at > STALL_S:
+                # Took nothing of its last report for STALL_S: it does not read. Its buffer
+                # is memory the host pays for (a report of 20,000 tasks is megabytes).
+                _debug("lifecycle-top agent: client pid %s stalled; closing" % c.peer_pid)
+                self._close(c)
+                continue
             if not c.wbuf:  # a client still reading the last report gets no new one
                 ready.append(c)
         if not ready:
@@ -2080,7 +2274,7 @@ def _select_loops(p):
 
 
 def _stack_of_ident(ident, limit=50):
-    return _frames_of(sys._current_frames().get(ident), limit)
+    return _frames_of(_other_frames().get(ident), limit)
 
 
 class _Blocked(Exception):
@@ -2140,7 +2334,7 @@ def _m_stacks(agent, p):
         raise _ReqError("bad_params", "limit must be an integer")
     natives, idents = _id_set(p, "native_ids"), _id_set(p, "idents")
     mine = agent.idents()
-    frames = sys._current_frames()
+    frames = _other_frames()
     out = []
     for th in threading.enumerate():
         f = frames.pop(th.ident, None)

@@ -239,6 +239,13 @@ fn finish(
             session.disarm();
             None
         }
+        // No choice (Ctrl-C, a lost terminal): a launched command is left running, as
+        // documented, so the watchdog is told; it kills the tree only when lifecycle-top
+        // dies without getting here (SIGKILL, a crash).
+        None if !session.guard().is_armed() => {
+            session.disarm();
+            None
+        }
         _ => None,
     };
     let pid = screen.target_pid();

@@ -258,12 +258,65 @@ async fn drive(
             println!("killed {killed} left-over process(es) of the launched tree");
         }
     }
-    // The recording holds exactly what was judged: what is still queued is not folded.
+    // The recording holds exactly what was judged (what is still queued is not folded), and
+    // ends with the verdict and the lines CI was shown, for `replay --summary`.
+    let (verdict_lines, last_line) = closing_lines(&out);
+    let mut lines = verdict_lines.clone();
+    lines.push(last_line.clone());
+    let verdict = Stamped {
+        seq: run.model.last_seq + 1,
+        at: run.model.now,
+        event: CoreEvent::Verdict {
+            by: "check".into(),
+            verdict: out.verdict.clone(),
+            lines,
+        },
+    };
+    run.fold(&verdict);
     let recorder = std::mem::replace(&mut run.recorder, Recorder::off());
     if let Some(summary) = recorder.finish() {
         println!("{}", summary.line());
     }
-    finish(cfg, &run, out, log_path.as_deref())
+    finish(
+        cfg,
+        &run,
+        out,
+        log_path.as_deref(),
+        (&verdict_lines, &last_line),
+    )
+}
+
+/// The verdict lines printed before the output's tail, and the last line CI logs show (the
+/// verdict and its first cause).
+fn closing_lines(out: &Outcome) -> (Vec<String>, String) {
+    let mut lines = Vec::new();
+    if !out.verdict.clean {
+        lines.push(summary::verdict_text(&out.verdict, &out.facts.unknowns));
+    }
+    if let Some(ev) = &out.evidence
+        && !ev.causes.is_empty()
+    {
+        lines.push("why it did not exit (when the budget ran out):".into());
+        for c in &ev.causes {
+            lines.push(format!("  - {}", c.line));
+        }
+    }
+    let last = if out.verdict.clean {
+        let s = &out.verdict.summary;
+        match s.strip_prefix("clean") {
+            Some(_) => s.clone(),
+            None => format!("clean: {s}"),
+        }
+    } else {
+        let cause = out
+            .verdict
+            .reasons
+            .first()
+            .cloned()
+            .unwrap_or_else(|| out.verdict.summary.clone());
+        format!("NOT clean: {cause}")
+    };
+    (lines, last)
 }
 
 /// Waits until the command is ready; `Err(reason)` when it never became ready.
@@ -439,22 +492,12 @@ fn finish(
     run: &Run,
     out: Outcome,
     log_path: Option<&std::path::Path>,
+    (verdict_lines, last_line): (&[String], &str),
 ) -> ExitCode {
     let mut code = out.verdict.exit_code;
     println!("{}", crate::collect::procevents::summary_line());
-    if !out.verdict.clean {
-        println!(
-            "{}",
-            summary::verdict_text(&out.verdict, &out.facts.unknowns)
-        );
-    }
-    if let Some(ev) = &out.evidence
-        && !ev.causes.is_empty()
-    {
-        println!("why it did not exit (when the budget ran out):");
-        for c in &ev.causes {
-            println!("  - {}", c.line);
-        }
+    for l in verdict_lines {
+        println!("{l}");
     }
     crate::report::files::output_tail(log_path, out.verdict.clean);
     let report = outcome::report(cfg, run, &out, log_path);
@@ -482,20 +525,6 @@ fn finish(
         }
     }
     // The last line CI logs show: the verdict and its first cause.
-    if out.verdict.clean {
-        let s = &out.verdict.summary;
-        match s.strip_prefix("clean") {
-            Some(_) => println!("{s}"),
-            None => println!("clean: {s}"),
-        }
-    } else {
-        let cause = out
-            .verdict
-            .reasons
-            .first()
-            .cloned()
-            .unwrap_or_else(|| out.verdict.summary.clone());
-        println!("NOT clean: {cause}");
-    }
+    println!("{last_line}");
     ExitCode::from(code)
 }

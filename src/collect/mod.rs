@@ -25,6 +25,7 @@ pub mod exits;
 pub mod guard;
 pub mod helpers;
 pub mod live;
+pub mod memwait;
 pub mod order;
 pub mod pidfd;
 pub mod procevents;

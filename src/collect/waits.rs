@@ -21,6 +21,15 @@ pub struct ThreadWait {
     pub syscall: Option<String>,
     pub args: Vec<u64>,
     pub wchan: Option<String>,
+    /// In `futex`: the words at its address (see [`super::memwait::classify_futex`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub futex_words: Option<super::memwait::FutexWords>,
+    /// The data symbol at the futex address (`wal_lock`), when the mapped file has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub futex_symbol: Option<String>,
+    /// In `poll`/`select`/`epoll_wait`: the fds it waits to read.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub polled: Vec<i32>,
 }
 
 /// What an fd refers to.
@@ -83,8 +92,9 @@ const MAX_FDS_PER_PROC: usize = 10_000;
 /// Reads the waits of every live process of `snap`.
 pub fn read_tree(snap: &Snapshot) -> TreeWaits {
     let mut out = TreeWaits::default();
+    let mut syms = super::memwait::DataSymbols::default();
     for p in snap.processes.iter().filter(|p| p.exit.is_none()) {
-        read_process(p.key, &mut out);
+        read_process(p.key, &mut out, &mut syms);
     }
     match std::fs::read("/proc/locks") {
         Ok(buf) => out.locks = parse_locks(&String::from_utf8_lossy(&buf)),
@@ -93,7 +103,7 @@ pub fn read_tree(snap: &Snapshot) -> TreeWaits {
     out
 }
 
-fn read_process(key: ProcKey, out: &mut TreeWaits) {
+fn read_process(key: ProcKey, out: &mut TreeWaits, syms: &mut super::memwait::DataSymbols) {
     let base = format!("/proc/{}", key.pid);
     // The pid could have been reused since the snapshot: check the start time.
     match super::procfs::read_start_time(key.pid) {
@@ -108,7 +118,7 @@ fn read_process(key: ProcKey, out: &mut TreeWaits) {
             tids.sort_unstable();
             tids.truncate(MAX_THREADS_PER_PROC);
             for tid in tids {
-                if let Some(t) = read_thread(key, tid) {
+                if let Some(t) = read_thread(key, tid, syms) {
                     out.threads.push(t);
                 }
             }
@@ -132,7 +142,11 @@ fn read_process(key: ProcKey, out: &mut TreeWaits) {
     }
 }
 
-fn read_thread(key: ProcKey, tid: i32) -> Option<ThreadWait> {
+fn read_thread(
+    key: ProcKey,
+    tid: i32,
+    syms: &mut super::memwait::DataSymbols,
+) -> Option<ThreadWait> {
     let dir = format!("/proc/{}/task/{tid}", key.pid);
     let stat = super::procfs::parse_stat(&std::fs::read(format!("{dir}/stat")).ok()?)?;
     let (syscall, args) = std::fs::read(format!("{dir}/syscall"))
@@ -150,6 +164,20 @@ fn read_thread(key: ProcKey, tid: i32) -> Option<ThreadWait> {
     let wchan = std::fs::read(format!("{dir}/wchan"))
         .ok()
         .and_then(|b| super::procfs::parse_wchan(&b));
+    // Memory arguments only of a thread asleep in the syscall (a running one moves on).
+    let asleep = matches!(stat.state, 'S' | 'D');
+    let (futex_words, polled) = match syscall.as_deref() {
+        Some("futex") if asleep => (
+            args.first()
+                .and_then(|a| super::memwait::read_futex_words(key.pid, *a)),
+            Vec::new(),
+        ),
+        Some(sc) if asleep => (None, super::memwait::polled_fds(key.pid, sc, &args)),
+        _ => (None, Vec::new()),
+    };
+    let futex_symbol = futex_words
+        .and(args.first())
+        .and_then(|a| syms.name(key.pid, *a));
     Some(ThreadWait {
         key,
         tid,
@@ -158,6 +186,9 @@ fn read_thread(key: ProcKey, tid: i32) -> Option<ThreadWait> {
         syscall,
         args,
         wchan,
+        futex_words,
+        futex_symbol,
+        polled,
     })
 }
 

@@ -348,6 +348,15 @@ fn phrase(f: &Facts, e: &Edge) -> String {
         EdgeKind::PipeRead { fd, inode } => {
             format!("reads a pipe (fd {fd}, pipe:[{inode}]) whose write end is held by {to}")
         }
+        EdgeKind::Mutex { pi, .. } => format!(
+            "waits for {} held by {to}",
+            mutex_name(&e.kind, if *pi { "priority-inheritance " } else { "" })
+        ),
+        EdgeKind::PthreadJoin { .. } => format!("joins (pthread_join) {to}"),
+        EdgeKind::PipePoll { fd, .. } if unowned => format!("polls fd {fd}, a {to}"),
+        EdgeKind::PipePoll { fd, inode } => {
+            format!("polls a pipe (fd {fd}, pipe:[{inode}]) whose write end is held by {to}")
+        }
         EdgeKind::FileLock { fd, .. } if unowned => format!("waits (fd {fd}) for {to}"),
         EdgeKind::FileLock { fd, inode } => {
             format!("waits for a file lock (fd {fd}, inode {inode}) held by {to}")
@@ -356,6 +365,11 @@ fn phrase(f: &Facts, e: &Edge) -> String {
         EdgeKind::AwaitTask => format!("awaits {to}{}", at(e)),
         EdgeKind::Gather => format!("gathers {to}{}", at(e)),
         EdgeKind::AwaitSubprocess { .. } => format!("awaits subprocess {to}{}", at(e)),
+        EdgeKind::AwaitExecutor => format!("awaits executor work run by {to}{}", at(e)),
+        EdgeKind::FutureResult if unowned => format!("waits for the result of {to}{}", at(e)),
+        EdgeKind::FutureResult => {
+            format!("waits for the result of executor work run by {to}{}", at(e))
+        }
         EdgeKind::LoopHandles { count } => format!(
             "runs an event loop that stays alive because of {count} ref'ed {}: {to}",
             if *count == 1 { "handle" } else { "handles" }
@@ -457,13 +471,30 @@ fn render_blocked(f: &Facts, c: &Cause) -> String {
 }
 
 fn lock_like(k: &EdgeKind) -> bool {
-    matches!(k, EdgeKind::RLock | EdgeKind::FileLock { .. })
+    matches!(
+        k,
+        EdgeKind::RLock | EdgeKind::FileLock { .. } | EdgeKind::Mutex { .. }
+    )
+}
+
+/// `the pthread mutex wal_lock (0x55..80)`, or by address alone without a symbol.
+fn mutex_name(k: &EdgeKind, what: &str) -> String {
+    match k {
+        EdgeKind::Mutex {
+            addr,
+            symbol: Some(s),
+            ..
+        } => format!("the {what}pthread mutex {s} ({addr:#x})"),
+        EdgeKind::Mutex { addr, .. } => format!("the {what}pthread mutex at {addr:#x}"),
+        _ => "?".into(),
+    }
 }
 
 fn lock_object(e: &Edge) -> String {
     match &e.kind {
         EdgeKind::RLock => format!("an RLock{}", at(e)),
         EdgeKind::FileLock { inode, .. } => format!("a file lock on inode {inode}"),
+        EdgeKind::Mutex { .. } => mutex_name(&e.kind, ""),
         _ => "?".into(),
     }
 }

@@ -64,6 +64,23 @@ pub enum EdgeKind {
         fd: i32,
         inode: u64,
     },
+    /// A pthread mutex (its owner field, or the PI futex word) held by the target thread.
+    Mutex {
+        addr: u64,
+        pi: bool,
+        /// The data symbol at `addr` (`wal_lock`), when the binary has one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        symbol: Option<String>,
+    },
+    /// `pthread_join` of the target thread (the futex on its tid word).
+    PthreadJoin {
+        addr: u64,
+    },
+    /// `poll`/`select`/`epoll_wait` for input on a pipe whose write end the target holds.
+    PipePoll {
+        fd: i32,
+        inode: u64,
+    },
     /// A blocked `flock`/`fcntl` lock held by the target.
     FileLock {
         fd: i32,
@@ -76,6 +93,10 @@ pub enum EdgeKind {
     AwaitSubprocess {
         pid: i32,
     },
+    /// A task awaits `run_in_executor` work that the target worker thread runs.
+    AwaitExecutor,
+    /// A thread in `Future.result()` of executor work (the target runs it).
+    FutureResult,
     /// A Node.js event loop kept alive by ref'ed handles/requests (the Node.js agent's
     /// `handles`); the edge's target names them.
     LoopHandles {
@@ -99,6 +120,8 @@ pub enum Source {
     ProcFd,
     /// `/proc/locks`.
     ProcLocks,
+    /// The target's memory at a syscall's argument (`process_vm_readv`).
+    ProcMem,
     /// The process tree (parent/child).
     Tree,
 }
@@ -219,7 +242,7 @@ pub fn build(f: &Facts) -> Graph {
     });
     if unexplained {
         g.notes.push(
-            "native mutex (futex) owners are not decoded: a thread in futex waits on a lock or condition whose owner is not shown"
+            "a thread in futex waits on something with no owner to name (a condition variable, a semaphore, or a lock whose memory could not be read)"
                 .into(),
         );
     }
@@ -284,6 +307,18 @@ fn agent_edges(f: &Facts, g: &mut Graph, by_pid: &BTreeMap<i32, ProcKey>) {
                 detail("Semaphore.acquire"),
             ),
             "lock" => one(unowned("Lock"), EdgeKind::Lock, detail("Lock.acquire")),
+            "future" => match w.target_native_id {
+                Some(to) if to != tid => one(
+                    th(to),
+                    EdgeKind::FutureResult,
+                    detail("concurrent.futures Future.result"),
+                ),
+                _ => one(
+                    unowned("a Future that no executor worker runs (queued, or not an executor's)"),
+                    EdgeKind::FutureResult,
+                    detail("concurrent.futures Future.result"),
+                ),
+            },
             "rlock" => match w.owner_native_id {
                 Some(o) if o != tid => one(th(o), EdgeKind::RLock, detail("RLock.acquire")),
                 _ => one(unowned("RLock"), EdgeKind::RLock, detail("RLock.acquire")),
@@ -338,6 +373,14 @@ fn agent_edges(f: &Facts, g: &mut Graph, by_pid: &BTreeMap<i32, ProcKey>) {
                         "task._fut_waiter",
                     );
                 }
+            }
+            "executor" => {
+                let Some(tid) = aw.native_id else { continue };
+                one(
+                    th(tid),
+                    EdgeKind::AwaitExecutor,
+                    "task._fut_waiter chained to the work item this executor worker runs",
+                );
             }
             "subprocess" => {
                 let Some(pid) = aw.pid else { continue };
@@ -485,6 +528,25 @@ fn proc_edges(f: &Facts, t: &ThreadWait, g: &mut Graph, by_pid: &BTreeMap<i32, P
                 ));
             }
         }
+        "futex" => futex_edge(f, t, from, g),
+        _ if !t.polled.is_empty() => {
+            for &fd in &t.polled {
+                if let Some(FdObject::Pipe { inode }) = fd_object(f, t.key, fd) {
+                    let detail = format!(
+                        "{sc} on fd {fd} = pipe:[{inode}] (fds read from its arguments); write ends from /proc/*/fd"
+                    );
+                    pipe_edges(
+                        f,
+                        t,
+                        &from,
+                        g,
+                        EdgeKind::PipePoll { fd, inode },
+                        inode,
+                        detail,
+                    );
+                }
+            }
+        }
         "read" | "readv" | "pread64" | "preadv" | "preadv2" => {
             let Some(fd) = arg(0).map(|a| a as u32 as i32) else {
                 return;
@@ -492,47 +554,9 @@ fn proc_edges(f: &Facts, t: &ThreadWait, g: &mut Graph, by_pid: &BTreeMap<i32, P
             let Some(FdObject::Pipe { inode }) = fd_object(f, t.key, fd) else {
                 return;
             };
-            let writers: BTreeSet<ProcKey> = f
-                .waits
-                .fds
-                .iter()
-                .filter(|e| {
-                    e.key != t.key
-                        && e.object == (FdObject::Pipe { inode })
-                        && e.writes != Some(false)
-                })
-                .map(|e| e.key)
-                .collect();
             let kind = EdgeKind::PipeRead { fd, inode };
             let detail = format!("{sc}({fd}) on pipe:[{inode}]; write ends from /proc/*/fd");
-            if writers.is_empty() {
-                g.add(edge(
-                    from.clone(),
-                    unowned(format!(
-                        "pipe:[{inode}] whose write end no other process of the tree holds"
-                    )),
-                    kind,
-                    Source::ProcFd,
-                    detail,
-                ));
-                return;
-            }
-            let more = writers.len().saturating_sub(MAX_WRITERS);
-            if more > 0 {
-                g.notes.push(format!(
-                    "pipe:[{inode}] has {} write ends in the tree: the first {MAX_WRITERS} are listed",
-                    writers.len()
-                ));
-            }
-            for k in writers.into_iter().take(MAX_WRITERS) {
-                g.add(edge(
-                    from.clone(),
-                    Node::Process { key: k },
-                    kind.clone(),
-                    Source::ProcFd,
-                    detail.clone(),
-                ));
-            }
+            pipe_edges(f, t, &from, g, kind, inode, detail);
         }
         "flock" | "fcntl" => {
             let Some(fd) = arg(0).map(|a| a as u32 as i32) else {
@@ -597,6 +621,98 @@ fn proc_edges(f: &Facts, t: &ThreadWait, g: &mut Graph, by_pid: &BTreeMap<i32, P
         }
         _ => {}
     }
+}
+
+/// A wait for input on pipe `inode`: edges to the other processes holding its write end.
+fn pipe_edges(
+    f: &Facts,
+    t: &ThreadWait,
+    from: &Node,
+    g: &mut Graph,
+    kind: EdgeKind,
+    inode: u64,
+    detail: String,
+) {
+    let writers: BTreeSet<ProcKey> = f
+        .waits
+        .fds
+        .iter()
+        .filter(|e| {
+            e.key != t.key && e.object == (FdObject::Pipe { inode }) && e.writes != Some(false)
+        })
+        .map(|e| e.key)
+        .collect();
+    if writers.is_empty() {
+        g.add(edge(
+            from.clone(),
+            Node::Unowned {
+                waiter: Box::new(from.clone()),
+                object: format!(
+                    "pipe:[{inode}] whose write end no other process of the tree holds"
+                ),
+            },
+            kind,
+            Source::ProcFd,
+            detail,
+        ));
+        return;
+    }
+    if writers.len() > MAX_WRITERS {
+        g.notes.push(format!(
+            "pipe:[{inode}] has {} write ends in the tree: the first {MAX_WRITERS} are listed",
+            writers.len()
+        ));
+    }
+    for k in writers.into_iter().take(MAX_WRITERS) {
+        g.add(edge(
+            from.clone(),
+            Node::Process { key: k },
+            kind.clone(),
+            Source::ProcFd,
+            detail.clone(),
+        ));
+    }
+}
+
+/// A `futex` wait: a pthread mutex's owner, a joined thread, or (no owner known) nothing.
+fn futex_edge(f: &Facts, t: &ThreadWait, from: Node, g: &mut Graph) {
+    use crate::collect::memwait::{FutexWait, classify_futex};
+    let tids: Vec<i32> = f
+        .waits
+        .threads
+        .iter()
+        .filter(|x| x.key == t.key && x.tid != t.tid)
+        .map(|x| x.tid)
+        .collect();
+    let thread = |tid: i32| Node::Thread { key: t.key, tid };
+    let (to, kind, detail) = match classify_futex(&t.args, t.futex_words, &tids) {
+        Some(FutexWait::Mutex { addr, owner }) => (
+            thread(owner),
+            EdgeKind::Mutex {
+                addr,
+                pi: false,
+                symbol: t.futex_symbol.clone(),
+            },
+            format!("futex({addr:#x}, FUTEX_WAIT); the mutex's __owner field reads {owner}"),
+        ),
+        Some(FutexWait::PiMutex { addr, owner }) => (
+            thread(owner),
+            EdgeKind::Mutex {
+                addr,
+                pi: true,
+                symbol: t.futex_symbol.clone(),
+            },
+            format!("futex({addr:#x}, FUTEX_LOCK_PI); the futex word names owner {owner}"),
+        ),
+        Some(FutexWait::Join { addr, tid }) => (
+            thread(tid),
+            EdgeKind::PthreadJoin { addr },
+            format!("futex({addr:#x}, FUTEX_WAIT) on thread {tid}'s tid word: pthread_join"),
+        ),
+        // Condition variables, semaphores, CPython's locks: nothing names an owner.
+        Some(FutexWait::Other { .. }) | None => return,
+    };
+    g.add(edge(from, to, kind, Source::ProcMem, detail));
 }
 
 fn fd_object(f: &Facts, key: ProcKey, fd: i32) -> Option<FdObject> {

@@ -54,6 +54,9 @@ fn tw(pid: i32, tid: i32, syscall: Option<&str>, args: &[u64]) -> ThreadWait {
         syscall: syscall.map(str::to_string),
         args: args.to_vec(),
         wchan: None,
+        futex_words: None,
+        futex_symbol: None,
+        polled: Vec::new(),
     }
 }
 

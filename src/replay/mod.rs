@@ -146,9 +146,12 @@ pub fn summary_lines(model: &Model) -> Vec<String> {
                 .filter_map(|(_, ev)| summary::event(plan, target, ev)),
         );
     }
-    match &model.timeline {
-        Some(t) => lines.push(summary::verdict(t)),
-        None => lines.push("no teardown phase ran in this recording".into()),
+    // What the run itself concluded (check judges more than the timeline: budget, exit
+    // status, warnings, left-overs after the exit); older recordings are judged again.
+    match (&model.verdict, &model.timeline) {
+        (Some(v), _) => lines.extend(v.lines.iter().cloned()),
+        (None, Some(t)) => lines.push(summary::verdict(t)),
+        (None, None) => lines.push("no teardown phase ran in this recording".into()),
     }
     lines
 }

@@ -170,6 +170,13 @@ pub enum CoreEvent {
     Notice {
         message: String,
     },
+    /// The verdict a consumer gave at the end (`by`: "check" or "headless"), with the closing
+    /// lines it printed, so a replay says what CI was told rather than judging again.
+    Verdict {
+        by: String,
+        verdict: crate::verdict::Verdict,
+        lines: Vec<String>,
+    },
 }
 
 impl PlanInfo {

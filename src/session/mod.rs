@@ -322,6 +322,9 @@ impl Driver {
                 Some(pe) = next_phase_event(&mut self.runner) => self.on_phase(pe),
                 Some(done) = self.captures.join_next(), if !self.captures.is_empty() => {
                     if let Ok((snap, reason, asked)) = done {
+                        if !asked && let Some(r) = &self.runner {
+                            r.handle.capture_done();
+                        }
                         self.emit(CoreEvent::Stacks { stacks: Arc::new(snap), reason, asked });
                     }
                     if self.captures.is_empty() {

@@ -26,11 +26,23 @@ pub struct SeenExit {
     pub at_ms: u64,
 }
 
+/// What [`CoreEvent::Verdict`] said.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RecordedVerdict {
+    pub by: String,
+    pub verdict: crate::verdict::Verdict,
+    pub lines: Vec<String>,
+}
+
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Model {
     /// Time of the last event folded.
     pub now: Stamp,
     pub events: u64,
+    /// `seq` of the last event folded.
+    pub last_seq: u64,
+    /// The verdict given at the end of the run (check, headless), as recorded.
+    pub verdict: Option<RecordedVerdict>,
     pub attach: Option<AttachInfo>,
     pub snapshot: Option<Arc<Snapshot>>,
     pub snapshots: u64,
@@ -38,6 +50,11 @@ pub struct Model {
     pub same_tree_in_a_row: u32,
     #[serde(skip)]
     last_tree: Vec<i32>,
+    /// Snapshots in a row in which the same tree used (nearly) no CPU since the one before:
+    /// a program still starting up (imports, creating its tasks) is not quiet.
+    pub quiet_in_a_row: u32,
+    #[serde(skip)]
+    last_tree_cpu: (u64, u64),
     /// Serialized as a list of `{key, exit}` (JSON maps need string keys).
     #[serde(serialize_with = "exits_as_list")]
     pub exits: BTreeMap<ProcKey, SeenExit>,
@@ -46,6 +63,11 @@ pub struct Model {
     pub report: Option<Arc<Report>>,
     /// When the last report arrived (session ms).
     pub report_at_ms: Option<u64>,
+    /// Reports in a row with the same shape (threads, tasks, loops, executors, subprocesses):
+    /// the program has settled at 2 (a launched app still creating its tasks has not).
+    pub same_report_in_a_row: u32,
+    #[serde(skip)]
+    last_report_shape: (usize, u64, usize, usize, usize),
     pub facts: Option<AgentFacts>,
     pub agent_exiting: Option<String>,
     /// Every distinct warning the agent reported (pushed or in a report), by (instance, seq).
@@ -74,6 +96,7 @@ impl Model {
     pub fn apply(&mut self, ev: &Stamped) {
         self.now = ev.at;
         self.events += 1;
+        self.last_seq = ev.seq;
         match &ev.event {
             CoreEvent::Attached(a) => self.attach = Some(a.clone()),
             CoreEvent::Snapshot { snapshot } => {
@@ -84,10 +107,27 @@ impl Model {
                     .map(|p| p.key.pid)
                     .collect();
                 live.sort_unstable();
+                let ticks: u64 = snapshot
+                    .processes
+                    .iter()
+                    .filter(|p| p.exit.is_none())
+                    .map(|p| p.cpu_ticks)
+                    .sum();
+                let (last_ticks, last_ms) = self.last_tree_cpu;
+                self.last_tree_cpu = (ticks, snapshot.taken_at_unix_ms);
                 if self.snapshots > 0 && live == self.last_tree {
                     self.same_tree_in_a_row += 1;
+                    // Quiet: at most 2 % of a core plus one tick (10 ms) since the last one.
+                    let used_ms = ticks.saturating_sub(last_ticks) * 10;
+                    let wall_ms = snapshot.taken_at_unix_ms.saturating_sub(last_ms);
+                    if used_ms <= wall_ms / 50 + 10 {
+                        self.quiet_in_a_row += 1;
+                    } else {
+                        self.quiet_in_a_row = 0;
+                    }
                 } else {
                     self.same_tree_in_a_row = 1;
+                    self.quiet_in_a_row = 0;
                 }
                 self.last_tree = live;
                 self.snapshots += 1;
@@ -127,6 +167,19 @@ impl Model {
                 let mut facts = AgentFacts::from(report.as_ref());
                 facts.exiting = self.agent_exiting.is_some();
                 self.facts = Some(facts);
+                let shape = (
+                    report.threads.len(),
+                    report.tasks_total,
+                    report.loops.len(),
+                    report.executors.len(),
+                    report.subprocesses.len(),
+                );
+                if self.report.is_some() && shape == self.last_report_shape {
+                    self.same_report_in_a_row += 1;
+                } else {
+                    self.same_report_in_a_row = 1;
+                }
+                self.last_report_shape = shape;
                 self.report = Some(report.clone());
                 self.report_at_ms = Some(ev.at.at_ms);
             }
@@ -165,6 +218,13 @@ impl Model {
                 }
             }
             CoreEvent::Notice { message } => push_capped(&mut self.notices, message.clone()),
+            CoreEvent::Verdict { by, verdict, lines } => {
+                self.verdict = Some(RecordedVerdict {
+                    by: by.clone(),
+                    verdict: verdict.clone(),
+                    lines: lines.clone(),
+                })
+            }
         }
     }
 
@@ -200,6 +260,11 @@ impl Model {
     /// Two snapshots in a row listed the same live processes.
     pub fn tree_settled(&self) -> bool {
         self.same_tree_in_a_row >= 2
+    }
+
+    /// The settled tree used (nearly) no CPU over the last two refreshes.
+    pub fn tree_quiet(&self) -> bool {
+        self.quiet_in_a_row >= 2
     }
 }
 

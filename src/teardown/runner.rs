@@ -63,6 +63,7 @@ enum Control {
     Agent(Option<AgentFacts>),
     AgentExiting,
     Exited { key: ProcKey, status: ExitStatus },
+    CaptureDone,
 }
 
 /// Cheap, cloneable way to feed a running [`Runner`].
@@ -88,6 +89,10 @@ impl RunnerHandle {
     }
     pub fn exited(&self, key: ProcKey, status: ExitStatus) {
         let _ = self.tx.send(Control::Exited { key, status });
+    }
+    /// A capture asked by [`PhaseEvent::SnapshotStacks`] has ended (taken or failed).
+    pub fn capture_done(&self) {
+        let _ = self.tx.send(Control::CaptureDone);
     }
 }
 
@@ -141,6 +146,7 @@ async fn drive(
                 Some(Control::Snapshot(s)) => Input::Snapshot(s),
                 Some(Control::Agent(f)) => Input::Agent(f),
                 Some(Control::AgentExiting) => Input::AgentExiting,
+                Some(Control::CaptureDone) => Input::CaptureDone,
                 Some(Control::Exited { key, status }) => {
                     let since_signal = last_signal.get(&key).map(|t| t.elapsed());
                     let _ = ev.send(PhaseEvent::ExitNoticed { key, status, since_signal });

@@ -508,3 +508,52 @@ fn a_main_task_woken_by_the_cancel_gets_time_before_the_signal() {
         assert_eq!(finished(&fx), vec![Outcome::Ok]);
     }
 }
+
+/// "Run all" does not start the next phase (here: one that kills what is being captured)
+/// before the stacks an audit asked for were taken, or `CAPTURE_WAIT_MS` passed.
+#[test]
+fn run_all_waits_for_the_audits_stacks_before_the_next_phase() {
+    use super::engine::CAPTURE_WAIT_MS;
+    let plan_text = "[[phase]]\nname = \"audit threads\"\naction = \"audit\"\nstacks = true\n\
+                     timeout = \"3s\"\n[[phase]]\nname = \"kill children\"\n\
+                     action = \"signal_children\"\nsignals = [\"SIGKILL\"]\ntimeout = \"3s\"\n";
+    let started = |e: &[Effect]| {
+        e.iter()
+            .any(|f| matches!(f, Effect::PhaseStarted { index: 1, .. }))
+    };
+    for capture_ends in [true, false] {
+        let mut e = Engine::new(plan::parse(plan_text, "t.toml").unwrap(), key(100), 0);
+        e.step(0, snap(vec![proc_(100, 1, 0, "python3")]));
+        let worker = AgentThreadFact {
+            native_id: 105,
+            name: "worker".into(),
+            daemon: false,
+            alive: true,
+            main: false,
+        };
+        e.step(
+            0,
+            Input::Agent(Some(AgentFacts {
+                threads: vec![worker],
+                pid: Some(100),
+                ..AgentFacts::default()
+            })),
+        );
+        let mut fx = e.step(1, Input::Command(Command::RunAll));
+        // The audit ends on a snapshot newer than its start.
+        fx.extend(e.step(2, snap(vec![proc_(100, 1, 0, "python3")])));
+        assert!(
+            fx.iter()
+                .any(|f| matches!(f, Effect::SnapshotStacks { tids, .. } if tids == &vec![105])),
+            "{fx:?}"
+        );
+        assert!(!started(&fx), "the kill waits for the stacks: {fx:?}");
+        assert!(!started(&e.step(100, Input::Tick)));
+        if capture_ends {
+            assert!(started(&e.step(300, Input::CaptureDone)));
+        } else {
+            assert_eq!(e.next_deadline(), Some(2 + CAPTURE_WAIT_MS));
+            assert!(started(&e.step(2 + CAPTURE_WAIT_MS, Input::Tick)));
+        }
+    }
+}

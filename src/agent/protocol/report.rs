@@ -117,6 +117,8 @@ pub struct TaskAwait {
     pub task_ids: Vec<u64>,
     /// `subprocess`: the child's pid.
     pub pid: Option<i32>,
+    /// `executor`: the native id of the worker thread running the awaited work item.
+    pub native_id: Option<i32>,
     /// `file:line` of the await.
     #[serde(rename = "where")]
     pub where_: Option<String>,

@@ -29,6 +29,8 @@ pub enum Input {
     Agent(Option<AgentFacts>),
     /// The agent pushed `{"type":"exiting"}`: the interpreter is exiting.
     AgentExiting,
+    /// A stack capture asked by [`Effect::SnapshotStacks`] has ended.
+    CaptureDone,
     Exited {
         key: ProcKey,
         status: ExitStatus,
@@ -151,7 +153,14 @@ pub struct Engine {
     all_done_sent: bool,
     /// Phase starts so far: the `run` of the next one.
     runs: u64,
+    /// Stack captures asked and not ended yet: "run all" does not start the next phase
+    /// (which may kill what is being captured) until they end or `captures_wait_until`.
+    captures_pending: u32,
+    captures_wait_until: u64,
 }
+
+/// How long "run all" waits for the captures a phase asked for before the next phase.
+pub const CAPTURE_WAIT_MS: u64 = 5000;
 
 impl Engine {
     /// The pid of lifecycle-top itself: its own unreaped children are never left-overs.
@@ -170,6 +179,8 @@ impl Engine {
             run_all: false,
             all_done_sent: false,
             runs: 0,
+            captures_pending: 0,
+            captures_wait_until: 0,
         }
     }
 
@@ -188,7 +199,9 @@ impl Engine {
     }
     /// When the engine wants a [`Input::Tick`] next.
     pub fn next_deadline(&self) -> Option<u64> {
-        let a = self.active.as_ref()?;
+        let Some(a) = self.active.as_ref() else {
+            return (self.run_all && self.captures_pending > 0).then_some(self.captures_wait_until);
+        };
         Some(match &a.kind {
             Kind::Agent { gone: Some(g), .. } if !g.confirm_passed => {
                 g.confirm_ms.min(a.deadline_ms)
@@ -225,6 +238,7 @@ impl Engine {
                 self.world.exiting_agent_pid = self.world.agent.as_ref().and_then(|a| a.pid);
             }
             Input::Exited { key, status } => self.on_exit(now, key, status),
+            Input::CaptureDone => self.captures_pending = self.captures_pending.saturating_sub(1),
             Input::AgentReply { run, result } => self.on_reply(now, run, result, &mut out),
             Input::SignalResult { key, sig, result } => {
                 self.on_signal_result(now, key, sig, result)
@@ -390,8 +404,23 @@ impl Engine {
     }
 
     /// Finish the running phase when it is done, then start the next one under "run all".
+    /// Counts the captures asked in `fx`: "run all" waits for them before the next phase.
+    fn count_captures(&mut self, now: u64, fx: &[Effect]) {
+        let n = fx
+            .iter()
+            .filter(|f| matches!(f, Effect::SnapshotStacks { .. }))
+            .count() as u32;
+        if n > 0 {
+            self.captures_pending += n;
+            self.captures_wait_until = now.saturating_add(CAPTURE_WAIT_MS);
+        }
+    }
+
     fn advance(&mut self, now: u64, out: &mut Vec<Effect>) {
+        let mut counted = 0;
         loop {
+            self.count_captures(now, &out[counted..]);
+            counted = out.len();
             if let Some(mut a) = self.active.take() {
                 let phase = self.plan.phases[a.index].clone();
                 let done = self.evaluate(now, &phase, &mut a, out);
@@ -401,6 +430,10 @@ impl Engine {
                     None => return,
                 }
             } else if self.run_all && self.next_index < self.plan.phases.len() {
+                if self.captures_pending > 0 && now < self.captures_wait_until {
+                    return; // the stacks first: the next phase may kill what they show
+                }
+                self.captures_pending = 0;
                 self.start(now, self.next_index, out);
             } else {
                 if self.next_index >= self.plan.phases.len() && !self.all_done_sent {
