@@ -455,6 +455,7 @@ fn asyncio_task_awaits_task_awaits_subprocess() {
                 task_ids: vec![101],
                 pid: None,
                 where_: Some("app.py:9".into()),
+                ..TaskAwait::default()
             },
             TaskAwait {
                 task_id: 101,
@@ -463,6 +464,7 @@ fn asyncio_task_awaits_task_awaits_subprocess() {
                 task_ids: vec![],
                 pid: Some(11),
                 where_: Some("app.py:4".into()),
+                ..TaskAwait::default()
             },
         ],
         ..Report::default()
