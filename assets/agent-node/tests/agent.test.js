@@ -111,6 +111,14 @@ async function report(c) {
   return r;
 }
 
+/** The first report once the server listens (`listen` on a host name resolves it first). */
+async function listening(c) {
+  for (;;) {
+    const r = await report(c);
+    if (r.handles.some((h) => h.kind === 'TCPServerWrap')) return r;
+  }
+}
+
 test('hello, then a report with each ref\'ed handle as a task row', async (t) => {
   const tg = await target('setInterval(function poll() {}, 1000); require("net").createServer().listen(0, "127.0.0.1");', t);
   const { c, hello } = await session(tg.sock, t);
@@ -121,7 +129,7 @@ test('hello, then a report with each ref\'ed handle as a task row', async (t) =>
   assert.ok(hello.capabilities.includes('close_handles'));
   assert.strictEqual((fs.statSync(tg.sock).mode & 0o777), 0o600);
   c.send({ type: 'subscribe', interval_ms: 100, max_tasks: 100 });
-  const r = await report(c);
+  const r = await listening(c);
   const kinds = r.handles.filter((h) => h.ref).map((h) => h.kind).sort();
   assert.deepStrictEqual(kinds, ['TCPServerWrap', 'Timeout']);
   assert.strictEqual(r.loops[0].tasks_total, 2);
@@ -137,6 +145,8 @@ test('hello, then a report with each ref\'ed handle as a task row', async (t) =>
 test('close_handles by kind: servers then timers, and the loop empties', async (t) => {
   const tg = await target('setInterval(function poll() {}, 1000); require("net").createServer().listen(0, "127.0.0.1");', t);
   const { c } = await session(tg.sock, t);
+  c.send({ type: 'subscribe', interval_ms: 100 });
+  await listening(c);
   c.send({ type: 'subscribe', interval_ms: 0 });
   const a = await c.request('close_handles', { kinds: ['server'], timeout_ms: 2000 });
   assert.strictEqual(a.ok, true, JSON.stringify(a));
