@@ -120,12 +120,15 @@ enum RawCommand {
         #[command(flatten)]
         run: RawRunArgs,
     },
-    /// The in-process Python agent.
+    /// The in-process agents (Python and Node.js).
     Agent {
-        /// Write the agent's source to stdout.
+        /// Write the Python agent's source to stdout.
         #[arg(long, conflicts_with = "path")]
         print: bool,
-        /// Install the agent to a private directory and print it (put it on PYTHONPATH).
+        /// Install the agents to a private directory and print it. Python: put it on
+        /// PYTHONPATH, then `import lifecycle_top_agent; lifecycle_top_agent.install()`.
+        /// Node.js: NODE_OPTIONS="--require DIR/lifecycle_top_agent.js" (no code change), or
+        /// `require('DIR/lifecycle_top_agent.js')` in the app.
         #[arg(long)]
         path: bool,
     },

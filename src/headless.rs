@@ -292,6 +292,7 @@ async fn drive(
         return usage("the teardown runner stopped unexpectedly");
     };
     drain_after_flush(&mut session, &handle, &mut model, &mut rec).await;
+    let timeline = with_late_target_exit(timeline, &mut session, &mut model, &mut rec).await;
     let stacks: Vec<_> = model.stacks.iter().map(|s| s.as_ref().clone()).collect();
     for s in &stacks {
         let mut out = Vec::new();
@@ -434,6 +435,55 @@ pub async fn drain_after_flush(
     while let Ok(ev) = session.events.try_recv() {
         fold(model, rec, &ev);
     }
+}
+
+/// The plan can end on a snapshot that already shows the target as a zombie (or gone), a
+/// moment before the collector's exit event: the verdict must not then say "still running"
+/// in one run and "exited with status 0" in the next. Waits (at most 2 s) for that event and
+/// adds it to the timeline.
+async fn with_late_target_exit(
+    mut timeline: crate::teardown::Timeline,
+    session: &mut Session,
+    model: &mut Model,
+    rec: &mut Recorder,
+) -> crate::teardown::Timeline {
+    let recorded = crate::verdict::Facts::from_timeline(&timeline)
+        .target_exit
+        .is_some();
+    let seen_gone = model.snapshot.as_ref().is_some_and(|s| {
+        s.target_info()
+            .is_none_or(|t| t.exit.is_some() || matches!(t.state, crate::model::RunState::Zombie))
+    });
+    if recorded || !seen_gone {
+        return timeline;
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    while model.target_exit().is_none() {
+        tokio::select! {
+            ev = session.events.recv() => match ev {
+                Some(ev) => fold(model, rec, &ev),
+                None => break,
+            },
+            _ = tokio::time::sleep_until(deadline) => break,
+        }
+    }
+    if let (Some(x), Some(key)) = (model.target_exit(), model.target()) {
+        let name = model
+            .snapshot
+            .as_ref()
+            .and_then(|s| s.target_info())
+            .map(|t| t.name.clone())
+            .unwrap_or_default();
+        timeline
+            .exits_outside
+            .push(crate::teardown::timeline::ExitEvent {
+                at_ms: x.at_unix_ms.saturating_sub(timeline.started_unix_ms),
+                pid: key.pid,
+                name,
+                status: x.status,
+            });
+    }
+    timeline
 }
 
 /// Interrupted before any phase ran: the report (if asked for) says so and the exit code is

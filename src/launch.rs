@@ -1,7 +1,8 @@
 //! Launch mode: start `-- CMD` as our child in its own process group, with lifecycle-top as
 //! child subreaper (so orphans of the tree are reparented to us, not to init, and we can
 //! read their exit status), its output captured in a log file (the TUI owns the terminal),
-//! and the Python agent injected through PYTHONPATH + sitecustomize when asked.
+//! and the agents injected when asked: Python through PYTHONPATH + sitecustomize, Node.js
+//! through `NODE_OPTIONS=--require` (appended to the user's NODE_OPTIONS).
 
 use anyhow::{Context, Result, bail};
 use std::fs::{self, File, OpenOptions};
@@ -23,7 +24,8 @@ pub struct Launched {
 /// Extra knobs for [`launch_with`].
 #[derive(Debug, Clone, Default)]
 pub struct LaunchOptions {
-    /// Directory to prepend to PYTHONPATH (holds the agent and its sitecustomize).
+    /// Directory holding the agents: prepended to PYTHONPATH (the Python agent and its
+    /// sitecustomize) and `--require`d through NODE_OPTIONS (the Node.js agent).
     pub agent_dir: Option<PathBuf>,
     /// Kill the launched process if lifecycle-top dies (used by the demo, which must never
     /// be left behind).
@@ -94,6 +96,11 @@ pub fn launch_with(cmd: &[String], opts: &LaunchOptions) -> Result<Launched> {
             path.push(old);
         }
         command.env("PYTHONPATH", path);
+        let js = agent_dir.join(crate::agent::embedded::NODE_AGENT_FILE);
+        command.env(
+            "NODE_OPTIONS",
+            node_options(std::env::var("NODE_OPTIONS").ok().as_deref(), &js),
+        );
     }
     if opts.die_with_us {
         let parent = rustix::process::getpid();
@@ -399,10 +406,25 @@ fn our_children() -> Vec<crate::model::ProcKey> {
         .collect()
 }
 
+/// NODE_OPTIONS with the Node.js agent preloaded: `--require "<js>"` appended to what the
+/// user already had (Node reads it in every node process of the tree, workers included).
+/// The path is quoted (NODE_OPTIONS splits on spaces; `"` and `\` are escaped inside quotes).
+pub fn node_options(existing: Option<&str>, js: &Path) -> String {
+    let quoted = js
+        .to_string_lossy()
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"");
+    let require = format!("--require \"{quoted}\"");
+    match existing.map(str::trim).filter(|e| !e.is_empty()) {
+        Some(e) => format!("{e} {require}"),
+        None => require,
+    }
+}
+
 fn agent_install_dir() -> Result<Option<PathBuf>> {
     crate::agent::embedded::install_dir()
         .map(Some)
-        .context("cannot unpack the Python agent (or pass --no-agent)")
+        .context("cannot unpack the agents (or pass --no-agent)")
 }
 
 fn open_log(path: &Path) -> Result<File> {
@@ -444,6 +466,23 @@ pub fn tail_log(path: &Path, max_lines: usize) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn node_options_append_a_quoted_require() {
+        let js = Path::new("/run/user/1/lifecycle-top/agent-x/lifecycle_top_agent.js");
+        assert_eq!(
+            node_options(None, js),
+            "--require \"/run/user/1/lifecycle-top/agent-x/lifecycle_top_agent.js\""
+        );
+        assert_eq!(
+            node_options(Some(" --max-old-space-size=64 "), js),
+            "--max-old-space-size=64 --require \"/run/user/1/lifecycle-top/agent-x/lifecycle_top_agent.js\""
+        );
+        assert_eq!(
+            node_options(Some(""), Path::new("/a b/\"x.js")),
+            "--require \"/a b/\\\"x.js\""
+        );
+    }
 
     #[test]
     fn tail_keeps_last_lines() {

@@ -1,6 +1,6 @@
-//! The Python agent and its sitecustomize, embedded in the binary so launch mode can inject
-//! them with no install step. [`install_dir`] writes them to a private (0700) directory to
-//! put on the target's PYTHONPATH.
+//! The Python agent (with its sitecustomize) and the Node.js agent, embedded in the binary so
+//! launch mode can inject them with no install step. [`install_dir`] writes them to a private
+//! (0700) directory: put on the target's PYTHONPATH, or `--require`d through NODE_OPTIONS.
 
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
@@ -11,6 +11,10 @@ pub const AGENT_SOURCE: &str = include_str!("../../assets/agent/lifecycle_top_ag
 /// `sitecustomize.py`: starts the agent when LIFECYCLE_TOP_SOCKET is set, chains to any
 /// existing sitecustomize.
 pub const SITECUSTOMIZE_SOURCE: &str = include_str!("../../assets/agent/sitecustomize.py");
+/// `lifecycle_top_agent.js`: the Node.js agent, started when `--require`d (NODE_OPTIONS).
+pub const NODE_AGENT_SOURCE: &str = include_str!("../../assets/agent-node/lifecycle_top_agent.js");
+/// File name of the Node.js agent inside [`install_dir`].
+pub const NODE_AGENT_FILE: &str = "lifecycle_top_agent.js";
 
 /// Writes both files into a private directory and returns it:
 /// `$XDG_RUNTIME_DIR/lifecycle-top/agent-<hash>` or `/tmp/lifecycle-top-<uid>/agent-<hash>`.
@@ -22,6 +26,7 @@ pub fn install_dir() -> io::Result<PathBuf> {
         &[
             ("lifecycle_top_agent.py", AGENT_SOURCE),
             ("sitecustomize.py", SITECUSTOMIZE_SOURCE),
+            (NODE_AGENT_FILE, NODE_AGENT_SOURCE),
         ],
     )
 }
@@ -106,5 +111,7 @@ mod tests {
         let src = std::fs::read_to_string(a.join("lifecycle_top_agent.py")).expect("read");
         assert_eq!(src, AGENT_SOURCE);
         assert!(a.join("sitecustomize.py").is_file());
+        let js = std::fs::read_to_string(a.join(NODE_AGENT_FILE)).expect("read js");
+        assert_eq!(js, NODE_AGENT_SOURCE);
     }
 }

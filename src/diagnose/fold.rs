@@ -370,6 +370,14 @@ fn phrase(f: &Facts, e: &Edge) -> String {
         EdgeKind::FutureResult => {
             format!("waits for the result of executor work run by {to}{}", at(e))
         }
+        EdgeKind::LoopHandles { count } => format!(
+            "runs an event loop that stays alive because of {count} ref'ed {}: {to}",
+            if *count == 1 { "handle" } else { "handles" }
+        ),
+        EdgeKind::LoopBlocked { blocked_ms } => format!(
+            "has had its event loop blocked for {:.1} s by {to}",
+            *blocked_ms as f64 / 1000.0
+        ),
     }
 }
 

@@ -1,6 +1,6 @@
 //! The wait-for graph: who waits for whom, with the kind of wait and which source said so.
 //! Built from the Python agent (threads' `waits_on`, `threading._shutdown`, loops' main
-//! tasks, `task_awaits`) and from /proc (`wait4`/`waitid` arguments, reads of pipes against
+//! tasks, `task_awaits`), the Node.js agent (ref'ed handles, a blocked loop) and from /proc (`wait4`/`waitid` arguments, reads of pipes against
 //! the fds of the tree, blocked `flock`/`fcntl` against `/proc/locks`).
 
 use super::Facts;
@@ -97,6 +97,15 @@ pub enum EdgeKind {
     AwaitExecutor,
     /// A thread in `Future.result()` of executor work (the target runs it).
     FutureResult,
+    /// A Node.js event loop kept alive by ref'ed handles/requests (the Node.js agent's
+    /// `handles`); the edge's target names them.
+    LoopHandles {
+        count: usize,
+    },
+    /// A Node.js event loop blocked in JavaScript (the agent's probe did not run).
+    LoopBlocked {
+        blocked_ms: u64,
+    },
 }
 
 /// Which source said so.
@@ -334,6 +343,7 @@ fn agent_edges(f: &Facts, g: &mut Graph, by_pid: &BTreeMap<i32, ProcKey>) {
             "loop's main_task (asyncio.run / run_until_complete)".into(),
         ));
     }
+    node_loop_edges(f, g);
     for aw in &r.task_awaits {
         let from = Node::Task {
             key,
@@ -393,6 +403,65 @@ fn agent_edges(f: &Facts, g: &mut Graph, by_pid: &BTreeMap<i32, ProcKey>) {
 }
 
 /// The `/proc` layer: decode one thread's syscall arguments.
+/// Handles shown in a Node.js cause before "and N more".
+const HANDLES_SHOWN: usize = 8;
+
+/// A Node.js loop (`class` `node:libuv`): blocked in JS, or kept alive by its ref'ed handles.
+/// Both are leaves: nothing in the graph releases them but the app's own code.
+fn node_loop_edges(f: &Facts, g: &mut Graph) {
+    let Some(a) = &f.agent else { return };
+    let key = a.key;
+    let r = &a.report;
+    for l in r
+        .loops
+        .iter()
+        .filter(|l| l.class == "node:libuv" && !l.closed)
+    {
+        let tid = l.native_id.unwrap_or(key.pid);
+        let from = Node::Thread { key, tid };
+        let unowned = |object: String| Node::Unowned {
+            waiter: Box::new(from.clone()),
+            object,
+        };
+        if l.blocked {
+            let ms = l.lag_ms.unwrap_or(0.0).max(0.0) as u64;
+            let object = match &l.blocked_at {
+                Some(at) => format!("JavaScript at {at} that does not return to it"),
+                None => "JavaScript that does not return to it".into(),
+            };
+            let mut e = edge(
+                from.clone(),
+                unowned(object),
+                EdgeKind::LoopBlocked { blocked_ms: ms },
+                Source::Agent,
+                "the agent's event-loop probe has not run".into(),
+            );
+            e.where_ = l.blocked_at.clone();
+            g.add(e);
+            continue;
+        }
+        let live: Vec<&crate::agent::protocol::LoopHandle> = r.ref_handles().collect();
+        if live.is_empty() {
+            continue;
+        }
+        let mut shown: Vec<String> = live
+            .iter()
+            .take(HANDLES_SHOWN)
+            .map(|h| h.describe())
+            .collect();
+        if live.len() > HANDLES_SHOWN {
+            shown.push(format!("and {} more", live.len() - HANDLES_SHOWN));
+        }
+        g.add(edge(
+            from.clone(),
+            unowned(shown.join(", ")),
+            EdgeKind::LoopHandles { count: live.len() },
+            Source::Agent,
+            "process.getActiveResourcesInfo() and the handles the agent traced".into(),
+        ));
+    }
+}
+
 fn proc_edges(f: &Facts, t: &ThreadWait, g: &mut Graph, by_pid: &BTreeMap<i32, ProcKey>) {
     let Some(sc) = t.syscall.as_deref() else {
         return;

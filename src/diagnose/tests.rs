@@ -1,7 +1,9 @@
 //! Table tests of the graph folding: chains, cycles, unknown owners, the /proc layers.
 
 use super::*;
-use crate::agent::protocol::{LoopInfo, MainTask, PyThread, TaskAwait, TaskInfo, WaitsOn};
+use crate::agent::protocol::{
+    LoopHandle, LoopInfo, MainTask, PyThread, TaskAwait, TaskInfo, WaitsOn,
+};
 use crate::collect::waits::{FdEntry, FdObject, FileLock, ThreadWait};
 use crate::model::{ProcInfo, RunState, SignalMasks, SystemInfo};
 
@@ -518,4 +520,123 @@ fn two_sources_for_one_wait_merge_evidence() {
     ));
     g.edges.retain(|e| matches!(e.kind, EdgeKind::Wait4 { .. }));
     assert_eq!(g.edges.len(), 1);
+}
+
+fn node_loop(blocked: bool, blocked_at: Option<&str>, lag_ms: f64) -> LoopInfo {
+    LoopInfo {
+        id: 1,
+        class: "node:libuv".into(),
+        native_id: Some(20),
+        running: true,
+        blocked,
+        lag_ms: Some(lag_ms),
+        blocked_at: blocked_at.map(str::to_string),
+        ..LoopInfo::default()
+    }
+}
+
+fn handle(kind: &str, name: &str, detail: &str, site: Option<&str>, r#ref: bool) -> LoopHandle {
+    LoopHandle {
+        id: 1,
+        kind: kind.into(),
+        group: String::new(),
+        ref_: r#ref,
+        name: name.into(),
+        detail: detail.into(),
+        site: site.map(str::to_string),
+        request: false,
+    }
+}
+
+#[test]
+fn node_loop_kept_alive_by_its_ref_handles_is_one_cause() {
+    let r = Report {
+        pid: 20,
+        loops: vec![node_loop(false, None, 0.2)],
+        handles: vec![
+            handle(
+                "Timeout",
+                "Timeout (poll)",
+                "setInterval 1000 ms",
+                Some("app.js:12"),
+                true,
+            ),
+            handle(
+                "TCPServerWrap",
+                "TCPServerWrap",
+                "listening on 127.0.0.1:43211",
+                Some("app.js:20"),
+                true,
+            ),
+            // Unref'ed handles do not keep the loop alive: not named.
+            handle(
+                "Timeout",
+                "Timeout (gc)",
+                "setInterval 5 ms",
+                Some("app.js:30"),
+                false,
+            ),
+            handle("FSEventWrap", "FSEventWrap", "not traced", None, true),
+        ],
+        ..Report::default()
+    };
+    let w = TreeWaits {
+        threads: vec![tw(20, 20, Some("epoll_pwait"), &[])],
+        ..TreeWaits::default()
+    };
+    let f = facts(vec![proc(20, 1, "node")], w, Some(r));
+    let causes = diagnose(&f);
+    assert_eq!(causes.len(), 1, "{causes:#?}");
+    assert_eq!(
+        causes[0].line,
+        "exit blocked: pid 20 \"node\" runs an event loop that stays alive because of 3 ref'ed \
+         handles: Timeout (poll) setInterval 1000 ms created at app.js:12, TCPServerWrap \
+         listening on 127.0.0.1:43211 created at app.js:20, FSEventWrap (creation site not \
+         traced)."
+    );
+    assert!(matches!(
+        causes[0].edges.last().map(|e| &e.kind),
+        Some(EdgeKind::LoopHandles { count: 3 })
+    ));
+}
+
+#[test]
+fn node_loop_blocked_in_js_names_the_line_not_the_handles() {
+    let r = Report {
+        pid: 20,
+        loops: vec![node_loop(true, Some("app.js:5"), 3200.0)],
+        handles: vec![handle("Timeout", "Timeout", "", Some("app.js:9"), true)],
+        ..Report::default()
+    };
+    let w = TreeWaits {
+        threads: vec![ThreadWait {
+            state: 'R',
+            ..tw(20, 20, None, &[])
+        }],
+        ..TreeWaits::default()
+    };
+    let f = facts(vec![proc(20, 1, "node")], w, Some(r));
+    let causes = diagnose(&f);
+    assert_eq!(causes.len(), 1, "{causes:#?}");
+    assert_eq!(
+        causes[0].line,
+        "exit blocked: pid 20 \"node\" has had its event loop blocked for 3.2 s by JavaScript at \
+         app.js:5 that does not return to it."
+    );
+    // A Node loop with nothing ref'ed and not blocked: no cause from the agent.
+    let idle = Report {
+        pid: 20,
+        loops: vec![node_loop(false, None, 0.1)],
+        ..Report::default()
+    };
+    let w = TreeWaits {
+        threads: vec![tw(20, 20, Some("epoll_pwait"), &[])],
+        ..TreeWaits::default()
+    };
+    let f = facts(vec![proc(20, 1, "node")], w, Some(idle));
+    assert!(
+        diagnose(&f).iter().all(|c| !c.line.contains("event loop")),
+        "{:#?}",
+        diagnose(&f)
+    );
 }

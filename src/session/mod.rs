@@ -5,7 +5,8 @@
 //! has a stream and no handle, so it cannot signal or talk to an agent.
 //!
 //! Plan choice lives here (once): `--plan`, else `python-asyncio` when the agent says
-//! Python or the target looks like Python, else `native`; re-picked while no phase has run.
+//! Python or the target looks like Python, `node` likewise for Node.js, `jvm` for a JVM, else
+//! `native`; re-picked while no phase has run.
 
 mod capture;
 mod event;
@@ -50,18 +51,31 @@ pub struct SessionConfig {
 }
 
 /// Without `--plan` and before an agent said otherwise: `python-asyncio` for a target that
-/// looks like Python (its comm or argv[0]), `jvm` for a JVM (`jvm::is_jvm`), `native` otherwise.
+/// looks like Python (its comm or argv[0]), `node` for Node.js (comm or argv[0] `node` or
+/// `nodejs`), `jvm` for a JVM (`jvm::is_jvm`), `native` otherwise.
 pub fn default_plan(snap: &Snapshot) -> Result<Plan, String> {
     let python = snap.target_info().is_some_and(|t| {
         t.name.starts_with("python") || t.cmdline.first().is_some_and(|c| c.contains("python"))
     });
-    let jvm = !python && crate::jvm::is_jvm(snap.target.pid);
-    let name = match (python, jvm) {
-        (true, _) => "python-asyncio",
-        (_, true) => "jvm",
+    let node = !python && snap.target_info().is_some_and(is_node);
+    let jvm = !python && !node && crate::jvm::is_jvm(snap.target.pid);
+    let name = match (python, node, jvm) {
+        (true, _, _) => "python-asyncio",
+        (_, true, _) => "node",
+        (_, _, true) => "jvm",
         _ => "native",
     };
     plan::load(name).map_err(|e| e.to_string())
+}
+
+/// A Node.js process: comm `node`/`nodejs`, or argv[0] whose file name is one of those.
+pub fn is_node(p: &crate::model::ProcInfo) -> bool {
+    let node_name = |n: &str| n == "node" || n == "nodejs";
+    node_name(&p.name)
+        || p.cmdline
+            .first()
+            .and_then(|c| c.rsplit('/').next())
+            .is_some_and(node_name)
 }
 
 /// The plan's description for the event stream (replay parses `toml` again).
@@ -196,6 +210,7 @@ impl Session {
             facts: None,
             exiting: false,
             python: false,
+            node: false,
             exits: Vec::new(),
             captures: JoinSet::new(),
             last_timeline: None,
@@ -268,6 +283,8 @@ struct Driver {
     exiting: bool,
     /// The agent's hello says Python.
     python: bool,
+    /// The agent said its runtime is Node.js.
+    node: bool,
     exits: Vec<(ProcKey, ExitStatus)>,
     captures: JoinSet<(StackSnapshot, String, bool)>,
     last_timeline: Option<Arc<Timeline>>,
@@ -361,6 +378,7 @@ impl Driver {
         match ev {
             AgentEvent::Connected(hello) => {
                 self.python = hello.runtime.name.to_ascii_lowercase().contains("python");
+                self.node = hello.runtime.name == "node";
                 self.exiting = false;
                 let who = format!("{} {}", hello.runtime.name, hello.runtime.version);
                 self.emit(CoreEvent::AgentHello {
@@ -503,6 +521,7 @@ impl Driver {
         let wanted = match &self.explicit {
             Some(p) => Ok(p.clone()),
             None if self.python => plan::load("python-asyncio").map_err(|e| e.to_string()),
+            None if self.node => plan::load("node").map_err(|e| e.to_string()),
             None => default_plan(&snap),
         };
         let p = match wanted {

@@ -1,4 +1,5 @@
-//! Python frames joined to kernel threads. With an agent connected, its `stacks` response
+//! Python frames joined to kernel threads (and JavaScript frames, from the Node.js agent's
+//! answer of the same shape). With an agent connected, its `stacks` response
 //! (`sys._current_frames()` keyed by `Thread.native_id`) is parsed here; without one, a
 //! CPython process is read from outside by py-spy (see `pyspy`). Frames are innermost first
 //! everywhere, and Python stacks go first in a thread's list (they say the most).
@@ -107,14 +108,25 @@ pub fn join_agent(
     threads: &mut [ThreadStacks],
     errors: &mut Vec<SourceError>,
 ) -> bool {
+    // The Node.js agent answers the same shape with JavaScript frames (`runtime: "node"`);
+    // a thread it has no frames for is not running JavaScript (idle in its event loop).
+    let node = v
+        .get("result")
+        .unwrap_or(v)
+        .get("runtime")
+        .and_then(|r| r.as_str())
+        == Some("node");
     match from_agent(v) {
         Ok(list) => {
             for PyThreadStack { tid, frames, .. } in list {
+                if node && frames.is_empty() {
+                    continue;
+                }
                 if let Some(t) = threads.iter_mut().find(|t| t.tid == tid) {
                     let stack = SourceStack {
                         source: SourceKind::AgentPython,
                         frames,
-                        note: None,
+                        note: node.then(|| "JavaScript, from the Node.js agent".to_string()),
                     };
                     t.stacks.insert(0, stack);
                 }

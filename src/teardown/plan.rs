@@ -1,5 +1,5 @@
-//! Teardown plans: an ordered list of phases, built in (`python-asyncio`, `native`, `jvm`, embedded
-//! from `assets/plans/`) or read from a user TOML file. Validation happens here, once, so the
+//! Teardown plans: an ordered list of phases, built in (`python-asyncio`, `native`, `jvm`,
+//! `node`, embedded from `assets/plans/`) or read from a user TOML file. Validation happens here, once, so the
 //! engine only ever sees a well-formed [`Plan`]; every error names the file, phase and field.
 
 use std::path::Path;
@@ -9,9 +9,10 @@ use toml::{Table, Value};
 const PYTHON_ASYNCIO: &str = include_str!("../../assets/plans/python-asyncio.toml");
 const NATIVE: &str = include_str!("../../assets/plans/native.toml");
 const JVM: &str = include_str!("../../assets/plans/jvm.toml");
+const NODE: &str = include_str!("../../assets/plans/node.toml");
 
 /// Names of the built-in plans, for help texts and error remedies.
-pub const BUILTIN: &[&str] = &["python-asyncio", "native", "jvm"];
+pub const BUILTIN: &[&str] = &["python-asyncio", "native", "jvm", "node"];
 
 /// Keys the dashboard keeps for itself (quit, move, sort, run next/all, abort, stacks,
 /// help...). A plan phase may not take one; `ui::keys` has a test that keeps the two in step.
@@ -56,6 +57,13 @@ pub enum AgentRequest {
     CloseLoop,
     /// A phase the application registered with `agent.register_phase(name, fn)`.
     RunPhase(String),
+    /// Every phase the application registered, in registration order (Node.js agent).
+    RunPhases,
+    /// Close (or unref) what keeps a Node.js event loop alive, by group: `server`, `timer`,
+    /// `socket`, `child`, `worker`, `other` (empty: all).
+    CloseHandles(Vec<String>),
+    /// `process.exit(0)` inside the target (Node.js agent), as its last step.
+    Exit,
 }
 
 impl AgentRequest {
@@ -65,7 +73,9 @@ impl AgentRequest {
             Self::ShutdownExecutors => "shutdown_executors",
             Self::StopLoop => "stop_loop",
             Self::CloseLoop => "close_loop",
-            Self::RunPhase(_) => "run_phase",
+            Self::RunPhase(_) | Self::RunPhases => "run_phase",
+            Self::CloseHandles(_) => "close_handles",
+            Self::Exit => "exit",
         }
     }
 }
@@ -103,6 +113,10 @@ impl Action {
     pub fn describe(&self) -> String {
         match self {
             Action::Agent(AgentRequest::RunPhase(n)) => format!("agent run_phase {n}"),
+            Action::Agent(AgentRequest::RunPhases) => "agent run_phase (all registered)".into(),
+            Action::Agent(AgentRequest::CloseHandles(k)) if !k.is_empty() => {
+                format!("agent close_handles {}", k.join(", "))
+            }
             Action::Agent(r) => format!("agent {}", r.method()),
             Action::SignalChildren { signals, scope } => format!(
                 "signal children {} ({})",
@@ -145,12 +159,13 @@ pub struct PlanError {
     pub message: String,
 }
 
-/// A built-in name (`python-asyncio`, `native`, `jvm`) or a path to a TOML file.
+/// A built-in name (`python-asyncio`, `native`, `jvm`, `node`) or a path to a TOML file.
 pub fn load(name_or_path: &str) -> Result<Plan, PlanError> {
     match name_or_path {
         "python-asyncio" => parse(PYTHON_ASYNCIO, "builtin:python-asyncio"),
         "native" => parse(NATIVE, "builtin:native"),
         "jvm" => parse(JVM, "builtin:jvm"),
+        "node" => parse(NODE, "builtin:node"),
         path => {
             let text = std::fs::read_to_string(Path::new(path)).map_err(|e| PlanError {
                 file: path.to_string(),

@@ -17,6 +17,7 @@ const FIELDS: &[&str] = &[
     "action",
     "request",
     "app_phase",
+    "kinds",
     "signals",
     "scope",
     "timeout",
@@ -143,6 +144,27 @@ fn signals(t: &Table, default: &[i32]) -> Result<Vec<i32>, FieldError> {
     }
 }
 
+/// `kinds` of a `close_handles` phase: groups the Node.js agent knows (empty: all).
+fn handle_kinds(t: &Table) -> Result<Vec<String>, FieldError> {
+    const KINDS: &[&str] = &[
+        "server", "timer", "socket", "child", "worker", "other", "all",
+    ];
+    match t.get("kinds") {
+        None => Ok(Vec::new()),
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|v| match v.as_str() {
+                Some(k) if KINDS.contains(&k) => Ok(k.to_string()),
+                _ => Err(ferr(
+                    "kinds",
+                    format!("{v} is not one of {}", KINDS.join(", ")),
+                )),
+            })
+            .collect(),
+        Some(_) => Err(ferr("kinds", "must be a list like [\"server\", \"timer\"]")),
+    }
+}
+
 /// The phase, and its explicit key (`phase.key` is a placeholder when `None`).
 pub fn phase_from_table(t: &Table) -> Result<(Phase, Option<char>), FieldError> {
     if let Some(k) = t.keys().find(|k| !FIELDS.contains(&k.as_str())) {
@@ -194,7 +216,7 @@ pub fn phase_from_table(t: &Table) -> Result<(Phase, Option<char>), FieldError> 
             let req = string(t, "request")?.ok_or_else(|| {
                 ferr(
                     "request",
-                    "missing (cancel_tasks, shutdown_executors, stop_loop, close_loop, run_phase)",
+                    "missing (cancel_tasks, shutdown_executors, stop_loop, close_loop, run_phase, run_phases, close_handles, exit)",
                 )
             })?;
             Action::Agent(match req {
@@ -207,6 +229,9 @@ pub fn phase_from_table(t: &Table) -> Result<(Phase, Option<char>), FieldError> 
                         .ok_or_else(|| ferr("app_phase", "missing: the name the app registered"))?
                         .to_string(),
                 ),
+                "run_phases" => AgentRequest::RunPhases,
+                "close_handles" => AgentRequest::CloseHandles(handle_kinds(t)?),
+                "exit" => AgentRequest::Exit,
                 other => return Err(ferr("request", format!("unknown request \"{other}\""))),
             })
         }

@@ -110,3 +110,35 @@ fn keys_are_letters_the_dashboard_dispatches() {
         "{e}"
     );
 }
+
+#[test]
+fn node_plan_loads_and_close_handles_kinds_are_checked() {
+    let p = plan::load("node").expect("builtin node plan");
+    let methods: Vec<String> = p
+        .phases
+        .iter()
+        .filter_map(|ph| match &ph.action {
+            Action::Agent(r) => Some(format!("{r:?}")),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        methods,
+        [
+            "CloseHandles([\"server\"])",
+            "CloseHandles([\"timer\"])",
+            "CloseHandles([\"socket\"])",
+            "CloseHandles([\"worker\"])",
+            "RunPhases",
+            "Exit"
+        ]
+    );
+    let bad = "[[phase]]\nname = \"x\"\naction = \"agent\"\nrequest = \"close_handles\"\nkinds = [\"sockets\"]\n";
+    let err = plan::parse(bad, "t.toml")
+        .expect_err("bad kind")
+        .to_string();
+    assert!(
+        err.contains("kinds") && err.contains("\"sockets\" is not one of"),
+        "{err}"
+    );
+}

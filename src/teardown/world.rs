@@ -31,6 +31,9 @@ pub struct World {
     /// A `cancel_tasks` phase woke the loop's main task (it awaited a task it cancelled): the
     /// target may finish on its own, so the next signal phase gives it its timeout first.
     pub main_resumed: bool,
+    /// An agent answer said the target exits now (Node.js: nothing keeps its event loop
+    /// alive any more): the phase that got it ends when the exit is seen, not before.
+    pub exit_announced: bool,
 }
 
 impl World {
@@ -48,6 +51,7 @@ impl World {
             agent_exiting: false,
             exiting_agent_pid: None,
             main_resumed: false,
+            exit_announced: false,
         }
     }
 

@@ -41,6 +41,65 @@ pub struct Report {
     /// What blocked tasks await (docs/protocol.md §5.2): another task, a gather of tasks, a
     /// subprocess. Only tasks awaiting one of those are listed. Absent from older agents.
     pub task_awaits: Vec<TaskAwait>,
+    /// Node.js agent (docs/protocol.md §8): the libuv handles and requests it sees, ref'ed
+    /// (keeping the event loop alive) or not. Each ref'ed one is also a task row.
+    pub handles: Vec<LoopHandle>,
+}
+
+impl Report {
+    /// The ref'ed handles and requests: what keeps a Node.js event loop alive.
+    pub fn ref_handles(&self) -> impl Iterator<Item = &LoopHandle> {
+        self.handles.iter().filter(|h| h.ref_)
+    }
+}
+
+/// One libuv handle or request of a Node.js target (`Timeout`, `TCPServerWrap`, ...).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LoopHandle {
+    /// The task row's id (0: counted by the runtime, no object found).
+    #[serde(deserialize_with = "null_as_default")]
+    pub id: u64,
+    /// The runtime's kind: `Timeout`, `TCPServerWrap`, `TCPSocketWrap`, `ProcessWrap`, ...
+    #[serde(deserialize_with = "null_as_default")]
+    pub kind: String,
+    /// What `close_handles` calls it: `timer`, `server`, `socket`, `child`, `worker`, `other`.
+    #[serde(deserialize_with = "null_as_default")]
+    pub group: String,
+    /// Keeps the event loop alive.
+    #[serde(rename = "ref", deserialize_with = "null_as_default")]
+    pub ref_: bool,
+    /// The kind with the callback's name: `Timeout (poll)`.
+    #[serde(deserialize_with = "null_as_default")]
+    pub name: String,
+    /// `setInterval 1000 ms`, `listening on 127.0.0.1:43211`, `child pid 42 (sleep)`.
+    #[serde(deserialize_with = "null_as_default")]
+    pub detail: String,
+    /// `file:line` of the code that created it.
+    pub site: Option<String>,
+    /// A libuv request (fs, dns...), not a handle.
+    #[serde(deserialize_with = "null_as_default")]
+    pub request: bool,
+}
+
+impl LoopHandle {
+    /// `Timeout (poll) setInterval 1000 ms created at app.js:12`.
+    pub fn describe(&self) -> String {
+        let mut s = if self.name.is_empty() {
+            self.kind.clone()
+        } else {
+            self.name.clone()
+        };
+        if !self.detail.is_empty() && self.detail != "not traced" {
+            s.push(' ');
+            s.push_str(&self.detail);
+        }
+        match &self.site {
+            Some(at) => s.push_str(&format!(" created at {at}")),
+            None => s.push_str(" (creation site not traced)"),
+        }
+        s
+    }
 }
 
 /// What one task awaits, from its `_fut_waiter` and await chain.

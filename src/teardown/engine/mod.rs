@@ -303,6 +303,14 @@ impl Engine {
                 *replied = true;
                 let reading = reply::read(method, &v);
                 self.world.main_resumed |= reading.main_resumes;
+                if reading.target_exits {
+                    self.world.exit_announced = true;
+                    if !self.world.agent_exiting {
+                        self.world.agent_exiting = true;
+                        self.world.exiting_agent_pid =
+                            self.world.agent.as_ref().and_then(|a| a.pid);
+                    }
+                }
                 a.notes.push(reading.note);
                 *judgement = Some(reading.judgement);
                 *result = Some(Box::new(v));

@@ -48,8 +48,13 @@ impl Engine {
             Action::Agent(req) => {
                 let timeout_ms = phase.timeout.as_millis() as u64;
                 let mut params = json!({ "timeout_ms": timeout_ms });
-                if let crate::teardown::plan::AgentRequest::RunPhase(name) = req {
-                    params["name"] = json!(name);
+                use crate::teardown::plan::AgentRequest;
+                match req {
+                    AgentRequest::RunPhase(name) => params["name"] = json!(name),
+                    AgentRequest::RunPhases => params["name"] = json!("*"),
+                    AgentRequest::CloseHandles(kinds) => params["kinds"] = json!(kinds),
+                    AgentRequest::Exit => params = json!({ "mode": "exit", "code": 0 }),
+                    _ => {}
                 }
                 out.push(Effect::AgentRequest {
                     run: a.run,
@@ -217,6 +222,11 @@ impl Engine {
                     // The agent already waited its budget: no use waiting for the deadline.
                     Some(Judgement::Unfinished(_)) => timed_out = true,
                     Some(Judgement::Done) | None => {}
+                }
+                // The answer said the target exits now: the phase ends with that exit (seen
+                // above), so what follows does not depend on how fast the process went.
+                if *replied && self.world.exit_announced && !timed_out {
+                    return None;
                 }
                 if *replied && rule_met && !timed_out {
                     return Some(Outcome::Ok);

@@ -26,6 +26,9 @@ pub struct Reading {
     /// `cancel_tasks` cancelled a task the spared main task awaited: the main task runs
     /// again and may finish on its own, so a signal should give it time first.
     pub main_resumes: bool,
+    /// The answer says nothing keeps the target's event loop alive any more (Node.js
+    /// `close_handles`: `loop_empty`): it is exiting now, as if its agent had said so.
+    pub target_exits: bool,
 }
 
 fn arr<'a>(v: &'a Value, field: &str) -> &'a [Value] {
@@ -106,16 +109,125 @@ pub fn read(method: &str, v: &Value) -> Reading {
             &["running", "error"],
         ),
         "run_phase" => run_phase(v),
+        "close_handles" => close_handles(v),
+        "exit" => Reading {
+            judgement: Judgement::Done,
+            note: format!(
+                "the target calls process.exit({}) now",
+                v.get("code").and_then(Value::as_i64).unwrap_or(0)
+            ),
+            main_resumes: false,
+            target_exits: false,
+        },
         other => Reading {
             judgement: Judgement::Done,
             note: format!("the agent answered `{other}`"),
             main_resumes: false,
+            target_exits: false,
         },
+    }
+}
+
+/// A handle of a `close_handles` answer: `Timeout (poll) created at app.js:12`.
+fn handle_name(h: &Value) -> String {
+    let mut s = match h.get("name").and_then(Value::as_str) {
+        Some(n) if !n.is_empty() => short(n, 80),
+        _ => text(h, "kind"),
+    };
+    if let Some(d) = h
+        .get("detail")
+        .and_then(Value::as_str)
+        .filter(|d| !d.is_empty() && *d != "not traced")
+    {
+        s.push(' ');
+        s.push_str(&short(d, 80));
+    }
+    if let Some(at) = h.get("site").and_then(Value::as_str) {
+        s.push_str(&format!(" created at {at}"));
+    }
+    s
+}
+
+fn handle_names(list: &[&Value]) -> String {
+    const SHOWN: usize = 5;
+    let mut v: Vec<String> = list.iter().take(SHOWN).map(|h| handle_name(h)).collect();
+    if list.len() > SHOWN {
+        v.push(format!("and {} more", list.len() - SHOWN));
+    }
+    v.join(", ")
+}
+
+/// `close_handles` (Node.js agent): what it closed, cleared or unref'ed, and what of the asked
+/// kinds still keeps the event loop alive (`remaining`: not done).
+fn close_handles(v: &Value) -> Reading {
+    let handles = arr(v, "handles");
+    let remaining: Vec<&Value> = arr(v, "remaining").iter().collect();
+    let failed: Vec<&Value> = handles
+        .iter()
+        .filter(|h| result_is(h, &["failed"]))
+        .collect();
+    let mut parts = Vec::new();
+    for verb in ["closed", "cleared", "destroyed", "terminated", "unrefed"] {
+        let list: Vec<&Value> = handles.iter().filter(|h| result_is(h, &[verb])).collect();
+        if !list.is_empty() {
+            let verb = if verb == "unrefed" { "unref'ed" } else { verb };
+            parts.push(format!("{verb} {}", handle_names(&list)));
+        }
+    }
+    if handles.is_empty() {
+        parts.push("nothing of those kinds kept the event loop alive".into());
+    }
+    if !failed.is_empty() {
+        parts.push(format!("could not close {}", handle_names(&failed)));
+    }
+    let judgement = if remaining.is_empty() && failed.is_empty() {
+        Judgement::Done
+    } else if remaining.is_empty() {
+        Judgement::Failed(format!("could not close {}", handle_names(&failed)))
+    } else {
+        let left = format!(
+            "{} still {} the event loop alive: {}",
+            count(remaining.len(), "handle", "handles"),
+            if remaining.len() == 1 {
+                "keeps"
+            } else {
+                "keep"
+            },
+            handle_names(&remaining)
+        );
+        parts.push(left.clone());
+        Judgement::Unfinished(left)
+    };
+    let target_exits = v.get("loop_empty").and_then(Value::as_bool) == Some(true);
+    if target_exits {
+        parts.push("nothing keeps the event loop alive now: the target exits".into());
+    }
+    Reading {
+        judgement,
+        note: parts.join("; "),
+        main_resumes: false,
+        target_exits,
     }
 }
 
 fn run_phase(v: &Value) -> Reading {
     let name = text(v, "name");
+    if name == "*" {
+        let ran: Vec<String> = arr(v, "phases")
+            .iter()
+            .map(|p| format!("\"{}\"", short(&text(p, "name"), 60)))
+            .collect();
+        return Reading {
+            judgement: Judgement::Done,
+            note: if ran.is_empty() {
+                "the app registered no phases".into()
+            } else {
+                format!("ran the app's phases {}", ran.join(", "))
+            },
+            main_resumes: false,
+            target_exits: false,
+        };
+    }
     let ms = v.get("duration_ms").and_then(Value::as_f64);
     let mut note = match ms {
         Some(ms) => format!("phase \"{name}\" ran in {ms:.0} ms"),
@@ -131,6 +243,7 @@ fn run_phase(v: &Value) -> Reading {
         judgement: Judgement::Done,
         note,
         main_resumes: false,
+        target_exits: false,
     }
 }
 
@@ -252,6 +365,7 @@ fn cancel_tasks(v: &Value) -> Reading {
         judgement,
         note,
         main_resumes: !woken.is_empty(),
+        target_exits: false,
     }
 }
 
@@ -262,6 +376,7 @@ fn shutdown_executors(v: &Value) -> Reading {
             judgement: Judgement::Done,
             note: "no executor to shut down".into(),
             main_resumes: false,
+            target_exits: false,
         };
     }
     let (busy, done): (Vec<&Value>, Vec<&Value>) = exes
@@ -310,6 +425,7 @@ fn shutdown_executors(v: &Value) -> Reading {
         },
         note: parts.join("; "),
         main_resumes: false,
+        target_exits: false,
     }
 }
 
@@ -322,6 +438,7 @@ fn loops(v: &Value, verb: &str, ok: &[&str], unfinished: &[&str], failed: &[&str
             judgement: Judgement::Done,
             note: format!("no event loop to {verb}"),
             main_resumes: false,
+            target_exits: false,
         };
     }
     let past = if verb == "stop" { "stopped" } else { "closed" };
@@ -360,6 +477,7 @@ fn loops(v: &Value, verb: &str, ok: &[&str], unfinished: &[&str], failed: &[&str
         judgement,
         note: parts.join("; "),
         main_resumes: false,
+        target_exits: false,
     }
 }
 
@@ -423,6 +541,14 @@ mod tests {
         let closed = json!({"loops": [{"loop": 1, "result": "closed"}, {"loop": 2, "result": "already_closed"}]});
         assert_eq!(judge("close_loop", &closed), Judgement::Done);
         assert_eq!(judge("run_phase", &json!({"name": "x"})), Judgement::Done);
+        assert_eq!(
+            read(
+                "run_phase",
+                &json!({"name": "*", "phases": [{"name": "flush"}]})
+            )
+            .note,
+            "ran the app's phases \"flush\""
+        );
     }
 
     #[test]
@@ -512,5 +638,46 @@ mod tests {
             &json!({"results": [{"name": long, "result": "swallowed"}]}),
         );
         assert!(r.note.contains('…') && !r.note.contains('{'), "{}", r.note);
+    }
+
+    #[test]
+    fn close_handles_is_done_only_when_nothing_of_those_kinds_remains() {
+        let timer = json!({"kind": "Timeout", "name": "Timeout (poll)", "detail": "setInterval 1000 ms",
+                           "site": "app.js:12", "result": "cleared"});
+        let done = json!({"handles": [timer], "remaining": []});
+        let r = read("close_handles", &done);
+        assert_eq!(r.judgement, Judgement::Done);
+        assert_eq!(
+            r.note,
+            "cleared Timeout (poll) setInterval 1000 ms created at app.js:12"
+        );
+        assert!(!r.target_exits);
+        let last = json!({"handles": [timer], "remaining": [], "loop_empty": true});
+        let r = read("close_handles", &last);
+        assert!(
+            r.target_exits && r.note.ends_with("the target exits"),
+            "{}",
+            r.note
+        );
+        let server = json!({"kind": "TCPServerWrap", "name": "TCPServerWrap",
+                            "detail": "listening on 127.0.0.1:43211", "site": "app.js:20"});
+        let left = json!({"handles": [], "remaining": [server]});
+        assert!(matches!(
+            judge("close_handles", &left),
+            Judgement::Unfinished(r) if r == "1 handle still keeps the event loop alive: TCPServerWrap listening on 127.0.0.1:43211 created at app.js:20"
+        ));
+        let bad =
+            json!({"handles": [{"kind": "FSEventWrap", "result": "failed"}], "remaining": []});
+        assert!(
+            matches!(judge("close_handles", &bad), Judgement::Failed(r) if r.contains("FSEventWrap"))
+        );
+        assert_eq!(
+            read("close_handles", &json!({"handles": [], "remaining": []})).note,
+            "nothing of those kinds kept the event loop alive"
+        );
+        assert_eq!(
+            judge("exit", &json!({"mode": "exit", "code": 0})),
+            Judgement::Done
+        );
     }
 }
