@@ -72,7 +72,9 @@ fn draw(r: &Report, w: u16, h: u16) -> TestBackend {
     let view = TasksView::new("connected", Some(r));
     let mut state = TableState::default();
     terminal
-        .draw(|f| lifecycle_top::ui::widgets::tasks::render(f, f.area(), &view, &mut state))
+        .draw(|f| {
+            lifecycle_top::ui::widgets::tasks::render(f, f.area(), &view, &mut state, None, "▶ ");
+        })
         .unwrap();
     terminal.backend().clone()
 }
