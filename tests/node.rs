@@ -422,7 +422,7 @@ fn js_frames(rep: &Value, tid: i64) -> Vec<(String, String, u64)> {
         .as_array()
         .unwrap()
         .iter()
-        .find(|s| s["note"] == "JavaScript, from the Node.js agent")
+        .find(|s| s["source"] == "agent_js")
         .unwrap_or_else(|| panic!("no JavaScript stack: {t:#}"));
     js["frames"]
         .as_array()

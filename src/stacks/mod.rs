@@ -24,6 +24,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 pub enum SourceKind {
     /// `sys._current_frames()` from the in-process agent.
     AgentPython,
+    /// JavaScript frames from the Node.js agent (the main thread's, through the inspector).
+    AgentJs,
     /// CPython frames read from the outside (py-spy), no agent needed.
     PySpyPython,
     /// User-space native frames: framehop unwinding, blazesym symbols.
@@ -37,6 +39,7 @@ impl SourceKind {
     pub fn label(self) -> &'static str {
         match self {
             Self::AgentPython => "python (agent)",
+            Self::AgentJs => "javascript (agent)",
             Self::PySpyPython => "python (py-spy)",
             Self::Native => "native",
             Self::Kernel => "kernel",

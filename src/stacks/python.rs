@@ -124,9 +124,13 @@ pub fn join_agent(
                 }
                 if let Some(t) = threads.iter_mut().find(|t| t.tid == tid) {
                     let stack = SourceStack {
-                        source: SourceKind::AgentPython,
+                        source: if node {
+                            SourceKind::AgentJs
+                        } else {
+                            SourceKind::AgentPython
+                        },
                         frames,
-                        note: node.then(|| "JavaScript, from the Node.js agent".to_string()),
+                        note: None,
                     };
                     t.stacks.insert(0, stack);
                 }

@@ -12,7 +12,9 @@ use ratatui::widgets::{Block, Borders, Paragraph};
 
 fn source_style(s: SourceKind) -> Style {
     match s {
-        SourceKind::AgentPython | SourceKind::PySpyPython => Style::new().fg(Color::Green),
+        SourceKind::AgentPython | SourceKind::PySpyPython | SourceKind::AgentJs => {
+            Style::new().fg(Color::Green)
+        }
         SourceKind::Native => Style::new().fg(Color::Cyan),
         SourceKind::Kernel => Style::new().fg(Color::Magenta),
     }
