@@ -170,6 +170,11 @@ pub enum CoreEvent {
     Notice {
         message: String,
     },
+    /// The processes of the tree watched in limited mode (missing rights), sent when the
+    /// set changes; empty once none is left.
+    Limitations {
+        limitations: Vec<crate::access::Limitation>,
+    },
 }
 
 impl PlanInfo {

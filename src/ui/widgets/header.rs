@@ -1,5 +1,5 @@
 //! Header: target identity, uptime, state, tree counts, agent status and system figures,
-//! then the last diagnosis's verdict once there is one.
+//! then the last diagnosis's verdict once there is one, and the limited-mode banner.
 
 use crate::state::{AgentStatus, Screen};
 use crate::ui::{fmt, theme};
@@ -95,6 +95,10 @@ pub fn render(frame: &mut Frame, area: Rect, s: &Screen, verdict: Option<Line<'s
     }
     let mut text = vec![Line::from(first), Line::from(second)];
     text.extend(verdict);
+    // Limited mode (missing rights): what is missing and the remedy, on one line.
+    text.extend(
+        crate::access::banner(&s.model.limitations).map(|l| Line::styled(l, theme::warn())),
+    );
     frame.render_widget(
         Paragraph::new(text).block(Block::new().borders(Borders::BOTTOM)),
         area,
