@@ -193,16 +193,14 @@ pub fn limitation(pid: i32) -> Option<Limitation> {
                 f.uid, f.uid
             ),
         )
-    } else if f.uid != 0 && f.proc_owner == Some(0) {
+    } else if not_dumpable(&f) {
         (
             Reason::NotDumpable,
             frames,
             "run lifecycle-top with sudo (CAP_SYS_PTRACE)".to_string(),
         )
     } else {
-        let yama = std::fs::read_to_string("/proc/sys/kernel/yama/ptrace_scope")
-            .ok()
-            .map(|s| s.trim().to_string());
+        let yama = yama_scope();
         let lacking = f.cap_prm & !f.my_caps;
         let mut detail = Vec::new();
         if let Some(y) = yama.as_deref().filter(|y| *y != "0") {
@@ -235,6 +233,23 @@ pub fn limitation(pid: i32) -> Option<Limitation> {
         missing,
         remedy,
     })
+}
+
+fn yama_scope() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/yama/ptrace_scope")
+        .ok()
+        .map(|s| s.trim().to_string())
+}
+
+/// Same user and ptrace refused: non-dumpable when /proc shows it owned by root, or when
+/// neither Yama nor extra capabilities of the target explain the refusal.
+fn not_dumpable(f: &Facts) -> bool {
+    if f.uid != f.my_euid {
+        return false;
+    }
+    let owned_by_root = f.uid != 0 && f.proc_owner == Some(0);
+    let yama = yama_scope().is_some_and(|y| y != "0");
+    owned_by_root || (!yama && f.cap_prm & !f.my_caps == 0)
 }
 
 /// The one banner line for the limitations of a session (`None` when there are none).

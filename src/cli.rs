@@ -96,8 +96,8 @@ enum RawCommand {
     /// per line at each refresh until the target exits.
     #[command(
         after_help = "--watch prints one compact JSON object per line, each of the `--json` shape, \
-then a last line {\"end\":\"exited\",\"target\":{..},\"status\":{..},\"at_ms\":N} when the target exits \
-(exit code 0). Ctrl-C or SIGTERM prints {\"end\":\"interrupted\"} and exits 130; a closed pipe ends it \
+then a last line {\"end\":\"exited\",\"target\":{..},\"status\":..,\"at_ms\":N} when the target exits \
+(exit code 0; status is \"Unknown\" for an attached target: its exit code goes to its parent). Ctrl-C or SIGTERM prints {\"end\":\"interrupted\"} and exits 130; a closed pipe ends it \
 quietly with 0.\n\nExamples:\n  lifecycle-top snapshot --pid 4242 --json | jq '.threads | length'\n  \
 lifecycle-top snapshot --pid 4242 --watch 500ms | jq -c 'select(.end == null) | [.threads | length, .agent_status]'"
     )]
@@ -492,18 +492,18 @@ impl RunConfig {
 /// Parses `std::env::args` and the config file; `--help`/`--version`/clap errors exit
 /// through clap itself.
 pub fn parse() -> Result<Parsed, UsageError> {
-    from_raw(RawCli::parse())
+    from_raw(RawCli::parse(), true)
 }
 
-/// Parses an explicit argument list (tests), with the config file it names or the default
-/// one.
+/// Parses an explicit argument list (tests), with the config file `--config` names (the
+/// default location is not read, so a developer's own file changes no test).
 pub fn parse_from<I, T>(args: I) -> Result<Config, UsageError>
 where
     I: IntoIterator<Item = T>,
     T: Into<std::ffi::OsString> + Clone,
 {
     let raw = RawCli::try_parse_from(args).map_err(|e| UsageError(e.to_string()))?;
-    from_raw(raw).map(|p| p.config)
+    from_raw(raw, false).map(|p| p.config)
 }
 
 /// Writes the completion script for `shell`.
@@ -531,7 +531,7 @@ pub fn write_man(out: &mut dyn std::io::Write) -> std::io::Result<()> {
     Ok(())
 }
 
-fn from_raw(raw: RawCli) -> Result<Parsed, UsageError> {
+fn from_raw(raw: RawCli, default_file: bool) -> Result<Parsed, UsageError> {
     use crate::config::FileConfig;
     // Only the commands it applies to read the file: a broken file must not stop
     // `config --default` (its repair) or `completions`.
@@ -541,7 +541,7 @@ fn from_raw(raw: RawCli) -> Result<Parsed, UsageError> {
             | Some(RawCommand::Demo { .. })
             | Some(RawCommand::Replay { .. })
     );
-    let file = if wants_file {
+    let file = if wants_file && (default_file || raw.config.is_some()) {
         crate::config::load(raw.config.as_deref()).map_err(|e| UsageError(e.to_string()))?
     } else {
         FileConfig::default()
@@ -696,6 +696,96 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(parse_from(["lifecycle-top", "replay", "r.ltrec", "--at", "soon"]).is_err());
+    }
+
+    #[test]
+    fn every_option_has_help_text() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for a in cmd.get_arguments() {
+                let builtin = matches!(a.get_id().as_str(), "help" | "version");
+                if !builtin && a.get_help().is_none() && !a.is_hide_set() {
+                    missing.push(format!("{path} {}", a.get_id()));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                if sub.get_about().is_none() {
+                    missing.push(format!("{path} {} (no about)", sub.get_name()));
+                }
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&RawCli::command(), "lifecycle-top", &mut missing);
+        assert!(missing.is_empty(), "options without help: {missing:?}");
+    }
+
+    #[test]
+    fn durations_everywhere() {
+        for (v, ms) in [("500ms", 500), ("1s", 1_000), ("0.5s", 500), ("250", 250)] {
+            assert_eq!(
+                run(&["--pid", "1", "--interval", v])
+                    .expect("valid")
+                    .interval,
+                Duration::from_millis(ms),
+                "{v}"
+            );
+        }
+        let err = run(&["--pid", "1", "--interval", "2x"]).expect_err("bad unit");
+        assert!(
+            err.0.contains("unknown unit x; use ms, s or m"),
+            "{}",
+            err.0
+        );
+        match parse_from([
+            "lifecycle-top",
+            "snapshot",
+            "--pid",
+            "4",
+            "--watch",
+            "0.25s",
+        ]) {
+            Ok(Config::Snapshot { watch, .. }) => {
+                assert_eq!(watch, Some(Duration::from_millis(250)))
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            run(&["--pid", "1"]).expect("valid").interval,
+            DEFAULT_INTERVAL
+        );
+    }
+
+    #[test]
+    fn flags_win_over_the_config_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "interval = \"2s\"\nplan = \"native\"\n").expect("write");
+        let f = file.to_str().expect("utf-8");
+        let c = run(&["--config", f, "--pid", "1"]).expect("valid");
+        assert_eq!(c.interval, Duration::from_secs(2));
+        assert_eq!(c.plan.as_deref(), Some("native"));
+        let c = run(&[
+            "--config",
+            f,
+            "--pid",
+            "1",
+            "--interval",
+            "1s",
+            "--plan",
+            "python-asyncio",
+        ])
+        .expect("valid");
+        assert_eq!(c.interval, Duration::from_secs(1));
+        assert_eq!(c.plan.as_deref(), Some("python-asyncio"));
+        match parse_from(["lifecycle-top", "check", "--config", f, "--", "true"]) {
+            Ok(Config::Check(c)) => assert_eq!(c.plan.as_deref(), Some("native")),
+            other => panic!("{other:?}"),
+        }
+        // A missing --config file is an error, not the defaults.
+        let gone = dir.path().join("none.toml");
+        let err = run(&["--config", gone.to_str().expect("utf-8"), "--pid", "1"])
+            .expect_err("missing file");
+        assert!(err.0.contains("none.toml: cannot read it"), "{}", err.0);
     }
 
     #[test]

@@ -161,8 +161,8 @@ pub enum WatchEnd {
 }
 
 /// `snapshot --watch`: one compact JSON object per refresh (the `snapshot --json` shape),
-/// then one final line `{"end":"exited","target":{pid,start_time},"status":{..},"at_ms":N}`
-/// when the target exits.
+/// then one final line `{"end":"exited","target":{pid,start_time},"status":..,"at_ms":N}`
+/// when the target exits (`status` is "Unknown" unless we are its parent).
 pub async fn watch(pid: i32, interval: Duration, out: &mut dyn Write) -> anyhow::Result<WatchEnd> {
     let mut session = attach(pid, interval).await?;
     let mut model = Model::new();
