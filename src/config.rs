@@ -216,10 +216,14 @@ pub fn parse(text: &str, origin: &str) -> Result<FileConfig, ConfigError> {
             ));
         }
         if let Some((_, other)) = cfg.key_aliases.iter().find(|(k, _)| *k == c) {
+            let name = KEY_ACTIONS
+                .iter()
+                .find(|(_, k)| k == other)
+                .map_or("another action", |(a, _)| a);
             return Err(at(
                 key.span(),
                 format!(
-                    "`keys.{}`: {c:?} is already given to the action of {other:?}",
+                    "`keys.{}`: {c:?} is already given to `{name}`",
                     action.get_ref()
                 ),
             ));
@@ -343,8 +347,8 @@ mod tests {
                 "line 2: unknown key `keys.quitt`",
             ),
             (
-                "[keys]\nquit = \"Q\"\nhelp = \"Q\"\n",
-                "line 3: `keys.help`: 'Q' is already",
+                "[keys]\nhelp = \"Q\"\nquit = \"Q\"\n",
+                "line 3: `keys.quit`: 'Q' is already given to `help`",
             ),
             ("[keys]\nquit = \"3\"\n", "runs a phase by number"),
             ("interval = 500\n", "line 1:"),

@@ -104,3 +104,31 @@ pub fn render(frame: &mut Frame, area: Rect, s: &Screen, verdict: Option<Line<'s
         area,
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::access::{Limitation, Missing, Reason};
+    use crate::session::CoreEvent;
+    use crate::state::{fixture, fixture::ev};
+    use ratatui::Terminal;
+    use ratatui::backend::TestBackend;
+
+    #[test]
+    fn limited_mode_banner_is_one_header_line() {
+        let mut d = fixture::dashboard(None);
+        d.apply(&ev(CoreEvent::Limitations {
+            limitations: vec![Limitation {
+                pid: 812,
+                name: "worker".into(),
+                reason: Reason::NotDumpable,
+                missing: vec![Missing::NativeFrames, Missing::WaitTargets],
+                remedy: "run lifecycle-top with sudo (CAP_SYS_PTRACE)".into(),
+            }],
+        }));
+        let mut terminal = Terminal::new(TestBackend::new(150, 5)).expect("test terminal");
+        terminal
+            .draw(|f| super::render(f, f.area(), &d.screen(), None))
+            .expect("draw");
+        insta::assert_snapshot!(terminal.backend());
+    }
+}
