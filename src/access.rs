@@ -107,6 +107,18 @@ fn facts(pid: i32) -> Option<Facts> {
     })
 }
 
+/// Whether ptrace-attach access to `pid` is granted: opening `/proc/PID/mem` makes the
+/// kernel's check (the one process_vm_readv, ptrace and `/proc/PID/syscall` need) without
+/// reading anything. Reading `syscall` instead would wait for a running task to come off the
+/// CPU (`wait_task_inactive`), which stalls the session's event loop.
+fn attachable(pid: i32) -> bool {
+    let r = std::fs::File::open(format!("/proc/{pid}/mem"));
+    !matches!(
+        r.map_err(|e| e.raw_os_error()),
+        Err(Some(libc::EACCES | libc::EPERM))
+    )
+}
+
 /// Whether `/proc/PID/<file>` can be read (false only for a refusal).
 fn readable(pid: i32, file: &str) -> bool {
     use std::io::Read;
@@ -177,9 +189,9 @@ fn denied(pid: i32, f: &Facts) -> String {
 }
 
 /// What lifecycle-top cannot have of a process it can list, or `None` when it has
-/// everything. One read of `/proc/PID/syscall` decides; the facts explain why.
+/// everything. One open of `/proc/PID/mem` decides; the facts explain why.
 pub fn limitation(pid: i32) -> Option<Limitation> {
-    if readable(pid, "syscall") {
+    if attachable(pid) {
         return None;
     }
     let f = facts(pid)?;

@@ -58,10 +58,18 @@ pub const KEY_ACTIONS: &[(&str, char)] = &[
 ];
 
 /// The file as written (spans kept so a bad value can be reported with its line).
+/// A duration in the file: `"500ms"`, or a bare number of milliseconds as on the CLI.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawDuration {
+    Text(String),
+    Millis(u64),
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawFile {
-    interval: Option<Spanned<String>>,
+    interval: Option<Spanned<RawDuration>>,
     plan: Option<Spanned<String>>,
     #[serde(default)]
     colors: BTreeMap<Spanned<String>, Spanned<String>>,
@@ -128,7 +136,10 @@ pub fn parse(text: &str, origin: &str) -> Result<FileConfig, ConfigError> {
     };
     let raw: RawFile = toml::from_str(text).map_err(|e| {
         let msg = e.message().trim().replace('\n', " ");
-        let msg = msg.replace("unknown field", "unknown key");
+        let msg = msg.replace("unknown field", "unknown key").replace(
+            "data did not match any variant of untagged enum RawDuration",
+            "`interval` is a duration: \"500ms\", \"1s\" or a number of milliseconds",
+        );
         match e.span() {
             Some(span) => at(span, msg),
             None => ConfigError(format!("config file {origin}: {msg}")),
@@ -136,8 +147,12 @@ pub fn parse(text: &str, origin: &str) -> Result<FileConfig, ConfigError> {
     })?;
     let mut cfg = FileConfig::default();
     if let Some(v) = &raw.interval {
-        let d =
-            parse_duration(v.get_ref()).map_err(|e| at(v.span(), format!("`interval`: {e}")))?;
+        let d = match v.get_ref() {
+            RawDuration::Text(t) => {
+                parse_duration(t).map_err(|e| at(v.span(), format!("`interval`: {e}")))?
+            }
+            RawDuration::Millis(ms) => Duration::from_millis(*ms),
+        };
         if !(Duration::from_millis(20)..=Duration::from_secs(60)).contains(&d) {
             return Err(at(
                 v.span(),
@@ -315,6 +330,9 @@ mod tests {
         assert_eq!(c.colors["bad"], Color::Rgb(255, 0, 0));
         assert_eq!(c.colors["ok"], Color::Indexed(10));
         assert_eq!(c.key_aliases, vec![('Q', 'q')]);
+        // A bare number is milliseconds, as on the command line.
+        let c = parse("interval = 250\n", "t").unwrap();
+        assert_eq!(c.interval, Some(Duration::from_millis(250)));
     }
 
     #[test]
@@ -351,7 +369,7 @@ mod tests {
                 "line 3: `keys.quit`: 'Q' is already given to `help`",
             ),
             ("[keys]\nquit = \"3\"\n", "runs a phase by number"),
-            ("interval = 500\n", "line 1:"),
+            ("interval = true\n", "line 1: `interval` is a duration"),
         ];
         for (text, want) in cases {
             let e = parse(text, "/x/config.toml").unwrap_err().to_string();

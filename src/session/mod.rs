@@ -366,10 +366,10 @@ impl Driver {
         }
     }
 
-    /// Probes new processes for missing rights (one /proc read each) and emits the
-    /// limitations when the set changed.
+    /// Probes new processes for missing rights (one open of /proc/PID/mem each, which
+    /// never waits on the target) and emits the limitations when the set changed.
     fn probe_rights(&mut self, snap: &Snapshot) {
-        let live: Vec<ProcKey> = snap
+        let live: std::collections::HashSet<ProcKey> = snap
             .processes
             .iter()
             .filter(|p| p.exit.is_none())
