@@ -1,7 +1,9 @@
 //! Command-line parsing at the edge: clap types stay in this file and are turned into a
-//! validated [`Config`] that the rest of the program reads. Nothing else imports clap.
+//! validated [`Config`] that the rest of the program reads. Nothing else imports clap. The
+//! config file (`config`) is merged here: a flag given on the command line wins over it.
+//! It also writes shell completions and the man page from the same definitions.
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -9,6 +11,7 @@ use std::time::Duration;
 #[command(
     name = "lifecycle-top",
     version,
+    args_conflicts_with_subcommands = true,
     about = "top for shutdowns: watch a process tree and drive its teardown phase by phase",
     after_help = "Examples:\n  lifecycle-top --pid 4242\n  lifecycle-top -- python3 app.py\n  lifecycle-top demo\n  lifecycle-top --pid 4242 --headless --plan python-asyncio --report out.json"
 )]
@@ -17,20 +20,48 @@ struct RawCli {
     command: Option<RawCommand>,
     #[command(flatten)]
     run: RawRunArgs,
+    /// Config file (default: $XDG_CONFIG_HOME/lifecycle-top/config.toml, else
+    /// ~/.config/lifecycle-top/config.toml); `lifecycle-top config --default` prints one.
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
 }
+
+/// `--interval`: a duration between 20ms and 60s.
+fn interval_value(v: &str) -> Result<Duration, String> {
+    let d = crate::duration::parse_duration(v).map_err(|e| e.to_string())?;
+    if !(Duration::from_millis(20)..=Duration::from_secs(60)).contains(&d) {
+        return Err(format!("`{v}`: must be between 20ms and 60s"));
+    }
+    Ok(d)
+}
+
+/// The dashboard's refresh interval without `--interval` or a config file.
+pub const DEFAULT_INTERVAL: Duration = Duration::from_millis(500);
 
 #[derive(Debug, Args, Clone)]
 struct RawRunArgs {
     /// Attach to this process (and its descendants).
     #[arg(long, short = 'p')]
     pid: Option<i32>,
-    /// Refresh interval in milliseconds.
-    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(20..=60_000))]
-    interval: u64,
+    #[command(flatten)]
+    common: RawCommonRun,
+    /// Command to launch and attach to (after `--`).
+    #[arg(last = true, value_name = "CMD")]
+    cmd: Vec<String>,
+}
+
+/// The options of a watch/teardown run that the demo shares.
+#[derive(Debug, Args, Clone)]
+struct RawCommonRun {
+    /// Refresh interval (500ms, 1s, 0.5s; a bare number is milliseconds; 20ms..60s)
+    /// [default: the config file's, else 500ms].
+    #[arg(long, value_name = "DURATION", value_parser = interval_value)]
+    interval: Option<Duration>,
     /// Run the teardown plan without a TUI; exit 0 clean, 1 lingering/escalated, 2 error.
     #[arg(long)]
     headless: bool,
-    /// Teardown plan: a built-in name (python-asyncio, native) or a TOML file.
+    /// Teardown plan: a built-in name (python-asyncio, native, jvm) or a TOML file
+    /// [default: the config file's, else chosen by target kind].
     #[arg(long)]
     plan: Option<String>,
     /// Write the JSON report here (headless).
@@ -49,20 +80,38 @@ struct RawRunArgs {
     /// Do not inject the Python agent into a launched command.
     #[arg(long)]
     no_agent: bool,
-    /// Command to launch and attach to (after `--`).
-    #[arg(last = true)]
-    cmd: Vec<String>,
+}
+
+/// Shells `completions` writes a script for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Shell {
+    Bash,
+    Zsh,
+    Fish,
 }
 
 #[derive(Debug, Subcommand)]
 enum RawCommand {
-    /// Print one snapshot of the tree and threads, then exit.
+    /// Print one snapshot of the tree and threads, then exit; with --watch, one JSON object
+    /// per line at each refresh until the target exits.
+    #[command(
+        after_help = "--watch prints one compact JSON object per line, each of the `--json` shape, \
+then a last line {\"end\":\"exited\",\"target\":{..},\"status\":..,\"at_ms\":N} when the target exits \
+(exit code 0; status is \"Unknown\" for an attached target: its exit code goes to its parent). Ctrl-C or SIGTERM prints {\"end\":\"interrupted\"} and exits 130; a closed pipe ends it \
+quietly with 0.\n\nExamples:\n  lifecycle-top snapshot --pid 4242 --json | jq '.threads | length'\n  \
+lifecycle-top snapshot --pid 4242 --watch 500ms | jq -c 'select(.end == null) | [.threads | length, .agent_status]'"
+    )]
     Snapshot {
+        /// The process to snapshot (and its descendants).
         #[arg(long, short = 'p')]
         pid: i32,
         /// JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// Print one JSON object per line every DURATION (500ms, 1s...) until the target
+        /// exits.
+        #[arg(long, value_name = "DURATION", value_parser = interval_value)]
+        watch: Option<Duration>,
     },
     /// Why it won't exit: one snapshot (plus the agent's report) folded into a wait-for
     /// graph; prints one line per cause, root cause first. Exit 0.
@@ -70,6 +119,7 @@ enum RawCommand {
         after_help = "Examples:\n  lifecycle-top why --pid 4242\n  lifecycle-top why --pid 4242 --json | jq '.causes[].line'"
     )]
     Why {
+        /// The process to diagnose (and its descendants).
         #[arg(long, short = 'p')]
         pid: i32,
         /// JSON (causes with their nodes, edges and evidence) instead of lines.
@@ -78,8 +128,10 @@ enum RawCommand {
     },
     /// Capture the stacks of every thread (kernel wait point + native + Python), then exit.
     Stacks {
+        /// The process whose threads to capture.
         #[arg(long, short = 'p')]
         pid: i32,
+        /// JSON instead of text.
         #[arg(long)]
         json: bool,
         /// Allow PTRACE_SEIZE+INTERRUPT for threads the ptrace-free path cannot read.
@@ -118,7 +170,7 @@ enum RawCommand {
     /// Launch the bundled demo target (it will not exit cleanly) and attach to it.
     Demo {
         #[command(flatten)]
-        run: RawRunArgs,
+        run: RawCommonRun,
     },
     /// The in-process agents (Python and Node.js).
     Agent {
@@ -131,6 +183,22 @@ enum RawCommand {
         /// `require('DIR/lifecycle_top_agent.js')` in the app.
         #[arg(long)]
         path: bool,
+    },
+    /// Write a shell completion script to stdout (for packagers: see README).
+    #[command(
+        after_help = "Examples:\n  lifecycle-top completions bash > /usr/share/bash-completion/completions/lifecycle-top\n  lifecycle-top completions zsh > /usr/share/zsh/site-functions/_lifecycle-top\n  lifecycle-top completions fish > /usr/share/fish/vendor_completions.d/lifecycle-top.fish"
+    )]
+    Completions {
+        /// The shell to write the script for.
+        shell: Shell,
+    },
+    /// Write the man page (roff) to stdout: `lifecycle-top man > lifecycle-top.1`.
+    Man,
+    /// The config file: where it is read from, or a commented default one.
+    Config {
+        /// Print a commented config file with every default (it parses back as is).
+        #[arg(long)]
+        default: bool,
     },
 }
 
@@ -178,14 +246,14 @@ struct RawCheckArgs {
     /// Do not inject the Python agent into the launched command.
     #[arg(long)]
     no_agent: bool,
-    /// Refresh interval (e.g. 500ms; a bare number is milliseconds).
-    #[arg(long, default_value = "200ms")]
+    /// Refresh interval (500ms, 1s, 0.5s; a bare number is milliseconds; 20ms..60s).
+    #[arg(long, value_name = "DURATION", default_value = "200ms")]
     interval: String,
     /// lifecycle-top's own diagnostics go to this file (also LIFECYCLE_TOP_LOG).
     #[arg(long, env = "LIFECYCLE_TOP_LOG")]
     log: Option<PathBuf>,
     /// Command to launch and check (after `--`).
-    #[arg(last = true)]
+    #[arg(last = true, value_name = "CMD")]
     cmd: Vec<String>,
 }
 
@@ -194,7 +262,10 @@ fn duration_arg(flag: &str, v: &str) -> Result<Duration, UsageError> {
 }
 
 impl RawCheckArgs {
-    fn validate(self) -> Result<crate::check::config::CheckConfig, UsageError> {
+    fn validate(
+        self,
+        file: &crate::config::FileConfig,
+    ) -> Result<crate::check::config::CheckConfig, UsageError> {
         use crate::check::config::{CheckConfig, Ready};
         let target = match (self.pid, self.cmd.is_empty()) {
             (Some(pid), true) if pid > 0 => Target::Pid(pid),
@@ -249,7 +320,7 @@ impl RawCheckArgs {
             stop_signal: crate::check::config::parse_stop_signal(&self.stop_signal)
                 .map_err(UsageError)?,
             budget: duration_arg("--budget", &self.budget)?,
-            plan: self.plan,
+            plan: self.plan.or_else(|| file.plan.clone()),
             report: self.report,
             junit: self.junit,
             trace: self.trace,
@@ -312,13 +383,59 @@ pub fn default_recording(report: Option<&std::path::Path>) -> Option<PathBuf> {
 #[derive(Debug, Clone)]
 pub enum Config {
     Run(RunConfig),
-    Snapshot { pid: i32, json: bool },
-    Stacks { pid: i32, json: bool, seize: bool },
-    Why { pid: i32, json: bool },
+    Snapshot {
+        pid: i32,
+        json: bool,
+        /// `--watch`: one JSON line per refresh at this interval.
+        watch: Option<Duration>,
+    },
+    Stacks {
+        pid: i32,
+        json: bool,
+        seize: bool,
+    },
+    Why {
+        pid: i32,
+        json: bool,
+    },
     Check(Box<crate::check::config::CheckConfig>),
     Replay(ReplayConfig),
     AgentPrint,
     AgentPath,
+    Completions(Shell),
+    Man,
+    /// `config`: where the file is read from (and whether it exists).
+    ConfigPath,
+    /// `config --default`.
+    ConfigDefault,
+}
+
+impl Config {
+    /// The `--pid` this command attaches to, if any (checked by `access::preflight`).
+    pub fn pid(&self) -> Option<i32> {
+        match self {
+            Config::Run(RunConfig {
+                target: Target::Pid(p),
+                ..
+            })
+            | Config::Snapshot { pid: p, .. }
+            | Config::Stacks { pid: p, .. }
+            | Config::Why { pid: p, .. } => Some(*p),
+            Config::Check(c) => match c.target {
+                Target::Pid(p) => Some(p),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+}
+
+/// The command line, validated, with the config file it was merged with (the dashboard
+/// takes its colours and keys from `file`).
+#[derive(Debug, Clone)]
+pub struct Parsed {
+    pub config: Config,
+    pub file: crate::config::FileConfig,
 }
 
 /// A usage error: one line for the user, exit code 2.
@@ -327,14 +444,13 @@ pub enum Config {
 pub struct UsageError(pub String);
 
 impl RunConfig {
-    fn from_raw(raw: RawRunArgs, demo: bool) -> Result<Self, UsageError> {
+    fn from_raw(
+        raw: RawRunArgs,
+        demo: bool,
+        file: &crate::config::FileConfig,
+    ) -> Result<Self, UsageError> {
         let target = match (demo, raw.pid, raw.cmd.is_empty()) {
-            (true, None, true) => Target::Demo,
-            (true, _, _) => {
-                return Err(UsageError(
-                    "`demo` launches its own target: drop --pid and the command".into(),
-                ));
-            }
+            (true, _, _) => Target::Demo,
             (false, Some(pid), true) => {
                 if pid <= 0 {
                     return Err(UsageError(format!(
@@ -353,6 +469,7 @@ impl RunConfig {
                 ));
             }
         };
+        let raw = raw.common;
         if !raw.headless && (raw.report.is_some() || raw.trace.is_some()) {
             return Err(UsageError("--report and --trace need --headless".into()));
         }
@@ -363,9 +480,9 @@ impl RunConfig {
         };
         Ok(Self {
             target,
-            interval: Duration::from_millis(raw.interval),
+            interval: raw.interval.or(file.interval).unwrap_or(DEFAULT_INTERVAL),
             headless: raw.headless,
-            plan: raw.plan,
+            plan: raw.plan.or_else(|| file.plan.clone()),
             report: raw.report,
             trace: raw.trace,
             record,
@@ -375,26 +492,89 @@ impl RunConfig {
     }
 }
 
-/// Parses `std::env::args`; `--help`/`--version`/clap errors exit through clap itself.
-pub fn parse() -> Result<Config, UsageError> {
-    from_raw(RawCli::parse())
+/// Parses `std::env::args` and the config file; `--help`/`--version`/clap errors exit
+/// through clap itself.
+pub fn parse() -> Result<Parsed, UsageError> {
+    from_raw(RawCli::parse(), true)
 }
 
-/// Parses an explicit argument list (tests).
+/// Parses an explicit argument list (tests), with the config file `--config` names (the
+/// default location is not read, so a developer's own file changes no test).
 pub fn parse_from<I, T>(args: I) -> Result<Config, UsageError>
 where
     I: IntoIterator<Item = T>,
     T: Into<std::ffi::OsString> + Clone,
 {
     let raw = RawCli::try_parse_from(args).map_err(|e| UsageError(e.to_string()))?;
-    from_raw(raw)
+    from_raw(raw, false).map(|p| p.config)
 }
 
-fn from_raw(raw: RawCli) -> Result<Config, UsageError> {
-    match raw.command {
-        None => RunConfig::from_raw(raw.run, false).map(Config::Run),
-        Some(RawCommand::Check(c)) => c.validate().map(|c| Config::Check(Box::new(c))),
-        Some(RawCommand::Demo { run }) => RunConfig::from_raw(run, true).map(Config::Run),
+/// Writes the completion script for `shell`.
+pub fn write_completions(shell: Shell, out: &mut dyn std::io::Write) {
+    let sh = match shell {
+        Shell::Bash => clap_complete::Shell::Bash,
+        Shell::Zsh => clap_complete::Shell::Zsh,
+        Shell::Fish => clap_complete::Shell::Fish,
+    };
+    clap_complete::generate(sh, &mut RawCli::command(), "lifecycle-top", out);
+}
+
+/// Writes the man page (roff), with a page section per subcommand.
+pub fn write_man(out: &mut dyn std::io::Write) -> std::io::Result<()> {
+    let cmd = RawCli::command();
+    clap_mangen::Man::new(cmd.clone()).render(out)?;
+    for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+        let page = sub
+            .clone()
+            .display_name(format!("lifecycle-top-{}", sub.get_name()))
+            .bin_name(format!("lifecycle-top {}", sub.get_name()));
+        writeln!(out)?;
+        clap_mangen::Man::new(page).render(out)?;
+    }
+    Ok(())
+}
+
+fn from_raw(raw: RawCli, default_file: bool) -> Result<Parsed, UsageError> {
+    use crate::config::FileConfig;
+    // Only the commands it applies to read the file: a broken file must not stop
+    // `config --default` (its repair) or `completions`.
+    let wants_file = matches!(
+        raw.command,
+        None | Some(RawCommand::Check(_))
+            | Some(RawCommand::Demo { .. })
+            | Some(RawCommand::Replay { .. })
+    );
+    let file = if wants_file && (default_file || raw.config.is_some()) {
+        crate::config::load(raw.config.as_deref()).map_err(|e| UsageError(e.to_string()))?
+    } else {
+        FileConfig::default()
+    };
+    let config = command(raw.command, raw.run, &file)?;
+    Ok(Parsed { config, file })
+}
+
+fn command(
+    cmd: Option<RawCommand>,
+    run: RawRunArgs,
+    file: &crate::config::FileConfig,
+) -> Result<Config, UsageError> {
+    match cmd {
+        None => RunConfig::from_raw(run, false, file).map(Config::Run),
+        Some(RawCommand::Check(c)) => c.validate(file).map(|c| Config::Check(Box::new(c))),
+        Some(RawCommand::Demo { run }) => RunConfig::from_raw(
+            RawRunArgs {
+                pid: None,
+                common: run,
+                cmd: Vec::new(),
+            },
+            true,
+            file,
+        )
+        .map(Config::Run),
+        Some(RawCommand::Completions { shell }) => Ok(Config::Completions(shell)),
+        Some(RawCommand::Man) => Ok(Config::Man),
+        Some(RawCommand::Config { default: true }) => Ok(Config::ConfigDefault),
+        Some(RawCommand::Config { default: false }) => Ok(Config::ConfigPath),
         Some(RawCommand::Replay {
             file,
             at,
@@ -408,12 +588,20 @@ fn from_raw(raw: RawCli) -> Result<Config, UsageError> {
             trace,
             summary,
         })),
-        Some(RawCommand::Snapshot { pid, json }) => Ok(Config::Snapshot { pid, json }),
+        Some(RawCommand::Snapshot { pid, .. })
+        | Some(RawCommand::Stacks { pid, .. })
+        | Some(RawCommand::Why { pid, .. })
+            if pid <= 0 =>
+        {
+            Err(UsageError(format!(
+                "--pid {pid}: a pid is a positive number (see `ps -e`)"
+            )))
+        }
+        Some(RawCommand::Snapshot { pid, json, watch }) => {
+            Ok(Config::Snapshot { pid, json, watch })
+        }
         Some(RawCommand::Stacks { pid, json, seize }) => Ok(Config::Stacks { pid, json, seize }),
-        Some(RawCommand::Why { pid, json }) if pid > 0 => Ok(Config::Why { pid, json }),
-        Some(RawCommand::Why { pid, .. }) => Err(UsageError(format!(
-            "--pid {pid}: a pid is a positive number (see `ps -e`)"
-        ))),
+        Some(RawCommand::Why { pid, json }) => Ok(Config::Why { pid, json }),
         Some(RawCommand::Agent { print, path }) => match (print, path) {
             (true, false) => Ok(Config::AgentPrint),
             (false, true) => Ok(Config::AgentPath),
@@ -511,6 +699,96 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(parse_from(["lifecycle-top", "replay", "r.ltrec", "--at", "soon"]).is_err());
+    }
+
+    #[test]
+    fn every_option_has_help_text() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for a in cmd.get_arguments() {
+                let builtin = matches!(a.get_id().as_str(), "help" | "version");
+                if !builtin && a.get_help().is_none() && !a.is_hide_set() {
+                    missing.push(format!("{path} {}", a.get_id()));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                if sub.get_about().is_none() {
+                    missing.push(format!("{path} {} (no about)", sub.get_name()));
+                }
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&RawCli::command(), "lifecycle-top", &mut missing);
+        assert!(missing.is_empty(), "options without help: {missing:?}");
+    }
+
+    #[test]
+    fn durations_everywhere() {
+        for (v, ms) in [("500ms", 500), ("1s", 1_000), ("0.5s", 500), ("250", 250)] {
+            assert_eq!(
+                run(&["--pid", "1", "--interval", v])
+                    .expect("valid")
+                    .interval,
+                Duration::from_millis(ms),
+                "{v}"
+            );
+        }
+        let err = run(&["--pid", "1", "--interval", "2x"]).expect_err("bad unit");
+        assert!(
+            err.0.contains("unknown unit x; use ms, s or m"),
+            "{}",
+            err.0
+        );
+        match parse_from([
+            "lifecycle-top",
+            "snapshot",
+            "--pid",
+            "4",
+            "--watch",
+            "0.25s",
+        ]) {
+            Ok(Config::Snapshot { watch, .. }) => {
+                assert_eq!(watch, Some(Duration::from_millis(250)))
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            run(&["--pid", "1"]).expect("valid").interval,
+            DEFAULT_INTERVAL
+        );
+    }
+
+    #[test]
+    fn flags_win_over_the_config_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "interval = \"2s\"\nplan = \"native\"\n").expect("write");
+        let f = file.to_str().expect("utf-8");
+        let c = run(&["--config", f, "--pid", "1"]).expect("valid");
+        assert_eq!(c.interval, Duration::from_secs(2));
+        assert_eq!(c.plan.as_deref(), Some("native"));
+        let c = run(&[
+            "--config",
+            f,
+            "--pid",
+            "1",
+            "--interval",
+            "1s",
+            "--plan",
+            "python-asyncio",
+        ])
+        .expect("valid");
+        assert_eq!(c.interval, Duration::from_secs(1));
+        assert_eq!(c.plan.as_deref(), Some("python-asyncio"));
+        match parse_from(["lifecycle-top", "check", "--config", f, "--", "true"]) {
+            Ok(Config::Check(c)) => assert_eq!(c.plan.as_deref(), Some("native")),
+            other => panic!("{other:?}"),
+        }
+        // A missing --config file is an error, not the defaults.
+        let gone = dir.path().join("none.toml");
+        let err = run(&["--config", gone.to_str().expect("utf-8"), "--pid", "1"])
+            .expect_err("missing file");
+        assert!(err.0.contains("none.toml: cannot read it"), "{}", err.0);
     }
 
     #[test]

@@ -21,13 +21,18 @@
 //! - [`replay`]: a recording played back read-only in the same dashboard, with time travel.
 //! - [`jvm`]: JVM targets: thread dump over the attach protocol, parsed and joined by tid.
 //! - [`check`]: the CI shutdown gate (ready, one stop signal, budget, evidence, verdict, JUnit);
-//!   [`duration`]: CLI durations.
+//!   [`duration`]: CLI durations; [`config`]: the config file (interval, plan, colours,
+//!   keys), validated.
+//! - [`access`]: what may be read of a process and why not (kernel threads, limited mode);
+//!   [`sysfig`]: the header's system figures through sysinfo.
 
+pub mod access;
 pub mod agent;
 pub mod app;
 pub mod check;
 pub mod cli;
 pub mod collect;
+pub mod config;
 pub mod demo;
 pub mod diagnose;
 pub mod duration;
@@ -41,6 +46,7 @@ pub mod report;
 pub mod session;
 pub mod stacks;
 pub mod state;
+pub mod sysfig;
 pub mod teardown;
 pub mod ui;
 pub mod verdict;

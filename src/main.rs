@@ -3,17 +3,27 @@
 //! 0 ok / clean, 1 something lingered (headless), 2 usage or attach error.
 
 use lifecycle_top::cli::{self, Config, Target};
-use lifecycle_top::{agent, app, collect, diagnose, headless, session, stacks};
+use lifecycle_top::{access, agent, app, collect, diagnose, headless, session, stacks};
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let config = match cli::parse() {
+    let parsed = match cli::parse() {
         Ok(c) => c,
         Err(e) => return usage_error(&e.to_string()),
     };
+    let config = parsed.config;
     if let Config::Run(run) = &config {
         init_tracing(run.log.as_deref());
+    }
+    // The dashboard's colours and extra keys from the config file (validated there).
+    lifecycle_top::ui::theme::install(parsed.file.colors);
+    lifecycle_top::ui::keys::install_aliases(parsed.file.key_aliases);
+    // A kernel thread or a process the kernel will not let us read: say what it is.
+    if let Some(pid) = config.pid()
+        && let Err(why) = access::preflight(pid)
+    {
+        return usage_error(&why);
     }
     match run(config) {
         Ok(code) => code,
@@ -23,7 +33,22 @@ fn main() -> ExitCode {
 
 fn run(config: Config) -> anyhow::Result<ExitCode> {
     match config {
-        Config::Snapshot { pid, json } => {
+        Config::Snapshot {
+            pid,
+            watch: Some(interval),
+            ..
+        } => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let mut out = std::io::stdout().lock();
+            let end = runtime.block_on(session::watch(pid, interval, &mut out))?;
+            Ok(match end {
+                session::WatchEnd::Interrupted => ExitCode::from(130),
+                session::WatchEnd::Exited | session::WatchEnd::Closed => ExitCode::SUCCESS,
+            })
+        }
+        Config::Snapshot { pid, json, .. } => {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
@@ -45,7 +70,8 @@ fn run(config: Config) -> anyhow::Result<ExitCode> {
             let full = runtime.block_on(session::snapshot_with_agent(pid))?;
             let report = full.agent.and_then(|a| a.report);
             let status = full.agent_status;
-            let facts = diagnose::Facts::gather(full.snapshot, report, libc::SIGTERM);
+            let snapshot = std::sync::Arc::unwrap_or_clone(full.snapshot);
+            let facts = diagnose::Facts::gather(snapshot, report, libc::SIGTERM);
             let why = diagnose::why(&facts, status.as_deref());
             let mut out = std::io::stdout().lock();
             if json {
@@ -72,6 +98,30 @@ fn run(config: Config) -> anyhow::Result<ExitCode> {
         }
         Config::AgentPrint => {
             print!("{}", agent::embedded::AGENT_SOURCE);
+            Ok(ExitCode::SUCCESS)
+        }
+        Config::Completions(shell) => {
+            cli::write_completions(shell, &mut std::io::stdout().lock());
+            Ok(ExitCode::SUCCESS)
+        }
+        Config::Man => {
+            cli::write_man(&mut std::io::stdout().lock())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Config::ConfigDefault => {
+            print!("{}", lifecycle_top::config::default_text());
+            Ok(ExitCode::SUCCESS)
+        }
+        Config::ConfigPath => {
+            match lifecycle_top::config::default_path() {
+                Some(p) if p.exists() => println!("{} (in use)", p.display()),
+                Some(p) => println!(
+                    "{} (absent: built-in defaults; `lifecycle-top config --default > {}` writes one)",
+                    p.display(),
+                    p.display()
+                ),
+                None => println!("no config path: neither XDG_CONFIG_HOME nor HOME is set"),
+            }
             Ok(ExitCode::SUCCESS)
         }
         Config::AgentPath => {

@@ -177,6 +177,11 @@ pub enum CoreEvent {
         verdict: crate::verdict::Verdict,
         lines: Vec<String>,
     },
+    /// The processes of the tree watched in limited mode (missing rights), sent when the
+    /// set changes; empty once none is left.
+    Limitations {
+        limitations: Vec<crate::access::Limitation>,
+    },
 }
 
 impl PlanInfo {

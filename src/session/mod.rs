@@ -1,7 +1,8 @@
 //! The session core: one [`Session`] owns the collector, the agent client, the teardown
 //! runner and stack captures for one target, and emits one serializable, clock-stamped
 //! [`CoreEvent`] stream. The TUI, headless, `check` and the recorder are thin consumers: they
-//! fold the stream into a [`Model`] and send commands through a [`SessionHandle`]. A replay
+//! fold the stream into a [`Model`] and send commands through a [`SessionHandle`]
+//! (`snapshot` folds it and sends none). A replay
 //! has a stream and no handle, so it cannot signal or talk to an agent.
 //!
 //! Plan choice lives here (once): `--plan`, else `python-asyncio` when the agent says
@@ -21,7 +22,7 @@ pub use event::{
 };
 pub use model::Model;
 pub use recorder::{Playback, RecordSummary, Recorder};
-pub use snapshot::{AgentSection, FullSnapshot, agent_text, snapshot_with_agent};
+pub use snapshot::{AgentSection, FullSnapshot, WatchEnd, agent_text, snapshot_with_agent, watch};
 pub use tree::TreePids;
 
 use crate::agent::{self, AgentEvent};
@@ -215,6 +216,9 @@ impl Session {
             captures: JoinSet::new(),
             last_timeline: None,
             flush_waiters: Vec::new(),
+            sys: crate::sysfig::SystemFigures::new(),
+            probed: std::collections::HashMap::new(),
+            limits: Vec::new(),
         };
         d.emit(CoreEvent::Attached(AttachInfo {
             target,
@@ -289,6 +293,12 @@ struct Driver {
     captures: JoinSet<(StackSnapshot, String, bool)>,
     last_timeline: Option<Arc<Timeline>>,
     flush_waiters: Vec<oneshot::Sender<()>>,
+    /// The header's system figures (sysinfo, RAM and load only).
+    sys: crate::sysfig::SystemFigures,
+    /// Each live process probed once for missing rights (`access::limitation`).
+    probed: std::collections::HashMap<ProcKey, Option<crate::access::Limitation>>,
+    /// The limitations last emitted.
+    limits: Vec<crate::access::Limitation>,
 }
 
 impl Driver {
@@ -343,7 +353,9 @@ impl Driver {
 
     fn on_collect(&mut self, ev: CollectEvent) {
         match ev {
-            CollectEvent::Snapshot(s) => {
+            CollectEvent::Snapshot(mut s) => {
+                s.system = self.sys.refresh(&s.system);
+                self.probe_rights(&s);
                 let snap: Arc<Snapshot> = Arc::from(s);
                 self.tree.update(&snap);
                 self.guard.update(&snap);
@@ -371,6 +383,29 @@ impl Driver {
                 });
             }
             CollectEvent::Error(message) => self.emit(CoreEvent::CollectorError { message }),
+        }
+    }
+
+    /// Probes new processes for missing rights (one open of /proc/PID/mem each, which
+    /// never waits on the target) and emits the limitations when the set changed.
+    fn probe_rights(&mut self, snap: &Snapshot) {
+        let live: std::collections::HashSet<ProcKey> = snap
+            .processes
+            .iter()
+            .filter(|p| p.exit.is_none())
+            .map(|p| p.key)
+            .collect();
+        self.probed.retain(|k, _| live.contains(k));
+        for key in live {
+            self.probed
+                .entry(key)
+                .or_insert_with(|| crate::access::limitation(key.pid));
+        }
+        let mut limitations: Vec<_> = self.probed.values().flatten().cloned().collect();
+        limitations.sort_by_key(|l| (l.pid != self.target.pid, l.pid));
+        if limitations != self.limits {
+            self.limits = limitations.clone();
+            self.emit(CoreEvent::Limitations { limitations });
         }
     }
 

@@ -85,6 +85,9 @@ pub struct Model {
     pub captures_running: usize,
     pub notices: Vec<String>,
     pub collector_errors: Vec<String>,
+    /// Processes watched in limited mode, with what is missing and the remedy (the
+    /// header's banner is `access::banner` of these).
+    pub limitations: Vec<crate::access::Limitation>,
 }
 
 impl Model {
@@ -225,6 +228,7 @@ impl Model {
                     lines: lines.clone(),
                 })
             }
+            CoreEvent::Limitations { limitations } => self.limitations = limitations.clone(),
         }
     }
 

@@ -1,6 +1,12 @@
-//! `lifecycle-top snapshot`: one snapshot of the tree and threads, joined with the agent's
-//! first report when an agent answers within a few seconds, as JSON or text.
+//! `lifecycle-top snapshot`: a thin consumer of a [`Session`] attached to `--pid`. One
+//! snapshot (two refreshes, so CPU% has an interval; the agent's first report when one
+//! answers within a few seconds), or with `--watch` one JSON object per refresh until the
+//! target exits. It folds the session's events into a [`Model`] like every consumer and
+//! prints from it; it never runs a teardown phase.
 
+use super::{AgentState, CoreEvent, Model, Session, SessionConfig, SystemClock};
+use std::io::Write;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// What `lifecycle-top snapshot` prints: the collector's snapshot, plus what the agent
@@ -8,15 +14,19 @@ use std::time::Duration;
 #[derive(Debug, serde::Serialize)]
 pub struct FullSnapshot {
     #[serde(flatten)]
-    pub snapshot: crate::model::Snapshot,
+    pub snapshot: Arc<crate::model::Snapshot>,
     pub agent: Option<AgentSection>,
     /// Why `agent` is null (no socket, refused, timed out).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub agent_status: Option<String>,
     /// For a JVM target: its Java threads (daemon flags, joined to tids by `nid`) and the
-    /// JVM's own deadlock report, or the one-line reason there are none. Absent otherwise.
+    /// JVM's own deadlock report, or the one-line reason there are none. Absent otherwise
+    /// (and in `--watch` lines: a thread dump per refresh would cost the JVM too much).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub jvm: Option<crate::jvm::JvmSection>,
+    /// Processes watched in limited mode (missing rights): what is missing and the remedy.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub limitations: Vec<crate::access::Limitation>,
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -27,75 +37,192 @@ pub struct AgentSection {
 
 /// How long `snapshot` waits for an agent's hello and first report.
 const SNAPSHOT_AGENT_WAIT: Duration = Duration::from_secs(3);
+/// The one-shot snapshot's two refreshes are this far apart (CPU% is measured over it).
+const ONE_SHOT_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Attaches a session to `pid` that only watches (no plan is ever commanded).
+async fn attach(pid: i32, interval: Duration) -> anyhow::Result<Session> {
+    let started = crate::launch::Started {
+        pid,
+        launched: None,
+        demo: false,
+    };
+    let (started, collector) = tokio::task::spawn_blocking(move || {
+        crate::launch::attach_collector(&started).map(|c| (started, c))
+    })
+    .await??;
+    let cfg = SessionConfig {
+        interval,
+        plan: None,
+        guard_armed: false,
+        cmd: Vec::new(),
+        agent_injected: false,
+    };
+    Ok(Session::start(
+        &started,
+        collector,
+        cfg,
+        Arc::new(SystemClock::new()),
+    ))
+}
+
+/// The agent part of the model as `snapshot` prints it; `waited`: the agent wait is over.
+fn agent_part(m: &Model, waited: bool) -> (Option<AgentSection>, Option<String>) {
+    match (&m.hello, &m.agent) {
+        (Some(h), Some(AgentState::Connected(_))) | (Some(h), None) => {
+            let report = m.report.as_deref().cloned();
+            let status = match (&report, waited) {
+                (Some(_), _) => None,
+                (None, true) => Some("agent connected but sent no report in time".to_string()),
+                (None, false) => Some("agent connected, no report yet".to_string()),
+            };
+            (
+                Some(AgentSection {
+                    hello: (**h).clone(),
+                    report,
+                }),
+                status,
+            )
+        }
+        (_, Some(AgentState::NotFound(why))) | (_, Some(AgentState::Lost(why))) => {
+            (None, Some(why.clone()))
+        }
+        _ if waited => (None, Some("no agent answered within 3 s".to_string())),
+        _ => (None, Some("looking for the agent".to_string())),
+    }
+}
+
+fn full(m: &Model, waited: bool) -> Option<FullSnapshot> {
+    let (agent, agent_status) = agent_part(m, waited);
+    Some(FullSnapshot {
+        snapshot: m.snapshot.clone()?,
+        agent,
+        agent_status,
+        jvm: None,
+        limitations: m.limitations.clone(),
+    })
+}
 
 /// One snapshot of the tree and threads, joined with the agent's first report if an agent
 /// answers within a few seconds.
 pub async fn snapshot_with_agent(pid: i32) -> anyhow::Result<FullSnapshot> {
-    let snapshot =
-        tokio::task::spawn_blocking(move || crate::collect::snapshot_once(pid)).await??;
-    let pids: std::collections::HashSet<i32> = snapshot
-        .processes
-        .iter()
-        .filter(|p| p.exit.is_none())
-        .map(|p| p.key.pid)
-        .collect();
-    let (jvm_pid, tids): (i32, Vec<i32>) = (
-        snapshot.target.pid,
-        snapshot.threads.iter().map(|t| t.tid).collect(),
-    );
-    let jvm = tokio::task::spawn_blocking(move || crate::jvm::section(jvm_pid, &tids));
-    let in_tree = std::sync::Arc::new(move |p: i32| pids.contains(&p));
-    let mut client =
-        crate::agent::spawn_client(snapshot.target, in_tree, Duration::from_millis(200));
-    let mut hello = None;
-    let wait = async {
-        while let Some(ev) = client.events.recv().await {
-            match ev {
-                crate::agent::AgentEvent::Connected(h) => hello = Some(h),
-                crate::agent::AgentEvent::Report(r) => return Ok(*r),
-                crate::agent::AgentEvent::NotFound(why) | crate::agent::AgentEvent::Lost(why) => {
-                    return Err(why);
+    let mut session = attach(pid, ONE_SHOT_INTERVAL).await?;
+    let mut model = Model::new();
+    let deadline = tokio::time::Instant::now() + SNAPSHOT_AGENT_WAIT;
+    let mut jvm = None;
+    let mut waited = false;
+    loop {
+        let agent_settled = model.report.is_some()
+            || matches!(
+                model.agent,
+                Some(AgentState::NotFound(_)) | Some(AgentState::Lost(_))
+            );
+        if model.snapshots >= 2 && (agent_settled || waited) {
+            break;
+        }
+        tokio::select! {
+            ev = session.events.recv() => match ev {
+                Some(ev) => {
+                    if jvm.is_none()
+                        && let CoreEvent::Snapshot { snapshot } = &ev.event
+                    {
+                        let (jvm_pid, tids): (i32, Vec<i32>) = (
+                            snapshot.target.pid,
+                            snapshot.threads.iter().map(|t| t.tid).collect(),
+                        );
+                        jvm = Some(tokio::task::spawn_blocking(move || {
+                            crate::jvm::section(jvm_pid, &tids)
+                        }));
+                    }
+                    model.apply(&ev);
                 }
-                crate::agent::AgentEvent::Warning(_) | crate::agent::AgentEvent::Exiting(_) => {}
+                None => anyhow::bail!("the session stopped before a snapshot (see --log)"),
+            },
+            _ = tokio::time::sleep_until(deadline), if !waited => waited = true,
+        }
+    }
+    let mut out = full(&model, waited)
+        .ok_or_else(|| anyhow::anyhow!("the session stopped before a snapshot"))?;
+    if let Some(j) = jvm {
+        out.jvm = j.await?;
+    }
+    Ok(out)
+}
+
+/// How `snapshot --watch` ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WatchEnd {
+    /// The target exited (a final `{"end":"exited",...}` line was printed).
+    Exited,
+    /// SIGINT or SIGTERM (a final `{"end":"interrupted"}` line was printed).
+    Interrupted,
+    /// The reader went away (`| head`): stop quietly.
+    Closed,
+}
+
+/// `snapshot --watch`: one compact JSON object per refresh (the `snapshot --json` shape),
+/// then one final line `{"end":"exited","target":{pid,start_time},"status":..,"at_ms":N}`
+/// when the target exits (`status` is "Unknown" unless we are its parent).
+pub async fn watch(pid: i32, interval: Duration, out: &mut dyn Write) -> anyhow::Result<WatchEnd> {
+    let mut session = attach(pid, interval).await?;
+    let mut model = Model::new();
+    let mut interrupts = crate::headless::Interrupts::install();
+    let started = tokio::time::Instant::now();
+    let closed = |e: &std::io::Error| e.kind() == std::io::ErrorKind::BrokenPipe;
+    loop {
+        let ev = tokio::select! {
+            ev = session.events.recv() => ev,
+            _ = interrupts.recv() => {
+                let line = serde_json::json!({"end": "interrupted", "at_ms": model.now.at_ms});
+                return Ok(match writeln!(out, "{line}").and_then(|()| out.flush()) {
+                    Err(e) if closed(&e) => WatchEnd::Closed,
+                    _ => WatchEnd::Interrupted,
+                });
+            }
+        };
+        let Some(ev) = ev else {
+            anyhow::bail!("the session stopped (see --log for why)");
+        };
+        model.apply(&ev);
+        let line = match &ev.event {
+            CoreEvent::Snapshot { .. } => {
+                let waited = started.elapsed() >= SNAPSHOT_AGENT_WAIT;
+                full(&model, waited)
+                    .map(|f| serde_json::to_string(&f))
+                    .transpose()?
+            }
+            CoreEvent::Exited { key, status, .. } if Some(*key) == model.target() => {
+                let line = serde_json::json!({
+                    "end": "exited",
+                    "target": key,
+                    "status": status,
+                    "at_ms": ev.at.at_ms,
+                });
+                return Ok(match writeln!(out, "{line}").and_then(|()| out.flush()) {
+                    Err(e) if closed(&e) => WatchEnd::Closed,
+                    Err(e) => return Err(e.into()),
+                    Ok(()) => WatchEnd::Exited,
+                });
+            }
+            _ => None,
+        };
+        if let Some(line) = line {
+            match writeln!(out, "{line}").and_then(|()| out.flush()) {
+                Err(e) if closed(&e) => return Ok(WatchEnd::Closed),
+                Err(e) => return Err(e.into()),
+                Ok(()) => {}
             }
         }
-        Err("agent client stopped".to_string())
-    };
-    let outcome = tokio::time::timeout(SNAPSHOT_AGENT_WAIT, wait).await;
-    let (agent, agent_status) = match (outcome, hello) {
-        (Ok(Ok(report)), Some(hello)) => (
-            Some(AgentSection {
-                hello,
-                report: Some(report),
-            }),
-            None,
-        ),
-        (_, Some(hello)) => (
-            Some(AgentSection {
-                hello,
-                report: None,
-            }),
-            Some("agent connected but sent no report in time".to_string()),
-        ),
-        (Ok(Err(why)), None) => (None, Some(why)),
-        (Ok(Ok(_)), None) => (
-            None,
-            Some("agent sent a report before its hello".to_string()),
-        ),
-        (Err(_), None) => (None, Some("no agent answered within 3 s".to_string())),
-    };
-    Ok(FullSnapshot {
-        snapshot,
-        agent,
-        agent_status,
-        jvm: jvm.await?,
-    })
+    }
 }
 
 /// The text form of the agent part of a snapshot: threads with daemon flags, loops, tasks.
 pub fn agent_text(full: &FullSnapshot) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
+    if let Some(line) = crate::access::banner(&full.limitations) {
+        let _ = writeln!(out, "\n{line}");
+    }
     if let Some(j) = &full.jvm {
         out.push_str(&jvm_text(j));
     }

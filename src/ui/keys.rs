@@ -106,10 +106,32 @@ pub fn replay_action_for(key: KeyEvent, overlay: &Overlay) -> Option<ReplayKey> 
     }
 }
 
+static ALIASES: std::sync::OnceLock<Vec<(char, char)>> = std::sync::OnceLock::new();
+
+/// Extra keys from the config file's `[keys]`: (extra key, built-in key of the action),
+/// validated by `config`; the first call wins. The built-in keys keep working.
+pub fn install_aliases(aliases: Vec<(char, char)>) {
+    let _ = ALIASES.set(aliases);
+}
+
+/// The built-in key an extra key stands for (itself when it is no alias).
+fn aliased(code: KeyCode, aliases: &[(char, char)]) -> KeyCode {
+    match code {
+        KeyCode::Char(c) => aliases
+            .iter()
+            .find(|(k, _)| *k == c)
+            .map_or(code, |(_, builtin)| KeyCode::Char(*builtin)),
+        other => other,
+    }
+}
+
 /// Maps a key press to an action, given which overlay is open.
-pub fn action_for(key: KeyEvent, overlay: &Overlay) -> Option<Action> {
+pub fn action_for(mut key: KeyEvent, overlay: &Overlay) -> Option<Action> {
     if key.kind == KeyEventKind::Release {
         return None;
+    }
+    if *overlay != Overlay::QuitPrompt {
+        key.code = aliased(key.code, ALIASES.get().map_or(&[], |a| a.as_slice()));
     }
     if key.modifiers.contains(KeyModifiers::CONTROL) && key.code == KeyCode::Char('c') {
         return Some(Action::ForceQuit);
@@ -255,6 +277,15 @@ mod tests {
             Some(Action::ToggleWhy)
         );
         assert!(crate::teardown::plan::GLOBAL_KEYS.contains(crate::state::WHY_KEY));
+    }
+
+    #[test]
+    fn config_aliases_stand_for_the_builtin_key() {
+        let aliases = [('Q', 'q'), ('N', 'n')];
+        assert_eq!(aliased(KeyCode::Char('Q'), &aliases), KeyCode::Char('q'));
+        assert_eq!(aliased(KeyCode::Char('N'), &aliases), KeyCode::Char('n'));
+        assert_eq!(aliased(KeyCode::Char('q'), &aliases), KeyCode::Char('q'));
+        assert_eq!(aliased(KeyCode::Tab, &aliases), KeyCode::Tab);
     }
 
     #[test]

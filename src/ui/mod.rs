@@ -101,7 +101,9 @@ fn draw_dashboard(
     // The verdict of the last diagnosis takes one more header line once there is one.
     let verdict = widgets::why::verdict_line(s, area.width);
     let [header, body, scrub, status] = Layout::vertical([
-        Constraint::Length(3 + u16::from(verdict.is_some())),
+        Constraint::Length(
+            3 + u16::from(verdict.is_some()) + u16::from(!s.model.limitations.is_empty()),
+        ),
         Constraint::Min(6),
         Constraint::Length(u16::from(replay)),
         Constraint::Length(1),

@@ -1,5 +1,5 @@
 //! Header: target identity, uptime, state, tree counts, agent status and system figures,
-//! then the last diagnosis's verdict once there is one.
+//! then the last diagnosis's verdict once there is one, and the limited-mode banner.
 
 use crate::state::{AgentStatus, Screen};
 use crate::ui::{fmt, theme};
@@ -98,8 +98,40 @@ pub fn render(frame: &mut Frame, area: Rect, s: &Screen, verdict: Option<Line<'s
     }
     let mut text = vec![Line::from(first), Line::from(second)];
     text.extend(verdict);
+    // Limited mode (missing rights): what is missing and the remedy, on one line.
+    text.extend(
+        crate::access::banner(&s.model.limitations).map(|l| Line::styled(l, theme::warn())),
+    );
     frame.render_widget(
         Paragraph::new(text).block(Block::new().borders(Borders::BOTTOM)),
         area,
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::access::{Limitation, Missing, Reason};
+    use crate::session::CoreEvent;
+    use crate::state::{fixture, fixture::ev};
+    use ratatui::Terminal;
+    use ratatui::backend::TestBackend;
+
+    #[test]
+    fn limited_mode_banner_is_one_header_line() {
+        let mut d = fixture::dashboard(None);
+        d.apply(&ev(CoreEvent::Limitations {
+            limitations: vec![Limitation {
+                pid: 812,
+                name: "worker".into(),
+                reason: Reason::NotDumpable,
+                missing: vec![Missing::NativeFrames, Missing::WaitTargets],
+                remedy: "run lifecycle-top with sudo (CAP_SYS_PTRACE)".into(),
+            }],
+        }));
+        let mut terminal = Terminal::new(TestBackend::new(150, 5)).expect("test terminal");
+        terminal
+            .draw(|f| super::render(f, f.area(), &d.screen(), None))
+            .expect("draw");
+        insta::assert_snapshot!(terminal.backend());
+    }
 }
