@@ -3,9 +3,9 @@
 //! every tracked process so an exit is reported the moment the kernel signals it, however
 //! long the refresh interval. Everything arrives on one event channel.
 
-use crate::collect::Collector;
 use crate::collect::exits::ExitBook;
 use crate::collect::pidfd::PidFd;
+use crate::collect::{Collector, WaitDemand};
 use crate::model::{ExitStatus, ProcKey, Snapshot};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -32,6 +32,7 @@ pub enum CollectEvent {
 enum Cmd {
     RefreshNow,
     SetInterval(Duration),
+    Demand(WaitDemand),
 }
 
 /// Handle on a running live collector. Dropping it stops the refresh thread (after its
@@ -48,6 +49,12 @@ impl LiveCollector {
         let _ = self.cmd.send(Cmd::RefreshNow);
     }
 
+    /// Read the wait points of these threads only (see [`WaitDemand`]). Wanting a thread
+    /// whose wait point is not known yet brings the next refresh forward.
+    pub fn set_wait_demand(&self, d: WaitDemand) {
+        let _ = self.cmd.send(Cmd::Demand(d));
+    }
+
     /// Change the refresh interval; the next refresh comes one new interval after the last.
     pub fn set_interval(&self, d: Duration) {
         let _ = self.cmd.send(Cmd::SetInterval(d));
@@ -59,6 +66,9 @@ impl Drop for LiveCollector {
         self.watcher.abort();
     }
 }
+
+/// How soon after the last refresh a grown [`WaitDemand`] is read (scrolling coalesces).
+const DEMAND_DELAY: Duration = Duration::from_millis(100);
 
 /// Start refreshing `collector` every `interval` and watching exits. Must be called from
 /// within a tokio runtime. The first snapshot is taken at once.
@@ -101,6 +111,7 @@ fn refresh_loop(
 ) {
     let mut next = Instant::now();
     let mut last = Instant::now();
+    let mut demand = WaitDemand::All;
     loop {
         let wait = next.saturating_duration_since(Instant::now());
         match cmd.recv_timeout(wait) {
@@ -109,13 +120,32 @@ fn refresh_loop(
                 next = last + d;
                 continue;
             }
+            Ok(Cmd::Demand(d)) => {
+                // Rows scrolled into view show their wait point soon, not an interval later.
+                let grows = match (&demand, &d) {
+                    (WaitDemand::Tids(old), WaitDemand::Tids(new)) => !new.is_subset(old),
+                    (WaitDemand::Tids(_), WaitDemand::All) => true,
+                    (WaitDemand::All, _) => false,
+                };
+                demand = d.clone();
+                collector.set_wait_demand(d);
+                if grows {
+                    next = next.min(last + DEMAND_DELAY.min(interval));
+                }
+                continue;
+            }
             Ok(Cmd::RefreshNow) | Err(std_mpsc::RecvTimeoutError::Timeout) => {}
             Err(std_mpsc::RecvTimeoutError::Disconnected) => return,
         }
         // Coalesce a burst of requests (e.g. a whole tree exiting) into one refresh.
         while let Ok(c) = cmd.try_recv() {
-            if let Cmd::SetInterval(d) = c {
-                interval = d;
+            match c {
+                Cmd::SetInterval(d) => interval = d,
+                Cmd::Demand(d) => {
+                    demand = d.clone();
+                    collector.set_wait_demand(d);
+                }
+                Cmd::RefreshNow => {}
             }
         }
         // A bug in a refresh must not leave the UI waiting on a silent channel.
