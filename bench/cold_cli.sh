@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Cold command-line use, whole process (exec to exit), against the named tool in the same run
-# (hyperfine, warm-up runs excluded, median and ratio printed):
+# (interleaved runs, warm-up rounds excluded, medians and ratio printed):
 #   snapshot --pid   on tree_target (1,000 threads, 200 children) vs `ps -T -o tid,stat,wchan,comm -p`
 #   stacks --pid     on 100 blocked Python threads vs `py-spy dump --pid`
 #   stacks --pid     on 100 blocked C threads vs `eu-stack -p`
@@ -10,9 +10,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-10}
-for tool in gcc hyperfine python3 py-spy eu-stack ps cargo; do
+for tool in gcc python3 py-spy eu-stack ps cargo; do
     command -v "$tool" >/dev/null || {
-        echo "error: '$tool' not found: install it to run this benchmark (apt-get install -y hyperfine elfutils procps; pip install py-spy)" >&2
+        echo "error: '$tool' not found: install it to run this benchmark (apt-get install -y elfutils procps; pip install py-spy)" >&2
         exit 1
     }
 done
@@ -33,17 +33,8 @@ wait_ready() {
     echo "error: target did not start ($1)" >&2
     exit 1
 }
-# compare NAME OURS THEIRS: hyperfine both, print medians and ours/theirs.
-compare() {
-    local name=$1 ours=$2 theirs=$3
-    hyperfine -N --warmup 2 --runs "$RUNS" -i --export-json "$tmp/h.json" "$ours" "$theirs" >/dev/null
-    python3 - "$tmp/h.json" "$name" <<'EOF'
-import json, statistics, sys
-r = json.load(open(sys.argv[1]))["results"]
-ours, theirs = (statistics.median(x["times"]) * 1e3 for x in r)
-print(f"{sys.argv[2]}: lifecycle-top {ours:.1f} ms, {r[1]['command'].split()[0]} {theirs:.1f} ms (median of {len(r[0]['times'])}, whole process, cold): ratio {ours / theirs:.2f}x")
-EOF
-}
+# compare NAME OURS THEIRS: interleaved runs, see bench/interleave.py.
+compare() { python3 bench/interleave.py "$RUNS" "$@"; }
 
 gcc -O2 -o "$tmp/tree_target" bench/tree_target.c -lpthread
 "$tmp/tree_target" 1000 190 >"$tmp/tree.pid" &

@@ -49,8 +49,8 @@ impl LiveCollector {
         let _ = self.cmd.send(Cmd::RefreshNow);
     }
 
-    /// Read the wait points of these threads only (see [`WaitDemand`]). Wanting a thread
-    /// whose wait point is not known yet brings the next refresh forward.
+    /// Read the wait points of these threads only (see [`WaitDemand`]), from the next
+    /// refresh on.
     pub fn set_wait_demand(&self, d: WaitDemand) {
         let _ = self.cmd.send(Cmd::Demand(d));
     }
@@ -66,9 +66,6 @@ impl Drop for LiveCollector {
         self.watcher.abort();
     }
 }
-
-/// How soon after the last refresh a grown [`WaitDemand`] is read (scrolling coalesces).
-const DEMAND_DELAY: Duration = Duration::from_millis(100);
 
 /// Start refreshing `collector` every `interval` and watching exits. Must be called from
 /// within a tokio runtime. The first snapshot is taken at once.
@@ -111,7 +108,6 @@ fn refresh_loop(
 ) {
     let mut next = Instant::now();
     let mut last = Instant::now();
-    let mut demand = WaitDemand::All;
     loop {
         let wait = next.saturating_duration_since(Instant::now());
         match cmd.recv_timeout(wait) {
@@ -120,18 +116,11 @@ fn refresh_loop(
                 next = last + d;
                 continue;
             }
+            // Read from the next refresh on. Not brought forward: with rows sorted by CPU%
+            // the rows on screen change with every refresh, and each change would then
+            // cost one more refresh.
             Ok(Cmd::Demand(d)) => {
-                // Rows scrolled into view show their wait point soon, not an interval later.
-                let grows = match (&demand, &d) {
-                    (WaitDemand::Tids(old), WaitDemand::Tids(new)) => !new.is_subset(old),
-                    (WaitDemand::Tids(_), WaitDemand::All) => true,
-                    (WaitDemand::All, _) => false,
-                };
-                demand = d.clone();
                 collector.set_wait_demand(d);
-                if grows {
-                    next = next.min(last + DEMAND_DELAY.min(interval));
-                }
                 continue;
             }
             Ok(Cmd::RefreshNow) | Err(std_mpsc::RecvTimeoutError::Timeout) => {}
@@ -141,10 +130,7 @@ fn refresh_loop(
         while let Ok(c) = cmd.try_recv() {
             match c {
                 Cmd::SetInterval(d) => interval = d,
-                Cmd::Demand(d) => {
-                    demand = d.clone();
-                    collector.set_wait_demand(d);
-                }
+                Cmd::Demand(d) => collector.set_wait_demand(d),
                 Cmd::RefreshNow => {}
             }
         }

@@ -279,8 +279,8 @@ fn open_socket() -> io::Result<OwnedFd> {
 /// comm changes: dropped in the kernel, they never wake the reader. Best effort: without the
 /// filter the reader drops them itself.
 fn attach_filter(fd: std::os::fd::RawFd) {
-    // Classic BPF opcodes (linux/filter.h).
-    const LD_W_ABS: u16 = 0x00 | 0x00 | 0x20;
+    // Classic BPF opcodes (linux/filter.h): BPF_LD | BPF_W | BPF_ABS, and so on.
+    const LD_W_ABS: u16 = 0x20;
     const JEQ_K: u16 = 0x05 | 0x10;
     const JEQ_X: u16 = 0x05 | 0x10 | 0x08;
     const TAX: u16 = 0x07;

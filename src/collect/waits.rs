@@ -139,7 +139,7 @@ fn read_process(key: ProcKey, prev: Option<Kept>, out: &mut TreeWaits) -> Option
     let dir = procfs::open_dir(&base).ok()?;
     // The pid could have been reused since the snapshot: check the start time.
     let start = ProcFile::open_at(dir.as_fd(), c"stat")
-        .and_then(|f| f.read(&mut Vec::new()).map(|b| procfs::parse_stat(b)))
+        .and_then(|f| f.read(&mut Vec::new()).map(procfs::parse_stat))
         .ok()
         .flatten()
         .map(|s| s.start_time);
