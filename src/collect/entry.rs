@@ -120,6 +120,11 @@ impl Entry {
         self.last_cpu_ns
     }
 
+    /// The process CPU clock read now (not the value of this refresh's update).
+    pub fn cpu_ns_now(&self) -> Option<u64> {
+        self.cpu_clock.and_then(procfs::cpu_clock_ns)
+    }
+
     /// The process's `/proc/PID` directory fd (bound to this process, not to the pid).
     pub fn dir(&self) -> rustix::fd::BorrowedFd<'_> {
         self.dir.as_fd()

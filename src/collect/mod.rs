@@ -345,7 +345,11 @@ impl Collector {
         let may_fork = self.tree.update_tracked(&clock, self.threads.is_some());
         let target = self.tree.live.get(&self.tree.target.pid);
         let expected = target.map(|e| e.info.num_threads);
-        let cpu_now = target.and_then(|e| e.cpu_ns());
+        // Read again right before the threads: the idle proof compares this clock's delta
+        // with the threads' schedstat deltas, and reading all the tree's processes since
+        // the update's read (milliseconds for 1,000 children) leaves time for a thread to
+        // run in between, which made the proof fail on most refreshes.
+        let cpu_now = target.and_then(|e| e.cpu_ns_now());
         let threads = match (&mut self.threads, target.is_some()) {
             (Some(t), true) => t.refresh(&clock, expected, cpu_now).unwrap_or_default(),
             _ => Vec::new(),

@@ -80,8 +80,9 @@ struct Place<'a> {
     tid: i32,
 }
 
-/// Files a slot with a kept dir may hold open (dir + 5 files): what the fd budget counts.
-const FDS_PER_SLOT: usize = 6;
+/// Files a new slot keeps open (its dir, `schedstat`, `stat`); the wait files are opened
+/// later, for wanted threads only, while the budget has room.
+const FDS_PER_SLOT: usize = 3;
 
 /// Files of one thread, plus what was last read from them.
 struct Slot {
@@ -104,6 +105,9 @@ struct Slot {
     /// Scratch for [`Threads::refresh`]: read in its first pass; still there.
     read_now: bool,
     alive: bool,
+    /// Set by [`Threads`] before each update: the fd budget has room to keep a wait file
+    /// opened now (else it is opened per read).
+    room: bool,
 }
 
 impl Slot {
@@ -140,15 +144,21 @@ impl Slot {
             wait_fresh: false,
             read_now: false,
             alive: true,
+            room: false,
         })
     }
 
-    /// Files counted against the budget: a kept dir reserves room for all its files.
+    /// Files this slot keeps open (counted against the budget).
     fn kept_fds(&self) -> usize {
-        match self.dir {
-            Some(_) => FDS_PER_SLOT,
-            None => 0,
-        }
+        let files = [
+            &self.schedstat,
+            &self.stat,
+            &self.wchan,
+            &self.syscall,
+            &self.status,
+        ];
+        usize::from(self.dir.is_some())
+            + files.iter().filter(|f| matches!(f, File::Kept(_))).count()
     }
 
     /// Re-read this thread. Returns `false` when it is gone. `wanted`: someone shows or
@@ -228,6 +238,8 @@ impl Slot {
             return true;
         }
         self.wait_fresh = true;
+        // Opened now and kept while the budget has room, else opened per read.
+        let dir = dir.filter(|_| self.room);
         self.info.wait.wchan = self
             .wchan
             .read(dir, at, c"wchan", buf)
@@ -346,6 +358,7 @@ impl Threads {
         let buf = &mut self.buf;
         let task_dir = self.task_dir.as_fd();
         let kept = &mut self.kept_fds;
+        let budget = self.fd_budget;
         let mut any_ran = false;
         let cpu_delta = match (cpu_now, self.last_cpu_ns) {
             (Some(now), Some(before)) => now.checked_sub(before),
@@ -363,7 +376,10 @@ impl Threads {
                 continue;
             }
             let before = s.last_sched.map(|x| x[0]);
+            let fds = s.kept_fds();
+            s.room = *kept < budget;
             s.alive = s.update(Place { task_dir, tid }, buf, false, clock, wanted);
+            *kept += s.kept_fds().saturating_sub(fds);
             let after = s.last_sched.map(|x| x[0]).filter(|_| s.alive);
             sum = match (sum, before, after) {
                 (Some(acc), Some(b), Some(a)) => a.checked_sub(b).map(|d| acc + d),
@@ -382,7 +398,10 @@ impl Threads {
                 s.info.cpu_percent = 0.0;
             } else {
                 let wanted = demand.wants(tid);
+                let fds = s.kept_fds();
+                s.room = *kept < budget;
                 s.alive = s.update(Place { task_dir, tid }, buf, false, clock, wanted);
+                *kept += s.kept_fds().saturating_sub(fds);
             }
         }
         self.slots.retain(|_, s| {
@@ -430,6 +449,7 @@ impl Threads {
                 continue;
             };
             let wanted = self.demand.wants(tid);
+            slot.room = self.kept_fds + FDS_PER_SLOT < self.fd_budget;
             if slot.update(Place { task_dir, tid }, &mut self.buf, true, clock, wanted) {
                 slot.generation = generation;
                 self.kept_fds += slot.kept_fds();
