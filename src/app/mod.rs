@@ -52,9 +52,12 @@ pub fn attach(cfg: &RunConfig) -> Result<Attached> {
 pub async fn run(cfg: RunConfig, attached: Attached) -> Result<ExitCode> {
     let Attached {
         started,
-        collector,
+        mut collector,
         plan,
     } = attached;
+    // Wait points only for the rows on screen (`show_threads` after each draw), from the
+    // first refresh on: the first frame does not wait for every thread's syscall.
+    collector.set_wait_demand(crate::collect::WaitDemand::Tids(Default::default()));
     let launched = started.launched.is_some();
     let log_path: Option<PathBuf> = started.launched.as_ref().map(|l| l.log_path.clone());
     // The demo dies with us on every way out, a panic included (the session's guard kills
@@ -106,14 +109,19 @@ pub async fn run(cfg: RunConfig, attached: Attached) -> Result<ExitCode> {
     let outcome: Result<Option<QuitChoice>> = 'run: loop {
         if dirty {
             let mut geometry = None;
-            if let Err(e) = terminal.draw(|f| geometry = Some(ui::draw_measured(f, &dash.screen())))
-            {
+            let mut rows = 0;
+            if let Err(e) = terminal.draw(|f| {
+                rows = f.area().height;
+                geometry = Some(ui::draw_measured(f, &dash.screen()));
+            }) {
                 break Err(e.into());
             }
             if let Some(g) = geometry {
                 dash.set_geometry(g);
             }
             dirty = false;
+            // The collector reads wait points only for the rows that can be on screen.
+            handle.show_threads(threads_on_screen(&dash.screen(), rows));
         }
         let cmds = tokio::select! {
             ev = session.events.recv() => {
@@ -202,6 +210,15 @@ pub async fn run(cfg: RunConfig, attached: Attached) -> Result<ExitCode> {
         reraise_sigquit();
     }
     result
+}
+
+/// Tids of the threads that may be on screen: a terminal height of rows either side of the
+/// selection covers the Threads panel's page whatever the layout.
+fn threads_on_screen(s: &crate::state::Screen<'_>, rows: u16) -> Vec<i32> {
+    let h = usize::from(rows);
+    let sel = s.selected_thread_index().unwrap_or(0);
+    let rows = s.thread_rows(sel.saturating_sub(h)..sel + h);
+    rows.iter().map(|r| r.thread.tid).collect()
 }
 
 /// Records one event; a recording that stopped says so on the status line (true: redraw).

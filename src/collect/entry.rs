@@ -25,6 +25,17 @@ pub struct Clock {
 }
 
 impl Clock {
+    /// CPU% before there is an interval to measure over (the first refresh): the average
+    /// since the process or thread started, as `ps` shows it.
+    pub fn lifetime_percent(&self, cpu_ticks: u64, start_time: u64) -> f32 {
+        let age_ticks = self.uptime_secs * self.clk_tck - start_time as f64;
+        if age_ticks > 0.0 {
+            (cpu_ticks as f64 / age_ticks * 100.0) as f32
+        } else {
+            0.0
+        }
+    }
+
     /// Is `id` due for its periodic full re-read on this refresh?
     pub fn due(&self, id: i32) -> bool {
         (id as u64)
@@ -109,6 +120,11 @@ impl Entry {
         self.last_cpu_ns
     }
 
+    /// The process CPU clock read now (not the value of this refresh's update).
+    pub fn cpu_ns_now(&self) -> Option<u64> {
+        self.cpu_clock.and_then(procfs::cpu_clock_ns)
+    }
+
     /// The process's `/proc/PID` directory fd (bound to this process, not to the pid).
     pub fn dir(&self) -> rustix::fd::BorrowedFd<'_> {
         self.dir.as_fd()
@@ -166,7 +182,7 @@ impl Entry {
                 if clock.elapsed_ticks > 0.0 {
                     (delta as f64 / clock.elapsed_ticks * 100.0) as f32
                 } else {
-                    0.0
+                    clock.lifetime_percent(stat.cpu_ticks, stat.start_time)
                 }
             });
             let execed = !self.info.name.is_empty() && self.info.name != stat.comm;
@@ -195,5 +211,27 @@ impl Entry {
         let started = self.info.key.start_time as f64 / clock.clk_tck;
         self.info.age_secs = (clock.uptime_secs - started).max(0.0);
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_refresh_cpu_is_the_average_since_start() {
+        let clock = Clock {
+            clk_tck: 100.0,
+            page_size: 4096,
+            uptime_secs: 200.0,
+            elapsed_ticks: 0.0,
+            tick: 0,
+            every: 30,
+        };
+        // Started at 100 s (10,000 ticks), used 2,500 ticks over 100 s: 25 %.
+        assert_eq!(clock.lifetime_percent(2_500, 10_000), 25.0);
+        // Started "now" (or a clock skew): no division by zero.
+        assert_eq!(clock.lifetime_percent(5, 20_000), 0.0);
+        assert_eq!(clock.lifetime_percent(5, 30_000), 0.0);
     }
 }

@@ -3,9 +3,9 @@
 //! every tracked process so an exit is reported the moment the kernel signals it, however
 //! long the refresh interval. Everything arrives on one event channel.
 
-use crate::collect::Collector;
 use crate::collect::exits::ExitBook;
 use crate::collect::pidfd::PidFd;
+use crate::collect::{Collector, WaitDemand};
 use crate::model::{ExitStatus, ProcKey, Snapshot};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -32,6 +32,7 @@ pub enum CollectEvent {
 enum Cmd {
     RefreshNow,
     SetInterval(Duration),
+    Demand(WaitDemand),
 }
 
 /// Handle on a running live collector. Dropping it stops the refresh thread (after its
@@ -46,6 +47,12 @@ impl LiveCollector {
     /// Refresh as soon as possible (coalesced with other pending requests).
     pub fn refresh_now(&self) {
         let _ = self.cmd.send(Cmd::RefreshNow);
+    }
+
+    /// Read the wait points of these threads only (see [`WaitDemand`]), from the next
+    /// refresh on.
+    pub fn set_wait_demand(&self, d: WaitDemand) {
+        let _ = self.cmd.send(Cmd::Demand(d));
     }
 
     /// Change the refresh interval; the next refresh comes one new interval after the last.
@@ -109,13 +116,22 @@ fn refresh_loop(
                 next = last + d;
                 continue;
             }
+            // Read from the next refresh on. Not brought forward: with rows sorted by CPU%
+            // the rows on screen change with every refresh, and each change would then
+            // cost one more refresh.
+            Ok(Cmd::Demand(d)) => {
+                collector.set_wait_demand(d);
+                continue;
+            }
             Ok(Cmd::RefreshNow) | Err(std_mpsc::RecvTimeoutError::Timeout) => {}
             Err(std_mpsc::RecvTimeoutError::Disconnected) => return,
         }
         // Coalesce a burst of requests (e.g. a whole tree exiting) into one refresh.
         while let Ok(c) = cmd.try_recv() {
-            if let Cmd::SetInterval(d) = c {
-                interval = d;
+            match c {
+                Cmd::SetInterval(d) => interval = d,
+                Cmd::Demand(d) => collector.set_wait_demand(d),
+                Cmd::RefreshNow => {}
             }
         }
         // A bug in a refresh must not leave the UI waiting on a silent channel.

@@ -14,8 +14,9 @@
 //! Cost model (measured by `benches/collector.rs` and `bench/collector_vs_top.sh`): per
 //! refresh one CPU-clock read (`clock_gettime`) per process; one `pread` of `schedstat` per
 //! thread that ran last time or is due, and per every other thread only when those do not
-//! account for the process clock's delta; `stat`, `wchan`, `syscall`, `status` only for
-//! what ran; `/proc/PID/task` listed only when the thread count
+//! account for the process clock's delta; `stat` only for what ran; `wchan`, `syscall`,
+//! `status` only for what ran *and* is wanted ([`WaitDemand`]: all by default, the rows on
+//! screen in the TUI); `/proc/PID/task` listed only when the thread count
 //! changes; `/proc` listed only when something in the tree ran and a pid was created
 //! (`/proc/loadavg`'s last-pid field moved).
 
@@ -38,6 +39,7 @@ pub mod waits;
 
 pub use live::{CollectEvent, LiveCollector};
 pub use text::snapshot_text;
+pub use threads::WaitDemand;
 
 use crate::model::{ExitInfo, ProcKey, Snapshot, SystemInfo};
 use procfs::ProcFile;
@@ -140,12 +142,22 @@ fn thread_fd_budget(nofile_limit: u64) -> usize {
     usize::try_from(nofile_limit / 2).unwrap_or(usize::MAX)
 }
 
-/// One snapshot for `lifecycle-top snapshot`: attach, refresh, wait 250 ms and refresh
-/// again so CPU% has an interval to be measured over.
+/// One snapshot for `lifecycle-top snapshot`: attach and read once. CPU% is each process's
+/// and thread's average since it started (as `ps` shows it): no waiting.
 pub fn snapshot_once(pid: i32) -> Result<Snapshot, AttachError> {
+    snapshot_over(pid, None)
+}
+
+/// Like [`snapshot_once`]; with `Some(interval)`, reads twice that far apart so CPU% is the
+/// use over that interval (as `top` shows it) instead of the average since start.
+pub fn snapshot_over(pid: i32, interval: Option<Duration>) -> Result<Snapshot, AttachError> {
     let mut c = Collector::attach(pid, CollectorOptions::default())?;
-    c.refresh();
-    std::thread::sleep(Duration::from_millis(250));
+    let first = c.refresh();
+    let Some(interval) = interval else {
+        return Ok(first);
+    };
+    drop(first);
+    std::thread::sleep(interval);
     Ok(c.refresh())
 }
 
@@ -285,6 +297,22 @@ impl Collector {
         self.tree.take_reported_exits()
     }
 
+    /// Whose wait points the thread table reads from the next refresh on (the target's main
+    /// thread always).
+    pub fn set_wait_demand(&mut self, demand: WaitDemand) {
+        let main = self.tree.target.pid;
+        let demand = match demand {
+            WaitDemand::Tids(mut t) => {
+                t.insert(main);
+                WaitDemand::Tids(t)
+            }
+            all => all,
+        };
+        if let Some(t) = &mut self.threads {
+            t.set_demand(demand);
+        }
+    }
+
     /// Pidfds of processes that joined the tree since the last call (the first call: of all
     /// tracked processes). For an exit watcher such as [`live`].
     pub fn take_new_pidfds(&mut self) -> Vec<Arc<pidfd::PidFd>> {
@@ -318,7 +346,11 @@ impl Collector {
         let may_fork = self.tree.update_tracked(&clock, self.threads.is_some());
         let target = self.tree.live.get(&self.tree.target.pid);
         let expected = target.map(|e| e.info.num_threads);
-        let cpu_now = target.and_then(|e| e.cpu_ns());
+        // Read again right before the threads: the idle proof compares this clock's delta
+        // with the threads' schedstat deltas, and reading all the tree's processes since
+        // the update's read (milliseconds for 1,000 children) leaves time for a thread to
+        // run in between, which made the proof fail on most refreshes.
+        let cpu_now = target.and_then(|e| e.cpu_ns_now());
         let threads = match (&mut self.threads, target.is_some()) {
             (Some(t), true) => t.refresh(&clock, expected, cpu_now).unwrap_or_default(),
             _ => Vec::new(),

@@ -248,6 +248,7 @@ fn open_socket() -> io::Result<OwnedFd> {
             std::mem::size_of::<libc::timeval>() as libc::socklen_t,
         );
     }
+    attach_filter(fd);
     // Subscribe: nlmsghdr + cn_msg + PROC_CN_MCAST_LISTEN.
     let total = NLMSG_HDR + CN_MSG_HDR + 4;
     let mut msg = Vec::with_capacity(total);
@@ -269,6 +270,62 @@ fn open_socket() -> io::Result<OwnedFd> {
         return Err(io::Error::last_os_error());
     }
     Ok(sock)
+}
+
+/// A socket filter (classic BPF, run in the kernel as each event is sent) passing only what
+/// [`apply_event`] uses: forks of processes (not threads) and exits of processes. The
+/// connector reports every event on the system, so on a busy machine (a build forking
+/// compilers, each starting threads) most events are thread forks, thread exits, execs and
+/// comm changes: dropped in the kernel, they never wake the reader. Best effort: without the
+/// filter the reader drops them itself.
+fn attach_filter(fd: std::os::fd::RawFd) {
+    // Classic BPF opcodes (linux/filter.h): BPF_LD | BPF_W | BPF_ABS, and so on.
+    const LD_W_ABS: u16 = 0x20;
+    const JEQ_K: u16 = 0x05 | 0x10;
+    const JEQ_X: u16 = 0x05 | 0x10 | 0x08;
+    const TAX: u16 = 0x07;
+    const RET_K: u16 = 0x06;
+    // Absolute loads read big-endian: compare with the events' native bytes read that way.
+    let be = |v: u32| u32::from_be_bytes(v.to_ne_bytes());
+    let ev = (NLMSG_HDR + CN_MSG_HDR) as u32;
+    let data = ev + EV_HDR as u32;
+    let op = |code, jt, jf, k| libc::sock_filter { code, jt, jf, k };
+    let prog = [
+        op(LD_W_ABS, 0, 0, ev),               // 0: what
+        op(JEQ_K, 2, 0, be(PROC_EVENT_FORK)), // 1: fork -> 4
+        op(JEQ_K, 5, 0, be(PROC_EVENT_EXIT)), // 2: exit -> 8
+        op(RET_K, 0, 0, 0),                   // 3: drop
+        op(LD_W_ABS, 0, 0, data + 8),         // 4: child_pid
+        op(TAX, 0, 0, 0),                     // 5
+        op(LD_W_ABS, 0, 0, data + 12),        // 6: child_tgid
+        op(JEQ_X, 5, 4, 0),                   // 7: a process -> 13, a thread -> 12
+        op(LD_W_ABS, 0, 0, data),             // 8: process_pid
+        op(TAX, 0, 0, 0),                     // 9
+        op(LD_W_ABS, 0, 0, data + 4),         // 10: process_tgid
+        op(JEQ_X, 1, 0, 0),                   // 11: a process -> 13
+        op(RET_K, 0, 0, 0),                   // 12: drop
+        op(RET_K, 0, 0, u32::MAX),            // 13: pass
+    ];
+    let fprog = libc::sock_fprog {
+        len: prog.len() as u16,
+        filter: prog.as_ptr().cast_mut(),
+    };
+    // SAFETY: `fprog` points at `prog`, both live for the call; the kernel copies them.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_FILTER,
+            (&fprog as *const libc::sock_fprog).cast(),
+            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        tracing::debug!(
+            "process events: no socket filter ({}); events are filtered in the reader",
+            io::Error::last_os_error()
+        );
+    }
 }
 
 fn u32_at(b: &[u8], off: usize) -> Option<u32> {

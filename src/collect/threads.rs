@@ -1,11 +1,13 @@
 //! The target's threads. Each refresh lists `/proc/PID/task` (getdents on a dirfd kept open),
-//! keeps the per-thread files open and re-reads them with `pread`, and reads the expensive
-//! ones (`stat`, `wchan`, `syscall`, `status`) only for threads whose `schedstat` changed: a
-//! thread that was not scheduled cannot have changed state, wait point or counters. Even the
-//! `schedstat` reads are skipped for threads the process CPU clock proves idle. Once
-//! every N refreshes (spread by tid) a thread's `stat` is re-read anyway: another thread
-//! may have renamed it; if anything in it changed, the rest is re-read too. Files are kept
-//! open within an fd budget; past it, threads are still read, opening files per read.
+//! keeps the per-thread files open and re-reads them with `pread`, and reads `stat` only for
+//! threads whose `schedstat` changed: a thread that was not scheduled cannot have changed
+//! state, wait point or counters. Even the `schedstat` reads are skipped for threads the
+//! process CPU clock proves idle. The costliest reads (`wchan`, `syscall`, `status`) are
+//! done only for the threads someone wants ([`WaitDemand`]: the rows on screen), when they
+//! ran or were not read yet; their files are opened the first time. Once every N refreshes
+//! (spread by tid) a thread's `stat` is re-read anyway: another thread may have renamed it.
+//! Files are kept open within an fd budget; past it, threads are still read, opening files
+//! per read.
 
 use crate::collect::dirscan::DirScanner;
 use crate::collect::procfs::{self, ProcFile};
@@ -13,14 +15,16 @@ use crate::collect::syscalls;
 use crate::collect::tree::Clock;
 use crate::model::{RunState, ThreadInfo, WaitPoint};
 use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::{CStr, CString};
 use std::io;
 
-/// One per-thread file: kept open (the normal case), opened for each read once the fd budget
-/// is spent (correct, three syscalls instead of one), or not readable at all.
+/// One per-thread file: kept open (the normal case), not opened yet (the wait files, opened
+/// through the thread's kept dirfd the first time someone wants them), opened for each read
+/// once the fd budget is spent (correct, three syscalls instead of one), or not readable.
 enum File {
     Kept(ProcFile),
+    Lazy,
     OnDemand,
     Unavailable,
 }
@@ -40,19 +44,32 @@ impl File {
         }
     }
 
-    fn read<'a>(&self, at: Place<'_>, name: &CStr, buf: &'a mut Vec<u8>) -> Option<&'a [u8]> {
+    /// `Lazy` when the thread's dir is kept (opened at first read), else per read.
+    fn later(dir: Option<BorrowedFd<'_>>) -> File {
+        match dir {
+            Some(_) => File::Lazy,
+            None => File::OnDemand,
+        }
+    }
+
+    fn read<'a>(
+        &mut self,
+        dir: Option<BorrowedFd<'_>>,
+        at: Place<'_>,
+        name: &CStr,
+        buf: &'a mut Vec<u8>,
+    ) -> Option<&'a [u8]> {
+        if matches!(self, File::Lazy) {
+            *self = File::open(dir, name);
+        }
         match self {
             File::Kept(f) => f.read(buf).ok(),
             File::OnDemand => {
                 let path = CString::new(format!("{}/{}", at.tid, name.to_str().ok()?)).ok()?;
                 ProcFile::open_at(at.task_dir, &path).ok()?.read(buf).ok()
             }
-            File::Unavailable => None,
+            File::Lazy | File::Unavailable => None,
         }
-    }
-
-    fn kept(&self) -> usize {
-        usize::from(matches!(self, File::Kept(_)))
     }
 }
 
@@ -63,8 +80,15 @@ struct Place<'a> {
     tid: i32,
 }
 
+/// Files a new slot keeps open (its dir, `schedstat`, `stat`); the wait files are opened
+/// later, for wanted threads only, while the budget has room.
+const FDS_PER_SLOT: usize = 3;
+
 /// Files of one thread, plus what was last read from them.
 struct Slot {
+    /// `/proc/PID/task/TID`, kept to open the wait files when first wanted (`None`: the fd
+    /// budget is spent, every read opens its file).
+    dir: Option<OwnedFd>,
     schedstat: File,
     stat: File,
     wchan: File,
@@ -76,13 +100,20 @@ struct Slot {
     generation: u64,
     /// Scheduled since the previous refresh (or no schedstat: cannot tell).
     ran: bool,
+    /// `info.wait` and the switch counts were read since the thread last ran.
+    wait_fresh: bool,
     /// Scratch for [`Threads::refresh`]: read in its first pass; still there.
     read_now: bool,
     alive: bool,
+    /// Set by [`Threads`] before each update: the fd budget has room to keep a wait file
+    /// opened now (else it is opened per read).
+    room: bool,
 }
 
 impl Slot {
-    /// Keep the thread's files open if `keep`, else read them on demand.
+    /// Keep the thread's files open if `keep`, else read them on demand. `schedstat` and
+    /// `stat` are opened now (read every time the thread runs); `wchan`, `syscall` and
+    /// `status` only once the thread is wanted ([`WaitDemand`]).
     fn open(task_dir: BorrowedFd<'_>, tid: i32, keep: bool) -> io::Result<Slot> {
         let dir = match keep {
             true => Some(procfs::open_dir_at(task_dir, &tid.to_string())?),
@@ -92,9 +123,10 @@ impl Slot {
         Ok(Slot {
             schedstat: File::open(d, c"schedstat"),
             stat: File::open(d, c"stat"),
-            wchan: File::open(d, c"wchan"),
-            syscall: File::open(d, c"syscall"),
-            status: File::open(d, c"status"),
+            wchan: File::later(d),
+            syscall: File::later(d),
+            status: File::later(d),
+            dir,
             last_sched: None,
             prev_ticks: 0,
             info: ThreadInfo {
@@ -109,29 +141,40 @@ impl Slot {
             },
             generation: 0,
             ran: true,
+            wait_fresh: false,
             read_now: false,
             alive: true,
+            room: false,
         })
     }
 
+    /// Files this slot keeps open (counted against the budget).
     fn kept_fds(&self) -> usize {
-        [
+        let files = [
             &self.schedstat,
             &self.stat,
             &self.wchan,
             &self.syscall,
             &self.status,
-        ]
-        .iter()
-        .map(|f| f.kept())
-        .sum()
+        ];
+        usize::from(self.dir.is_some())
+            + files.iter().filter(|f| matches!(f, File::Kept(_))).count()
     }
 
-    /// Re-read this thread. Returns `false` when it is gone.
-    fn update(&mut self, at: Place<'_>, buf: &mut Vec<u8>, first: bool, clock: &Clock) -> bool {
+    /// Re-read this thread. Returns `false` when it is gone. `wanted`: someone shows or
+    /// audits this thread, so its wait point is read too (when stale).
+    fn update(
+        &mut self,
+        at: Place<'_>,
+        buf: &mut Vec<u8>,
+        first: bool,
+        clock: &Clock,
+        wanted: bool,
+    ) -> bool {
+        let dir = self.dir.as_ref().map(|d| d.as_fd());
         let sched = self
             .schedstat
-            .read(at, c"schedstat", buf)
+            .read(dir, at, c"schedstat", buf)
             .and_then(procfs::parse_schedstat);
         let ran = sched.is_none() || sched != self.last_sched;
         self.ran = ran;
@@ -145,13 +188,14 @@ impl Slot {
         };
         self.last_sched = sched;
         let due = clock.due(self.info.tid);
-        if !(first || ran || due) {
+        let stale_wait = wanted && !self.wait_fresh;
+        if !(first || ran || due || stale_wait) {
             self.info.cpu_percent = 0.0;
             return true;
         }
         let Some(stat) = self
             .stat
-            .read(at, c"stat", buf)
+            .read(dir, at, c"stat", buf)
             .and_then(procfs::parse_stat)
         else {
             return false;
@@ -167,7 +211,9 @@ impl Slot {
         } else {
             self.info.cpu_ticks
         };
-        self.info.name = stat.comm;
+        if stat.comm != self.info.name {
+            self.info.name = stat.comm;
+        }
         self.info.state = state;
         self.info.cpu_ticks = stat.cpu_ticks;
         self.info.cpu_percent = sched_pct.unwrap_or_else(|| {
@@ -175,19 +221,32 @@ impl Slot {
                 let delta = stat.cpu_ticks.saturating_sub(self.prev_ticks);
                 (delta as f64 / clock.elapsed_ticks * 100.0) as f32
             } else {
-                0.0
+                clock.lifetime_percent(stat.cpu_ticks, stat.start_time)
             }
         });
-        if !changed {
+        if changed {
+            self.wait_fresh = false;
+        }
+        if !wanted {
+            // Nobody shows it: drop what would be stale (and its allocations).
+            if !self.wait_fresh {
+                self.clear_wait();
+            }
             return true;
         }
+        if self.wait_fresh {
+            return true;
+        }
+        self.wait_fresh = true;
+        // Opened now and kept while the budget has room, else opened per read.
+        let dir = dir.filter(|_| self.room);
         self.info.wait.wchan = self
             .wchan
-            .read(at, c"wchan", buf)
+            .read(dir, at, c"wchan", buf)
             .and_then(procfs::parse_wchan);
         let sc = self
             .syscall
-            .read(at, c"syscall", buf)
+            .read(dir, at, c"syscall", buf)
             .and_then(procfs::parse_syscall);
         self.info.wait.syscall_nr = sc.as_ref().map(|(nr, _)| *nr);
         self.info.wait.syscall = sc
@@ -195,12 +254,42 @@ impl Slot {
             .and_then(|(nr, _)| syscalls::name(*nr))
             .map(str::to_owned);
         self.info.wait.syscall_args = sc.map(|(_, a)| a).unwrap_or_default();
-        if let Some(st) = self.status.read(at, c"status", buf) {
+        if let Some(st) = self.status.read(dir, at, c"status", buf) {
             let st = procfs::parse_status(st);
             self.info.voluntary_ctxt_switches = st.voluntary;
             self.info.nonvoluntary_ctxt_switches = st.nonvoluntary;
         }
         true
+    }
+
+    fn clear_wait(&mut self) {
+        if self.info.wait != WaitPoint::default() {
+            self.info.wait = WaitPoint::default();
+        }
+        self.info.voluntary_ctxt_switches = None;
+        self.info.nonvoluntary_ctxt_switches = None;
+    }
+}
+
+/// Whose wait points (`wchan`, `syscall`, `status`: the reads that cost most, `syscall`
+/// above all, which waits for a running thread to leave the CPU) the collector reads: every
+/// thread's (the default: headless, `check`, `snapshot` show them all), or only those of
+/// the threads a consumer shows (the TUI's rows on screen). The target's main thread is
+/// always read (the engine's audits name where it waits). The others' [`WaitPoint`]s are
+/// left empty.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum WaitDemand {
+    #[default]
+    All,
+    Tids(BTreeSet<i32>),
+}
+
+impl WaitDemand {
+    pub fn wants(&self, tid: i32) -> bool {
+        match self {
+            WaitDemand::All => true,
+            WaitDemand::Tids(t) => t.contains(&tid),
+        }
     }
 }
 
@@ -224,6 +313,7 @@ pub struct Threads {
     tids: Vec<i32>,
     /// The process CPU clock's reading at the last refresh: see [`Threads::refresh`].
     last_cpu_ns: Option<u64>,
+    demand: WaitDemand,
 }
 
 impl Threads {
@@ -242,6 +332,7 @@ impl Threads {
             generation: 0,
             tids: Vec::new(),
             last_cpu_ns: None,
+            demand: WaitDemand::All,
         })
     }
 
@@ -267,6 +358,7 @@ impl Threads {
         let buf = &mut self.buf;
         let task_dir = self.task_dir.as_fd();
         let kept = &mut self.kept_fds;
+        let budget = self.fd_budget;
         let mut any_ran = false;
         let cpu_delta = match (cpu_now, self.last_cpu_ns) {
             (Some(now), Some(before)) => now.checked_sub(before),
@@ -275,13 +367,19 @@ impl Threads {
         self.last_cpu_ns = cpu_now;
         // Pass 1: the likely runners. `sum` stays `Some` while every delta is known.
         let mut sum = cpu_delta.map(|_| 0u64);
+        let demand = &self.demand;
         for (&tid, s) in self.slots.iter_mut() {
-            s.read_now = s.ran || clock.due(tid) || cpu_delta.is_none();
+            let wanted = demand.wants(tid);
+            s.read_now =
+                s.ran || clock.due(tid) || cpu_delta.is_none() || (wanted && !s.wait_fresh);
             if !s.read_now {
                 continue;
             }
             let before = s.last_sched.map(|x| x[0]);
-            s.alive = s.update(Place { task_dir, tid }, buf, false, clock);
+            let fds = s.kept_fds();
+            s.room = *kept < budget;
+            s.alive = s.update(Place { task_dir, tid }, buf, false, clock, wanted);
+            *kept += s.kept_fds().saturating_sub(fds);
             let after = s.last_sched.map(|x| x[0]).filter(|_| s.alive);
             sum = match (sum, before, after) {
                 (Some(acc), Some(b), Some(a)) => a.checked_sub(b).map(|d| acc + d),
@@ -299,7 +397,11 @@ impl Threads {
                 s.alive = true;
                 s.info.cpu_percent = 0.0;
             } else {
-                s.alive = s.update(Place { task_dir, tid }, buf, false, clock);
+                let wanted = demand.wants(tid);
+                let fds = s.kept_fds();
+                s.room = *kept < budget;
+                s.alive = s.update(Place { task_dir, tid }, buf, false, clock, wanted);
+                *kept += s.kept_fds().saturating_sub(fds);
             }
         }
         self.slots.retain(|_, s| {
@@ -333,7 +435,7 @@ impl Threads {
                 slot.generation = generation;
                 continue;
             }
-            let keep = self.kept_fds + 6 <= self.fd_budget;
+            let keep = self.kept_fds + FDS_PER_SLOT <= self.fd_budget;
             if !keep && !self.warned_fds {
                 self.warned_fds = true;
                 tracing::warn!(
@@ -346,7 +448,9 @@ impl Threads {
             let Ok(mut slot) = Slot::open(task_dir, tid, keep) else {
                 continue;
             };
-            if slot.update(Place { task_dir, tid }, &mut self.buf, true, clock) {
+            let wanted = self.demand.wants(tid);
+            slot.room = self.kept_fds + FDS_PER_SLOT < self.fd_budget;
+            if slot.update(Place { task_dir, tid }, &mut self.buf, true, clock, wanted) {
                 slot.generation = generation;
                 self.kept_fds += slot.kept_fds();
                 self.slots.insert(tid, slot);
@@ -368,8 +472,14 @@ impl Threads {
         self.any_ran
     }
 
-    /// Number of files kept open (for diagnostics).
+    /// Files kept open or reserved for the kept threads (for diagnostics).
     pub fn open_files(&self) -> usize {
         self.kept_fds + 1
+    }
+
+    /// Read the wait points of these threads only from the next refresh on (see
+    /// [`WaitDemand`]); a thread newly wanted is read then even if it did not run.
+    pub fn set_demand(&mut self, demand: WaitDemand) {
+        self.demand = demand;
     }
 }

@@ -4,11 +4,18 @@
 //! the access mode from `fdinfo`) and the file locks of `/proc/locks`.
 //!
 //! Read on demand, not every refresh: one `syscall` read per thread, one `readlink` per fd
-//! (plus `fdinfo` for pipes and `stat` for files), one read of `/proc/locks`.
+//! (plus `fdinfo` for pipes and `stat` for files), one read of `/proc/locks`; a process or
+//! thread that did not run since the previous read is not read again (its answers cannot
+//! have changed; see `Kept`).
 
+use super::procfs::{self, ProcFile};
 use crate::model::{ProcKey, Snapshot};
+use rustix::fd::{AsFd, BorrowedFd};
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::ffi::CString;
 use std::os::unix::fs::MetadataExt;
+use std::sync::Mutex;
 
 /// One thread's current syscall (`None` when running in user space or unreadable).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -89,13 +96,44 @@ pub struct TreeWaits {
 const MAX_THREADS_PER_PROC: usize = 20_000;
 const MAX_FDS_PER_PROC: usize = 10_000;
 
-/// Reads the waits of every live process of `snap`.
+/// What one [`read_tree`] read of a process, kept for the next one. A process whose CPU
+/// clock did not move ran no thread since, so its threads' waits and its fd table are what
+/// they were (only its own threads change them); in a process that ran, a thread whose
+/// `schedstat` did not move has the same syscall, wait channel and state. Reused for at most
+/// [`REUSE_ROUNDS`] reads in a row: a thread renamed from outside is caught then.
+struct Kept {
+    cpu_ns: Option<u64>,
+    /// Each thread with the `schedstat` read just before it.
+    threads: Vec<(ThreadWait, Option<[u64; 3]>)>,
+    fds: Vec<FdEntry>,
+    /// Reads since the last one that reused nothing.
+    rounds: u32,
+}
+
+/// See [`Kept`]: e.g. the TUI's verdict, refreshed every 5 s, re-reads everything every
+/// 50 s at least.
+const REUSE_ROUNDS: u32 = 10;
+
+/// The processes of the last [`read_tree`] (only those still in the tree are kept).
+static KEPT: Mutex<Option<HashMap<ProcKey, Kept>>> = Mutex::new(None);
+
+/// Reads the waits of every live process of `snap`. Cost follows what ran: a process that
+/// did not run since the previous call is not re-read, nor a thread that did not (see
+/// [`Kept`]); the result is the same as reading everything.
 pub fn read_tree(snap: &Snapshot) -> TreeWaits {
     let mut out = TreeWaits::default();
     let mut syms = super::memwait::DataSymbols::default();
+    let mut kept = KEPT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut before = kept.take().unwrap_or_default();
+    let mut now = HashMap::new();
     for p in snap.processes.iter().filter(|p| p.exit.is_none()) {
-        read_process(p.key, &mut out, &mut syms);
+        let prev = before.remove(&p.key);
+        if let Some(k) = read_process(p.key, prev, &mut out, &mut syms) {
+            now.insert(p.key, k);
+        }
     }
+    *kept = Some(now);
+    drop(kept);
     match std::fs::read("/proc/locks") {
         Ok(buf) => out.locks = parse_locks(&String::from_utf8_lossy(&buf)),
         Err(e) => out.unreadable.push(format!("/proc/locks: {e}")),
@@ -103,31 +141,77 @@ pub fn read_tree(snap: &Snapshot) -> TreeWaits {
     out
 }
 
-fn read_process(key: ProcKey, out: &mut TreeWaits, syms: &mut super::memwait::DataSymbols) {
+/// Reads one process into `out`; returns what to keep for the next call (`None` when
+/// something was unreadable: then it is read in full next time).
+fn read_process(
+    key: ProcKey,
+    prev: Option<Kept>,
+    out: &mut TreeWaits,
+    syms: &mut super::memwait::DataSymbols,
+) -> Option<Kept> {
     let base = format!("/proc/{}", key.pid);
+    // Relative opens from the process's directory: no walk of /proc and the pid per file.
+    let dir = procfs::open_dir(&base).ok()?;
     // The pid could have been reused since the snapshot: check the start time.
-    match super::procfs::read_start_time(key.pid) {
-        Ok(st) if st == key.start_time => {}
-        _ => return,
+    let start = ProcFile::open_at(dir.as_fd(), c"stat")
+        .and_then(|f| f.read(&mut Vec::new()).map(procfs::parse_stat))
+        .ok()
+        .flatten()
+        .map(|s| s.start_time);
+    if start != Some(key.start_time) {
+        return None;
     }
+    let cpu_ns = procfs::process_cpu_clock(key.pid).and_then(procfs::cpu_clock_ns);
+    let prev = prev.filter(|k| k.rounds < REUSE_ROUNDS);
+    if let Some(k) = &prev
+        && cpu_ns.is_some()
+        && k.cpu_ns == cpu_ns
+    {
+        out.threads.extend(k.threads.iter().map(|(t, _)| t.clone()));
+        out.fds.extend(k.fds.iter().cloned());
+        return prev.map(|k| Kept {
+            rounds: k.rounds + 1,
+            ..k
+        });
+    }
+    let unreadable_before = out.unreadable.len();
+    let mut reused_any = false;
+    let prev_rounds = prev.as_ref().map_or(0, |k| k.rounds);
+    let mut prev_threads: HashMap<i32, (ThreadWait, Option<[u64; 3]>)> = prev
+        .map(|k| k.threads.into_iter().map(|t| (t.0.tid, t)).collect())
+        .unwrap_or_default();
+    let mut threads = Vec::new();
+    let mut buf = vec![0u8; 4096];
     match std::fs::read_dir(format!("{base}/task")) {
-        Ok(dir) => {
-            let mut tids: Vec<i32> = dir
+        Ok(list) => {
+            let mut tids: Vec<i32> = list
                 .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
                 .collect();
             tids.sort_unstable();
             tids.truncate(MAX_THREADS_PER_PROC);
             for tid in tids {
-                if let Some(t) = read_thread(key, tid, syms) {
-                    out.threads.push(t);
-                }
+                let sched = read_rel(dir.as_fd(), &format!("task/{tid}/schedstat"), &mut buf)
+                    .and_then(procfs::parse_schedstat);
+                let t = match prev_threads.remove(&tid) {
+                    Some((t, Some(was))) if sched == Some(was) => {
+                        reused_any = true;
+                        t
+                    }
+                    _ => match read_thread(key, dir.as_fd(), tid, &mut buf, syms) {
+                        Some(t) => t,
+                        None => continue,
+                    },
+                };
+                out.threads.push(t.clone());
+                threads.push((t, sched));
             }
         }
         Err(e) => out.unreadable.push(format!("{base}/task: {e}")),
     }
+    let fds_from = out.fds.len();
     match std::fs::read_dir(format!("{base}/fd")) {
-        Ok(dir) => {
-            let mut fds: Vec<i32> = dir
+        Ok(list) => {
+            let mut fds: Vec<i32> = list
                 .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
                 .collect();
             fds.sort_unstable();
@@ -140,18 +224,33 @@ fn read_process(key: ProcKey, out: &mut TreeWaits, syms: &mut super::memwait::Da
         }
         Err(e) => out.unreadable.push(format!("{base}/fd: {e}")),
     }
+    if out.unreadable.len() != unreadable_before {
+        return None;
+    }
+    Some(Kept {
+        cpu_ns,
+        threads,
+        fds: out.fds[fds_from..].to_vec(),
+        rounds: if reused_any { prev_rounds + 1 } else { 0 },
+    })
+}
+
+/// Read a file relative to the process's directory.
+fn read_rel<'a>(dir: BorrowedFd<'_>, rel: &str, buf: &'a mut Vec<u8>) -> Option<&'a [u8]> {
+    let path = CString::new(rel).ok()?;
+    ProcFile::open_at(dir, &path).ok()?.read(buf).ok()
 }
 
 fn read_thread(
     key: ProcKey,
+    dir: BorrowedFd<'_>,
     tid: i32,
+    buf: &mut Vec<u8>,
     syms: &mut super::memwait::DataSymbols,
 ) -> Option<ThreadWait> {
-    let dir = format!("/proc/{}/task/{tid}", key.pid);
-    let stat = super::procfs::parse_stat(&std::fs::read(format!("{dir}/stat")).ok()?)?;
-    let (syscall, args) = std::fs::read(format!("{dir}/syscall"))
-        .ok()
-        .and_then(|b| super::procfs::parse_syscall(&b))
+    let stat = procfs::parse_stat(read_rel(dir, &format!("task/{tid}/stat"), buf)?)?;
+    let (syscall, args) = read_rel(dir, &format!("task/{tid}/syscall"), buf)
+        .and_then(procfs::parse_syscall)
         .map_or((None, Vec::new()), |(nr, args)| {
             (
                 Some(
@@ -161,9 +260,7 @@ fn read_thread(
                 args,
             )
         });
-    let wchan = std::fs::read(format!("{dir}/wchan"))
-        .ok()
-        .and_then(|b| super::procfs::parse_wchan(&b));
+    let wchan = read_rel(dir, &format!("task/{tid}/wchan"), buf).and_then(procfs::parse_wchan);
     // Memory arguments only of a thread asleep in the syscall (a running one moves on).
     let asleep = matches!(stat.state, 'S' | 'D');
     let (futex_words, polled) = match syscall.as_deref() {

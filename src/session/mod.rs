@@ -55,11 +55,17 @@ pub struct SessionConfig {
 /// looks like Python (its comm or argv[0]), `node` for Node.js (comm or argv[0] `node` or
 /// `nodejs`), `jvm` for a JVM (`jvm::is_jvm`), `native` otherwise.
 pub fn default_plan(snap: &Snapshot) -> Result<Plan, String> {
+    plan_for(snap, || crate::jvm::is_jvm(snap.target.pid))
+}
+
+/// [`default_plan`] with the JVM test given (it reads the target's memory maps, long for a
+/// process with many threads: the session asks it once per target name, not per refresh).
+fn plan_for(snap: &Snapshot, is_jvm: impl FnOnce() -> bool) -> Result<Plan, String> {
     let python = snap.target_info().is_some_and(|t| {
         t.name.starts_with("python") || t.cmdline.first().is_some_and(|c| c.contains("python"))
     });
     let node = !python && snap.target_info().is_some_and(is_node);
-    let jvm = !python && !node && crate::jvm::is_jvm(snap.target.pid);
+    let jvm = !python && !node && is_jvm();
     let name = match (python, node, jvm) {
         (true, _, _) => "python-asyncio",
         (_, true, _) => "node",
@@ -102,6 +108,7 @@ enum Ctl {
     },
     RefreshNow,
     SetInterval(Duration),
+    ShowThreads(Vec<i32>),
     AgentRequest {
         method: String,
         params: Value,
@@ -138,6 +145,13 @@ impl SessionHandle {
     }
     pub fn set_interval(&self, d: Duration) {
         let _ = self.tx.send(Ctl::SetInterval(d));
+    }
+    /// The target's threads this consumer shows (the TUI: rows on screen): from now on the
+    /// collector reads the costly wait points (`wchan`, `syscall`) of these only, plus the
+    /// main thread's; the others' `ThreadInfo::wait` stay empty. Without this call (headless,
+    /// `check`) every thread's is read. Cheap to call after every draw: repeats are dropped.
+    pub fn show_threads(&self, tids: Vec<i32>) {
+        let _ = self.tx.send(Ctl::ShowThreads(tids));
     }
     /// One agent request (e.g. `task_stacks`), answered or refused in words.
     pub async fn agent_request(
@@ -219,6 +233,8 @@ impl Session {
             sys: crate::sysfig::SystemFigures::new(),
             probed: std::collections::HashMap::new(),
             limits: Vec::new(),
+            shown: None,
+            jvm_memo: None,
         };
         d.emit(CoreEvent::Attached(AttachInfo {
             target,
@@ -299,6 +315,10 @@ struct Driver {
     probed: std::collections::HashMap<ProcKey, Option<crate::access::Limitation>>,
     /// The limitations last emitted.
     limits: Vec<crate::access::Limitation>,
+    /// The last [`SessionHandle::show_threads`] set, sorted.
+    shown: Option<Vec<i32>>,
+    /// Whether the target is a JVM, by the target's name when it was asked (an exec renames).
+    jvm_memo: Option<(String, bool)>,
 }
 
 impl Driver {
@@ -505,6 +525,15 @@ impl Driver {
             } => self.capture(key, tids, seize, reason, true),
             Ctl::RefreshNow => self.live.refresh_now(),
             Ctl::SetInterval(d) => self.live.set_interval(d),
+            Ctl::ShowThreads(mut tids) => {
+                tids.sort_unstable();
+                tids.dedup();
+                if self.shown.as_ref() != Some(&tids) {
+                    let set = tids.iter().copied().collect();
+                    self.shown = Some(tids);
+                    self.live.set_wait_demand(collect::WaitDemand::Tids(set));
+                }
+            }
             Ctl::AgentRequest {
                 method,
                 params,
@@ -557,7 +586,21 @@ impl Driver {
             Some(p) => Ok(p.clone()),
             None if self.python => plan::load("python-asyncio").map_err(|e| e.to_string()),
             None if self.node => plan::load("node").map_err(|e| e.to_string()),
-            None => default_plan(&snap),
+            None => {
+                let name = snap
+                    .target_info()
+                    .map(|t| t.name.clone())
+                    .unwrap_or_default();
+                let memo = &mut self.jvm_memo;
+                plan_for(&snap, || match memo {
+                    Some((n, jvm)) if *n == name => *jvm,
+                    _ => {
+                        let jvm = crate::jvm::is_jvm(snap.target.pid);
+                        *memo = Some((name, jvm));
+                        jvm
+                    }
+                })
+            }
         };
         let p = match wanted {
             Ok(p) => p,
