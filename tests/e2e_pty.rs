@@ -67,11 +67,29 @@ fn a_command_that_exits_at_once_is_explained() {
     // Either lifecycle-top attached before `sh` exited (the header says how it ended) or it
     // came too late and says so on the way out; never "is a zombie".
     let mut s = Session::start(&["--", "sh", "-c", "exit 7"]);
-    wait_until("the exit is explained", || {
+    // Bounded generously (a loaded CI machine runs ten of these dashboards at once); on
+    // failure the screen and the end of the raw output say what was shown instead.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    loop {
         let raw = String::from_utf8_lossy(&s.screen.raw.lock().expect("raw")).into_owned();
-        s.screen.contents().contains("target exit 7") || raw.contains("exited with code 7")
-    });
-    if s.screen.contents().contains("target exit 7") {
+        let screen = s.screen.contents();
+        if screen.contains("exit 7") || raw.contains("exited with code 7") {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            let tail: String = raw
+                .chars()
+                .rev()
+                .take(2000)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
+            panic!("the exit was never explained; screen:\n{screen}\nraw tail:\n{tail:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    if s.screen.contents().contains("exit 7") {
         s.press(b"q");
     }
     let status = s.child.wait().expect("lifecycle-top exits");
