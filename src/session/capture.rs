@@ -105,6 +105,7 @@ pub async fn capture_stacks(
             source: stacks::SourceKind::Kernel,
             message: format!("stack capture crashed: {e}"),
         }],
+        tasks: Vec::new(),
     });
     let joined =
         python.is_some_and(|v| stacks::python::join_agent(&v, &mut snap.threads, &mut snap.errors));
