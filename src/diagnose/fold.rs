@@ -357,6 +357,18 @@ fn phrase(f: &Facts, e: &Edge) -> String {
         EdgeKind::PipePoll { fd, inode } => {
             format!("polls a pipe (fd {fd}, pipe:[{inode}]) whose write end is held by {to}")
         }
+        EdgeKind::SocketRead { fd, poll, .. } if unowned => {
+            format!("{} fd {fd}, a {to}", if *poll { "polls" } else { "reads" })
+        }
+        EdgeKind::SocketRead {
+            fd,
+            inode,
+            peer,
+            poll,
+        } => format!(
+            "{} a Unix socket (fd {fd}, socket:[{inode}]) whose other end (socket:[{peer}]) is held by {to}",
+            if *poll { "polls" } else { "reads" }
+        ),
         EdgeKind::FileLock { fd, .. } if unowned => format!("waits (fd {fd}) for {to}"),
         EdgeKind::FileLock { fd, inode } => {
             format!("waits for a file lock (fd {fd}, inode {inode}) held by {to}")
