@@ -319,6 +319,9 @@ fn phrase(f: &Facts, e: &Edge) -> String {
     match &e.kind {
         EdgeKind::MainThread => format!("runs its main thread {to}"),
         EdgeKind::Shutdown => format!("waits in threading._shutdown for non-daemon thread {to}"),
+        EdgeKind::ShutdownLater => format!(
+            "will wait in threading._shutdown, once its main thread returns, for non-daemon thread {to}"
+        ),
         EdgeKind::Join if unowned => format!("joins {to}{}", at(e)),
         EdgeKind::Join => format!("joins {to}"),
         EdgeKind::Event => format!("waits on an Event{} that no thread is known to set", at(e)),

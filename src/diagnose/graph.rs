@@ -46,6 +46,9 @@ pub enum EdgeKind {
     MainThread,
     /// The interpreter's `threading._shutdown` joins every non-daemon thread.
     Shutdown,
+    /// The main thread has not returned yet; once it does, `threading._shutdown` joins this
+    /// non-daemon thread (an edge of the process).
+    ShutdownLater,
     Join,
     Event,
     Condition,
@@ -333,6 +336,30 @@ fn agent_edges(f: &Facts, g: &mut Graph, by_pid: &BTreeMap<i32, ProcKey>) {
                 _ => one(unowned("RLock"), EdgeKind::RLock, detail("RLock.acquire")),
             },
             _ => {} // sleep, select, unknown kinds: the thread is a leaf
+        }
+    }
+    // A Python process whose main thread has not reached threading._shutdown yet: once it
+    // returns, the interpreter waits there for every non-daemon thread still alive. Those
+    // block exit too (the demo's "asyncio_1"); said as a wait of the process, after the
+    // main thread's own chain. Not for Node.js (its workers are the loop's handles).
+    let node = r.loops.iter().any(|l| l.class == "node:libuv");
+    let main = r.threads.iter().find(|t| t.main && t.alive);
+    let in_shutdown = main
+        .and_then(|m| m.waits_on.as_ref())
+        .is_some_and(|w| w.kind == "shutdown");
+    if !node && main.is_some() && !in_shutdown {
+        for o in &r.threads {
+            let Some(otid) = o.native_id else { continue };
+            if o.alive && !o.daemon && !o.main && !o.agent {
+                g.add(edge(
+                    Node::Process { key },
+                    th(otid),
+                    EdgeKind::ShutdownLater,
+                    Source::Agent,
+                    "non-daemon and alive: threading._shutdown joins it once the main thread returns"
+                        .into(),
+                ));
+            }
         }
     }
     // asyncio.run waits for its main task.
