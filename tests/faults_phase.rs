@@ -33,8 +33,9 @@ fn target_of(lt: i32) -> Option<(i32, u64)> {
     })
 }
 
-/// Processes whose command line carries `token` (the target and its children do).
-fn carrying(token: &str) -> Vec<i32> {
+/// Live processes whose command line carries `token` (the target and its children do, and
+/// lifecycle-top's tree guard, a fork of it), split into (guards, others).
+fn carrying(token: &str) -> (Vec<i32>, Vec<i32>) {
     all_pids()
         .into_iter()
         .filter(|pid| {
@@ -42,7 +43,10 @@ fn carrying(token: &str) -> Vec<i32> {
                 .is_ok_and(|c| String::from_utf8_lossy(&c).contains(token))
                 && stat(*pid).is_some_and(|(s, ..)| s != 'Z')
         })
-        .collect()
+        .partition(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|c| c.trim() == "lt-tree-guard")
+        })
 }
 
 struct Run {
@@ -99,11 +103,20 @@ fn run_once(i: usize, kill_after: Duration) -> Run {
         use std::io::Read;
         let _ = o.read_to_string(&mut stdout);
     }
-    let left = carrying(&token);
+    let (_, left) = carrying(&token);
     assert!(
         left.is_empty(),
         "run {i} (kill after {kill_after:?}): tree members left running: {left:?}\n{stdout}"
     );
+    // The guard notices lifecycle-top is gone (its pidfd) and exits on its own, at once.
+    let gone = Instant::now() + Duration::from_secs(10);
+    while !carrying(&token).0.is_empty() {
+        assert!(
+            Instant::now() < gone,
+            "run {i}: the tree guard outlived lifecycle-top by 10 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let text = std::fs::read_to_string(&report).unwrap_or_else(|e| {
         panic!("run {i}: no report ({e}):\n{stdout}");
     });
@@ -163,10 +176,17 @@ fn check(i: usize, r: &Run) {
             booked.push((None, e["at_ms"].as_u64().unwrap()));
         }
     }
-    assert_eq!(booked.len(), 1, "the exit is booked once: {booked:?}\n{ctx}");
+    assert_eq!(
+        booked.len(),
+        1,
+        "the exit is booked once: {booked:?}\n{ctx}"
+    );
     let (phase, at) = booked[0];
     for p in phases {
-        let (start, end) = (p["start_ms"].as_u64().unwrap(), p["end_ms"].as_u64().unwrap());
+        let (start, end) = (
+            p["start_ms"].as_u64().unwrap(),
+            p["end_ms"].as_u64().unwrap(),
+        );
         let name = p["name"].as_str().unwrap();
         let kind = p["outcome"]["kind"].as_str().unwrap();
         if Some(p["index"].as_u64().unwrap()) == phase {
@@ -206,16 +226,14 @@ fn matrix(slot: usize) {
         eprintln!(
             "run {i}: kill after {at:?} ours={} -> {:?}",
             r.killed,
-            r.report["timeline"]["phases"]
-                .as_array()
-                .map(|ps| ps
-                    .iter()
-                    .map(|p| format!(
-                        "{}:{}",
-                        p["key"].as_str().unwrap_or("?"),
-                        p["outcome"]["kind"].as_str().unwrap_or("?")
-                    ))
-                    .collect::<Vec<_>>())
+            r.report["timeline"]["phases"].as_array().map(|ps| ps
+                .iter()
+                .map(|p| format!(
+                    "{}:{}",
+                    p["key"].as_str().unwrap_or("?"),
+                    p["outcome"]["kind"].as_str().unwrap_or("?")
+                ))
+                .collect::<Vec<_>>())
         );
         check(i, &r);
     }

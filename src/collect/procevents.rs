@@ -88,8 +88,11 @@ const MAX_STRANGERS: usize = 65_536;
 #[derive(Default)]
 struct Shared {
     members: HashSet<i32>,
-    /// child tgid -> parent tgid, for forks whose parent was not a member.
-    strangers: HashMap<i32, i32>,
+    /// child tgid -> (parent tgid, fork time in boot-clock ns), for forks whose parent was
+    /// not a member. The time tells a child of this parent from a child of an older process
+    /// that had the same pid (pids wrap at 32,768 by default): only forks made after the
+    /// member started are its children.
+    strangers: HashMap<i32, (i32, u64)>,
     /// New members since the collector last asked: (pid, start time).
     new: Vec<(i32, u64)>,
     /// Events were lost (ENOBUFS): the collector must list /proc in full.
@@ -97,23 +100,29 @@ struct Shared {
 }
 
 impl Shared {
-    fn join(&mut self, pid: i32) {
+    /// `pid`, started at `start_ns` (boot clock), is a member.
+    fn join(&mut self, pid: i32, start_ns: u64) {
         if !self.members.insert(pid) {
             return;
         }
         if let Ok(start) = procfs::read_start_time(pid) {
             self.new.push((pid, start));
         }
-        // Children it forked before it was known to be a member.
-        let kids: Vec<i32> = self
+        self.adopt_children(pid, start_ns);
+    }
+
+    /// The children member `pid` (started at `start_ns`) forked before it was known to be
+    /// a member join too; forks older than its start were another process's with its pid.
+    fn adopt_children(&mut self, pid: i32, start_ns: u64) {
+        let kids: Vec<(i32, u64)> = self
             .strangers
             .iter()
-            .filter(|(_, p)| **p == pid)
-            .map(|(c, _)| *c)
+            .filter(|(_, (p, at))| *p == pid && *at >= start_ns)
+            .map(|(c, (_, at))| (*c, *at))
             .collect();
-        for k in kids {
+        for (k, at) in kids {
             self.strangers.remove(&k);
-            self.join(k);
+            self.join(k, at);
         }
     }
 }
@@ -152,20 +161,14 @@ impl ProcEvents {
         Ok(ProcEvents { shared, stop })
     }
 
-    /// `pid` is a member (found by a scan, or the target): its future forks are followed.
-    pub fn seed(&self, pid: i32) {
+    /// `pid`, started at `start_time` (clock ticks since boot, /proc/PID/stat field 22), is
+    /// a member (found by a scan, or the target): its future forks are followed, and those
+    /// it made since it started.
+    pub fn seed(&self, pid: i32, start_time: u64) {
+        let start_ns = ticks_to_ns(start_time);
         let mut s = lock(&self.shared);
         if s.members.insert(pid) {
-            let kids: Vec<i32> = s
-                .strangers
-                .iter()
-                .filter(|(_, p)| **p == pid)
-                .map(|(c, _)| *c)
-                .collect();
-            for k in kids {
-                s.strangers.remove(&k);
-                s.join(k);
-            }
+            s.adopt_children(pid, start_ns);
         }
     }
 
@@ -336,6 +339,28 @@ fn i32_at(b: &[u8], off: usize) -> Option<i32> {
     u32_at(b, off).map(|v| v as i32)
 }
 
+fn u64_at(b: &[u8], off: usize) -> Option<u64> {
+    b.get(off..off + 8)
+        .and_then(|s| s.try_into().ok())
+        .map(u64::from_ne_bytes)
+}
+
+/// Clock ticks since boot (a start time) in nanoseconds, rounded down to the tick.
+fn ticks_to_ns(ticks: u64) -> u64 {
+    let hz = rustix::param::clock_ticks_per_second().max(1);
+    ticks.saturating_mul(1_000_000_000 / hz)
+}
+
+/// Boot clock minus monotonic clock, ns: what turns an event's timestamp (`ktime_get_ns`,
+/// monotonic) into the clock start times count on (boot time, which includes suspend).
+fn boot_offset_ns() -> u64 {
+    use rustix::time::{ClockId, clock_gettime};
+    let ns = |t: rustix::time::Timespec| {
+        (t.tv_sec as u64).saturating_mul(1_000_000_000) + t.tv_nsec as u64
+    };
+    ns(clock_gettime(ClockId::Boottime)).saturating_sub(ns(clock_gettime(ClockId::Monotonic)))
+}
+
 fn read_loop(sock: OwnedFd, shared: Arc<Mutex<Shared>>, stop: Arc<AtomicBool>) {
     let mut buf = vec![0u8; 64 * 1024];
     while !stop.load(Ordering::Relaxed) {
@@ -365,6 +390,7 @@ fn read_loop(sock: OwnedFd, shared: Arc<Mutex<Shared>>, stop: Arc<AtomicBool>) {
 /// Parse one datagram (one or more netlink messages) and apply its events.
 fn handle_datagram(data: &[u8], shared: &Mutex<Shared>) {
     let mut off = 0;
+    let offset = boot_offset_ns();
     let mut s = lock(shared);
     while let Some(len) = u32_at(data, off) {
         let len = len as usize;
@@ -374,15 +400,17 @@ fn handle_datagram(data: &[u8], shared: &Mutex<Shared>) {
         let msg = &data[off + NLMSG_HDR..off + len];
         if u32_at(msg, 0) == Some(CN_IDX_PROC) && u32_at(msg, 4) == Some(CN_VAL_PROC) {
             let ev = msg.get(CN_MSG_HDR..).unwrap_or_default();
-            apply_event(ev, &mut s);
+            apply_event(ev, offset, &mut s);
         }
         // NLMSG_ALIGN
         off += (len + 3) & !3;
     }
 }
 
-fn apply_event(ev: &[u8], s: &mut Shared) {
+/// Applies one event; `offset` turns its monotonic timestamp into boot-clock time.
+fn apply_event(ev: &[u8], offset: u64, s: &mut Shared) {
     let Some(what) = u32_at(ev, 0) else { return };
+    let at = u64_at(ev, 8).unwrap_or(0).saturating_add(offset);
     let d = EV_HDR;
     match what {
         PROC_EVENT_FORK => {
@@ -395,9 +423,9 @@ fn apply_event(ev: &[u8], s: &mut Shared) {
                 return; // a new thread, not a process
             }
             if s.members.contains(&parent_tgid) {
-                s.join(child_tgid);
+                s.join(child_tgid, at);
             } else if s.strangers.len() < MAX_STRANGERS {
-                s.strangers.insert(child_tgid, parent_tgid);
+                s.strangers.insert(child_tgid, (parent_tgid, at));
             }
         }
         PROC_EVENT_EXIT => {
@@ -417,11 +445,11 @@ fn apply_event(ev: &[u8], s: &mut Shared) {
 mod tests {
     use super::*;
 
-    fn fork_event(parent: i32, child: i32, thread: bool) -> Vec<u8> {
+    fn fork_event(parent: i32, child: i32, thread: bool, at_ns: u64) -> Vec<u8> {
         let mut v = Vec::new();
         v.extend_from_slice(&PROC_EVENT_FORK.to_ne_bytes());
         v.extend_from_slice(&0u32.to_ne_bytes());
-        v.extend_from_slice(&0u64.to_ne_bytes());
+        v.extend_from_slice(&at_ns.to_ne_bytes());
         for x in [
             parent,
             parent,
@@ -440,13 +468,33 @@ mod tests {
         s.members.insert(1 << 29);
         // A fork by a stranger whose parent becomes a member later (our own pid: it is
         // alive, so its start time reads).
-        apply_event(&fork_event(1 << 28, me, false), &mut s);
+        apply_event(&fork_event(1 << 28, me, false, 5_000), 0, &mut s);
         assert!(s.new.is_empty() && s.strangers.contains_key(&me));
-        s.join(1 << 28);
+        s.join(1 << 28, 4_000);
         assert!(s.members.contains(&me));
         assert_eq!(s.new.iter().filter(|(p, _)| *p == me).count(), 1);
         // Threads are not processes.
-        apply_event(&fork_event(me, 1 << 27, true), &mut s);
+        apply_event(&fork_event(me, 1 << 27, true, 6_000), 0, &mut s);
         assert!(!s.members.contains(&((1 << 27) + 1)) && !s.members.contains(&(1 << 27)));
+    }
+
+    #[test]
+    fn a_fork_older_than_the_member_was_another_process_with_its_pid() {
+        // Pid 1<<28 forked a long-lived child, exited, and the pid was reused by a new
+        // process that is then seeded: the old child is not the new member's.
+        let mut s = Shared::default();
+        apply_event(&fork_event(1 << 28, 1 << 26, false, 1_000), 0, &mut s);
+        s.join(1 << 28, 2_000);
+        assert!(!s.members.contains(&(1 << 26)), "a stale child was adopted");
+        assert!(s.strangers.contains_key(&(1 << 26)));
+        // The boot-clock offset is added to the event's monotonic stamp.
+        let mut s = Shared::default();
+        apply_event(&fork_event(1 << 28, 1 << 26, false, 1_000), 5_000, &mut s);
+        s.join(1 << 28, 2_000);
+        assert!(s.members.contains(&(1 << 26)));
+        assert_eq!(
+            ticks_to_ns(3),
+            3 * (1_000_000_000 / rustix::param::clock_ticks_per_second())
+        );
     }
 }

@@ -109,7 +109,7 @@ impl Tree {
     fn track(&mut self, e: Entry) {
         let (pid, pgid, sid) = (e.info.key.pid, e.info.pgid, e.info.sid);
         if let Some(ev) = &self.events {
-            ev.seed(pid);
+            ev.seed(pid, e.info.key.start_time);
         }
         if pgid == pid {
             self.groups.insert(pgid);
