@@ -702,14 +702,33 @@ fn socket_edges(
         "{} fd {fd} = socket:[{inode}], peer socket:[{peer}] (sock_diag); holders from /proc/*/fd",
         t.syscall.as_deref().unwrap_or("?")
     );
+    let nobody = format!(
+        "Unix socket socket:[{inode}] whose peer socket:[{peer}] no process of the tree holds"
+    );
+    let many = format!(
+        "socket:[{peer}] is held by {} processes of the tree",
+        holders.len()
+    );
+    holder_edges(g, from, holders, kind, detail, nobody, many);
+}
+
+/// Edges from `from` to each of `holders` (the first [`MAX_WRITERS`], with a note saying
+/// `many` past that), or to an unowned `nobody` when there is none.
+fn holder_edges(
+    g: &mut Graph,
+    from: &Node,
+    holders: BTreeSet<ProcKey>,
+    kind: EdgeKind,
+    detail: String,
+    nobody: String,
+    many: String,
+) {
     if holders.is_empty() {
         g.add(edge(
             from.clone(),
             Node::Unowned {
                 waiter: Box::new(from.clone()),
-                object: format!(
-                    "Unix socket socket:[{inode}] whose peer socket:[{peer}] no process of the tree holds"
-                ),
+                object: nobody,
             },
             kind,
             Source::ProcFd,
@@ -718,10 +737,8 @@ fn socket_edges(
         return;
     }
     if holders.len() > MAX_WRITERS {
-        g.notes.push(format!(
-            "socket:[{peer}] is held by {} processes of the tree: the first {MAX_WRITERS} are listed",
-            holders.len()
-        ));
+        g.notes
+            .push(format!("{many}: the first {MAX_WRITERS} are listed"));
     }
     for k in holders.into_iter().take(MAX_WRITERS) {
         g.add(edge(
@@ -753,36 +770,12 @@ fn pipe_edges(
         })
         .map(|e| e.key)
         .collect();
-    if writers.is_empty() {
-        g.add(edge(
-            from.clone(),
-            Node::Unowned {
-                waiter: Box::new(from.clone()),
-                object: format!(
-                    "pipe:[{inode}] whose write end no other process of the tree holds"
-                ),
-            },
-            kind,
-            Source::ProcFd,
-            detail,
-        ));
-        return;
-    }
-    if writers.len() > MAX_WRITERS {
-        g.notes.push(format!(
-            "pipe:[{inode}] has {} write ends in the tree: the first {MAX_WRITERS} are listed",
-            writers.len()
-        ));
-    }
-    for k in writers.into_iter().take(MAX_WRITERS) {
-        g.add(edge(
-            from.clone(),
-            Node::Process { key: k },
-            kind.clone(),
-            Source::ProcFd,
-            detail.clone(),
-        ));
-    }
+    let nobody = format!("pipe:[{inode}] whose write end no other process of the tree holds");
+    let many = format!(
+        "pipe:[{inode}] has {} write ends in the tree",
+        writers.len()
+    );
+    holder_edges(g, from, writers, kind, detail, nobody, many);
 }
 
 /// A `futex` wait: a pthread mutex's owner, a joined thread, or (no owner known) nothing.

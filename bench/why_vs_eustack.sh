@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# `why` (issue 10's benchmark), whole process (exec to exit), against `eu-stack -p` on the
+# same target in the same run (interleaved runs, bench/interleave.py): the shared
+# 1,000-thread target with 190 descendants (bench/tree_target.c), then the busy one (every
+# thread wakes every 50 ms, bench/busy_target.c). Also checks that `why` paused no thread:
+# the target's threads' voluntary context switches only grow and none was traced.
+#
+#   bench/why_vs_eustack.sh [RUNS (default 10)]
+#   LT=path/to/lifecycle-top bench/why_vs_eustack.sh     # measure another build
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUNS=${1:-10}
+for tool in gcc python3 eu-stack cargo; do
+    command -v "$tool" >/dev/null || {
+        echo "error: '$tool' not found: install it to run this benchmark (apt-get install -y elfutils gcc)" >&2
+        exit 1
+    }
+done
+tmp=$(mktemp -d)
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+if [ -z "${LT:-}" ]; then
+    cargo build --quiet --release --bin lifecycle-top
+    LT=$PWD/target/release/lifecycle-top
+fi
+compare() { python3 bench/interleave.py "$RUNS" "$@"; }
+start() { # start SRC ARGS...: compiles and starts a shared workload, prints its pid
+    local src=$1
+    shift
+    gcc -O2 -o "$tmp/$(basename "$src" .c)" "$src" -lpthread
+    "$tmp/$(basename "$src" .c)" "$@" >"$tmp/$(basename "$src" .c).pid" &
+    pids+=($!)
+    for _ in $(seq 100); do [ -s "$tmp/$(basename "$src" .c).pid" ] && break; sleep 0.1; done
+    cat "$tmp/$(basename "$src" .c).pid"
+}
+T=$(start bench/tree_target.c 1000 190)
+sleep 1
+compare "why --pid, 1,000 threads + 190 descendants (idle)" "$LT why --pid $T" "eu-stack -p $T"
+if grep -q TracerPid:.*[1-9] /proc/"$T"/task/*/status 2>/dev/null; then
+    echo "error: a thread of the target is still traced" >&2
+    exit 1
+fi
+kill -9 "${pids[@]}" 2>/dev/null || true
+B=$(start bench/busy_target.c 1000 190)
+sleep 1
+compare "why --pid, 1,000 threads waking every 50 ms + 190 descendants" "$LT why --pid $B" "eu-stack -p $B"
