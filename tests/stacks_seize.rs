@@ -216,6 +216,77 @@ fn sigkill_child_capture() {
     stacks::capture(pid.parse().unwrap(), &[tid.parse().unwrap()], &opts);
 }
 
+/// Ctrl-Z during a seized capture: the terminal sends SIGTSTP to its foreground process
+/// group, the one lifecycle-top runs in. The seize helper has its own group, so it is not
+/// stopped with a thread of the target stopped: it finishes, detaches, and the thread runs
+/// while the capturing process itself is still stopped.
+#[test]
+fn ctrl_z_of_the_capturing_group_does_not_stop_the_seize_helper() {
+    use std::os::unix::process::CommandExt;
+    let t = Target::rust();
+    let pid = t.pid();
+    let tid = tid_named(pid, "sleeper");
+    let me = std::env::current_exe().unwrap();
+    let capturer = Command::new(me)
+        .args(["--exact", "held_capture", "--ignored", "--nocapture"])
+        .env("LT_SEIZE_TARGET", format!("{pid}:{tid}"))
+        // A group of its own, like a shell job: the test sends the group what Ctrl-Z sends.
+        .process_group(0)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let group = nix::unistd::Pid::from_raw(capturer.id() as i32);
+    // Whatever happens, the group (capturer and helper) does not outlive the test stopped.
+    struct Group(std::process::Child, nix::unistd::Pid);
+    impl Drop for Group {
+        fn drop(&mut self) {
+            let _ = nix::sys::signal::killpg(self.1, nix::sys::signal::Signal::SIGKILL);
+            let _ = self.0.wait();
+        }
+    }
+    let mut capturer = Group(capturer, group);
+    eventually("thread stopped by the capture", || {
+        thread_state(pid, tid) == Some('t')
+    });
+    nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGTSTP).unwrap();
+    eventually("the capturing process stopped by SIGTSTP", || {
+        thread_state(group.as_raw(), group.as_raw()) == Some('T')
+    });
+    // The helper holds the thread 2 s, then detaches: bounded by `eventually`'s 10 s.
+    eventually("thread released while the capturer is stopped", || {
+        released(pid, tid)
+    });
+    assert_eq!(
+        thread_state(group.as_raw(), group.as_raw()),
+        Some('T'),
+        "the capturer stayed stopped meanwhile"
+    );
+    nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGCONT).unwrap();
+    let st = capturer.0.wait().unwrap();
+    assert!(st.success(), "the held capture finished: {st:?}");
+}
+
+/// Runs in the process the test above stops: one seized capture held 2 s.
+#[test]
+#[ignore = "helper process of ctrl_z_of_the_capturing_group_does_not_stop_the_seize_helper"]
+fn held_capture() {
+    let spec = std::env::var("LT_SEIZE_TARGET").expect("LT_SEIZE_TARGET=pid:tid");
+    let (pid, tid) = spec.split_once(':').unwrap();
+    let opts = StackOptions {
+        per_thread_budget: Duration::from_secs(60),
+        budget: Duration::from_secs(60),
+        hold_stopped: Duration::from_secs(2),
+        ..seize_opts()
+    };
+    let snap = stacks::capture(pid.parse().unwrap(), &[tid.parse().unwrap()], &opts);
+    assert!(
+        snap.threads[0].stack(SourceKind::Native).is_some(),
+        "{}",
+        dump(&snap)
+    );
+}
+
 #[test]
 fn one_helper_seizes_many_threads_in_turn_and_releases_all() {
     let t = Target::rust();

@@ -1,6 +1,8 @@
 //! `lifecycle-top stacks --pid N [--json] [--seize]`: one joined snapshot of every thread,
 //! like `eu-stack -p` or `py-spy dump`, but with the kernel wait point, native frames and
-//! Python frames side by side per thread. Text formatting lives here, nowhere else.
+//! Python frames side by side per thread. With an agent in the target, its Python (or
+//! Node.js JavaScript) frames are asked for and shown first; a process it may not read is
+//! refused (exit 2) with the reason and the remedy. Text formatting lives here, nowhere else.
 
 use super::{Frame, StackOptions, StackSnapshot, ThreadStacks, capture};
 use std::io::Write;
@@ -12,12 +14,46 @@ pub fn run(pid: i32, json: bool, seize: bool, out: &mut dyn Write) -> anyhow::Re
     let Ok(start_time) = crate::collect::procfs::read_start_time(pid) else {
         anyhow::bail!("no process with pid {pid} (check the pid with `ps -p {pid}`)");
     };
-    let opts = StackOptions {
+    // Nothing can be captured: say why and exit 2 (main prints the line) instead of an
+    // empty dump that exits 0.
+    if let Some(why) = super::refused(pid) {
+        anyhow::bail!("{why}");
+    }
+    let mut opts = StackOptions {
         seize,
         expect_start_time: Some(start_time),
         ..StackOptions::default()
     };
-    let snap = capture(pid, &[], &opts);
+    // With an agent in the target (Python or Node.js), its frames go first: asked on a
+    // thread of its own while the kernel and native sources are read.
+    let agent = super::from_agent::may_have_agent(pid).then(|| {
+        let key = crate::model::ProcKey { pid, start_time };
+        std::thread::spawn(move || super::from_agent::request(key))
+    });
+    if agent.is_some() {
+        opts.pyspy = false;
+    }
+    let mut snap = capture(pid, &[], &opts);
+    if let Some(agent) = agent {
+        let answer = agent
+            .join()
+            .unwrap_or_else(|_| Err("agent client panicked".into()));
+        let joined = match answer {
+            Ok(v) => super::python::join_agent(&v, &mut snap.threads, &mut snap.errors),
+            Err(why) => {
+                snap.errors.push(super::SourceError {
+                    source: super::SourceKind::AgentPython,
+                    message: format!("no stacks from the agent: {why}"),
+                });
+                false
+            }
+        };
+        if !joined {
+            // As without an agent: py-spy reads a CPython interpreter from outside.
+            opts.pyspy = true;
+            super::python::join_into(pid, None, &mut snap.threads, &opts, &mut snap.errors);
+        }
+    }
     // A JVM: its Java frames, joined by nid (a dump over the attach protocol, a few ms).
     let java = crate::jvm::is_jvm(pid).then(|| crate::jvm::thread_dump(pid));
     if json {

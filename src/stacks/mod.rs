@@ -6,6 +6,7 @@
 //! can say how much to trust what they show. No drawing here: see `ui::widgets::stacks`.
 
 pub mod cli;
+mod from_agent;
 pub mod kernel;
 pub mod native;
 mod pyspy;
@@ -239,6 +240,35 @@ fn identity_error(pid: i32, expected: u64) -> Option<String> {
     }
 }
 
+/// Why no stack of `pid` can be read (ptrace-read access refused), with the remedy.
+pub fn refused(pid: i32) -> Option<String> {
+    use crate::access::Reason;
+    let l = crate::access::limitation(pid)?;
+    let who = format!("pid {pid} ({})", l.name);
+    Some(match l.reason {
+        Reason::NotDumpable => format!(
+            "{who}: the process is not dumpable (prctl PR_SET_DUMPABLE 0): run as root \
+             (sudo lifecycle-top stacks --pid {pid}); nothing captured"
+        ),
+        Reason::OtherUser { uid } => format!(
+            "{who} belongs to uid {uid}: only its user or root may read its stacks; {}; \
+             nothing captured",
+            l.remedy
+        ),
+        Reason::NoPtraceRights { detail } => {
+            let detail = if detail.is_empty() {
+                String::new()
+            } else {
+                format!(" ({detail})")
+            };
+            format!(
+                "{who}: ptrace access refused{detail}: {}; nothing captured",
+                l.remedy
+            )
+        }
+    })
+}
+
 fn capture_here(pid: i32, tids: &[i32], opts: &StackOptions) -> StackSnapshot {
     let started = Instant::now();
     let taken_at_unix_ms = SystemTime::now()
@@ -281,6 +311,26 @@ fn capture_here(pid: i32, tids: &[i32], opts: &StackOptions) -> StackSnapshot {
         .iter()
         .map(|&tid| kernel::read_thread(pid, tid, opts.kernel_stack))
         .collect();
+    // A process we may list but not read (another user's, non-dumpable, ptrace refused):
+    // one process-wide line with the real reason instead of "permission denied" per file
+    // and thread; the kernel view keeps what is readable (state, wchan, switches).
+    if let Some(why) = refused(pid) {
+        for t in &mut threads {
+            t.errors.retain(|e| !e.message.contains("unreadable"));
+        }
+        errors.push(SourceError {
+            source: SourceKind::Native,
+            message: why,
+        });
+        return StackSnapshot {
+            pid,
+            taken_at_unix_ms,
+            capture_us: started.elapsed().as_micros() as u64,
+            threads,
+            errors,
+            tasks: Vec::new(),
+        };
+    }
     // Read once: with many threads the maps file is long (a stack and a guard per thread).
     let maps_text = std::fs::read_to_string(format!("/proc/{pid}/maps"));
     if opts.native {

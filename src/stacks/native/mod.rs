@@ -154,13 +154,7 @@ fn capture_with(
         .iter()
         .flat_map(|(_, w, _)| w.lookup_addrs.iter().copied())
         .collect();
-    let module_of = |a: u64| {
-        exec_maps
-            .iter()
-            .find(|m| m.range.contains(&a))
-            .map(|m| m.path.rsplit('/').next().unwrap_or(&m.path).to_string())
-    };
-    if let Some(e) = pc.symbols.resolve(pid, &all, &module_of) {
+    if let Some(e) = pc.symbols.resolve(pid, &all, &exec_maps) {
         errors.push(err(e));
     }
     for (i, w, mut note) in walks {

@@ -1,6 +1,9 @@
 //! Loaded modules of a target, from /proc/PID/maps, turned into framehop modules. Unwind
-//! sections (.eh_frame, .eh_frame_hdr, .text; nothing else of the file) are read once per file identity (device,
-//! inode, mtime) and shared; only the load address differs between processes (PIE/ASLR).
+//! sections (.eh_frame, .eh_frame_hdr, .text) are windows of the file mapped read-only, so
+//! only the pages an unwind touches are read (framehop binary-searches .eh_frame_hdr: a
+//! cold capture reads a few pages of libc, not its 1.5 MB of .text); one mapping per file
+//! identity (device, inode, mtime), shared by every process; only the load address differs
+//! between processes (PIE/ASLR).
 //! Load bias: the executable mapping at file offset O and address S lies in the PT_LOAD whose
 //! file range holds O, so bias = S - (p_vaddr + O - p_offset), and framehop gets
 //! base_svma = 0, base_avma = bias (ELF svmas are relative to 0).
@@ -13,8 +16,23 @@ use std::ops::Range;
 use std::os::unix::fs::MetadataExt;
 use std::sync::Arc;
 
-/// Section bytes shared between processes mapping the same file.
-pub type Bytes = Arc<[u8]>;
+/// Section bytes shared between processes mapping the same file: a window of the file's
+/// read-only mapping (empty if the window does not fit the file, or for `default()`).
+#[derive(Clone, Default)]
+pub struct Bytes {
+    map: Option<Arc<memmap2::Mmap>>,
+    range: Range<usize>,
+}
+
+impl std::ops::Deref for Bytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        self.map
+            .as_ref()
+            .and_then(|m| m.get(self.range.clone()))
+            .unwrap_or(&[])
+    }
+}
 
 /// One line of /proc/PID/maps.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,23 +75,44 @@ pub struct ElfUnwindInfo {
     got: Option<Range<u64>>,
 }
 
-fn section<'d, R: object::ReadRef<'d>>(
-    file: &object::File<'d, R>,
+fn section<'d>(
+    map: &Arc<memmap2::Mmap>,
+    file: &object::File<'d, &'d [u8]>,
     name: &str,
 ) -> Option<(Range<u64>, Bytes)> {
     let s = file.section_by_name(name)?;
-    let data = s.data().ok()?;
-    Some((s.address()..s.address() + s.size(), Arc::from(data)))
+    // Compressed or file-less (NOBITS) sections are of no use to unwinding.
+    if !matches!(
+        s.compressed_file_range().ok()?.format,
+        object::CompressionFormat::None
+    ) {
+        return None;
+    }
+    let (off, size) = s.file_range()?;
+    let range = usize::try_from(off).ok()?..usize::try_from(off.checked_add(size)?).ok()?;
+    map.get(range.clone())?;
+    Some((
+        s.address()..s.address() + s.size(),
+        Bytes {
+            map: Some(map.clone()),
+            range,
+        },
+    ))
 }
 
-/// Read the unwind sections of an ELF file (via /proc/PID/root so containers work). Only
-/// the headers and the three sections are read (a `ReadCache`), not the whole file: a
-/// library with debug info is mostly DWARF that unwinding does not need (libpython: 23 MB
-/// of which 3 MB are read).
+/// Map an ELF file (via /proc/PID/root so containers work) and find its unwind sections.
+/// Nothing is read but the headers until an unwind needs a page: a library with debug info
+/// is mostly DWARF that unwinding does not need.
 pub fn read_elf(path: &str) -> Result<ElfUnwindInfo, String> {
     let f = fs::File::open(path).map_err(|e| format!("{path}: {e}"))?;
-    let data = object::ReadCache::new(f);
-    let file = object::File::parse(&data).map_err(|e| format!("{path}: not an ELF file: {e}"))?;
+    // SAFETY: a read-only private mapping of a file that is mapped executable in the target;
+    // loaded code is not rewritten in place (the loader's files are replaced by rename, and
+    // a running executable refuses writes with ETXTBSY). Only slices within the mapping's
+    // length are ever handed out (`Bytes::deref`).
+    let map = unsafe { memmap2::Mmap::map(&f) }.map_err(|e| format!("{path}: mmap: {e}"))?;
+    let map = Arc::new(map);
+    let file =
+        object::File::parse(&map[..]).map_err(|e| format!("{path}: not an ELF file: {e}"))?;
     let loads = file
         .segments()
         .map(|s| {
@@ -84,9 +123,9 @@ pub fn read_elf(path: &str) -> Result<ElfUnwindInfo, String> {
         .collect();
     Ok(ElfUnwindInfo {
         loads,
-        text: section(&file, ".text"),
-        eh_frame: section(&file, ".eh_frame"),
-        eh_frame_hdr: section(&file, ".eh_frame_hdr"),
+        text: section(&map, &file, ".text"),
+        eh_frame: section(&map, &file, ".eh_frame"),
+        eh_frame_hdr: section(&map, &file, ".eh_frame_hdr"),
         got: file
             .section_by_name(".got")
             .map(|s| s.address()..s.address() + s.size()),

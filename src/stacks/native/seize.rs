@@ -5,7 +5,9 @@
 //! when a tracer dies the kernel detaches its tracees and, since we SEIZE (no SIGSTOP is ever
 //! sent) and never set PTRACE_O_EXITKILL, a thread in an interrupt stop simply resumes. The
 //! helper has PR_SET_PDEATHSIG(SIGKILL), so lifecycle-top being SIGKILLed mid-capture kills
-//! the helper too and the target is never left stopped.
+//! the helper too and the target is never left stopped. It runs in a process group of its
+//! own, so Ctrl-Z or Ctrl-C at the terminal (sent to lifecycle-top's group) cannot stop or
+//! kill it while it holds a thread stopped.
 
 use super::seize_helper::{self as helper, Control, Header, STACK_BYTES};
 use std::sync::atomic::Ordering;
@@ -166,6 +168,10 @@ pub fn capture_many(pid: i32, tids: &[i32], params: &SeizeParams) -> Vec<Result<
         // SAFETY: `base` is the mapping laid out for `tids.len()` threads.
         unsafe { helper::run(parent, pid, tids, &stats, &proc_stat, base, plan) }
     }
+    // Its own process group, set from both sides so no terminal signal to our group can
+    // land before it is in place (see `seize_helper::run`). EACCES/ESRCH: it already did.
+    // SAFETY: setpgid on our own child, which never execs.
+    unsafe { libc::setpgid(child, child) };
     forking.register(child);
     // SAFETY: the mapping starts with a Control, valid for the mapping's lifetime.
     let ctrl = unsafe { &*(base as *const Control) };

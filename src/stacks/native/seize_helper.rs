@@ -304,6 +304,10 @@ pub(super) unsafe fn run(
     // SAFETY (whole body): raw syscalls and writes inside the mapping, as the contract says.
     unsafe {
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+        // A process group of its own (the parent sets it too, whichever runs first): the
+        // terminal's Ctrl-Z (SIGTSTP) or Ctrl-C goes to lifecycle-top's group and must never
+        // stop or kill the helper between an interrupt and its detach.
+        libc::setpgid(0, 0);
         if libc::getppid() != parent {
             libc::_exit(90);
         }
