@@ -12,9 +12,10 @@ use ratatui::widgets::{Block, Borders, Paragraph};
 
 fn source_style(s: SourceKind) -> Style {
     match s {
-        SourceKind::AgentPython | SourceKind::PySpyPython | SourceKind::AgentJs => {
-            Style::new().fg(Color::Green)
-        }
+        SourceKind::AgentPython
+        | SourceKind::PySpyPython
+        | SourceKind::AgentJs
+        | SourceKind::Java => Style::new().fg(Color::Green),
         SourceKind::Native => Style::new().fg(Color::Cyan),
         SourceKind::Kernel => Style::new().fg(Color::Magenta),
     }
@@ -49,6 +50,14 @@ pub fn lines(snap: &StackSnapshot) -> Vec<Line<'static>> {
                 source_style(st.source),
             ));
             for f in &st.frames {
+                // A Java monitor line (`- waiting to lock <0x..> (a Foo)`) sits under its frame.
+                if st.source == SourceKind::Java && f.function.starts_with("- ") {
+                    out.push(Line::styled(
+                        format!("      {}", f.function),
+                        Style::new().fg(Color::Yellow),
+                    ));
+                    continue;
+                }
                 out.push(Line::raw(format!("    {}", frame_text(f))));
             }
         }
