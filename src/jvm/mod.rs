@@ -422,7 +422,11 @@ pub fn join_into(
         });
     }
     for t in threads.iter_mut() {
-        if let Some(jt) = d.by_nid(t.tid) {
+        // The JVM's own threads (GC, compiler: no Java id) have no Java frames to show.
+        if let Some(jt) = d
+            .by_nid(t.tid)
+            .filter(|jt| jt.java_tid.is_some() || !jt.frames.is_empty())
+        {
             t.stacks.insert(0, java_stack(jt));
         }
     }

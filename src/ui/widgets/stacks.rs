@@ -189,6 +189,30 @@ mod tests {
     }
 
     #[test]
+    fn stack_pane_shows_java_frames_with_their_monitor_lines() {
+        // A real dump (tests/fixtures/jvm): the deadlocked thread, joined as a capture would.
+        let dump = crate::jvm::parse::parse(include_str!(
+            "../../../tests/fixtures/jvm/deadlock_hook.txt"
+        ));
+        let nid = dump
+            .threads
+            .iter()
+            .find(|t| t.name == "lt-dead-1")
+            .and_then(|t| t.nid)
+            .expect("lt-dead-1");
+        let mut snap = fixture();
+        snap.threads[0].tid = nid;
+        snap.threads[0].name = "lt-dead-1".into();
+        snap.threads[0].stacks.truncate(0);
+        snap.threads[0].errors.clear();
+        crate::jvm::join_into(Ok(&dump), &mut snap.threads, &mut snap.errors);
+        assert_eq!(crate::state::stack_line_count(&snap), lines(&snap).len());
+        let mut term = Terminal::new(TestBackend::new(100, 12)).expect("terminal");
+        term.draw(|f| render(f, f.area(), &snap, 0)).expect("draw");
+        insta::assert_snapshot!(term.backend());
+    }
+
+    #[test]
     fn stack_pane_scrolls_and_clamps() {
         insta::assert_snapshot!(draw(3).backend());
         // Far past the end: clamped to the last line, never blank.
