@@ -7,6 +7,8 @@
 //! frames in the session's captures. Needs a JDK (`.ci/run` installs default-jdk-headless).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod pty_util;
+
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -390,4 +392,28 @@ fn the_session_folds_daemon_flags_and_captures_java_frames() {
             .contains("TIMED_WAITING (sleeping)"),
         "{worker:#}"
     );
+}
+
+#[test]
+fn the_dashboards_daemon_column_is_filled_from_the_thread_dump() {
+    let j = spawn_java(&[], "plain");
+    let pid = j.0.id().to_string();
+    let mut s = pty_util::Session::start_with(&["--pid", &pid, "--interval", "100"], 160, 100, &[]);
+    // The THREADS panel lists the JVM's threads by their kernel names (the Java name, cut
+    // to 15 bytes); the dump gives each its flag.
+    let row_of = |screen: &pty_util::Screen, name: &str| {
+        screen
+            .find(name)
+            .map(|(r, _)| screen.row(r))
+            .unwrap_or_default()
+    };
+    s.screen.wait_screen("DAEMON flags from the dump", |sc| {
+        let has = |row: String, flag: &str| row.split_whitespace().any(|w| w == flag);
+        has(row_of(sc, "lt-worker"), "NO")
+            && has(row_of(sc, "lt-daemon"), "yes")
+            && has(row_of(sc, "Signal Dispatch"), "yes")
+    });
+    s.press(b"q");
+    let status = s.child.wait().expect("lifecycle-top exits");
+    assert!(status.success(), "exit status {status:?}");
 }
