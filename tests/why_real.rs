@@ -488,3 +488,61 @@ print("ready", flush=True)
         "the caller waits for the worker the exit waits on: {v:#}"
     );
 }
+
+#[test]
+fn reading_a_socketpair_names_the_grandchild_holding_the_other_end() {
+    // The parent keeps one end; only a grandchild (the child's background sleep) holds the
+    // other: sock_diag gives the peer inode, /proc/*/fd who holds it.
+    let t = py(
+        r#"
+import os, socket, subprocess
+a, b = socket.socketpair()
+fd = b.fileno()
+# The background sleep keeps the end as fd 3; the exec'd one closes it.
+script = "exec 3<&%d %d<&-; sleep 300 & exec sleep 301 3<&-" % (fd, fd)
+p = subprocess.Popen(["sh", "-c", script], pass_fds=(fd,))
+b.close()
+print("ready", flush=True)
+a.recv(1)
+"#,
+        false,
+    );
+    let v = why_until(t.0.id(), |c| kinds(c).contains(&"socket_read".to_string()));
+    let c = &v["causes"][0];
+    assert_eq!(
+        kinds(c),
+        ["main_thread", "socket_read", "main_thread"],
+        "{v:#}"
+    );
+    let holder = pid_of(&c["edges"][1]["to"]);
+    let stat = std::fs::read_to_string(format!("/proc/{holder}/stat")).expect("holder stat");
+    assert!(stat.contains("(sleep)"), "{stat}");
+    let ppid: i64 = stat
+        .rsplit(')')
+        .next()
+        .and_then(|s| s.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .expect("ppid");
+    assert_ne!(ppid, i64::from(t.0.id()), "the holder is the grandchild");
+    assert_eq!(c["edges"][1]["evidence"][0]["source"], "proc_fd");
+    assert!(line(c).contains("reads a Unix socket (fd"), "{}", line(c));
+}
+
+#[test]
+fn an_asyncio_loop_polling_its_own_self_pipe_gets_no_socket_edge() {
+    // asyncio's wake-up socketpair: both ends in the process itself, so no socket edge
+    // (before sock_diag peers, nothing either: the verdict must not change).
+    let t = py(
+        r#"
+import asyncio
+async def main():
+    print("ready", flush=True)
+    await asyncio.sleep(300)
+asyncio.run(main())
+"#,
+        false,
+    );
+    let v = why_until(t.0.id(), |c| !kinds(c).is_empty());
+    let text = v.to_string();
+    assert!(!text.contains("socket_read"), "{v:#}");
+}

@@ -4,7 +4,7 @@
 //! in `mod.rs` so that file stays a plain `select!`. The Why overlay's diagnosis reads
 //! /proc, so [`diagnose`] runs it on the blocking pool and sends the result back to the loop.
 
-use crate::session::SessionHandle;
+use crate::session::{AgentState, CaptureAsk, SessionHandle, TaskWant};
 use crate::stacks::StackSnapshot;
 use crate::state::{Action, AgentStatus, Command, Dashboard, WhyResult};
 use crate::teardown;
@@ -34,7 +34,7 @@ pub fn dispatch(dash: &mut Dashboard, cmd: Command, session: &SessionHandle) {
             }
             session.teardown(c);
         }
-        Command::CaptureStacks(tids) => {
+        Command::CaptureStacks(ask) => {
             let screen = dash.screen();
             if screen.target_exit().is_some() {
                 dash.say("the target has exited: no stacks to take");
@@ -43,8 +43,36 @@ pub fn dispatch(dash: &mut Dashboard, cmd: Command, session: &SessionHandle) {
             let Some(target) = screen.snapshot().map(|s| s.target) else {
                 return;
             };
-            let msg = format!("capturing stacks of {} thread(s)", tids.len());
-            session.capture_stacks(target, tids, false, "asked from the dashboard");
+            let connected = matches!(screen.model.agent, Some(AgentState::Connected(_)));
+            let chains = connected
+                && screen
+                    .model
+                    .hello
+                    .as_ref()
+                    .is_some_and(|h| h.has("task_stacks"));
+            if ask.threads.is_none() && !chains {
+                dash.say(if connected {
+                    "this agent gives no await chains (no task_stacks): its rows are handles, not tasks"
+                } else {
+                    "await chains come from the agent, which is not connected"
+                });
+                return;
+            }
+            let msg = match (&ask.threads, &ask.tasks) {
+                (None, _) => "asking the agent for the task's await chain".to_string(),
+                (Some(t), TaskWant::None) => format!("capturing stacks of {} thread(s)", t.len()),
+                (Some(t), _) => format!(
+                    "capturing stacks of {} thread(s) and the pending tasks' await chains",
+                    t.len()
+                ),
+            };
+            session.capture(CaptureAsk {
+                key: target,
+                threads: ask.threads,
+                tasks: if chains { ask.tasks } else { TaskWant::None },
+                seize: false,
+                reason: "asked from the dashboard".into(),
+            });
             dash.say(msg);
         }
         Command::WriteStacks => write_viewed_stacks(dash),

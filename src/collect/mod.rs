@@ -31,6 +31,7 @@ pub mod order;
 pub mod pidfd;
 pub mod procevents;
 pub mod procfs;
+pub mod sockdiag;
 pub mod syscalls;
 mod text;
 pub mod threads;

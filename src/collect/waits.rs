@@ -12,7 +12,7 @@ use super::procfs::{self, ProcFile};
 use crate::model::{ProcKey, Snapshot};
 use rustix::fd::{AsFd, BorrowedFd};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ffi::CString;
 use std::os::unix::fs::MetadataExt;
 use std::sync::Mutex;
@@ -88,6 +88,10 @@ pub struct TreeWaits {
     pub threads: Vec<ThreadWait>,
     pub fds: Vec<FdEntry>,
     pub locks: Vec<FileLock>,
+    /// For each Unix socket a thread waits to read (`read`/`recv*`, or polled): the inode of
+    /// its connected peer (`sock_diag`), whose holders are in `fds`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub socket_peers: BTreeMap<u64, u64>,
     /// What could not be read, in words (permission, races with exits).
     pub unreadable: Vec<String>,
 }
@@ -137,6 +141,46 @@ pub fn read_tree(snap: &Snapshot) -> TreeWaits {
     match std::fs::read("/proc/locks") {
         Ok(buf) => out.locks = parse_locks(&String::from_utf8_lossy(&buf)),
         Err(e) => out.unreadable.push(format!("/proc/locks: {e}")),
+    }
+    let waited = waited_sockets(&out);
+    match super::sockdiag::unix_peers(&waited) {
+        Ok(peers) => out.socket_peers = peers,
+        Err(e) => out.unreadable.push(e),
+    }
+    out
+}
+
+/// Syscalls that wait to read their first argument's fd.
+pub const READ_SYSCALLS: &[&str] = &[
+    "read", "readv", "pread64", "preadv", "preadv2", "recvfrom", "recvmsg", "recvmmsg",
+];
+
+/// The socket inodes some thread waits to read: the fd of a read-like syscall, or polled.
+fn waited_sockets(w: &TreeWaits) -> BTreeSet<u64> {
+    let sockets: HashMap<(ProcKey, i32), u64> = w
+        .fds
+        .iter()
+        .filter_map(|e| match e.object {
+            FdObject::Socket { inode } => Some(((e.key, e.fd), inode)),
+            _ => None,
+        })
+        .collect();
+    if sockets.is_empty() {
+        return BTreeSet::new();
+    }
+    let mut out = BTreeSet::new();
+    for t in w.threads.iter().filter(|t| matches!(t.state, 'S' | 'D')) {
+        let read_fd = t
+            .syscall
+            .as_deref()
+            .filter(|sc| READ_SYSCALLS.contains(sc))
+            .and(t.args.first())
+            .map(|a| *a as u32 as i32);
+        for fd in t.polled.iter().copied().chain(read_fd) {
+            if let Some(inode) = sockets.get(&(t.key, fd)) {
+                out.insert(*inode);
+            }
+        }
     }
     out
 }

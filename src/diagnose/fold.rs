@@ -384,6 +384,9 @@ fn phrase(f: &Facts, e: &Edge) -> String {
     match &e.kind {
         EdgeKind::MainThread => format!("runs its main thread {to}"),
         EdgeKind::Shutdown => format!("waits in threading._shutdown for non-daemon thread {to}"),
+        EdgeKind::ShutdownLater => format!(
+            "will wait in threading._shutdown, once its main thread returns, for non-daemon thread {to}"
+        ),
         EdgeKind::Join if unowned => format!("joins {to}{}", at(e)),
         EdgeKind::Join => format!("joins {to}"),
         EdgeKind::Event => format!("waits on an Event{} that no thread is known to set", at(e)),
@@ -422,6 +425,18 @@ fn phrase(f: &Facts, e: &Edge) -> String {
         EdgeKind::PipePoll { fd, inode } => {
             format!("polls a pipe (fd {fd}, pipe:[{inode}]) whose write end is held by {to}")
         }
+        EdgeKind::SocketRead { fd, poll, .. } if unowned => {
+            format!("{} fd {fd}, a {to}", if *poll { "polls" } else { "reads" })
+        }
+        EdgeKind::SocketRead {
+            fd,
+            inode,
+            peer,
+            poll,
+        } => format!(
+            "{} a Unix socket (fd {fd}, socket:[{inode}]) whose other end (socket:[{peer}]) is held by {to}",
+            if *poll { "polls" } else { "reads" }
+        ),
         EdgeKind::FileLock { fd, .. } if unowned => format!("waits (fd {fd}) for {to}"),
         EdgeKind::FileLock { fd, inode } => {
             format!("waits for a file lock (fd {fd}, inode {inode}) held by {to}")

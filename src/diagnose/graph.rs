@@ -46,6 +46,9 @@ pub enum EdgeKind {
     MainThread,
     /// The interpreter's `threading._shutdown` joins every non-daemon thread.
     Shutdown,
+    /// The main thread has not returned yet; once it does, `threading._shutdown` joins this
+    /// non-daemon thread (an edge of the process).
+    ShutdownLater,
     Join,
     Event,
     Condition,
@@ -80,6 +83,15 @@ pub enum EdgeKind {
     PipePoll {
         fd: i32,
         inode: u64,
+    },
+    /// A read (or `poll`, `poll: true`) of a connected Unix socket whose peer end (`peer`,
+    /// from `sock_diag`) the target holds.
+    SocketRead {
+        fd: i32,
+        inode: u64,
+        peer: u64,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        poll: bool,
     },
     /// A blocked `flock`/`fcntl` lock held by the target.
     FileLock {
@@ -326,6 +338,30 @@ fn agent_edges(f: &Facts, g: &mut Graph, by_pid: &BTreeMap<i32, ProcKey>) {
             _ => {} // sleep, select, unknown kinds: the thread is a leaf
         }
     }
+    // A Python process whose main thread has not reached threading._shutdown yet: once it
+    // returns, the interpreter waits there for every non-daemon thread still alive. Those
+    // block exit too (the demo's "asyncio_1"); said as a wait of the process, after the
+    // main thread's own chain. Not for Node.js (its workers are the loop's handles).
+    let node = r.loops.iter().any(|l| l.class == "node:libuv");
+    let main = r.threads.iter().find(|t| t.main && t.alive);
+    let in_shutdown = main
+        .and_then(|m| m.waits_on.as_ref())
+        .is_some_and(|w| w.kind == "shutdown");
+    if !node && main.is_some() && !in_shutdown {
+        for o in &r.threads {
+            let Some(otid) = o.native_id else { continue };
+            if o.alive && !o.daemon && !o.main && !o.agent {
+                g.add(edge(
+                    Node::Process { key },
+                    th(otid),
+                    EdgeKind::ShutdownLater,
+                    Source::Agent,
+                    "non-daemon and alive: threading._shutdown joins it once the main thread returns"
+                        .into(),
+                ));
+            }
+        }
+    }
     // asyncio.run waits for its main task.
     for l in r.loops.iter().filter(|l| l.running && !l.closed) {
         let (Some(tid), Some(mt)) = (l.native_id, &l.main_task) else {
@@ -531,6 +567,9 @@ fn proc_edges(f: &Facts, t: &ThreadWait, g: &mut Graph, by_pid: &BTreeMap<i32, P
         "futex" => futex_edge(f, t, from, g),
         _ if !t.polled.is_empty() => {
             for &fd in &t.polled {
+                if let Some(FdObject::Socket { inode }) = fd_object(f, t.key, fd) {
+                    socket_edges(f, t, &from, g, fd, inode, true);
+                }
                 if let Some(FdObject::Pipe { inode }) = fd_object(f, t.key, fd) {
                     let detail = format!(
                         "{sc} on fd {fd} = pipe:[{inode}] (fds read from its arguments); write ends from /proc/*/fd"
@@ -547,10 +586,14 @@ fn proc_edges(f: &Facts, t: &ThreadWait, g: &mut Graph, by_pid: &BTreeMap<i32, P
                 }
             }
         }
-        "read" | "readv" | "pread64" | "preadv" | "preadv2" => {
+        _ if crate::collect::waits::READ_SYSCALLS.contains(&sc) => {
             let Some(fd) = arg(0).map(|a| a as u32 as i32) else {
                 return;
             };
+            if let Some(FdObject::Socket { inode }) = fd_object(f, t.key, fd) {
+                socket_edges(f, t, &from, g, fd, inode, false);
+                return;
+            }
             let Some(FdObject::Pipe { inode }) = fd_object(f, t.key, fd) else {
                 return;
             };
@@ -620,6 +663,74 @@ fn proc_edges(f: &Facts, t: &ThreadWait, g: &mut Graph, by_pid: &BTreeMap<i32, P
             }
         }
         _ => {}
+    }
+}
+
+/// A wait for input on socket `inode`: when `sock_diag` names its connected peer, edges to
+/// the other processes holding the peer end. A peer held only by the waiter's own process
+/// (asyncio's self-pipe socketpair, a wake-up channel) or an unconnected socket (a
+/// listener, TCP) gives no edge: nothing outside it will write, or nothing is known.
+fn socket_edges(
+    f: &Facts,
+    t: &ThreadWait,
+    from: &Node,
+    g: &mut Graph,
+    fd: i32,
+    inode: u64,
+    poll: bool,
+) {
+    let Some(&peer) = f.waits.socket_peers.get(&inode) else {
+        return;
+    };
+    let holders: BTreeSet<ProcKey> = f
+        .waits
+        .fds
+        .iter()
+        .filter(|e| e.object == (FdObject::Socket { inode: peer }))
+        .map(|e| e.key)
+        .collect();
+    if holders.contains(&t.key) {
+        return;
+    }
+    let kind = EdgeKind::SocketRead {
+        fd,
+        inode,
+        peer,
+        poll,
+    };
+    let detail = format!(
+        "{} fd {fd} = socket:[{inode}], peer socket:[{peer}] (sock_diag); holders from /proc/*/fd",
+        t.syscall.as_deref().unwrap_or("?")
+    );
+    if holders.is_empty() {
+        g.add(edge(
+            from.clone(),
+            Node::Unowned {
+                waiter: Box::new(from.clone()),
+                object: format!(
+                    "Unix socket socket:[{inode}] whose peer socket:[{peer}] no process of the tree holds"
+                ),
+            },
+            kind,
+            Source::ProcFd,
+            detail,
+        ));
+        return;
+    }
+    if holders.len() > MAX_WRITERS {
+        g.notes.push(format!(
+            "socket:[{peer}] is held by {} processes of the tree: the first {MAX_WRITERS} are listed",
+            holders.len()
+        ));
+    }
+    for k in holders.into_iter().take(MAX_WRITERS) {
+        g.add(edge(
+            from.clone(),
+            Node::Process { key: k },
+            kind.clone(),
+            Source::ProcFd,
+            detail.clone(),
+        ));
     }
 }
 

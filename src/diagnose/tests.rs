@@ -337,6 +337,49 @@ fn a_table_of_chains_and_their_roots() {
             ],
         },
         Case {
+            name: "a polled Unix socket whose other end a child holds",
+            procs: vec![proc(10, 1, "python3"), proc(11, 10, "worker")],
+            waits: TreeWaits {
+                threads: vec![
+                    ThreadWait {
+                        polled: vec![5],
+                        ..tw(10, 10, Some("poll"), &[0, 1, u64::MAX])
+                    },
+                    tw(11, 11, Some("clock_nanosleep"), &[]),
+                ],
+                fds: vec![
+                    FdEntry {
+                        key: key(10),
+                        fd: 5,
+                        object: FdObject::Socket { inode: 90 },
+                        writes: None,
+                    },
+                    FdEntry {
+                        key: key(11),
+                        fd: 0,
+                        object: FdObject::Socket { inode: 91 },
+                        writes: None,
+                    },
+                ],
+                socket_peers: [(90, 91)].into_iter().collect(),
+                ..TreeWaits::default()
+            },
+            root: Node::Thread {
+                key: key(11),
+                tid: 11,
+            },
+            kinds: vec![
+                EdgeKind::MainThread,
+                EdgeKind::SocketRead {
+                    fd: 5,
+                    inode: 90,
+                    peer: 91,
+                    poll: true,
+                },
+                EdgeKind::MainThread,
+            ],
+        },
+        Case {
             name: "a blocked flock held by a sibling",
             procs: vec![
                 proc(10, 1, "python3"),

@@ -116,6 +116,7 @@ pub async fn capture_stacks(
             source: stacks::SourceKind::Kernel,
             message: format!("stack capture crashed: {e}"),
         }],
+        tasks: Vec::new(),
     });
     if let Some(dump) = &java {
         let dump = dump.as_ref().map(|d| &d.dump).map_err(String::as_str);

@@ -34,13 +34,16 @@ use crate::agent::{self, AgentEvent};
 use crate::collect::{self, Collector, live::CollectEvent};
 use crate::launch::{Started, TreeGuard};
 use crate::model::{AgentFacts, ExitStatus, ProcKey, Snapshot};
-use crate::stacks::StackSnapshot;
+use crate::stacks::{self, StackSnapshot};
 use crate::teardown::{self, Command, PhaseEvent, Plan, Timeline, plan};
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
+
+/// How long the agent gets to answer a `task_stacks` request of a capture.
+const TASK_STACKS_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How a session runs.
 #[derive(Debug, Clone)]
@@ -103,14 +106,29 @@ pub fn plan_info(p: &Plan) -> PlanInfo {
     }
 }
 
+/// Which pending asyncio tasks' await chains a capture includes (the agent's `task_stacks`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TaskWant {
+    None,
+    /// Every pending task (up to [`stacks::tasks::TASK_LIMIT`]).
+    All,
+    Ids(Vec<u64>),
+}
+
+/// One stack capture asked of the session.
+#[derive(Debug, Clone)]
+pub struct CaptureAsk {
+    pub key: ProcKey,
+    /// Threads to capture (all when empty); `None`: no thread, only tasks.
+    pub threads: Option<Vec<i32>>,
+    pub tasks: TaskWant,
+    pub seize: bool,
+    pub reason: String,
+}
+
 enum Ctl {
     Teardown(Command),
-    Capture {
-        key: ProcKey,
-        tids: Vec<i32>,
-        seize: bool,
-        reason: String,
-    },
+    Capture(CaptureAsk),
     RefreshNow,
     SetInterval(Duration),
     ShowThreads(Vec<i32>),
@@ -138,12 +156,18 @@ impl SessionHandle {
     /// Capture stacks of `tids` (all when empty) of the process `key`; the result arrives
     /// as [`CoreEvent::Stacks`] with `asked: true`.
     pub fn capture_stacks(&self, key: ProcKey, tids: Vec<i32>, seize: bool, reason: &str) {
-        let _ = self.tx.send(Ctl::Capture {
+        self.capture(CaptureAsk {
             key,
-            tids,
+            threads: Some(tids),
+            tasks: TaskWant::None,
             seize,
             reason: reason.to_string(),
         });
+    }
+    /// A capture of threads and/or pending tasks' await chains (asked of the agent); the
+    /// result arrives as [`CoreEvent::Stacks`] with `asked: true`.
+    pub fn capture(&self, ask: CaptureAsk) {
+        let _ = self.tx.send(Ctl::Capture(ask));
     }
     pub fn refresh_now(&self) {
         let _ = self.tx.send(Ctl::RefreshNow);
@@ -228,6 +252,7 @@ impl Session {
             pending: Vec::new(),
             latest: None,
             facts: None,
+            last_report: None,
             exiting: false,
             python: false,
             node: false,
@@ -306,6 +331,8 @@ struct Driver {
     pending: Vec<Command>,
     latest: Option<Arc<Snapshot>>,
     facts: Option<AgentFacts>,
+    /// The agent's last report (what each task awaits, for captured await chains).
+    last_report: Option<Arc<crate::agent::protocol::Report>>,
     /// The agent said its interpreter is exiting.
     exiting: bool,
     /// The agent's hello says Python.
@@ -483,12 +510,13 @@ impl Driver {
                 let mut facts = AgentFacts::from(r.as_ref());
                 facts.exiting = self.exiting;
                 self.set_facts(Some(facts));
-                self.emit(CoreEvent::AgentReport {
-                    report: Arc::from(r),
-                });
+                let report: Arc<crate::agent::protocol::Report> = Arc::from(r);
+                self.last_report = Some(report.clone());
+                self.emit(CoreEvent::AgentReport { report });
             }
             AgentEvent::Lost(why) => {
                 self.set_facts(None);
+                self.last_report = None;
                 self.emit(CoreEvent::AgentState {
                     state: AgentState::Lost(why),
                 });
@@ -526,9 +554,16 @@ impl Driver {
     fn on_phase(&mut self, pe: PhaseEvent) {
         match pe {
             PhaseEvent::RefreshNow => self.live.refresh_now(),
-            PhaseEvent::SnapshotStacks { key, tids, reason } => {
-                self.capture(key, tids, false, reason, false)
-            }
+            PhaseEvent::SnapshotStacks { key, tids, reason } => self.capture(
+                CaptureAsk {
+                    key,
+                    threads: Some(tids),
+                    tasks: TaskWant::None,
+                    seize: false,
+                    reason,
+                },
+                false,
+            ),
             PhaseEvent::Timeline(t) => {
                 if self.last_timeline.as_deref() != Some(&*t) {
                     let t: Arc<Timeline> = Arc::from(t);
@@ -554,12 +589,7 @@ impl Driver {
                     None => self.pending.push(c),
                 }
             }
-            Ctl::Capture {
-                key,
-                tids,
-                seize,
-                reason,
-            } => self.capture(key, tids, seize, reason, true),
+            Ctl::Capture(ask) => self.capture(ask, true),
             Ctl::RefreshNow => self.live.refresh_now(),
             Ctl::SetInterval(d) => self.live.set_interval(d),
             Ctl::ShowThreads(mut tids) => {
@@ -596,10 +626,17 @@ impl Driver {
         }
     }
 
-    fn capture(&mut self, key: ProcKey, tids: Vec<i32>, seize: bool, reason: String, asked: bool) {
+    fn capture(&mut self, ask: CaptureAsk, asked: bool) {
+        let CaptureAsk {
+            key,
+            threads,
+            tasks,
+            seize,
+            reason,
+        } = ask;
         self.emit(CoreEvent::StacksRequested {
             key,
-            tids: tids.clone(),
+            tids: threads.clone().unwrap_or_default(),
             reason: reason.clone(),
             asked,
         });
@@ -609,8 +646,36 @@ impl Driver {
         } else {
             crate::jvm::is_jvm(key.pid)
         };
+        let report = self.last_report.clone();
+        let now_ms = self.clock.now().unix_ms;
         self.captures.spawn(async move {
-            let snap = capture_stacks(key, tids, Some(requester), seize, jvm).await;
+            let started = std::time::Instant::now();
+            let threads = async {
+                match threads {
+                    Some(tids) => {
+                        Some(capture_stacks(key, tids, Some(requester.clone()), seize, jvm).await)
+                    }
+                    None => None,
+                }
+            };
+            let chains = task_chains(&requester, &tasks, report.as_deref());
+            let (snap, chains) = tokio::join!(threads, chains);
+            let mut snap = snap.unwrap_or_else(|| StackSnapshot {
+                pid: key.pid,
+                taken_at_unix_ms: now_ms,
+                capture_us: started.elapsed().as_micros() as u64,
+                threads: Vec::new(),
+                errors: Vec::new(),
+                tasks: Vec::new(),
+            });
+            match chains {
+                Some(Ok(t)) => snap.tasks = t,
+                Some(Err(message)) => snap.errors.push(stacks::SourceError {
+                    source: stacks::SourceKind::AgentPython,
+                    message,
+                }),
+                None => {}
+            }
             (snap, reason, asked)
         });
     }
@@ -773,6 +838,29 @@ impl Driver {
         self.last_timeline = None;
         self.emit(CoreEvent::Plan { plan: info });
     }
+}
+
+/// The await chains `want` asks for, from the agent (`None`: none asked).
+async fn task_chains(
+    agent: &crate::agent::AgentRequester,
+    want: &TaskWant,
+    report: Option<&crate::agent::protocol::Report>,
+) -> Option<Result<Vec<stacks::tasks::TaskStack>, String>> {
+    let ids = match want {
+        TaskWant::None => return None,
+        TaskWant::All => Vec::new(),
+        TaskWant::Ids(ids) => ids.clone(),
+    };
+    let params = stacks::tasks::request_params(&ids);
+    Some(
+        match agent
+            .request("task_stacks", params, TASK_STACKS_TIMEOUT)
+            .await
+        {
+            Ok(v) => stacks::tasks::from_agent(&v, report),
+            Err(e) => Err(format!("no await chains from the agent: {e}")),
+        },
+    )
 }
 
 async fn next_phase_event(runner: &mut Option<teardown::Runner>) -> Option<PhaseEvent> {

@@ -12,6 +12,7 @@ mod pyspy;
 pub mod python;
 pub mod stuck;
 mod syscalls;
+pub mod tasks;
 mod worker;
 
 use crate::model::{RunState, WaitPoint};
@@ -141,6 +142,9 @@ pub struct StackSnapshot {
     /// Process-wide failures (e.g. maps unreadable, not a Python process).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<SourceError>,
+    /// Await chains of pending asyncio tasks (from the agent), when asked for.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tasks: Vec<tasks::TaskStack>,
 }
 
 impl StackSnapshot {
@@ -221,6 +225,7 @@ pub fn capture(pid: i32, tids: &[i32], opts: &StackOptions) -> StackSnapshot {
             message: "stack capture failed internally (a bug: please report it with the log)"
                 .into(),
         }],
+        tasks: Vec::new(),
     })
 }
 
@@ -256,6 +261,7 @@ fn capture_here(pid: i32, tids: &[i32], opts: &StackOptions) -> StackSnapshot {
                 source: SourceKind::Kernel,
                 message,
             }],
+            tasks: Vec::new(),
         };
     }
     let tids: Vec<i32> = if tids.is_empty() {
@@ -304,5 +310,6 @@ fn capture_here(pid: i32, tids: &[i32], opts: &StackOptions) -> StackSnapshot {
         capture_us: started.elapsed().as_micros() as u64,
         threads,
         errors,
+        tasks: Vec::new(),
     }
 }

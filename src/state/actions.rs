@@ -1,7 +1,8 @@
 //! What user actions do to the view: selection, sorting, overlays, quitting, and the
 //! commands they become for the session (teardown, stacks). The Model is only read here.
 
-use super::{Action, Command, Dashboard, Mode, Overlay, Panel, QuitChoice};
+use super::{Action, Command, Dashboard, Mode, Overlay, Panel, QuitChoice, StackAsk};
+use crate::session::TaskWant;
 
 /// The key of the Why overlay (one of `teardown::plan::GLOBAL_KEYS`: no plan phase takes it).
 pub const WHY_KEY: char = 'y';
@@ -97,6 +98,8 @@ impl Dashboard {
                     self.view.overlay = Overlay::None;
                 } else if self.view.focus == Panel::Timeline && self.view.plan.is_some() {
                     self.view.overlay = Overlay::Phase;
+                } else if self.view.focus == Panel::Tasks {
+                    return self.open_task();
                 }
                 Vec::new()
             }
@@ -138,13 +141,42 @@ impl Dashboard {
                 Vec::new()
             }
             Action::StackSelected => match self.view.selected_tid {
-                Some(tid) => vec![Command::CaptureStacks(vec![tid])],
+                Some(tid) => vec![Command::CaptureStacks(StackAsk::threads(vec![tid]))],
                 None => Vec::new(),
             },
-            Action::StackAll => vec![Command::CaptureStacks(self.screen().threads_to_snapshot())],
+            Action::StackAll => {
+                let screen = self.screen();
+                // With tasks pending, `S` takes their await chains too.
+                let tasks = match screen.last_report() {
+                    Some((r, _)) if !r.tasks.is_empty() => TaskWant::All,
+                    _ => TaskWant::None,
+                };
+                vec![Command::CaptureStacks(StackAsk {
+                    threads: Some(screen.threads_to_snapshot()),
+                    tasks,
+                })]
+            }
             Action::WriteStacks => vec![Command::WriteStacks],
             Action::RunPhase(_) | Action::RunAll | Action::ExtendTimeout => {
                 vec![Command::Teardown(action)]
+            }
+        }
+    }
+
+    /// Enter on a task: its await chain, asked of the agent.
+    fn open_task(&mut self) -> Vec<Command> {
+        let id = self
+            .screen()
+            .last_report()
+            .and_then(|(r, _)| r.tasks.get(self.view.selected_task).map(|t| t.id));
+        match id {
+            Some(id) => vec![Command::CaptureStacks(StackAsk {
+                threads: None,
+                tasks: TaskWant::Ids(vec![id]),
+            })],
+            None => {
+                self.view.status = Some("no task selected: the agent listed none".into());
+                Vec::new()
             }
         }
     }

@@ -25,7 +25,7 @@ pub use status::{outcome_text, phase_outcome, stack_line_count};
 pub use tables::{SortKey, ThreadRow, page_offset, thread_order};
 pub use why::{WHY_EVERY_MS, WhyResult, WhyView};
 
-use crate::session::{CoreEvent, Model, Stamped};
+use crate::session::{CoreEvent, Model, Stamped, TaskWant};
 use crate::teardown::{PhaseEvent, Plan};
 
 /// Which panel has the keyboard focus.
@@ -135,8 +135,25 @@ pub enum Action {
 pub enum Command {
     Quit(Option<QuitChoice>),
     Teardown(Action),
-    CaptureStacks(Vec<i32>),
+    CaptureStacks(StackAsk),
     WriteStacks,
+}
+
+/// A stack capture the dashboard asks for: threads (all when empty; `None`: none) and the
+/// await chains of pending asyncio tasks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StackAsk {
+    pub threads: Option<Vec<i32>>,
+    pub tasks: TaskWant,
+}
+
+impl StackAsk {
+    pub fn threads(tids: Vec<i32>) -> Self {
+        Self {
+            threads: Some(tids),
+            tasks: TaskWant::None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -338,11 +355,7 @@ impl Dashboard {
                 if *asked {
                     view.overlay = Overlay::Stacks;
                     // The capture is over: "capturing stacks…" must not stay.
-                    view.status = Some(format!(
-                        "stacks of {} thread(s) captured in {:.1} ms",
-                        stacks.threads.len(),
-                        stacks.capture_us as f64 / 1000.0
-                    ));
+                    view.status = Some(captured_line(stacks));
                 } else {
                     view.status = Some(format!(
                         "stacks of {} thread(s) captured by the teardown: [ to view",
@@ -423,3 +436,17 @@ pub fn shows(ev: &CoreEvent) -> bool {
 mod tests;
 #[cfg(test)]
 mod tests_view;
+
+/// The status line once an asked capture is in: what it holds and how long it took.
+fn captured_line(s: &crate::stacks::StackSnapshot) -> String {
+    let ms = s.capture_us as f64 / 1000.0;
+    match (s.threads.len(), s.tasks.len()) {
+        (0, 0) if !s.errors.is_empty() => format!("nothing captured: {}", s.errors[0].message),
+        (n, 0) => format!("stacks of {n} thread(s) captured in {ms:.1} ms"),
+        (0, 1) => format!("await chain of task \"{}\" captured", s.tasks[0].name),
+        (0, t) => format!("await chains of {t} task(s) captured"),
+        (n, t) => format!(
+            "stacks of {n} thread(s) and await chains of {t} task(s) captured in {ms:.1} ms"
+        ),
+    }
+}

@@ -65,7 +65,8 @@ pub(super) fn gaps_line(gaps: &[(String, String)]) -> Option<String> {
 
 /// How many text lines the stack pane draws for `snap` (the widget draws exactly these:
 /// snapshot errors; per thread a title, per source a label and its frames, the kernel stack
-/// when readable, the thread's errors). A test in the UI keeps the two in step.
+/// when readable, the thread's errors; per task a title, what it awaits, a label and its
+/// frames). A test in the UI keeps the two in step.
 pub fn stack_line_count(snap: &StackSnapshot) -> usize {
     snap.errors.len()
         + snap
@@ -81,6 +82,12 @@ pub fn stack_line_count(snap: &StackSnapshot) -> usize {
                     + kernel
                     + t.errors.len()
             })
+            .sum::<usize>()
+        + snap
+            .tasks
+            .iter()
+            // Title, the awaited thing, the chain's label, its frames (or "no frames").
+            .map(|t| 2 + usize::from(t.awaiting.is_some()) + t.frames.len().max(1))
             .sum::<usize>()
 }
 

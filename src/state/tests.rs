@@ -185,7 +185,9 @@ fn keys_for_engine_become_commands() {
     );
     assert_eq!(
         s.act(Action::StackSelected),
-        vec![Command::CaptureStacks(vec![100])]
+        vec![Command::CaptureStacks(crate::state::StackAsk::threads(
+            vec![100]
+        ))]
     );
 }
 

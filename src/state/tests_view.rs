@@ -247,6 +247,7 @@ fn an_asked_capture_clears_its_capturing_message() {
         capture_us: 2500,
         threads: vec![],
         errors: vec![],
+        tasks: vec![],
     };
     d.apply(&ev(CoreEvent::Stacks {
         stacks: Arc::new(snap),
@@ -302,6 +303,7 @@ fn tall_stacks() -> crate::stacks::StackSnapshot {
         taken_at_unix_ms: 1,
         capture_us: 1,
         errors: vec![],
+        tasks: vec![],
         threads: vec![ThreadStacks {
             tid: 100,
             name: "main".into(),
@@ -427,4 +429,68 @@ fn o_reaches_the_daemon_sort() {
     assert_eq!(d.view.sort, SortKey::Daemon);
     d.act(Action::ReverseSort);
     assert_eq!(d.screen().ordered_tids(), vec![107, 106, 105, 100]);
+}
+
+#[test]
+fn enter_on_a_task_asks_for_its_await_chain_and_big_s_includes_pending_tasks() {
+    use crate::session::TaskWant;
+    let mut d = fixture::dashboard(None);
+    // No report yet: Enter on the tasks panel says why nothing happens.
+    d.view.focus = Panel::Tasks;
+    assert!(d.act(Action::Open).is_empty());
+    assert!(
+        d.view
+            .status
+            .as_deref()
+            .is_some_and(|s| s.contains("no task"))
+    );
+    let before = d.act(Action::StackAll);
+    assert!(
+        matches!(&before[..], [Command::CaptureStacks(a)] if a.tasks == TaskWant::None),
+        "{before:?}"
+    );
+    d.apply(&ev(CoreEvent::AgentState {
+        state: AgentState::Connected("python".into()),
+    }));
+    d.apply(&ev(CoreEvent::AgentReport {
+        report: Arc::new(fixture::agent_report()),
+    }));
+    d.act(Action::Down);
+    assert_eq!(
+        d.act(Action::Open),
+        vec![Command::CaptureStacks(StackAsk {
+            threads: None,
+            tasks: TaskWant::Ids(vec![2]),
+        })]
+    );
+    let all = d.act(Action::StackAll);
+    assert!(
+        matches!(&all[..], [Command::CaptureStacks(a)] if a.tasks == TaskWant::All && a.threads.is_some()),
+        "{all:?}"
+    );
+    // The chain arrives: the pane opens, the status says what came.
+    let snap = crate::stacks::StackSnapshot {
+        pid: 100,
+        taken_at_unix_ms: 1,
+        capture_us: 900,
+        threads: vec![],
+        errors: vec![],
+        tasks: vec![crate::stacks::tasks::TaskStack {
+            id: 2,
+            loop_id: 1,
+            name: "track_backend_progress".into(),
+            frames: vec![],
+            awaiting: None,
+        }],
+    };
+    d.apply(&ev(CoreEvent::Stacks {
+        stacks: Arc::new(snap),
+        reason: "asked from the dashboard".into(),
+        asked: true,
+    }));
+    assert_eq!(d.view.overlay, Overlay::Stacks);
+    assert_eq!(
+        d.view.status.as_deref(),
+        Some("await chain of task \"track_backend_progress\" captured")
+    );
 }

@@ -135,6 +135,7 @@ fn stack_pane_shows_kept_snapshots() {
         capture_us: 1500,
         threads: Vec::new(),
         errors: Vec::new(),
+        tasks: Vec::new(),
     };
     for taken in [1, 2] {
         d.apply(&ev(CoreEvent::Stacks {

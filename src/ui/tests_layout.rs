@@ -339,6 +339,7 @@ fn the_stack_line_count_is_what_the_pane_draws() {
             message: "x".into(),
         }],
         threads: vec![],
+        tasks: vec![],
     };
     assert_eq!(
         crate::state::stack_line_count(&snap),

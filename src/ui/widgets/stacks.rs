@@ -79,6 +79,28 @@ pub fn lines(snap: &StackSnapshot) -> Vec<Line<'static>> {
             ));
         }
     }
+    for t in &snap.tasks {
+        out.push(Line::from(vec![
+            Span::styled(
+                format!("task \"{}\"", t.name),
+                Style::new().add_modifier(Modifier::BOLD),
+            ),
+            Span::styled(format!("  id {:#x} loop {:#x}", t.id, t.loop_id), dim),
+        ]));
+        if let Some(a) = &t.awaiting {
+            out.push(Line::raw(format!("  awaits {a}")));
+        }
+        out.push(Line::styled(
+            "  [await chain (agent), innermost first]".to_string(),
+            source_style(SourceKind::AgentPython),
+        ));
+        if t.frames.is_empty() {
+            out.push(Line::styled("    (no coroutine frames)".to_string(), dim));
+        }
+        for f in &t.frames {
+            out.push(Line::raw(format!("    {}", frame_text(f))));
+        }
+    }
     out
 }
 
@@ -86,10 +108,15 @@ pub fn lines(snap: &StackSnapshot) -> Vec<Line<'static>> {
 pub fn render(frame: &mut Frame, area: Rect, snap: &StackSnapshot, scroll: u16) {
     let lines = lines(snap);
     let max = u16::try_from(lines.len().saturating_sub(1)).unwrap_or(u16::MAX);
+    let what = match (snap.threads.len(), snap.tasks.len()) {
+        (n, 0) => format!("{n} threads"),
+        (0, 1) => "1 task".to_string(),
+        (0, t) => format!("{t} tasks"),
+        (n, t) => format!("{n} threads · {t} tasks"),
+    };
     let title = format!(
-        " Stacks pid {} · {} threads · {:.1} ms ",
+        " Stacks pid {} · {what} · {:.1} ms ",
         snap.pid,
-        snap.threads.len(),
         snap.capture_us as f64 / 1000.0
     );
     let block = Block::new().borders(Borders::ALL).title(Span::styled(
@@ -167,6 +194,7 @@ mod tests {
                     message: "not needed".into(),
                 }],
             }],
+            tasks: Vec::new(),
         }
     }
 
@@ -208,6 +236,39 @@ mod tests {
         crate::jvm::join_into(Ok(&dump), &mut snap.threads, &mut snap.errors);
         assert_eq!(crate::state::stack_line_count(&snap), lines(&snap).len());
         let mut term = Terminal::new(TestBackend::new(100, 12)).expect("terminal");
+        term.draw(|f| render(f, f.area(), &snap, 0)).expect("draw");
+        insta::assert_snapshot!(term.backend());
+    }
+
+    #[test]
+    fn stack_pane_shows_a_task_await_chain_after_the_threads() {
+        use crate::stacks::tasks::TaskStack;
+        let mut snap = fixture();
+        snap.threads.clear();
+        let frame = |function: &str, line| SFrame {
+            function: function.into(),
+            file: Some("app.py".into()),
+            line: Some(line),
+            ..SFrame::default()
+        };
+        snap.tasks = vec![
+            TaskStack {
+                id: 0x7f01,
+                loop_id: 0x7e00,
+                name: "shipper".into(),
+                frames: vec![frame("ship", 12), frame("run", 40)],
+                awaiting: Some("task \"packer\" at app.py:12".into()),
+            },
+            TaskStack {
+                id: 0x7f02,
+                loop_id: 0x7e00,
+                name: "packer".into(),
+                frames: Vec::new(),
+                awaiting: None,
+            },
+        ];
+        assert_eq!(crate::state::stack_line_count(&snap), lines(&snap).len());
+        let mut term = Terminal::new(TestBackend::new(70, 12)).expect("terminal");
         term.draw(|f| render(f, f.area(), &snap, 0)).expect("draw");
         insta::assert_snapshot!(term.backend());
     }
