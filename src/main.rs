@@ -68,7 +68,9 @@ fn run(config: Config) -> anyhow::Result<ExitCode> {
                 .enable_all()
                 .build()?;
             let full = runtime.block_on(session::snapshot_with_agent(pid))?;
-            let report = full.agent.and_then(|a| a.report);
+            // A JVM runs no agent: its thread dump stands in for one.
+            let jvm = full.jvm.and_then(|j| j.report);
+            let report = full.agent.and_then(|a| a.report).or(jvm);
             let status = full.agent_status;
             let snapshot = std::sync::Arc::unwrap_or_clone(full.snapshot);
             let facts = diagnose::Facts::gather(snapshot, report, libc::SIGTERM);

@@ -1,8 +1,13 @@
 //! JVM targets: real Java programs (tests/fixtures/jvm/LtJvm.java) compiled here with javac,
 //! then `snapshot --json`'s `jvm` section, `stacks` text with Java frames and monitor lines,
 //! the default `jvm` plan in headless mode, and the one-line errors of a JVM that refuses
-//! attach or a missing jcmd. Needs a JDK (`.ci/run` installs default-jdk-headless).
+//! attach or a missing jcmd; the thread dump as the session's facts: daemon flags in the
+//! Model (the THREADS panel's DAEMON column), the audits' non-daemon threads, `check`'s causes
+//! (a shutdown hook that does not finish), the JVM's deadlock as a deadlock cause, Java
+//! frames in the session's captures. Needs a JDK (`.ci/run` installs default-jdk-headless).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod pty_util;
 
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
@@ -215,4 +220,200 @@ fn a_missing_jcmd_gives_one_line_with_the_remedy() {
     let snap = snapshot_json(j.0.id(), &[("LIFECYCLE_TOP_JVM_ATTACH", "jcmd")]);
     assert_eq!(snap["jvm"]["via"], "jcmd", "{:#}", snap["jvm"]);
     assert_eq!(jthread(&snap["jvm"], "lt-daemon")["daemon"], true);
+}
+
+/// The Java stack (source `java`) of the thread named `name` in a stack snapshot's JSON.
+fn java_stack<'a>(stacks: &'a Value, name: &str) -> &'a Value {
+    stacks["threads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|t| t["stacks"].as_array().unwrap())
+        .find(|s| {
+            s["source"] == "java"
+                && s["note"]
+                    .as_str()
+                    .is_some_and(|n| n.starts_with(&format!("\"{name}\"")))
+        })
+        .unwrap_or_else(|| panic!("no java stack for {name}: {stacks:#}"))
+}
+
+fn functions(stack: &Value) -> Vec<&str> {
+    stack["frames"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["function"].as_str().unwrap())
+        .collect()
+}
+
+#[test]
+fn check_names_the_shutdown_hook_that_does_not_finish_and_the_non_daemon_thread() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("r.json");
+    let out = Command::new(BIN)
+        .arg("check")
+        .arg("--report")
+        .arg(&report)
+        .args(["--", tool("java").to_str().unwrap(), "-cp"])
+        .arg(classes())
+        .args(["LtJvm", "return,hook"])
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    // The cause: SIGTERM started the shutdown, which waits for the hook.
+    let cause = text
+        .lines()
+        .find(|l| l.contains("is in the JVM's shutdown sequence (SIGTERM)"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        cause.contains("run by \"SIGTERM handler\"")
+            && cause.contains("waits for the shutdown hook \"lt-hook\" (tid ")
+            && cause.contains("sleeps at LtJvm.sleepForever(LtJvm.java:"),
+        "{cause}"
+    );
+    // The audit after SIGTERM names the non-daemon threads by their Java names.
+    for name in ["lt-worker", "lt-hook"] {
+        assert!(
+            text.contains(&format!(
+                "({name}): non-daemon Java thread: DestroyJavaVM waits for it"
+            )),
+            "{name}: {text}"
+        );
+    }
+    assert!(!text.contains("daemon flags unknown"), "{text}");
+    // The evidence captured at the budget has the Java frames of the hook.
+    let r: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    let stacks = &r["evidence"]["stacks"];
+    let hook = java_stack(stacks, "lt-hook");
+    assert!(functions(hook).contains(&"LtJvm.sleepForever"), "{hook:#}");
+    let handler = functions(java_stack(stacks, "SIGTERM handler"));
+    assert!(
+        handler.contains(&"java.lang.ApplicationShutdownHooks.runHooks")
+            && handler.iter().any(|f| f.starts_with("- waiting on <0x")),
+        "{handler:?}"
+    );
+}
+
+#[test]
+fn why_turns_the_jvms_deadlock_into_a_deadlock_cause() {
+    let j = spawn_java(&[], "deadlock");
+    let (code, text) = run(&["why", "--pid", &j.0.id().to_string()], &[]);
+    assert_eq!(code, 0, "{text}");
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("deadlock: \"lt-dead-"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        line.contains("holds the monitor <0x")
+            && line.contains("(a LtJvm$Alpha)")
+            && line.contains("(a LtJvm$Beta)")
+            && line.contains("held by \"lt-dead-"),
+        "{line}"
+    );
+    let (code, json) = run(&["why", "--pid", &j.0.id().to_string(), "--json"], &[]);
+    assert_eq!(code, 0, "{json}");
+    let v: Value = serde_json::from_str(&json).unwrap();
+    let dl = v["causes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["kind"] == "deadlock")
+        .unwrap_or_else(|| panic!("{v:#}"));
+    assert_eq!(dl["edges"].as_array().unwrap().len(), 2, "{dl:#}");
+    assert!(
+        dl["edges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["kind"] == "r_lock"),
+        "{dl:#}"
+    );
+}
+
+#[test]
+fn the_session_folds_daemon_flags_and_captures_java_frames() {
+    let mut j = spawn_java(&[], "hook");
+    let dir = tempfile::tempdir().unwrap();
+    let rec = dir.path().join("run.ltrec");
+    let pid = j.0.id().to_string();
+    let (code, text) = run(
+        &[
+            "--headless",
+            "--interval",
+            "100",
+            "--record",
+            rec.to_str().unwrap(),
+            "--pid",
+            &pid,
+        ],
+        &[],
+    );
+    assert_eq!(code, 1, "{text}");
+    let _ = j.0.wait();
+    let (code, model) = run(&["replay", rec.to_str().unwrap(), "--json"], &[]);
+    assert_eq!(code, 0, "{model}");
+    let m: Value = serde_json::from_str(&model).unwrap_or_else(|e| panic!("{e}: {model}"));
+    // The facts the THREADS panel's DAEMON column reads, by Java name.
+    let facts = m["facts"]["threads"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{m:#}"));
+    let daemon = |name: &str| {
+        facts
+            .iter()
+            .find(|t| t["name"] == name)
+            .unwrap_or_else(|| panic!("{name} not in the facts: {facts:#?}"))["daemon"]
+            .clone()
+    };
+    assert_eq!(daemon("lt-worker"), false);
+    assert_eq!(daemon("lt-daemon"), true);
+    assert_eq!(daemon("Signal Dispatcher"), true);
+    // The audit's capture (non-daemon threads) has their Java frames.
+    let captures = m["stacks"].as_array().unwrap();
+    let worker = captures
+        .iter()
+        .flat_map(|s| s["threads"].as_array().unwrap())
+        .flat_map(|t| t["stacks"].as_array().unwrap())
+        .find(|s| s["source"] == "java" && s["note"].as_str().unwrap().starts_with("\"lt-worker\""))
+        .unwrap_or_else(|| panic!("no Java frames of lt-worker in {captures:#?}"));
+    assert!(
+        functions(worker).contains(&"LtJvm.sleepForever"),
+        "{worker:#}"
+    );
+    assert!(
+        worker["note"]
+            .as_str()
+            .unwrap()
+            .contains("TIMED_WAITING (sleeping)"),
+        "{worker:#}"
+    );
+}
+
+#[test]
+fn the_dashboards_daemon_column_is_filled_from_the_thread_dump() {
+    let j = spawn_java(&[], "plain");
+    let pid = j.0.id().to_string();
+    let mut s = pty_util::Session::start_with(&["--pid", &pid, "--interval", "100"], 160, 100, &[]);
+    // The THREADS panel lists the JVM's threads by their kernel names (the Java name, cut
+    // to 15 bytes); the dump gives each its flag.
+    let row_of = |screen: &pty_util::Screen, name: &str| {
+        screen
+            .find(name)
+            .map(|(r, _)| screen.row(r))
+            .unwrap_or_default()
+    };
+    s.screen.wait_screen("DAEMON flags from the dump", |sc| {
+        let has = |row: String, flag: &str| row.split_whitespace().any(|w| w == flag);
+        has(row_of(sc, "lt-worker"), "NO")
+            && has(row_of(sc, "lt-daemon"), "yes")
+            && has(row_of(sc, "Signal Dispatch"), "yes")
+    });
+    s.press(b"q");
+    let status = s.child.wait().expect("lifecycle-top exits");
+    assert!(status.success(), "exit status {status:?}");
 }

@@ -574,3 +574,88 @@ fn another_uid_cannot_reach_the_socket() {
     let v = snapshot_until(n.pid(), "a report", |v| !report(v).is_null());
     assert_eq!(ref_handles(&v).len(), 1, "{v:#}");
 }
+
+/// `check --report` of `node [flags] <script>`, the script's own exit kept: (code, text,
+/// report).
+fn check_with(flags: &[&str], script: &str) -> (i32, String, Value) {
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("check.json");
+    let node_path = node();
+    let mut args = vec![
+        "check",
+        "--report",
+        report.to_str().unwrap(),
+        "--",
+        node_path.to_str().unwrap(),
+    ];
+    args.extend_from_slice(flags);
+    args.push(script);
+    let (code, text) = run(&args);
+    let json = std::fs::read_to_string(&report).unwrap_or_else(|e| panic!("{e}: {text}"));
+    (code, text, serde_json::from_str(&json).unwrap())
+}
+
+fn warning_kinds(report: &Value) -> Vec<(String, String)> {
+    report["warnings"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no warnings: {report:#}"))
+        .iter()
+        .map(|w| {
+            (
+                w["kind"].as_str().unwrap().to_string(),
+                w["message"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn an_unhandled_rejection_that_crashes_node_is_named_and_node_still_crashes() {
+    let (code, text, rep) = check_with(&[], "reject.js");
+    assert_eq!(code, 1, "{text}");
+    // Node's own behaviour is kept: the rejection ends the process with status 1.
+    assert_eq!(
+        rep["target_exit"]["status"]["Code"], 1,
+        "{:#}",
+        rep["target_exit"]
+    );
+    assert!(text.contains("Error: flush failed: db gone"), "{text}");
+    assert!(
+        text.contains(
+            "unhandled exception: Error: flush failed: db gone (an unhandled promise rejection)"
+        ),
+        "{text}"
+    );
+    let w = warning_kinds(&rep);
+    assert!(
+        w.iter().any(|(k, m)| k == "unhandled_exception"
+            && m == "Error: flush failed: db gone (an unhandled promise rejection)"),
+        "{w:?}"
+    );
+}
+
+#[test]
+fn an_unhandled_rejection_in_warn_mode_is_a_warning_and_node_goes_on() {
+    let (code, text, rep) = check_with(&["--unhandled-rejections=warn"], "reject_warn.js");
+    // Node only warned (its stderr still has it) and exited 0; check names the warning.
+    assert_eq!(
+        rep["target_exit"]["status"]["Code"], 0,
+        "{:#}",
+        rep["target_exit"]
+    );
+    assert!(
+        text.contains("UnhandledPromiseRejectionWarning: RangeError: late reply"),
+        "{text}"
+    );
+    assert!(
+        text.contains("warning (unhandled rejection): RangeError: late reply"),
+        "{text}"
+    );
+    assert_eq!(code, 1, "{text}");
+    let w = warning_kinds(&rep);
+    assert_eq!(
+        w.iter().filter(|(k, _)| k == "unhandled_rejection").count(),
+        1,
+        "{w:?}"
+    );
+}

@@ -265,6 +265,14 @@ function enableAsyncHooks() {
   }
 }
 
+/** `Error: message` for an Error, the value's text for anything else thrown. */
+function errorText(err) {
+  if (err instanceof Error || (err && typeof err === 'object' && 'message' in err)) {
+    return (err.name || 'Error') + ': ' + err.message;
+  }
+  try { return 'thrown ' + typeof err + ': ' + String(err); } catch (_) { return 'thrown ' + typeof err; }
+}
+
 function recordWarning(kind, message, detail, excType) {
   state.warningsTotal += 1;
   const w = {
@@ -580,8 +588,22 @@ function install() {
     wrapChildProcess();
     wrapWorker();
     try { require('module').syncBuiltinESMExports(); } catch (_) { /* ignore */ }
-    process.on('uncaughtExceptionMonitor', (err) => {
-      recordWarning('unhandled_exception', (err && err.name || 'Error') + ': ' + (err && err.message || err), err && err.stack, err && err.name);
+    // Monitors only: neither changes what Node does (an uncaught exception, or an unhandled
+    // rejection in the default `throw` mode of Node 15+, still ends the process; a 'warning'
+    // listener does not silence the warning on stderr). A listener on 'unhandledRejection'
+    // would, so there is none.
+    process.on('uncaughtExceptionMonitor', (err, origin) => {
+      const text = errorText(err);
+      const how = origin === 'unhandledRejection' ? ' (an unhandled promise rejection)' : '';
+      recordWarning('unhandled_exception', text + how, err && err.stack, err && err.name);
+    });
+    process.on('warning', (w) => {
+      // `--unhandled-rejections=warn` (or `warn-with-error-code`): the process goes on. Node
+      // emits the rejection's reason, then a generic explanation: only the first is kept.
+      if (!w || w.name !== 'UnhandledPromiseRejectionWarning') return;
+      const msg = String(w.message || '');
+      if (msg.startsWith('Unhandled promise rejection.')) return;
+      recordWarning('unhandled_rejection', msg.split('\n')[0], msg, null);
     });
     const sab = new SharedArrayBuffer(4);
     const fromEnv = !!process.env.LIFECYCLE_TOP_SOCKET;

@@ -1,6 +1,8 @@
 //! Folding the wait-for graph: walk from each process nothing waits for (the target first)
 //! along the waits, to the node that waits for nothing the graph knows (the root cause), or
 //! back onto the path (a cycle: a deadlock). Each [`Cause`] renders as one plain line.
+//! A JVM's threads (its thread dump as a report, `crate::jvm::report`) are walked from too
+//! when they wait for a monitor, so a Java-level deadlock nothing joins is still reported.
 
 use super::Facts;
 use super::graph::{Edge, EdgeKind, Graph, Node};
@@ -75,6 +77,20 @@ pub fn fold(g: &Graph, f: &Facts) -> Vec<Cause> {
     let mut out = Vec::new();
     let mut expanded = BTreeSet::new();
     let mut cycles = BTreeSet::new();
+    // Java threads waiting for a monitor: only the cycles found from them are kept (their
+    // chains do not block the exit unless a walk above reached them).
+    let monitor_waiters: Vec<Node> = f
+        .agent
+        .iter()
+        .flat_map(|a| {
+            a.report.threads.iter().filter_map(move |t| {
+                let w = t.waits_on.as_ref()?;
+                let tid = t.native_id?;
+                (w.kind == "rlock" && w.object.as_deref().is_some_and(is_jvm_lock))
+                    .then_some(Node::Thread { key: a.key, tid })
+            })
+        })
+        .collect();
     for s in starts {
         if expanded.contains(&s) {
             continue;
@@ -94,7 +110,53 @@ pub fn fold(g: &Graph, f: &Facts) -> Vec<Cause> {
             break;
         }
     }
+    for s in monitor_waiters {
+        if expanded.contains(&s) || out.len() >= MAX_CAUSES {
+            continue;
+        }
+        let mut found = Vec::new();
+        let (mut path, mut edges) = (vec![s], Vec::new());
+        walk(
+            g,
+            f,
+            &mut path,
+            &mut edges,
+            &mut expanded,
+            &mut cycles,
+            &mut found,
+        );
+        out.extend(found.into_iter().filter(|c| c.kind == CauseKind::Deadlock));
+    }
     out
+}
+
+/// A JVM monitor or lock as `crate::jvm::report` labels it (`the monitor <0x..> (a Foo)`).
+fn is_jvm_lock(object: &str) -> bool {
+    object.starts_with("the monitor <") || object.starts_with("the lock <")
+}
+
+/// The `object` of the wait of the edge's waiting thread, as its report says.
+fn wait_object<'a>(f: &'a Facts, e: &Edge) -> Option<&'a str> {
+    py_thread(f, &e.from)?.waits_on.as_ref()?.object.as_deref()
+}
+
+/// The phrase of a JVM edge (`crate::jvm::report`'s objects), if the edge is one.
+fn jvm_phrase(f: &Facts, e: &Edge, to: &str) -> Option<String> {
+    use crate::jvm::report::{DESTROY_JVM, SHUTDOWN_HOOK, SHUTDOWN_SEQUENCE};
+    let object = wait_object(f, e)?;
+    Some(match &e.kind {
+        EdgeKind::Join if object == SHUTDOWN_SEQUENCE => {
+            format!("is in the JVM's shutdown sequence (SIGTERM), run by {to}")
+        }
+        EdgeKind::Join if object == SHUTDOWN_HOOK => format!(
+            "waits for the shutdown hook {to} to finish (the JVM halts only when every hook has returned)"
+        ),
+        EdgeKind::Shutdown if object == DESTROY_JVM => {
+            format!("waits in DestroyJavaVM (main() has returned) for non-daemon thread {to}")
+        }
+        EdgeKind::RLock if is_jvm_lock(object) => format!("wants {object} held by {to}"),
+        _ => return None,
+    })
 }
 
 fn walk(
@@ -315,6 +377,9 @@ fn at(e: &Edge) -> String {
 /// The verb phrase of one edge ("joins X", "waits on an Event at a.py:3 ...").
 fn phrase(f: &Facts, e: &Edge) -> String {
     let to = name(f, &e.to);
+    if let Some(p) = jvm_phrase(f, e, &to) {
+        return p;
+    }
     let unowned = matches!(e.to, Node::Unowned { .. });
     match &e.kind {
         EdgeKind::MainThread => format!("runs its main thread {to}"),
@@ -505,7 +570,10 @@ fn mutex_name(k: &EdgeKind, what: &str) -> String {
     }
 }
 
-fn lock_object(e: &Edge) -> String {
+fn lock_object(f: &Facts, e: &Edge) -> String {
+    if let Some(o) = wait_object(f, e).filter(|o| is_jvm_lock(o)) {
+        return o.to_string();
+    }
     match &e.kind {
         EdgeKind::RLock => format!("an RLock{}", at(e)),
         EdgeKind::FileLock { inode, .. } => format!("a file lock on inode {inode}"),
@@ -534,14 +602,14 @@ fn render_deadlock(f: &Facts, c: &Cause) -> String {
         let mut line = format!(
             "deadlock: {} holds {}, wants {}",
             by_name(&first.from),
-            lock_object(last),
-            lock_object(first)
+            lock_object(f, last),
+            lock_object(f, first)
         );
         for w in hops.windows(2) {
             line.push_str(&format!(
                 " held by {}, which wants {}",
                 by_name(&w[1].from),
-                lock_object(w[1])
+                lock_object(f, w[1])
             ));
         }
         line.push('.');

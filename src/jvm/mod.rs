@@ -14,6 +14,7 @@
 //! the reason and a remedy; the callers keep the rest of their output.
 
 pub mod parse;
+pub mod report;
 
 pub use parse::{Deadlock, DeadlockEdge, JavaThread, Monitor, ThreadDump};
 
@@ -113,7 +114,17 @@ fn attach_disabled(pid: i32) -> bool {
     in_cmdline || in_env
 }
 
+/// One attach at a time in this process: two first attaches racing would both send SIGQUIT,
+/// and a SIGQUIT that reaches a JVM whose attach listener is already up prints a thread dump
+/// into the target's own stdout.
+static ATTACH: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn attach_dump(pid: i32) -> Result<String, AttachError> {
+    let _one = ATTACH.lock().unwrap_or_else(|e| e.into_inner());
+    attach_dump_locked(pid)
+}
+
+fn attach_dump_locked(pid: i32) -> Result<String, AttachError> {
     use AttachError::{NoSocket, Refused};
     if attach_disabled(pid) {
         return Err(Refused(format!(
@@ -254,6 +265,9 @@ pub struct JvmSection {
     /// Why there are no threads (attach refused, no jcmd): one line with the remedy.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The dump as an agent report ([`report::to_report`]), for `why` (not printed).
+    #[serde(skip)]
+    pub report: Option<crate::agent::protocol::Report>,
 }
 
 /// The `jvm` section for `pid` if it is a JVM, joined against the live `tids`.
@@ -263,6 +277,7 @@ pub fn section(pid: i32, tids: &[i32]) -> Option<JvmSection> {
     }
     Some(match thread_dump(pid) {
         Ok(d) => JvmSection {
+            report: Some(report::to_report(&d.dump, pid, tids, 1, 0)),
             via: Some(d.via),
             dump_ms: Some(d.took.as_secs_f64() * 1000.0),
             threads: d
@@ -288,6 +303,7 @@ pub fn section(pid: i32, tids: &[i32]) -> Option<JvmSection> {
             threads: Vec::new(),
             deadlocks: Vec::new(),
             error: Some(e),
+            report: None,
         },
     })
 }
@@ -310,10 +326,160 @@ pub fn thread_lines(t: &JavaThread) -> Vec<String> {
     out
 }
 
+/// `LtJvm.sleepForever(LtJvm.java:41)` as a frame: function, file and line;
+/// `java.lang.Thread.sleep(java.base@17.0.15/Native Method)`: function and module.
+pub fn frame(text: &str) -> crate::stacks::Frame {
+    let (function, place) = match text.strip_suffix(')').and_then(|t| t.split_once('(')) {
+        Some((f, p)) => (f.to_string(), p),
+        None => (text.to_string(), ""),
+    };
+    let (module, place) = match place.split_once('/') {
+        Some((m, p)) => (Some(m.to_string()), p),
+        None => (None, place),
+    };
+    let (file, line) = match place.rsplit_once(':') {
+        Some((f, l)) if l.parse::<u32>().is_ok() => (Some(f.to_string()), l.parse().ok()),
+        _ if place.ends_with(".java") => (Some(place.to_string()), None),
+        _ => (None, None),
+    };
+    let module = match (module, place) {
+        (m, "Native Method") => Some(m.map_or("native".to_string(), |m| format!("{m}, native"))),
+        (m, _) => m,
+    };
+    crate::stacks::Frame {
+        function,
+        file,
+        line,
+        module,
+        ..crate::stacks::Frame::default()
+    }
+}
+
+/// The Java stack of one thread for a stack capture: its frames innermost first, each
+/// monitor line (`- waiting to lock <0x..> (a Foo)`, `- locked <0x..> (a Foo)`) as a frame
+/// of its own right under the frame it belongs to (function `- ...`, no file), and the thread
+/// state with the daemon flag as the note.
+pub fn java_stack(t: &JavaThread) -> crate::stacks::SourceStack {
+    let mut frames = Vec::new();
+    let lock_frame = |l: &str| crate::stacks::Frame {
+        function: format!("- {l}"),
+        ..crate::stacks::Frame::default()
+    };
+    for (i, f) in t.frames.iter().enumerate() {
+        frames.push(frame(f));
+        for (_, l) in t.lock_lines.iter().filter(|(at, _)| *at == i) {
+            frames.push(lock_frame(l));
+        }
+    }
+    if t.frames.is_empty() {
+        frames.extend(t.lock_lines.iter().map(|(_, l)| lock_frame(l)));
+    }
+    let mut note = format!("\"{}\"", t.name);
+    if t.daemon {
+        note.push_str(", daemon");
+    }
+    if !t.state.is_empty() {
+        note.push_str(&format!(", {}", t.state));
+    }
+    crate::stacks::SourceStack {
+        source: crate::stacks::SourceKind::Java,
+        frames,
+        note: Some(note),
+    }
+}
+
+/// Joins a dump's Java stacks into a capture's threads (by `nid`), best source first; the
+/// JVM's deadlock report, or the reason there is no dump, becomes a process-wide line.
+pub fn join_into(
+    dump: Result<&ThreadDump, &str>,
+    threads: &mut [crate::stacks::ThreadStacks],
+    errors: &mut Vec<crate::stacks::SourceError>,
+) {
+    let d = match dump {
+        Ok(d) => d,
+        Err(e) => {
+            errors.push(crate::stacks::SourceError {
+                source: crate::stacks::SourceKind::Java,
+                message: e.to_string(),
+            });
+            return;
+        }
+    };
+    for dl in &d.deadlocks {
+        let edges: Vec<String> = dl
+            .edges
+            .iter()
+            .map(|e| {
+                format!(
+                    "\"{}\" waits for <{}> (a {}) held by \"{}\"",
+                    e.thread, e.monitor.addr, e.monitor.class, e.held_by
+                )
+            })
+            .collect();
+        errors.push(crate::stacks::SourceError {
+            source: crate::stacks::SourceKind::Java,
+            message: format!("the JVM found a Java-level deadlock: {}", edges.join("; ")),
+        });
+    }
+    for t in threads.iter_mut() {
+        // The JVM's own threads (GC, compiler: no Java id) have no Java frames to show.
+        if let Some(jt) = d
+            .by_nid(t.tid)
+            .filter(|jt| jt.java_tid.is_some() || !jt.frames.is_empty())
+        {
+            t.stacks.insert(0, java_stack(jt));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn frames_and_lock_lines_as_a_java_stack() {
+        let f = frame("LtJvm.lambda$main$2(LtJvm.java:22)");
+        assert_eq!(
+            (f.function.as_str(), f.file.as_deref(), f.line),
+            ("LtJvm.lambda$main$2", Some("LtJvm.java"), Some(22))
+        );
+        let f = frame("java.lang.Thread.sleep(java.base@17.0.15/Native Method)");
+        assert_eq!(
+            (f.function.as_str(), f.file, f.module.as_deref()),
+            (
+                "java.lang.Thread.sleep",
+                None,
+                Some("java.base@17.0.15, native")
+            )
+        );
+        let f = frame("java.lang.Thread.join(java.base@17.0.15/Thread.java:1313)");
+        assert_eq!(
+            (f.file.as_deref(), f.line),
+            (Some("Thread.java"), Some(1313))
+        );
+        assert_eq!(
+            frame("LtJvm$$Lambda$3/0x00007f5074001000.run(Unknown Source)").line,
+            None
+        );
+        let d = parse::parse(include_str!("../../tests/fixtures/jvm/deadlock_hook.txt"));
+        let t = d.threads.iter().find(|t| t.name == "lt-dead-1").unwrap();
+        let s = java_stack(t);
+        assert_eq!(s.source, crate::stacks::SourceKind::Java);
+        assert_eq!(
+            s.note.as_deref(),
+            Some("\"lt-dead-1\", daemon, BLOCKED (on object monitor)")
+        );
+        assert_eq!(s.frames[0].function, "LtJvm.lambda$main$2");
+        assert_eq!(
+            s.frames[1].function,
+            "- waiting to lock <0x000000069ec2e598> (a LtJvm$Beta)"
+        );
+        assert_eq!(
+            s.frames[2].function,
+            "- locked <0x000000069ec2ddd0> (a LtJvm$Alpha)"
+        );
+    }
 
     #[test]
     fn status_fields() {

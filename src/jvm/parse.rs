@@ -21,6 +21,9 @@ pub struct JavaThread {
     /// Linux tid (`nid=0x5cdb` in the dump), joined to /proc tids.
     pub nid: Option<i32>,
     pub daemon: bool,
+    /// The thread's age (`elapsed=1.50s` in the header): a shutdown hook is started by the
+    /// thread running the hooks, so it is never older than that thread.
+    pub elapsed_ms: Option<u64>,
     /// `java.lang.Thread.State` (`TIMED_WAITING (sleeping)`), else the header's status
     /// (`runnable`) for internal threads.
     pub state: String,
@@ -98,6 +101,7 @@ fn header(line: &str) -> Option<JavaThread> {
         java_tid: None,
         nid: None,
         daemon: false,
+        elapsed_ms: None,
         state: String::new(),
         frames: Vec::new(),
         waiting_to_lock: None,
@@ -111,6 +115,15 @@ fn header(line: &str) -> Option<JavaThread> {
             t.java_tid = n.parse().ok().or(t.java_tid);
         } else if tok == "daemon" {
             t.daemon = true;
+        } else if let Some(secs) = tok
+            .strip_prefix("elapsed=")
+            .and_then(|s| s.strip_suffix('s'))
+        {
+            t.elapsed_ms = secs
+                .parse::<f64>()
+                .ok()
+                .filter(|s| s.is_finite() && *s >= 0.0)
+                .map(|s| (s * 1000.0).round() as u64);
         } else if let Some(hex) = tok.strip_prefix("nid=0x") {
             t.nid = i32::from_str_radix(hex, 16).ok();
             status_from = Some(i + 1);
@@ -238,6 +251,7 @@ mod tests {
         assert_eq!(w.java_tid, Some(12));
         assert_eq!(w.nid, Some(0x5cdb));
         assert_eq!(w.state, "TIMED_WAITING (sleeping)");
+        assert!(w.elapsed_ms.is_some_and(|ms| ms > 0), "{w:?}");
         assert_eq!(
             w.frames[0],
             "java.lang.Thread.sleep(java.base@17.0.15/Native Method)"

@@ -1,6 +1,7 @@
 //! Stack captures for a session: kernel and native frames on a blocking thread while the
-//! agent is asked for Python frames, py-spy when no agent answered; and the agent client
-//! serving as the teardown engine's [`AgentPort`].
+//! agent is asked for Python frames, py-spy when no agent answered, Java frames from the
+//! JVM's thread dump (joined by `nid`) when the target is a JVM; and the agent client serving
+//! as the teardown engine's [`AgentPort`].
 
 use crate::agent::{AgentError, AgentRequester};
 use crate::stacks::{self, StackOptions, StackSnapshot};
@@ -63,12 +64,14 @@ impl AgentPort for AgentPortAdapter {
 
 /// Captures stacks of `tids` (all when empty) of the process `target` (pid + start time, so a
 /// reused pid is refused): Python frames from the agent when one is
-/// connected, then native and kernel sources on a blocking thread.
+/// connected, then native and kernel sources on a blocking thread; for a JVM (`jvm`), its
+/// Java frames from a thread dump taken at the same time.
 pub async fn capture_stacks(
     target: crate::model::ProcKey,
     tids: Vec<i32>,
     agent: Option<AgentRequester>,
     seize: bool,
+    jvm: bool,
 ) -> StackSnapshot {
     let pid = target.pid;
     let opts = StackOptions {
@@ -95,7 +98,15 @@ pub async fn capture_stacks(
             None => None,
         }
     };
-    let (native, python) = tokio::join!(native, python);
+    let java = async {
+        if !jvm {
+            return None;
+        }
+        tokio::task::spawn_blocking(move || crate::jvm::thread_dump(pid))
+            .await
+            .ok()
+    };
+    let (native, python, java) = tokio::join!(native, python, java);
     let mut snap = native.unwrap_or_else(|e| StackSnapshot {
         pid,
         taken_at_unix_ms: 0,
@@ -107,9 +118,13 @@ pub async fn capture_stacks(
         }],
         tasks: Vec::new(),
     });
+    if let Some(dump) = &java {
+        let dump = dump.as_ref().map(|d| &d.dump).map_err(String::as_str);
+        crate::jvm::join_into(dump, &mut snap.threads, &mut snap.errors);
+    }
     let joined =
         python.is_some_and(|v| stacks::python::join_agent(&v, &mut snap.threads, &mut snap.errors));
-    if !joined && !snap.threads.is_empty() {
+    if !joined && java.is_none() && !snap.threads.is_empty() {
         // No agent: py-spy reads the interpreter's own structures (CPython only).
         let opts = StackOptions {
             pyspy: true,

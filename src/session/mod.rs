@@ -5,6 +5,11 @@
 //! (`snapshot` folds it and sends none). A replay
 //! has a stream and no handle, so it cannot signal or talk to an agent.
 //!
+//! A JVM runs no agent: its thread dump (`crate::jvm`) stands in for one. The session takes
+//! one when the target's threads change (at most once a second) and every 5 s, and emits it
+//! as an agent report (`jvm::report`), so the daemon flags, the audits' non-daemon threads
+//! and the wait-for graph come through the same facts as an agent's.
+//!
 //! Plan choice lives here (once): `--plan`, else `python-asyncio` when the agent says
 //! Python or the target looks like Python, `node` likewise for Node.js, `jvm` for a JVM, else
 //! `native`; re-picked while no phase has run.
@@ -260,6 +265,8 @@ impl Session {
             limits: Vec::new(),
             shown: None,
             jvm_memo: None,
+            jvm: JvmDumps::default(),
+            jvm_dumps: JoinSet::new(),
         };
         d.emit(CoreEvent::Attached(AttachInfo {
             target,
@@ -346,7 +353,29 @@ struct Driver {
     shown: Option<Vec<i32>>,
     /// Whether the target is a JVM, by the target's name when it was asked (an exec renames).
     jvm_memo: Option<(String, bool)>,
+    jvm: JvmDumps,
+    /// The JVM thread dump under way (at most one), with the tids it was asked for.
+    jvm_dumps: JoinSet<(Result<crate::jvm::Dump, String>, Vec<i32>)>,
 }
+
+/// When to take the next JVM thread dump.
+#[derive(Default)]
+struct JvmDumps {
+    /// The target's tids at the last dump asked for, sorted.
+    tids: Vec<i32>,
+    last_at: Option<std::time::Instant>,
+    seq: u64,
+    /// The last report made from a dump (given again after the agent search resets facts).
+    report: Option<Arc<agent::protocol::Report>>,
+    /// The last failure said, so it is said once.
+    said: Option<String>,
+    failed_at: Option<std::time::Instant>,
+}
+
+/// At most one dump a second when threads come and go, one every 5 s otherwise; 5 s after a
+/// failure (a JVM that refuses attach is not signalled again and again).
+const JVM_DUMP_MIN: Duration = Duration::from_secs(1);
+const JVM_DUMP_EVERY: Duration = Duration::from_secs(5);
 
 impl Driver {
     fn emit(&mut self, event: CoreEvent) {
@@ -377,6 +406,11 @@ impl Driver {
                     None => agent_open = false,
                 },
                 Some(pe) = next_phase_event(&mut self.runner) => self.on_phase(pe),
+                Some(done) = self.jvm_dumps.join_next(), if !self.jvm_dumps.is_empty() => {
+                    if let Ok((dump, tids)) = done {
+                        self.on_jvm_dump(dump, &tids);
+                    }
+                }
                 Some(done) = self.captures.join_next(), if !self.captures.is_empty() => {
                     if let Ok((snap, reason, asked)) = done {
                         if !asked && let Some(r) = &self.runner {
@@ -408,6 +442,7 @@ impl Driver {
                 self.guard.update(&snap);
                 self.latest = Some(snap.clone());
                 self.repick_plan();
+                self.maybe_dump_jvm(&snap);
                 if let Some(r) = &self.runner {
                     // The engine keeps its own copy (its world outlives this refresh).
                     r.handle.snapshot(snap.clone());
@@ -485,12 +520,14 @@ impl Driver {
                 self.emit(CoreEvent::AgentState {
                     state: AgentState::Lost(why),
                 });
+                self.give_jvm_report_again();
             }
             AgentEvent::NotFound(why) => {
                 self.set_facts(None);
                 self.emit(CoreEvent::AgentState {
                     state: AgentState::NotFound(why),
                 });
+                self.give_jvm_report_again();
             }
             AgentEvent::Warning(warning) => self.emit(CoreEvent::AgentWarning { warning }),
             AgentEvent::Exiting(reason) => {
@@ -604,6 +641,11 @@ impl Driver {
             asked,
         });
         let requester = self.agent.requester();
+        let jvm = if key == self.target {
+            self.jvm_memo.as_ref().is_some_and(|(_, j)| *j)
+        } else {
+            crate::jvm::is_jvm(key.pid)
+        };
         let report = self.last_report.clone();
         let now_ms = self.clock.now().unix_ms;
         self.captures.spawn(async move {
@@ -611,7 +653,7 @@ impl Driver {
             let threads = async {
                 match threads {
                     Some(tids) => {
-                        Some(capture_stacks(key, tids, Some(requester.clone()), seize).await)
+                        Some(capture_stacks(key, tids, Some(requester.clone()), seize, jvm).await)
                     }
                     None => None,
                 }
@@ -636,6 +678,103 @@ impl Driver {
             }
             (snap, reason, asked)
         });
+    }
+
+    /// Is the target a JVM (asked once per target name: an exec renames).
+    fn target_is_jvm(&mut self, snap: &Snapshot) -> bool {
+        let name = snap
+            .target_info()
+            .map(|t| t.name.clone())
+            .unwrap_or_default();
+        match &self.jvm_memo {
+            Some((n, jvm)) if *n == name => *jvm,
+            _ => {
+                let jvm = crate::jvm::is_jvm(snap.target.pid);
+                self.jvm_memo = Some((name, jvm));
+                jvm
+            }
+        }
+    }
+
+    /// Starts a JVM thread dump when the target is a live JVM with no agent of its own and
+    /// its threads changed (or the last dump is old).
+    fn maybe_dump_jvm(&mut self, snap: &Snapshot) {
+        if self.python || self.node || !self.jvm_dumps.is_empty() {
+            return;
+        }
+        let live = snap.target_info().is_some_and(|t| {
+            t.exit.is_none()
+                && !matches!(
+                    t.state,
+                    crate::model::RunState::Zombie | crate::model::RunState::Dead
+                )
+        });
+        if !live || snap.threads.is_empty() || !self.target_is_jvm(snap) {
+            return;
+        }
+        let mut tids: Vec<i32> = snap.threads.iter().map(|t| t.tid).collect();
+        tids.sort_unstable();
+        let since = |t: Option<std::time::Instant>| t.map(|t| t.elapsed());
+        if since(self.jvm.failed_at).is_some_and(|d| d < JVM_DUMP_EVERY) {
+            return;
+        }
+        let due = match since(self.jvm.last_at) {
+            None => true,
+            Some(d) => d >= JVM_DUMP_EVERY || (d >= JVM_DUMP_MIN && tids != self.jvm.tids),
+        };
+        if !due {
+            return;
+        }
+        self.jvm.tids = tids.clone();
+        self.jvm.last_at = Some(std::time::Instant::now());
+        let pid = snap.target.pid;
+        self.jvm_dumps.spawn(async move {
+            let dump = tokio::task::spawn_blocking(move || crate::jvm::thread_dump(pid))
+                .await
+                .unwrap_or_else(|e| Err(format!("jvm: the thread dump crashed: {e}")));
+            (dump, tids)
+        });
+    }
+
+    fn on_jvm_dump(&mut self, dump: Result<crate::jvm::Dump, String>, tids: &[i32]) {
+        match dump {
+            Ok(d) => {
+                self.jvm.failed_at = None;
+                self.jvm.seq += 1;
+                let report = crate::jvm::report::to_report(
+                    &d.dump,
+                    self.target.pid,
+                    tids,
+                    self.jvm.seq,
+                    self.clock.now().unix_ms,
+                );
+                let report = Arc::new(report);
+                self.jvm.report = Some(report.clone());
+                self.give_jvm_report(report);
+            }
+            Err(message) => {
+                self.jvm.failed_at = Some(std::time::Instant::now());
+                if self.jvm.said.as_ref() != Some(&message) {
+                    self.jvm.said = Some(message.clone());
+                    self.emit(CoreEvent::Notice { message });
+                }
+            }
+        }
+    }
+
+    /// The JVM's report as the agent's: facts for the engine, a report event for the Model.
+    fn give_jvm_report(&mut self, report: Arc<agent::protocol::Report>) {
+        if self.python || self.node {
+            return;
+        }
+        self.set_facts(Some(AgentFacts::from(report.as_ref())));
+        self.emit(CoreEvent::AgentReport { report });
+    }
+
+    fn give_jvm_report_again(&mut self) {
+        if let Some(r) = self.jvm.report.clone() {
+            self.give_jvm_report(r);
+        }
     }
 
     /// (Re-)picks the plan while no teardown command was given, and starts its runner fed

@@ -28,6 +28,8 @@ pub enum SourceKind {
     AgentPython,
     /// JavaScript frames from the Node.js agent (the main thread's, through the inspector).
     AgentJs,
+    /// Java frames from the JVM's own thread dump (attach protocol), joined by `nid`.
+    Java,
     /// CPython frames read from the outside (py-spy), no agent needed.
     PySpyPython,
     /// User-space native frames: framehop unwinding, blazesym symbols.
@@ -42,6 +44,7 @@ impl SourceKind {
         match self {
             Self::AgentPython => "python (agent)",
             Self::AgentJs => "javascript (agent)",
+            Self::Java => "java",
             Self::PySpyPython => "python (py-spy)",
             Self::Native => "native",
             Self::Kernel => "kernel",

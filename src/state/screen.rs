@@ -172,10 +172,17 @@ impl<'a> Screen<'a> {
         }
     }
 
-    /// The agent's latest report, while its agent is not lost.
+    /// The agent's latest report, while its agent is not lost. A JVM's report (its thread
+    /// dump, taken by the session: no agent ever said hello) is live whatever the search for
+    /// an agent found.
     pub fn report(&self) -> Option<&'a Report> {
         match &self.model.agent {
-            Some(AgentState::NotFound(_) | AgentState::Lost(_)) => None,
+            Some(AgentState::NotFound(_) | AgentState::Lost(_)) if self.model.hello.is_some() => {
+                None
+            }
+            Some(AgentState::NotFound(_) | AgentState::Lost(_)) if self.model.facts.is_none() => {
+                None
+            }
             _ => self.model.report.as_deref(),
         }
     }

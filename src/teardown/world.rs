@@ -196,14 +196,20 @@ impl World {
             }
         }
         if let Some(threads) = self.non_daemon_threads() {
+            // A JVM's facts come from its thread dump (`crate::jvm::report`).
+            let reason = if self.info(self.target).is_some_and(|p| p.name == "java") {
+                "non-daemon Java thread: DestroyJavaVM waits for it once main() returns; after \
+                 SIGTERM the JVM waits only for its shutdown hooks (a hook still running is \
+                 listed here too)"
+            } else {
+                "non-daemon thread: the interpreter joins it at exit (threading._shutdown)"
+            };
             for (tid, name) in threads {
                 out.push(Leftover {
                     pid: tid,
                     name,
                     kind: LeftoverKind::NonDaemonThread,
-                    reason:
-                        "non-daemon thread: the interpreter joins it at exit (threading._shutdown)"
-                            .into(),
+                    reason: reason.into(),
                 });
             }
         }

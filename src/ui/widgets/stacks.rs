@@ -12,9 +12,10 @@ use ratatui::widgets::{Block, Borders, Paragraph};
 
 fn source_style(s: SourceKind) -> Style {
     match s {
-        SourceKind::AgentPython | SourceKind::PySpyPython | SourceKind::AgentJs => {
-            Style::new().fg(Color::Green)
-        }
+        SourceKind::AgentPython
+        | SourceKind::PySpyPython
+        | SourceKind::AgentJs
+        | SourceKind::Java => Style::new().fg(Color::Green),
         SourceKind::Native => Style::new().fg(Color::Cyan),
         SourceKind::Kernel => Style::new().fg(Color::Magenta),
     }
@@ -49,6 +50,14 @@ pub fn lines(snap: &StackSnapshot) -> Vec<Line<'static>> {
                 source_style(st.source),
             ));
             for f in &st.frames {
+                // A Java monitor line (`- waiting to lock <0x..> (a Foo)`) sits under its frame.
+                if st.source == SourceKind::Java && f.function.starts_with("- ") {
+                    out.push(Line::styled(
+                        format!("      {}", f.function),
+                        Style::new().fg(Color::Yellow),
+                    ));
+                    continue;
+                }
                 out.push(Line::raw(format!("    {}", frame_text(f))));
             }
         }
@@ -205,6 +214,30 @@ mod tests {
             lines(&fixture()).len()
         );
         insta::assert_snapshot!(draw(0).backend());
+    }
+
+    #[test]
+    fn stack_pane_shows_java_frames_with_their_monitor_lines() {
+        // A real dump (tests/fixtures/jvm): the deadlocked thread, joined as a capture would.
+        let dump = crate::jvm::parse::parse(include_str!(
+            "../../../tests/fixtures/jvm/deadlock_hook.txt"
+        ));
+        let nid = dump
+            .threads
+            .iter()
+            .find(|t| t.name == "lt-dead-1")
+            .and_then(|t| t.nid)
+            .expect("lt-dead-1");
+        let mut snap = fixture();
+        snap.threads[0].tid = nid;
+        snap.threads[0].name = "lt-dead-1".into();
+        snap.threads[0].stacks.truncate(0);
+        snap.threads[0].errors.clear();
+        crate::jvm::join_into(Ok(&dump), &mut snap.threads, &mut snap.errors);
+        assert_eq!(crate::state::stack_line_count(&snap), lines(&snap).len());
+        let mut term = Terminal::new(TestBackend::new(100, 12)).expect("terminal");
+        term.draw(|f| render(f, f.area(), &snap, 0)).expect("draw");
+        insta::assert_snapshot!(term.backend());
     }
 
     #[test]
