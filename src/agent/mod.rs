@@ -6,6 +6,7 @@
 pub mod client;
 pub mod embedded;
 pub mod facts;
+mod fold;
 pub mod framing;
 pub mod path;
 pub mod protocol;
