@@ -1093,7 +1093,7 @@ class _TaskBook:
         self.currents = ()  # refs of the loops' current tasks at the last report
         self.pos = 0
         self.prev_refs, self.prev_fws = [], []  # last pass: refs and their futures, in order
-        self.fresh = True  # nothing sent from this book yet: no delta possible
+        self.epoch = next(_book_epochs)  # a client's delta base is only valid in its epoch
         self.visited = 0
         self.yields = 0
 
@@ -1223,6 +1223,19 @@ class _TaskBook:
             for r in [r for r in self.fw if r not in live]:
                 self._drop(r, False)
             slicer.tick()
+        # Rows freed by removals are given to tasks not listed yet (over the budget, they
+        # were only counted), as a full report would list them.
+        room = self.budget - len(self.rows)
+        if room > 0 and len(self.info) > len(self.rows):
+            rows = self.rows
+            for k, (r, info) in enumerate(list(self.info.items())):
+                if info[0] not in rows:
+                    self._visit(r, r(), self.fw.get(r), ctx)
+                    room -= 1
+                    if room <= 0:
+                        break
+                if k % 256 == 0:
+                    slicer.tick()
         self.yields += slicer.yields
         return current
 
@@ -1233,6 +1246,7 @@ class _TaskBook:
 
 
 _book = [None]
+_book_epochs = itertools.count(1)
 
 
 class _Probe:
@@ -1602,23 +1616,20 @@ def _build_report(agent, seq, max_tasks):
               "warnings": list(_events), "warnings_total": _event_count[0],
               "cost": agent.cost(build_ms)}
     changed, removed = book.take_changes()
-    base = None if book.fresh else agent.last_built_seq
-    book.fresh = False
-    return _Built(seq, base, header, book, changed, removed)
+    return _Built(seq, header, book, changed, removed)
 
 
 class _Built:
-    """One built report, encoded on demand: `full()` for clients without a usable base,
-    `delta()` for those that received report `base` (None: no delta possible)."""
+    """One built report: `full()` encodes it whole (once, shared by the clients that need
+    it); `delta()` encodes for one client the changes it has not received (a client that
+    skipped builds while reading gets the sum of their changes, see _Server._reports)."""
 
-    def __init__(self, seq, base, header, book, changed, removed):
-        self.seq, self.base, self.header = seq, base, header
+    def __init__(self, seq, header, book, changed, removed):
+        self.seq, self.header, self.epoch = seq, header, book.epoch
         self.rows = list(book.rows.values())
         self.changed, self.removed = changed, removed
         self.threads = {th["ident"]: th for th in header["threads"] if th["ident"] is not None}
-        self.prev_threads = getattr(book, "threads", {})
-        book.threads = self.threads
-        self._full = self._delta = None
+        self._full = None
 
     def full(self):
         if self._full is None:
@@ -1631,35 +1642,36 @@ class _Built:
             self._full = lines
         return self._full
 
-    def delta(self):
-        if self.base is None:
+    def delta(self, base, changed, removed, prev_threads):
+        """Lines of a report_delta against `base`, or None when it would not fit the line
+        cap (the client then gets the full report: a delta is never cut)."""
+        h = dict(self.header)
+        h["type"] = "report_delta"
+        h["base"] = base
+        h["threads"] = [th for th in self.header["threads"]
+                        if th["ident"] is None or prev_threads.get(th["ident"]) != th]
+        h["threads_removed"] = [i for i in prev_threads if i not in self.threads]
+        rows = list(changed.values())
+        removed = sorted(removed)
+        chunks = _row_chunks(rows)
+        # Removed ids go in the chunks too (at most DELTA_REMOVED per chunk).
+        while len(chunks) * DELTA_REMOVED < len(removed):
+            chunks.append(([], []))
+        h["task_chunks"] = len(chunks)
+        line = _encode(h)
+        if len(line) > MAX_LINE:
             return None
-        if self._delta is None:
-            h = dict(self.header)
-            h["type"] = "report_delta"
-            h["base"] = self.base
-            prev = self.prev_threads
-            h["threads"] = [th for th in self.header["threads"]
-                            if th["ident"] is None or prev.get(th["ident"]) != th]
-            h["threads_removed"] = [i for i in prev if i not in self.threads]
-            rows = list(self.changed.values())
-            removed = sorted(self.removed)
-            chunks = _row_chunks(rows)
-            # Removed ids go in the chunks too (at most DELTA_REMOVED per chunk).
-            while len(chunks) * DELTA_REMOVED < len(removed):
-                chunks.append(([], []))
-            h["task_chunks"] = len(chunks)
-            line = _encode(h)
+        out = [line]
+        count = len(chunks)
+        for i, (rws, strings) in enumerate(chunks):
+            part = removed[i * DELTA_REMOVED:(i + 1) * DELTA_REMOVED]
+            line = _encode({"type": "report_chunk", "seq": self.seq, "index": i,
+                            "count": count, "strings": strings, "tasks": rws,
+                            "removed": part})
             if len(line) > MAX_LINE:
-                self.base = None  # a delta is never cut: this report goes out in full
-                return None
-            out = [line]
-            count = len(chunks)
-            for i, (rws, strings) in enumerate(chunks):
-                part = removed[i * DELTA_REMOVED:(i + 1) * DELTA_REMOVED]
-                out.extend(_encode_chunk(self.seq, i, count, rws, strings, part))
-            self._delta = out
-        return self._delta
+                return None  # rows would be dropped to fit: only a full report is exact
+            out.append(line)
+        return out
 
 
 DELTA_REMOVED = 20000
@@ -1789,17 +1801,14 @@ def _encode_chunks(seq, chunks):
     return out
 
 
-def _encode_chunk(seq, index, count, rows, strings, removed=None):
-    msg = {"type": "report_chunk", "seq": seq, "index": index, "count": count,
-           "strings": strings, "tasks": rows}
-    if removed is not None:
-        msg["removed"] = removed
-    line = _encode(msg)
+def _encode_chunk(seq, index, count, rows, strings):
+    line = _encode({"type": "report_chunk", "seq": seq, "index": index, "count": count,
+                    "strings": strings, "tasks": rows})
     if len(line) <= MAX_LINE or len(rows) <= 1:
         return [line] if len(line) <= MAX_LINE else []
     # Rare (huge names): drop rows beyond the cap rather than send an oversize line.
     half = len(rows) // 2
-    return _encode_chunk(seq, index, count, rows[:half], strings, removed)
+    return _encode_chunk(seq, index, count, rows[:half], strings)
 
 
 # ----------------------------------------------------------------------------- server
@@ -1871,6 +1880,9 @@ class _Conn:
         self.delta = False  # the client's hello accepts report_delta
         self.last_seq = None  # seq of the last report queued to it
         self.want_full = True  # next report in full (first one, or the client asked)
+        self.epoch = None  # task book the last report came from (a new book: full again)
+        self.acc = ({}, set())  # rows changed / ids removed since its last report
+        self.threads = {}  # ident -> thread entry as last sent
         self.next_at = 0.0
         self.close_after_flush = False
         self.bulk = 0  # bytes of the queued report still in wbuf (exempt from MAX_WBUF)
@@ -1900,7 +1912,6 @@ class _Server:
         self.refused = 0
         self.worker_cpu = 0.0
         self.last_report_ms = None
-        self.last_built_seq = None
         self.thread = None
         self.start_time = _self_start_time()
         self.instance = "%d-%d-%x" % (os.getpid(), self.start_time, id(self))
@@ -2433,17 +2444,25 @@ class _Server:
         # One budget for every subscriber (a changing one would reset the task book).
         budget = max(c.max_tasks for c in self.conns.values() if c.interval)
         built = _build_report(self, next(self.seq), budget)
+        # Every delta client accumulates this build's changes until it is sent a report.
+        for c in self.conns.values():
+            if c.delta and c.epoch == built.epoch:
+                acc_c, acc_r = c.acc
+                for tid in built.removed:
+                    acc_c.pop(tid, None)
+                    acc_r.add(tid)
+                acc_c.update(built.changed)
         for c in ready:
             lines = None
-            if c.delta and not c.want_full and c.last_seq == built.base:
-                lines = built.delta()
+            if c.delta and not c.want_full and c.epoch == built.epoch:
+                lines = built.delta(c.last_seq, c.acc[0], c.acc[1], c.threads)
             if lines is None:
                 lines = built.full()
                 c.want_full = False
-            c.last_seq = built.seq
+            c.last_seq, c.epoch, c.threads = built.seq, built.epoch, built.threads
+            c.acc = ({}, set())
             for line in lines:
                 self._send(c, line, bulk=True)
-        self.last_built_seq = built.seq
         self.reports_sent += 1
         self.last_report_ms = (time.perf_counter() - t0) * 1000.0
 
