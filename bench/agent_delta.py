@@ -121,7 +121,7 @@ def stall(p):
     return "%6.2f ms outside collections (longest collection %.1f ms)" % (m["stall_ms"], m["gc_ms"])
 
 
-def run_client(p, sock, interval_ms, delta, n, tasks):
+def run_client(p, sock, interval_ms, delta, n, tasks, slices):
     c = Client(sock, interval_ms, delta, tasks)
     try:
         first, first_size = c.report()
@@ -130,6 +130,8 @@ def run_client(p, sock, interval_ms, delta, n, tasks):
         prev = first["cost"]["cpu_ms"]
         for _ in range(n):
             m, size = c.report()
+            slices.append((m["cost"].get("max_slice_ms") or 0.0,
+                           m["cost"].get("max_slice_cpu_ms") or 0.0))
             kinds.append(m["type"])
             sizes.append(size)
             cpu.append(m["cost"]["cpu_ms"] - prev)
@@ -172,8 +174,9 @@ def main():
                                                   first["cost"]["cpu_ms"]))
             for label, delta, n in (("delta", True, args.reports),
                                     ("full ", False, max(5, args.reports // 2))):
+                slices = []
                 f, fsize, sizes, cpu, kinds, st = run_client(
-                    p, sock, args.interval_ms, delta, n, args.tasks)
+                    p, sock, args.interval_ms, delta, n, args.tasks, slices)
                 print("%s client: %d reports (%s)" % (label, n, ", ".join(
                     "%dx %s" % (kinds.count(k), k) for k in sorted(set(kinds)))))
                 print("   agent CPU per report  median %6.1f ms  max %6.1f ms"
@@ -182,6 +185,9 @@ def main():
                       "report: %d bytes)" % (statistics.median(sizes),
                                              100.0 * statistics.median(sizes) / fsize, fsize))
                 print("   longest GIL stall     %s" % st)
+                print("   agent's longest work between two GIL yields: %.2f ms wall, %.2f ms "
+                      "CPU (cost.max_slice_ms / max_slice_cpu_ms)"
+                      % (max(x[0] for x in slices), max(x[1] for x in slices)))
             print("goals: delta < 20 ms agent CPU and < 10 %% of a full report's bytes; no "
                   "stall over 5 ms caused by the agent")
         finally:

@@ -994,19 +994,39 @@ _MISSING = object()
 
 
 class _Slicer:
-    """Yields the GIL (a short sleep) once SLICE_S of work has been done since the last one."""
+    """Yields the GIL (a short sleep) once SLICE_S of work has been done since the last one;
+    `longest` is the longest stretch of work between two yields (wall time: an upper bound
+    of how long the GIL was held, reported as cost.max_slice_ms)."""
 
-    __slots__ = ("t", "yields")
+    __slots__ = ("t", "c", "yields", "longest", "longest_cpu")
 
     def __init__(self):
         self.t = time.perf_counter()
+        self.c = time.thread_time()
         self.yields = 0
+        self.longest = self.longest_cpu = 0.0
 
     def tick(self):
-        if time.perf_counter() - self.t >= SLICE_S:
+        now = time.perf_counter()
+        d = now - self.t
+        if d >= SLICE_S:
+            c = time.thread_time()
+            self.longest = max(self.longest, d)
+            self.longest_cpu = max(self.longest_cpu, c - self.c)
             time.sleep(YIELD_S)
             self.yields += 1
             self.t = time.perf_counter()
+            self.c = time.thread_time()
+
+
+# The slicer of the report being built and sent (agent thread only).
+_slicer = [None]
+
+
+def _tick():
+    s = _slicer[0]
+    if s is not None:
+        s.tick()
 
 
 def _task_refs():
@@ -1532,7 +1552,7 @@ def _build_report(agent, seq, max_tasks):
     """Builds report `seq` from the task book: a _Built that encodes the full report and,
     when the book already served the previous report, the delta against it."""
     t_start = time.perf_counter()
-    slicer = _Slicer()
+    slicer = _slicer[0] = _Slicer()
     _install_event_hooks()  # chain hooks the app installed since the last report
     book = _book[0]
     if book is None or book.budget != max_tasks:
@@ -1563,6 +1583,7 @@ def _build_report(agent, seq, max_tasks):
                 break
     for pr in waiting:
         pr.late = True
+    slicer.t, slicer.c = time.perf_counter(), time.thread_time()  # waiting is not work
     try:
         _scan_executor_workers(_other_frames())
     except Exception:
@@ -1681,6 +1702,7 @@ def _row_chunks(rows):
     """Rows with plain strings -> [(rows with string indexes, strings)] of CHUNK_TASKS each."""
     out = []
     for i in range(0, len(rows), CHUNK_TASKS):
+        _tick()
         index = {}
         strings = []
         part = []
@@ -1785,6 +1807,7 @@ def _encode_chunks(seq, chunks):
     count = len(chunks)
     enc = _encoder.encode
     for i, (rows, strings) in enumerate(chunks):
+        _tick()
         m = old[i] if i < len(old) else None
         if m is not None and m[1] == rows and m[0] == strings:
             body = m[2]
@@ -2129,7 +2152,12 @@ class _Server:
                 "bytes_sent": self.bytes_sent, "reports_sent": self.reports_sent,
                 "build_ms": build_ms, "last_report_ms": self.last_report_ms,
                 "clients": len(self.conns), "refused": self.refused,
-                "throttled_ms": round(self.throttled_s * 1000.0, 1)}
+                "throttled_ms": round(self.throttled_s * 1000.0, 1),
+                "max_slice_ms": self.max_slice_ms, "max_slice_cpu_ms": self.max_slice_cpu_ms}
+
+    # Longest work between two GIL yields in the previous report: wall time (what the
+    # host's threads may have waited) and the agent thread's CPU time.
+    max_slice_ms = max_slice_cpu_ms = None
 
     agent_cpu = 0.0
 
@@ -2463,6 +2491,13 @@ class _Server:
             c.acc = ({}, set())
             for line in lines:
                 self._send(c, line, bulk=True)
+        sl = _slicer[0]
+        if sl is not None:
+            sl.tick()
+            self.max_slice_ms = round(max(sl.longest, time.perf_counter() - sl.t) * 1000.0, 2)
+            self.max_slice_cpu_ms = round(
+                max(sl.longest_cpu, time.thread_time() - sl.c) * 1000.0, 2)
+        _slicer[0] = None
         self.reports_sent += 1
         self.last_report_ms = (time.perf_counter() - t0) * 1000.0
 
