@@ -1100,10 +1100,22 @@ def _task_row(t, tid, lid, state, tracked, where_cache):
             (tid in tracked) if tracked is not None else None), aw
 
 
+def _weak_or_none(fw):
+    if fw is None:
+        return None
+    try:
+        return weakref.ref(fw)
+    except TypeError:
+        return object()  # cannot be watched: differs every time, so it is always looked at
+
+
 class _TaskBook:
     def __init__(self, budget=None):
         self.budget = budget
-        self.fw = {}       # ref -> future waited on at the last look (None: done/not started)
+        # ref -> weak reference to the future waited on at the last look (None: no future).
+        # Weak: a strong one would keep a pending task the app dropped alive (the future's
+        # callbacks hold the task) and silence "Task was destroyed but it is pending!".
+        self.fw = {}
         self.info = {}     # ref -> (tid, loop id, state) of every live task (all counted)
         self.rows = {}     # tid -> row, the listed tasks (at most budget)
         self.aw = {}       # tid -> task_awaits entry
@@ -1112,7 +1124,7 @@ class _TaskBook:
         self.removed = set()  # tids of rows removed since the last report
         self.currents = ()  # refs of the loops' current tasks at the last report
         self.pos = 0
-        self.prev_refs, self.prev_fws = [], []  # last pass: refs and their futures, in order
+        self.prev_refs, self.prev_fws = [], []  # last pass: refs, weak refs of their futures
         self.epoch = next(_book_epochs)  # a client's delta base is only valid in its epoch
         self.visited = 0
         self.yields = 0
@@ -1169,7 +1181,7 @@ class _TaskBook:
                 self._count(old[1], old[2], -1)
             self.info[ref] = (tid, lid, state)
             self._count(lid, state, 1)
-            self.fw[ref] = fw
+            self.fw[ref] = _weak_or_none(fw)
             if tid in self.rows or len(self.rows) < self.budget:
                 row, aw = _task_row(t, tid, lid, state, tracked, where_cache)
                 if self.rows.get(tid) != row:
@@ -1207,17 +1219,24 @@ class _TaskBook:
                 fws = list(map(_get_fw, map(_deref, chunk)))
             except AttributeError:  # a task died since the copy (its ref gives None)
                 fws = list(map(getattr, map(_deref, chunk), rep("_fut_waiter"), rep(None)))
-            fws_all.extend(fws)
+            try:  # weakref.ref(f) returns f's existing plain weak reference: no allocation
+                wfs = list(map(weakref.ref, fws))
+            except TypeError:  # a None (no future) or a future without weak references
+                wfs = [_weak_or_none(f) for f in fws]
+            fws_all.extend(wfs)
+            # weakref.ref(f) is one object per future while we hold it (we do, in prev_fws
+            # and fw): the same reference object means the same future, and a freed
+            # future's reference is never handed out again, so `is not` is exact.
             if chunk == prev_refs[i:i + STEP]:
                 # Same tasks in the same order as last time (the usual case): compare the
                 # futures position by position; an unchanged slice costs two list compares.
                 old = prev_fws[i:i + STEP]
-                if fws == old:
+                if wfs == old:
                     slicer.tick()
                     continue
-                flags = map(operator.is_not, old, fws)
+                flags = map(operator.is_not, old, wfs)
             else:
-                flags = map(operator.is_not, map(fw_get, chunk, rep(_MISSING)), fws)
+                flags = map(operator.is_not, map(fw_get, chunk, rep(_MISSING)), wfs)
             for j in itertools.compress(range(len(chunk)), flags):
                 r = chunk[j]
                 self._visit(r, r(), fws[j], ctx)
@@ -1250,7 +1269,8 @@ class _TaskBook:
             rows = self.rows
             for k, (r, info) in enumerate(list(self.info.items())):
                 if info[0] not in rows:
-                    self._visit(r, r(), self.fw.get(r), ctx)
+                    t = r()
+                    self._visit(r, t, getattr(t, "_fut_waiter", None), ctx)
                     room -= 1
                     if room <= 0:
                         break
@@ -1557,7 +1577,7 @@ def _build_report(agent, seq, max_tasks):
     book = _book[0]
     if book is None or book.budget != max_tasks:
         book = _book[0] = _TaskBook(max_tasks)
-    loops = _all_loops(False)
+    loops = list(_loops)  # the book adds the loops it meets through tasks (uvloop too)
     probes = agent.probes
     live = {id(lp) for lp in loops}
     for k in [k for k in probes if k not in live]:
@@ -1592,7 +1612,7 @@ def _build_report(agent, seq, max_tasks):
     tracked = _tracked_ids()
     slicer.tick()
     book.update(loops, tracked, slicer)
-    loops = _all_loops(False)  # with the loops the book found through their tasks
+    loops = list(_loops)  # with the loops the book found through their tasks
     loop_entries = []
     frames = None
     total = 0
@@ -1647,7 +1667,7 @@ class _Built:
 
     def __init__(self, seq, header, book, changed, removed):
         self.seq, self.header, self.epoch = seq, header, book.epoch
-        self.rows = list(book.rows.values())
+        self.book = book  # rows read by full(), before the next build changes them
         self.changed, self.removed = changed, removed
         self.threads = {th["ident"]: th for th in header["threads"] if th["ident"] is not None}
         self._full = None
@@ -1655,7 +1675,7 @@ class _Built:
     def full(self):
         if self._full is None:
             h = dict(self.header)
-            chunks = _row_chunks(self.rows)
+            chunks = _row_chunks(list(self.book.rows.values()))
             h["task_chunks"] = len(chunks)
             line = _fit(h, HEADER_LISTS)
             lines = [line] if line is not None else []
