@@ -9,10 +9,13 @@ import asyncio
 import json
 import os
 import sys
+import textwrap
 import threading
+import time
 import unittest
 
 import test_agent
+import test_verdict
 
 sys.path.insert(0, test_agent.AGENT_DIR)
 import lifecycle_top_agent as agent  # noqa: E402
@@ -164,6 +167,45 @@ class WireTest(unittest.TestCase):
                 self.assertEqual(cur[2], prev[1], got)
         new.send({"type": "full_report"})
         self.assertIn("report", [k for k, _s, _b in self.kinds(new, 3)])
+
+    def test_a_dropped_pending_task_is_still_destroyed_while_reports_flow(self):
+        # The book must not keep the app's tasks alive: a pending task the app drops is
+        # destroyed ("Task was destroyed but it is pending!") with a delta client subscribed.
+        app = textwrap.dedent("""
+            import asyncio, gc, sys
+            async def forever(f):
+                await f
+            async def main():
+                loop = asyncio.get_running_loop()
+                t = loop.create_task(forever(loop.create_future()), name="doomed")
+                print("ready", flush=True)
+                await loop.run_in_executor(None, sys.stdin.readline)
+                del t
+                gc.collect()
+                print("dropped", flush=True)
+                await asyncio.sleep(3600)
+            asyncio.run(main())
+        """)
+        t = test_verdict.Proc(app)
+        self.addCleanup(t.close)
+        t.wait_socket()
+        self.assertEqual(t.line(), "ready")
+        c = self.client(t.sock, delta=True)
+        names = []
+        while "doomed" not in names:  # the book has seen it, and a delta went out
+            m = c.read()
+            if m["type"] == "report_chunk":
+                names += [row[2] for row in m["tasks"]]
+        self.kinds(c, 2)
+        t.tell()
+        self.assertEqual(t.line(), "dropped")
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            m = c.read()
+            if m["type"] == "warning" and m["warning"]["kind"] == "task_destroyed_pending":
+                self.assertEqual(m["warning"]["task"], "doomed")
+                return
+        self.fail("the dropped task was never destroyed")
 
 
 if __name__ == "__main__":
