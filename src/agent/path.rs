@@ -137,6 +137,44 @@ mod tests {
     use super::*;
 
     #[test]
+    fn only_stale_sockets_of_a_private_dir_are_removed() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("lt");
+        std::fs::create_dir(&dir).expect("mkdir");
+        // Above any pid_max: no such process. Bound then closed: connect is refused.
+        let stale = dir.join("4294967295.sock");
+        drop(std::os::unix::net::UnixListener::bind(&stale).expect("bind"));
+        let live_path = dir.join("4294967294.sock");
+        let _live = std::os::unix::net::UnixListener::bind(&live_path).expect("bind");
+        let plain = dir.join("4294967293.sock");
+        std::fs::write(&plain, b"not a socket").expect("write");
+        let other = dir.join("notes.sock");
+        drop(std::os::unix::net::UnixListener::bind(&other).expect("bind"));
+        let mode = |m| std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(m));
+        mode(0o755).expect("chmod");
+        assert_eq!(
+            clean_stale_sockets(&dir),
+            0,
+            "a directory open to others is left alone"
+        );
+        assert!(stale.exists());
+        mode(0o700).expect("chmod");
+        assert_eq!(clean_stale_sockets(&dir), 1);
+        assert!(!stale.exists(), "the stale socket is removed");
+        assert!(live_path.exists(), "a socket someone listens on is kept");
+        assert!(plain.exists() && other.exists(), "other files are kept");
+        let link = tmp.path().join("link");
+        std::os::unix::fs::symlink(&dir, &link).expect("symlink");
+        drop(std::os::unix::net::UnixListener::bind(&stale).expect("bind"));
+        assert_eq!(
+            clean_stale_sockets(&link),
+            0,
+            "a symlinked directory is not followed"
+        );
+    }
+
+    #[test]
     fn env_var_wins_then_xdg_then_tmp() {
         let env = "A=1\0LIFECYCLE_TOP_SOCKET=/x/y.sock\0XDG_RUNTIME_DIR=/run/user/7\0";
         assert_eq!(
