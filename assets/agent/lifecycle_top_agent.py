@@ -702,6 +702,9 @@ def _all_loops(scan_tasks=True):
     return found
 
 
+_LOOP_FRAMES = ("run_forever", "run_until_complete", "_run_once")
+
+
 def _gc_scan_loops():
     """One-time search for loops created before install() patched BaseEventLoop, in pieces
     that each hold the GIL briefly (gc.get_objects() of the whole heap is one C call: ~30 ms
@@ -736,7 +739,10 @@ def _gc_scan_loops():
         for f in _other_frames().values():
             n = 0
             while f is not None and n < 200:
-                add(f.f_locals.get("self"))
+                # Only the loop's own frames: reading f_locals makes (before 3.13) a dict of
+                # the frame's locals that stays on the frame, keeping those objects alive.
+                if f.f_code.co_name in _LOOP_FRAMES:
+                    add(f.f_locals.get("self"))
                 f = f.f_back
                 n += 1
     except Exception:
