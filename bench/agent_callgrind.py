@@ -109,10 +109,13 @@ def instructions(out_file):
 def run(tmp, variant, ops, every, n):
     sock = os.path.join(tmp, "s%d" % n, "a.sock")
     out = os.path.join(tmp, "cg%d.out" % n)
-    env = dict(os.environ, PYTHONPATH=AGENT_DIR, LIFECYCLE_TOP_SOCKET=sock)
-    env.pop("LIFECYCLE_TOP_AGENT", None)
+    env = dict(os.environ)
+    for k in ("LIFECYCLE_TOP_AGENT", "LIFECYCLE_TOP_SOCKET", "PYTHONPATH"):
+        env.pop(k, None)
     if variant != "no agent":
-        env["WITH_AGENT"] = "1"
+        # Not for "no agent": with the socket variable set, the agent's sitecustomize on
+        # PYTHONPATH would start it there too.
+        env.update(WITH_AGENT="1", PYTHONPATH=AGENT_DIR, LIFECYCLE_TOP_SOCKET=sock)"
     p = subprocess.Popen(["valgrind", "--tool=callgrind", "--callgrind-out-file=" + out,
                           sys.executable, "-c", TARGET, str(ops), str(every)],
                          env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
