@@ -115,7 +115,7 @@ def run(tmp, variant, ops, every, n):
     if variant != "no agent":
         # Not for "no agent": with the socket variable set, the agent's sitecustomize on
         # PYTHONPATH would start it there too.
-        env.update(WITH_AGENT="1", PYTHONPATH=AGENT_DIR, LIFECYCLE_TOP_SOCKET=sock)"
+        env.update(WITH_AGENT="1", PYTHONPATH=AGENT_DIR, LIFECYCLE_TOP_SOCKET=sock)
     p = subprocess.Popen(["valgrind", "--tool=callgrind", "--callgrind-out-file=" + out,
                           sys.executable, "-c", TARGET, str(ops), str(every)],
                          env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
