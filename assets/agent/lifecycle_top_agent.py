@@ -1265,7 +1265,7 @@ class _TaskBook:
         if len(self.fw) != n:
             live = set(refs)
             slicer.tick()
-            for r in [r for r in self.fw if r not in live]:
+            for r in self.fw.keys() - live:  # C-level difference, not a Python loop
                 self._drop(r, False)
             slicer.tick()
         # Rows freed by removals are given to tasks not listed yet (over the budget, they
