@@ -324,3 +324,210 @@ async fn squatted_env_socket_is_skipped_for_the_real_agent() {
         let _ = std::fs::remove_file(p);
     }
 }
+
+/// 2,000 tasks; for 40 rounds of 20 ms, 20 of them move to their other await point and a
+/// short task is born (each ends 0.3 s later); then nothing changes.
+const CHURN_APP: &str = r#"
+import asyncio, lifecycle_top_agent as agent
+agent.install()
+async def main():
+    loop = asyncio.get_running_loop()
+    futs = {}
+    async def worker(i):
+        while True:
+            f = futs[i] = loop.create_future()
+            await f
+            f = futs[i] = loop.create_future()
+            await f
+    ts = [loop.create_task(worker(i), name="w%d" % i) for i in range(2000)]
+    for k in range(40):
+        await asyncio.sleep(0.02)
+        for i in range(k * 20, k * 20 + 20):
+            futs[i].set_result(None)
+        loop.create_task(asyncio.sleep(0.3), name="short-%d" % k)
+    await asyncio.sleep(1)
+    print("quiet", flush=True)
+    await asyncio.sleep(3600)
+asyncio.run(main())
+"#;
+
+type Row = (u64, u64, String, String, Option<String>, Option<String>);
+
+fn rows(r: &lifecycle_top::agent::Report) -> Vec<Row> {
+    let mut v: Vec<Row> = r
+        .tasks
+        .iter()
+        .map(|t| {
+            let (name, state) = (t.name.clone(), t.state.clone());
+            (
+                t.id,
+                t.loop_id,
+                name,
+                state,
+                t.coro.clone(),
+                t.where_.clone(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// A full report read by a client of the protocol before deltas (no `accept` in its hello).
+async fn full_report_of_an_old_client(path: &std::path::Path) -> lifecycle_top::agent::Report {
+    use lifecycle_top::agent::protocol::Incoming;
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let s = tokio::net::UnixStream::connect(path).await.unwrap();
+    let (rd, mut wr) = s.into_split();
+    let mut lines = BufReader::new(rd).lines();
+    wr.write_all(
+        b"{\"type\":\"hello\",\"protocol\":1}\n{\"type\":\"subscribe\",\"interval_ms\":100}\n",
+    )
+    .await
+    .unwrap();
+    let mut report = None;
+    let mut left = 0;
+    let mut budget = usize::MAX;
+    loop {
+        let line = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+            .await
+            .expect("a report within 10 s")
+            .unwrap()
+            .expect("agent closed");
+        match serde_json::from_str::<Incoming>(&line).unwrap() {
+            Incoming::Report(r) => {
+                left = r.task_chunks;
+                report = Some(*r);
+            }
+            Incoming::ReportDelta(_) => panic!("a delta to a client that did not accept them"),
+            Incoming::ReportChunk(c) => {
+                let r = report.as_mut().expect("chunk after its report");
+                r.tasks.extend(c.decode(&mut budget).0);
+                left -= 1;
+            }
+            _ => continue,
+        }
+        if left == 0
+            && let Some(r) = report.take()
+        {
+            return r;
+        }
+    }
+}
+
+#[tokio::test]
+async fn deltas_fold_to_what_a_full_report_says() {
+    use std::io::BufRead;
+    let mut t = Target::spawn_piped(CHURN_APP);
+    let mut out = std::io::BufReader::new(t.child.stdout.take().expect("stdout piped"));
+    let mut h = spawn_client(t.key(), only(t.pid()), Duration::from_millis(50));
+    wait_for(
+        &mut h,
+        10,
+        |e| matches!(e, AgentEvent::Report(r) if r.tasks.len() >= 2000),
+    )
+    .await;
+    let quiet = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        out.read_line(&mut line).map(|_| line)
+    });
+    assert_eq!(
+        tokio::time::timeout(Duration::from_secs(30), quiet)
+            .await
+            .expect("target quiet within 30 s")
+            .unwrap()
+            .unwrap(),
+        "quiet\n"
+    );
+    // Reports built after "quiet" describe the final state (the channel still holds older
+    // ones: skip those by their build time).
+    let quiet_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let AgentEvent::Report(folded) = wait_for(
+        &mut h,
+        20,
+        |e| matches!(e, AgentEvent::Report(r) if r.at_unix_ms > quiet_ms + 100),
+    )
+    .await
+    else {
+        unreachable!()
+    };
+    let full = full_report_of_an_old_client(&t.socket).await;
+    let stats = h.requester().stats();
+    assert!(stats.deltas_folded >= 10, "deltas were used: {stats:?}");
+    assert_eq!(stats.delta_gaps, 0, "{stats:?}");
+    assert_eq!(folded.tasks_listed, full.tasks_listed);
+    let extra: Vec<Row> = rows(&folded)
+        .into_iter()
+        .filter(|r| !r.2.starts_with('w'))
+        .collect();
+    assert_eq!(extra.len(), 1, "2,000 workers and the main task: {extra:?}");
+    let (a, b) = (rows(&folded), rows(&full));
+    let only_folded: Vec<&Row> = a.iter().filter(|r| !b.contains(r)).take(5).collect();
+    let only_full: Vec<&Row> = b.iter().filter(|r| !a.contains(r)).take(5).collect();
+    assert!(
+        only_folded.is_empty() && only_full.is_empty(),
+        "folded deltas differ from the full report: only folded {only_folded:?}, only full {only_full:?}"
+    );
+    let names = |r: &lifecycle_top::agent::Report| {
+        let mut v: Vec<String> = r.threads.iter().map(|t| t.name.clone()).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(names(&folded), names(&full));
+}
+
+/// Waits (10 s at most) until `p` exists.
+async fn wait_path(p: &std::path::Path) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !p.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} did not appear within 10 s",
+            p.display()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn sockets_of_sigkilled_hosts_are_removed_live_ones_and_links_kept() {
+    const HOST: &str = "import time, lifecycle_top_agent as a\na.install()\ntime.sleep(3600)\n";
+    let mut dead = Target::spawn_default_path(HOST);
+    let live = Target::spawn_default_path(HOST);
+    wait_path(&dead.socket).await;
+    wait_path(&live.socket).await;
+    let dir = dead.socket.parent().unwrap().to_path_buf();
+    dead.child.kill().unwrap(); // SIGKILL: no atexit, the socket file stays
+    dead.child.wait().unwrap();
+    assert!(
+        dead.socket.exists(),
+        "SIGKILL leaves the socket file behind"
+    );
+    // A symlink named like a dead host's socket, to a stale socket elsewhere: neither the
+    // link nor what it points to is touched (links are never followed).
+    let elsewhere = tempfile::tempdir().unwrap();
+    let stale_target = elsewhere.path().join("stale.sock");
+    drop(std::os::unix::net::UnixListener::bind(&stale_target).unwrap());
+    let gone = std::process::Command::new("true").spawn().unwrap();
+    let gone_pid = gone.id();
+    let mut gone = gone;
+    gone.wait().unwrap();
+    let link = dir.join(format!("{gone_pid}.sock"));
+    std::os::unix::fs::symlink(&stale_target, &link).unwrap();
+
+    // Discovering the live host's agent cleans the directory.
+    let mut h = spawn_client(live.key(), only(live.pid()), Duration::from_millis(100));
+    wait_for(&mut h, 10, |e| matches!(e, AgentEvent::Connected(_))).await;
+    let link_kept = std::fs::symlink_metadata(&link).is_ok();
+    let _ = std::fs::remove_file(&link);
+    assert!(
+        !dead.socket.exists(),
+        "the SIGKILLed host's socket is removed"
+    );
+    assert!(live.socket.exists(), "a live agent's socket is kept");
+    assert!(link_kept, "a symlink is never removed");
+    assert!(stale_target.exists(), "a symlink is never followed");
+}

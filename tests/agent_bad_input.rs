@@ -22,6 +22,8 @@ enum Step {
     Send(String),
     /// Wait for the client's next request and answer it with this result.
     Answer(serde_json::Value),
+    /// Wait until the client sends a message of this `type`.
+    Expect(&'static str),
     /// Keep the connection open, reading and ignoring everything.
     Hold,
 }
@@ -76,6 +78,15 @@ async fn serve(stream: UnixStream, script: Vec<Step>) {
                 if v["type"] == "request" {
                     let resp = json!({"type":"response","id":v["id"],"ok":true,"result":result});
                     let _ = wr.write_all(format!("{resp}\n").as_bytes()).await;
+                    break;
+                }
+            },
+            Step::Expect(kind) => loop {
+                let Ok(Some(line)) = lines.next_line().await else {
+                    return;
+                };
+                let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+                if v["type"] == kind {
                     break;
                 }
             },
@@ -333,4 +344,77 @@ async fn expect_lost(h: &mut AgentHandle, what: &str) {
         AgentEvent::Lost(reason) => assert!(reason.contains(what), "{reason}"),
         other => panic!("expected Lost, got {other:?}"),
     }
+}
+
+fn line(v: serde_json::Value) -> Step {
+    Step::Send(format!("{v}\n"))
+}
+
+#[tokio::test]
+async fn deltas_fold_into_full_reports_and_a_gap_asks_for_a_full_one() {
+    let row = |id: u64, state: &str| json!([id, 1, format!("t{id}"), state, 0, -1, null]);
+    let th = |ident: u64, name: &str| json!({"name": name, "ident": ident, "native_id": 1});
+    let script = vec![
+        Step::Send(hello()),
+        line(
+            json!({"type":"report","seq":1,"task_chunks":1,"tasks_listed":2,
+                    "threads":[th(10, "MainThread"), th(11, "w")]}),
+        ),
+        line(
+            json!({"type":"report_chunk","seq":1,"index":0,"count":1,"strings":["co"],
+                    "tasks":[row(1, "pending"), row(2, "pending")]}),
+        ),
+        // Report 2 never arrives: delta 3 (based on 2) is refused, a full report asked for.
+        line(json!({"type":"report_delta","seq":3,"base":2,"task_chunks":1,"tasks_listed":2})),
+        line(
+            json!({"type":"report_chunk","seq":3,"index":0,"count":1,"strings":["co"],
+                    "tasks":[row(9, "pending")],"removed":[]}),
+        ),
+        Step::Expect("full_report"),
+        line(
+            json!({"type":"report","seq":4,"task_chunks":1,"tasks_listed":2,
+                    "threads":[th(10, "MainThread"), th(11, "w")]}),
+        ),
+        line(
+            json!({"type":"report_chunk","seq":4,"index":0,"count":1,"strings":["co"],
+                    "tasks":[row(1, "pending"), row(2, "pending")]}),
+        ),
+        line(
+            json!({"type":"report_delta","seq":5,"base":4,"task_chunks":1,"tasks_listed":2,
+                    "threads":[th(12, "new")],"threads_removed":[11]}),
+        ),
+        line(
+            json!({"type":"report_chunk","seq":5,"index":0,"count":1,"strings":["co"],
+                    "tasks":[row(2, "cancelling"), row(3, "pending")],"removed":[1]}),
+        ),
+        Step::Hold,
+    ];
+    let (_dir, path) = fake_agent(vec![script]);
+    let mut h = client(path, Duration::from_secs(30));
+    assert!(matches!(
+        next_event(&mut h, 5).await,
+        AgentEvent::Connected(_)
+    ));
+    let mut seqs = Vec::new();
+    let last = loop {
+        let AgentEvent::Report(r) = next_event(&mut h, 5).await else {
+            panic!("expected reports")
+        };
+        seqs.push(r.seq);
+        if r.seq == 5 {
+            break r;
+        }
+    };
+    assert_eq!(seqs, [1, 4, 5], "the refused delta 3 is not emitted");
+    let rows: Vec<(u64, &str)> = last
+        .tasks
+        .iter()
+        .map(|t| (t.id, t.state.as_str()))
+        .collect();
+    assert_eq!(rows, [(2, "cancelling"), (3, "pending")]);
+    assert_eq!(last.tasks[1].coro.as_deref(), Some("co"));
+    let threads: Vec<&str> = last.threads.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(threads, ["MainThread", "new"]);
+    let stats = h.requester().stats();
+    assert_eq!((stats.delta_gaps, stats.stray_chunks), (1, 0), "{stats:?}");
 }

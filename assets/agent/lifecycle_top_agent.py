@@ -23,6 +23,7 @@ live task.
 import collections
 import itertools
 import json
+import operator
 import resource
 import os
 import re
@@ -701,18 +702,55 @@ def _all_loops(scan_tasks=True):
     return found
 
 
+_LOOP_FRAMES = ("run_forever", "run_until_complete", "_run_once")
+
+
 def _gc_scan_loops():
-    """One-time scan for loops created before install() patched BaseEventLoop."""
+    """One-time search for loops created before install() patched BaseEventLoop, in pieces
+    that each hold the GIL briefly (gc.get_objects() of the whole heap is one C call: ~30 ms
+    with 100,000 tasks). Looked at: the young gc generations (a loop made just before install,
+    the usual case), every thread's frames (a running loop is `self` of run_forever /
+    _run_once), and the event loop policy's loop. Loops with tasks are also found through
+    their tasks (the task book) at each report. A loop made long before install that is not
+    running, has no task and is not the policy's is only found once it runs or gets a task."""
     aev = sys.modules.get("asyncio.events")
     if aev is None:
         return
     import gc
-    for o in gc.get_objects():
+    base = aev.AbstractEventLoop
+
+    def add(o):
         try:
-            if isinstance(o, aev.AbstractEventLoop):
+            if isinstance(o, base):
                 _loops.add(o)
         except Exception:
             pass
+    for gen in (0, 1):
+        try:
+            objs = gc.get_objects(generation=gen)
+        except Exception:
+            continue
+        for i in range(0, len(objs), 2048):
+            for o in objs[i:i + 2048]:
+                add(o)
+            time.sleep(YIELD_S)
+        del objs
+    try:
+        for f in _other_frames().values():
+            n = 0
+            while f is not None and n < 200:
+                # Only the loop's own frames: reading f_locals makes (before 3.13) a dict of
+                # the frame's locals that stays on the frame, keeping those objects alive.
+                if f.f_code.co_name in _LOOP_FRAMES:
+                    add(f.f_locals.get("self"))
+                f = f.f_back
+                n += 1
+    except Exception:
+        pass
+    try:
+        add(getattr(getattr(aev._event_loop_policy, "_local", None), "_loop", None))
+    except Exception:
+        pass
 
 
 def _loop_tasks(loop):
@@ -832,7 +870,7 @@ def _tracked_ids():
     ids = set()
     for c in containers:
         try:
-            ids.update(id(x) for x in list(c))
+            ids.update(map(id, list(c)))
         except Exception:
             pass
     return ids
@@ -899,29 +937,7 @@ def _innermost(coro):
     return user if user is not None else f
 
 
-class _Chunks:
-    """Task rows split in bounded chunks, each with its own string table."""
-
-    def __init__(self):
-        self.chunks = []
-        self.new()
-
-    def new(self):
-        self.rows = []
-        self.strings = []
-        self.index = {}
-        self.chunks.append((self.rows, self.strings))
-
-
-# Per-task (coroutine qualname, where) of the last report, keyed by id(task): a task still
-# waiting on the same future object (`_fut_waiter`, identity) has not run a step since, so its
-# await chain and innermost frame are unchanged. Entries hold weak references to the task and
-# the future (a strong one would keep a dropped pending task alive, and silence asyncio's
-# "Task was destroyed but it is pending!"); a dead reference never matches, so an id reused
-# by a new object is never mistaken for the old one. Rebuilt every report.
-_task_memo = {}
-_wref = weakref.ref
-# What blocked tasks await (``task_awaits``): filled by _add_task_rows, reset per report.
+# What blocked tasks await (``task_awaits``), at most this many entries per report.
 MAX_TASK_AWAITS = 2000
 _awaits_acc = []
 _SUBPROC_FILE = os.sep + "asyncio" + os.sep + "subprocess.py"
@@ -959,105 +975,324 @@ def _task_await(t, fw, loop_id, where):
     return None
 
 
-def _add_task_rows(ch, loop_id, tasks, current, tracked, counts, budget, memo, new_memo):
-    """Append one row per task: (id, loop, name, state, coro, where, tracked); returns rows.
-    The hot path of a report (goal: 10,000 tasks in < 20 ms), hence the memo of unchanged
-    tasks, the inlined await-chain walk (see _innermost) and string interning: caches are
-    keyed by str/int only."""
-    n = 0
-    has_cancelling = bool(tasks) and hasattr(tasks[0], "cancelling")
-    pending = cancelling_n = running = 0
-    rows = index = strings = None
-    where_cache = {}
+# ----------------------------------------------------------------------------- task book
+#
+# Reports follow activity, not size (issue 14): a _TaskBook keeps, per task, the future it
+# waited on at the last report (`_fut_waiter`, by identity). A pending task that has not run
+# a step since still waits on the same future, so its row (await point, coroutine, state) is
+# unchanged; only tasks whose future changed, new tasks, the loops' current tasks and a small
+# rolling window (names, tracked flags, a cancel not yet acted on) are looked at in Python.
+# The comparison over all tasks is done with C-level map() passes over slices of STEP tasks,
+# and the agent thread sleeps briefly every SLICE_S of work, so neither the walk nor the
+# one-time loop discovery holds the GIL for more than a few milliseconds at a time (the
+# host's threads get it between slices; bench/agent_gil.py measures the longest stall).
+# The book is the state both kinds of report are encoded from: a full report lists its rows,
+# a delta (report_delta, docs/protocol.md §5.3) the rows added/changed/removed since the
+# previous report.
+
+STEP = 4096          # tasks per C-level slice
+SLICE_S = 0.002      # work between two GIL yields
+YIELD_S = 0.0001     # a real sleep: sleep(0) often re-takes the GIL before a waiter can
+ROLL = 512           # tasks re-checked in full per report, whatever their future says
+_deref = weakref.ref.__call__
+_get_fw = operator.attrgetter("_fut_waiter")
+_MISSING = object()
+
+
+class _Slicer:
+    """Yields the GIL (a short sleep) once SLICE_S of work has been done since the last one;
+    `longest` is the longest stretch of work between two yields (wall time: an upper bound
+    of how long the GIL was held, reported as cost.max_slice_ms)."""
+
+    __slots__ = ("t", "c", "yields", "longest", "longest_cpu")
+
+    def __init__(self):
+        self.t = time.perf_counter()
+        self.c = time.thread_time()
+        self.yields = 0
+        self.longest = self.longest_cpu = 0.0
+
+    def tick(self):
+        now = time.perf_counter()
+        d = now - self.t
+        if d >= SLICE_S:
+            c = time.thread_time()
+            self.longest = max(self.longest, d)
+            self.longest_cpu = max(self.longest_cpu, c - self.c)
+            time.sleep(YIELD_S)
+            self.yields += 1
+            self.t = time.perf_counter()
+            self.c = time.thread_time()
+
+
+# The slicer of the report being built and sent (agent thread only).
+_slicer = [None]
+
+
+def _tick():
+    s = _slicer[0]
+    if s is not None:
+        s.tick()
+
+
+def _task_refs():
+    """Weak references to every task asyncio knows, copied with C-level calls (each one
+    atomic under the GIL, ~1 ms per 100,000 tasks), instead of iterating the WeakSets in
+    Python (asyncio.all_tasks: ~40 ms for 100,000 tasks, on the loop's thread)."""
+    at = sys.modules.get("asyncio.tasks")
+    out = []
+    if at is None:
+        return out
+    for name in ("_all_tasks", "_scheduled_tasks"):
+        data = getattr(getattr(at, name, None), "data", None)
+        if data is not None:
+            for _ in range(10):
+                try:
+                    out.extend(tuple(data))
+                    break
+                except RuntimeError:  # changed size during iteration (another thread)
+                    continue
+    eager = getattr(at, "_eager_tasks", None)
+    if eager:
+        for _ in range(10):
+            try:
+                out.extend(map(weakref.ref, tuple(eager)))
+                break
+            except (RuntimeError, TypeError):
+                continue
+    return out
+
+
+def _task_row(t, tid, lid, state, tracked, where_cache):
+    """(row, task_awaits entry or None) of one task; row strings are plain (not indexed)."""
+    coro = t._coro
+    f = user = None
+    x = coro
     lib = _lib_files
-    coro_type = _CORO
-    memo_get = memo.get
-    for t in tasks:
+    while type(x) is _CORO:
+        fr = x.cr_frame
+        if fr is None:
+            break
+        f = fr
+        fn = fr.f_code.co_filename
+        r = lib.get(fn)
+        if r is None:
+            r = _is_lib(fn)
+        if not r:
+            user = fr
+        x = x.cr_await
+    if user is not None:
+        f = user
+    elif f is None:
+        f = _innermost(coro)
+    where = None
+    if f is not None:
+        key = (f.f_code.co_filename, f.f_lineno)
+        where = where_cache.get(key)
+        if where is None:
+            where = where_cache[key] = _short("%s:%d" % key, 300)
+    q = getattr(coro, "__qualname__", None) or type(coro).__name__
+    aw = None
+    fw = getattr(t, "_fut_waiter", None)
+    if fw is not None:
         try:
-            if t is current:
+            aw = _task_await(t, fw, lid, where)
+        except Exception:
+            aw = None
+    name = t.get_name()
+    if len(name) > MAX_STR:
+        name = name[:MAX_STR]
+    return (tid, lid, name, state, q, where,
+            (tid in tracked) if tracked is not None else None), aw
+
+
+def _weak_or_none(fw):
+    if fw is None:
+        return None
+    try:
+        return weakref.ref(fw)
+    except TypeError:
+        return object()  # cannot be watched: differs every time, so it is always looked at
+
+
+class _TaskBook:
+    def __init__(self, budget=None):
+        self.budget = budget
+        # ref -> weak reference to the future waited on at the last look (None: no future).
+        # Weak: a strong one would keep a pending task the app dropped alive (the future's
+        # callbacks hold the task) and silence "Task was destroyed but it is pending!".
+        self.fw = {}
+        self.info = {}     # ref -> (tid, loop id, state) of every live task (all counted)
+        self.rows = {}     # tid -> row, the listed tasks (at most budget)
+        self.aw = {}       # tid -> task_awaits entry
+        self.counts = {}   # loop id -> {state: n}
+        self.changed = {}  # tid -> row added or changed since the last report
+        self.removed = set()  # tids of rows removed since the last report
+        self.currents = ()  # refs of the loops' current tasks at the last report
+        self.pos = 0
+        self.prev_refs, self.prev_fws = [], []  # last pass: refs, weak refs of their futures
+        self.epoch = next(_book_epochs)  # a client's delta base is only valid in its epoch
+        self.visited = 0
+        self.yields = 0
+
+    def _count(self, lid, state, n):
+        c = self.counts.setdefault(lid, {})
+        v = c.get(state, 0) + n
+        if v:
+            c[state] = v
+        else:
+            c.pop(state, None)
+
+    def _drop(self, ref, keep_fw):
+        info = self.info.pop(ref, None)
+        if keep_fw:
+            self.fw[ref] = None
+        else:
+            self.fw.pop(ref, None)
+        if info is None:
+            return
+        tid = info[0]
+        self._count(info[1], info[2], -1)
+        self.aw.pop(tid, None)
+        if self.rows.pop(tid, None) is not None:
+            self.changed.pop(tid, None)
+            self.removed.add(tid)
+
+    def _visit(self, ref, t, fw, ctx):
+        current, has_cancelling, tracked, where_cache = ctx
+        if t is None:
+            self._drop(ref, False)
+            return
+        self.visited += 1
+        try:
+            if t.done():
+                self._drop(ref, True)
+                return
+            lp = t._loop
+            lid = _loop_id(lp)
+            if lp not in _loops:
+                try:
+                    _loops.add(lp)  # a loop made before install (or not a BaseEventLoop)
+                except TypeError:
+                    pass
+            if t is current.get(id(lp)):
                 state = "running"
-                running += 1
             elif (t.cancelling() if has_cancelling else t._must_cancel):
                 state = "cancelling"
-                cancelling_n += 1
             else:
                 state = "pending"
-                pending += 1
-            if n >= budget:
-                continue
-            if rows is None or len(rows) >= CHUNK_TASKS:
-                if rows is not None or ch.rows:
-                    ch.new()
-                rows, index, strings = ch.rows, ch.index, ch.strings
             tid = id(t)
-            fw = getattr(t, "_fut_waiter", None)
-            e = memo_get(tid)
-            if e is not None and fw is not None and e[0]() is t and e[1]() is fw:
-                new_memo[tid] = e
-                q = e[2]
-                where = e[3]
-                aw = e[4]
-            else:
-                coro = t._coro
-                f = user = None
-                x = coro
-                while type(x) is coro_type:
-                    fr = x.cr_frame
-                    if fr is None:
-                        break
-                    f = fr
-                    fn = fr.f_code.co_filename
-                    r = lib.get(fn)
-                    if r is None:
-                        r = _is_lib(fn)
-                    if not r:
-                        user = fr
-                    x = x.cr_await
-                if user is not None:
-                    f = user
-                elif f is None:
-                    f = _innermost(coro)
-                where = None
-                if f is not None:
-                    key = (f.f_code.co_filename, f.f_lineno)
-                    where = where_cache.get(key)
-                    if where is None:
-                        where = where_cache[key] = _short("%s:%d" % key, 300)
-                q = getattr(coro, "__qualname__", None) or type(coro).__name__
-                aw = None
-                if fw is not None:
-                    try:
-                        aw = _task_await(t, fw, loop_id, where)
-                    except Exception:
-                        aw = None
-                    try:
-                        new_memo[tid] = (_wref(t), _wref(fw), q, where, aw)
-                    except TypeError:  # not weak-referenceable: not memoized
-                        pass
-            if aw is not None and len(_awaits_acc) < MAX_TASK_AWAITS:
-                _awaits_acc.append(aw)
-            wi = -1
-            if where is not None:
-                wi = index.get(where)
-                if wi is None:
-                    wi = index[where] = len(strings)
-                    strings.append(where)
-            qi = index.get(q)
-            if qi is None:
-                qi = index[q] = len(strings)
-                strings.append(q)
-            name = t.get_name()
-            if len(name) > MAX_STR:
-                name = name[:MAX_STR]
-            rows.append((tid, loop_id, name, state, qi, wi,
-                         (tid in tracked) if tracked is not None else None))
-            n += 1
+            old = self.info.get(ref)
+            if old is not None:
+                self._count(old[1], old[2], -1)
+            self.info[ref] = (tid, lid, state)
+            self._count(lid, state, 1)
+            self.fw[ref] = _weak_or_none(fw)
+            if tid in self.rows or len(self.rows) < self.budget:
+                row, aw = _task_row(t, tid, lid, state, tracked, where_cache)
+                if self.rows.get(tid) != row:
+                    self.rows[tid] = row
+                    self.changed[tid] = row
+                if aw is not None:
+                    self.aw[tid] = aw
+                else:
+                    self.aw.pop(tid, None)
         except Exception:
-            continue
-    for k, v in (("pending", pending), ("running", running), ("cancelling", cancelling_n)):
-        if v:
-            counts[k] = v
-    return n
+            return
+
+    def update(self, loops, tracked, slicer):
+        """One pass: refreshes what changed since the last report."""
+        self.visited = 0
+        current = {}
+        for lp in loops:
+            ct = _current_task(lp)
+            if ct is not None:
+                current[id(lp)] = ct
+        refs = _task_refs()
+        has_cancelling = None
+        for r in refs[:1]:
+            t = r()
+            has_cancelling = t is not None and hasattr(t, "cancelling")
+        ctx = (current, bool(has_cancelling), tracked, {})
+        fw_get = self.fw.get
+        rep = itertools.repeat
+        n = len(refs)
+        prev_refs, prev_fws = self.prev_refs, self.prev_fws
+        fws_all = []
+        for i in range(0, n, STEP):
+            chunk = refs[i:i + STEP]
+            try:
+                fws = list(map(_get_fw, map(_deref, chunk)))
+            except AttributeError:  # a task died since the copy (its ref gives None)
+                fws = list(map(getattr, map(_deref, chunk), rep("_fut_waiter"), rep(None)))
+            try:  # weakref.ref(f) returns f's existing plain weak reference: no allocation
+                wfs = list(map(weakref.ref, fws))
+            except TypeError:  # a None (no future) or a future without weak references
+                wfs = [_weak_or_none(f) for f in fws]
+            fws_all.extend(wfs)
+            # weakref.ref(f) is one object per future while we hold it (we do, in prev_fws
+            # and fw): the same reference object means the same future, and a freed
+            # future's reference is never handed out again, so `is not` is exact.
+            if chunk == prev_refs[i:i + STEP]:
+                # Same tasks in the same order as last time (the usual case): compare the
+                # futures position by position; an unchanged slice costs two list compares.
+                old = prev_fws[i:i + STEP]
+                if wfs == old:
+                    slicer.tick()
+                    continue
+                flags = map(operator.is_not, old, wfs)
+            else:
+                flags = map(operator.is_not, map(fw_get, chunk, rep(_MISSING)), wfs)
+            for j in itertools.compress(range(len(chunk)), flags):
+                r = chunk[j]
+                self._visit(r, r(), fws[j], ctx)
+                slicer.tick()
+            slicer.tick()
+        self.prev_refs, self.prev_fws = refs, fws_all
+        # Always looked at: the current tasks (now and at the last report: a task that was
+        # running and then finished keeps its future None), and a rolling window.
+        extra = [weakref.ref(t) for t in current.values()] + list(self.currents)
+        self.currents = extra[:len(current)]
+        if n:
+            start = self.pos % n
+            extra.extend(refs[start:start + ROLL])
+            self.pos = start + ROLL
+        for r in extra:
+            t = r()
+            self._visit(r, t, getattr(t, "_fut_waiter", None), ctx)
+            slicer.tick()
+        # Tasks gone since (collected): in the book but no longer in asyncio's sets.
+        if len(self.fw) != n:
+            live = set(refs)
+            slicer.tick()
+            for r in self.fw.keys() - live:  # C-level difference, not a Python loop
+                self._drop(r, False)
+            slicer.tick()
+        # Rows freed by removals are given to tasks not listed yet (over the budget, they
+        # were only counted), as a full report would list them.
+        room = self.budget - len(self.rows)
+        if room > 0 and len(self.info) > len(self.rows):
+            rows = self.rows
+            for k, (r, info) in enumerate(list(self.info.items())):
+                if info[0] not in rows:
+                    t = r()
+                    self._visit(r, t, getattr(t, "_fut_waiter", None), ctx)
+                    room -= 1
+                    if room <= 0:
+                        break
+                if k % 256 == 0:
+                    slicer.tick()
+        self.yields += slicer.yields
+        return current
+
+    def take_changes(self):
+        changed, removed = self.changed, self.removed
+        self.changed, self.removed = {}, set()
+        return changed, removed
+
+
+_book = [None]
+_book_epochs = itertools.count(1)
 
 
 class _Probe:
@@ -1074,10 +1309,10 @@ class _Probe:
         self.late = False  # the report stopped waiting: keep no reference to the tasks
 
     def run(self):
+        # Lag only: the tasks are read by the task book from the agent thread, in slices
+        # (all_tasks() here held the loop's thread ~40 ms per 100,000 tasks).
         try:
             self.lag = time.perf_counter() - self.t0
-            if not self.late:
-                self.tasks = _loop_tasks(self.loop)
         finally:
             self.ev.set()
 
@@ -1340,10 +1575,15 @@ def _loop_id(loop):
 
 
 def _build_report(agent, seq, max_tasks):
-    """Returns the list of encoded lines (header, then task chunks)."""
+    """Builds report `seq` from the task book: a _Built that encodes the full report and,
+    when the book already served the previous report, the delta against it."""
     t_start = time.perf_counter()
+    slicer = _slicer[0] = _Slicer()
     _install_event_hooks()  # chain hooks the app installed since the last report
-    loops = _all_loops(seq % 10 == 1)
+    book = _book[0]
+    if book is None or book.budget != max_tasks:
+        book = _book[0] = _TaskBook(max_tasks)
+    loops = list(_loops)  # the book adds the loops it meets through tasks (uvloop too)
     probes = agent.probes
     live = {id(lp) for lp in loops}
     for k in [k for k in probes if k not in live]:
@@ -1369,19 +1609,19 @@ def _build_report(agent, seq, max_tasks):
                 break
     for pr in waiting:
         pr.late = True
-    global _task_memo
-    del _awaits_acc[:]
+    slicer.t, slicer.c = time.perf_counter(), time.thread_time()  # waiting is not work
     try:
         _scan_executor_workers(_other_frames())
     except Exception:
         _exec_workers.clear()
         _exec_aio.clear()
     tracked = _tracked_ids()
-    ch = _Chunks()
-    memo, new_memo = _task_memo, {}
+    slicer.tick()
+    book.update(loops, tracked, slicer)
+    loops = list(_loops)  # with the loops the book found through their tasks
     loop_entries = []
     frames = None
-    total = listed = 0
+    total = 0
     for lp in loops:
         try:
             running, closed = lp.is_running(), lp.is_closed()
@@ -1396,18 +1636,14 @@ def _build_report(agent, seq, max_tasks):
             lag = None
             if pr is not None and running:
                 lag = (time.perf_counter() - pr.t0) if blocked else pr.lag
-            tasks = pr.tasks if (pr is not None and pr.ev.is_set() and pr.tasks is not None
-                                 and not blocked and pr in waiting) else _loop_tasks(lp)
-            if pr is not None:
-                pr.tasks = None  # no reference to the app's tasks outlives the report
-            counts = {}
-            listed += _add_task_rows(ch, _loop_id(lp), tasks, _current_task(lp), tracked, counts,
-                                     max_tasks - listed, memo, new_memo)
-            total += len(tasks)
-            entry = {"id": _loop_id(lp), "class": type(lp).__name__, "thread_ident": ident,
+            lid = _loop_id(lp)
+            counts = dict(book.counts.get(lid) or {})
+            n = sum(counts.values())
+            total += n
+            entry = {"id": lid, "class": type(lp).__name__, "thread_ident": ident,
                      "native_id": _native_of(ident), "running": running, "closed": closed,
                      "blocked": blocked, "lag_ms": None if lag is None else lag * 1000.0,
-                     "counts": counts, "tasks_total": len(tasks),
+                     "counts": counts, "tasks_total": n,
                      "main": ident is not None and ident == threading.main_thread().ident,
                      "main_task": _main_entry(main_fut)}
             if blocked:
@@ -1417,21 +1653,99 @@ def _build_report(agent, seq, max_tasks):
             loop_entries.append(entry)
         except Exception:
             continue
-    _task_memo = new_memo
-    chunks = [c for c in ch.chunks if c[0]]
     build_ms = (time.perf_counter() - t_start) * 1000.0
     header = {"type": "report", "seq": seq, "at_unix_ms": _now_ms(), "pid": os.getpid(),
               "threads": _thread_entries(agent.idents()), "loops": loop_entries,
               "executors": _executor_entries(), "subprocesses": _subprocess_entries(),
-              "phases": _phase_entries(), "tasks_total": total, "tasks_listed": listed,
-              "tracking": tracked is not None, "task_chunks": len(chunks),
-              "task_awaits": list(_awaits_acc),
+              "phases": _phase_entries(), "tasks_total": total, "tasks_listed": len(book.rows),
+              "tracking": tracked is not None,
+              "task_awaits": list(itertools.islice(book.aw.values(), MAX_TASK_AWAITS)),
               "warnings": list(_events), "warnings_total": _event_count[0],
               "cost": agent.cost(build_ms)}
-    line = _fit(header, HEADER_LISTS)
-    lines = [line] if line is not None else []
-    lines.extend(_encode_chunks(seq, chunks))
-    return lines
+    changed, removed = book.take_changes()
+    return _Built(seq, header, book, changed, removed)
+
+
+class _Built:
+    """One built report: `full()` encodes it whole (once, shared by the clients that need
+    it); `delta()` encodes for one client the changes it has not received (a client that
+    skipped builds while reading gets the sum of their changes, see _Server._reports)."""
+
+    def __init__(self, seq, header, book, changed, removed):
+        self.seq, self.header, self.epoch = seq, header, book.epoch
+        self.book = book  # rows read by full(), before the next build changes them
+        self.changed, self.removed = changed, removed
+        self.threads = {th["ident"]: th for th in header["threads"] if th["ident"] is not None}
+        self._full = None
+
+    def full(self):
+        if self._full is None:
+            h = dict(self.header)
+            chunks = _row_chunks(list(self.book.rows.values()))
+            h["task_chunks"] = len(chunks)
+            line = _fit(h, HEADER_LISTS)
+            lines = [line] if line is not None else []
+            lines.extend(_encode_chunks(self.seq, chunks))
+            self._full = lines
+        return self._full
+
+    def delta(self, base, changed, removed, prev_threads):
+        """Lines of a report_delta against `base`, or None when it would not fit the line
+        cap (the client then gets the full report: a delta is never cut)."""
+        h = dict(self.header)
+        h["type"] = "report_delta"
+        h["base"] = base
+        h["threads"] = [th for th in self.header["threads"]
+                        if th["ident"] is None or prev_threads.get(th["ident"]) != th]
+        h["threads_removed"] = [i for i in prev_threads if i not in self.threads]
+        rows = list(changed.values())
+        removed = sorted(removed)
+        chunks = _row_chunks(rows)
+        # Removed ids go in the chunks too (at most DELTA_REMOVED per chunk).
+        while len(chunks) * DELTA_REMOVED < len(removed):
+            chunks.append(([], []))
+        h["task_chunks"] = len(chunks)
+        line = _encode(h)
+        if len(line) > MAX_LINE:
+            return None
+        out = [line]
+        count = len(chunks)
+        for i, (rws, strings) in enumerate(chunks):
+            part = removed[i * DELTA_REMOVED:(i + 1) * DELTA_REMOVED]
+            line = _encode({"type": "report_chunk", "seq": self.seq, "index": i,
+                            "count": count, "strings": strings, "tasks": rws,
+                            "removed": part})
+            if len(line) > MAX_LINE:
+                return None  # rows would be dropped to fit: only a full report is exact
+            out.append(line)
+        return out
+
+
+DELTA_REMOVED = 20000
+
+
+def _row_chunks(rows):
+    """Rows with plain strings -> [(rows with string indexes, strings)] of CHUNK_TASKS each."""
+    out = []
+    for i in range(0, len(rows), CHUNK_TASKS):
+        _tick()
+        index = {}
+        strings = []
+        part = []
+        for (tid, lid, name, state, q, where, tr) in rows[i:i + CHUNK_TASKS]:
+            wi = -1
+            if where is not None:
+                wi = index.get(where)
+                if wi is None:
+                    wi = index[where] = len(strings)
+                    strings.append(where)
+            qi = index.get(q)
+            if qi is None:
+                qi = index[q] = len(strings)
+                strings.append(q)
+            part.append((tid, lid, name, state, qi, wi, tr))
+        out.append((part, strings))
+    return out
 
 
 # Our messages are trees built here, never cyclic: skipping the cycle check saves ~15 % of
@@ -1519,6 +1833,7 @@ def _encode_chunks(seq, chunks):
     count = len(chunks)
     enc = _encoder.encode
     for i, (rows, strings) in enumerate(chunks):
+        _tick()
         m = old[i] if i < len(old) else None
         if m is not None and m[1] == rows and m[0] == strings:
             body = m[2]
@@ -1549,7 +1864,8 @@ def _encode_chunk(seq, index, count, rows, strings):
 
 CAPABILITIES = ["threads", "loops", "tasks", "executors", "subprocesses", "chunked_tasks",
                 "stacks", "task_stacks", "cancel_tasks", "shutdown_executors", "stop_loop",
-                "close_loop", "run_phase", "exit", "ping", "waits_on", "task_awaits"]
+                "close_loop", "run_phase", "exit", "ping", "waits_on", "task_awaits",
+                "report_delta"]
 
 
 class _ReqError(Exception):
@@ -1610,6 +1926,12 @@ class _Conn:
         self.interval = None
         self.subscribed = False  # sent `subscribe` (even interval 0): gets pushed events
         self.max_tasks = 20000
+        self.delta = False  # the client's hello accepts report_delta
+        self.last_seq = None  # seq of the last report queued to it
+        self.want_full = True  # next report in full (first one, or the client asked)
+        self.epoch = None  # task book the last report came from (a new book: full again)
+        self.acc = ({}, set())  # rows changed / ids removed since its last report
+        self.threads = {}  # ident -> thread entry as last sent
         self.next_at = 0.0
         self.close_after_flush = False
         self.bulk = 0  # bytes of the queued report still in wbuf (exempt from MAX_WBUF)
@@ -1856,7 +2178,12 @@ class _Server:
                 "bytes_sent": self.bytes_sent, "reports_sent": self.reports_sent,
                 "build_ms": build_ms, "last_report_ms": self.last_report_ms,
                 "clients": len(self.conns), "refused": self.refused,
-                "throttled_ms": round(self.throttled_s * 1000.0, 1)}
+                "throttled_ms": round(self.throttled_s * 1000.0, 1),
+                "max_slice_ms": self.max_slice_ms, "max_slice_cpu_ms": self.max_slice_cpu_ms}
+
+    # Longest work between two GIL yields in the previous report: wall time (what the
+    # host's threads may have waited) and the agent thread's CPU time.
+    max_slice_ms = max_slice_cpu_ms = None
 
     agent_cpu = 0.0
 
@@ -2059,6 +2386,14 @@ class _Server:
                 self._fatal(conn, "version_mismatch",
                             "client speaks protocol %r, this agent speaks %d"
                             % (msg.get("protocol"), PROTOCOL_VERSION))
+                return
+            accept = msg.get("accept")
+            conn.delta = isinstance(accept, list) and "report_delta" in accept
+        elif kind == "full_report":
+            # The client lost track (a gap in seq): the next report is full, and comes now.
+            conn.want_full = True
+            if conn.interval:
+                conn.next_at = time.monotonic()
         elif kind == "subscribe":
             try:
                 ms = int(msg.get("interval_ms") or 0)
@@ -2160,10 +2495,35 @@ class _Server:
         if not ready:
             return
         t0 = time.perf_counter()
-        lines = _build_report(self, next(self.seq), max(c.max_tasks for c in ready))
+        # One budget for every subscriber (a changing one would reset the task book).
+        budget = max(c.max_tasks for c in self.conns.values() if c.interval)
+        built = _build_report(self, next(self.seq), budget)
+        # Every delta client accumulates this build's changes until it is sent a report.
+        for c in self.conns.values():
+            if c.delta and c.epoch == built.epoch:
+                acc_c, acc_r = c.acc
+                for tid in built.removed:
+                    acc_c.pop(tid, None)
+                    acc_r.add(tid)
+                acc_c.update(built.changed)
         for c in ready:
+            lines = None
+            if c.delta and not c.want_full and c.epoch == built.epoch:
+                lines = built.delta(c.last_seq, c.acc[0], c.acc[1], c.threads)
+            if lines is None:
+                lines = built.full()
+                c.want_full = False
+            c.last_seq, c.epoch, c.threads = built.seq, built.epoch, built.threads
+            c.acc = ({}, set())
             for line in lines:
                 self._send(c, line, bulk=True)
+        sl = _slicer[0]
+        if sl is not None:
+            sl.tick()
+            self.max_slice_ms = round(max(sl.longest, time.perf_counter() - sl.t) * 1000.0, 2)
+            self.max_slice_cpu_ms = round(
+                max(sl.longest_cpu, time.thread_time() - sl.c) * 1000.0, 2)
+        _slicer[0] = None
         self.reports_sent += 1
         self.last_report_ms = (time.perf_counter() - t0) * 1000.0
 

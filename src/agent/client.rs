@@ -101,6 +101,10 @@ pub struct ClientStats {
     pub incomplete_reports: AtomicU64,
     pub dropped_reports: AtomicU64,
     pub agent_errors: AtomicU64,
+    /// Deltas refused (not following the last report): a full report was asked for.
+    pub delta_gaps: AtomicU64,
+    /// Deltas folded into full reports.
+    pub deltas_folded: AtomicU64,
 }
 
 /// Plain copy of [`ClientStats`].
@@ -114,6 +118,8 @@ pub struct StatsSnapshot {
     pub incomplete_reports: u64,
     pub dropped_reports: u64,
     pub agent_errors: u64,
+    pub delta_gaps: u64,
+    pub deltas_folded: u64,
 }
 
 impl ClientStats {
@@ -131,6 +137,8 @@ impl ClientStats {
             incomplete_reports: g(&self.incomplete_reports),
             dropped_reports: g(&self.dropped_reports),
             agent_errors: g(&self.agent_errors),
+            delta_gaps: g(&self.delta_gaps),
+            deltas_folded: g(&self.deltas_folded),
         }
     }
 }
@@ -308,7 +316,13 @@ async fn connect(
 ) -> Result<Connection, String> {
     let candidates = match &opts.socket {
         Some(p) => vec![p.clone()],
-        None => path::candidates(target.pid),
+        None => {
+            // Hosts killed with SIGKILL leave their socket files behind (issue 11).
+            for dir in path::own_socket_dirs() {
+                path::clean_stale_sockets(&dir);
+            }
+            path::candidates(target.pid)
+        }
     };
     let mut why = Vec::new();
     for p in &candidates {

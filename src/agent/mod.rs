@@ -1,11 +1,14 @@
 //! The optional in-target agent: its wire protocol (docs/protocol.md), NDJSON framing,
-//! socket path rules, the tokio client state machine (connected / not found / lost), the
-//! embedded Python agent, and the reduction of reports to [`crate::model::AgentFacts`].
+//! socket path rules (and the removal of sockets left by SIGKILLed hosts), the tokio client
+//! state machine (connected / not found / lost), the folding of delta reports into full
+//! ones (`fold`), the embedded Python agent, and the reduction of reports to
+//! [`crate::model::AgentFacts`].
 //! No UI code here; the tasks panel draws a [`view::TasksView`] built from a report.
 
 pub mod client;
 pub mod embedded;
 pub mod facts;
+mod fold;
 pub mod framing;
 pub mod path;
 pub mod protocol;

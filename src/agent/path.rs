@@ -1,10 +1,12 @@
 //! Where a target's agent listens (docs/protocol.md §1): `$LIFECYCLE_TOP_SOCKET` from the
 //! target's `/proc/PID/environ`, else `$XDG_RUNTIME_DIR/lifecycle-top/<pid>.sock`, else
 //! `/tmp/lifecycle-top-<uid>/<pid>.sock`. The agent falls back down this list when a path
-//! is unusable, so the client tries every candidate in the same order.
+//! is unusable, so the client tries every candidate in the same order. Socket files left
+//! behind by agents whose host was SIGKILLed are removed from this uid's agent socket
+//! directories when agents are discovered ([`clean_stale_sockets`]).
 
 use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Environment variable naming the agent socket (set by launch mode).
 pub const ENV_SOCKET: &str = "LIFECYCLE_TOP_SOCKET";
@@ -66,9 +68,111 @@ fn uid_of(pid: i32) -> u32 {
         .unwrap_or_else(|_| rustix::process::geteuid().as_raw())
 }
 
+/// This uid's agent socket directories: `$XDG_RUNTIME_DIR/lifecycle-top` (ours) and
+/// `/tmp/lifecycle-top-<euid>`.
+pub fn own_socket_dirs() -> Vec<PathBuf> {
+    let uid = rustix::process::geteuid().as_raw();
+    let mut out = Vec::new();
+    if let Some(xdg) = std::env::var_os("XDG_RUNTIME_DIR").filter(|v| !v.is_empty()) {
+        out.push(PathBuf::from(xdg).join("lifecycle-top"));
+    }
+    out.push(PathBuf::from(format!("/tmp/lifecycle-top-{uid}")));
+    out
+}
+
+/// Removes the stale agent sockets of `dir` and returns how many. `dir` must be a real
+/// directory (not a symlink) owned by our uid and closed to group and others, as the agent
+/// makes it; else nothing is touched. A file is removed only when all hold: it is named
+/// `<pid>.sock`, it is a socket (not a symlink: links are never followed) owned by our uid,
+/// no process `<pid>` exists, nobody listens on it (connect is refused), and it is still
+/// the same file (device and inode) right before the unlink.
+pub fn clean_stale_sockets(dir: &Path) -> usize {
+    use std::os::unix::fs::FileTypeExt;
+    let uid = rustix::process::geteuid().as_raw();
+    let Ok(d) = std::fs::symlink_metadata(dir) else {
+        return 0;
+    };
+    if !d.is_dir() || d.uid() != uid || d.mode() & 0o077 != 0 {
+        return 0;
+    }
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_suffix(".sock"))
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let path = e.path();
+        let Ok(m) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        if !m.file_type().is_socket() || m.uid() != uid {
+            continue;
+        }
+        if Path::new(&format!("/proc/{pid}")).exists() {
+            continue; // its agent may be alive (or the pid reused): not ours to judge
+        }
+        match std::os::unix::net::UnixStream::connect(&path) {
+            Err(err) if err.kind() == std::io::ErrorKind::ConnectionRefused => {}
+            _ => continue, // someone listens (or cannot tell): leave it
+        }
+        let same = std::fs::symlink_metadata(&path)
+            .is_ok_and(|now| now.dev() == m.dev() && now.ino() == m.ino());
+        if same && std::fs::remove_file(&path).is_ok() {
+            tracing::debug!(path = %path.display(), "removed a stale agent socket");
+            removed += 1;
+        }
+    }
+    removed
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_stale_sockets_of_a_private_dir_are_removed() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("lt");
+        std::fs::create_dir(&dir).expect("mkdir");
+        // Above any pid_max: no such process. Bound then closed: connect is refused.
+        let stale = dir.join("4294967295.sock");
+        drop(std::os::unix::net::UnixListener::bind(&stale).expect("bind"));
+        let live_path = dir.join("4294967294.sock");
+        let _live = std::os::unix::net::UnixListener::bind(&live_path).expect("bind");
+        let plain = dir.join("4294967293.sock");
+        std::fs::write(&plain, b"not a socket").expect("write");
+        let other = dir.join("notes.sock");
+        drop(std::os::unix::net::UnixListener::bind(&other).expect("bind"));
+        let mode = |m| std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(m));
+        mode(0o755).expect("chmod");
+        assert_eq!(
+            clean_stale_sockets(&dir),
+            0,
+            "a directory open to others is left alone"
+        );
+        assert!(stale.exists());
+        mode(0o700).expect("chmod");
+        assert_eq!(clean_stale_sockets(&dir), 1);
+        assert!(!stale.exists(), "the stale socket is removed");
+        assert!(live_path.exists(), "a socket someone listens on is kept");
+        assert!(plain.exists() && other.exists(), "other files are kept");
+        let link = tmp.path().join("link");
+        std::os::unix::fs::symlink(&dir, &link).expect("symlink");
+        drop(std::os::unix::net::UnixListener::bind(&stale).expect("bind"));
+        assert_eq!(
+            clean_stale_sockets(&link),
+            0,
+            "a symlinked directory is not followed"
+        );
+    }
 
     #[test]
     fn env_var_wins_then_xdg_then_tmp() {

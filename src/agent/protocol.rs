@@ -12,6 +12,9 @@ mod report;
 use report::null_as_default;
 pub use report::*;
 
+/// What this client accepts beyond the base protocol (sent in its hello).
+pub const ACCEPT: &[&str] = &["report_delta"];
+
 /// The protocol version this build speaks.
 pub const PROTOCOL_VERSION: u32 = 1;
 /// Hard cap on one NDJSON line, newline excluded.
@@ -23,6 +26,8 @@ pub const MAX_LINE: usize = 1 << 20;
 pub enum Incoming {
     Hello(Hello),
     Report(Box<Report>),
+    /// The changes since report `base` (docs/protocol.md §5.3), to clients that accept them.
+    ReportDelta(Box<ReportDelta>),
     ReportChunk(ReportChunk),
     Response(Response),
     Error(WireError),
@@ -59,7 +64,11 @@ pub enum Outgoing<'a> {
     Hello {
         protocol: u32,
         client: ClientInfo,
+        /// Optional message kinds this client understands (`report_delta`).
+        accept: &'a [&'a str],
     },
+    /// Asks for the next report in full (the client lost track of the deltas).
+    FullReport,
     Subscribe {
         interval_ms: u64,
         max_tasks: u64,

@@ -4,10 +4,11 @@
 //! then reconnects); input the protocol says to ignore is only counted.
 
 use super::client::{AgentError, AgentEvent, ClientOptions, ClientStats, Command, Leftover};
+use super::fold::Folded;
 use super::framing::{FrameError, LineDecoder};
 use super::protocol::{
-    ClientInfo, Incoming, MAX_LINE, MAX_REPORT_STRING_BYTES, Outgoing, PROTOCOL_VERSION, Report,
-    ReportChunk, Response, TaskInfo, encode,
+    ACCEPT, ClientInfo, Incoming, MAX_LINE, MAX_REPORT_STRING_BYTES, Outgoing, PROTOCOL_VERSION,
+    Report, ReportChunk, ReportDelta, Response, TaskInfo, encode,
 };
 use serde_json::Value;
 use std::collections::HashMap;
@@ -29,6 +30,10 @@ struct Pending {
 
 struct Partial {
     report: Box<Report>,
+    /// Set for a `report_delta`: its `base` and removed threads (the header is `report`).
+    delta: Option<(u64, Vec<u64>)>,
+    /// Delta chunks: task ids removed since the base.
+    removed: Vec<u64>,
     chunks: Vec<Option<Vec<TaskInfo>>>,
     received: usize,
     /// Rows received so far (bounded by the subscription's `max_tasks`).
@@ -45,6 +50,12 @@ pub(super) struct Session<'a> {
     next_id: u64,
     partial: Option<Partial>,
     invalid_in_a_row: u32,
+    /// Rows and threads of the last report, for folding deltas into full reports.
+    folded: Option<Folded>,
+    /// A delta did not follow the last report: ask for a full one (sent by `run`).
+    need_full: bool,
+    /// Chunks of this seq belong to a refused delta: dropped without counting them stray.
+    skip_seq: Option<u64>,
 }
 
 impl<'a> Session<'a> {
@@ -61,6 +72,9 @@ impl<'a> Session<'a> {
             next_id: 1,
             partial: None,
             invalid_in_a_row: 0,
+            folded: None,
+            need_full: false,
+            skip_seq: None,
         }
     }
 
@@ -76,6 +90,7 @@ impl<'a> Session<'a> {
         let mut greeting = encode(&Outgoing::Hello {
             protocol: PROTOCOL_VERSION,
             client: ClientInfo::default(),
+            accept: ACCEPT,
         });
         greeting.extend(encode(&Outgoing::Subscribe {
             interval_ms: u64::try_from(self.opts.interval.as_millis()).unwrap_or(u64::MAX),
@@ -88,6 +103,9 @@ impl<'a> Session<'a> {
             if let Err(r) = self.frame(f) {
                 return self.finish(r);
             }
+        }
+        if let Err(r) = self.ask_full(&mut wr).await {
+            return self.finish(r);
         }
         let mut buf = vec![0u8; 64 * 1024];
         let mut frames = Vec::new();
@@ -119,6 +137,9 @@ impl<'a> Session<'a> {
                                 return self.finish(r);
                             }
                         }
+                        if let Err(r) = self.ask_full(&mut wr).await {
+                            return self.finish(r);
+                        }
                     }
                 },
                 cmd = commands.recv() => match cmd {
@@ -139,6 +160,19 @@ impl<'a> Session<'a> {
                     self.pending.retain(|_, p| !p.reply.is_closed());
                 }
             }
+        }
+    }
+
+    /// Sends `full_report` when a refused delta asked for it.
+    async fn ask_full(&mut self, wr: &mut tokio::net::unix::OwnedWriteHalf) -> Result<(), String> {
+        if !std::mem::take(&mut self.need_full) {
+            return Ok(());
+        }
+        let line = encode(&Outgoing::FullReport);
+        match tokio::time::timeout(Duration::from_secs(5), wr.write_all(&line)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(format!("writing to agent: {e}")),
+            Err(_) => Err("agent stopped reading its socket (write blocked 5 s)".into()),
         }
     }
 
@@ -220,7 +254,8 @@ impl<'a> Session<'a> {
         };
         match msg {
             Incoming::Hello(_) => {}
-            Incoming::Report(r) => self.report(r)?,
+            Incoming::Report(r) => self.report(r, None)?,
+            Incoming::ReportDelta(d) => self.delta(d)?,
             Incoming::ReportChunk(c) => self.chunk(c)?,
             Incoming::Response(r) => self.response(r),
             Incoming::Error(e) => {
@@ -271,13 +306,45 @@ impl<'a> Session<'a> {
         let _ = p.reply.send(result);
     }
 
-    fn report(&mut self, r: Box<Report>) -> Result<(), String> {
+    /// A `report_delta` header: folded when it follows the last report, else refused (the
+    /// agent is asked for a full report).
+    fn delta(&mut self, d: Box<ReportDelta>) -> Result<(), String> {
+        let ReportDelta {
+            base,
+            threads_removed,
+            report,
+        } = *d;
+        if self.folded.as_ref().map(|f| f.seq) != Some(base) {
+            return self.refuse_delta(
+                report.seq,
+                format!(
+                    "delta report {} is based on report {base}, which was not folded",
+                    report.seq
+                ),
+            );
+        }
+        self.report(Box::new(report), Some((base, threads_removed)))
+    }
+
+    /// Drops the fold state and asks the agent for a full report.
+    fn refuse_delta(&mut self, seq: u64, why: String) -> Result<(), String> {
+        ClientStats::bump(&self.stats.delta_gaps, 1);
+        tracing::debug!(reason = %why, "asking the agent for a full report");
+        self.folded = None;
+        self.partial = None;
+        self.need_full = true;
+        self.skip_seq = Some(seq);
+        Ok(())
+    }
+
+    fn report(&mut self, r: Box<Report>, delta: Option<(u64, Vec<u64>)>) -> Result<(), String> {
         if self.partial.take().is_some() {
             ClientStats::bump(&self.stats.incomplete_reports, 1);
         }
+        self.skip_seq = None;
         let n = usize::try_from(r.task_chunks).unwrap_or(usize::MAX);
         if n == 0 {
-            return self.emit(r);
+            return self.complete(r, delta, Vec::new(), Vec::new());
         }
         let max = self.max_chunks();
         if n > max {
@@ -288,6 +355,8 @@ impl<'a> Session<'a> {
         }
         self.partial = Some(Partial {
             report: r,
+            delta,
+            removed: Vec::new(),
             chunks: vec![None; n],
             received: 0,
             rows: 0,
@@ -298,6 +367,9 @@ impl<'a> Session<'a> {
 
     fn chunk(&mut self, c: ReportChunk) -> Result<(), String> {
         let idx = usize::try_from(c.index).unwrap_or(usize::MAX);
+        if self.skip_seq == Some(c.seq) {
+            return Ok(());
+        }
         let Some(p) = self
             .partial
             .as_mut()
@@ -317,6 +389,15 @@ impl<'a> Session<'a> {
                 self.opts.max_tasks
             ));
         }
+        if p.delta.is_some() {
+            p.removed.extend_from_slice(&c.removed);
+            if p.removed.len() as u64 > self.opts.max_tasks {
+                return Err(format!(
+                    "agent removed more than {} task rows in one delta (the subscription's max_tasks); dropped the connection",
+                    self.opts.max_tasks
+                ));
+            }
+        }
         let (tasks, bad) = c.decode(&mut p.budget);
         ClientStats::bump(&self.stats.bad_rows, bad as u64);
         p.chunks[idx] = Some(tasks);
@@ -324,11 +405,47 @@ impl<'a> Session<'a> {
         if p.received < p.chunks.len() {
             return Ok(());
         }
-        let Some(mut done) = self.partial.take() else {
+        let Some(done) = self.partial.take() else {
             return Ok(());
         };
-        done.report.tasks = done.chunks.into_iter().flatten().flatten().collect();
-        self.emit(done.report)
+        let rows = done.chunks.into_iter().flatten().flatten().collect();
+        self.complete(done.report, done.delta, rows, done.removed)
+    }
+
+    /// A report with all its chunks: a full one resets the fold state, a delta is folded
+    /// into it; either way the full report goes out.
+    fn complete(
+        &mut self,
+        mut r: Box<Report>,
+        delta: Option<(u64, Vec<u64>)>,
+        rows: Vec<TaskInfo>,
+        removed: Vec<u64>,
+    ) -> Result<(), String> {
+        let Some((base, threads_removed)) = delta else {
+            r.tasks = rows;
+            self.folded = Some(Folded::from_full(&r));
+            return self.emit(r);
+        };
+        let seq = r.seq;
+        let d = ReportDelta {
+            base,
+            threads_removed,
+            report: *r,
+        };
+        let Some(folded) = self.folded.as_mut() else {
+            return self.refuse_delta(seq, "no report to fold the delta into".into());
+        };
+        match folded.apply(d, rows, &removed) {
+            Ok(full) if full.tasks.len() as u64 > self.opts.max_tasks => Err(format!(
+                "agent's deltas add up to more than {} task rows (the subscription's max_tasks); dropped the connection",
+                self.opts.max_tasks
+            )),
+            Ok(full) => {
+                ClientStats::bump(&self.stats.deltas_folded, 1);
+                self.emit(full)
+            }
+            Err(why) => self.refuse_delta(seq, why),
+        }
     }
 
     /// Chunks a report may announce: twice what `max_tasks` rows need, plus one (slack for

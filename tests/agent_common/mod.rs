@@ -55,8 +55,44 @@ impl Target {
         Self::spawn_at(script, dir, socket)
     }
 
+    /// Like [`Target::spawn`], with the script's stdout piped to `child.stdout`.
+    pub fn spawn_piped(script: &str) -> Target {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let socket = dir.path().join("run").join("agent.sock");
+        Self::spawn_inner(script, dir, socket, true)
+    }
+
+    /// A host whose agent listens on its default path (`/tmp/lifecycle-top-<uid>/<pid>.sock`:
+    /// no `LIFECYCLE_TOP_SOCKET`, no `XDG_RUNTIME_DIR`); `socket` is that path.
+    pub fn spawn_default_path(script: &str) -> Target {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let agent_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets/agent");
+        let mut cmd = Command::new(python());
+        cmd.arg("-c")
+            .arg(script)
+            .env("PYTHONPATH", &agent_dir)
+            .env_remove("LIFECYCLE_TOP_SOCKET")
+            .env_remove("XDG_RUNTIME_DIR")
+            .stdin(Stdio::null());
+        // SAFETY: prctl is async-signal-safe; the child dies with the test thread.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().expect("spawn python3");
+        let uid = rustix::process::geteuid().as_raw();
+        let socket = PathBuf::from(format!("/tmp/lifecycle-top-{uid}/{}.sock", child.id()));
+        Target { child, dir, socket }
+    }
+
     /// Like [`Target::spawn`], listening on `socket` (its directory is created 0700).
     pub fn spawn_at(script: &str, dir: tempfile::TempDir, socket: PathBuf) -> Target {
+        Self::spawn_inner(script, dir, socket, false)
+    }
+
+    fn spawn_inner(script: &str, dir: tempfile::TempDir, socket: PathBuf, piped: bool) -> Target {
         let agent_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets/agent");
         let mut cmd = Command::new(python());
         cmd.arg("-c")
@@ -65,6 +101,9 @@ impl Target {
             .env("LIFECYCLE_TOP_SOCKET", &socket)
             .env("LIFECYCLE_TOP_AGENT_DEBUG", "1")
             .stdin(Stdio::null());
+        if piped {
+            cmd.stdout(Stdio::piped());
+        }
         // SAFETY: prctl is async-signal-safe; the child dies with the test thread.
         unsafe {
             cmd.pre_exec(|| {

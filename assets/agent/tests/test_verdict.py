@@ -115,16 +115,22 @@ class MainTaskTest(Base):
                 import asyncio, os
                 async def work():
                     await asyncio.sleep(3600)
+                def ready():
+                    print("ready", flush=True)
                 async def middle(w):
+                    # "ready" once this step has ended: middle then awaits w. Printed
+                    # before, a fast client's cancel could run before middle's first step
+                    # (seen once in 10 runs on 3.13): nothing awaited w yet.
+                    asyncio.get_running_loop().call_soon(ready)
                     await w
                 async def idle():
                     await asyncio.sleep(3600)
                 async def main():
                     w = asyncio.ensure_future(work()); w.set_name("worker")
                     asyncio.ensure_future(idle()).set_name("idle")
-                    print("ready", flush=True)
                     try:
                         if os.environ["HOW"] == "gather":
+                            asyncio.get_running_loop().call_soon(ready)
                             await asyncio.gather(w, return_exceptions=True)
                         else:
                             m = asyncio.ensure_future(middle(w)); m.set_name("middle")

@@ -304,6 +304,20 @@ pub struct TaskInfo {
     pub tracked: Option<bool>,
 }
 
+/// `report_delta` (docs/protocol.md §5.3): the header of report `seq` with only the threads
+/// that changed (`threads`, keyed by `ident`) and those gone (`threads_removed`); its chunks
+/// carry the task rows added or changed and the ids removed since report `base`. Every other
+/// header field is whole, as in a full report.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ReportDelta {
+    #[serde(deserialize_with = "null_as_default")]
+    pub base: u64,
+    pub threads_removed: Vec<u64>,
+    #[serde(flatten)]
+    pub report: Report,
+}
+
 /// A slice of a report's task list; rows are `[id, loop, name, state, coro, where, tracked]`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -313,6 +327,8 @@ pub struct ReportChunk {
     pub count: u32,
     pub strings: Vec<String>,
     pub tasks: Vec<Vec<Value>>,
+    /// Delta chunks only: ids of the task rows removed since the base report.
+    pub removed: Vec<u64>,
 }
 
 /// Longest string a task row keeps (coroutine, `where`, name); longer ones are cut with `…`.
@@ -457,5 +473,25 @@ mod tests {
         let (tasks, _) = c.decode(&mut small);
         assert_eq!(small, 0);
         assert_eq!(tasks[49].coro.as_deref(), Some("…"));
+    }
+}
+
+#[cfg(test)]
+mod delta_tests {
+    use super::super::Incoming;
+
+    #[test]
+    fn a_delta_decodes_with_its_report_fields() {
+        let m: Incoming = serde_json::from_str(
+            r#"{"type":"report_delta","seq":5,"base":4,"task_chunks":1,"tasks_listed":2,
+               "threads":[{"name":"new","ident":12,"native_id":1}],"threads_removed":[11],"x":1}"#,
+        )
+        .expect("decode");
+        let Incoming::ReportDelta(d) = m else {
+            panic!("not a delta: {m:?}")
+        };
+        assert_eq!((d.base, d.report.seq, d.report.task_chunks), (4, 5, 1));
+        assert_eq!(d.threads_removed, [11]);
+        assert_eq!(d.report.threads[0].ident, Some(12));
     }
 }
