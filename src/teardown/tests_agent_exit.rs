@@ -238,8 +238,24 @@ fn an_agent_that_said_exiting_then_went_is_target_exited_at_once() {
     e.step(0, Input::Agent(Some(AgentFacts::default())));
     e.step(1, Input::AgentExiting);
     let fx = e.step(2, Input::Command(Command::RunNext));
+    assert!(!fx.iter().any(|f| matches!(f, Effect::AgentRequest { .. })));
+    // It waits for the announced exit: the same outcome as when "exiting" came just after
+    // the request went out (the Node.js child case varied between the two).
+    assert!(finished(&fx).is_empty());
+    assert_eq!(
+        finished(&e.step(300, input(Ev::Exit))),
+        vec![Outcome::TargetExited]
+    );
+    // No exit within the confirmation time: skipped, as before.
+    let mut e = Engine::new(plan::parse(ONE_AGENT_PHASE, "t.toml").unwrap(), key(100), 0);
+    e.step(0, snap(vec![proc_(100, 1, 0, "python3")]));
+    e.step(0, Input::Agent(Some(AgentFacts::default())));
+    e.step(1, Input::AgentExiting);
+    assert!(finished(&e.step(2, Input::Command(Command::RunNext))).is_empty());
+    let late = 2 + crate::teardown::engine::GONE_CONFIRM_MS;
     assert!(
-        matches!(&finished(&fx)[..], [Outcome::Skipped { reason }] if reason.contains("exiting"))
+        matches!(&finished(&e.step(late, snap(vec![proc_(100, 1, 0, "python3")])))[..],
+            [Outcome::Skipped { reason }] if reason.contains("exiting"))
     );
     // A report from the same interpreter after it said so does not clear it; another
     // process's agent does.

@@ -132,6 +132,10 @@ pub(crate) enum Kind {
         result: Option<Box<Value>>,
     },
     Signal(SignalState),
+    /// An agent phase started after the agent said its interpreter is exiting: no request
+    /// is sent; the phase waits (until its deadline, cut to [`GONE_CONFIRM_MS`]) for the
+    /// announced exit, then ends as "target exited", or is skipped if none came.
+    AgentExiting,
     /// A signal phase for a target whose agent said it is exiting on its own: signalling now
     /// would cut its cleanup short (a SIGINT during `finally` blocks), so it gets until
     /// `until_ms` to exit before the escalation starts.

@@ -40,7 +40,16 @@ impl Engine {
         let skipped = match &phase.action {
             Action::Agent(_) if self.world.target_exited() => skip("the target has exited"),
             Action::Agent(_) if self.world.agent_exiting => {
-                skip("the target is exiting (its agent said so at interpreter exit)")
+                // Whether the agent's "exiting" came just before this phase or just after its
+                // request went out must not change the outcome: wait (briefly) for the exit
+                // the agent announced, as the phase would have with its request in flight.
+                let until_ms = now
+                    .saturating_add(super::GONE_CONFIRM_MS)
+                    .min(a.deadline_ms);
+                a.deadline_ms = until_ms;
+                a.kind = Kind::AgentExiting;
+                out.push(Effect::RefreshNow);
+                None
             }
             Action::Agent(_) if self.world.agent.is_none() => skip(
                 "no agent connected (launch with `-- CMD` to inject it, or call lifecycle_top_agent.install())",
@@ -233,6 +242,21 @@ impl Engine {
                 }
             }
             Kind::ExitingOnItsOwn { .. } => return None,
+            Kind::AgentExiting => {
+                if self.world.target_exited() {
+                    a.notes.push(
+                        "the target exited (its agent had said the interpreter is exiting)".into(),
+                    );
+                    return Some(Outcome::TargetExited);
+                }
+                if timed_out {
+                    return Some(Outcome::Skipped {
+                        reason: "the target is exiting (its agent said so at interpreter exit)"
+                            .into(),
+                    });
+                }
+                return None;
+            }
             Kind::Wait => {
                 if rule_met {
                     return Some(Outcome::Ok);
