@@ -30,6 +30,11 @@ struct Checkpoint {
     model: Model,
     resume: Resume,
     has_snapshot: bool,
+    /// What the events had made of the View's event-driven part there: the status line,
+    /// the phase running and the phase selected with it (a fold from the start would show).
+    status: Option<String>,
+    started_phase: Option<usize>,
+    selected_phase: usize,
 }
 
 pub struct Player {
@@ -56,10 +61,14 @@ impl Player {
             model: Model::new(),
             resume: source.save(None),
             has_snapshot: false,
+            status: None,
+            started_phase: None,
+            selected_phase: 0,
         }];
         let mut boundaries = Vec::new();
         let mut times = Vec::new();
-        let mut model = Model::new();
+        // The whole fold, as the dashboard does it (its View keeps what events say).
+        let mut shadow = Dashboard::new();
         let mut last = (0usize, false);
         let mut has_snapshot = false;
         // Snapshots without their threads: `Model::apply` reads only processes and times
@@ -68,7 +77,7 @@ impl Player {
         while let Some((_, ev)) = source.next_at(Depth::NoThreads) {
             let i = times.len();
             times.push(ev.at.at_ms);
-            model.apply(&ev);
+            let _ = shadow.apply(&ev);
             match &ev.event {
                 CoreEvent::Snapshot { .. } => has_snapshot = true,
                 CoreEvent::Timeline { timeline } | CoreEvent::PlanDone { timeline } => {
@@ -82,7 +91,7 @@ impl Player {
                 _ => {}
             }
             if (i + 1) % CHECKPOINT_EVERY == 0 {
-                let mut model = model.clone();
+                let mut model = shadow.model.clone();
                 model.snapshot = None;
                 let resume = source.save(checkpoints.last().map(|c| &c.resume));
                 checkpoints.push(Checkpoint {
@@ -90,6 +99,9 @@ impl Player {
                     model,
                     resume,
                     has_snapshot,
+                    status: shadow.view.status.clone(),
+                    started_phase: shadow.view.started_phase,
+                    selected_phase: shadow.view.selected_phase,
                 });
             }
         }
@@ -258,6 +270,9 @@ impl Player {
                 model.snapshot = self.source.last_snapshot();
             }
             dash.replace_model(model);
+            dash.view.status = cp.status.clone();
+            dash.view.started_phase = cp.started_phase;
+            dash.view.selected_phase = cp.selected_phase;
             self.applied = cp.n;
         }
         while self.applied < n {
@@ -386,6 +401,12 @@ mod tests {
                 Some(folded(&events, n)),
                 "at {at} ms"
             );
+            // The status line the events set, as a dashboard folding them all shows it.
+            let mut straight = Dashboard::new();
+            for e in &events[..n] {
+                let _ = straight.apply(e);
+            }
+            assert_eq!(dash.view.status, straight.view.status, "at {at} ms");
         }
         p.seek(&mut dash, 0);
         p.step_forward(&mut dash);
