@@ -341,11 +341,24 @@ async fn drive(
     finish(cfg, &timeline, report, log.as_deref())
 }
 
-/// Folds one event and records it; a recording that stopped says so once.
+/// Folds one event and records it; a recording that stopped says so once, and limited mode
+/// is said on stderr as the dashboard's header says it.
 pub fn fold(model: &mut Model, rec: &mut Recorder, ev: &Stamped) {
     model.apply(ev);
     if let Some(line) = rec.record(ev) {
         eprintln!("lifecycle-top: {line}");
+    }
+    if let Some(line) = limited_line(ev) {
+        eprintln!("lifecycle-top: {line}");
+    }
+}
+
+/// The dashboard's limited-mode banner (what is missing, the remedy) for a `Limitations`
+/// event that lists any: headless and check print it on stderr when the set changes.
+pub fn limited_line(ev: &Stamped) -> Option<String> {
+    match &ev.event {
+        CoreEvent::Limitations { limitations } => crate::access::banner(limitations),
+        _ => None,
     }
 }
 

@@ -918,6 +918,7 @@ mod tests {
             (vec![Outcome::TimedOut], false),
             (vec![Outcome::Escalated], false),
             (vec![Outcome::Failed { reason: "x".into() }], false),
+            (vec![Outcome::Aborted], false),
         ];
         for (outcomes, clean) in table {
             let mut f = facts(Mode::Headless, exit(ExitStatus::Code(0), 10, &[]));

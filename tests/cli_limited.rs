@@ -56,12 +56,11 @@ fn as_unprivileged(prog: &str) -> Command {
     }
 }
 
-#[test]
-fn a_non_dumpable_child_is_named_with_what_is_missing() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    let src = dir.path().join("nd.c");
-    let exe = dir.path().join("nd");
+/// The target (run unprivileged) and its non-dumpable child: (tree, parent pid, child pid).
+fn non_dumpable_tree(dir: &std::path::Path) -> (Tree, u32, i32) {
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let src = dir.join("nd.c");
+    let exe = dir.join("nd");
     std::fs::write(&src, TARGET).expect("write source");
     let cc = Command::new("gcc")
         .arg("-o")
@@ -87,6 +86,13 @@ fn a_non_dumpable_child_is_named_with_what_is_missing() {
     let tree = Tree(t, Some(child));
     // setpriv execs the target: its pid is the parent of `child`.
     let parent = tree.0.id();
+    (tree, parent, child)
+}
+
+#[test]
+fn a_non_dumpable_child_is_named_with_what_is_missing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_tree, parent, child) = non_dumpable_tree(dir.path());
 
     let out = as_unprivileged(BIN)
         .args(["snapshot", "--pid", &parent.to_string(), "--json"])
@@ -149,5 +155,54 @@ fn a_non_dumpable_child_is_named_with_what_is_missing() {
     assert!(
         err.contains(&format!("pid {child} (nd) is not dumpable")),
         "{err}"
+    );
+}
+
+/// Headless says limited mode too: the header's banner line, once, on stderr, with what is
+/// missing and the remedy; the run goes on (an audit-only plan touches nothing).
+#[test]
+fn headless_prints_the_limited_mode_banner_on_stderr() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_tree, parent, child) = non_dumpable_tree(dir.path());
+    let plan = dir.path().join("plan.toml");
+    std::fs::write(
+        &plan,
+        "[[phase]]\nname = \"audit\"\naction = \"audit\"\ntimeout = \"5s\"\n",
+    )
+    .expect("write plan");
+    std::fs::set_permissions(&plan, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let out = as_unprivileged(BIN)
+        .args([
+            "--pid",
+            &parent.to_string(),
+            "--headless",
+            "--interval",
+            "100ms",
+        ])
+        .arg("--plan")
+        .arg(&plan)
+        .output()
+        .expect("run lifecycle-top");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let banner: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("lifecycle-top: limited: "))
+        .collect();
+    assert_eq!(
+        banner.len(),
+        1,
+        "one banner line on stderr:\n{stderr}\n{stdout}"
+    );
+    assert!(
+        banner[0].contains(&format!(
+            "pid {child} (nd) is not dumpable: no native frames, no wait targets; run lifecycle-top with sudo"
+        )),
+        "{}",
+        banner[0]
+    );
+    assert!(
+        stdout.contains("[1/1] audit"),
+        "the plan still ran:\n{stdout}"
     );
 }

@@ -223,6 +223,9 @@ struct Pty {
 
 impl Pty {
     fn start(args: &[&str]) -> Self {
+        Self::start_with(args, &[])
+    }
+    fn start_with(args: &[&str], env: &[(&str, &str)]) -> Self {
         let pty = native_pty_system()
             .openpty(PtySize {
                 rows: 40,
@@ -234,6 +237,9 @@ impl Pty {
         let mut cmd = CommandBuilder::new(BIN);
         cmd.args(args);
         cmd.env("TERM", "xterm-256color");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
         let child = pty.slave.spawn_command(cmd).expect("spawn replay");
         let parser = Arc::new(Mutex::new(vt100::Parser::new(
             std::num::NonZeroU16::new(40).expect("rows"),
@@ -276,6 +282,82 @@ impl Pty {
         self.writer.write_all(keys).expect("write keys");
         self.writer.flush().expect("flush keys");
     }
+    /// A left click at (row, col), 0-based, SGR encoded (what crossterm enables).
+    fn click(&mut self, row: usize, col: usize) {
+        let (r, c) = (row + 1, col + 1);
+        self.press(format!("\x1b[<0;{c};{r}M\x1b[<0;{c};{r}m").as_bytes());
+    }
+    fn wait_until(&self, what: &str, ok: impl Fn(&str) -> bool) {
+        let guard = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < guard {
+            if ok(&self.contents()) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("{what} never happened:\n{}", self.contents());
+    }
+    fn quit(&mut self) {
+        self.press(b"q");
+        let guard = Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            if let Some(st) = self.child.try_wait().expect("try_wait") {
+                break st;
+            }
+            if Instant::now() > guard {
+                let _ = self.child.kill();
+                panic!("q did not end the replay:\n{}", self.contents());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert!(status.success(), "exit status {status:?}");
+    }
+}
+
+/// Like the live dashboard: under NO_COLOR the selection keeps its marker, a click on a
+/// phase selects it (and runs nothing: a replay has no way to), Enter opens its notes.
+#[test]
+fn the_replay_dashboard_takes_the_mouse_and_no_color_like_the_live_one() {
+    let run = demo();
+    let report = run.report();
+    let name = |i: usize| {
+        report["timeline"]["phases"][i]["name"]
+            .as_str()
+            .expect("a phase name")
+            .to_string()
+    };
+    let file = run.recording();
+    let mut s = Pty::start_with(
+        &["replay", file.to_str().expect("utf-8"), "--at", "60m"],
+        &[("NO_COLOR", "1")],
+    );
+    s.wait_for("paused");
+    // The selected row keeps a marker without colours (the tree's target row here).
+    s.wait_for("▶");
+    // The timeline panel lists every phase: click on the second one's name.
+    let second = name(1);
+    let screen = s.contents();
+    let (row, col) = screen
+        .lines()
+        .enumerate()
+        .filter_map(|(r, l)| l.find(&second).map(|c| (r, l[..c].chars().count())))
+        .last()
+        .unwrap_or_else(|| panic!("{second:?} on screen:\n{screen}"));
+    s.click(row, col);
+    // The click focused the teardown panel and selected phase 2: Enter opens its record.
+    s.wait_for("┏ Teardown");
+    s.press(b"\r");
+    let title = "Phase 2/".to_string();
+    s.wait_for(&title);
+    assert!(s.contents().contains(&second), "{}", s.contents());
+    assert!(
+        !s.contents().contains("replay: read-only"),
+        "a click is a selection, not an action:\n{}",
+        s.contents()
+    );
+    s.press(b"\x1b");
+    s.wait_until("the notes closing", |c| !c.contains(&title));
+    s.quit();
 }
 
 #[test]

@@ -13,7 +13,7 @@ use crate::state::{Command, Dashboard, QuitChoice};
 use crate::teardown::{Plan, plan};
 use crate::ui;
 use anyhow::{Context, Result};
-use crossterm::event::{self as term, KeyEvent};
+use crossterm::event as term;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -299,10 +299,10 @@ fn finish(
 
 /// Mouse reporting on while the dashboard runs; off again when dropped (a panic unwinding
 /// included), so the shell does not receive mouse escape codes afterwards.
-struct MouseCapture;
+pub(crate) struct MouseCapture;
 
 impl MouseCapture {
-    fn enable() -> Self {
+    pub(crate) fn enable() -> Self {
         if let Err(e) = crossterm::execute!(std::io::stdout(), term::EnableMouseCapture) {
             tracing::warn!("no mouse capture: {e}");
         }
@@ -317,16 +317,9 @@ impl Drop for MouseCapture {
     }
 }
 
-/// Reads terminal keys on a plain thread (crossterm's reader blocks) and forwards them.
-pub(crate) fn spawn_key_reader(tx: mpsc::Sender<KeyEvent>, stop: Arc<AtomicBool>) {
-    spawn_reader(stop, move |ev| match ev {
-        term::Event::Key(k) => tx.blocking_send(k).is_ok(),
-        _ => true,
-    });
-}
-
-/// Reads keys, mouse events and resizes and forwards them.
-fn spawn_input_reader(tx: mpsc::Sender<term::Event>, stop: Arc<AtomicBool>) {
+/// Reads keys, mouse events and resizes on a plain thread (crossterm's reader blocks) and
+/// forwards them (the live dashboard and the replay).
+pub(crate) fn spawn_input_reader(tx: mpsc::Sender<term::Event>, stop: Arc<AtomicBool>) {
     spawn_reader(stop, move |ev| match ev {
         term::Event::Key(_) | term::Event::Mouse(_) | term::Event::Resize(..) => {
             tx.blocking_send(ev).is_ok()

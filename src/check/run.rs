@@ -69,6 +69,9 @@ impl Run {
         if let Some(line) = self.recorder.record(ev) {
             eprintln!("lifecycle-top: {line}");
         }
+        if let Some(line) = crate::headless::limited_line(ev) {
+            eprintln!("lifecycle-top: {line}");
+        }
         if let CoreEvent::Snapshot { snapshot } = &ev.event
             && let Ok(mut t) = self.tree.lock()
         {

@@ -41,7 +41,7 @@ mod writer;
 
 pub use delta::{ApplyError, ID_FIELDS, apply as apply_patch, diff};
 pub use frame::{MAGIC, VERSION_MAJOR, VERSION_MINOR};
-pub use reader::{DamageCounts, Event, Reader};
+pub use reader::{DamageCounts, Event, Reader, Resume};
 pub use typed::{ObjectPatch, TypedDelta, TypedDiff, keyed_array};
 pub use writer::{Writer, WriterOptions, WriterStats};
 

@@ -41,6 +41,23 @@ struct Entry {
     skip: bool,
 }
 
+/// A reader's place and delta chains, saved by [`Reader::save`] (a few tens of KB for a
+/// 1,000-thread snapshot chain).
+#[derive(Debug, Clone)]
+pub struct Resume {
+    cursor: usize,
+    chains: Vec<(Arc<str>, u64, Arc<[u8]>)>,
+    /// Every chain was kept (else restoring reads them again).
+    complete: bool,
+}
+
+impl Resume {
+    /// Bytes held (compressed chain values).
+    pub fn bytes(&self) -> usize {
+        self.chains.iter().map(|(_, _, b)| b.len()).sum()
+    }
+}
+
 /// What the open scan found wrong, in counts.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DamageCounts {
@@ -277,49 +294,157 @@ impl Reader {
 
     /// The next event, deltas applied; `None` at the end of the file.
     pub fn next_event(&mut self) -> Option<Event> {
-        while let Some(e) = self.index.get(self.cursor) {
-            self.cursor += 1;
-            if e.skip {
-                continue;
+        while self.cursor < self.index.len() {
+            if let Some(ev) = self.step() {
+                return Some(ev);
             }
-            let base = match (&e.key, e.ty) {
-                (Some(k), TYPE_DELTA) => match self.chains.get(k) {
-                    Some((off, _)) if *off == e.base => true,
-                    // Before its first keyframe after a seek, or after an unreadable frame.
-                    _ => continue,
-                },
-                _ => false,
-            };
-            let (offset, at_ms, kind, key) = (e.offset, e.at_ms, e.kind.clone(), e.key.clone());
-            let value = match self.body(e) {
-                Ok(v) => v,
-                Err(why) => {
-                    self.unreadable(offset, &kind, key.as_ref(), &why);
-                    continue;
-                }
-            };
-            let value = match key {
-                None => Arc::new(value),
-                Some(k) if !base => {
-                    let v = Arc::new(value);
-                    self.chains.insert(k, (offset, v.clone()));
-                    v
-                }
-                Some(k) => {
-                    let Some((off, v)) = self.chains.get_mut(&k) else {
-                        continue;
-                    };
-                    if let Err(err) = delta::apply(Arc::make_mut(v), value) {
-                        self.unreadable(offset, &kind, Some(&k), &err.to_string());
-                        continue;
-                    }
-                    *off = offset;
-                    v.clone()
-                }
-            };
-            return Some(Event { at_ms, kind, value });
         }
         None
+    }
+
+    /// Reads exactly the frame at the cursor and moves past it: its event, or `None` when
+    /// it yields none (skipped, unreadable, a delta without its base, or the end).
+    fn step(&mut self) -> Option<Event> {
+        let e = self.index.get(self.cursor)?;
+        self.cursor += 1;
+        if e.skip {
+            return None;
+        }
+        let base = match (&e.key, e.ty) {
+            (Some(k), TYPE_DELTA) => match self.chains.get(k) {
+                Some((off, _)) if *off == e.base => true,
+                // Before its first keyframe after a seek, or after an unreadable frame.
+                _ => return None,
+            },
+            _ => false,
+        };
+        let (offset, at_ms, kind, key) = (e.offset, e.at_ms, e.kind.clone(), e.key.clone());
+        let value = match self.body(e) {
+            Ok(v) => v,
+            Err(why) => {
+                self.unreadable(offset, &kind, key.as_ref(), &why);
+                return None;
+            }
+        };
+        let value = match key {
+            None => Arc::new(value),
+            Some(k) if !base => {
+                let v = Arc::new(value);
+                self.chains.insert(k, (offset, v.clone()));
+                v
+            }
+            Some(k) => {
+                let (off, v) = self.chains.get_mut(&k)?;
+                if let Err(err) = delta::apply(Arc::make_mut(v), value) {
+                    self.unreadable(offset, &kind, Some(&k), &err.to_string());
+                    return None;
+                }
+                *off = offset;
+                v.clone()
+            }
+        };
+        Some(Event { at_ms, kind, value })
+    }
+
+    /// Index (in file order, from 0) of the frame the next [`Reader::next_event`] reads first.
+    pub fn cursor(&self) -> usize {
+        self.cursor
+    }
+
+    /// Positions the reader at frame `frame` (a [`Reader::cursor`] value) with every delta
+    /// chain rebuilt as it stood right before it: from each key's latest keyframe before
+    /// `frame`, only the frames of delta chains are decoded; other frames are not read.
+    pub fn seek_frame(&mut self, frame: usize) {
+        let frame = frame.min(self.index.len());
+        self.chains.clear();
+        self.cursor = self
+            .keyframes
+            .values()
+            .filter_map(|kf| {
+                let n = kf.partition_point(|&i| i < frame);
+                n.checked_sub(1).map(|n| kf[n])
+            })
+            .min()
+            .unwrap_or(frame);
+        self.advance_to(frame);
+    }
+
+    /// Where the reader is and its delta chains, kept compactly (each chain's value as
+    /// zstd-compressed JSON), so [`Reader::restore`] goes on from here without reading a
+    /// chain from its keyframe again. Chains whose value did not change since `prev` share
+    /// its bytes. A value whose JSON does not read back identical (serde_json's fast float
+    /// parsing can be off by one ulp) is not kept: restoring then reads that chain again.
+    pub fn save(&self, prev: Option<&Resume>) -> Resume {
+        let mut chains: Vec<(Arc<str>, u64, Arc<[u8]>)> = self
+            .chains
+            .iter()
+            .filter_map(|(k, (off, v))| {
+                let same = prev.and_then(|p| {
+                    p.chains
+                        .iter()
+                        .find(|(pk, poff, _)| pk == k && poff == off)
+                        .map(|(_, _, b)| b.clone())
+                });
+                let bytes = match same {
+                    Some(b) => b,
+                    None => {
+                        let json = serde_json::to_vec(v.as_ref()).ok()?;
+                        let back: Value = serde_json::from_slice(&json).ok()?;
+                        if back != **v {
+                            return None;
+                        }
+                        zstd::bulk::compress(&json, 1).ok()?.into()
+                    }
+                };
+                Some((k.clone(), *off, bytes))
+            })
+            .collect();
+        chains.sort_by(|a, b| a.0.cmp(&b.0));
+        Resume {
+            cursor: self.cursor,
+            complete: chains.len() == self.chains.len(),
+            chains,
+        }
+    }
+
+    /// Goes on from a [`Reader::save`]d state. False (and the reader as after
+    /// [`Reader::seek_frame`] to the same place) when a saved chain does not decode.
+    pub fn restore(&mut self, r: &Resume) -> bool {
+        if !r.complete {
+            self.seek_frame(r.cursor);
+            return false;
+        }
+        self.chains.clear();
+        for (k, off, bytes) in &r.chains {
+            let value = zstd::stream::decode_all(bytes.as_ref())
+                .ok()
+                .and_then(|json| serde_json::from_slice::<Value>(&json).ok());
+            let Some(value) = value else {
+                self.seek_frame(r.cursor);
+                return false;
+            };
+            self.chains.insert(k.clone(), (*off, Arc::new(value)));
+        }
+        self.cursor = r.cursor.min(self.index.len());
+        true
+    }
+
+    /// The current value of a delta chain (the last frame of that key read), if rebuilt.
+    pub fn chain_value(&self, key: &str) -> Option<&Value> {
+        self.chains.get(key).map(|(_, v)| v.as_ref())
+    }
+
+    /// Moves forward to frame `frame` without yielding events, keeping the delta chains: of
+    /// the frames in between, only those with a delta key are decoded. Never moves back.
+    pub fn advance_to(&mut self, frame: usize) {
+        let frame = frame.min(self.index.len());
+        while self.cursor < frame {
+            if self.index[self.cursor].key.is_some() {
+                drop(self.step());
+            } else {
+                self.cursor += 1;
+            }
+        }
     }
 
     fn unreadable(&mut self, offset: u64, kind: &str, key: Option<&Arc<str>>, why: &str) {

@@ -72,15 +72,17 @@ pub fn run(cfg: &ReplayConfig) -> Result<ExitCode> {
         .at
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
     if cfg.interactive() {
-        let (events, notes) = Playback::read_all(&cfg.file)
+        let (playback, mut notes) = Playback::open(&cfg.file)
             .with_context(|| format!("cannot replay {}", cfg.file.display()))?;
+        let mut player = Player::new(playback);
+        notes.extend(player.take_notes());
         for n in &notes {
             eprintln!("lifecycle-top: {n}");
         }
-        if events.is_empty() {
+        if player.is_empty() {
             anyhow::bail!("{}: no events to replay", cfg.file.display());
         }
-        return tui::run(Player::new(events), at_ms, &notes);
+        return tui::run(player, at_ms, &notes);
     }
     let model = model_at(cfg, at_ms)?;
     let mut out = std::io::stdout().lock();

@@ -1,70 +1,150 @@
-//! The replay controller: the recorded events, where the replay is (events folded, session
-//! time shown), its speed and whether it is paused. Moving forward folds the next events
-//! into the dashboard; moving back folds again from the nearest checkpoint (a Model kept
-//! every [`CHECKPOINT_EVERY`] events) into a fresh Model. Pure: no terminal, no clock, no
-//! session, so it has nothing to signal with.
+//! The replay controller: the recording (read lazily, frame by frame), where the replay is
+//! (events folded, session time shown), its speed and whether it is paused. Opening folds
+//! the whole recording once into a Model (snapshots decoded without their threads), keeping
+//! a light checkpoint (the Model without its snapshot) every [`CHECKPOINT_EVERY`] events,
+//! and no decoded events: an hour of a 1,000-thread target would be 7,200 decoded snapshots. Moving forward a little folds the
+//! next events into the dashboard; any other move restores the checkpoint at or before the
+//! target (with the playback's place and its snapshot chain, kept compressed: no reading
+//! from a keyframe), decodes the one snapshot it lacks and folds at most
+//! [`CHECKPOINT_EVERY`] events. Pure: no terminal, no clock, no session, so it has
+//! nothing to signal with.
 
-use crate::session::{CoreEvent, Model, Stamped};
+use crate::record::Resume;
+use crate::session::{CoreEvent, Depth, Model, Playback};
 use crate::state::{Dashboard, ReplayBar};
 
 /// Speeds `<` / `>` step through.
 pub const SPEEDS: [f64; 7] = [0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0];
 const ONE_X: usize = 2;
-/// A Model is kept every this many events, so a backwards seek folds at most this many.
-pub const CHECKPOINT_EVERY: usize = 256;
+/// A checkpoint every this many events, so a seek folds fewer than this many (each snapshot
+/// folded is a decode of 1,000 threads; bench/replay_seek.sh).
+pub const CHECKPOINT_EVERY: usize = 8;
 /// `<-` / `->` seek by this much.
 pub const SEEK_STEP_MS: u64 = 5_000;
 
+/// The Model after the first `n` events, without its snapshot (the bulk of a Model), and
+/// the playback's place right after them: its snapshot chain compressed, from which the
+/// snapshot is decoded again on restore (when `has_snapshot`).
+struct Checkpoint {
+    n: usize,
+    model: Model,
+    resume: Resume,
+    has_snapshot: bool,
+    /// What the events had made of the View's event-driven part there: the status line,
+    /// the phase running and the phase selected with it (a fold from the start would show).
+    status: Option<String>,
+    started_phase: Option<usize>,
+    selected_phase: usize,
+}
+
 pub struct Player {
-    events: Vec<Stamped>,
-    /// (events folded, the Model after folding them); the first is (0, empty).
-    checkpoints: Vec<(usize, Model)>,
+    source: Playback,
+    /// Per event, in order: its session time.
+    times: Vec<u64>,
+    /// The first is (0, empty).
+    checkpoints: Vec<Checkpoint>,
     boundaries: Vec<u64>,
+    /// Events folded into the dashboard; `source` is positioned right after the last.
     applied: usize,
     pos_ms: u64,
     speed: usize,
     paused: bool,
+    notes: Vec<String>,
 }
 
 impl Player {
-    /// Folds the whole recording once, keeping checkpoints and the phase boundaries.
-    pub fn new(events: Vec<Stamped>) -> Self {
-        let mut checkpoints = vec![(0, Model::new())];
+    /// Folds the whole recording once, keeping checkpoints, the phase boundaries and, per
+    /// event, where its frame is. Notes on undecodable events are in [`Player::take_notes`].
+    pub fn new(mut source: Playback) -> Self {
+        let mut checkpoints = vec![Checkpoint {
+            n: 0,
+            model: Model::new(),
+            resume: source.save(None),
+            has_snapshot: false,
+            status: None,
+            started_phase: None,
+            selected_phase: 0,
+        }];
         let mut boundaries = Vec::new();
-        let mut model = Model::new();
+        let mut times = Vec::new();
+        // The whole fold, as the dashboard does it (its View keeps what events say).
+        let mut shadow = Dashboard::new();
         let mut last = (0usize, false);
-        for (i, ev) in events.iter().enumerate() {
-            model.apply(ev);
-            if let CoreEvent::Timeline { timeline } | CoreEvent::PlanDone { timeline } = &ev.event {
-                // A boundary wherever the timeline panel gains a phase or one starts.
-                let now = (timeline.phases.len(), timeline.running.is_some());
-                if now != last && (now.0 != last.0 || now.1) {
-                    boundaries.push(ev.at.at_ms);
+        let mut has_snapshot = false;
+        // Snapshots without their threads: `Model::apply` reads only processes and times
+        // of a snapshot, and checkpoints keep none (the seek tests compare with a straight
+        // fold of full snapshots, so a fold that starts reading threads fails them).
+        while let Some((_, ev)) = source.next_at(Depth::NoThreads) {
+            let i = times.len();
+            times.push(ev.at.at_ms);
+            let _ = shadow.apply(&ev);
+            match &ev.event {
+                CoreEvent::Snapshot { .. } => has_snapshot = true,
+                CoreEvent::Timeline { timeline } | CoreEvent::PlanDone { timeline } => {
+                    // A boundary wherever the timeline panel gains a phase or one starts.
+                    let now = (timeline.phases.len(), timeline.running.is_some());
+                    if now != last && (now.0 != last.0 || now.1) {
+                        boundaries.push(ev.at.at_ms);
+                    }
+                    last = now;
                 }
-                last = now;
+                _ => {}
             }
             if (i + 1) % CHECKPOINT_EVERY == 0 {
-                checkpoints.push((i + 1, model.clone()));
+                let mut model = shadow.model.clone();
+                model.snapshot = None;
+                let resume = source.save(checkpoints.last().map(|c| &c.resume));
+                checkpoints.push(Checkpoint {
+                    n: i + 1,
+                    model,
+                    resume,
+                    has_snapshot,
+                    status: shadow.view.status.clone(),
+                    started_phase: shadow.view.started_phase,
+                    selected_phase: shadow.view.selected_phase,
+                });
             }
         }
         boundaries.dedup();
-        let pos_ms = events.first().map_or(0, |e| e.at.at_ms);
+        let notes = source.take_notes();
+        source.restore(&checkpoints[0].resume);
+        let pos_ms = times.first().copied().unwrap_or(0);
         Self {
-            events,
+            source,
+            times,
             checkpoints,
             boundaries,
             applied: 0,
             pos_ms,
             speed: ONE_X,
             paused: false,
+            notes,
         }
     }
 
+    /// Events in the recording that decode.
+    pub fn len(&self) -> usize {
+        self.times.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.times.is_empty()
+    }
+    /// Bytes the checkpoints hold in compressed snapshot chains, the Models aside (bytes
+    /// shared by checkpoints with the same snapshot are counted for each).
+    pub fn checkpoint_bytes(&self) -> usize {
+        self.checkpoints.iter().map(|c| c.resume.bytes()).sum()
+    }
+
+    /// Lines about events that could not be decoded (found while opening).
+    pub fn take_notes(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.notes)
+    }
+
     pub fn start_ms(&self) -> u64 {
-        self.events.first().map_or(0, |e| e.at.at_ms)
+        self.times.first().copied().unwrap_or(0)
     }
     pub fn end_ms(&self) -> u64 {
-        self.events.last().map_or(0, |e| e.at.at_ms)
+        self.times.last().copied().unwrap_or(0)
     }
     pub fn position_ms(&self) -> u64 {
         self.pos_ms
@@ -103,7 +183,7 @@ impl Player {
     /// folded).
     pub fn seek(&mut self, dash: &mut Dashboard, at_ms: u64) {
         let at_ms = at_ms.clamp(self.start_ms(), self.end_ms());
-        let n = self.events.partition_point(|e| e.at.at_ms <= at_ms);
+        let n = self.times.partition_point(|&t| t <= at_ms);
         self.fold_to(dash, n);
         self.pos_ms = at_ms;
         self.show(dash);
@@ -125,7 +205,7 @@ impl Player {
     /// One event forward (pauses).
     pub fn step_forward(&mut self, dash: &mut Dashboard) {
         self.paused = true;
-        let n = (self.applied + 1).min(self.events.len());
+        let n = (self.applied + 1).min(self.len());
         self.fold_to(dash, n);
         self.pos_ms = self.time_of(n);
         self.show(dash);
@@ -134,7 +214,7 @@ impl Player {
     /// One event back (pauses); the first event stays folded.
     pub fn step_back(&mut self, dash: &mut Dashboard) {
         self.paused = true;
-        let n = self.applied.saturating_sub(1).max(1).min(self.events.len());
+        let n = self.applied.saturating_sub(1).max(1).min(self.len());
         self.fold_to(dash, n);
         self.pos_ms = self.time_of(n);
         self.show(dash);
@@ -170,30 +250,39 @@ impl Player {
     }
 
     fn time_of(&self, n: usize) -> u64 {
-        match n.checked_sub(1).and_then(|i| self.events.get(i)) {
-            Some(e) => e.at.at_ms,
+        match n.checked_sub(1).and_then(|i| self.times.get(i)) {
+            Some(&t) => t,
             None => self.start_ms(),
         }
     }
 
-    /// Exactly the first `n` events folded into `dash`: forward from where it is, or again
-    /// from the nearest checkpoint at or before `n`.
+    /// Exactly the first `n` events folded into `dash`: forward from where it is when that
+    /// is at most [`CHECKPOINT_EVERY`] events, else from the checkpoint at or before `n`.
     fn fold_to(&mut self, dash: &mut Dashboard, n: usize) {
-        let n = n.min(self.events.len());
-        if n < self.applied {
-            let i = self.checkpoints.partition_point(|(at, _)| *at <= n);
-            let (at, model) = match i.checked_sub(1).and_then(|i| self.checkpoints.get(i)) {
-                Some((at, m)) => (*at, m.clone()),
-                None => (0, Model::new()),
-            };
+        let n = n.min(self.len());
+        let i = self.checkpoints.partition_point(|c| c.n <= n);
+        let cp = i.checked_sub(1).and_then(|i| self.checkpoints.get(i));
+        if let Some(cp) = cp.filter(|cp| n < self.applied || cp.n > self.applied) {
+            let mut model = cp.model.clone();
+            self.source.restore(&cp.resume);
+            // The snapshot the checkpoint lacks is the snapshot chain's value there.
+            if cp.has_snapshot {
+                model.snapshot = self.source.last_snapshot();
+            }
             dash.replace_model(model);
-            self.applied = at;
+            dash.view.status = cp.status.clone();
+            dash.view.started_phase = cp.started_phase;
+            dash.view.selected_phase = cp.selected_phase;
+            self.applied = cp.n;
         }
-        for ev in &self.events[self.applied..n] {
+        while self.applied < n {
+            let Some((_, ev)) = self.source.next_indexed() else {
+                break;
+            };
             // Commands the fold asks for (quit after a plan) mean nothing in a replay.
-            let _ = dash.apply(ev);
+            let _ = dash.apply(&ev);
+            self.applied += 1;
         }
-        self.applied = n;
     }
 
     /// The View's copy of the position, and the replay's wall clock for elapsed times.
@@ -215,7 +304,7 @@ impl Player {
             paused: self.paused,
             boundaries: self.boundaries.clone(),
             event: self.applied,
-            events: self.events.len(),
+            events: self.len(),
         }
     }
 }
@@ -223,19 +312,68 @@ impl Player {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::session::Stamp;
+    use crate::session::{Recorder, Stamp, Stamped};
+    use std::sync::Arc;
 
-    fn notice(i: u64) -> Stamped {
+    fn at(i: u64, event: CoreEvent) -> Stamped {
         Stamped {
             seq: i,
             at: Stamp {
                 at_ms: i * 100,
                 unix_ms: 1_000_000 + i * 100,
             },
-            event: CoreEvent::Notice {
-                message: format!("n{i}"),
-            },
+            event,
         }
+    }
+
+    /// Notices, with a snapshot every third event whose processes age and use CPU, so
+    /// seeks cross delta chains and keyframes.
+    fn events(n: u64) -> Vec<Stamped> {
+        let mut snap = crate::state::fixture::snapshot();
+        (0..n)
+            .map(|i| {
+                if i % 3 == 0 {
+                    snap.taken_at_unix_ms = 1_000_000 + i * 100;
+                    for p in &mut snap.processes {
+                        p.cpu_ticks += i % 2;
+                        p.age_secs += 0.3;
+                    }
+                    if let Some(t) = snap.threads.first_mut() {
+                        t.cpu_ticks += 1;
+                    }
+                    at(
+                        i,
+                        CoreEvent::Snapshot {
+                            snapshot: Arc::new(snap.clone()),
+                        },
+                    )
+                } else {
+                    at(
+                        i,
+                        CoreEvent::Notice {
+                            message: format!("n{i}"),
+                        },
+                    )
+                }
+            })
+            .collect()
+    }
+
+    /// The player of a recording of `events`, and the events as read back in one pass (the
+    /// straight fold the seeks must agree with).
+    fn player_of(events: &[Stamped]) -> (Player, Vec<Stamped>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("p.ltrec");
+        let mut rec = Recorder::create(&path).expect("create");
+        for e in events {
+            assert!(rec.record(e).is_none());
+        }
+        assert!(rec.finish().is_some_and(|s| s.stopped.is_none()));
+        let (back, notes) = Playback::read_all(&path).expect("read");
+        assert!(notes.is_empty(), "{notes:?}");
+        assert_eq!(back.len(), events.len());
+        let (pb, _) = Playback::open(&path).expect("open");
+        (Player::new(pb), back, dir)
     }
 
     fn folded(events: &[Stamped], n: usize) -> serde_json::Value {
@@ -248,31 +386,47 @@ mod tests {
 
     #[test]
     fn seeking_back_and_forth_gives_the_model_of_a_straight_fold() {
-        let events: Vec<Stamped> = (0..700).map(notice).collect();
-        let mut p = Player::new(events.clone());
-        assert_eq!(p.checkpoints.len(), 3);
+        let (mut p, events, _dir) = player_of(&events(700));
+        assert_eq!(p.len(), 700);
+        assert_eq!(p.checkpoints.len(), 1 + 700 / CHECKPOINT_EVERY);
         let mut dash = Dashboard::new();
-        for at in [60_000u64, 30_050, 69_900, 100, 25_600, 0] {
+        for at in [
+            60_000u64, 30_050, 69_900, 100, 25_600, 0, 40_000, 40_200, 12_345, 69_900,
+        ] {
             p.seek(&mut dash, at);
             let n = events.partition_point(|e| e.at.at_ms <= at);
             assert_eq!(p.applied(), n);
             assert_eq!(
                 serde_json::to_value(&dash.model).ok(),
-                Some(folded(&events, n))
+                Some(folded(&events, n)),
+                "at {at} ms"
             );
+            // The status line the events set, as a dashboard folding them all shows it.
+            let mut straight = Dashboard::new();
+            for e in &events[..n] {
+                let _ = straight.apply(e);
+            }
+            assert_eq!(dash.view.status, straight.view.status, "at {at} ms");
         }
+        p.seek(&mut dash, 0);
         p.step_forward(&mut dash);
         assert_eq!(p.applied(), 2);
         p.step_back(&mut dash);
         p.step_back(&mut dash);
         assert_eq!(p.applied(), 1);
         assert!(p.paused());
+        for _ in 0..40 {
+            p.step_forward(&mut dash);
+        }
+        assert_eq!(
+            serde_json::to_value(&dash.model).ok(),
+            Some(folded(&events, 41))
+        );
     }
 
     #[test]
     fn playing_moves_with_the_speed_and_stops_at_the_end() {
-        let events: Vec<Stamped> = (0..50).map(notice).collect();
-        let mut p = Player::new(events);
+        let (mut p, events, _dir) = player_of(&events(50));
         let mut dash = Dashboard::new();
         p.seek(&mut dash, 0);
         p.faster();
@@ -286,5 +440,9 @@ mod tests {
         assert_eq!(p.position_ms(), p.end_ms());
         assert!(p.paused());
         assert_eq!(dash.view.replay.as_ref().map(|b| b.event), Some(50));
+        assert_eq!(
+            serde_json::to_value(&dash.model).ok(),
+            Some(folded(&events, 50))
+        );
     }
 }

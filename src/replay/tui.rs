@@ -8,7 +8,7 @@ use super::player::Player;
 use crate::state::{Action, Command, Dashboard, Overlay};
 use crate::ui::{self, keys::ReplayKey};
 use anyhow::{Context, Result};
-use crossterm::event::KeyEvent;
+use crossterm::event as term;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -68,6 +68,9 @@ pub fn run(mut player: Player, start_ms: Option<u64>, notes: &[String]) -> Resul
         .enable_all()
         .build()?;
     let mut dash = Dashboard::new();
+    // NO_COLOR as the live dashboard does it (ui::draw_measured strips the colours and the
+    // selection keeps its marker).
+    dash.view.no_color = ui::theme::no_color_env();
     match start_ms {
         Some(at) => {
             player.set_paused(true);
@@ -89,28 +92,42 @@ pub fn run(mut player: Player, start_ms: Option<u64>, notes: &[String]) -> Resul
 }
 
 async fn event_loop(player: &mut Player, dash: &mut Dashboard) -> Result<ExitCode> {
-    let (key_tx, mut key_rx) = mpsc::channel::<KeyEvent>(64);
+    let (key_tx, mut key_rx) = mpsc::channel::<term::Event>(64);
     let stop_keys = Arc::new(AtomicBool::new(false));
-    crate::app::spawn_key_reader(key_tx, stop_keys.clone());
+    crate::app::spawn_input_reader(key_tx, stop_keys.clone());
     let mut sigterm = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     let mut sigint = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
     let mut sighup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
     let mut frame = tokio::time::interval(FRAME);
     let mut last = Instant::now();
     let mut terminal = ratatui::try_init().context("cannot set up the terminal")?;
+    let mouse = crate::app::MouseCapture::enable();
     let mut dirty = true;
     let outcome: Result<()> = loop {
         if dirty {
-            if let Err(e) = terminal.draw(|f| ui::draw(f, &dash.screen())) {
+            let mut geometry = None;
+            if let Err(e) = terminal.draw(|f| geometry = Some(ui::draw_measured(f, &dash.screen())))
+            {
                 break Err(e.into());
+            }
+            // Where the panels are: clicks select there, scroll limits follow.
+            if let Some(g) = geometry {
+                dash.set_geometry(g);
             }
             dirty = false;
         }
         tokio::select! {
-            key = key_rx.recv() => {
-                let Some(key) = key else { break Ok(()) };
+            input = key_rx.recv() => {
+                let Some(input) = input else { break Ok(()) };
                 dirty = true;
-                if let Some(k) = ui::keys::replay_action_for(key, &dash.view.overlay)
+                let key = match input {
+                    term::Event::Key(key) => ui::keys::replay_action_for(key, &dash.view.overlay),
+                    // Clicks and the wheel only select and scroll: on_key runs the action
+                    // through the dashboard, and a replay has nothing to run a phase with.
+                    term::Event::Mouse(m) => ui::keys::mouse_action(m).map(ReplayKey::Dashboard),
+                    _ => None,
+                };
+                if let Some(k) = key
                     && on_key(player, dash, k)
                 {
                     break Ok(());
@@ -132,6 +149,7 @@ async fn event_loop(player: &mut Player, dash: &mut Dashboard) -> Result<ExitCod
         }
     };
     stop_keys.store(true, Ordering::Relaxed);
+    drop(mouse);
     ratatui::restore();
     outcome.map(|()| ExitCode::SUCCESS)
 }

@@ -26,7 +26,7 @@ pub use event::{
     AgentState, AttachInfo, Clock, CoreEvent, LaunchInfo, PlanInfo, Stamp, Stamped, SystemClock,
 };
 pub use model::Model;
-pub use recorder::{Playback, RecordSummary, Recorder};
+pub use recorder::{Depth, Playback, RecordSummary, Recorder};
 pub use snapshot::{AgentSection, FullSnapshot, WatchEnd, agent_text, snapshot_with_agent, watch};
 pub use tree::TreePids;
 

@@ -164,9 +164,68 @@ fn thread_patch(old: &ThreadInfo, new: &ThreadInfo) -> Result<Option<Value>, ser
     Ok(o.finish())
 }
 
+/// How much of a snapshot event to decode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Depth {
+    Full,
+    /// Everything but the target's threads (`threads` left empty): what `Model::apply`
+    /// reads of a snapshot, for a replay's first pass (its checkpoints keep no snapshot).
+    NoThreads,
+}
+
+/// A snapshot frame decoded straight into its types: `Stamped`'s flattened stamp and
+/// `CoreEvent`'s internal tag make serde buffer the whole 1,000-thread value first (that
+/// doubled a replay's decode time). `None`: not a snapshot frame (the general path then).
+fn decode_snapshot(v: &Value, depth: Depth) -> Option<Result<Stamped, serde_json::Error>> {
+    #[derive(serde::Deserialize)]
+    struct NoThreads {
+        taken_at_unix_ms: u64,
+        target: crate::model::ProcKey,
+        processes: Vec<ProcInfo>,
+        system: crate::model::SystemInfo,
+    }
+    let event = v.get("event")?;
+    if event.get("kind")?.as_str()? != "snapshot" {
+        return None;
+    }
+    let stamp = Stamp {
+        at_ms: v.get("at_ms")?.as_u64()?,
+        unix_ms: v.get("unix_ms")?.as_u64()?,
+    };
+    let seq = v.get("seq")?.as_u64()?;
+    let value = event.get("snapshot")?;
+    let snapshot = match depth {
+        Depth::Full => <Snapshot as serde::Deserialize>::deserialize(value),
+        Depth::NoThreads => {
+            <NoThreads as serde::Deserialize>::deserialize(value).map(|s| Snapshot {
+                taken_at_unix_ms: s.taken_at_unix_ms,
+                target: s.target,
+                processes: s.processes,
+                threads: Vec::new(),
+                system: s.system,
+            })
+        }
+    };
+    Some(snapshot.map(|s| Stamped {
+        seq,
+        at: stamp,
+        event: CoreEvent::Snapshot {
+            snapshot: Arc::new(s),
+        },
+    }))
+}
+
 /// One recorded frame as a `Stamped` again. `Err(line)`: skip it, with that note.
 pub fn decode(ev: &record::Event) -> Result<Stamped, String> {
-    match <Stamped as serde::Deserialize>::deserialize(ev.value.as_ref()) {
+    decode_at(ev, Depth::Full)
+}
+
+fn decode_at(ev: &record::Event, depth: Depth) -> Result<Stamped, String> {
+    let decoded = match decode_snapshot(&ev.value, depth) {
+        Some(r) => r,
+        None => <Stamped as serde::Deserialize>::deserialize(ev.value.as_ref()),
+    };
+    match decoded {
         Ok(s) => Ok(s),
         Err(e) if e.to_string().starts_with("unknown variant") => Err(format!(
             "recording, at {:.3} s: event kind {:?} is unknown to this lifecycle-top (a newer one wrote it): skipped",
@@ -361,6 +420,58 @@ impl Playback {
         std::mem::take(&mut self.notes)
     }
 
+    /// The next event and the index of its frame in the file (for [`Playback::seek_frame`]).
+    pub fn next_indexed(&mut self) -> Option<(usize, Stamped)> {
+        self.next_at(Depth::Full)
+    }
+
+    /// [`Playback::next_indexed`], decoding snapshots only as deep as asked.
+    pub fn next_at(&mut self, depth: Depth) -> Option<(usize, Stamped)> {
+        loop {
+            let ev = self.reader.next_event()?;
+            let frame = self.reader.cursor() - 1;
+            match decode_at(&ev, depth) {
+                Ok(s) => return Some((frame, s)),
+                Err(note) => self.notes.push(note),
+            }
+        }
+    }
+
+    /// Positions the playback so the next event is the one of frame `frame` (or the first
+    /// after it), snapshots' delta chain rebuilt from its keyframe ([`record::Reader::seek_frame`]).
+    pub fn seek_frame(&mut self, frame: usize) {
+        self.reader.seek_frame(frame);
+    }
+
+    /// Where the playback is, to come back to with [`Playback::restore`] ([`record::Reader::save`]).
+    pub fn save(&self, prev: Option<&record::Resume>) -> record::Resume {
+        self.reader.save(prev)
+    }
+
+    /// Goes on from a saved place; false when it had to read the chain again instead.
+    pub fn restore(&mut self, r: &record::Resume) -> bool {
+        self.reader.restore(r)
+    }
+
+    /// The last snapshot read, decoded whole from the snapshot chain (what a restored
+    /// playback shows without reading that event again).
+    pub fn last_snapshot(&self) -> Option<Arc<Snapshot>> {
+        let v = self.reader.chain_value(SNAPSHOT_KEY)?;
+        match decode_snapshot(v, Depth::Full)? {
+            Ok(Stamped {
+                event: CoreEvent::Snapshot { snapshot },
+                ..
+            }) => Some(snapshot),
+            _ => None,
+        }
+    }
+
+    /// Moves forward to frame `frame` without decoding the events in between (snapshot
+    /// deltas are applied to keep the chain); never moves back.
+    pub fn advance_to(&mut self, frame: usize) {
+        self.reader.advance_to(frame);
+    }
+
     /// Reads everything: the events and every note (open scan first).
     pub fn read_all(path: &Path) -> Result<(Vec<Stamped>, Vec<String>), RecordError> {
         let (mut p, mut notes) = Self::open(path)?;
@@ -373,13 +484,7 @@ impl Playback {
 impl Iterator for Playback {
     type Item = Stamped;
     fn next(&mut self) -> Option<Stamped> {
-        loop {
-            let ev = self.reader.next_event()?;
-            match decode(&ev) {
-                Ok(s) => return Some(s),
-                Err(note) => self.notes.push(note),
-            }
-        }
+        self.next_indexed().map(|(_, s)| s)
     }
 }
 
@@ -387,6 +492,47 @@ impl Iterator for Playback {
 mod tests {
     use super::*;
     use crate::session::AgentState;
+
+    #[test]
+    fn the_snapshot_fast_path_decodes_what_serde_decodes() {
+        let mut snap = crate::state::fixture::snapshot();
+        snap.processes[4].exit = Some(crate::model::ExitInfo {
+            status: crate::model::ExitStatus::Signal(9),
+            at_unix_ms: 5,
+        });
+        let ev = stamped(
+            7,
+            CoreEvent::Snapshot {
+                snapshot: Arc::new(snap.clone()),
+            },
+        );
+        let v = record::encode(&ev).expect("encode");
+        let slow = <Stamped as serde::Deserialize>::deserialize(&v).expect("serde");
+        let fast = decode_snapshot(&v, Depth::Full)
+            .expect("a snapshot")
+            .expect("decodes");
+        assert_eq!(fast, slow);
+        assert_eq!(fast, ev);
+        let light = decode_snapshot(&v, Depth::NoThreads)
+            .expect("a snapshot")
+            .expect("decodes");
+        snap.threads.clear();
+        assert_eq!(
+            light.event,
+            CoreEvent::Snapshot {
+                snapshot: Arc::new(snap)
+            }
+        );
+        // Other kinds take the general path.
+        let notice = record::encode(&stamped(
+            8,
+            CoreEvent::Notice {
+                message: "m".into(),
+            },
+        ))
+        .expect("encode");
+        assert!(decode_snapshot(&notice, Depth::Full).is_none());
+    }
 
     fn stamped(seq: u64, event: CoreEvent) -> Stamped {
         Stamped {

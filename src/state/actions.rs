@@ -70,6 +70,7 @@ impl Dashboard {
                 Vec::new()
             }
             Action::ToggleHelp => {
+                self.view.help_scroll = 0;
                 self.view.overlay = if self.view.overlay == Overlay::Help {
                     Overlay::None
                 } else {
@@ -113,16 +114,8 @@ impl Dashboard {
                 Vec::new()
             }
             Action::NextPhase => self.next_phase(),
-            Action::AbortPhase => {
-                // The phase events say what runs (the timeline may lag behind them): the run
-                // that finishes as a failure right after this is the one aborted.
-                let running = self.view.started_phase.or_else(|| {
-                    let t = self.model.timeline.as_ref()?;
-                    t.running.as_ref().map(|r| r.index)
-                });
-                self.view.abort_asked = running;
-                vec![Command::Teardown(action)]
-            }
+            // The engine records the run it stops as `aborted`.
+            Action::AbortPhase => vec![Command::Teardown(action)],
             Action::ToggleWhy => {
                 self.toggle_why();
                 Vec::new()
@@ -227,6 +220,12 @@ impl Dashboard {
     }
 
     pub(super) fn move_selection(&mut self, delta: isize) {
+        if self.view.overlay == Overlay::Help {
+            let v = (self.view.help_scroll as isize).saturating_add(delta);
+            let max = self.view.geometry.help_max_scroll;
+            self.view.help_scroll = v.clamp(0, max as isize) as u16;
+            return;
+        }
         if self.view.overlay == Overlay::Why {
             let v = (self.view.why.scroll as isize).saturating_add(delta);
             self.view.why.scroll = v.clamp(0, u16::MAX as isize) as u16;

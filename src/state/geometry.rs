@@ -56,6 +56,8 @@ pub struct Geometry {
     pub tabs: Vec<(Panel, Area)>,
     /// Text rows of the stack pane (0 when it is closed).
     pub stack_rows: u16,
+    /// How far the help overlay can scroll (0: it shows every key, or it is closed).
+    pub help_max_scroll: u16,
     /// The terminal was too small to draw the dashboard.
     pub too_small: bool,
 }
@@ -76,6 +78,10 @@ impl Dashboard {
     pub fn set_geometry(&mut self, g: Geometry) {
         self.view.geometry = g;
         self.clamp_stack_scroll();
+        self.view.help_scroll = self
+            .view
+            .help_scroll
+            .min(self.view.geometry.help_max_scroll);
     }
 
     /// A mouse event at cell (`x`, `y`): a click focuses the panel (or tab) under it and
@@ -100,7 +106,11 @@ impl Dashboard {
                 }
                 return;
             }
-            Overlay::Help | Overlay::QuitPrompt => return,
+            Overlay::Help => {
+                self.move_selection(wheel);
+                return;
+            }
+            Overlay::QuitPrompt => return,
         }
         if kind == MouseKind::Click
             && let Some(&(panel, _)) = self

@@ -208,12 +208,10 @@ pub struct View {
     pub proc_order: Vec<Listed>,
     /// The plan phase selected in the teardown panel (its notes are shown; Enter opens them).
     pub selected_phase: usize,
-    /// Phase runs the user aborted with `x`: (plan index, start ms).
-    pub aborted: Vec<(usize, u64)>,
-    /// The phase started and not yet finished (from the phase events), and the one `x` was
-    /// pressed for.
+    /// The phase started and not yet finished (from the phase events).
     pub started_phase: Option<usize>,
-    pub abort_asked: Option<usize>,
+    /// First key shown by the help overlay when it does not fit (j/k scroll it).
+    pub help_scroll: u16,
     /// What the last frame drew where (mouse, scroll limits).
     pub geometry: Geometry,
     /// `NO_COLOR`: no colours at all; the selection stays reverse video with a marker.
@@ -245,9 +243,8 @@ impl Default for View {
             first_ppid: Default::default(),
             proc_order: Vec::new(),
             selected_phase: 0,
-            aborted: Vec::new(),
             started_phase: None,
-            abort_asked: None,
+            help_scroll: 0,
             geometry: Geometry::default(),
             no_color: false,
         }
@@ -317,21 +314,12 @@ impl Dashboard {
                 }
                 PhaseEvent::Finished(rec) => {
                     view.started_phase = None;
-                    if view.abort_asked.take() == Some(rec.index)
-                        && matches!(
-                            rec.outcome,
-                            crate::teardown::timeline::Outcome::Failed { .. }
-                        )
-                    {
-                        view.aborted.push((rec.index, rec.start_ms));
-                    }
                     let timeout = view
                         .plan
                         .as_ref()
                         .and_then(|p| p.phases.get(rec.index))
                         .map(|p| p.timeout);
-                    let aborted = view.aborted.contains(&(rec.index, rec.start_ms));
-                    view.status = Some(status::finished_line(rec, timeout, aborted));
+                    view.status = Some(status::finished_line(rec, timeout));
                 }
                 PhaseEvent::Progress { note, .. } => view.status = Some(note.clone()),
                 _ => {}

@@ -1,24 +1,21 @@
 //! Words the dashboard shows about what happened, one line each: a finished phase (its real
-//! outcome: aborted by the user, timed out after its timeout), the agent phases that cannot
+//! outcome: aborted, timed out after its timeout), the agent phases that cannot
 //! act now, by name; and the stack pane's line count (its scroll limit).
 
 use crate::stacks::StackSnapshot;
 use crate::teardown::timeline::{Outcome, PhaseRecord};
 use std::time::Duration;
 
-/// A phase record's outcome as the dashboard names it: `aborted` for a run the user aborted
-/// (the engine records that as a failure), else the engine's label.
-pub fn phase_outcome(rec: &PhaseRecord, aborted: bool) -> &'static str {
-    match &rec.outcome {
-        Outcome::Failed { .. } if aborted => "aborted",
-        o => o.label(),
-    }
+/// A phase record's outcome as the dashboard names it: the engine's label (an aborted run
+/// is recorded as `aborted`, so a replay names it as the live dashboard did).
+pub fn phase_outcome(rec: &PhaseRecord) -> &'static str {
+    rec.outcome.label()
 }
 
 /// The status line after a phase finished: `phase 2 terminate children: escalated after
 /// 3.0 s · pid 4711 (worker) ignored SIGTERM, killed after 3.0 s`.
-pub(super) fn finished_line(rec: &PhaseRecord, timeout: Option<Duration>, aborted: bool) -> String {
-    let what = outcome_text(rec, timeout, aborted);
+pub(super) fn finished_line(rec: &PhaseRecord, timeout: Option<Duration>) -> String {
+    let what = outcome_text(rec, timeout);
     let mut line = format!("phase {} {}: {what}", rec.index + 1, rec.name);
     if let Some(n) = rec.notes.last() {
         line.push_str(" · ");
@@ -29,10 +26,9 @@ pub(super) fn finished_line(rec: &PhaseRecord, timeout: Option<Duration>, aborte
 
 /// How a phase ended, in words: `aborted after 0.5 s`, `timed out: its 5.0 s timeout ran
 /// out`, `escalated after 3.0 s`, `failed after 0.1 s: reason`.
-pub fn outcome_text(rec: &PhaseRecord, timeout: Option<Duration>, aborted: bool) -> String {
+pub fn outcome_text(rec: &PhaseRecord, timeout: Option<Duration>) -> String {
     let took = secs(rec.duration_ms() as f64 / 1000.0);
     match (&rec.outcome, timeout) {
-        (Outcome::Failed { .. }, _) if aborted => format!("aborted after {took}"),
         (Outcome::TimedOut, Some(t)) => {
             format!("timed out: its {} timeout ran out", secs(t.as_secs_f64()))
         }
@@ -116,11 +112,7 @@ mod tests {
 
     #[test]
     fn a_timeout_names_the_phase_timeout_not_the_elapsed_time() {
-        let line = finished_line(
-            &rec(Outcome::TimedOut, 4500),
-            Some(Duration::from_secs(5)),
-            false,
-        );
+        let line = finished_line(&rec(Outcome::TimedOut, 4500), Some(Duration::from_secs(5)));
         assert_eq!(
             line,
             "phase 3 shut down executors: timed out: its 5.0 s timeout ran out · 1 executor still has workers"
@@ -130,16 +122,16 @@ mod tests {
 
     #[test]
     fn an_abort_is_named_aborted() {
-        let failed = Outcome::Failed {
-            reason: "aborted by the user".into(),
-        };
-        let line = finished_line(&rec(failed.clone(), 800), None, true);
+        let line = finished_line(&rec(Outcome::Aborted, 800), None);
         assert!(
             line.starts_with("phase 3 shut down executors: aborted after 0.8 s"),
             "{line}"
         );
-        assert_eq!(phase_outcome(&rec(failed.clone(), 800), true), "aborted");
-        assert_eq!(phase_outcome(&rec(failed, 800), false), "failed");
+        assert_eq!(phase_outcome(&rec(Outcome::Aborted, 800)), "aborted");
+        let failed = Outcome::Failed {
+            reason: "aborted by the user".into(),
+        };
+        assert_eq!(phase_outcome(&rec(failed, 800)), "failed");
     }
 
     #[test]

@@ -23,6 +23,9 @@ pub enum Outcome {
     /// An agent phase during which the target exited (or its agent went with the exiting
     /// interpreter): nothing left to ask, and no failure.
     TargetExited,
+    /// Stopped before its end by an abort (`x` in the dashboard, an interrupt in headless or
+    /// check): what it was doing is unfinished, so the run is not clean.
+    Aborted,
 }
 
 impl Outcome {
@@ -34,6 +37,7 @@ impl Outcome {
             Outcome::Failed { .. } => "failed",
             Outcome::Skipped { .. } => "skipped",
             Outcome::TargetExited => "target exited",
+            Outcome::Aborted => "aborted",
         }
     }
     /// Ok, skipped (no agent, target gone) and "target exited" are fine; anything else makes
@@ -216,6 +220,7 @@ pub fn phase_reasons(phases: &[PhaseRecord]) -> Vec<String> {
             Outcome::Escalated => reasons.push(format!("\"{}\" needed escalation", p.name)),
             Outcome::TimedOut => reasons.push(format!("\"{}\" timed out", p.name)),
             Outcome::Failed { reason } => reasons.push(format!("\"{}\" failed: {reason}", p.name)),
+            Outcome::Aborted => reasons.push(format!("\"{}\" was aborted", p.name)),
         }
         for s in p
             .signals

@@ -7,29 +7,32 @@ use crossterm::event::{
     KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseButton, MouseEvent, MouseEventKind,
 };
 
-/// (keys, what they do) for the help overlay and the README.
+/// (keys, what they do) for the help overlay and the README. Each description fits the help
+/// at 80 columns (60 characters; a test checks), and every key [`action_for`] handles is
+/// listed (a test checks that too, both ways).
 pub const BINDINGS: &[(&str, &str)] = &[
     ("q", "quit (attach mode never touches the target)"),
     (
         "Ctrl-C",
-        "quit now (a launched demo is killed, a launched command detached)",
+        "quit now (kills a launched demo, detaches a command)",
     ),
     (
         "Tab / Shift-Tab",
-        "next / previous panel (one panel at a time below 120x30)",
+        "next / previous panel (one at a time below 120x30)",
     ),
     (
         "j k / Down Up",
         "move selection (a phase in the teardown panel)",
     ),
-    ("PgDn PgUp g G", "page, top, bottom"),
+    ("PgDn / PgUp", "a page down / up"),
+    ("g Home / G End", "top / bottom"),
     (
         "mouse",
-        "click selects a panel, row or phase (runs nothing); wheel scrolls",
+        "click selects (a phase too: it never runs); wheel scrolls",
     ),
     (
         "o / r",
-        "cycle thread sort (tid name state cpu% time daemon) / reverse it",
+        "cycle sort (tid name state cpu% time daemon) / reverse it",
     ),
     ("Enter", "teardown panel: every note of the selected phase"),
     (
@@ -43,16 +46,19 @@ pub const BINDINGS: &[(&str, &str)] = &[
         "run the phase with that key in the plan (global keys win)",
     ),
     ("a", "run all remaining phases"),
-    ("x", "abort the running phase"),
+    ("x", "abort the running phase (recorded as aborted)"),
     ("+", "extend the running phase's timeout"),
     (
         "s / S",
-        "stack snapshot of the selected thread / of non-daemon threads",
+        "stack snapshot of the selected thread / non-daemon threads",
     ),
-    ("w", "write the viewed stack snapshot to a file"),
+    (
+        "w",
+        "write the viewed stack snapshot to files (.txt and .json)",
+    ),
     ("[ / ]", "older / newer kept stack snapshot (compare two)"),
     ("y", "why the target won't exit, root cause first"),
-    ("?", "this help"),
+    ("?", "this help (j/k scroll it when it does not fit)"),
     ("Esc", "close an overlay"),
 ];
 
@@ -286,6 +292,154 @@ mod tests {
         assert_eq!(aliased(KeyCode::Char('N'), &aliases), KeyCode::Char('n'));
         assert_eq!(aliased(KeyCode::Char('q'), &aliases), KeyCode::Char('q'));
         assert_eq!(aliased(KeyCode::Tab, &aliases), KeyCode::Tab);
+    }
+
+    /// The name the help uses for a key.
+    fn key_name(code: KeyCode) -> String {
+        match code {
+            KeyCode::Char(' ') => "Space".into(),
+            KeyCode::Char(c) => c.to_string(),
+            KeyCode::Tab => "Tab".into(),
+            KeyCode::BackTab => "Shift-Tab".into(),
+            KeyCode::Up => "Up".into(),
+            KeyCode::Down => "Down".into(),
+            KeyCode::Left => "Left".into(),
+            KeyCode::Right => "Right".into(),
+            KeyCode::PageUp => "PgUp".into(),
+            KeyCode::PageDown => "PgDn".into(),
+            KeyCode::Home => "Home".into(),
+            KeyCode::End => "End".into(),
+            KeyCode::Enter => "Enter".into(),
+            KeyCode::Esc => "Esc".into(),
+            KeyCode::Delete => "Del".into(),
+            KeyCode::Backspace => "Backspace".into(),
+            other => format!("{other:?}"),
+        }
+    }
+
+    /// Every key a terminal sends that the map could handle.
+    fn every_key() -> Vec<KeyCode> {
+        let mut keys: Vec<KeyCode> = (b' '..=b'~')
+            .map(|b| KeyCode::Char(char::from(b)))
+            .collect();
+        keys.extend([
+            KeyCode::Tab,
+            KeyCode::BackTab,
+            KeyCode::Up,
+            KeyCode::Down,
+            KeyCode::Left,
+            KeyCode::Right,
+            KeyCode::PageUp,
+            KeyCode::PageDown,
+            KeyCode::Home,
+            KeyCode::End,
+            KeyCode::Enter,
+            KeyCode::Esc,
+            KeyCode::Delete,
+            KeyCode::Backspace,
+            KeyCode::Insert,
+        ]);
+        keys.extend((1..=12).map(KeyCode::F));
+        keys
+    }
+
+    /// The key names of a bindings table: each entry's keys split at spaces and `/`.
+    fn names(table: &[(&str, &str)]) -> Vec<String> {
+        table
+            .iter()
+            .flat_map(|(keys, _)| {
+                if *keys == "other letters" || *keys == "1..9" || *keys == "mouse" {
+                    return vec![keys.to_string()];
+                }
+                keys.split([' ', '/'])
+                    .filter(|k| !k.is_empty())
+                    .map(str::to_string)
+                    .collect()
+            })
+            .collect()
+    }
+
+    fn listed(names: &[String], code: KeyCode, action: Option<Action>) -> bool {
+        match (code, action) {
+            (KeyCode::Char('1'..='9'), Some(Action::RunPhase(_))) => {
+                names.iter().any(|n| n == "1..9")
+            }
+            (KeyCode::Char(_), Some(Action::PhaseKey(_))) => {
+                names.iter().any(|n| n == "other letters")
+            }
+            (code, _) => names.contains(&key_name(code)),
+        }
+    }
+
+    #[test]
+    fn the_help_lists_every_key_the_dashboard_handles_and_no_other() {
+        let names = names(BINDINGS);
+        for code in every_key() {
+            let action = action_for(key(code), &Overlay::None);
+            if action.is_some() {
+                assert!(
+                    listed(&names, code, action),
+                    "{code:?} ({action:?}) is bound but not in ui::keys::BINDINGS (the help)"
+                );
+            }
+        }
+        let ctrl_c = KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL);
+        assert_eq!(action_for(ctrl_c, &Overlay::None), Some(Action::ForceQuit));
+        assert!(names.iter().any(|n| n == "Ctrl-C"));
+        // And the other way: every key the help names does something.
+        for name in &names {
+            let bound = match name.as_str() {
+                "Ctrl-C" | "mouse" | "1..9" | "other letters" => true,
+                n => every_key().into_iter().any(|code| {
+                    key_name(code) == n && action_for(key(code), &Overlay::None).is_some()
+                }),
+            };
+            assert!(
+                bound,
+                "the help lists {name:?}, which no key map entry handles"
+            );
+        }
+    }
+
+    #[test]
+    fn the_replay_help_lists_every_replay_key() {
+        let own = names(REPLAY_BINDINGS);
+        for code in every_key() {
+            let k = replay_action_for(key(code), &Overlay::None);
+            if let Some(k) = k
+                && !matches!(k, ReplayKey::Dashboard(_))
+            {
+                assert!(
+                    own.contains(&key_name(code)),
+                    "replay key {code:?} ({k:?}) is not in ui::keys::REPLAY_BINDINGS"
+                );
+            }
+        }
+        for name in &own {
+            assert!(
+                every_key().into_iter().any(|code| key_name(code) == *name
+                    && !matches!(
+                        replay_action_for(key(code), &Overlay::None),
+                        None | Some(ReplayKey::Dashboard(_))
+                    )),
+                "the replay help lists {name:?}, which is no replay key"
+            );
+        }
+    }
+
+    #[test]
+    fn each_help_line_fits_80_columns() {
+        for (keys, what) in BINDINGS.iter().chain(REPLAY_BINDINGS) {
+            assert!(
+                keys.chars().count() <= 16,
+                "{keys:?}: key column is 16 wide"
+            );
+            assert!(
+                what.chars().count() <= 60,
+                "{what:?}: {} characters, the help at 80 columns shows 60",
+                what.chars().count()
+            );
+        }
     }
 
     #[test]

@@ -119,7 +119,9 @@ fn draw_dashboard(
     }
     widgets::status::render(frame, status, s);
     match s.view.overlay {
-        Overlay::Help => widgets::help::render(frame, area, replay),
+        Overlay::Help => {
+            g.help_max_scroll = widgets::help::render(frame, area, replay, s.view.help_scroll);
+        }
         Overlay::QuitPrompt => widgets::help::render_quit_prompt(frame, area, s),
         Overlay::Stacks => g.stack_rows = draw_stacks(frame, body, s),
         Overlay::Why => widgets::why::render(frame, body, s),

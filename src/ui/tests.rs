@@ -46,6 +46,127 @@ fn help_overlay() {
     insta::assert_snapshot!(render(&d, 120, 30));
 }
 
+/// Draws like the app does: the frame's geometry goes back to the View (scroll limits).
+fn render_measured(d: &mut Dashboard, w: u16, h: u16) -> TestBackend {
+    let mut terminal = Terminal::new(TestBackend::new(w, h)).expect("test terminal");
+    let mut g = None;
+    terminal
+        .draw(|f| g = Some(super::draw_measured(f, &d.screen())))
+        .expect("draw");
+    if let Some(g) = g {
+        d.set_geometry(g);
+    }
+    terminal.backend().clone()
+}
+
+fn screen_text(b: &TestBackend) -> String {
+    let buf = b.buffer();
+    (0..buf.area.height)
+        .map(|y| {
+            (0..buf.area.width)
+                .map(|x| buf[(x, y)].symbol())
+                .collect::<String>()
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn help_overlay_120x40_shows_every_key() {
+    let mut d = attached();
+    d.act(Action::ToggleHelp);
+    let b = render_measured(&mut d, 120, 40);
+    assert_eq!(d.view.geometry.help_max_scroll, 0, "everything fits");
+    let text = screen_text(&b);
+    for (keys, what) in crate::ui::keys::BINDINGS {
+        assert!(text.contains(keys) && text.contains(what), "{keys}: {what}");
+    }
+    insta::assert_snapshot!(b);
+}
+
+#[test]
+fn help_overlay_80x24_shows_every_dashboard_key() {
+    let mut d = attached();
+    d.act(Action::ToggleHelp);
+    let b = render_measured(&mut d, 80, 24);
+    assert_eq!(
+        d.view.geometry.help_max_scroll, 0,
+        "the 22 keys fit 24 rows"
+    );
+    let text = screen_text(&b);
+    for (keys, what) in crate::ui::keys::BINDINGS {
+        assert!(text.contains(keys) && text.contains(what), "{keys}: {what}");
+    }
+    insta::assert_snapshot!(b);
+}
+
+#[test]
+fn replay_help_overlay_80x24_scrolls_to_every_key() {
+    let mut d = attached();
+    d.view.replay = Some(crate::state::ReplayBar {
+        pos_ms: 0,
+        start_ms: 0,
+        end_ms: 10_000,
+        speed: 1.0,
+        paused: true,
+        boundaries: vec![],
+        event: 1,
+        events: 10,
+    });
+    d.act(Action::ToggleHelp);
+    let top = render_measured(&mut d, 80, 24);
+    let max = d.view.geometry.help_max_scroll;
+    assert!(
+        max > 0,
+        "24 rows cannot show the replay's keys and the dashboard's at once"
+    );
+    let top_text = screen_text(&top);
+    assert!(top_text.contains("more below"), "{top_text}");
+    insta::assert_snapshot!("replay_help_overlay_80x24_top", top);
+    // Every line of the help is reachable, nothing is cut at the right edge.
+    let mut seen = top_text;
+    for _ in 0..max {
+        d.act(Action::Down);
+        seen.push_str(&screen_text(&render_measured(&mut d, 80, 24)));
+    }
+    let all = crate::ui::keys::REPLAY_BINDINGS
+        .iter()
+        .chain(crate::ui::keys::BINDINGS);
+    for (keys, what) in all {
+        assert!(seen.contains(keys) && seen.contains(what), "{keys}: {what}");
+    }
+    // Past the end, j does nothing, and k moves at once (the scroll is clamped).
+    d.act(Action::Bottom);
+    let bottom = render_measured(&mut d, 80, 24);
+    assert_eq!(d.view.help_scroll, max);
+    assert!(screen_text(&bottom).contains("more above"));
+    insta::assert_snapshot!("replay_help_overlay_80x24_bottom", bottom);
+    d.act(Action::Up);
+    assert_eq!(d.view.help_scroll, max - 1);
+}
+
+#[test]
+fn help_overlay_wide_and_short_uses_two_columns() {
+    let mut d = attached();
+    d.act(Action::ToggleHelp);
+    d.view.replay = Some(crate::state::ReplayBar {
+        pos_ms: 0,
+        start_ms: 0,
+        end_ms: 10_000,
+        speed: 1.0,
+        paused: true,
+        boundaries: vec![],
+        event: 1,
+        events: 10,
+    });
+    let b = render_measured(&mut d, 200, 24);
+    assert_eq!(d.view.geometry.help_max_scroll, 0, "two columns, no scroll");
+    let text = screen_text(&b);
+    for (keys, what) in crate::ui::keys::BINDINGS {
+        assert!(text.contains(keys) && text.contains(what), "{keys}: {what}");
+    }
+}
+
 #[test]
 fn launch_mode_quit_prompt_and_log() {
     let mut d = fixture::dashboard(Some(true));

@@ -387,13 +387,7 @@ impl Engine {
             }
             (Command::Abort, Some(_)) => {
                 self.run_all = false;
-                self.finish(
-                    now,
-                    Outcome::Failed {
-                        reason: "aborted by the user".into(),
-                    },
-                    out,
-                );
+                self.finish(now, Outcome::Aborted, out);
             }
             (Command::Abort, None) => out.push(note("nothing is running".into())),
             (Command::ExtendTimeout(d), Some(_)) => {

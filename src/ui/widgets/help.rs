@@ -1,4 +1,5 @@
-//! Overlays: the `?` help (generated from the key map) and the quit prompt of launch mode.
+//! Overlays: the `?` help (generated from the key map, sized to the terminal: one column,
+//! two, or scrolled with a hint) and the quit prompt of launch mode.
 
 use crate::state::{Mode, Screen};
 use crate::ui::keys::{BINDINGS, REPLAY_BINDINGS};
@@ -18,19 +19,75 @@ fn centered(area: Rect, width: u16, height: u16) -> Rect {
     h
 }
 
-pub fn render(frame: &mut Frame, area: Rect, replay: bool) {
+/// Width of the key column (the longest keys are 16 characters).
+const KEYS: usize = 16;
+
+/// The help's entries: a replay's own keys first, then the dashboard's.
+pub fn entries(replay: bool) -> Vec<(&'static str, &'static str)> {
     let extra: &[(&str, &str)] = if replay { REPLAY_BINDINGS } else { &[] };
-    let lines: Vec<Line> = extra
+    extra.iter().chain(BINDINGS).copied().collect()
+}
+
+fn entry_line(keys: &str, what: &str, width: usize) -> Line<'static> {
+    Line::from(vec![
+        Span::styled(format!("{keys:>KEYS$}  "), theme::table_header()),
+        Span::raw(format!("{what:<width$}")),
+    ])
+}
+
+/// The `?` overlay, sized to the terminal: one column when every key fits, two side by side
+/// when the terminal is wide enough for them, else the rows that fit from `scroll` on with a
+/// last line saying what is above and below (j/k scroll). Returns the largest useful scroll
+/// (0 when everything is shown), for the View to clamp to.
+pub fn render(frame: &mut Frame, area: Rect, replay: bool, scroll: u16) -> u16 {
+    let entries = entries(replay);
+    let what_w = entries
         .iter()
-        .chain(BINDINGS)
-        .map(|(keys, what)| {
-            Line::from(vec![
-                Span::styled(format!("{keys:>16}  "), theme::table_header()),
-                Span::raw(*what),
-            ])
-        })
-        .collect();
-    let popup = centered(area, 84, lines.len() as u16 + 2);
+        .map(|(_, w)| w.chars().count())
+        .max()
+        .unwrap_or(0);
+    let col = KEYS + 2 + what_w;
+    let rows_fit = usize::from(area.height.saturating_sub(2));
+    let n = entries.len();
+    let half = n.div_ceil(2);
+    let (lines, max_scroll): (Vec<Line>, usize) = if n <= rows_fit {
+        let lines = entries
+            .iter()
+            .map(|(k, w)| entry_line(k, w, what_w))
+            .collect();
+        (lines, 0)
+    } else if half <= rows_fit && usize::from(area.width) >= 2 * col + 5 {
+        let lines = (0..half)
+            .map(|r| {
+                let mut l = entry_line(entries[r].0, entries[r].1, what_w);
+                if let Some((k, w)) = entries.get(r + half) {
+                    l.spans.push(Span::raw(" │ "));
+                    l.spans.extend(entry_line(k, w, what_w).spans);
+                }
+                l
+            })
+            .collect();
+        (lines, 0)
+    } else {
+        // The last row says where the view is; the rest show entries.
+        let shown = rows_fit.saturating_sub(1).max(1);
+        let max = n.saturating_sub(shown);
+        let from = usize::from(scroll).min(max);
+        let mut lines: Vec<Line> = entries[from..(from + shown).min(n)]
+            .iter()
+            .map(|(k, w)| entry_line(k, w, what_w))
+            .collect();
+        let below = n - (from + shown).min(n);
+        let hint = match (from, below) {
+            (0, b) => format!("j/k scroll · {b} more below"),
+            (a, 0) => format!("j/k scroll · {a} more above"),
+            (a, b) => format!("j/k scroll · {a} above, {b} below"),
+        };
+        lines.push(Line::styled(format!("{:>w$}", hint, w = col), theme::dim()));
+        (lines, max)
+    };
+    let width = lines.iter().map(Line::width).max().unwrap_or(0) + 2;
+    let popup = centered(area, width as u16, lines.len() as u16 + 2);
     frame.render_widget(Clear, popup);
     frame.render_widget(
         Paragraph::new(lines).block(
@@ -40,6 +97,7 @@ pub fn render(frame: &mut Frame, area: Rect, replay: bool) {
         ),
         popup,
     );
+    u16::try_from(max_scroll).unwrap_or(u16::MAX)
 }
 
 pub fn render_quit_prompt(frame: &mut Frame, area: Rect, s: &Screen) {

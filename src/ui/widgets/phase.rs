@@ -74,10 +74,9 @@ pub fn render(frame: &mut Frame, area: Rect, s: &Screen) {
         lines.push(Line::styled("notes", theme::table_header()));
         lines.extend(r.notes.iter().map(|n| Line::raw(format!("  {n}"))));
     } else if let Some(rec) = record {
-        let aborted = s.view.aborted.contains(&(rec.index, rec.start_ms));
         lines.push(Line::from(vec![
             key("outcome "),
-            Span::raw(outcome_text(rec, Some(phase.timeout), aborted)),
+            Span::raw(outcome_text(rec, Some(phase.timeout))),
         ]));
         lines.push(Line::from(vec![
             key("before  "),

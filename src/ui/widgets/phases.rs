@@ -56,7 +56,6 @@ pub fn render(frame: &mut Frame, area: Rect, s: &Screen) -> Option<Rows> {
     }
     let marks = timeline::Marks {
         selected: Some(s.view.selected_phase),
-        aborted: &s.view.aborted,
     };
     timeline::render_phase_list(frame, list, plan, tl, marks);
     let now_ms = s.view.now_unix_ms.saturating_sub(tl.started_unix_ms);

@@ -16,16 +16,15 @@ use ratatui::widgets::Paragraph;
 const LABEL: usize = 24;
 const RIGHT: usize = 22;
 
-/// What the dashboard adds to the timeline: the phase selected, the runs the user aborted.
+/// What the dashboard adds to the timeline: the phase selected.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Marks<'a> {
+pub struct Marks {
     pub selected: Option<usize>,
-    pub aborted: &'a [(usize, u64)],
 }
 
-impl Marks<'_> {
+impl Marks {
     fn outcome(&self, rec: &PhaseRecord) -> &'static str {
-        crate::state::phase_outcome(rec, self.aborted.contains(&(rec.index, rec.start_ms)))
+        crate::state::phase_outcome(rec)
     }
 }
 
@@ -34,7 +33,7 @@ fn outcome_style(o: &Outcome) -> Style {
         Outcome::Ok => theme::ok(),
         Outcome::Skipped { .. } | Outcome::TargetExited => theme::dim(),
         Outcome::Escalated | Outcome::TimedOut => theme::warn(),
-        Outcome::Failed { .. } => theme::bad(),
+        Outcome::Failed { .. } | Outcome::Aborted => theme::bad(),
     }
 }
 
