@@ -34,7 +34,7 @@ pub const BINDINGS: &[(&str, &str)] = &[
         "o / r",
         "cycle sort (tid name state cpu% time daemon) / reverse it",
     ),
-    ("Enter", "teardown panel: every note of the selected phase"),
+    ("Enter", "phase: every note of it · task: its await chain"),
     (
         "Del / Backspace",
         "clear gone processes (kept listed, X, until cleared)",
@@ -50,7 +50,7 @@ pub const BINDINGS: &[(&str, &str)] = &[
     ("+", "extend the running phase's timeout"),
     (
         "s / S",
-        "stack snapshot of the selected thread / non-daemon threads",
+        "stacks of the selected thread / non-daemon threads + tasks",
     ),
     (
         "w",
