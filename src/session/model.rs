@@ -9,13 +9,16 @@ use crate::model::{AgentFacts, ExitStatus, ProcKey, Snapshot};
 use crate::stacks::StackSnapshot;
 use crate::teardown::{PhaseEvent, Timeline};
 use serde::Serialize;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
 /// Stack snapshots kept (the TUI pages through them with `[` / `]`).
 const MAX_STACKS: usize = 8;
 /// Session notices and collector errors kept.
 const MAX_NOTICES: usize = 50;
+/// Exits kept (the target's always): a tree forking 50 children a second must not grow the
+/// model without bound. The oldest go first; `exits_dropped` counts them.
+pub const MAX_EXITS: usize = 4096;
 
 /// An exit seen, with when.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -58,6 +61,11 @@ pub struct Model {
     /// Serialized as a list of `{key, exit}` (JSON maps need string keys).
     #[serde(serialize_with = "exits_as_list")]
     pub exits: BTreeMap<ProcKey, SeenExit>,
+    /// `exits` in the order they came (oldest first), to drop the oldest past [`MAX_EXITS`].
+    #[serde(skip)]
+    exit_order: VecDeque<ProcKey>,
+    /// Exits dropped from `exits` past [`MAX_EXITS`].
+    pub exits_dropped: u64,
     pub agent: Option<AgentState>,
     pub hello: Option<Box<Hello>>,
     pub report: Option<Arc<Report>>,
@@ -141,11 +149,18 @@ impl Model {
                 status,
                 at_unix_ms,
             } => {
-                self.exits.entry(*key).or_insert(SeenExit {
-                    status: *status,
-                    at_unix_ms: *at_unix_ms,
-                    at_ms: ev.at.at_ms,
-                });
+                if !self.exits.contains_key(key) {
+                    self.exits.insert(
+                        *key,
+                        SeenExit {
+                            status: *status,
+                            at_unix_ms: *at_unix_ms,
+                            at_ms: ev.at.at_ms,
+                        },
+                    );
+                    self.exit_order.push_back(*key);
+                    self.drop_old_exits();
+                }
             }
             CoreEvent::CollectorError { message } => {
                 push_capped(&mut self.collector_errors, message.clone())
@@ -240,6 +255,26 @@ impl Model {
             .unwrap_or_default();
         if self.warning_ids.insert((instance, w.seq)) {
             self.warnings.push(w.clone());
+        }
+    }
+
+    /// Past [`MAX_EXITS`], forgets the oldest exits (never the target's).
+    fn drop_old_exits(&mut self) {
+        let target = self.target();
+        while self.exits.len() > MAX_EXITS {
+            let Some(k) = self.exit_order.pop_front() else {
+                break;
+            };
+            if Some(k) == target {
+                self.exit_order.push_back(k);
+                if self.exit_order.len() <= 1 {
+                    break;
+                }
+                continue;
+            }
+            if self.exits.remove(&k).is_some() {
+                self.exits_dropped += 1;
+            }
         }
     }
 

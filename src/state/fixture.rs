@@ -22,7 +22,7 @@ fn thread(tid: i32, name: &str, state: char, wchan: &str, syscall: &str, cpu: f3
     }
 }
 
-fn process(pid: i32, ppid: i32, name: &str, depth: u32) -> ProcInfo {
+pub fn process(pid: i32, ppid: i32, name: &str, depth: u32) -> ProcInfo {
     ProcInfo {
         key: ProcKey {
             pid,

@@ -200,6 +200,8 @@ pub struct View {
     /// The last diagnosis (the Why overlay and the header's verdict).
     pub why: WhyView,
     /// Processes seen exiting, kept until cleared, and those cleared (never listed again).
+    /// Gone processes dropped from `gone` past `procs::MAX_GONE` (oldest exits first).
+    pub gone_dropped: u64,
     pub gone: std::collections::BTreeMap<crate::model::ProcKey, Gone>,
     pub cleared: std::collections::BTreeSet<crate::model::ProcKey>,
     /// The parent each listed process had when first seen (orphans stay under it).
@@ -239,6 +241,7 @@ impl Default for View {
             replay: None,
             why: WhyView::default(),
             gone: Default::default(),
+            gone_dropped: 0,
             cleared: Default::default(),
             first_ppid: Default::default(),
             proc_order: Vec::new(),

@@ -148,6 +148,9 @@ pub fn order(
     out
 }
 
+/// Gone processes the dashboard keeps listed (until `Del`); older ones are dropped first.
+pub const MAX_GONE: usize = 1000;
+
 impl Dashboard {
     /// Books the exits the snapshot shows or the Model noticed (with the process's last
     /// known facts), then recomputes the list order.
@@ -185,7 +188,26 @@ impl Dashboard {
                 }
             }
         }
+        self.drop_old_gone();
         self.reorder_processes();
+    }
+
+    /// Past [`MAX_GONE`] kept gone processes, the ones that exited first are forgotten (the
+    /// target never): a tree forking 50 children a second must not grow the list forever.
+    fn drop_old_gone(&mut self) {
+        let target = self.model.target();
+        while self.view.gone.len() > MAX_GONE {
+            let oldest = self
+                .view
+                .gone
+                .iter()
+                .filter(|(k, _)| Some(**k) != target)
+                .min_by_key(|(k, g)| (g.exit.at_unix_ms, **k))
+                .map(|(k, _)| *k);
+            let Some(k) = oldest else { break };
+            self.view.gone.remove(&k);
+            self.view.gone_dropped += 1;
+        }
     }
 
     pub(super) fn reorder_processes(&mut self) {

@@ -483,3 +483,48 @@ fn enter_on_a_task_asks_for_its_await_chain_and_big_s_includes_pending_tasks() {
         Some("await chain of task \"track_backend_progress\" captured")
     );
 }
+
+#[test]
+fn under_churn_the_gone_book_and_the_models_exits_stay_bounded() {
+    use crate::model::ProcKey;
+    let mut d = fixture::dashboard(None);
+    let n = (crate::session::MAX_EXITS + 10) as i32;
+    for pid in 1000..1000 + n {
+        d.apply(&ev(CoreEvent::Exited {
+            key: ProcKey { pid, start_time: 7 },
+            status: ExitStatus::Code(0),
+            at_unix_ms: 1_700_000_000_000 + pid as u64,
+        }));
+    }
+    assert_eq!(d.model.exits.len(), crate::session::MAX_EXITS);
+    assert_eq!(d.model.exits_dropped, 10);
+    // The oldest went first.
+    assert!(!d.model.exits.keys().any(|k| k.pid < 1010));
+}
+
+#[test]
+fn the_gone_book_keeps_the_last_exits_and_counts_the_rest() {
+    let mut d = fixture::dashboard(None);
+    let mut snap = fixture::snapshot();
+    let n = super::procs::MAX_GONE as i32 + 5;
+    for pid in 2000..2000 + n {
+        let mut p = fixture::process(pid, 100, "churn", 1);
+        p.exit = Some(crate::model::ExitInfo {
+            status: ExitStatus::Code(0),
+            at_unix_ms: 1_700_000_000_000 + pid as u64,
+        });
+        snap.processes.push(p);
+    }
+    d.apply(&ev(CoreEvent::Snapshot {
+        snapshot: Arc::new(snap),
+    }));
+    assert_eq!(d.view.gone.len(), super::procs::MAX_GONE);
+    // The fixture's own exited "sh" (pid 104) exited first of all: it went, with 5 more.
+    assert_eq!(d.view.gone_dropped, 6);
+    assert!(
+        !d.view
+            .gone
+            .keys()
+            .any(|k| k.pid == 104 || (2000..2005).contains(&k.pid))
+    );
+}

@@ -114,13 +114,17 @@ pub fn render(frame: &mut Frame, area: Rect, s: &Screen) -> Rows {
     let live = s.proc_count().saturating_sub(s.view.gone.len());
     let gone = s.gone_count();
     let clear = if gone > 0 { " · Del clears gone" } else { "" };
+    let dropped = match s.view.gone_dropped {
+        0 => String::new(),
+        n => format!(", {n} older not kept"),
+    };
     let table = Table::new(body, columns::constraints(&widths))
         .header(header)
         .column_spacing(columns::SPACING)
         .row_highlight_style(theme::selected())
         .highlight_symbol(theme::marker(s))
         .block(panel(
-            format!("Process tree ({live} alive, {gone} gone{clear})"),
+            format!("Process tree ({live} alive, {gone} gone{dropped}{clear})"),
             s.view.focus == Panel::Tree,
         ));
     let mut ts = TableState::default().with_selected(selected.map(|s| s - offset));
