@@ -455,6 +455,18 @@ impl Driver {
                 at_unix_ms,
             } => {
                 self.exits.push((key, status));
+                // A new runner needs the target's exit and those of processes still listed;
+                // under churn the rest would only grow (see `teardown::World::forget_old_exits`).
+                if self.exits.len() > 2 * crate::teardown::world::MAX_EXITED {
+                    let target = self.target;
+                    let listed: std::collections::HashSet<ProcKey> = self
+                        .latest
+                        .iter()
+                        .flat_map(|s| s.processes.iter().map(|p| p.key))
+                        .collect();
+                    self.exits
+                        .retain(|(k, _)| *k == target || listed.contains(k));
+                }
                 if let Some(r) = &self.runner {
                     r.handle.exited(key, status);
                 }

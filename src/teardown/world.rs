@@ -5,6 +5,9 @@ use super::timeline::{Counts, Leftover, LeftoverKind};
 use crate::model::{AgentFacts, ExitStatus, ProcInfo, ProcKey, RunState, Snapshot};
 use std::collections::HashMap;
 
+/// Exits the engine keeps beyond those it needs (see [`World::forget_old_exits`]).
+pub const MAX_EXITED: usize = 4096;
+
 #[derive(Debug, Clone)]
 pub struct World {
     pub target: ProcKey,
@@ -82,6 +85,24 @@ impl World {
             .processes
             .iter()
             .find(|p| p.key == key)
+    }
+
+    /// Past [`MAX_EXITED`] exits, forgets those of processes the snapshot no longer lists
+    /// (for them "gone" needs no record), keeping the target's and the agent process's: a
+    /// tree forking 50 children a second must not grow the engine without bound.
+    pub fn forget_old_exits(&mut self) {
+        // Without a snapshot "not listed" proves nothing: keep them all until one comes.
+        if self.exited.len() <= 2 * MAX_EXITED || self.snapshot.is_none() {
+            return;
+        }
+        let listed: std::collections::HashSet<ProcKey> = self
+            .snapshot
+            .iter()
+            .flat_map(|s| s.processes.iter().map(|p| p.key))
+            .collect();
+        let (target, agent_pid) = (self.target, self.agent.as_ref().and_then(|a| a.pid));
+        self.exited
+            .retain(|k, _| *k == target || listed.contains(k) || Some(k.pid) == agent_pid);
     }
 
     /// Gone = exit seen, zombie/dead in the snapshot, or no longer listed by the collector
@@ -329,5 +350,34 @@ impl World {
             kind,
             reason,
         })
+    }
+}
+
+#[cfg(test)]
+mod churn_tests {
+    use super::*;
+
+    #[test]
+    fn exits_of_unlisted_processes_are_forgotten_past_the_cap_but_the_targets_stays() {
+        let key = |pid| ProcKey { pid, start_time: 1 };
+        let mut w = World::new(key(100));
+        w.snapshot = Some(std::sync::Arc::new(Snapshot {
+            taken_at_unix_ms: 0,
+            target: key(100),
+            processes: Vec::new(),
+            threads: Vec::new(),
+            system: Default::default(),
+        }));
+        w.exited.insert(key(100), ExitStatus::Code(0));
+        for pid in 1000..1000 + 2 * MAX_EXITED as i32 {
+            w.exited.insert(key(pid), ExitStatus::Code(0));
+            w.forget_old_exits();
+        }
+        assert!(w.exited.len() <= 2 * MAX_EXITED + 1, "{}", w.exited.len());
+        assert!(w.exited.contains_key(&key(100)));
+        assert!(
+            w.is_gone(key(1000)),
+            "a forgotten exit is still gone (not listed)"
+        );
     }
 }

@@ -264,6 +264,7 @@ impl Engine {
         if self.world.exited.insert(key, status).is_some() {
             return;
         }
+        self.world.forget_old_exits();
         let ev = ExitEvent {
             at_ms: now,
             pid: key.pid,
