@@ -258,28 +258,62 @@ mod tests {
 #[derive(Default)]
 pub struct DataSymbols {
     files: std::collections::HashMap<String, Option<Vec<DataSym>>>,
+    /// Each process's file-backed mappings, read once per `why` (a process with 10,000
+    /// threads has a 20,000-line maps file: reading it per futex made a refresh of such a
+    /// target cost a third of a core).
+    maps: std::collections::HashMap<i32, Option<FileMaps>>,
 }
 
 /// (vaddr, size, name) of one data object.
 type DataSym = (u64, u64, String);
+
+/// A process's file-backed mappings: (start, end, path) and, per path, the start of its
+/// offset-0 mapping (the load bias).
+struct FileMaps {
+    ranges: Vec<(u64, u64, String)>,
+    bases: std::collections::HashMap<String, u64>,
+}
+
+fn read_file_maps(pid: i32) -> Option<FileMaps> {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
+    let mut out = FileMaps {
+        ranges: Vec::new(),
+        bases: std::collections::HashMap::new(),
+    };
+    for l in maps.lines() {
+        let Some((start, end, path)) = map_line(l) else {
+            continue;
+        };
+        if !path.starts_with('/') {
+            continue;
+        }
+        let off = l.split_ascii_whitespace().nth(2);
+        if off.and_then(|o| u64::from_str_radix(o, 16).ok()) == Some(0) {
+            out.bases.entry(path.to_string()).or_insert(start);
+        }
+        out.ranges.push((start, end, path.to_string()));
+    }
+    Some(out)
+}
 
 impl DataSymbols {
     /// The data symbol (`name` or `name+off`) covering `addr` in process `pid`, from the
     /// symbol tables of the file mapped there (opened through `/proc/PID/root`, which needs
     /// no capability, unlike `map_files`).
     pub fn name(&mut self, pid: i32, addr: u64) -> Option<String> {
-        let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
-        let path = maps.lines().find_map(|l| {
-            let (start, end, path) = map_line(l)?;
-            (start <= addr && addr < end && path.starts_with('/')).then(|| path.to_string())
-        })?;
+        let maps = self
+            .maps
+            .entry(pid)
+            .or_insert_with(|| read_file_maps(pid))
+            .as_ref()?;
+        let path = maps
+            .ranges
+            .iter()
+            .find(|(start, end, _)| *start <= addr && addr < *end)
+            .map(|(_, _, p)| p.clone())?;
         // The load bias: where the file's offset-0 mapping starts, minus the first PT_LOAD's
         // page-aligned address (0 for PIE executables and shared objects).
-        let base = maps.lines().find_map(|l| {
-            let (start, _, p) = map_line(l)?;
-            let off = l.split_ascii_whitespace().nth(2)?;
-            (p == path && u64::from_str_radix(off, 16).ok()? == 0).then_some(start)
-        })?;
+        let base = *maps.bases.get(&path)?;
         let syms = self
             .files
             .entry(path.clone())
