@@ -200,3 +200,36 @@ fn an_unkillable_target_is_listed_with_its_wchan() {
         l[0].reason
     );
 }
+
+#[test]
+fn exits_outside_any_phase_are_bounded_and_the_targets_is_kept() {
+    use super::engine::MAX_EXITS_OUTSIDE;
+    let mut e = native();
+    e.step(0, snap(vec![proc_(100, 1, 0, "app")]));
+    let n = MAX_EXITS_OUTSIDE as i32 + 40;
+    for pid in 1000..1000 + n {
+        e.step(
+            1,
+            Input::Exited {
+                key: key(pid),
+                status: ExitStatus::Code(0),
+            },
+        );
+        if pid == 1000 + 10 {
+            e.step(
+                2,
+                Input::Exited {
+                    key: key(100),
+                    status: ExitStatus::Signal(9),
+                },
+            );
+        }
+    }
+    let t = e.timeline();
+    assert_eq!(t.exits_outside.len(), MAX_EXITS_OUTSIDE);
+    assert_eq!(t.exits_outside_dropped, 41);
+    assert!(
+        t.exits_outside.iter().any(|x| x.pid == 100),
+        "the target's exit is kept"
+    );
+}

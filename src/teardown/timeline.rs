@@ -153,8 +153,16 @@ pub struct Timeline {
     /// plain line each. Not a left-over and not unclean by itself.
     #[serde(default)]
     pub unknowns: Vec<String>,
-    /// Signals and exits seen outside any phase (e.g. the target exiting on its own).
+    /// Signals and exits seen outside any phase (e.g. the target exiting on its own); the
+    /// last `engine::MAX_EXITS_OUTSIDE`, the target's always kept.
     pub exits_outside: Vec<ExitEvent>,
+    /// Exits outside any phase not kept in `exits_outside`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub exits_outside_dropped: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Timeline {
@@ -168,6 +176,7 @@ impl Timeline {
             leftovers: Vec::new(),
             unknowns: Vec::new(),
             exits_outside: Vec::new(),
+            exits_outside_dropped: 0,
         }
     }
 

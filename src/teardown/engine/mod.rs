@@ -103,6 +103,9 @@ pub(crate) struct Active {
     pub kind: Kind,
 }
 
+/// Exits kept in `Timeline::exits_outside` (the target's always; the oldest others go).
+pub const MAX_EXITS_OUTSIDE: usize = 256;
+
 /// How long a live target gets, after its agent's connection ended, to be seen exiting
 /// before the phase fails (capped by the phase deadline).
 pub const GONE_CONFIRM_MS: u64 = 1500;
@@ -273,7 +276,20 @@ impl Engine {
         };
         match &mut self.active {
             Some(a) => a.exits.push(ev),
-            None => self.timeline.exits_outside.push(ev),
+            None => {
+                // Outside any phase a churning tree exits all the time: keep the last ones
+                // (the target's always), count the rest. The whole timeline is sent on each
+                // change, so an unbounded list cost CPU and memory that grew with time.
+                let outside = &mut self.timeline.exits_outside;
+                if outside.len() >= MAX_EXITS_OUTSIDE {
+                    let target = self.timeline.target_pid;
+                    if let Some(i) = outside.iter().position(|x| x.pid != target) {
+                        outside.remove(i);
+                        self.timeline.exits_outside_dropped += 1;
+                    }
+                }
+                outside.push(ev);
+            }
         }
     }
 
