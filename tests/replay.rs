@@ -336,6 +336,9 @@ fn the_replay_dashboard_takes_the_mouse_and_no_color_like_the_live_one() {
     s.wait_for("▶");
     // The timeline panel lists every phase: click on the second one's name.
     let second = name(1);
+    // The frame may still be arriving (under load a frame comes in pieces): wait for the
+    // phase name itself before reading where it is.
+    s.wait_for(&second);
     let screen = s.contents();
     let (row, col) = screen
         .lines()
