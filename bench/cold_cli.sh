@@ -10,31 +10,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-10}
-for tool in gcc python3 py-spy eu-stack ps cargo; do
-    command -v "$tool" >/dev/null || {
-        echo "error: '$tool' not found: install it to run this benchmark (apt-get install -y elfutils procps; pip install py-spy)" >&2
-        exit 1
-    }
-done
-tmp=$(mktemp -d)
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
-if [ -z "${LT:-}" ]; then
-    cargo build --quiet --release --bin lifecycle-top
-    LT=$PWD/target/release/lifecycle-top
-fi
+. bench/lib.sh
+need_tools "apt-get install -y elfutils procps; pip install py-spy" gcc python3 py-spy eu-stack ps cargo
+lt_binary
 wait_ready() {
     for _ in $(seq 200); do grep -q "${2:-ready}" "$1" 2>/dev/null && return 0; sleep 0.05; done
     echo "error: target did not start ($1)" >&2
     exit 1
 }
-# compare NAME OURS THEIRS: interleaved runs, see bench/interleave.py.
-compare() { python3 bench/interleave.py "$RUNS" "$@"; }
 
 gcc -O2 -o "$tmp/tree_target" bench/tree_target.c -lpthread
 "$tmp/tree_target" 1000 190 >"$tmp/tree.pid" &

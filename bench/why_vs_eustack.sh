@@ -10,42 +10,30 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-10}
-for tool in gcc python3 eu-stack cargo; do
-    command -v "$tool" >/dev/null || {
-        echo "error: '$tool' not found: install it to run this benchmark (apt-get install -y elfutils gcc)" >&2
-        exit 1
-    }
-done
-tmp=$(mktemp -d)
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
-if [ -z "${LT:-}" ]; then
-    cargo build --quiet --release --bin lifecycle-top
-    LT=$PWD/target/release/lifecycle-top
-fi
-compare() { python3 bench/interleave.py "$RUNS" "$@"; }
-start() { # start SRC ARGS...: compiles and starts a shared workload, prints its pid
-    local src=$1
+. bench/lib.sh
+need_tools "apt-get install -y elfutils gcc" gcc python3 eu-stack cargo
+lt_binary
+start() { # start SRC ARGS...: compiles and starts a shared workload; its pid in $STARTED
+    local src=$1 bin
     shift
-    gcc -O2 -o "$tmp/$(basename "$src" .c)" "$src" -lpthread
-    "$tmp/$(basename "$src" .c)" "$@" >"$tmp/$(basename "$src" .c).pid" &
+    bin=$tmp/$(basename "$src" .c)
+    gcc -O2 -o "$bin" "$src" -lpthread
+    setsid "$bin" "$@" >"$bin.pid" &
     pids+=($!)
-    for _ in $(seq 100); do [ -s "$tmp/$(basename "$src" .c).pid" ] && break; sleep 0.1; done
-    cat "$tmp/$(basename "$src" .c).pid"
+    for _ in $(seq 100); do [ -s "$bin.pid" ] && break; sleep 0.1; done
+    STARTED=$(head -1 "$bin.pid")
 }
-T=$(start bench/tree_target.c 1000 190)
+start bench/tree_target.c 1000 190
+T=$STARTED
 sleep 1
 compare "why --pid, 1,000 threads + 190 descendants (idle)" "$LT why --pid $T" "eu-stack -p $T"
-if grep -q TracerPid:.*[1-9] /proc/"$T"/task/*/status 2>/dev/null; then
+if grep -q 'TracerPid:.*[1-9]' /proc/"$T"/task/*/status 2>/dev/null; then
     echo "error: a thread of the target is still traced" >&2
     exit 1
 fi
-kill -9 "${pids[@]}" 2>/dev/null || true
-B=$(start bench/busy_target.c 1000 190)
+cleanup_workloads() { for p in "${pids[@]}"; do kill -9 -- "-$p" 2>/dev/null || true; done; pids=(); }
+cleanup_workloads
+start bench/busy_target.c 1000 190
+B=$STARTED
 sleep 1
 compare "why --pid, 1,000 threads waking every 50 ms + 190 descendants" "$LT why --pid $B" "eu-stack -p $B"
