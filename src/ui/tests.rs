@@ -71,33 +71,27 @@ fn screen_text(b: &TestBackend) -> String {
         .join("\n")
 }
 
-#[test]
-fn help_overlay_120x40_shows_every_key() {
+/// The help at `w`x`h`: every binding on one page (no scroll), keys and descriptions.
+fn help_showing_every_key(w: u16, h: u16) -> TestBackend {
     let mut d = attached();
     d.act(Action::ToggleHelp);
-    let b = render_measured(&mut d, 120, 40);
-    assert_eq!(d.view.geometry.help_max_scroll, 0, "everything fits");
+    let b = render_measured(&mut d, w, h);
+    assert_eq!(d.view.geometry.help_max_scroll, 0, "every key fits {w}x{h}");
     let text = screen_text(&b);
     for (keys, what) in crate::ui::keys::BINDINGS {
         assert!(text.contains(keys) && text.contains(what), "{keys}: {what}");
     }
-    insta::assert_snapshot!(b);
+    b
+}
+
+#[test]
+fn help_overlay_120x40_shows_every_key() {
+    insta::assert_snapshot!(help_showing_every_key(120, 40));
 }
 
 #[test]
 fn help_overlay_80x24_shows_every_dashboard_key() {
-    let mut d = attached();
-    d.act(Action::ToggleHelp);
-    let b = render_measured(&mut d, 80, 24);
-    assert_eq!(
-        d.view.geometry.help_max_scroll, 0,
-        "the 22 keys fit 24 rows"
-    );
-    let text = screen_text(&b);
-    for (keys, what) in crate::ui::keys::BINDINGS {
-        assert!(text.contains(keys) && text.contains(what), "{keys}: {what}");
-    }
-    insta::assert_snapshot!(b);
+    insta::assert_snapshot!(help_showing_every_key(80, 24));
 }
 
 #[test]
