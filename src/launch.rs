@@ -235,7 +235,20 @@ pub fn attach_collector(started: &Started) -> Result<crate::collect::Collector> 
         (Ok(c), _) => Ok(c),
         (Err(e), None) => Err(e.into()),
         (Err(e), Some(l)) => {
-            if let Some(why) = early_exit(l) {
+            // "No such process" or "zombie" for our own child means it is ending: its exit
+            // status is ours to collect, within moments (the kernel tears a process down
+            // before its parent can wait for it).
+            let ending = matches!(
+                e,
+                crate::collect::AttachError::NoSuchProcess(_)
+                    | crate::collect::AttachError::Zombie(_)
+            );
+            let patience = if ending {
+                std::time::Duration::from_secs(2)
+            } else {
+                std::time::Duration::ZERO
+            };
+            if let Some(why) = early_exit(l, patience) {
                 bail!(why);
             }
             TreeGuard::new(true).kill();
@@ -244,24 +257,45 @@ pub fn attach_collector(started: &Started) -> Result<crate::collect::Collector> 
     }
 }
 
-/// Why a launched command could not be attached to, when it already exited: reaps it and
-/// says how it ended, pointing at its output. `None` if it is still running.
-pub fn early_exit(launched: &Launched) -> Option<String> {
+/// Why a launched command could not be attached to, when it already exited (or exits
+/// within `patience`): reaps it and says how it ended, pointing at its output. `None` if
+/// it is still running.
+pub fn early_exit(launched: &Launched, patience: std::time::Duration) -> Option<String> {
+    let deadline = std::time::Instant::now() + patience;
     let mut status = 0;
-    // SAFETY: waitpid on our own child with WNOHANG; `status` is a valid out pointer.
-    let rc = unsafe { libc::waitpid(launched.pid, &mut status, libc::WNOHANG) };
-    if rc != launched.pid {
-        return None;
+    loop {
+        // SAFETY: waitpid on our own child with WNOHANG; `status` is a valid out pointer.
+        let rc = unsafe { libc::waitpid(launched.pid, &mut status, libc::WNOHANG) };
+        if rc == launched.pid {
+            break;
+        }
+        if rc != 0 || std::time::Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
     }
     let how = if libc::WIFEXITED(status) {
-        format!("exited with code {}", libc::WEXITSTATUS(status))
+        status_words(crate::model::ExitStatus::Code(libc::WEXITSTATUS(status)))
     } else {
-        format!("was killed by signal {}", libc::WTERMSIG(status))
+        status_words(crate::model::ExitStatus::Signal(libc::WTERMSIG(status)))
     };
-    Some(format!(
+    Some(ended_before_attach(&how, launched))
+}
+
+/// `exited with code 7`, `was killed by signal 9`.
+fn status_words(status: crate::model::ExitStatus) -> String {
+    match status {
+        crate::model::ExitStatus::Code(c) => format!("exited with code {c}"),
+        crate::model::ExitStatus::Signal(s) => format!("was killed by signal {s}"),
+        crate::model::ExitStatus::Unknown => "ended".into(),
+    }
+}
+
+fn ended_before_attach(how: &str, launched: &Launched) -> String {
+    format!(
         "the command {how} before lifecycle-top could attach (its output: {})",
         launched.log_path.display()
-    ))
+    )
 }
 
 /// The processes of a launched tree, kept current from snapshots, so the tree can be

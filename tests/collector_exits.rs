@@ -285,3 +285,35 @@ async fn every_exit_reported_once_and_before_snapshots_show_it() {
     )
     .await;
 }
+
+/// A launched command that ends while the collector attaches: attach fails ("no such
+/// process" once its memory is gone, "zombie" after) and the launch path must then say how
+/// it ended ("exited with code 7"), never "no process with pid N". Each attach starts after
+/// a different delay so that, over the runs, the exit lands before, during and after it.
+#[test]
+fn a_command_that_ends_during_attach_is_explained_with_its_status() {
+    use lifecycle_top::cli::Target as CliTarget;
+    use lifecycle_top::launch;
+    let mut seen = std::collections::BTreeMap::<&str, u32>::new();
+    let cmd = CliTarget::Launch(vec!["sh".into(), "-c".into(), "exit 7".into()]);
+    for i in 0..300u32 {
+        let started = launch::start_target(&cmd, false).unwrap();
+        std::thread::sleep(Duration::from_micros(u64::from(i % 60) * 50));
+        let outcome = match launch::attach_collector(&started) {
+            Ok(_) => "attached",
+            Err(e) => {
+                let why = format!("{e:#}");
+                assert!(
+                    why.contains("exited with code 7 before lifecycle-top could attach"),
+                    "run {i}: a command that ended during attach gave: {why}"
+                );
+                "explained"
+            }
+        };
+        // Whatever was not reaped is reaped here (ECHILD when it was).
+        // SAFETY: waitpid on our own child.
+        unsafe { libc::waitpid(started.pid, std::ptr::null_mut(), 0) };
+        *seen.entry(outcome).or_default() += 1;
+    }
+    eprintln!("outcomes over 300 runs: {seen:?}");
+}

@@ -36,7 +36,7 @@ fn settled(s: &Session) {
 
 fn quit(mut s: Session) {
     s.press(b"q");
-    let status = s.child.wait().expect("lifecycle-top exits");
+    let status = s.wait_exit();
     assert!(status.success(), "exit status {status:?}");
 }
 
@@ -255,7 +255,7 @@ fn demo_teardown_status_is_truthful() {
     s.wait_for("no detach");
     s.press(b"d");
     s.press(b"k");
-    let status = s.child.wait().expect("lifecycle-top exits");
+    let status = s.wait_exit();
     assert!(status.success(), "exit status {status:?}");
     assert!(!s.raw_text().contains("keeps running"));
     wait_until("the whole demo tree is gone", || {

@@ -32,7 +32,7 @@ fn attach_shows_thread_and_q_leaves_target_alive() {
     s.press(b"\x1b");
     s.screen.wait_gone("Keys (Esc closes)");
     s.press(b"q");
-    let status = s.child.wait().expect("lifecycle-top exits");
+    let status = s.wait_exit();
     assert!(status.success(), "exit status {status:?}");
     assert!(alive(pid), "q must never touch the target");
 }
@@ -73,7 +73,8 @@ fn a_command_that_exits_at_once_is_explained() {
     loop {
         let raw = String::from_utf8_lossy(&s.screen.raw.lock().expect("raw")).into_owned();
         let screen = s.screen.contents();
-        if screen.contains("exit 7") || raw.contains("exited with code 7") {
+        // "target exit 7" in the header; the command line `sh -c exit 7` is not the answer.
+        if screen.contains("target exit 7") || raw.contains("exited with code 7") {
             break;
         }
         if std::time::Instant::now() > deadline {
@@ -89,10 +90,10 @@ fn a_command_that_exits_at_once_is_explained() {
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    if s.screen.contents().contains("exit 7") {
+    if s.screen.contents().contains("target exit 7") {
         s.press(b"q");
     }
-    let status = s.child.wait().expect("lifecycle-top exits");
+    let status = s.wait_exit();
     let raw = String::from_utf8_lossy(&s.screen.raw.lock().expect("raw")).into_owned();
     assert!(!raw.contains("zombie"), "{raw}");
     assert!(
@@ -109,7 +110,7 @@ fn sigterm_restores_the_terminal_and_leaves_target_alone() {
     s.screen.wait_for("e2e-worker");
     // SAFETY: kill(2) on the lifecycle-top process this test started.
     unsafe { libc::kill(s.pid(), libc::SIGTERM) };
-    let status = s.child.wait().expect("lifecycle-top exits");
+    let status = s.wait_exit();
     assert!(status.success(), "exit status {status:?}");
     let raw = s.screen.raw.lock().expect("raw").clone();
     let text = String::from_utf8_lossy(&raw);
@@ -133,7 +134,7 @@ fn demo_shows_the_stuck_service_and_kill_on_quit_leaves_nothing() {
     s.press(b"q");
     s.screen.wait_for("What now?");
     s.press(b"k");
-    let status = s.child.wait().expect("lifecycle-top exits");
+    let status = s.wait_exit();
     assert!(status.success(), "exit status {status:?}");
     wait_until("the whole demo tree is gone", || {
         !alive(demo) && !alive(stubborn) && !alive(helper)
@@ -177,7 +178,7 @@ fn demo_phase_key_and_stack_captures_go_through_the_session() {
     s.press(b"q");
     s.screen.wait_for("What now?");
     s.press(b"k");
-    let status = s.child.wait().expect("lifecycle-top exits");
+    let status = s.wait_exit();
     assert!(status.success(), "exit status {status:?}");
     wait_until("the whole demo tree is gone", || {
         !alive(demo) && !alive(stubborn) && !alive(helper)
@@ -190,7 +191,7 @@ fn demo_does_not_outlive_a_sigterm() {
     let (demo, stubborn, helper) = demo_tree(&s);
     // SAFETY: kill(2) on the lifecycle-top process this test started.
     unsafe { libc::kill(s.pid(), libc::SIGTERM) };
-    let status = s.child.wait().expect("lifecycle-top exits");
+    let status = s.wait_exit();
     assert!(status.success(), "exit status {status:?}");
     wait_until("the whole demo tree is gone", || {
         !alive(demo) && !alive(stubborn) && !alive(helper)
@@ -214,7 +215,7 @@ fn demo_why_overlay_names_a_blocker_and_the_header_keeps_the_verdict() {
     s.press(b"q");
     s.screen.wait_for("What now?");
     s.press(b"k");
-    let status = s.child.wait().expect("lifecycle-top exits");
+    let status = s.wait_exit();
     assert!(status.success(), "exit status {status:?}");
     wait_until("the whole demo tree is gone", || {
         !alive(demo) && !alive(stubborn) && !alive(helper)

@@ -414,6 +414,6 @@ fn the_dashboards_daemon_column_is_filled_from_the_thread_dump() {
             && has(row_of(sc, "Signal Dispatch"), "yes")
     });
     s.press(b"q");
-    let status = s.child.wait().expect("lifecycle-top exits");
+    let status = s.wait_exit();
     assert!(status.success(), "exit status {status:?}");
 }

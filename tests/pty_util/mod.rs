@@ -320,6 +320,25 @@ impl Session {
             .expect("the header names the target pid")
     }
 
+    /// Waits for lifecycle-top to exit, bounded: past the bound it is killed and the test
+    /// fails with the screen, so a dashboard waiting on a prompt never hangs the suite.
+    pub fn wait_exit(&mut self) -> portable_pty::ExitStatus {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("lifecycle-top status") {
+                return status;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!(
+                    "lifecycle-top did not exit within 120 s; screen:\n{}",
+                    self.screen.contents()
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
     /// `q`, then `k` at the quit prompt when one shows; waits for the exit.
     pub fn quit_killing(&mut self) {
         self.press(b"q");
@@ -327,6 +346,16 @@ impl Session {
         self.press(b"k");
         let status = self.child.wait().expect("lifecycle-top exits");
         assert!(status.success(), "exit status {status:?}");
+    }
+}
+
+/// A test that fails midway leaves no dashboard behind (killing one that exited is a no-op).
+impl Drop for Session {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }
 
