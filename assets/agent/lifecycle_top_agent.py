@@ -226,6 +226,7 @@ def _patch_module(name):
     try:
         if name == "asyncio.base_events":
             _wrap_init(mod.BaseEventLoop, _on_loop)
+            _hook_create_task(mod)
         elif name == "concurrent.futures.thread":
             _wrap_init(mod.ThreadPoolExecutor, _on_executor)
         elif name == "concurrent.futures.process":
@@ -300,6 +301,229 @@ def _hook_thread_start():
     start._lifecycle_top = True
     start.__wrapped__ = orig
     threading.Thread.start = start
+
+
+# ----------------------------------------------------------------------------- task creation
+#
+# Where each asyncio task was created (``created_at`` in its row, docs/protocol.md §5.2): the
+# first frame outside asyncio (and this agent) above ``BaseEventLoop.create_task``, which
+# asyncio.create_task, ensure_future, gather, TaskGroup and asyncio.run all go through (a
+# task factory the program set is called from inside it, unchanged). The hot path stores the
+# creator's (code object, f_lasti) on the task: no string formatting, no line-table lookup
+# (``f_lineno`` costs more than the rest put together on 3.11+); the line is resolved when a
+# report lists the task, memoised per (code, offset). Tasks made without create_task (a
+# direct ``asyncio.Task(...)``, uvloop's own loop class) have no creation site.
+#
+# The recording is spliced into a copy of the stdlib's own create_task, compiled from a
+# template only when that template compiles to the very bytecode, names and constants of
+# the running interpreter's create_task (so behaviour is the stdlib's by construction; line
+# numbers and file name are the original's, so tracebacks read the same). Any other
+# create_task (a patched stdlib, a future version) gets a plain wrapper instead, which costs
+# one more Python call per task (bench/agent_callgrind.py measures both).
+
+_CREATED = "_lifecycle_top_created"
+
+_CT_HEAD = '''if __name__ == "never":
+    from asyncio import tasks
+def _lifecycle_top_outer(_getframe, _lib):
+  class BaseEventLoop:
+    def create_task(self, coro, *, name=None%(ctx_sig)s):
+        """Schedule a coroutine object.
+
+        Return a task object.
+        """
+        self._check_closed()
+        if self._task_factory is None:
+            task = tasks.Task(coro, loop=self, name=name%(ctx_arg)s)
+            if task._source_traceback:
+                del task._source_traceback[-1]
+        else:
+%(factory)s
+%(set_name)s
+%(record)s
+        return task
+  return BaseEventLoop.create_task
+'''
+
+_CT_FACTORY_OLD = '''            task = self._task_factory(self, coro)'''
+_CT_FACTORY_CTX = '''            if context is None:
+                # Use legacy API if context is not needed
+                task = self._task_factory(self, coro)
+            else:
+                task = self._task_factory(self, coro, context=context)
+'''
+
+# No loop (no backward jump) and nothing that can raise past the try: the creator is at most
+# three asyncio frames up (gather -> _ensure_future -> create_task); deeper, none is recorded.
+_CT_RECORD = '''        try:
+            f = _getframe(1)
+            if f.f_code.co_filename in _lib:
+                f = f.f_back
+                if f.f_code.co_filename in _lib:
+                    f = f.f_back
+                    if f.f_code.co_filename in _lib:
+                        f = f.f_back
+            if f.f_code.co_filename not in _lib:
+                task.%s = (f.f_code, f.f_lasti)
+        except Exception:
+            pass''' % _CREATED
+
+_CT_VARIANTS = (
+    # 3.8-3.10
+    {"ctx_sig": "", "ctx_arg": "", "factory": _CT_FACTORY_OLD,
+     "set_name": "            tasks._set_task_name(task, name)\n"},
+    # 3.11-3.12
+    {"ctx_sig": ", context=None", "ctx_arg": ", context=context", "factory": _CT_FACTORY_CTX,
+     "set_name": "            tasks._set_task_name(task, name)\n"},
+    # 3.13
+    {"ctx_sig": ", context=None", "ctx_arg": ", context=context", "factory": _CT_FACTORY_CTX,
+     "set_name": "            task.set_name(name)\n"},
+)
+
+
+def _lib_files_of_asyncio(mod):
+    """File names whose frames are asyncio's (or the agent's), as code objects name them."""
+    out = {os.path.abspath(__file__)}
+    try:
+        d = os.path.dirname(mod.__file__)
+        for fn in os.listdir(d):
+            if fn.endswith(".py"):
+                out.add(os.path.join(d, fn))
+    except Exception:
+        pass
+    for name, m in list(sys.modules.items()):
+        if (name == "asyncio" or name.startswith("asyncio.")) and getattr(m, "__file__", None):
+            out.add(m.__file__)
+    out.add(__file__)
+    return frozenset(out)
+
+
+def _same_code(a, b):
+    nested = 0x10  # CO_NESTED: the template is compiled inside a function
+    return (a.co_flags | nested) == (b.co_flags | nested) and all(
+        getattr(a, k) == getattr(b, k) for k in ("co_code", "co_consts", "co_names",
+                                                 "co_varnames", "co_argcount",
+                                                 "co_kwonlyargcount"))
+
+
+def _spliced_create_task(mod, orig, lib):
+    """A copy of the stdlib create_task with the recording spliced in, or None when no
+    template reproduces `orig` exactly."""
+    code = getattr(orig, "__code__", None)
+    if code is None or code.co_freevars:
+        return None
+    # 3.11/3.12 compile `module.attr(...)` differently when `module` was imported (hence the
+    # never-run import in the template); the def lands on the original's line.
+    pad = "\n" * max(0, code.co_firstlineno - 5)
+    for v in _CT_VARIANTS:
+        try:
+            pristine = {"__name__": "lifecycle_top_template"}
+            exec(compile(pad + _CT_HEAD % dict(v, record=""), code.co_filename, "exec"), pristine)
+            if not _same_code(pristine["_lifecycle_top_outer"](None, None).__code__, code):
+                continue
+            ns = {"__name__": "lifecycle_top_template"}
+            exec(compile(pad + _CT_HEAD % dict(v, record=_CT_RECORD), code.co_filename,
+                         "exec"), ns)
+            inner = ns["_lifecycle_top_outer"](sys._getframe, lib)
+            c = inner.__code__
+            if hasattr(c, "co_qualname"):
+                c = c.replace(co_qualname=code.co_qualname)
+            fn = types.FunctionType(c, mod.__dict__, orig.__name__, orig.__defaults__,
+                                    inner.__closure__)
+            fn.__kwdefaults__ = orig.__kwdefaults__
+            fn.__doc__, fn.__qualname__, fn.__module__ = orig.__doc__, orig.__qualname__, \
+                orig.__module__
+            return fn
+        except Exception:
+            continue
+    return None
+
+
+def _wrapped_create_task(orig, lib):
+    _getframe = sys._getframe
+
+    def create_task(self, coro, *args, **kwargs):
+        task = orig(self, coro, *args, **kwargs)
+        try:
+            f = _getframe(1)
+            n = 0
+            while f is not None and f.f_code.co_filename in lib and n < 8:
+                f = f.f_back
+                n += 1
+            if f is not None and f.f_code.co_filename not in lib:
+                setattr(task, _CREATED, (f.f_code, f.f_lasti))
+        except Exception:
+            pass
+        return task
+
+    for k in ("__name__", "__qualname__", "__doc__", "__module__"):
+        setattr(create_task, k, getattr(orig, k, None))
+    return create_task
+
+
+# How create_task was instrumented: "spliced", "wrapped" or None (reported in `cost`).
+_create_task_hook = [None]
+
+
+def _hook_create_task(mod):
+    cls = getattr(mod, "BaseEventLoop", None)
+    orig = cls.__dict__.get("create_task") if cls is not None else None
+    if orig is None or getattr(orig, "_lifecycle_top", False):
+        return
+    lib = _lib_files_of_asyncio(mod)
+    fn = None
+    if not os.environ.get("LIFECYCLE_TOP_AGENT_WRAP_CREATE_TASK"):  # the bench compares both
+        fn = _spliced_create_task(mod, orig, lib)
+    kind = "spliced"
+    if fn is None:
+        fn, kind = _wrapped_create_task(orig, lib), "wrapped"
+    fn._lifecycle_top = True
+    fn.__wrapped__ = orig
+    cls.create_task = fn
+    _create_task_hook[0] = kind
+
+
+def _line_at(code, lasti):
+    """Source line of byte offset `lasti` in `code` (what f_lineno would have said)."""
+    lines = getattr(code, "co_lines", None)
+    if lines is None:  # 3.8, 3.9: the line number table of co_lnotab
+        line, addr, tab = code.co_firstlineno, 0, code.co_lnotab
+        for i in range(0, len(tab), 2):
+            addr += tab[i]
+            if addr > lasti:
+                break
+            d = tab[i + 1]
+            line += d - 256 if d >= 128 else d
+        return line
+    for start, end, line in lines():
+        if start <= lasti < end:
+            return line
+    return None
+
+
+# (id(code), lasti) -> (code, "file:line"); the code object is kept so the id stays its own.
+_created_memo = {}
+
+
+def _created_at(t):
+    """`file:line` where task t was created, or None."""
+    try:
+        site = getattr(t, _CREATED)
+    except Exception:  # AttributeError: made before install, or not through create_task
+        return None
+    try:
+        code, lasti = site
+        key = (id(code), lasti)
+        m = _created_memo.get(key)
+        if m is None:
+            if len(_created_memo) >= 20000:
+                _created_memo.clear()
+            line = _line_at(code, lasti)
+            where = _short("%s:%s" % (code.co_filename, line if line is not None else "?"), 300)
+            m = _created_memo[key] = (code, where)
+        return m[1]
+    except Exception:
+        return None
 
 
 def _install_hooks():
@@ -1103,7 +1327,7 @@ def _task_row(t, tid, lid, state, tracked, where_cache):
     if len(name) > MAX_STR:
         name = name[:MAX_STR]
     return (tid, lid, name, state, q, where,
-            (tid in tracked) if tracked is not None else None), aw
+            (tid in tracked) if tracked is not None else None, _created_at(t)), aw
 
 
 def _weak_or_none(fw):
@@ -1732,7 +1956,7 @@ def _row_chunks(rows):
         index = {}
         strings = []
         part = []
-        for (tid, lid, name, state, q, where, tr) in rows[i:i + CHUNK_TASKS]:
+        for (tid, lid, name, state, q, where, tr, created) in rows[i:i + CHUNK_TASKS]:
             wi = -1
             if where is not None:
                 wi = index.get(where)
@@ -1743,7 +1967,13 @@ def _row_chunks(rows):
             if qi is None:
                 qi = index[q] = len(strings)
                 strings.append(q)
-            part.append((tid, lid, name, state, qi, wi, tr))
+            ci = -1
+            if created is not None:
+                ci = index.get(created)
+                if ci is None:
+                    ci = index[created] = len(strings)
+                    strings.append(created)
+            part.append((tid, lid, name, state, qi, wi, tr, ci))
         out.append((part, strings))
     return out
 
