@@ -1218,7 +1218,15 @@ STEP = 4096          # tasks per C-level slice
 SLICE_S = 0.002      # work between two GIL yields
 YIELD_S = 0.0001     # a real sleep: sleep(0) often re-takes the GIL before a waiter can
 ROLL = 512           # tasks re-checked in full per report, whatever their future says
-_deref = weakref.ref.__call__
+if hasattr(operator, "call"):  # 3.11+
+    def _derefs(refs):
+        """The referents of `refs` (None for dead ones), lazily, at C speed."""
+        return map(operator.call, refs)
+else:
+    def _derefs(refs):
+        # Not map(weakref.ref.__call__, refs): the slot wrapper builds an argument tuple
+        # per call, 2-9x slower than this comprehension (bench/agent_delta.py's profile).
+        return [r() for r in refs]
 _get_fw = operator.attrgetter("_fut_waiter")
 _MISSING = object()
 
@@ -1330,13 +1338,25 @@ def _task_row(t, tid, lid, state, tracked, where_cache):
             (tid in tracked) if tracked is not None else None, _created_at(t)), aw
 
 
-def _weak_or_none(fw):
+class _Nothing:
+    pass
+
+
+# What the book remembers of a task's future: a weak reference to it, _NO_FUTURE (a dead
+# weak reference: it gives None, like a task without a future) or _UNWATCHABLE (a live one
+# to an object no task waits on: a future without weak references is always looked at).
+_NO_FUTURE = weakref.ref(_Nothing())
+_UNWATCHED = _Nothing()
+_UNWATCHABLE = weakref.ref(_UNWATCHED)
+
+
+def _ref_of(fw):
     if fw is None:
-        return None
+        return _NO_FUTURE
     try:
-        return weakref.ref(fw)
+        return weakref.ref(fw)  # the future's existing plain weak reference, if it has one
     except TypeError:
-        return object()  # cannot be watched: differs every time, so it is always looked at
+        return _UNWATCHABLE
 
 
 class _TaskBook:
@@ -1370,7 +1390,7 @@ class _TaskBook:
     def _drop(self, ref, keep_fw):
         info = self.info.pop(ref, None)
         if keep_fw:
-            self.fw[ref] = None
+            self.fw[ref] = _NO_FUTURE
         else:
             self.fw.pop(ref, None)
         if info is None:
@@ -1383,7 +1403,7 @@ class _TaskBook:
             self.removed.add(tid)
 
     def _visit(self, ref, t, fw, ctx):
-        current, has_cancelling, tracked, where_cache = ctx
+        current, has_cancelling, tracked, where_cache, lids = ctx
         if t is None:
             self._drop(ref, False)
             return
@@ -1393,12 +1413,14 @@ class _TaskBook:
                 self._drop(ref, True)
                 return
             lp = t._loop
-            lid = _loop_id(lp)
-            if lp not in _loops:
-                try:
-                    _loops.add(lp)  # a loop made before install (or not a BaseEventLoop)
-                except TypeError:
-                    pass
+            lid = lids.get(id(lp))
+            if lid is None:
+                lid = lids[id(lp)] = _loop_id(lp)
+                if lp not in _loops:
+                    try:
+                        _loops.add(lp)  # a loop made before install (or not a BaseEventLoop)
+                    except TypeError:
+                        pass
             if t is current.get(id(lp)):
                 state = "running"
             elif (t.cancelling() if has_cancelling else t._must_cancel):
@@ -1407,18 +1429,23 @@ class _TaskBook:
                 state = "pending"
             tid = id(t)
             old = self.info.get(ref)
-            if old is not None:
-                self._count(old[1], old[2], -1)
-            self.info[ref] = (tid, lid, state)
-            self._count(lid, state, 1)
-            self.fw[ref] = _weak_or_none(fw)
+            # Unchanged facts keep their old objects: every object the book replaces is one
+            # more that lives on into the old generations and brings a full collection of
+            # the host's heap closer.
+            if old is None or old[1] != lid or old[2] != state:
+                if old is not None:
+                    self._count(old[1], old[2], -1)
+                self.info[ref] = (tid, lid, state)
+                self._count(lid, state, 1)
+            self.fw[ref] = _ref_of(fw)
             if tid in self.rows or len(self.rows) < self.budget:
                 row, aw = _task_row(t, tid, lid, state, tracked, where_cache)
                 if self.rows.get(tid) != row:
                     self.rows[tid] = row
                     self.changed[tid] = row
                 if aw is not None:
-                    self.aw[tid] = aw
+                    if self.aw.get(tid) != aw:
+                        self.aw[tid] = aw
                 else:
                     self.aw.pop(tid, None)
         except Exception:
@@ -1437,7 +1464,7 @@ class _TaskBook:
         for r in refs[:1]:
             t = r()
             has_cancelling = t is not None and hasattr(t, "cancelling")
-        ctx = (current, bool(has_cancelling), tracked, {})
+        ctx = (current, bool(has_cancelling), tracked, {}, {})
         fw_get = self.fw.get
         rep = itertools.repeat
         n = len(refs)
@@ -1446,31 +1473,33 @@ class _TaskBook:
         for i in range(0, n, STEP):
             chunk = refs[i:i + STEP]
             try:
-                fws = list(map(_get_fw, map(_deref, chunk)))
+                fws = list(map(_get_fw, _derefs(chunk)))
             except AttributeError:  # a task died since the copy (its ref gives None)
-                fws = list(map(getattr, map(_deref, chunk), rep("_fut_waiter"), rep(None)))
-            try:  # weakref.ref(f) returns f's existing plain weak reference: no allocation
-                wfs = list(map(weakref.ref, fws))
-            except TypeError:  # a None (no future) or a future without weak references
-                wfs = [_weak_or_none(f) for f in fws]
-            fws_all.extend(wfs)
-            # weakref.ref(f) is one object per future while we hold it (we do, in prev_fws
-            # and fw): the same reference object means the same future, and a freed
-            # future's reference is never handed out again, so `is not` is exact.
+                fws = list(map(getattr, _derefs(chunk), rep("_fut_waiter"), rep(None)))
             if chunk == prev_refs[i:i + STEP]:
-                # Same tasks in the same order as last time (the usual case): compare the
-                # futures position by position; an unchanged slice costs two list compares.
+                # Same tasks in the same order as last time (the usual case): compare each
+                # task's future with the one remembered at the same position.
                 old = prev_fws[i:i + STEP]
-                if wfs == old:
-                    slicer.tick()
-                    continue
-                flags = map(operator.is_not, old, wfs)
             else:
-                flags = map(operator.is_not, map(fw_get, chunk, rep(_MISSING)), wfs)
-            for j in itertools.compress(range(len(chunk)), flags):
+                old = list(map(fw_get, chunk, rep(_UNWATCHABLE)))
+            # One C-level pass, no allocation per task: a remembered future that is still
+            # the one waited on derefs to it. We hold the weak references (prev_fws, fw),
+            # so a future at a reused address has a new reference: `is not` is exact.
+            idx = list(itertools.compress(range(len(chunk)),
+                                          map(operator.is_not, _derefs(old), fws)))
+            if any(map(operator.is_, fws, rep(None))):
+                # No future now: unchanged only if there was none before either (a
+                # remembered future that died also derefs to None).
+                nofw = itertools.compress(range(len(chunk)), map(operator.is_, fws, rep(None)))
+                more = [j for j in nofw if old[j] is not _NO_FUTURE]
+                if more:
+                    idx = sorted(set(idx).union(more))
+            for j in idx:
                 r = chunk[j]
+                old[j] = _ref_of(fws[j])
                 self._visit(r, r(), fws[j], ctx)
                 slicer.tick()
+            fws_all.extend(old)
             slicer.tick()
         self.prev_refs, self.prev_fws = refs, fws_all
         # Always looked at: the current tasks (now and at the last report: a task that was
