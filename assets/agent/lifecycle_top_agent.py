@@ -292,8 +292,8 @@ def _hook_thread_start():
             while f is not None and (f.f_code.co_filename == here
                                      or f.f_code.co_name == "start"):
                 f = f.f_back
-            if f is not None:
-                self._lifecycle_top_site = "%s:%d" % (f.f_code.co_filename, f.f_lineno)
+            if f is not None:  # resolved to file:line when a report lists the thread
+                self._lifecycle_top_site = f.f_code, f.f_lasti
         except Exception:
             pass
         return orig(self)
@@ -357,14 +357,17 @@ _CT_FACTORY_CTX = '''            if context is None:
 # three asyncio frames up (gather -> _ensure_future -> create_task); deeper, none is recorded.
 _CT_RECORD = '''        try:
             f = _getframe(1)
-            if f.f_code.co_filename in _lib:
+            c = f.f_code
+            if c.co_filename in _lib:
                 f = f.f_back
-                if f.f_code.co_filename in _lib:
+                c = f.f_code
+                if c.co_filename in _lib:
                     f = f.f_back
-                    if f.f_code.co_filename in _lib:
-                        f = f.f_back
-            if f.f_code.co_filename not in _lib:
-                task.%s = (f.f_code, f.f_lasti)
+                    c = f.f_code
+                    if c.co_filename in _lib:
+                        c = None
+            if c is not None:
+                task.%s = c, f.f_lasti
         except Exception:
             pass''' % _CREATED
 
@@ -510,6 +513,13 @@ def _created_at(t):
     try:
         site = getattr(t, _CREATED)
     except Exception:  # AttributeError: made before install, or not through create_task
+        return None
+    return _site_text(site)
+
+
+def _site_text(site):
+    """`file:line` of a recorded (code, f_lasti), memoised; None for anything else."""
+    if site is None:
         return None
     try:
         code, lasti = site
@@ -1753,9 +1763,9 @@ def _thread_entries(agent_idents):
              "native_id": getattr(th, "native_id", None), "daemon": th.daemon,
              "alive": th.is_alive(), "main": th is main,
              "agent": th.ident in agent_idents}
-        site = getattr(th, "_lifecycle_top_site", None)
+        site = _site_text(getattr(th, "_lifecycle_top_site", None))
         if site is not None:
-            d["started_at"] = _short(site, 300)
+            d["started_at"] = site
         if not d["agent"]:
             try:
                 w = _waits_on(frames.get(th.ident), th.ident)
