@@ -325,7 +325,7 @@ _CREATED = "_lifecycle_top_created"
 
 _CT_HEAD = '''if __name__ == "never":
     from asyncio import tasks
-def _lifecycle_top_outer(_getframe, _lib):
+def _lifecycle_top_outer(_getframe, _lib, _deeper):
   class BaseEventLoop:
     def create_task(self, coro, *, name=None%(ctx_sig)s):
         """Schedule a coroutine object.
@@ -353,8 +353,9 @@ _CT_FACTORY_CTX = '''            if context is None:
                 task = self._task_factory(self, coro, context=context)
 '''
 
-# No loop (no backward jump) and nothing that can raise past the try: the creator is at most
-# three asyncio frames up (gather -> _ensure_future -> create_task); deeper, none is recorded.
+# No loop (no backward jump) and nothing that can raise past the try: the creator is one
+# asyncio frame up in the usual case (asyncio.create_task, TaskGroup); deeper chains (gather,
+# ensure_future, asyncio.run on older versions) take one helper call.
 _CT_RECORD = '''        try:
             f = _getframe(1)
             c = f.f_code
@@ -362,14 +363,27 @@ _CT_RECORD = '''        try:
                 f = f.f_back
                 c = f.f_code
                 if c.co_filename in _lib:
-                    f = f.f_back
-                    c = f.f_code
-                    if c.co_filename in _lib:
-                        c = None
+                    f, c = _deeper(f)
             if c is not None:
                 task.%s = c, f.f_lasti
         except Exception:
             pass''' % _CREATED
+
+
+def _deeper(f):
+    """(frame, code) of the first frame above `f` outside asyncio (gather, ensure_future and
+    asyncio.run on 3.8-3.10 are three or four asyncio frames deep), or (None, None)."""
+    lib = _create_task_lib[0]
+    for _ in range(12):
+        f = f.f_back
+        if f is None:
+            break
+        if f.f_code.co_filename not in lib:
+            return f, f.f_code
+    return None, None
+
+
+_create_task_lib = [frozenset()]
 
 _CT_VARIANTS = (
     # 3.8-3.10
@@ -422,12 +436,13 @@ def _spliced_create_task(mod, orig, lib):
         try:
             pristine = {"__name__": "lifecycle_top_template"}
             exec(compile(pad + _CT_HEAD % dict(v, record=""), code.co_filename, "exec"), pristine)
-            if not _same_code(pristine["_lifecycle_top_outer"](None, None).__code__, code):
+            if not _same_code(pristine["_lifecycle_top_outer"](None, None, None).__code__,
+                              code):
                 continue
             ns = {"__name__": "lifecycle_top_template"}
             exec(compile(pad + _CT_HEAD % dict(v, record=_CT_RECORD), code.co_filename,
                          "exec"), ns)
-            inner = ns["_lifecycle_top_outer"](sys._getframe, lib)
+            inner = ns["_lifecycle_top_outer"](sys._getframe, lib, _deeper)
             c = inner.__code__
             if hasattr(c, "co_qualname"):
                 c = c.replace(co_qualname=code.co_qualname)
@@ -473,7 +488,7 @@ def _hook_create_task(mod):
     orig = cls.__dict__.get("create_task") if cls is not None else None
     if orig is None or getattr(orig, "_lifecycle_top", False):
         return
-    lib = _lib_files_of_asyncio(mod)
+    lib = _create_task_lib[0] = _lib_files_of_asyncio(mod)
     fn = None
     if not os.environ.get("LIFECYCLE_TOP_AGENT_WRAP_CREATE_TASK"):  # the bench compares both
         fn = _spliced_create_task(mod, orig, lib)
