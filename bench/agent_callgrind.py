@@ -13,7 +13,16 @@ the agent for one report (a re-sent `subscribe`: the next report comes at once; 
 delta, as lifecycle-top gets them), reads it whole, and lets the target go on. The variants
 without a client stop at the same points, so they run the same code.
 
+Creation-site recording (issue 10): `--workload create_task` counts N and 2N calls of
+`asyncio.create_task(noop())` (each task then runs to completion: the cheapest task there
+is, so the recording's share is the largest it can be) with no agent, with the agent
+(the stdlib create_task re-compiled with the recording spliced in) and with the agent's
+fallback wrapper (LIFECYCLE_TOP_AGENT_WRAP_CREATE_TASK=1); `--workload thread_start` the
+same for `Thread(target=f).start(); join()`. No client: the recording does not depend on one.
+
 Run: python3 bench/agent_callgrind.py [--ops 100000] [--every 50000]
+     python3 bench/agent_callgrind.py --workload create_task [--ops 20000]
+     python3 bench/agent_callgrind.py --workload thread_start [--ops 2000]
 Needs valgrind (apt-get install -y valgrind).
 """
 
@@ -63,6 +72,84 @@ async def main():
     pause("end")
 asyncio.run(main())
 """
+
+
+CREATE_TASK = r"""
+import os, sys
+if os.environ.get("WITH_AGENT"):
+    import lifecycle_top_agent
+    lifecycle_top_agent.install()
+import asyncio
+N = int(sys.argv[1])
+async def noop():
+    pass
+async def main():
+    for _ in range(N // 100):
+        for _ in range(100):
+            asyncio.create_task(noop())
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+asyncio.run(main())
+if os.environ.get("WITH_AGENT"):
+    want = os.environ.get("EXPECT_HOOK")
+    got = lifecycle_top_agent._create_task_hook[0]
+    assert got == want, (got, want)
+"""
+
+THREAD_START = r"""
+import os, sys, threading
+if os.environ.get("WITH_AGENT"):
+    import lifecycle_top_agent
+    lifecycle_top_agent.install()
+N = int(sys.argv[1])
+def f():
+    pass
+for _ in range(N):
+    t = threading.Thread(target=f)
+    t.start()
+    t.join()
+"""
+
+
+def run_simple(tmp, script, variant, ops, n):
+    """Instructions of `script` with `ops` operations under one variant."""
+    out = os.path.join(tmp, "cg%d.out" % n)
+    env = dict(os.environ)
+    for k in ("LIFECYCLE_TOP_AGENT", "LIFECYCLE_TOP_SOCKET", "PYTHONPATH",
+              "LIFECYCLE_TOP_AGENT_WRAP_CREATE_TASK"):
+        env.pop(k, None)
+    env["PYTHONHASHSEED"] = "0"  # the same dict layouts in every run
+    if variant != "no agent":
+        env.update(WITH_AGENT="1", PYTHONPATH=AGENT_DIR,
+                   LIFECYCLE_TOP_SOCKET=os.path.join(tmp, "s%d" % n, "a.sock"),
+                   EXPECT_HOOK="spliced")
+        if variant == "agent, wrapper":
+            env.update(LIFECYCLE_TOP_AGENT_WRAP_CREATE_TASK="1", EXPECT_HOOK="wrapped")
+    r = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=" + out,
+                        sys.executable, "-c", script, str(ops)], env=env,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=1200)
+    if r.returncode != 0:
+        raise SystemExit("%s (%s) failed: %s" % (variant, ops, r.stderr.decode()[-2000:]))
+    return instructions(out)
+
+
+def main_simple(workload, ops):
+    script = CREATE_TASK if workload == "create_task" else THREAD_START
+    variants = ["no agent", "agent"] + (["agent, wrapper"] if workload == "create_task" else [])
+    print("python %s, %s: N=%d and 2N operations" % (sys.version.split()[0], workload, ops))
+    res = {}
+    with tempfile.TemporaryDirectory(prefix="ltcg-") as tmp:
+        os.chmod(tmp, 0o700)
+        n = 0
+        for variant in variants:
+            for k in (ops, 2 * ops):
+                n += 1
+                res[(variant, k)] = run_simple(tmp, script, variant, k, n)
+    base = None
+    for variant in variants:
+        per_op = (res[(variant, 2 * ops)] - res[(variant, ops)]) / float(ops)
+        base = per_op if base is None else base
+        print("%-15s %9.0f instr/op (%+6.2f %%)" % (variant, per_op, (per_op / base - 1) * 100.0))
 
 
 class Client:
@@ -151,9 +238,14 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--ops", type=int, default=100000)
     ap.add_argument("--every", type=int, default=50000, help="operations per report")
+    ap.add_argument("--workload", choices=("pingpong", "create_task", "thread_start"),
+                    default="pingpong")
     args = ap.parse_args()
     if shutil.which("valgrind") is None:
         raise SystemExit("valgrind is needed: apt-get install -y valgrind")
+    if args.workload != "pingpong":
+        main_simple(args.workload, args.ops)
+        return
     print("python %s, ping-pong operations N=%d and 2N, a report every %d operations"
           % (sys.version.split()[0], args.ops, args.every))
     res = {}

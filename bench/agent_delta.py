@@ -16,6 +16,9 @@ Figures: agent CPU per report (its threads' CPU from the report's `cost`), bytes
 report, longest stall per phase.
 
 Run: python3 bench/agent_delta.py [--tasks 100000] [--interval-ms 500]
+Before/after in one run: --agent-dirs OLD_DIR,assets/agent --rounds 2 runs each agent
+directory in turn, round after round (e.g. OLD_DIR from
+`git show main:assets/agent/lifecycle_top_agent.py > /tmp/old/lifecycle_top_agent.py`).
 """
 
 import argparse
@@ -114,14 +117,16 @@ class Client:
         self.s.close()
 
 
-def stall(p):
+def stall(p, raw=None):
     p.stdin.write(b"q\n")
     p.stdin.flush()
     m = json.loads(p.stdout.readline())
+    if raw is not None:
+        raw.append(m["stall_ms"])
     return "%6.2f ms outside collections (longest collection %.1f ms)" % (m["stall_ms"], m["gc_ms"])
 
 
-def run_client(p, sock, interval_ms, delta, n, tasks, slices):
+def run_client(p, sock, interval_ms, delta, n, tasks, slices, figures=None):
     c = Client(sock, interval_ms, delta, tasks)
     try:
         first, first_size = c.report()
@@ -146,14 +151,31 @@ def main():
     ap.add_argument("--tasks", type=int, default=100000)
     ap.add_argument("--interval-ms", type=int, default=500)
     ap.add_argument("--reports", type=int, default=20)
+    ap.add_argument("--agent-dirs", default=AGENT_DIR,
+                    help="comma-separated agent directories, measured in turn")
+    ap.add_argument("--rounds", type=int, default=1)
     args = ap.parse_args()
     print("python %s, %d CPUs, load avg %.2f, %d tasks, 1 %% woken per %d ms"
           % (sys.version.split()[0], os.cpu_count(), os.getloadavg()[0], args.tasks,
              args.interval_ms))
+    dirs = [os.path.abspath(d) for d in args.agent_dirs.split(",") if d]
+    summary = {d: [] for d in dirs}
+    for r in range(args.rounds):
+        for d in dirs:
+            print("\n== round %d, agent %s (load avg %.2f)" % (r + 1, d, os.getloadavg()[0]))
+            summary[d].append(one(args, d))
+    if len(dirs) > 1 or args.rounds > 1:
+        print("\nsummary (per round: delta CPU median ms, longest stall during deltas ms, "
+              "at connect ms)")
+        for d in dirs:
+            print("  %s: %s" % (d, "; ".join("%.1f, %.1f, %.1f" % x for x in summary[d])))
+
+
+def one(args, agent_dir):
     with tempfile.TemporaryDirectory(prefix="ltdelta-") as tmp:
         os.chmod(tmp, 0o700)
         sock = os.path.join(tmp, "run", "a.sock")
-        env = dict(os.environ, PYTHONPATH=AGENT_DIR, LIFECYCLE_TOP_SOCKET=sock)
+        env = dict(os.environ, PYTHONPATH=agent_dir, LIFECYCLE_TOP_SOCKET=sock)
         p = subprocess.Popen([sys.executable, "-c", TARGET, str(args.tasks),
                               str(args.interval_ms / 1000.0)],
                              env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
@@ -166,7 +188,8 @@ def main():
             t0 = time.time()
             c = Client(sock, args.interval_ms, True, args.tasks)
             first, first_size = c.report()
-            connect = stall(p)
+            raw = []
+            connect = stall(p, raw)
             c.close()
             print("baseline (no client, 3 s)       longest stall %s" % base)
             print("connect + first full report     longest stall %s   (%.1f s, %.0f KiB,"
@@ -177,6 +200,8 @@ def main():
                 slices = []
                 f, fsize, sizes, cpu, kinds, st = run_client(
                     p, sock, args.interval_ms, delta, n, args.tasks, slices)
+                if delta:
+                    fig = (statistics.median(cpu), float(st.split()[0]), raw[0])
                 print("%s client: %d reports (%s)" % (label, n, ", ".join(
                     "%dx %s" % (kinds.count(k), k) for k in sorted(set(kinds)))))
                 print("   agent CPU per report  median %6.1f ms  max %6.1f ms"
@@ -188,8 +213,9 @@ def main():
                 print("   agent's longest work between two GIL yields: %.2f ms wall, %.2f ms "
                       "CPU (cost.max_slice_ms / max_slice_cpu_ms)"
                       % (max(x[0] for x in slices), max(x[1] for x in slices)))
-            print("goals: delta < 20 ms agent CPU and < 10 %% of a full report's bytes; no "
+            print("goals: delta < 20 ms agent CPU and < 10 % of a full report's bytes; no "
                   "stall over 5 ms caused by the agent")
+            return fig
         finally:
             p.kill()
             p.wait()

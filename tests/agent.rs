@@ -351,7 +351,15 @@ async def main():
 asyncio.run(main())
 "#;
 
-type Row = (u64, u64, String, String, Option<String>, Option<String>);
+type Row = (
+    u64,
+    u64,
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
 
 fn rows(r: &lifecycle_top::agent::Report) -> Vec<Row> {
     let mut v: Vec<Row> = r
@@ -366,6 +374,7 @@ fn rows(r: &lifecycle_top::agent::Report) -> Vec<Row> {
                 state,
                 t.coro.clone(),
                 t.where_.clone(),
+                t.created_at.clone(),
             )
         })
         .collect();
@@ -464,6 +473,24 @@ async fn deltas_fold_to_what_a_full_report_says() {
         .filter(|r| !r.2.starts_with('w'))
         .collect();
     assert_eq!(extra.len(), 1, "2,000 workers and the main task: {extra:?}");
+    // Where each task was created (the script runs as `python3 -c`: file "<string>"),
+    // carried through the deltas like the other row fields.
+    assert_eq!(
+        extra[0].6.as_deref(),
+        Some("<string>:22"),
+        "asyncio.run: {extra:?}"
+    );
+    let all = rows(&folded);
+    let sites: std::collections::BTreeSet<Option<&str>> = all
+        .iter()
+        .filter(|r| r.2.starts_with('w'))
+        .map(|r| r.6.as_deref())
+        .collect();
+    assert_eq!(
+        sites,
+        [Some("<string>:13")].into(),
+        "the workers' create_task line"
+    );
     let (a, b) = (rows(&folded), rows(&full));
     let only_folded: Vec<&Row> = a.iter().filter(|r| !b.contains(r)).take(5).collect();
     let only_full: Vec<&Row> = b.iter().filter(|r| !a.contains(r)).take(5).collect();

@@ -226,6 +226,7 @@ def _patch_module(name):
     try:
         if name == "asyncio.base_events":
             _wrap_init(mod.BaseEventLoop, _on_loop)
+            _hook_create_task(mod)
         elif name == "concurrent.futures.thread":
             _wrap_init(mod.ThreadPoolExecutor, _on_executor)
         elif name == "concurrent.futures.process":
@@ -291,8 +292,8 @@ def _hook_thread_start():
             while f is not None and (f.f_code.co_filename == here
                                      or f.f_code.co_name == "start"):
                 f = f.f_back
-            if f is not None:
-                self._lifecycle_top_site = "%s:%d" % (f.f_code.co_filename, f.f_lineno)
+            if f is not None:  # resolved to file:line when a report lists the thread
+                self._lifecycle_top_site = f.f_code, f.f_lasti
         except Exception:
             pass
         return orig(self)
@@ -300,6 +301,254 @@ def _hook_thread_start():
     start._lifecycle_top = True
     start.__wrapped__ = orig
     threading.Thread.start = start
+
+
+# ----------------------------------------------------------------------------- task creation
+#
+# Where each asyncio task was created (``created_at`` in its row, docs/protocol.md §5.2): the
+# first frame outside asyncio (and this agent) above ``BaseEventLoop.create_task``, which
+# asyncio.create_task, ensure_future, gather, TaskGroup and asyncio.run all go through (a
+# task factory the program set is called from inside it, unchanged). The hot path stores the
+# creator's (code object, f_lasti) on the task: no string formatting, no line-table lookup
+# (``f_lineno`` costs more than the rest put together on 3.11+); the line is resolved when a
+# report lists the task, memoised per (code, offset). Tasks made without create_task (a
+# direct ``asyncio.Task(...)``, uvloop's own loop class) have no creation site.
+#
+# The recording is spliced into a copy of the stdlib's own create_task, compiled from a
+# template only when that template compiles to the very bytecode, names and constants of
+# the running interpreter's create_task (so behaviour is the stdlib's by construction; line
+# numbers and file name are the original's, so tracebacks read the same). Any other
+# create_task (a patched stdlib, a future version) gets a plain wrapper instead, which costs
+# one more Python call per task (bench/agent_callgrind.py measures both).
+
+_CREATED = "_lifecycle_top_created"
+
+_CT_HEAD = '''if __name__ == "never":
+    from asyncio import tasks
+def _lifecycle_top_outer(_getframe, _lib, _deeper):
+  class BaseEventLoop:
+    def create_task(self, coro, *, name=None%(ctx_sig)s):
+        """Schedule a coroutine object.
+
+        Return a task object.
+        """
+        self._check_closed()
+        if self._task_factory is None:
+            task = tasks.Task(coro, loop=self, name=name%(ctx_arg)s)
+            if task._source_traceback:
+                del task._source_traceback[-1]
+        else:
+%(factory)s
+%(set_name)s
+%(record)s
+        return task
+  return BaseEventLoop.create_task
+'''
+
+_CT_FACTORY_OLD = '''            task = self._task_factory(self, coro)'''
+_CT_FACTORY_CTX = '''            if context is None:
+                # Use legacy API if context is not needed
+                task = self._task_factory(self, coro)
+            else:
+                task = self._task_factory(self, coro, context=context)
+'''
+
+# No loop (no backward jump) and nothing that can raise past the try: the creator is one
+# asyncio frame up in the usual case (asyncio.create_task, TaskGroup); deeper chains (gather,
+# ensure_future, asyncio.run on older versions) take one helper call.
+_CT_RECORD = '''        try:
+            f = _getframe(1)
+            c = f.f_code
+            if c.co_filename in _lib:
+                f = f.f_back
+                c = f.f_code
+                if c.co_filename in _lib:
+                    f, c = _deeper(f)
+            if c is not None:
+                task.%s = c, f.f_lasti
+        except Exception:
+            pass''' % _CREATED
+
+
+def _deeper(f):
+    """(frame, code) of the first frame above `f` outside asyncio (gather, ensure_future and
+    asyncio.run on 3.8-3.10 are three or four asyncio frames deep), or (None, None)."""
+    lib = _create_task_lib[0]
+    for _ in range(12):
+        f = f.f_back
+        if f is None:
+            break
+        if f.f_code.co_filename not in lib:
+            return f, f.f_code
+    return None, None
+
+
+_create_task_lib = [frozenset()]
+
+_CT_VARIANTS = (
+    # 3.8-3.10
+    {"ctx_sig": "", "ctx_arg": "", "factory": _CT_FACTORY_OLD,
+     "set_name": "            tasks._set_task_name(task, name)\n"},
+    # 3.11-3.12
+    {"ctx_sig": ", context=None", "ctx_arg": ", context=context", "factory": _CT_FACTORY_CTX,
+     "set_name": "            tasks._set_task_name(task, name)\n"},
+    # 3.13
+    {"ctx_sig": ", context=None", "ctx_arg": ", context=context", "factory": _CT_FACTORY_CTX,
+     "set_name": "            task.set_name(name)\n"},
+)
+
+
+def _lib_files_of_asyncio(mod):
+    """File names whose frames are asyncio's (or the agent's), as code objects name them."""
+    out = {os.path.abspath(__file__)}
+    try:
+        d = os.path.dirname(mod.__file__)
+        for fn in os.listdir(d):
+            if fn.endswith(".py"):
+                out.add(os.path.join(d, fn))
+    except Exception:
+        pass
+    for name, m in list(sys.modules.items()):
+        if (name == "asyncio" or name.startswith("asyncio.")) and getattr(m, "__file__", None):
+            out.add(m.__file__)
+    out.add(__file__)
+    return frozenset(out)
+
+
+def _same_code(a, b):
+    nested = 0x10  # CO_NESTED: the template is compiled inside a function
+    return (a.co_flags | nested) == (b.co_flags | nested) and all(
+        getattr(a, k) == getattr(b, k) for k in ("co_code", "co_consts", "co_names",
+                                                 "co_varnames", "co_argcount",
+                                                 "co_kwonlyargcount"))
+
+
+def _spliced_create_task(mod, orig, lib):
+    """A copy of the stdlib create_task with the recording spliced in, or None when no
+    template reproduces `orig` exactly."""
+    code = getattr(orig, "__code__", None)
+    if code is None or code.co_freevars:
+        return None
+    # 3.11/3.12 compile `module.attr(...)` differently when `module` was imported (hence the
+    # never-run import in the template); the def lands on the original's line.
+    pad = "\n" * max(0, code.co_firstlineno - 5)
+    for v in _CT_VARIANTS:
+        try:
+            pristine = {"__name__": "lifecycle_top_template"}
+            exec(compile(pad + _CT_HEAD % dict(v, record=""), code.co_filename, "exec"), pristine)
+            if not _same_code(pristine["_lifecycle_top_outer"](None, None, None).__code__,
+                              code):
+                continue
+            ns = {"__name__": "lifecycle_top_template"}
+            exec(compile(pad + _CT_HEAD % dict(v, record=_CT_RECORD), code.co_filename,
+                         "exec"), ns)
+            inner = ns["_lifecycle_top_outer"](sys._getframe, lib, _deeper)
+            c = inner.__code__
+            if hasattr(c, "co_qualname"):
+                c = c.replace(co_qualname=code.co_qualname)
+            fn = types.FunctionType(c, mod.__dict__, orig.__name__, orig.__defaults__,
+                                    inner.__closure__)
+            fn.__kwdefaults__ = orig.__kwdefaults__
+            fn.__doc__, fn.__qualname__, fn.__module__ = orig.__doc__, orig.__qualname__, \
+                orig.__module__
+            return fn
+        except Exception:
+            continue
+    return None
+
+
+def _wrapped_create_task(orig, lib):
+    _getframe = sys._getframe
+
+    def create_task(self, coro, *args, **kwargs):
+        task = orig(self, coro, *args, **kwargs)
+        try:
+            f = _getframe(1)
+            n = 0
+            while f is not None and f.f_code.co_filename in lib and n < 8:
+                f = f.f_back
+                n += 1
+            if f is not None and f.f_code.co_filename not in lib:
+                setattr(task, _CREATED, (f.f_code, f.f_lasti))
+        except Exception:
+            pass
+        return task
+
+    for k in ("__name__", "__qualname__", "__doc__", "__module__"):
+        setattr(create_task, k, getattr(orig, k, None))
+    return create_task
+
+
+# How create_task was instrumented: "spliced", "wrapped" or None (reported in `cost`).
+_create_task_hook = [None]
+
+
+def _hook_create_task(mod):
+    cls = getattr(mod, "BaseEventLoop", None)
+    orig = cls.__dict__.get("create_task") if cls is not None else None
+    if orig is None or getattr(orig, "_lifecycle_top", False):
+        return
+    lib = _create_task_lib[0] = _lib_files_of_asyncio(mod)
+    fn = None
+    if not os.environ.get("LIFECYCLE_TOP_AGENT_WRAP_CREATE_TASK"):  # the bench compares both
+        fn = _spliced_create_task(mod, orig, lib)
+    kind = "spliced"
+    if fn is None:
+        fn, kind = _wrapped_create_task(orig, lib), "wrapped"
+    fn._lifecycle_top = True
+    fn.__wrapped__ = orig
+    cls.create_task = fn
+    _create_task_hook[0] = kind
+
+
+def _line_at(code, lasti):
+    """Source line of byte offset `lasti` in `code` (what f_lineno would have said)."""
+    lines = getattr(code, "co_lines", None)
+    if lines is None:  # 3.8, 3.9: the line number table of co_lnotab
+        line, addr, tab = code.co_firstlineno, 0, code.co_lnotab
+        for i in range(0, len(tab), 2):
+            addr += tab[i]
+            if addr > lasti:
+                break
+            d = tab[i + 1]
+            line += d - 256 if d >= 128 else d
+        return line
+    for start, end, line in lines():
+        if start <= lasti < end:
+            return line
+    return None
+
+
+# (id(code), lasti) -> (code, "file:line"); the code object is kept so the id stays its own.
+_created_memo = {}
+
+
+def _created_at(t):
+    """`file:line` where task t was created, or None."""
+    try:
+        site = getattr(t, _CREATED)
+    except Exception:  # AttributeError: made before install, or not through create_task
+        return None
+    return _site_text(site)
+
+
+def _site_text(site):
+    """`file:line` of a recorded (code, f_lasti), memoised; None for anything else."""
+    if site is None:
+        return None
+    try:
+        code, lasti = site
+        key = (id(code), lasti)
+        m = _created_memo.get(key)
+        if m is None:
+            if len(_created_memo) >= 20000:
+                _created_memo.clear()
+            line = _line_at(code, lasti)
+            where = _short("%s:%s" % (code.co_filename, line if line is not None else "?"), 300)
+            m = _created_memo[key] = (code, where)
+        return m[1]
+    except Exception:
+        return None
 
 
 def _install_hooks():
@@ -994,7 +1243,15 @@ STEP = 4096          # tasks per C-level slice
 SLICE_S = 0.002      # work between two GIL yields
 YIELD_S = 0.0001     # a real sleep: sleep(0) often re-takes the GIL before a waiter can
 ROLL = 512           # tasks re-checked in full per report, whatever their future says
-_deref = weakref.ref.__call__
+if hasattr(operator, "call"):  # 3.11+
+    def _derefs(refs):
+        """The referents of `refs` (None for dead ones), lazily, at C speed."""
+        return map(operator.call, refs)
+else:
+    def _derefs(refs):
+        # Not map(weakref.ref.__call__, refs): the slot wrapper builds an argument tuple
+        # per call, 2-9x slower than this comprehension (bench/agent_delta.py's profile).
+        return [r() for r in refs]
 _get_fw = operator.attrgetter("_fut_waiter")
 _MISSING = object()
 
@@ -1103,16 +1360,28 @@ def _task_row(t, tid, lid, state, tracked, where_cache):
     if len(name) > MAX_STR:
         name = name[:MAX_STR]
     return (tid, lid, name, state, q, where,
-            (tid in tracked) if tracked is not None else None), aw
+            (tid in tracked) if tracked is not None else None, _created_at(t)), aw
 
 
-def _weak_or_none(fw):
+class _Nothing:
+    pass
+
+
+# What the book remembers of a task's future: a weak reference to it, _NO_FUTURE (a dead
+# weak reference: it gives None, like a task without a future) or _UNWATCHABLE (a live one
+# to an object no task waits on: a future without weak references is always looked at).
+_NO_FUTURE = weakref.ref(_Nothing())
+_UNWATCHED = _Nothing()
+_UNWATCHABLE = weakref.ref(_UNWATCHED)
+
+
+def _ref_of(fw):
     if fw is None:
-        return None
+        return _NO_FUTURE
     try:
-        return weakref.ref(fw)
+        return weakref.ref(fw)  # the future's existing plain weak reference, if it has one
     except TypeError:
-        return object()  # cannot be watched: differs every time, so it is always looked at
+        return _UNWATCHABLE
 
 
 class _TaskBook:
@@ -1146,7 +1415,7 @@ class _TaskBook:
     def _drop(self, ref, keep_fw):
         info = self.info.pop(ref, None)
         if keep_fw:
-            self.fw[ref] = None
+            self.fw[ref] = _NO_FUTURE
         else:
             self.fw.pop(ref, None)
         if info is None:
@@ -1159,7 +1428,7 @@ class _TaskBook:
             self.removed.add(tid)
 
     def _visit(self, ref, t, fw, ctx):
-        current, has_cancelling, tracked, where_cache = ctx
+        current, has_cancelling, tracked, where_cache, lids = ctx
         if t is None:
             self._drop(ref, False)
             return
@@ -1169,12 +1438,14 @@ class _TaskBook:
                 self._drop(ref, True)
                 return
             lp = t._loop
-            lid = _loop_id(lp)
-            if lp not in _loops:
-                try:
-                    _loops.add(lp)  # a loop made before install (or not a BaseEventLoop)
-                except TypeError:
-                    pass
+            lid = lids.get(id(lp))
+            if lid is None:
+                lid = lids[id(lp)] = _loop_id(lp)
+                if lp not in _loops:
+                    try:
+                        _loops.add(lp)  # a loop made before install (or not a BaseEventLoop)
+                    except TypeError:
+                        pass
             if t is current.get(id(lp)):
                 state = "running"
             elif (t.cancelling() if has_cancelling else t._must_cancel):
@@ -1183,18 +1454,23 @@ class _TaskBook:
                 state = "pending"
             tid = id(t)
             old = self.info.get(ref)
-            if old is not None:
-                self._count(old[1], old[2], -1)
-            self.info[ref] = (tid, lid, state)
-            self._count(lid, state, 1)
-            self.fw[ref] = _weak_or_none(fw)
+            # Unchanged facts keep their old objects: every object the book replaces is one
+            # more that lives on into the old generations and brings a full collection of
+            # the host's heap closer.
+            if old is None or old[1] != lid or old[2] != state:
+                if old is not None:
+                    self._count(old[1], old[2], -1)
+                self.info[ref] = (tid, lid, state)
+                self._count(lid, state, 1)
+            self.fw[ref] = _ref_of(fw)
             if tid in self.rows or len(self.rows) < self.budget:
                 row, aw = _task_row(t, tid, lid, state, tracked, where_cache)
                 if self.rows.get(tid) != row:
                     self.rows[tid] = row
                     self.changed[tid] = row
                 if aw is not None:
-                    self.aw[tid] = aw
+                    if self.aw.get(tid) != aw:
+                        self.aw[tid] = aw
                 else:
                     self.aw.pop(tid, None)
         except Exception:
@@ -1213,7 +1489,7 @@ class _TaskBook:
         for r in refs[:1]:
             t = r()
             has_cancelling = t is not None and hasattr(t, "cancelling")
-        ctx = (current, bool(has_cancelling), tracked, {})
+        ctx = (current, bool(has_cancelling), tracked, {}, {})
         fw_get = self.fw.get
         rep = itertools.repeat
         n = len(refs)
@@ -1222,31 +1498,33 @@ class _TaskBook:
         for i in range(0, n, STEP):
             chunk = refs[i:i + STEP]
             try:
-                fws = list(map(_get_fw, map(_deref, chunk)))
+                fws = list(map(_get_fw, _derefs(chunk)))
             except AttributeError:  # a task died since the copy (its ref gives None)
-                fws = list(map(getattr, map(_deref, chunk), rep("_fut_waiter"), rep(None)))
-            try:  # weakref.ref(f) returns f's existing plain weak reference: no allocation
-                wfs = list(map(weakref.ref, fws))
-            except TypeError:  # a None (no future) or a future without weak references
-                wfs = [_weak_or_none(f) for f in fws]
-            fws_all.extend(wfs)
-            # weakref.ref(f) is one object per future while we hold it (we do, in prev_fws
-            # and fw): the same reference object means the same future, and a freed
-            # future's reference is never handed out again, so `is not` is exact.
+                fws = list(map(getattr, _derefs(chunk), rep("_fut_waiter"), rep(None)))
             if chunk == prev_refs[i:i + STEP]:
-                # Same tasks in the same order as last time (the usual case): compare the
-                # futures position by position; an unchanged slice costs two list compares.
+                # Same tasks in the same order as last time (the usual case): compare each
+                # task's future with the one remembered at the same position.
                 old = prev_fws[i:i + STEP]
-                if wfs == old:
-                    slicer.tick()
-                    continue
-                flags = map(operator.is_not, old, wfs)
             else:
-                flags = map(operator.is_not, map(fw_get, chunk, rep(_MISSING)), wfs)
-            for j in itertools.compress(range(len(chunk)), flags):
+                old = list(map(fw_get, chunk, rep(_UNWATCHABLE)))
+            # One C-level pass, no allocation per task: a remembered future that is still
+            # the one waited on derefs to it. We hold the weak references (prev_fws, fw),
+            # so a future at a reused address has a new reference: `is not` is exact.
+            idx = list(itertools.compress(range(len(chunk)),
+                                          map(operator.is_not, _derefs(old), fws)))
+            if any(map(operator.is_, fws, rep(None))):
+                # No future now: unchanged only if there was none before either (a
+                # remembered future that died also derefs to None).
+                nofw = itertools.compress(range(len(chunk)), map(operator.is_, fws, rep(None)))
+                more = [j for j in nofw if old[j] is not _NO_FUTURE]
+                if more:
+                    idx = sorted(set(idx).union(more))
+            for j in idx:
                 r = chunk[j]
+                old[j] = _ref_of(fws[j])
                 self._visit(r, r(), fws[j], ctx)
                 slicer.tick()
+            fws_all.extend(old)
             slicer.tick()
         self.prev_refs, self.prev_fws = refs, fws_all
         # Always looked at: the current tasks (now and at the last report: a task that was
@@ -1500,9 +1778,9 @@ def _thread_entries(agent_idents):
              "native_id": getattr(th, "native_id", None), "daemon": th.daemon,
              "alive": th.is_alive(), "main": th is main,
              "agent": th.ident in agent_idents}
-        site = getattr(th, "_lifecycle_top_site", None)
+        site = _site_text(getattr(th, "_lifecycle_top_site", None))
         if site is not None:
-            d["started_at"] = _short(site, 300)
+            d["started_at"] = site
         if not d["agent"]:
             try:
                 w = _waits_on(frames.get(th.ident), th.ident)
@@ -1732,7 +2010,7 @@ def _row_chunks(rows):
         index = {}
         strings = []
         part = []
-        for (tid, lid, name, state, q, where, tr) in rows[i:i + CHUNK_TASKS]:
+        for (tid, lid, name, state, q, where, tr, created) in rows[i:i + CHUNK_TASKS]:
             wi = -1
             if where is not None:
                 wi = index.get(where)
@@ -1743,7 +2021,13 @@ def _row_chunks(rows):
             if qi is None:
                 qi = index[q] = len(strings)
                 strings.append(q)
-            part.append((tid, lid, name, state, qi, wi, tr))
+            ci = -1
+            if created is not None:
+                ci = index.get(created)
+                if ci is None:
+                    ci = index[created] = len(strings)
+                    strings.append(created)
+            part.append((tid, lid, name, state, qi, wi, tr, ci))
         out.append((part, strings))
     return out
 

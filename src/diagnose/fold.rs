@@ -325,6 +325,16 @@ fn py_thread<'a>(f: &'a Facts, n: &Node) -> Option<&'a crate::agent::protocol::P
     a.report.threads.iter().find(|t| t.native_id == Some(*tid))
 }
 
+fn py_task<'a>(f: &'a Facts, n: &Node) -> Option<&'a crate::agent::protocol::TaskInfo> {
+    let (Node::Task { key, task_id, .. }, Some(a)) = (n, &f.agent) else {
+        return None;
+    };
+    if a.key != *key {
+        return None;
+    }
+    a.report.tasks.iter().find(|t| t.id == *task_id)
+}
+
 fn proc_name(f: &Facts, key: crate::model::ProcKey) -> String {
     f.snapshot
         .processes
@@ -533,13 +543,18 @@ fn render_blocked(f: &Facts, c: &Cause) -> String {
         }
         line.push_str(&l);
     }
-    // Where the threads of the chain were started.
+    // Where the threads of the chain were started and its tasks created.
     let mut started = Vec::new();
     for n in &c.path {
         if let Some(t) = py_thread(f, n)
             && let Some(s) = &t.started_at
         {
             started.push(format!("{:?} was started at {s}", t.name));
+        }
+        if let Some(t) = py_task(f, n)
+            && let Some(s) = &t.created_at
+        {
+            started.push(format!("task {:?} was created at {s}", t.name));
         }
     }
     if !started.is_empty() {

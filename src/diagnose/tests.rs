@@ -487,6 +487,7 @@ fn asyncio_task_awaits_task_awaits_subprocess() {
                 id: 101,
                 loop_id: 1,
                 name: "runner".into(),
+                created_at: Some("app.py:35".into()),
                 ..TaskInfo::default()
             },
         ],
@@ -546,6 +547,14 @@ fn asyncio_task_awaits_task_awaits_subprocess() {
         "{}",
         c.line
     );
+    // Where the chain's tasks were created (the main task's site is unknown here: none).
+    assert!(
+        c.line
+            .ends_with("; task \"runner\" was created at app.py:35."),
+        "{}",
+        c.line
+    );
+    assert!(!c.line.contains("task \"main\" was created"), "{}", c.line);
 }
 
 #[test]

@@ -140,7 +140,9 @@ class Client:
                     tasks.append({"id": row[0], "loop": row[1], "name": row[2], "state": row[3],
                                   "coro": s[row[4]] if row[4] >= 0 else None,
                                   "where": s[row[5]] if row[5] >= 0 else None,
-                                  "tracked": row[6]})
+                                  "tracked": row[6],
+                                  "created_at": s[row[7]] if len(row) > 7 and row[7] >= 0
+                                  else None})
             m["tasks"] = tasks
             return m
 

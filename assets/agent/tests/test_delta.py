@@ -43,7 +43,8 @@ def fold(state, lines):
         s = c["strings"]
         for row in c["tasks"]:
             tasks[row[0]] = (row[0], row[1], row[2], row[3], s[row[4]] if row[4] >= 0 else None,
-                             s[row[5]] if row[5] >= 0 else None, row[6])
+                             s[row[5]] if row[5] >= 0 else None, row[6],
+                             s[row[7]] if row[7] >= 0 else None)
     assert len(tasks) == head["tasks_listed"], (len(tasks), head["tasks_listed"])
     return {"seq": head["seq"], "tasks": tasks, "threads": threads}
 

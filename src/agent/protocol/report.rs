@@ -302,6 +302,10 @@ pub struct TaskInfo {
     pub where_: Option<String>,
     /// `None` when the app registered no task container.
     pub tracked: Option<bool>,
+    /// `file:line` where the task was created (the first frame outside asyncio above
+    /// `create_task`); `None` from older agents and for tasks made without `create_task`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<String>,
 }
 
 /// `report_delta` (docs/protocol.md §5.3): the header of report `seq` with only the threads
@@ -318,7 +322,8 @@ pub struct ReportDelta {
     pub report: Report,
 }
 
-/// A slice of a report's task list; rows are `[id, loop, name, state, coro, where, tracked]`.
+/// A slice of a report's task list; rows are `[id, loop, name, state, coro, where, tracked,
+/// created_at]` (the last one optional: older agents send seven elements).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ReportChunk {
@@ -381,6 +386,7 @@ impl ReportChunk {
             };
             let coro = string(row.get(4));
             let where_ = string(row.get(5));
+            let created_at = string(row.get(7));
             out.push(TaskInfo {
                 id,
                 loop_id,
@@ -391,6 +397,7 @@ impl ReportChunk {
                 coro,
                 where_,
                 tracked: row.get(6).and_then(Value::as_bool),
+                created_at,
             });
         }
         (out, bad)
@@ -431,7 +438,7 @@ mod tests {
     fn chunk_rows_decode_and_skip_bad_ones() {
         let c: ReportChunk = serde_json::from_str(
             r#"{"seq":1,"index":0,"count":1,"strings":["co","a.py:3"],
-               "tasks":[[5,9,"t","pending",0,1,true,"extra"],["bad"],[6,9,"u","running",-1,7,null]]}"#,
+               "tasks":[[5,9,"t","pending",0,1,true,1,"extra"],["bad"],[6,9,"u","running",-1,7,null]]}"#,
         )
         .expect("decode");
         let mut budget = MAX_REPORT_STRING_BYTES;
@@ -440,6 +447,11 @@ mod tests {
         assert_eq!(tasks[0].coro.as_deref(), Some("co"));
         assert_eq!(tasks[0].where_.as_deref(), Some("a.py:3"));
         assert_eq!(tasks[0].tracked, Some(true));
+        assert_eq!(tasks[0].created_at.as_deref(), Some("a.py:3"));
+        assert_eq!(
+            tasks[1].created_at, None,
+            "an older agent's seven-element row"
+        );
         assert_eq!(tasks[1].coro, None);
         assert_eq!(tasks[1].where_, None);
         assert_eq!(tasks[1].tracked, None);

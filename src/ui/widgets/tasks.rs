@@ -244,6 +244,7 @@ fn render_table(
         state: String,
         coro: String,
         at: String,
+        created: Option<String>,
         tracked: (&'static str, ratatui::style::Style),
         state_style: ratatui::style::Style,
         lp: String,
@@ -257,6 +258,7 @@ fn render_table(
             state: t.state.clone(),
             coro: t.coro.clone().unwrap_or_else(|| "?".into()),
             at: t.where_.clone().unwrap_or_else(|| "?".into()),
+            created: t.created_at.clone(),
             tracked: match t.tracked {
                 Some(true) => ("yes", Default::default()),
                 Some(false) => ("NO", theme::warn()),
@@ -274,14 +276,23 @@ fn render_table(
         .collect();
     let widest =
         |f: fn(&Text) -> &str| text.iter().map(|x| f(x).chars().count()).max().unwrap_or(0);
-    let cols = [
+    // Where each task was created: only when the agent says (older agents do not).
+    let created = text.iter().any(|x| x.created.is_some());
+    let mut cols = vec![
         Col::flex("NAME", 12, widest(|x| &x.name), 0),
         Col::fixed("STATE", 10, 2),
         Col::flex("COROUTINE", 12, widest(|x| &x.coro), 4),
         Col::flex("AWAITING AT", 20, widest(|x| &x.at), 0),
-        Col::fixed("TRACKED", 7, 3),
-        Col::fixed("LOOP", 4, 5),
     ];
+    if created {
+        let want = text
+            .iter()
+            .map(|x| x.created.as_deref().map_or(1, |c| c.chars().count()))
+            .max()
+            .unwrap_or(0);
+        cols.push(Col::flex("CREATED AT", 14, want, 6));
+    }
+    cols.extend([Col::fixed("TRACKED", 7, 3), Col::fixed("LOOP", 4, 5)]);
     let widths = columns::fit(
         area.width.saturating_sub(u16::from(!marker.is_empty())),
         &cols,
@@ -290,14 +301,21 @@ fn render_table(
     let rows: Vec<Row> = text
         .into_iter()
         .map(|t| {
-            let cells = vec![
+            let mut cells = vec![
                 Cell::from(fmt::cut(&t.name, w(0))),
                 Cell::from(Span::styled(t.state, t.state_style)),
                 Cell::from(fmt::cut(&t.coro, w(2))),
                 Cell::from(fmt::cut_left_path(&t.at, w(3))),
-                Cell::from(Span::styled(t.tracked.0, t.tracked.1)),
-                Cell::from(t.lp),
             ];
+            if created {
+                // Cut from the left: the file name and line survive.
+                cells.push(Cell::from(fmt::cut_left_path(
+                    t.created.as_deref().unwrap_or("?"),
+                    w(4),
+                )));
+            }
+            cells.push(Cell::from(Span::styled(t.tracked.0, t.tracked.1)));
+            cells.push(Cell::from(t.lp));
             Row::new(columns::pick(&widths, cells))
         })
         .collect();
@@ -363,6 +381,7 @@ mod tests {
             coro: Some("Service.worker".into()),
             where_: Some("/srv/app/service/worker.py:42".into()),
             tracked,
+            created_at: None,
         };
         Report {
             loops: vec![LoopInfo {
@@ -431,6 +450,20 @@ mod tests {
         let view = TasksView::new("connected", Some(&r));
         insta::assert_snapshot!(draw(&view, &mut state, 110, 12));
         assert_eq!(state.selected(), Some(3));
+    }
+
+    #[test]
+    fn tasks_panel_shows_where_tasks_were_created() {
+        let mut r = report();
+        for (i, t) in r.tasks.iter_mut().enumerate() {
+            t.created_at = (i != 2).then(|| format!("/srv/app/service/supervisor.py:{}", 10 + i));
+        }
+        let mut state = TableState::default().with_selected(Some(0));
+        let view = TasksView::new("connected", Some(&r));
+        insta::assert_snapshot!(draw(&view, &mut state, 120, 12));
+        // Narrow: the path is cut from the left, the file name and line kept.
+        let narrow = format!("{:?}", draw(&view, &mut state, 96, 12));
+        assert!(narrow.contains("supervisor.py:10"), "{narrow}");
     }
 
     #[test]
