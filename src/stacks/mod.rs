@@ -186,6 +186,10 @@ pub struct StackOptions {
     pub native: bool,
     /// Read the kernel stack (/proc/TID/stack, root only).
     pub kernel_stack: bool,
+    /// Read system libraries' separate DWARF (debug packages) for file:line of their
+    /// frames too. Off: they are named from symbol tables, which is much cheaper cold; the
+    /// program's own DWARF is read either way.
+    pub debug_info: bool,
     /// Bound for the whole snapshot; threads past it get a "budget exhausted" error.
     pub budget: Duration,
     /// Hard bound for one seized thread (the helper is killed past it; the kernel detaches).
@@ -204,6 +208,7 @@ impl Default for StackOptions {
             pyspy: true,
             native: true,
             kernel_stack: true,
+            debug_info: false,
             budget: Duration::from_secs(2),
             per_thread_budget: Duration::from_millis(200),
         }
