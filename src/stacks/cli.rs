@@ -29,8 +29,16 @@ pub fn run(pid: i32, json: bool, seize: bool, out: &mut dyn Write) -> anyhow::Re
     run_with(pid, flags, out)
 }
 
-/// [`run`] with every command-line flag.
+/// [`run`] with every command-line flag. The output is buffered (a dump of 100 threads is
+/// thousands of lines: one write each cost more than the unwinding).
 pub fn run_with(pid: i32, flags: Flags, out: &mut dyn Write) -> anyhow::Result<()> {
+    let mut out = std::io::BufWriter::with_capacity(64 * 1024, out);
+    run_buffered(pid, flags, &mut out)?;
+    out.flush()?;
+    Ok(())
+}
+
+fn run_buffered(pid: i32, flags: Flags, out: &mut dyn Write) -> anyhow::Result<()> {
     let Flags {
         json,
         seize,

@@ -221,18 +221,20 @@ impl Default for StackOptions {
 /// its caches stay warm whichever thread calls it.
 pub fn capture(pid: i32, tids: &[i32], opts: &StackOptions) -> StackSnapshot {
     let (tids, job_opts) = (tids.to_vec(), opts.clone());
-    worker::run(move || capture_here(pid, &tids, &job_opts)).unwrap_or_else(|| StackSnapshot {
-        pid,
-        taken_at_unix_ms: 0,
-        capture_us: 0,
-        threads: Vec::new(),
-        errors: vec![SourceError {
-            source: SourceKind::Kernel,
-            message: "stack capture failed internally (a bug: please report it with the log)"
-                .into(),
-        }],
-        tasks: Vec::new(),
-    })
+    worker::STACKS
+        .run(move || capture_here(pid, &tids, &job_opts))
+        .unwrap_or_else(|| StackSnapshot {
+            pid,
+            taken_at_unix_ms: 0,
+            capture_us: 0,
+            threads: Vec::new(),
+            errors: vec![SourceError {
+                source: SourceKind::Kernel,
+                message: "stack capture failed internally (a bug: please report it with the log)"
+                    .into(),
+            }],
+            tasks: Vec::new(),
+        })
 }
 
 /// Why `pid` no longer names the process that started at `expected`, if it does not.
@@ -315,6 +317,13 @@ fn capture_here(pid: i32, tids: &[i32], opts: &StackOptions) -> StackSnapshot {
     } else {
         tids.to_vec()
     };
+    // Read once: with many threads the maps file is long (a stack and a guard per thread).
+    let maps_text = std::fs::read_to_string(format!("/proc/{pid}/maps"));
+    let refusal = refused(pid);
+    // Python frames without an agent are read on their own thread meanwhile (see `worker`).
+    let pyspy = (opts.python_from_agent.is_none() && refusal.is_none())
+        .then(|| python::start(pid, maps_text.as_deref().ok(), opts))
+        .flatten();
     let mut threads: Vec<ThreadStacks> = tids
         .iter()
         .map(|&tid| kernel::read_thread(pid, tid, opts.kernel_stack))
@@ -322,7 +331,7 @@ fn capture_here(pid: i32, tids: &[i32], opts: &StackOptions) -> StackSnapshot {
     // A process we may list but not read (another user's, non-dumpable, ptrace refused):
     // one process-wide line with the real reason instead of "permission denied" per file
     // and thread; the kernel view keeps what is readable (state, wchan, switches).
-    if let Some(why) = refused(pid) {
+    if let Some(why) = refusal {
         for t in &mut threads {
             t.errors.retain(|e| !e.message.contains("unreadable"));
         }
@@ -339,8 +348,6 @@ fn capture_here(pid: i32, tids: &[i32], opts: &StackOptions) -> StackSnapshot {
             tasks: Vec::new(),
         };
     }
-    // Read once: with many threads the maps file is long (a stack and a guard per thread).
-    let maps_text = std::fs::read_to_string(format!("/proc/{pid}/maps"));
     if opts.native {
         match &maps_text {
             Ok(text) => native::capture_into(pid, text, &mut threads, opts, started, &mut errors),
@@ -352,13 +359,16 @@ fn capture_here(pid: i32, tids: &[i32], opts: &StackOptions) -> StackSnapshot {
             }),
         }
     }
-    python::join_into(
-        pid,
-        maps_text.as_deref().ok(),
-        &mut threads,
-        opts,
-        &mut errors,
-    );
+    match pyspy {
+        Some(pending) => python::finish(pending, &mut threads, &mut errors),
+        None => python::join_into(
+            pid,
+            maps_text.as_deref().ok(),
+            &mut threads,
+            opts,
+            &mut errors,
+        ),
+    }
     StackSnapshot {
         pid,
         taken_at_unix_ms,
