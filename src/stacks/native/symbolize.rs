@@ -47,6 +47,13 @@ impl Default for Symbols {
     }
 }
 
+/// The name shown for a symbol: glibc's internal `__GI_` alias prefix dropped (a symbol
+/// table names `__GI___pthread_cond_wait` where DWARF says `___pthread_cond_wait`), then
+/// demangled (see [`demangle`]).
+pub fn display_name(name: &str) -> Cow<'_, str> {
+    demangle(name.strip_prefix("__GI_").unwrap_or(name))
+}
+
 /// Demangle a symbol if it is a mangled one: Itanium C++ (`_Z`, `__Z` on some platforms)
 /// and Rust (`_R` v0; legacy Rust names are `_ZN...h<hash>E`). Anything else (C names,
 /// `a`, `main`) is returned as is.
@@ -92,7 +99,7 @@ fn frames_of(addr: u64, sym: Symbolized<'_>, module: Option<String>) -> Vec<Fram
                 .rev()
                 .map(|i| {
                     let mut f = Frame {
-                        function: demangle(&i.name).into_owned(),
+                        function: display_name(&i.name).into_owned(),
                         addr: Some(addr),
                         module: module.clone(),
                         inlined: true,
@@ -103,7 +110,7 @@ fn frames_of(addr: u64, sym: Symbolized<'_>, module: Option<String>) -> Vec<Fram
                 })
                 .collect();
             let mut f = Frame {
-                function: demangle(&s.name).into_owned(),
+                function: display_name(&s.name).into_owned(),
                 addr: Some(addr),
                 module,
                 ..Frame::default()
@@ -342,7 +349,20 @@ impl Symbols {
 
 #[cfg(test)]
 mod tests {
-    use super::demangle;
+    use super::{demangle, display_name};
+
+    #[test]
+    fn glibc_internal_aliases_lose_their_prefix() {
+        assert_eq!(
+            display_name("__GI___pthread_cond_wait"),
+            "___pthread_cond_wait"
+        );
+        assert_eq!(
+            display_name("__futex_abstimed_wait_common"),
+            "__futex_abstimed_wait_common"
+        );
+        assert_eq!(display_name("_ZN3foo3barEv"), "foo::bar()");
+    }
 
     #[test]
     fn plain_c_names_are_not_demangled() {
