@@ -48,7 +48,7 @@ impl Default for Symbols {
 }
 
 /// The name shown for a symbol: glibc's internal `__GI_` alias prefix dropped (a symbol
-/// table names `__GI___pthread_cond_wait` where DWARF says `___pthread_cond_wait`), then
+/// table may pick the hidden alias `__GI___pthread_cond_wait` of `__pthread_cond_wait`), then
 /// demangled (see [`demangle`]).
 pub fn display_name(name: &str) -> Cow<'_, str> {
     demangle(name.strip_prefix("__GI_").unwrap_or(name))
@@ -355,7 +355,7 @@ mod tests {
     fn glibc_internal_aliases_lose_their_prefix() {
         assert_eq!(
             display_name("__GI___pthread_cond_wait"),
-            "___pthread_cond_wait"
+            "__pthread_cond_wait"
         );
         assert_eq!(
             display_name("__futex_abstimed_wait_common"),
