@@ -30,7 +30,9 @@ python3 tests/targets/stacks_blocked.py 100 >"$tmp/py.out" &
 pids+=($!)
 wait_ready "$tmp/py.out"
 PY=${pids[-1]}
-compare "stacks --pid, 100 Python threads" "$LT stacks --pid $PY" "py-spy dump --pid $PY"
+# The py-spy binary itself, not a version manager's shim (pyenv's adds a few ms of shell).
+PYSPY=$(pyenv which py-spy 2>/dev/null || command -v py-spy)
+compare "stacks --pid, 100 Python threads" "$LT stacks --pid $PY" "$PYSPY dump --pid $PY"
 
 gcc -O0 -g -pthread -o "$tmp/stacks_blocked" tests/targets/stacks_blocked.c
 "$tmp/stacks_blocked" 100 >"$tmp/c.out" &

@@ -137,6 +137,10 @@ lifecycle-top snapshot --pid 4242 --watch 500ms | jq -c 'select(.end == null) | 
         /// Allow PTRACE_SEIZE+INTERRUPT for threads the ptrace-free path cannot read.
         #[arg(long)]
         seize: bool,
+        /// Also read system libraries' separate debug info (debug packages such as
+        /// libc6-dbg) for file:line of their frames; slower cold. Names come without it.
+        #[arg(long)]
+        debug_info: bool,
     },
     /// The shutdown gate for CI: launch CMD (or attach to --pid), wait until it is ready,
     /// stop it the way production does (one signal and a budget) and judge the shutdown.
@@ -393,6 +397,7 @@ pub enum Config {
         pid: i32,
         json: bool,
         seize: bool,
+        debug_info: bool,
     },
     Why {
         pid: i32,
@@ -600,7 +605,17 @@ fn command(
         Some(RawCommand::Snapshot { pid, json, watch }) => {
             Ok(Config::Snapshot { pid, json, watch })
         }
-        Some(RawCommand::Stacks { pid, json, seize }) => Ok(Config::Stacks { pid, json, seize }),
+        Some(RawCommand::Stacks {
+            pid,
+            json,
+            seize,
+            debug_info,
+        }) => Ok(Config::Stacks {
+            pid,
+            json,
+            seize,
+            debug_info,
+        }),
         Some(RawCommand::Why { pid, json }) => Ok(Config::Why { pid, json }),
         Some(RawCommand::Agent { print, path }) => match (print, path) {
             (true, false) => Ok(Config::AgentPrint),

@@ -84,8 +84,18 @@ fn run(config: Config) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Config::Stacks { pid, json, seize } => {
-            stacks::cli::run(pid, json, seize, &mut std::io::stdout().lock())?;
+        Config::Stacks {
+            pid,
+            json,
+            seize,
+            debug_info,
+        } => {
+            let flags = stacks::cli::Flags {
+                json,
+                seize,
+                debug_info,
+            };
+            stacks::cli::run_with(pid, flags, &mut std::io::stdout().lock())?;
             Ok(ExitCode::SUCCESS)
         }
         Config::Check(cfg) => {

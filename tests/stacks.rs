@@ -157,6 +157,80 @@ fn native_frames_of_c_threads_built_with_gcc() {
     assert!(pipe.described_args[0].contains("pipe:["), "{pipe:?}");
 }
 
+/// libc's DWARF lives in a separate debug file (libc6-dbg): by default its frames are named
+/// from that file's symbol table (static functions included), without file:line; the
+/// target's own DWARF still gives file:line. `debug_info` reads libc's DWARF too.
+#[test]
+fn system_libraries_named_from_symbols_own_code_keeps_file_line() {
+    assert!(
+        std::path::Path::new("/usr/lib/debug/.build-id").is_dir(),
+        "libc's debug symbols are missing: install them (apt-get install libc6-dbg)"
+    );
+    let t = c_target(2);
+    let parked_native = |snap: &stacks::StackSnapshot| {
+        thread_named(snap, "c_parked")
+            .stack(SourceKind::Native)
+            .unwrap_or_else(|| panic!("no native stack:\n{}", dump(snap)))
+            .clone()
+    };
+    let snap = stacks::capture(t.pid(), &[], &StackOptions::default());
+    let native = parked_native(&snap);
+    // A static function: in the debug file's .symtab, not in libc's .dynsym.
+    let wait = native
+        .frames
+        .iter()
+        .find(|f| f.function == "__futex_abstimed_wait_common")
+        .unwrap_or_else(|| panic!("libc's static wait function not named:\n{}", dump(&snap)));
+    assert_eq!(wait.module.as_deref(), Some("libc.so.6"), "{wait:?}");
+    assert_eq!((wait.file.as_deref(), wait.line), (None, None), "{wait:?}");
+    assert!(
+        has_function(&native, "pthread_cond_wait"),
+        "{}",
+        dump(&snap)
+    );
+    assert!(
+        native
+            .frames
+            .iter()
+            .all(|f| !f.function.starts_with("__GI_")),
+        "{}",
+        dump(&snap)
+    );
+    let own = native
+        .frames
+        .iter()
+        .find(|f| f.function == "c_parked_on_condvar")
+        .unwrap_or_else(|| panic!("{}", dump(&snap)));
+    assert!(
+        own.file
+            .as_deref()
+            .is_some_and(|f| f.ends_with("stacks_blocked.c"))
+            && own.line.is_some(),
+        "{own:?}"
+    );
+    let opts = StackOptions {
+        debug_info: true,
+        ..StackOptions::default()
+    };
+    let snap = stacks::capture(t.pid(), &[], &opts);
+    let native = parked_native(&snap);
+    let libc_lines = native
+        .frames
+        .iter()
+        .filter(|f| f.module.as_deref() == Some("libc.so.6") && f.line.is_some())
+        .count();
+    assert!(
+        libc_lines > 0,
+        "no file:line in libc frames with debug_info:\n{}",
+        dump(&snap)
+    );
+    assert!(
+        has_function(&native, "c_parked_on_condvar"),
+        "{}",
+        dump(&snap)
+    );
+}
+
 #[test]
 fn blocked_threads_are_stuck_across_two_snapshots() {
     use lifecycle_top::stacks::stuck::{Observation, stuck_tids};

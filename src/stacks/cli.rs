@@ -7,8 +7,43 @@
 use super::{Frame, StackOptions, StackSnapshot, ThreadStacks, capture};
 use std::io::Write;
 
+/// What `stacks` was asked for on the command line.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Flags {
+    /// JSON instead of text.
+    pub json: bool,
+    /// Allow PTRACE_SEIZE for threads the ptrace-free path cannot read.
+    pub seize: bool,
+    /// Read system libraries' separate DWARF too (file:line of libc frames), see
+    /// [`StackOptions::debug_info`].
+    pub debug_info: bool,
+}
+
 /// Capture and print. JSON is the serialised [`StackSnapshot`].
 pub fn run(pid: i32, json: bool, seize: bool, out: &mut dyn Write) -> anyhow::Result<()> {
+    let flags = Flags {
+        json,
+        seize,
+        ..Flags::default()
+    };
+    run_with(pid, flags, out)
+}
+
+/// [`run`] with every command-line flag. The output is buffered (a dump of 100 threads is
+/// thousands of lines: one write each cost more than the unwinding).
+pub fn run_with(pid: i32, flags: Flags, out: &mut dyn Write) -> anyhow::Result<()> {
+    let mut out = std::io::BufWriter::with_capacity(64 * 1024, out);
+    run_buffered(pid, flags, &mut out)?;
+    out.flush()?;
+    Ok(())
+}
+
+fn run_buffered(pid: i32, flags: Flags, out: &mut dyn Write) -> anyhow::Result<()> {
+    let Flags {
+        json,
+        seize,
+        debug_info,
+    } = flags;
     // The start time read now pins the pid: were the process to exit and the pid be reused
     // during the capture, the seize helper refuses the newcomer.
     let Ok(start_time) = crate::collect::procfs::read_start_time(pid) else {
@@ -22,6 +57,7 @@ pub fn run(pid: i32, json: bool, seize: bool, out: &mut dyn Write) -> anyhow::Re
     let mut opts = StackOptions {
         seize,
         expect_start_time: Some(start_time),
+        debug_info,
         ..StackOptions::default()
     };
     // With an agent in the target (Python or Node.js), its frames go first: asked on a

@@ -186,6 +186,10 @@ pub struct StackOptions {
     pub native: bool,
     /// Read the kernel stack (/proc/TID/stack, root only).
     pub kernel_stack: bool,
+    /// Read system libraries' separate DWARF (debug packages) for file:line of their
+    /// frames too. Off: they are named from symbol tables, which is much cheaper cold; the
+    /// program's own DWARF is read either way.
+    pub debug_info: bool,
     /// Bound for the whole snapshot; threads past it get a "budget exhausted" error.
     pub budget: Duration,
     /// Hard bound for one seized thread (the helper is killed past it; the kernel detaches).
@@ -204,6 +208,7 @@ impl Default for StackOptions {
             pyspy: true,
             native: true,
             kernel_stack: true,
+            debug_info: false,
             budget: Duration::from_secs(2),
             per_thread_budget: Duration::from_millis(200),
         }
@@ -216,18 +221,20 @@ impl Default for StackOptions {
 /// its caches stay warm whichever thread calls it.
 pub fn capture(pid: i32, tids: &[i32], opts: &StackOptions) -> StackSnapshot {
     let (tids, job_opts) = (tids.to_vec(), opts.clone());
-    worker::run(move || capture_here(pid, &tids, &job_opts)).unwrap_or_else(|| StackSnapshot {
-        pid,
-        taken_at_unix_ms: 0,
-        capture_us: 0,
-        threads: Vec::new(),
-        errors: vec![SourceError {
-            source: SourceKind::Kernel,
-            message: "stack capture failed internally (a bug: please report it with the log)"
-                .into(),
-        }],
-        tasks: Vec::new(),
-    })
+    worker::STACKS
+        .run(move || capture_here(pid, &tids, &job_opts))
+        .unwrap_or_else(|| StackSnapshot {
+            pid,
+            taken_at_unix_ms: 0,
+            capture_us: 0,
+            threads: Vec::new(),
+            errors: vec![SourceError {
+                source: SourceKind::Kernel,
+                message: "stack capture failed internally (a bug: please report it with the log)"
+                    .into(),
+            }],
+            tasks: Vec::new(),
+        })
 }
 
 /// Why `pid` no longer names the process that started at `expected`, if it does not.
@@ -272,6 +279,35 @@ pub fn refused(pid: i32) -> Option<String> {
     })
 }
 
+/// Threads past which the kernel views are read on two threads (half each): /proc reads are
+/// a third of a cold capture, and a thread costs less than 10 of them.
+const SPLIT_KERNEL_READS: usize = 32;
+
+/// The kernel view of each thread, in `tids` order.
+fn read_kernel_views(pid: i32, tids: &[i32], kernel_stack: bool) -> Vec<ThreadStacks> {
+    let read = |part: &[i32]| -> Vec<ThreadStacks> {
+        part.iter()
+            .map(|&tid| kernel::read_thread(pid, tid, kernel_stack))
+            .collect()
+    };
+    if tids.len() < SPLIT_KERNEL_READS {
+        return read(tids);
+    }
+    let (first, second) = tids.split_at(tids.len() / 2);
+    std::thread::scope(|s| {
+        let other = std::thread::Builder::new()
+            .name("lt-kernel".into())
+            .spawn_scoped(s, || read(second));
+        let mut views = read(first);
+        match other.map(|h| h.join()) {
+            Ok(Ok(rest)) => views.extend(rest),
+            // No thread (or it panicked): read the rest here.
+            _ => views.extend(read(second)),
+        }
+        views
+    })
+}
+
 fn capture_here(pid: i32, tids: &[i32], opts: &StackOptions) -> StackSnapshot {
     let started = Instant::now();
     let taken_at_unix_ms = SystemTime::now()
@@ -310,14 +346,18 @@ fn capture_here(pid: i32, tids: &[i32], opts: &StackOptions) -> StackSnapshot {
     } else {
         tids.to_vec()
     };
-    let mut threads: Vec<ThreadStacks> = tids
-        .iter()
-        .map(|&tid| kernel::read_thread(pid, tid, opts.kernel_stack))
-        .collect();
+    // Read once: with many threads the maps file is long (a stack and a guard per thread).
+    let maps_text = std::fs::read_to_string(format!("/proc/{pid}/maps"));
+    let refusal = refused(pid);
+    // Python frames without an agent are read on their own thread meanwhile (see `worker`).
+    let pyspy = (opts.python_from_agent.is_none() && refusal.is_none())
+        .then(|| python::start(pid, maps_text.as_deref().ok(), opts))
+        .flatten();
+    let mut threads = read_kernel_views(pid, &tids, opts.kernel_stack);
     // A process we may list but not read (another user's, non-dumpable, ptrace refused):
     // one process-wide line with the real reason instead of "permission denied" per file
     // and thread; the kernel view keeps what is readable (state, wchan, switches).
-    if let Some(why) = refused(pid) {
+    if let Some(why) = refusal {
         for t in &mut threads {
             t.errors.retain(|e| !e.message.contains("unreadable"));
         }
@@ -334,8 +374,6 @@ fn capture_here(pid: i32, tids: &[i32], opts: &StackOptions) -> StackSnapshot {
             tasks: Vec::new(),
         };
     }
-    // Read once: with many threads the maps file is long (a stack and a guard per thread).
-    let maps_text = std::fs::read_to_string(format!("/proc/{pid}/maps"));
     if opts.native {
         match &maps_text {
             Ok(text) => native::capture_into(pid, text, &mut threads, opts, started, &mut errors),
@@ -347,13 +385,16 @@ fn capture_here(pid: i32, tids: &[i32], opts: &StackOptions) -> StackSnapshot {
             }),
         }
     }
-    python::join_into(
-        pid,
-        maps_text.as_deref().ok(),
-        &mut threads,
-        opts,
-        &mut errors,
-    );
+    match pyspy {
+        Some(pending) => python::finish(pending, &mut threads, &mut errors),
+        None => python::join_into(
+            pid,
+            maps_text.as_deref().ok(),
+            &mut threads,
+            opts,
+            &mut errors,
+        ),
+    }
     StackSnapshot {
         pid,
         taken_at_unix_ms,

@@ -147,30 +147,34 @@ pub fn join_agent(
     }
 }
 
-/// Put Python stacks first in each thread's list (they are the most telling).
-pub fn join_into(
-    pid: i32,
-    maps_text: Option<&str>,
-    threads: &mut [ThreadStacks],
-    opts: &StackOptions,
-    errors: &mut Vec<SourceError>,
-) {
-    if let Some(v) = &opts.python_from_agent
-        && join_agent(v, threads, errors)
-    {
-        return;
-    }
+/// A py-spy read under way on the `lt-pyspy` thread (see [`start`]).
+pub struct Pending(std::sync::mpsc::Receiver<Result<Vec<PyThreadStack>, SourceError>>);
+
+/// Start reading Python stacks without an agent, if the options ask for it, no agent answer
+/// is joined already and `pid` runs CPython. The read runs on its own thread while the
+/// caller reads the kernel and native sources; [`finish`] joins it.
+pub fn start(pid: i32, maps_text: Option<&str>, opts: &StackOptions) -> Option<Pending> {
     if !opts.pyspy || !is_python(pid, maps_text) {
-        return;
+        return None;
     }
     let start = match opts.expect_start_time {
         Some(st) => st,
-        None => match crate::collect::procfs::read_start_time(pid) {
-            Ok(st) => st,
-            Err(_) => return,
-        },
+        None => crate::collect::procfs::read_start_time(pid).ok()?,
     };
-    match super::pyspy::capture(pid, start) {
+    Some(Pending(
+        super::worker::PYSPY.submit(move || super::pyspy::capture(pid, start)),
+    ))
+}
+
+/// Join a py-spy read started by [`start`] into `threads` (Python first).
+pub fn finish(pending: Pending, threads: &mut [ThreadStacks], errors: &mut Vec<SourceError>) {
+    let answer = pending.0.recv().unwrap_or_else(|_| {
+        Err(SourceError {
+            source: SourceKind::PySpyPython,
+            message: "py-spy read failed internally (a bug: please report it with the log)".into(),
+        })
+    });
+    match answer {
         Ok(list) => {
             let mut unjoined = 0;
             for PyThreadStack { tid, frames, .. } in list {
@@ -198,6 +202,25 @@ pub fn join_into(
             }
         }
         Err(e) => errors.push(e),
+    }
+}
+
+/// Put Python stacks first in each thread's list (they are the most telling): the agent's
+/// answer in `opts` if any, else a py-spy read ([`start`] + [`finish`] in one go).
+pub fn join_into(
+    pid: i32,
+    maps_text: Option<&str>,
+    threads: &mut [ThreadStacks],
+    opts: &StackOptions,
+    errors: &mut Vec<SourceError>,
+) {
+    if let Some(v) = &opts.python_from_agent
+        && join_agent(v, threads, errors)
+    {
+        return;
+    }
+    if let Some(pending) = start(pid, maps_text, opts) {
+        finish(pending, threads, errors);
     }
 }
 

@@ -30,6 +30,8 @@ struct ProcCache {
     unwinder: unwind::NativeUnwinder,
     rules: unwind::NativeCache,
     symbols: symbolize::Symbols,
+    /// The ELF files mapped executable, with their load bias (for the symbolizer).
+    files: Vec<modules::LoadedFile>,
     module_errors: Vec<String>,
 }
 
@@ -109,7 +111,7 @@ fn capture_with(
         if native.procs.len() > 16 {
             native.procs.clear();
         }
-        let (mods, module_errors) = modules::modules_for(pid, maps, &mut native.elf);
+        let (mods, files, module_errors) = modules::modules_for(pid, maps, &mut native.elf);
         let mut unwinder = unwind::NativeUnwinder::new();
         for m in mods {
             framehop::Unwinder::add_module(&mut unwinder, m);
@@ -124,6 +126,7 @@ fn capture_with(
             unwinder,
             rules: unwind::NativeCache::new(),
             symbols: Default::default(),
+            files,
             module_errors,
         };
         native.procs.insert((pid, st), pc);
@@ -154,7 +157,10 @@ fn capture_with(
         .iter()
         .flat_map(|(_, w, _)| w.lookup_addrs.iter().copied())
         .collect();
-    if let Some(e) = pc.symbols.resolve(pid, &all, &exec_maps) {
+    if let Some(e) = pc
+        .symbols
+        .resolve(pid, &all, &exec_maps, &pc.files, opts.debug_info)
+    {
         errors.push(err(e));
     }
     for (i, w, mut note) in walks {

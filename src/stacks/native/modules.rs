@@ -73,6 +73,12 @@ pub struct ElfUnwindInfo {
     eh_frame: Option<(Range<u64>, Bytes)>,
     eh_frame_hdr: Option<(Range<u64>, Bytes)>,
     got: Option<Range<u64>>,
+    /// The file carries its own DWARF (`.debug_info`): the user's program, built with `-g`.
+    pub own_dwarf: bool,
+    /// `.note.gnu.build-id`, to find a separate debug file (`/usr/lib/debug/.build-id/`).
+    pub build_id: Option<Vec<u8>>,
+    /// `.gnu_debuglink` file name, the other way debug packages are found.
+    pub debuglink: Option<String>,
 }
 
 fn section<'d>(
@@ -129,6 +135,15 @@ pub fn read_elf(path: &str) -> Result<ElfUnwindInfo, String> {
         got: file
             .section_by_name(".got")
             .map(|s| s.address()..s.address() + s.size()),
+        own_dwarf: file
+            .section_by_name(".debug_info")
+            .is_some_and(|s| s.size() > 0 && s.kind() != object::SectionKind::UninitializedData),
+        build_id: file.build_id().ok().flatten().map(<[u8]>::to_vec),
+        debuglink: file
+            .gnu_debuglink()
+            .ok()
+            .flatten()
+            .map(|(name, _crc)| String::from_utf8_lossy(name).into_owned()),
     })
 }
 
@@ -189,13 +204,26 @@ impl ElfCache {
     }
 }
 
-/// Framehop modules for every executable file mapping of `pid`, plus per-file errors.
+/// One executable file mapping as the symbolizer needs it: where it is loaded and what the
+/// file says about its debug info.
+#[derive(Clone)]
+pub struct LoadedFile {
+    /// The mapping's address range in the target.
+    pub range: Range<u64>,
+    /// Address minus ELF virtual address (svma) for this mapping.
+    pub bias: u64,
+    pub info: Arc<ElfUnwindInfo>,
+}
+
+/// Framehop modules for every executable file mapping of `pid`, the same mappings for the
+/// symbolizer, plus per-file errors.
 pub fn modules_for(
     pid: i32,
     maps: &[Mapping],
     cache: &mut ElfCache,
-) -> (Vec<Module<Bytes>>, Vec<String>) {
+) -> (Vec<Module<Bytes>>, Vec<LoadedFile>, Vec<String>) {
     let mut out = Vec::new();
+    let mut loaded = Vec::new();
     let mut errors = Vec::new();
     for m in maps
         .iter()
@@ -218,8 +246,13 @@ pub fn modules_for(
         };
         let name = m.path.rsplit('/').next().unwrap_or(&m.path).to_string();
         out.push(info.module(name, m.range.clone(), bias));
+        loaded.push(LoadedFile {
+            range: m.range.clone(),
+            bias,
+            info,
+        });
     }
-    (out, errors)
+    (out, loaded, errors)
 }
 
 #[cfg(test)]
@@ -246,6 +279,9 @@ mod tests {
             eh_frame: None,
             eh_frame_hdr: None,
             got: None,
+            own_dwarf: false,
+            build_id: None,
+            debuglink: None,
         };
         assert_eq!(pie.bias(0x5555_5555_5000, 0x1000), Some(0x5555_5555_4000));
         let fixed = ElfUnwindInfo {

@@ -1,5 +1,7 @@
-//! Address -> frames with blazesym: inlined calls expanded, file:line where DWARF exists,
-//! names demangled here (only `_Z`/`__Z` Itanium C++ and `_R`/legacy Rust names: blazesym
+//! Address -> frames with blazesym: inlined calls expanded, file:line from the DWARF a module
+//! carries itself (the user's program); a system library whose DWARF lives in a separate
+//! debug file is named from that file's symbol table only, unless asked (`--debug-info`: see
+//! [`plan_for`]). Names are demangled here (only `_Z`/`__Z` Itanium C++ and `_R`/legacy Rust names: blazesym
 //! alone would read a plain C symbol such as `a` as a mangled type, "signed char"). One
 //! batched call per module per snapshot; results cached by absolute address per target
 //! while its executable mappings stay the same.
@@ -9,7 +11,7 @@
 //! directory needs CAP_SYS_ADMIN, so this is the non-root way; it still works in a
 //! container's mount namespace).
 
-use super::modules::Mapping;
+use super::modules::{ElfUnwindInfo, LoadedFile, Mapping};
 use crate::stacks::Frame;
 use blazesym::symbolize::source::{Elf, Process, Source};
 use blazesym::symbolize::{CodeInfo, Input, Symbolized, Symbolizer};
@@ -22,6 +24,10 @@ pub struct Symbols {
     cache: HashMap<u64, Vec<Frame>>,
     /// Whether `/proc/PID/map_files/` entries can be opened (decided on first use).
     map_files: Option<bool>,
+    /// Plans by mapping start (the debug file lookup is a few stats per module).
+    plans: HashMap<u64, Plan>,
+    /// Whether the cached frames were made with system libraries' DWARF.
+    debug_info: bool,
 }
 
 impl Default for Symbols {
@@ -35,8 +41,17 @@ impl Default for Symbols {
                 .build(),
             cache: HashMap::new(),
             map_files: None,
+            plans: HashMap::new(),
+            debug_info: false,
         }
     }
+}
+
+/// The name shown for a symbol: glibc's internal `__GI_` alias prefix dropped (a symbol
+/// table may pick the hidden alias `__GI___pthread_cond_wait` of `__pthread_cond_wait`), then
+/// demangled (see [`demangle`]).
+pub fn display_name(name: &str) -> Cow<'_, str> {
+    demangle(name.strip_prefix("__GI_").unwrap_or(name))
 }
 
 /// Demangle a symbol if it is a mangled one: Itanium C++ (`_Z`, `__Z` on some platforms)
@@ -84,7 +99,7 @@ fn frames_of(addr: u64, sym: Symbolized<'_>, module: Option<String>) -> Vec<Fram
                 .rev()
                 .map(|i| {
                     let mut f = Frame {
-                        function: demangle(&i.name).into_owned(),
+                        function: display_name(&i.name).into_owned(),
                         addr: Some(addr),
                         module: module.clone(),
                         inlined: true,
@@ -95,7 +110,7 @@ fn frames_of(addr: u64, sym: Symbolized<'_>, module: Option<String>) -> Vec<Fram
                 })
                 .collect();
             let mut f = Frame {
-                function: demangle(&s.name).into_owned(),
+                function: display_name(&s.name).into_owned(),
                 addr: Some(addr),
                 module,
                 ..Frame::default()
@@ -127,16 +142,121 @@ fn map_files_usable(pid: i32, maps: &[Mapping]) -> bool {
         })
 }
 
+/// How the addresses of one module are symbolized: which file blazesym opens, and whether it
+/// reads DWARF there (file:line, inlined calls) or symbol tables only.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Plan {
+    pub path: String,
+    pub debug_syms: bool,
+}
+
+/// The separate debug file of a module (a distribution's `-dbg`/`-dbgsym` package): by
+/// build id under `/usr/lib/debug/.build-id/`, else by `.gnu_debuglink` next to the file or
+/// under `/usr/lib/debug`, looked up in the target's root first. Only a file with a `.symtab`
+/// and, when the module has a build id, the same build id is taken.
+fn separate_debug_file(pid: i32, path: &str, info: &ElfUnwindInfo) -> Option<String> {
+    let root = format!("/proc/{pid}/root");
+    let mut candidates = Vec::new();
+    if let Some(id) = info.build_id.as_deref().filter(|id| id.len() > 1) {
+        let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
+        let rel = format!("/usr/lib/debug/.build-id/{}/{}.debug", &hex[..2], &hex[2..]);
+        candidates.push(format!("{root}{rel}"));
+        // A container without the debug package: the host's copy, same build id.
+        candidates.push(rel);
+    }
+    if let Some(link) = &info.debuglink {
+        let dir = path.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
+        for c in [
+            format!("{root}/usr/lib/debug{dir}/{link}"),
+            format!("{root}{dir}/.debug/{link}"),
+            format!("{root}{dir}/{link}"),
+        ] {
+            candidates.push(c);
+        }
+    }
+    candidates
+        .into_iter()
+        .find(|c| debug_file_fits(c, info.build_id.as_deref()))
+}
+
+/// Whether `path` is an ELF file with symbols and, if `build_id` is known, that build id.
+/// Reads the headers only (the file is mapped, not read).
+fn debug_file_fits(path: &str, build_id: Option<&[u8]>) -> bool {
+    use object::{Object, ObjectSection};
+    let Ok(f) = std::fs::File::open(path) else {
+        return false;
+    };
+    // SAFETY: a read-only private mapping of a debug file, only parsed here and dropped; a
+    // file truncated meanwhile could fault, as for any reader of such files (blazesym maps
+    // them the same way).
+    let Ok(map) = (unsafe { memmap2::Mmap::map(&f) }) else {
+        return false;
+    };
+    let Ok(file) = object::File::parse(&map[..]) else {
+        return false;
+    };
+    let has_symtab = file
+        .section_by_name(".symtab")
+        .is_some_and(|s| s.size() > 0);
+    has_symtab && build_id.is_none_or(|id| file.build_id().ok().flatten() == Some(id))
+}
+
+/// The plan for one mapped module. Its own DWARF (the user's program built with `-g`) is
+/// read for file:line; a system library's separate DWARF is not, unless `debug_info`: it is
+/// compressed, and decompressing libc's took about half of a cold `stacks` run. Its symbol
+/// table (the debug file's `.symtab`, which also names static functions such as
+/// `__futex_abstimed_wait_common`) is enough for names.
+pub fn plan_for(
+    pid: i32,
+    m: &Mapping,
+    info: &ElfUnwindInfo,
+    map_files: bool,
+    debug_info: bool,
+) -> Plan {
+    let open = if map_files {
+        format!(
+            "/proc/{pid}/map_files/{:x}-{:x}",
+            m.range.start, m.range.end
+        )
+    } else {
+        format!("/proc/{pid}/root{}", m.path)
+    };
+    if info.own_dwarf || debug_info {
+        return Plan {
+            path: open,
+            debug_syms: true,
+        };
+    }
+    let path = separate_debug_file(pid, &m.path, info).unwrap_or(open);
+    Plan {
+        path,
+        debug_syms: false,
+    }
+}
+
 impl Symbols {
     /// Forget cached addresses (the target's mappings changed).
     pub fn clear(&mut self) {
         self.cache.clear();
+        self.plans.clear();
     }
 
-    /// Resolve every address not cached yet. `maps` are the target's mappings (file
-    /// offsets and paths for the non-root path). Returns a one-line error if blazesym
-    /// failed as a whole for some module (individual misses become `??` frames).
-    pub fn resolve(&mut self, pid: i32, addrs: &[u64], maps: &[Mapping]) -> Option<String> {
+    /// Resolve every address not cached yet. `maps` are the target's executable mappings,
+    /// `files` the ELF files loaded there (see [`plan_for`]); `debug_info` reads system
+    /// libraries' separate DWARF too. Returns a one-line error if blazesym failed as a whole
+    /// for some module (individual misses become `??` frames).
+    pub fn resolve(
+        &mut self,
+        pid: i32,
+        addrs: &[u64],
+        maps: &[Mapping],
+        files: &[LoadedFile],
+        debug_info: bool,
+    ) -> Option<String> {
+        if self.debug_info != debug_info {
+            self.clear();
+            self.debug_info = debug_info;
+        }
         let mut todo: Vec<u64> = addrs
             .iter()
             .copied()
@@ -152,55 +272,48 @@ impl Symbols {
             .map_files
             .get_or_insert_with(|| map_files_usable(pid, maps));
         let mut failure = None;
-        // Root: one call for everything, files reached through map_files.
-        if map_files {
-            let mut process = Process::new((pid as u32).into());
-            process.map_files = true;
-            match self
-                .symbolizer
-                .symbolize(&Source::Process(process), Input::AbsAddr(&todo))
-            {
-                Ok(syms) => {
-                    for (addr, sym) in todo.iter().copied().zip(syms) {
-                        let module = mapping_of(addr).map(|m| basename(&m.path));
-                        self.cache.insert(addr, frames_of(addr, sym, module));
-                    }
-                    return None;
-                }
-                // Fall through to the per-file path (and say why if that fails too).
-                Err(e) => failure = Some(format!("{e}")),
-            }
-        }
-        // Per file: file offsets in /proc/PID/root + path; the rest (vdso, anonymous code)
-        // through the process source without map_files.
-        let mut by_file: BTreeMap<&str, Vec<(u64, u64)>> = BTreeMap::new();
+        // Per module: virtual offsets in the file its plan names; the rest (vdso, anonymous
+        // code, deleted files) through the process source.
+        let mut by_plan: BTreeMap<Plan, Vec<(u64, u64, String)>> = BTreeMap::new();
         let mut other: Vec<u64> = Vec::new();
         for &a in &todo {
-            match mapping_of(a) {
-                Some(m) if m.path.starts_with('/') && !m.path.ends_with(" (deleted)") => by_file
-                    .entry(m.path.as_str())
-                    .or_default()
-                    .push((a, a - m.range.start + m.offset)),
+            let file = files.iter().find(|f| f.range.contains(&a));
+            match (mapping_of(a), file) {
+                (Some(m), Some(f)) if m.path.starts_with('/') && a >= f.bias => {
+                    let plan = self
+                        .plans
+                        .entry(f.range.start)
+                        .or_insert_with(|| plan_for(pid, m, &f.info, map_files, debug_info))
+                        .clone();
+                    by_plan
+                        .entry(plan)
+                        .or_default()
+                        .push((a, a - f.bias, basename(&m.path)));
+                }
                 _ => other.push(a),
             }
         }
-        for (path, list) in by_file {
-            let offsets: Vec<u64> = list.iter().map(|p| p.1).collect();
-            let src = Source::Elf(Elf::new(format!("/proc/{pid}/root{path}")));
-            match self.symbolizer.symbolize(&src, Input::FileOffset(&offsets)) {
+        for (plan, list) in by_plan {
+            let virt: Vec<u64> = list.iter().map(|p| p.1).collect();
+            let mut elf = Elf::new(&plan.path);
+            elf.debug_syms = plan.debug_syms;
+            match self
+                .symbolizer
+                .symbolize(&Source::Elf(elf), Input::VirtOffset(&virt))
+            {
                 Ok(syms) => {
-                    for ((addr, _), sym) in list.iter().copied().zip(syms) {
-                        self.cache
-                            .insert(addr, frames_of(addr, sym, Some(basename(path))));
+                    for ((addr, _, module), sym) in list.into_iter().zip(syms) {
+                        self.cache.insert(addr, frames_of(addr, sym, Some(module)));
                     }
                 }
-                Err(e) => failure = Some(format!("{path}: {e}")),
+                Err(e) => failure = Some(format!("{}: {e}", plan.path)),
             }
         }
         if !other.is_empty() {
             let mut process = Process::new((pid as u32).into());
-            process.map_files = false;
+            process.map_files = map_files;
             process.perf_map = false;
+            process.debug_syms = debug_info;
             match self
                 .symbolizer
                 .symbolize(&Source::Process(process), Input::AbsAddr(&other))
@@ -236,7 +349,20 @@ impl Symbols {
 
 #[cfg(test)]
 mod tests {
-    use super::demangle;
+    use super::{demangle, display_name};
+
+    #[test]
+    fn glibc_internal_aliases_lose_their_prefix() {
+        assert_eq!(
+            display_name("__GI___pthread_cond_wait"),
+            "__pthread_cond_wait"
+        );
+        assert_eq!(
+            display_name("__futex_abstimed_wait_common"),
+            "__futex_abstimed_wait_common"
+        );
+        assert_eq!(display_name("_ZN3foo3barEv"), "foo::bar()");
+    }
 
     #[test]
     fn plain_c_names_are_not_demangled() {
