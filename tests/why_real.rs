@@ -652,7 +652,7 @@ fn the_demo_verdict_names_each_of_its_blockers() {
         "{raw:#?}"
     );
     let expected = [
-        "exit blocked: pid N \"python3\" runs an event loop whose main task is task \"Task-1\", which is pending at demo_async.py:106.",
+        "exit blocked: pid N \"python3\" runs an event loop whose main task is task \"Task-1\", which is pending at demo_async.py:106; task \"Task-1\" was created at demo_async.py:112.",
         "exit blocked: pid N \"python3\" will wait in threading._shutdown, once its main thread returns, for non-daemon thread \"asyncio_1\" (tid N), which waits on an Event at demo.py:48 that no thread is known to set; \"asyncio_1\" was started at demo.py:N.",
         "exit blocked: pid N \"python3\" will wait in threading._shutdown, once its main thread returns, for non-daemon thread \"asyncio_0\" (tid N), which waits on an Event at demo_async.py:65 that no thread is known to set; \"asyncio_0\" was started at thread.py:N.",
         "exit blocked: pid N \"stubborn-worker\" is blocked in SYSCALL and ignores SIGTERM.",
