@@ -232,7 +232,10 @@ impl Entry {
             sig.blocked = merge(sig.blocked, stat.sig_blocked);
             sig.ignored = merge(sig.ignored, stat.sig_ignored);
             sig.caught = merge(sig.caught, stat.sig_caught);
-            if execed || (due && !first) {
+            // Only its own threads change its argv or signal dispositions: when none ran
+            // (its CPU clock did not move), the due re-read skips them (a `cmdline` read
+            // walks the target's memory: a third of an idle 1,000-process refresh).
+            if execed || (due && !first && self.ran) {
                 self.read_rare();
             }
         } else {

@@ -23,7 +23,7 @@ pub use replay::ReplayBar;
 pub use screen::{Counts, Screen, StaleReport};
 pub use status::{outcome_text, phase_outcome, stack_line_count};
 pub use tables::{SortKey, ThreadRow, page_offset, thread_order};
-pub use why::{WHY_EVERY_MS, WhyResult, WhyView};
+pub use why::{WHY_EVERY_MS, WHY_MAX_EVERY_MS, WhyResult, WhyView};
 
 use crate::session::{CoreEvent, Model, Stamped, TaskWant};
 use crate::teardown::{PhaseEvent, Plan};

@@ -546,9 +546,15 @@ fn the_threads_shown_are_the_rows_drawn_with_a_margin() {
     let g = geometry();
     d.set_geometry(g.clone());
     let order = d.screen().ordered_tids();
-    let drawn = d.screen().thread_tids_drawn(0).unwrap();
+    let drawn = d
+        .screen()
+        .thread_tids_drawn(0)
+        .expect("a Threads panel was drawn");
     assert_eq!(drawn, order.iter().copied().take(9).collect::<Vec<_>>());
-    let with_margin = d.screen().thread_tids_drawn(5).unwrap();
+    let with_margin = d
+        .screen()
+        .thread_tids_drawn(5)
+        .expect("a Threads panel was drawn");
     assert_eq!(
         with_margin,
         order.iter().copied().take(14).collect::<Vec<_>>()
