@@ -11,14 +11,17 @@
 //! - [`procfs`], [`dirscan`], [`syscalls`]: kept-open files, getdents, parsers, syscall names.
 //! - [`snapshot_text`]: the plain-text table of a snapshot (`lifecycle-top snapshot`).
 //!
-//! Cost model (measured by `benches/collector.rs` and `bench/collector_vs_top.sh`): per
-//! refresh one CPU-clock read (`clock_gettime`) per process; one `pread` of `schedstat` per
-//! thread that ran last time or is due, and per every other thread only when those do not
-//! account for the process clock's delta; `stat` only for what ran; `wchan`, `syscall`,
-//! `status` only for what ran *and* is wanted ([`WaitDemand`]: all by default, the rows on
-//! screen in the TUI); `/proc/PID/task` listed only when the thread count
-//! changes; `/proc` listed only when something in the tree ran and a pid was created
-//! (`/proc/loadavg`'s last-pid field moved).
+//! Cost model (measured by `benches/collector.rs` and `bench/vs_top_htop.sh`): per
+//! refresh one CPU-clock read (`clock_gettime`) per process (a multi-threaded target's
+//! once); one `pread` of `schedstat` per thread that ran last time (or is due and wanted),
+//! and per every other thread only when those do not account for the process clock's
+//! delta; `stat`, `wchan`, `syscall`, `status` only for what ran *and* is wanted
+//! ([`WaitDemand`]: all by default, the rows on screen in the TUI; an unwanted thread that
+//! runs gets its `stat` one refresh in [`entry::ROTATE_EVERY`]); `/proc/PID/task` listed
+//! only when the thread count changes; `/proc` listed, with process events, every
+//! `full_reread_every` refreshes only, and without them when something in the tree ran and
+//! a pid was created (`/proc/loadavg`'s last-pid field moved). One kept fd per thread
+//! (`schedstat`), five per wanted one.
 
 pub mod dirscan;
 pub mod entry;

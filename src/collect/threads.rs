@@ -1,13 +1,14 @@
-//! The target's threads. Each refresh lists `/proc/PID/task` (getdents on a dirfd kept open),
-//! keeps the per-thread files open and re-reads them with `pread`, and reads `stat` only for
-//! threads whose `schedstat` changed: a thread that was not scheduled cannot have changed
-//! state, wait point or counters. Even the `schedstat` reads are skipped for threads the
-//! process CPU clock proves idle. The costliest reads (`wchan`, `syscall`, `status`) are
-//! done only for the threads someone wants ([`WaitDemand`]: the rows on screen), when they
-//! ran or were not read yet; their files are opened the first time. Once every N refreshes
-//! (spread by tid) a thread's `stat` is re-read anyway: another thread may have renamed it.
-//! Files are kept open within an fd budget; past it, threads are still read, opening files
-//! per read.
+//! The target's threads. Each refresh re-reads `schedstat` through fds kept open (`pread`),
+//! skipping even that for threads the process CPU clock proves idle; `/proc/PID/task` is
+//! listed (getdents on a kept dirfd) only when the thread count changed. The rest is read
+//! only for the threads someone wants ([`WaitDemand`]: the rows on screen; everyone by
+//! default): `stat` (state, name, ticks) and the costly wait files (`wchan`, `syscall`,
+//! `status`), when they ran or were not read yet; their files are kept open while they are
+//! wanted. A thread nobody wants that runs gets its CPU% and CPU time from `schedstat` and its
+//! `stat` one refresh in [`ROTATE_EVERY`](crate::collect::entry::ROTATE_EVERY). Once every
+//! N refreshes (spread by tid) a wanted thread's `stat` is re-read anyway: another thread
+//! may have renamed it. Files are kept open within an fd budget; past it, threads are
+//! still read, opening files per read.
 
 use crate::collect::dirscan::DirScanner;
 use crate::collect::procfs::{self, ProcFile};
