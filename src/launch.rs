@@ -70,6 +70,7 @@ pub fn launch_with(cmd: &[String], opts: &LaunchOptions) -> Result<Launched> {
             .map(|d| d.as_millis())
             .unwrap_or(0)
     );
+    prune_launch_logs(&dir, KEEP_LAUNCH_LOGS);
     let log_path = dir.join(format!("launch-{stamp}.log"));
     let socket = dir.join(format!("agent-{stamp}.sock"));
     let log = open_log(&log_path)?;
@@ -497,9 +498,95 @@ pub fn tail_log(path: &Path, max_lines: usize) -> Vec<String> {
     lines
 }
 
+/// Launch logs (a launched tree's output) kept in the runtime directory: the most recent
+/// ones; older ones are removed at the next launch (a CI machine ran 10,000 launches in a
+/// day, and every agent lookup read the directory they filled).
+pub const KEEP_LAUNCH_LOGS: usize = 200;
+
+/// Removes all but the `keep` most recent `launch-<pid>-<ms>.log` files of `dir` (regular
+/// files of our uid, never a link), never one whose lifecycle-top `<pid>` is still running.
+/// Best effort: returns how many were removed.
+pub fn prune_launch_logs(dir: &Path, keep: usize) -> usize {
+    use std::os::unix::fs::MetadataExt;
+    let uid = rustix::process::geteuid().as_raw();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut logs: Vec<(u64, PathBuf)> = Vec::new();
+    let mut seen = 0usize;
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some((pid, ms)) = name.to_str().and_then(launch_log_stamp) else {
+            continue;
+        };
+        seen += 1;
+        let path = e.path();
+        let own_file = std::fs::symlink_metadata(&path)
+            .is_ok_and(|m| m.file_type().is_file() && m.uid() == uid);
+        if own_file && !Path::new(&format!("/proc/{pid}")).exists() {
+            logs.push((ms, path));
+        }
+    }
+    if seen <= keep {
+        return 0;
+    }
+    // Newest first; what is past `keep` (counting the running ones) goes.
+    logs.sort_by_key(|l| std::cmp::Reverse(l.0));
+    let excess = seen - keep;
+    let mut removed = 0;
+    for (_, path) in logs.iter().rev().take(excess) {
+        if std::fs::remove_file(path).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
+
+/// `launch-<pid>-<ms>.log` -> (pid, ms).
+fn launch_log_stamp(name: &str) -> Option<(u32, u64)> {
+    let (pid, ms) = name
+        .strip_prefix("launch-")?
+        .strip_suffix(".log")?
+        .split_once('-')?;
+    Some((pid.parse().ok()?, ms.parse().ok()?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn old_launch_logs_are_pruned_running_ones_and_other_files_kept() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path();
+        // Pids above any pid_max: those lifecycle-tops are gone. Ours is running.
+        for ms in 1..=5u64 {
+            std::fs::write(dir.join(format!("launch-4294967295-{ms}.log")), b"x").expect("write");
+        }
+        let running = dir.join(format!("launch-{}-0.log", std::process::id()));
+        std::fs::write(&running, b"x").expect("write");
+        std::fs::write(dir.join("launch-notes.log"), b"x").expect("write");
+        std::os::unix::fs::symlink("/etc/hostname", dir.join("launch-4294967294-0.log"))
+            .expect("symlink");
+        // 7 launch logs, keep 3: the 4 oldest of the gone ones go (not the running one,
+        // not the link, which is not a file).
+        assert_eq!(prune_launch_logs(dir, 3), 4);
+        let mut left: Vec<String> = std::fs::read_dir(dir)
+            .expect("read_dir")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        let mut want = vec![
+            "launch-4294967294-0.log".to_string(),
+            "launch-4294967295-5.log".to_string(),
+            format!("launch-{}-0.log", std::process::id()),
+            "launch-notes.log".to_string(),
+        ];
+        want.sort();
+        assert_eq!(left, want);
+        assert_eq!(prune_launch_logs(dir, 3), 0, "nothing more past the bound");
+    }
 
     #[test]
     fn node_options_append_a_quoted_require() {

@@ -256,8 +256,10 @@ async fn run(
     stats: Arc<ClientStats>,
 ) {
     let mut last_not_found: Option<String> = None;
+    let mut first = true;
     loop {
-        let reason = match connect(target, in_tree.as_ref(), &opts).await {
+        let sweep = std::mem::replace(&mut first, false);
+        let reason = match connect(target, in_tree.as_ref(), &opts, sweep).await {
             Ok((stream, hello, decoder, leftover)) => {
                 last_not_found = None;
                 if events.send(AgentEvent::Connected(hello)).await.is_err() {
@@ -313,13 +315,19 @@ async fn connect(
     target: ProcKey,
     in_tree: &(dyn Fn(i32) -> bool + Send + Sync),
     opts: &ClientOptions,
+    sweep: bool,
 ) -> Result<Connection, String> {
     let candidates = match &opts.socket {
         Some(p) => vec![p.clone()],
         None => {
-            // Hosts killed with SIGKILL leave their socket files behind (issue 11).
-            for dir in path::own_socket_dirs() {
-                path::clean_stale_sockets(&dir);
+            // Hosts killed with SIGKILL leave their socket files behind (issue 11). On a
+            // client's first attempt only: the directories can hold thousands of files,
+            // and a client retrying every second must not read them all each time (a
+            // churn soak's CPU grew with the files other runs left there).
+            if sweep {
+                for dir in path::own_socket_dirs() {
+                    path::clean_stale_sockets(&dir);
+                }
             }
             path::candidates(target.pid)
         }

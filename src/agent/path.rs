@@ -83,9 +83,10 @@ pub fn own_socket_dirs() -> Vec<PathBuf> {
 /// Removes the stale agent sockets of `dir` and returns how many. `dir` must be a real
 /// directory (not a symlink) owned by our uid and closed to group and others, as the agent
 /// makes it; else nothing is touched. A file is removed only when all hold: it is named
-/// `<pid>.sock`, it is a socket (not a symlink: links are never followed) owned by our uid,
-/// no process `<pid>` exists, nobody listens on it (connect is refused), and it is still
-/// the same file (device and inode) right before the unlink.
+/// `<pid>.sock` (an agent's own) or `agent-<pid>-<ms>.sock` (the path a launching
+/// lifecycle-top `<pid>` gave its tree), it is a socket (not a symlink: links are never
+/// followed) owned by our uid, no process `<pid>` exists, nobody listens on it (connect is
+/// refused), and it is still the same file (device and inode) right before the unlink.
 pub fn clean_stale_sockets(dir: &Path) -> usize {
     use std::os::unix::fs::FileTypeExt;
     let uid = rustix::process::geteuid().as_raw();
@@ -101,11 +102,7 @@ pub fn clean_stale_sockets(dir: &Path) -> usize {
     let mut removed = 0;
     for e in entries.flatten() {
         let name = e.file_name();
-        let Some(pid) = name
-            .to_str()
-            .and_then(|n| n.strip_suffix(".sock"))
-            .and_then(|n| n.parse::<u32>().ok())
-        else {
+        let Some(pid) = name.to_str().and_then(socket_owner_pid) else {
             continue;
         };
         let path = e.path();
@@ -132,6 +129,19 @@ pub fn clean_stale_sockets(dir: &Path) -> usize {
     removed
 }
 
+/// The pid a socket file's name says it belongs to: `<pid>.sock` or `agent-<pid>-<ms>.sock`.
+fn socket_owner_pid(name: &str) -> Option<u32> {
+    let stem = name.strip_suffix(".sock")?;
+    match stem.strip_prefix("agent-") {
+        Some(rest) => {
+            let (pid, ms) = rest.split_once('-')?;
+            ms.parse::<u64>().ok()?;
+            pid.parse().ok()
+        }
+        None => stem.parse().ok(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -149,6 +159,8 @@ mod tests {
         let _live = std::os::unix::net::UnixListener::bind(&live_path).expect("bind");
         let plain = dir.join("4294967293.sock");
         std::fs::write(&plain, b"not a socket").expect("write");
+        let launched = dir.join("agent-4294967295-1796127116132.sock");
+        drop(std::os::unix::net::UnixListener::bind(&launched).expect("bind"));
         let other = dir.join("notes.sock");
         drop(std::os::unix::net::UnixListener::bind(&other).expect("bind"));
         let mode = |m| std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(m));
@@ -160,8 +172,9 @@ mod tests {
         );
         assert!(stale.exists());
         mode(0o700).expect("chmod");
-        assert_eq!(clean_stale_sockets(&dir), 1);
+        assert_eq!(clean_stale_sockets(&dir), 2);
         assert!(!stale.exists(), "the stale socket is removed");
+        assert!(!launched.exists(), "a stale launch-mode socket is removed");
         assert!(live_path.exists(), "a socket someone listens on is kept");
         assert!(plain.exists() && other.exists(), "other files are kept");
         let link = tmp.path().join("link");
@@ -172,6 +185,21 @@ mod tests {
             0,
             "a symlinked directory is not followed"
         );
+    }
+
+    #[test]
+    fn socket_names_say_whose_they_are() {
+        assert_eq!(socket_owner_pid("42.sock"), Some(42));
+        assert_eq!(socket_owner_pid("agent-42-1796127116132.sock"), Some(42));
+        for other in [
+            "agent-42.sock",
+            "agent-x-1.sock",
+            "agent-42-x.sock",
+            "42.log",
+            "notes.sock",
+        ] {
+            assert_eq!(socket_owner_pid(other), None, "{other}");
+        }
     }
 
     #[test]

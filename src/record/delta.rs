@@ -69,9 +69,10 @@ fn num_delta(a: &Number, b: &Number) -> Option<Value> {
     let (x, y) = (a.as_f64()?, b.as_f64()?);
     let d = y - x;
     // The reader sees `d` parsed back from text: check that path, not only the arithmetic.
-    // The base is also text to the reader: serde_json's default float parser is not exact
-    // for every value (1.2805938630801233e120 reads back one ulp off), so a base that does
-    // not survive the trip gets a replacement, never an addition to a drifted value.
+    // The base is also text to the reader: with serde_json's default float parser (before
+    // the `float_roundtrip` feature was on) 1.2805938630801233e120 read back one ulp off;
+    // a base that does not survive the trip gets a replacement, never an addition to a
+    // drifted value (kept: recordings outlive the parser they were written with).
     let through_text =
         |v: f64| -> Option<f64> { serde_json::from_str(&serde_json::to_string(&v).ok()?).ok() };
     let d_read = through_text(d)?;

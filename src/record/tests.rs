@@ -319,3 +319,21 @@ fn bad_files_are_clear_errors() {
     assert!(w.append(0, "", &json!(1), None).is_err());
     assert!(w.append(0, &"k".repeat(256), &json!(1), None).is_err());
 }
+
+/// Replay checkpoints keep snapshot chains as JSON and restore them without a verifying
+/// parse: every float must read back bit for bit (serde_json's `float_roundtrip`).
+#[test]
+fn floats_read_back_from_json_bit_for_bit() {
+    let values = [
+        1.2805938630801233e120,
+        0.1 + 0.2,
+        1e-300,
+        123456.789e-7,
+        f64::MAX,
+    ];
+    for v in values {
+        let text = serde_json::to_string(&v).unwrap();
+        let back: f64 = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.to_bits(), v.to_bits(), "{v:e} read back as {back:e}");
+    }
+}
