@@ -13,6 +13,7 @@
 #
 #   bench/vs_top_htop.sh [WINDOW_SECONDS (default 20)] [SCENARIO...]
 #   LT=path/to/lifecycle-top bench/vs_top_htop.sh     # measure another build
+#   LT_BASE=path/to/old/lifecycle-top bench/vs_top_htop.sh  # and an older build, same run
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WINDOW=${1:-20}
@@ -77,17 +78,21 @@ for sc in "${SCENARIOS[@]}"; do
     lt=$(in_pane "lt-$sc" "$LT" --pid "$T" --interval 1000)
     top=$(in_pane "top-$sc" top -H -d 1 -p "$T")
     htop=$(in_pane "htop-$sc" htop -d 10 -p "$T")
+    base=
+    [ -z "${LT_BASE:-}" ] || base=$(in_pane "base-$sc" "$LT_BASE" --pid "$T" --interval 1000)
     sleep "$WARMUP"
     declare -A s0 k0
-    for p in $lt $top $htop; do s0[$p]=$(cpu_ns "$p"); k0[$p]=$(stat_ns "$p"); done
+    for p in $lt $top $htop $base; do s0[$p]=$(cpu_ns "$p"); k0[$p]=$(stat_ns "$p"); done
     sleep "$WINDOW"
     declare -A cpu kcpu rss
-    for p in $lt $top $htop; do
+    for p in $lt $top $htop $base; do
         cpu[$p]=$(awk -v a="${s0[$p]}" -v b="$(cpu_ns "$p")" -v n="$WINDOW" 'BEGIN {printf "%.2f", (b - a) / 1e6 / n}')
         kcpu[$p]=$(awk -v a="${k0[$p]}" -v b="$(stat_ns "$p")" -v n="$WINDOW" 'BEGIN {printf "%.1f", (b - a) / 1e6 / n}')
         rss[$p]=$(awk -v k="$(rss_kb "$p")" 'BEGIN {printf "%.1f", k / 1024}')
     done
-    for pair in "lifecycle-top:$lt" "top -H -p:$top" "htop -p:$htop"; do
+    pairs=("lifecycle-top:$lt" "top -H -p:$top" "htop -p:$htop")
+    [ -z "$base" ] || pairs+=("lt (LT_BASE):$base")
+    for pair in "${pairs[@]}"; do
         p=${pair##*:}
         printf "%-9s %-14s %10s %10s %9s\n" "$sc" "${pair%%:*}" "${cpu[$p]}" "${kcpu[$p]}" "${rss[$p]}"
     done
@@ -95,7 +100,7 @@ for sc in "${SCENARIOS[@]}"; do
         -v lr="${rss[$lt]}" -v hr="${rss[$htop]}" -v sc="$sc" 'BEGIN {
         printf "%-9s ratios: top/lt %.1fx, htop/lt %.1fx CPU; RSS lt/htop %.2fx\n", sc, t / l, h / l, lr / hr
     }'
-    for s in "ltb-$$-lt-$sc" "ltb-$$-top-$sc" "ltb-$$-htop-$sc"; do tmux kill-session -t "$s" 2>/dev/null || true; done
+    for s in "ltb-$$-lt-$sc" "ltb-$$-top-$sc" "ltb-$$-htop-$sc" "ltb-$$-base-$sc"; do tmux kill-session -t "$s" 2>/dev/null || true; done
     kill "$tpid" 2>/dev/null || true
     wait "$tpid" 2>/dev/null || true
     unset s0 k0 cpu kcpu rss

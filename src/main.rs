@@ -8,6 +8,7 @@ use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    limit_malloc_arenas();
     let parsed = match cli::parse() {
         Ok(c) => c,
         Err(e) => return usage_error(&e.to_string()),
@@ -156,6 +157,19 @@ fn run(config: Config) -> anyhow::Result<ExitCode> {
             need_terminal()?;
             runtime.block_on(app::run(cfg, attached))
         }
+    }
+}
+
+/// glibc gives each thread that allocates its own malloc arena (64 MB reserved, a few MB
+/// touched): the collector, the event loop, the process-events reader and blocking-pool
+/// threads each kept one, ~4.5 MB of peak RSS in all. None allocates much or in contention
+/// with the others: two arenas are plenty. Best effort (a no-op on other allocators).
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets an allocator parameter; called first thing in main, before
+    // any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
     }
 }
 

@@ -1,6 +1,8 @@
 //! Cost that follows activity, against a real python3 target: the collector reads wait points
 //! (wchan, syscall, status) only for the threads it is asked for (plus the main thread), and
-//! a thread newly asked for is read at the next refresh even though it did not run; the
+//! a thread newly asked for is read at the next refresh even though it did not run; a
+//! thread nobody shows that starts burning CPU shows it in its CPU figures (from `schedstat`)
+//! and gets its state letter re-read in rotation (`stat` skipped in between); the
 //! tree's waits (`waits::read_tree`) give the same answers when a process or thread that did
 //! not run is not read again, and see what changed in one that did.
 #![allow(clippy::unwrap_used)]
@@ -31,9 +33,15 @@ print("ready", flush=True)
 late_stop = threading.Event()
 def late():
     named("lt-late"); late_stop.wait()
+def burner():
+    named("lt-burner")
+    while True:
+        pass
 for line in sys.stdin:
     if line.startswith("spawn"):
         threading.Thread(target=late).start()
+    elif line.startswith("burn"):
+        threading.Thread(target=burner, daemon=True).start()
 "#;
 
 fn spawn() -> Target {
@@ -153,4 +161,49 @@ fn tree_waits_reused_where_nothing_ran_and_fresh_where_something_did() {
     let late = third.threads.iter().find(|w| w.name == "lt-late").unwrap();
     assert_eq!(late.syscall.as_deref(), Some("futex"), "{late:?}");
     assert_eq!(third.threads.len(), 4);
+}
+
+/// An off-screen thread (not wanted) that starts burning CPU: every refresh gives its CPU%
+/// from `schedstat` and its CPU time moves (estimated between its `stat` reads); its
+/// `stat` (state letter) is re-read at least once in `ROTATE_EVERY` refreshes, so it shows
+/// running within that many refreshes of reading it there; its wait point stays unread.
+#[test]
+fn an_offscreen_thread_that_burns_cpu_shows_in_its_cpu_figures() {
+    use lifecycle_top::collect::entry::ROTATE_EVERY;
+    use lifecycle_top::model::RunState;
+    let t = spawn();
+    let mut c = Collector::attach(t.pid(), CollectorOptions::default()).unwrap();
+    c.set_wait_demand(WaitDemand::Tids(Default::default()));
+    wait_for(&mut c, "three threads", |s| s.threads.len() == 3);
+    writeln!(t.child.stdin.as_ref().unwrap(), "burn").unwrap();
+    let snap = wait_for(&mut c, "the burner named", |s| {
+        s.threads.iter().any(|x| x.name == "lt-burner")
+    });
+    let start_ticks = thread(&snap, "lt-burner").cpu_ticks;
+    // Each refresh is 50 ms after the last (wait_for), so a burning thread has run in it
+    // whatever the machine's load; CPU% comes from schedstat every refresh.
+    let snap = wait_for(&mut c, "the burner's CPU% and CPU time", |s| {
+        let b = thread(s, "lt-burner");
+        b.cpu_percent > 0.0 && b.cpu_ticks > start_ticks
+    });
+    assert_eq!(thread(&snap, "lt-burner").wait, WaitPoint::default());
+    // Within ROTATE_EVERY refreshes of each other its stat is read; a burning Python
+    // thread is mostly running (or runnable), sometimes waiting for the GIL: over a few
+    // rotations it shows R at least once.
+    let mut seen_running = false;
+    for _ in 0..(8 * ROTATE_EVERY) {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let s = c.refresh();
+        let b = thread(&s, "lt-burner");
+        assert_eq!(b.wait, WaitPoint::default(), "not wanted, yet read: {b:?}");
+        if b.state == RunState::Running {
+            seen_running = true;
+            break;
+        }
+    }
+    assert!(
+        seen_running,
+        "the burner never showed R in {} refreshes",
+        8 * ROTATE_EVERY
+    );
 }

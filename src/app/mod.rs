@@ -26,6 +26,9 @@ pub mod commands;
 
 /// How often the screen's clocks move and the log tail is looked at.
 const TICK: Duration = Duration::from_millis(500);
+/// Thread rows either side of those drawn whose wait points are read too (a short scroll
+/// finds them ready).
+const SHOWN_MARGIN: usize = 5;
 
 /// What was attached to, before the terminal is touched.
 pub struct Attached {
@@ -120,8 +123,13 @@ pub async fn run(cfg: RunConfig, attached: Attached) -> Result<ExitCode> {
                 dash.set_geometry(g);
             }
             dirty = false;
-            // The collector reads wait points only for the rows that can be on screen.
-            handle.show_threads(threads_on_screen(&dash.screen(), rows));
+            // The collector reads wait points (and `stat`) only for the rows on screen:
+            // those drawn plus a few either side, else a page either side of the selection.
+            let screen = dash.screen();
+            let shown = screen
+                .thread_tids_drawn(SHOWN_MARGIN)
+                .unwrap_or_else(|| threads_on_screen(&screen, rows));
+            handle.show_threads(shown);
         }
         let cmds = tokio::select! {
             ev = session.events.recv() => {

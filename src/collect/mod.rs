@@ -11,14 +11,17 @@
 //! - [`procfs`], [`dirscan`], [`syscalls`]: kept-open files, getdents, parsers, syscall names.
 //! - [`snapshot_text`]: the plain-text table of a snapshot (`lifecycle-top snapshot`).
 //!
-//! Cost model (measured by `benches/collector.rs` and `bench/collector_vs_top.sh`): per
-//! refresh one CPU-clock read (`clock_gettime`) per process; one `pread` of `schedstat` per
-//! thread that ran last time or is due, and per every other thread only when those do not
-//! account for the process clock's delta; `stat` only for what ran; `wchan`, `syscall`,
-//! `status` only for what ran *and* is wanted ([`WaitDemand`]: all by default, the rows on
-//! screen in the TUI); `/proc/PID/task` listed only when the thread count
-//! changes; `/proc` listed only when something in the tree ran and a pid was created
-//! (`/proc/loadavg`'s last-pid field moved).
+//! Cost model (measured by `benches/collector.rs` and `bench/vs_top_htop.sh`): per
+//! refresh one CPU-clock read (`clock_gettime`) per process (a multi-threaded target's
+//! once); one `pread` of `schedstat` per thread that ran last time (or is due and wanted),
+//! and per every other thread only when those do not account for the process clock's
+//! delta; `stat`, `wchan`, `syscall`, `status` only for what ran *and* is wanted
+//! ([`WaitDemand`]: all by default, the rows on screen in the TUI; an unwanted thread that
+//! runs gets its `stat` one refresh in [`entry::ROTATE_EVERY`]); `/proc/PID/task` listed
+//! only when the thread count changes; `/proc` listed, with process events, every
+//! `full_reread_every` refreshes only, and without them when something in the tree ran and
+//! a pid was created (`/proc/loadavg`'s last-pid field moved). One kept fd per thread
+//! (`schedstat`), five per wanted one.
 
 pub mod dirscan;
 pub mod entry;
@@ -65,8 +68,9 @@ pub struct CollectorOptions {
     /// tracked children (to get their exit code) and track every process reparented to us
     /// (except registered [`helpers`]).
     pub launch_mode: bool,
-    /// Cap on the files the thread table keeps open (5 per thread); past it, threads are
-    /// read by opening their files per read. `None`: half of RLIMIT_NOFILE.
+    /// Cap on the files the thread table keeps open (1 per thread, 5 per shown thread);
+    /// past it, threads are read by opening their files per read. `None`: RLIMIT_NOFILE
+    /// less 5,000, at least half of it.
     pub max_thread_fds: Option<usize>,
 }
 
@@ -137,10 +141,12 @@ pub fn raise_nofile_limit() -> u64 {
     }
 }
 
-/// How many fds the thread table may keep open: half the limit, leaving the rest for the
-/// process tree (~3 per process), on-demand reads and everything else lifecycle-top opens.
+/// How many fds the thread table may keep open (one per thread, plus four per shown
+/// thread): the limit less 5,000 (the process tree keeps ~4 per process, plus on-demand
+/// reads and everything else lifecycle-top opens), and at least half the limit.
 fn thread_fd_budget(nofile_limit: u64) -> usize {
-    usize::try_from(nofile_limit / 2).unwrap_or(usize::MAX)
+    let budget = (nofile_limit / 2).max(nofile_limit.saturating_sub(5_000));
+    usize::try_from(budget).unwrap_or(usize::MAX)
 }
 
 /// One snapshot for `lifecycle-top snapshot`: attach and read once. CPU% is each process's
@@ -347,11 +353,15 @@ impl Collector {
         let may_fork = self.tree.update_tracked(&clock, self.threads.is_some());
         let target = self.tree.live.get(&self.tree.target.pid);
         let expected = target.map(|e| e.info.num_threads);
-        // Read again right before the threads: the idle proof compares this clock's delta
-        // with the threads' schedstat deltas, and reading all the tree's processes since
-        // the update's read (milliseconds for 1,000 children) leaves time for a thread to
-        // run in between, which made the proof fail on most refreshes.
-        let cpu_now = target.and_then(|e| e.cpu_ns_now());
+        // Read right before the threads: the idle proof compares this clock's delta with
+        // the threads' schedstat deltas, and reading all the tree's processes in between
+        // (milliseconds for 1,000 children) leaves time for a thread to run, which made
+        // the proof fail on most refreshes. A multi-threaded target was updated last, its
+        // clock read after its `stat` (each read walks all its threads): that reading.
+        let cpu_now = target.and_then(|e| match self.threads.is_some() && e.info.num_threads > 1 {
+            true => e.cpu_ns(),
+            false => e.cpu_ns_now(),
+        });
         let threads = match (&mut self.threads, target.is_some()) {
             (Some(t), true) => t.refresh(&clock, expected, cpu_now).unwrap_or_default(),
             _ => Vec::new(),
@@ -360,11 +370,16 @@ impl Collector {
         // Read after every schedstat above: see `pid_created`.
         let created = self.pid_created();
         // Launch mode lists whenever a pid was created: orphans reparented to us have no
-        // tracked parent that ran. Everyone else lists when something ran and a pid was
-        // created, and every `every` refreshes anyway (safety net).
+        // tracked parent that ran. Without process events, the tree lists when something
+        // ran and a pid was created. With them, every fork of a member is an event already
+        // (on a busy machine pids are created all the time: listing /proc for each refresh
+        // was a third of a busy target's cost). Everyone lists every `every` refreshes
+        // anyway (safety net).
         let tree_may_fork =
             may_fork || threads_ran || self.opts.launch_mode || self.tree.sweeping();
-        let list = (created && tree_may_fork) || tick.is_multiple_of(clock.every);
+        let events_suffice = !self.tree.sweeping() && !self.opts.launch_mode;
+        let list =
+            (created && tree_may_fork && !events_suffice) || tick.is_multiple_of(clock.every);
         if let Err(e) = self.tree.discover(&clock, list) {
             tracing::warn!("process scan failed: {e}");
         }

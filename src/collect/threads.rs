@@ -1,13 +1,14 @@
-//! The target's threads. Each refresh lists `/proc/PID/task` (getdents on a dirfd kept open),
-//! keeps the per-thread files open and re-reads them with `pread`, and reads `stat` only for
-//! threads whose `schedstat` changed: a thread that was not scheduled cannot have changed
-//! state, wait point or counters. Even the `schedstat` reads are skipped for threads the
-//! process CPU clock proves idle. The costliest reads (`wchan`, `syscall`, `status`) are
-//! done only for the threads someone wants ([`WaitDemand`]: the rows on screen), when they
-//! ran or were not read yet; their files are opened the first time. Once every N refreshes
-//! (spread by tid) a thread's `stat` is re-read anyway: another thread may have renamed it.
-//! Files are kept open within an fd budget; past it, threads are still read, opening files
-//! per read.
+//! The target's threads. Each refresh re-reads `schedstat` through fds kept open (`pread`),
+//! skipping even that for threads the process CPU clock proves idle; `/proc/PID/task` is
+//! listed (getdents on a kept dirfd) only when the thread count changed. The rest is read
+//! only for the threads someone wants ([`WaitDemand`]: the rows on screen; everyone by
+//! default): `stat` (state, name, ticks) and the costly wait files (`wchan`, `syscall`,
+//! `status`), when they ran or were not read yet; their files are kept open while they are
+//! wanted. A thread nobody wants that runs gets its CPU% and CPU time from `schedstat` and its
+//! `stat` one refresh in [`ROTATE_EVERY`](crate::collect::entry::ROTATE_EVERY). Once every
+//! N refreshes (spread by tid) a wanted thread's `stat` is re-read anyway: another thread
+//! may have renamed it. Files are kept open within an fd budget; past it, threads are
+//! still read, opening files per read.
 
 use crate::collect::dirscan::DirScanner;
 use crate::collect::procfs::{self, ProcFile};
@@ -19,9 +20,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::{CStr, CString};
 use std::io;
 
-/// One per-thread file: kept open (the normal case), not opened yet (the wait files, opened
-/// through the thread's kept dirfd the first time someone wants them), opened for each read
-/// once the fd budget is spent (correct, three syscalls instead of one), or not readable.
+/// One per-thread file: kept open, not opened yet (opened the first time it is read, and kept
+/// when the thread is wanted and the fd budget has room), opened for each read (the budget
+/// is spent, or nobody shows the thread: correct, three syscalls instead of one), or not
+/// readable. Opens go through `/proc/PID/task` by tid: no per-thread directory fd is kept,
+/// so a thread costs one kept fd (`schedstat`) unless it is shown.
 enum File {
     Kept(ProcFile),
     Lazy,
@@ -30,11 +33,19 @@ enum File {
 }
 
 impl File {
-    fn open(dir: Option<BorrowedFd<'_>>, name: &CStr) -> File {
-        let Some(dir) = dir else {
+    fn path(at: Place<'_>, name: &CStr) -> Option<CString> {
+        CString::new(format!("{}/{}", at.tid, name.to_str().ok()?)).ok()
+    }
+
+    /// Open now: kept if `keep`, else read per read.
+    fn open(at: Place<'_>, name: &CStr, keep: bool) -> File {
+        if !keep {
             return File::OnDemand;
+        }
+        let Some(path) = File::path(at, name) else {
+            return File::Unavailable;
         };
-        match ProcFile::open_at(dir, name) {
+        match ProcFile::open_at(at.task_dir, &path) {
             Ok(f) => File::Kept(f),
             Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
                 File::OnDemand
@@ -44,31 +55,32 @@ impl File {
         }
     }
 
-    /// `Lazy` when the thread's dir is kept (opened at first read), else per read.
-    fn later(dir: Option<BorrowedFd<'_>>) -> File {
-        match dir {
-            Some(_) => File::Lazy,
-            None => File::OnDemand,
-        }
-    }
-
+    /// Read it; a `Lazy` file is opened first (kept if `keep`). A kept file of a dead
+    /// thread fails (it stays bound to that thread, even if its tid is reused).
     fn read<'a>(
         &mut self,
-        dir: Option<BorrowedFd<'_>>,
         at: Place<'_>,
         name: &CStr,
+        keep: bool,
         buf: &'a mut Vec<u8>,
     ) -> Option<&'a [u8]> {
-        if matches!(self, File::Lazy) {
-            *self = File::open(dir, name);
+        if matches!(self, File::Lazy) && keep {
+            *self = File::open(at, name, true);
         }
         match self {
             File::Kept(f) => f.read(buf).ok(),
-            File::OnDemand => {
-                let path = CString::new(format!("{}/{}", at.tid, name.to_str().ok()?)).ok()?;
+            File::OnDemand | File::Lazy => {
+                let path = File::path(at, name)?;
                 ProcFile::open_at(at.task_dir, &path).ok()?.read(buf).ok()
             }
-            File::Lazy | File::Unavailable => None,
+            File::Unavailable => None,
+        }
+    }
+
+    /// Close a kept file (it is opened again when next wanted).
+    fn release(&mut self) {
+        if matches!(self, File::Kept(_)) {
+            *self = File::Lazy;
         }
     }
 }
@@ -80,15 +92,12 @@ struct Place<'a> {
     tid: i32,
 }
 
-/// Files a new slot keeps open (its dir, `schedstat`, `stat`); the wait files are opened
-/// later, for wanted threads only, while the budget has room.
-const FDS_PER_SLOT: usize = 3;
+/// Files a new slot keeps open (`schedstat`); `stat` and the wait files are kept for wanted
+/// threads only, while the budget has room.
+const FDS_PER_SLOT: usize = 1;
 
 /// Files of one thread, plus what was last read from them.
 struct Slot {
-    /// `/proc/PID/task/TID`, kept to open the wait files when first wanted (`None`: the fd
-    /// budget is spent, every read opens its file).
-    dir: Option<OwnedFd>,
     schedstat: File,
     stat: File,
     wchan: File,
@@ -96,6 +105,10 @@ struct Slot {
     status: File,
     last_sched: Option<[u64; 3]>,
     prev_ticks: u64,
+    /// `stat`'s CPU ticks and `schedstat`'s run time (ns) at the last `stat` read: between
+    /// `stat` reads the CPU time is estimated from the run time since.
+    ticks_at_stat: u64,
+    sched_ns_at_stat: u64,
     info: ThreadInfo,
     generation: u64,
     /// Scheduled since the previous refresh (or no schedstat: cannot tell).
@@ -105,30 +118,37 @@ struct Slot {
     /// Scratch for [`Threads::refresh`]: read in its first pass; still there.
     read_now: bool,
     alive: bool,
-    /// Set by [`Threads`] before each update: the fd budget has room to keep a wait file
-    /// opened now (else it is opened per read).
+    /// Set by [`Threads`] before each update: the fd budget has room to keep a file opened
+    /// now (else it is opened per read).
     room: bool,
 }
 
 impl Slot {
-    /// Keep the thread's files open if `keep`, else read them on demand. `schedstat` and
-    /// `stat` are opened now (read every time the thread runs); `wchan`, `syscall` and
-    /// `status` only once the thread is wanted ([`WaitDemand`]).
+    /// Keep the thread's `schedstat` open if `keep` (read every refresh it may have run),
+    /// else read it on demand; the other files are opened when first read, and kept only
+    /// while the thread is wanted ([`WaitDemand`]).
     fn open(task_dir: BorrowedFd<'_>, tid: i32, keep: bool) -> io::Result<Slot> {
-        let dir = match keep {
-            true => Some(procfs::open_dir_at(task_dir, &tid.to_string())?),
-            false => None,
-        };
-        let d = dir.as_ref().map(|d| d.as_fd());
+        let at = Place { task_dir, tid };
+        let schedstat = File::open(at, c"schedstat", keep);
+        if keep && matches!(schedstat, File::Unavailable) {
+            // Gone already (or no schedstat at all: then `stat` is read every time).
+            rustix::fs::accessat(
+                task_dir,
+                tid.to_string().as_str(),
+                rustix::fs::Access::EXISTS,
+                rustix::fs::AtFlags::empty(),
+            )?;
+        }
         Ok(Slot {
-            schedstat: File::open(d, c"schedstat"),
-            stat: File::open(d, c"stat"),
-            wchan: File::later(d),
-            syscall: File::later(d),
-            status: File::later(d),
-            dir,
+            schedstat,
+            stat: File::Lazy,
+            wchan: File::Lazy,
+            syscall: File::Lazy,
+            status: File::Lazy,
             last_sched: None,
             prev_ticks: 0,
+            ticks_at_stat: 0,
+            sched_ns_at_stat: 0,
             info: ThreadInfo {
                 tid,
                 name: String::new(),
@@ -157,12 +177,12 @@ impl Slot {
             &self.syscall,
             &self.status,
         ];
-        usize::from(self.dir.is_some())
-            + files.iter().filter(|f| matches!(f, File::Kept(_))).count()
+        files.iter().filter(|f| matches!(f, File::Kept(_))).count()
     }
 
     /// Re-read this thread. Returns `false` when it is gone. `wanted`: someone shows or
-    /// audits this thread, so its wait point is read too (when stale).
+    /// audits this thread, so its wait point is read too (when stale). `all`: everyone is
+    /// wanted (headless, `check`, `snapshot`): `stat` is read for every thread that ran.
     fn update(
         &mut self,
         at: Place<'_>,
@@ -170,12 +190,24 @@ impl Slot {
         first: bool,
         clock: &Clock,
         wanted: bool,
+        all: bool,
     ) -> bool {
-        let dir = self.dir.as_ref().map(|d| d.as_fd());
+        let sched_kept = matches!(self.schedstat, File::Kept(_));
         let sched = self
             .schedstat
-            .read(dir, at, c"schedstat", buf)
+            .read(at, c"schedstat", true, buf)
             .and_then(procfs::parse_schedstat);
+        if sched.is_none() && sched_kept {
+            return false; // its kept file failed: this thread is gone
+        }
+        // Files of a thread nobody shows are read per read, and closed if kept.
+        let keep = wanted && self.room;
+        if !wanted {
+            self.stat.release();
+            self.wchan.release();
+            self.syscall.release();
+            self.status.release();
+        }
         let ran = sched.is_none() || sched != self.last_sched;
         self.ran = ran;
         // schedstat's run time is in ns: a far finer CPU% than 10 ms ticks.
@@ -187,15 +219,30 @@ impl Slot {
             _ => None,
         };
         self.last_sched = sched;
-        let due = clock.due(self.info.tid);
+        let due = clock.due(self.info.tid) && (all || wanted);
         let stale_wait = wanted && !self.wait_fresh;
         if !(first || ran || due || stale_wait) {
             self.info.cpu_percent = 0.0;
             return true;
         }
+        // A thread that ran but nobody shows (the TUI's off-screen rows): `schedstat` gave
+        // its CPU% and run time; `stat` (state letter, name, tick counts) waits for its turn
+        // in the rotation, so the cost follows the rows shown, not the threads that ran.
+        if let (Some(now), Some(pct)) = (sched, sched_pct)
+            && !(first || due || stale_wait || all || clock.rotating(self.info.tid))
+        {
+            self.info.cpu_percent = pct;
+            let ran_ns = now[0].saturating_sub(self.sched_ns_at_stat);
+            self.info.cpu_ticks = self.ticks_at_stat + (ran_ns as f64 * clock.clk_tck / 1e9) as u64;
+            self.wait_fresh = false;
+            if !wanted {
+                self.clear_wait();
+            }
+            return true;
+        }
         let Some(stat) = self
             .stat
-            .read(dir, at, c"stat", buf)
+            .read(at, c"stat", keep, buf)
             .and_then(procfs::parse_stat)
         else {
             return false;
@@ -216,6 +263,8 @@ impl Slot {
         }
         self.info.state = state;
         self.info.cpu_ticks = stat.cpu_ticks;
+        self.ticks_at_stat = stat.cpu_ticks;
+        self.sched_ns_at_stat = sched.map_or(0, |s| s[0]);
         self.info.cpu_percent = sched_pct.unwrap_or_else(|| {
             if clock.elapsed_ticks > 0.0 {
                 let delta = stat.cpu_ticks.saturating_sub(self.prev_ticks);
@@ -239,14 +288,13 @@ impl Slot {
         }
         self.wait_fresh = true;
         // Opened now and kept while the budget has room, else opened per read.
-        let dir = dir.filter(|_| self.room);
         self.info.wait.wchan = self
             .wchan
-            .read(dir, at, c"wchan", buf)
+            .read(at, c"wchan", keep, buf)
             .and_then(procfs::parse_wchan);
         let sc = self
             .syscall
-            .read(dir, at, c"syscall", buf)
+            .read(at, c"syscall", keep, buf)
             .and_then(procfs::parse_syscall);
         self.info.wait.syscall_nr = sc.as_ref().map(|(nr, _)| *nr);
         self.info.wait.syscall = sc
@@ -254,7 +302,7 @@ impl Slot {
             .and_then(|(nr, _)| syscalls::name(*nr))
             .map(str::to_owned);
         self.info.wait.syscall_args = sc.map(|(_, a)| a).unwrap_or_default();
-        if let Some(st) = self.status.read(dir, at, c"status", buf) {
+        if let Some(st) = self.status.read(at, c"status", keep, buf) {
             let st = procfs::parse_status(st);
             self.info.voluntary_ctxt_switches = st.voluntary;
             self.info.nonvoluntary_ctxt_switches = st.nonvoluntary;
@@ -368,18 +416,21 @@ impl Threads {
         // Pass 1: the likely runners. `sum` stays `Some` while every delta is known.
         let mut sum = cpu_delta.map(|_| 0u64);
         let demand = &self.demand;
+        let all = matches!(demand, WaitDemand::All);
         for (&tid, s) in self.slots.iter_mut() {
             let wanted = demand.wants(tid);
-            s.read_now =
-                s.ran || clock.due(tid) || cpu_delta.is_none() || (wanted && !s.wait_fresh);
+            // The periodic re-read (a name set from another thread) only for what is shown:
+            // an off-screen thread is read when it runs or comes on screen.
+            let due = clock.due(tid) && (all || wanted);
+            s.read_now = s.ran || due || cpu_delta.is_none() || (wanted && !s.wait_fresh);
             if !s.read_now {
                 continue;
             }
             let before = s.last_sched.map(|x| x[0]);
             let fds = s.kept_fds();
             s.room = *kept < budget;
-            s.alive = s.update(Place { task_dir, tid }, buf, false, clock, wanted);
-            *kept += s.kept_fds().saturating_sub(fds);
+            s.alive = s.update(Place { task_dir, tid }, buf, false, clock, wanted, all);
+            *kept = (*kept + s.kept_fds()).saturating_sub(fds);
             let after = s.last_sched.map(|x| x[0]).filter(|_| s.alive);
             sum = match (sum, before, after) {
                 (Some(acc), Some(b), Some(a)) => a.checked_sub(b).map(|d| acc + d),
@@ -400,8 +451,8 @@ impl Threads {
                 let wanted = demand.wants(tid);
                 let fds = s.kept_fds();
                 s.room = *kept < budget;
-                s.alive = s.update(Place { task_dir, tid }, buf, false, clock, wanted);
-                *kept += s.kept_fds().saturating_sub(fds);
+                s.alive = s.update(Place { task_dir, tid }, buf, false, clock, wanted, all);
+                *kept = (*kept + s.kept_fds()).saturating_sub(fds);
             }
         }
         self.slots.retain(|_, s| {
@@ -449,8 +500,16 @@ impl Threads {
                 continue;
             };
             let wanted = self.demand.wants(tid);
+            let all = matches!(self.demand, WaitDemand::All);
             slot.room = self.kept_fds + FDS_PER_SLOT < self.fd_budget;
-            if slot.update(Place { task_dir, tid }, &mut self.buf, true, clock, wanted) {
+            if slot.update(
+                Place { task_dir, tid },
+                &mut self.buf,
+                true,
+                clock,
+                wanted,
+                all,
+            ) {
                 slot.generation = generation;
                 self.kept_fds += slot.kept_fds();
                 self.slots.insert(tid, slot);

@@ -167,8 +167,30 @@ impl Tree {
         //    A failed read is only believed if the pidfd agrees (or there is none).
         let mut gone = Vec::new();
         let mut may_fork = false;
-        for (pid, e) in self.live.iter_mut() {
-            let read = e.update(&mut self.buf, false, clock);
+        // A multi-threaded target whose threads the caller reads goes last, `stat` then its
+        // CPU clock, so the caller's idle proof can use that clock reading (see
+        // `Entry::update_ordered`).
+        let target = self.target.pid;
+        let target_last = target_threads_known
+            && self
+                .live
+                .get(&target)
+                .is_some_and(|e| e.info.num_threads > 1);
+        let mut order: Vec<i32> = self
+            .live
+            .keys()
+            .copied()
+            .filter(|&p| !target_last || p != target)
+            .collect();
+        if target_last {
+            order.push(target);
+        }
+        for pid in order {
+            let Some(e) = self.live.get_mut(&pid) else {
+                continue;
+            };
+            let read = e.update_ordered(&mut self.buf, false, clock, target_last && pid == target);
+            let pid = &pid;
             let suspect = !read || e.info.state == RunState::Zombie;
             let exited = suspect && e.pidfd.as_ref().is_none_or(|fd| fd.has_exited());
             if exited {

@@ -23,7 +23,7 @@ pub use replay::ReplayBar;
 pub use screen::{Counts, Screen, StaleReport};
 pub use status::{outcome_text, phase_outcome, stack_line_count};
 pub use tables::{SortKey, ThreadRow, page_offset, thread_order};
-pub use why::{WHY_EVERY_MS, WhyResult, WhyView};
+pub use why::{WHY_EVERY_MS, WHY_MAX_EVERY_MS, WhyResult, WhyView};
 
 use crate::session::{CoreEvent, Model, Stamped, TaskWant};
 use crate::teardown::{PhaseEvent, Plan};
@@ -364,11 +364,18 @@ impl Dashboard {
     /// running phase's elapsed time, the verdict's age). Asks for the verdict's automatic
     /// refresh when it is due (the app takes the request).
     pub fn tick(&mut self, now_unix_ms: u64) -> bool {
+        let before = self.view.now_unix_ms;
         self.view.now_unix_ms = now_unix_ms;
         if self.why_due(now_unix_ms) {
             self.view.why.requested = true;
         }
-        self.view.why.result.is_some()
+        // The verdict's age is shown in whole seconds: redraw when that changes, not on
+        // every tick.
+        let age_moved = self.view.why.result.as_ref().is_some_and(|r| {
+            let secs = |now: u64| now.saturating_sub(r.computed_at_unix_ms) / 1000;
+            secs(before) != secs(now_unix_ms)
+        });
+        age_moved
             || self
                 .model
                 .timeline

@@ -242,6 +242,23 @@ impl<'a> Screen<'a> {
         )
     }
 
+    /// Tids of the thread rows the last frame drew, with `margin` rows either side (a scroll
+    /// by a few rows finds them read); `None` when the last frame had no Threads panel.
+    /// What the live dashboard asks the collector to read wait points and `stat` for.
+    pub fn thread_tids_drawn(&self, margin: usize) -> Option<Vec<i32>> {
+        let rows = self
+            .view
+            .geometry
+            .panels
+            .iter()
+            .find(|p| p.panel == super::Panel::Threads)?
+            .rows?;
+        let start = rows.offset.saturating_sub(margin);
+        let end = rows.offset + usize::from(rows.area.height) + margin;
+        let rows = self.thread_rows(start..end);
+        Some(rows.iter().map(|r| r.thread.tid).collect())
+    }
+
     /// Tids in display order.
     pub fn ordered_tids(&self) -> Vec<i32> {
         let threads = self.threads();

@@ -442,3 +442,52 @@ fn the_verdict_refreshes_on_its_own_every_few_seconds_only() {
     assert!(!r.take_why_request());
     assert_eq!(r.view.overlay, Overlay::Why);
 }
+
+/// The same verdict again and again, nothing changing in the tree: each repeat waits twice
+/// as long (5, 10, 20, then 30 s at most); a process more, or the overlay open, goes back
+/// to every 5 s.
+#[test]
+fn the_verdicts_refresh_backs_off_while_it_says_the_same() {
+    let mut s = state();
+    let mut now = 10_000;
+    s.tick(now);
+    assert!(s.take_why_request());
+    s.apply_why(why_result());
+    let mut gaps = Vec::new();
+    for _ in 0..5 {
+        let asked = now;
+        loop {
+            now += 500;
+            s.tick(now);
+            if s.take_why_request() {
+                break;
+            }
+            assert!(now - asked <= WHY_MAX_EVERY_MS, "never asked again");
+        }
+        gaps.push(now - asked);
+        s.apply_why(why_result());
+    }
+    assert_eq!(gaps, [5_000, 10_000, 20_000, 30_000, 30_000]);
+    // The tree changes (one more process): the next ask comes after WHY_EVERY_MS.
+    let mut snap = fixture::snapshot();
+    snap.processes
+        .push(fixture::process(999, snap.target.pid, "new", 1));
+    s.apply(&ev(CoreEvent::Snapshot {
+        snapshot: Arc::new(snap),
+    }));
+    s.tick(now + WHY_EVERY_MS);
+    assert!(
+        s.take_why_request(),
+        "a changed tree is diagnosed at the 5 s pace"
+    );
+    // A different verdict resets the backoff too.
+    s.apply_why(WhyResult {
+        causes: vec!["something else".into()],
+        ..why_result()
+    });
+    s.tick(now + 2 * WHY_EVERY_MS);
+    assert!(
+        s.take_why_request(),
+        "a new verdict is checked again at the 5 s pace"
+    );
+}

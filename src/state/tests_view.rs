@@ -528,3 +528,43 @@ fn the_gone_book_keeps_the_last_exits_and_counts_the_rest() {
             .any(|k| k.pid == 104 || (2000..2005).contains(&k.pid))
     );
 }
+
+#[test]
+fn the_threads_shown_are_the_rows_drawn_with_a_margin() {
+    let mut d = fixture::dashboard(None);
+    let mut snap = fixture::snapshot();
+    let model = snap.threads[0].clone();
+    for tid in 0..30 {
+        let mut t = model.clone();
+        t.tid = 50_000 + tid;
+        snap.threads.push(t);
+    }
+    d.apply(&ev(CoreEvent::Snapshot {
+        snapshot: Arc::new(snap),
+    }));
+    assert_eq!(d.screen().thread_tids_drawn(5), None, "no frame yet");
+    let g = geometry();
+    d.set_geometry(g.clone());
+    let order = d.screen().ordered_tids();
+    let drawn = d
+        .screen()
+        .thread_tids_drawn(0)
+        .expect("a Threads panel was drawn");
+    assert_eq!(drawn, order.iter().copied().take(9).collect::<Vec<_>>());
+    let with_margin = d
+        .screen()
+        .thread_tids_drawn(5)
+        .expect("a Threads panel was drawn");
+    assert_eq!(
+        with_margin,
+        order.iter().copied().take(14).collect::<Vec<_>>()
+    );
+    let mut narrow = g;
+    narrow.panels.retain(|p| p.panel != Panel::Threads);
+    d.set_geometry(narrow);
+    assert_eq!(
+        d.screen().thread_tids_drawn(5),
+        None,
+        "no Threads panel drawn"
+    );
+}

@@ -10,6 +10,10 @@ pub const WHY_EVERY_MS: u64 = 5_000;
 /// The automatic refresh never takes more than 1/WHY_COST_SHARE of the time: a diagnosis that
 /// took 400 ms (a 1,000-thread tree) is repeated every 8 s, not every 5 s.
 pub const WHY_COST_SHARE: u64 = 20;
+/// While the overlay is closed and the verdict comes out the same, each repeat waits twice
+/// as long, up to this: 5, 10, 20, 30 s. A change in the tree (a process or thread more or
+/// less, an exit) or a different verdict goes back to [`WHY_EVERY_MS`].
+pub const WHY_MAX_EVERY_MS: u64 = 30_000;
 
 /// One diagnosis, as the app delivers it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -55,6 +59,11 @@ pub struct WhyView {
     pub asked_at_unix_ms: Option<u64>,
     /// How far the overlay is scrolled.
     pub scroll: u16,
+    /// Results in a row that said the same as the one before (the automatic refresh backs
+    /// off while it stays the same: see [`WHY_MAX_EVERY_MS`]).
+    pub same_in_a_row: u32,
+    /// The tree's shape (processes, threads, exits) when the last diagnosis was asked for.
+    pub shape_at_ask: Option<(usize, usize, usize)>,
 }
 
 impl Dashboard {
@@ -88,23 +97,44 @@ impl Dashboard {
         w.requested = false;
         w.computing = true;
         w.asked_at_unix_ms = Some(self.view.now_unix_ms);
+        let shape = self.tree_shape();
+        self.view.why.shape_at_ask = shape;
         true
+    }
+
+    /// What the automatic refresh compares to know the tree changed: live processes, the
+    /// target's threads, exits seen.
+    fn tree_shape(&self) -> Option<(usize, usize, usize)> {
+        let snap = self.model.snapshot.as_ref()?;
+        let live = snap.processes.iter().filter(|p| p.exit.is_none()).count();
+        Some((live, snap.threads.len(), self.model.exits.len()))
     }
 
     /// A diagnosis is delivered.
     pub fn apply_why(&mut self, result: WhyResult) {
         let w = &mut self.view.why;
         w.computing = false;
+        let same = w
+            .result
+            .as_ref()
+            .is_some_and(|r| r.causes == result.causes && r.error == result.error);
+        w.same_in_a_row = if same { w.same_in_a_row + 1 } else { 0 };
         w.result = Some(result);
     }
 
     /// From the redraw tick: whether the verdict is due for its automatic refresh (every
-    /// [`WHY_EVERY_MS`], or [`WHY_COST_SHARE`] times what the last one took if longer, while
-    /// the target runs and a snapshot exists; never twice at once).
+    /// [`WHY_EVERY_MS`], backing off to [`WHY_MAX_EVERY_MS`] while nothing changes and the
+    /// overlay is closed, or [`WHY_COST_SHARE`] times what the last one took if longer,
+    /// while the target runs and a snapshot exists; never twice at once).
     pub(super) fn why_due(&self, now_unix_ms: u64) -> bool {
         let w = &self.view.why;
+        let steady = self.view.overlay != Overlay::Why && w.shape_at_ask == self.tree_shape();
+        let base = match steady {
+            true => (WHY_EVERY_MS << w.same_in_a_row.min(3)).min(WHY_MAX_EVERY_MS),
+            false => WHY_EVERY_MS,
+        };
         let every = w.result.as_ref().map_or(WHY_EVERY_MS, |r| {
-            WHY_EVERY_MS.max(r.took_ms.saturating_mul(WHY_COST_SHARE))
+            base.max(r.took_ms.saturating_mul(WHY_COST_SHARE))
         });
         let s = self.screen();
         !w.computing
