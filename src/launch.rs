@@ -238,14 +238,15 @@ pub fn attach_collector(started: &Started) -> Result<crate::collect::Collector> 
         (Err(e), Some(l)) => {
             // "No such process" or "zombie" for our own child means it is ending: its exit
             // status is ours to collect, within moments (the kernel tears a process down
-            // before its parent can wait for it).
+            // before its parent can wait for it; bounded generously: a machine at load 60
+            // once took longer than 2 s).
             let ending = matches!(
                 e,
                 crate::collect::AttachError::NoSuchProcess(_)
                     | crate::collect::AttachError::Zombie(_)
             );
             let patience = if ending {
-                std::time::Duration::from_secs(2)
+                std::time::Duration::from_secs(10)
             } else {
                 std::time::Duration::ZERO
             };

@@ -26,6 +26,9 @@ pub struct TaskStack {
     /// `executor worker tid 4711`, `a future`), when the report said.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub awaiting: Option<String>,
+    /// Where the task was created (`app.py:35`), when the agent's report said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<String>,
 }
 
 /// The `task_stacks` request's parameters for `ids` (all tasks when empty).
@@ -67,6 +70,12 @@ pub fn from_agent(v: &Value, report: Option<&Report>) -> Result<Vec<TaskStack>, 
                 .to_string(),
             frames,
             awaiting: report.and_then(|r| awaiting(r, id)),
+            created_at: report.and_then(|r| {
+                r.tasks
+                    .iter()
+                    .find(|t| t.id == id)
+                    .and_then(|t| t.created_at.clone())
+            }),
         });
     }
     Ok(out)
@@ -142,6 +151,7 @@ mod tests {
             tasks: vec![TaskInfo {
                 id: 8,
                 name: "packer".into(),
+                created_at: Some("app.py:35".into()),
                 ..TaskInfo::default()
             }],
             task_awaits: vec![TaskAwait {
@@ -165,6 +175,9 @@ mod tests {
         // A frame without a function is skipped, the task kept.
         assert!(got[1].frames.is_empty());
         assert_eq!(got[1].awaiting, None);
+        // Where each was created comes from the report's task rows.
+        assert_eq!(got[0].created_at, None);
+        assert_eq!(got[1].created_at.as_deref(), Some("app.py:35"));
     }
 
     #[test]

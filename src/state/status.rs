@@ -83,7 +83,11 @@ pub fn stack_line_count(snap: &StackSnapshot) -> usize {
             .tasks
             .iter()
             // Title, the awaited thing, the chain's label, its frames (or "no frames").
-            .map(|t| 2 + usize::from(t.awaiting.is_some()) + t.frames.len().max(1))
+            .map(|t| {
+                2 + usize::from(t.awaiting.is_some())
+                    + usize::from(t.created_at.is_some())
+                    + t.frames.len().max(1)
+            })
             .sum::<usize>()
 }
 

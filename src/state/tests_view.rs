@@ -470,6 +470,7 @@ fn enter_on_a_task_asks_for_its_await_chain_and_big_s_includes_pending_tasks() {
             name: "track_backend_progress".into(),
             frames: vec![],
             awaiting: None,
+            created_at: None,
         }],
     };
     d.apply(&ev(CoreEvent::Stacks {

@@ -90,6 +90,9 @@ pub fn lines(snap: &StackSnapshot) -> Vec<Line<'static>> {
         if let Some(a) = &t.awaiting {
             out.push(Line::raw(format!("  awaits {a}")));
         }
+        if let Some(c) = &t.created_at {
+            out.push(Line::styled(format!("  created at {c}"), dim));
+        }
         out.push(Line::styled(
             "  [await chain (agent), innermost first]".to_string(),
             source_style(SourceKind::AgentPython),
@@ -258,6 +261,7 @@ mod tests {
                 name: "shipper".into(),
                 frames: vec![frame("ship", 12), frame("run", 40)],
                 awaiting: Some("task \"packer\" at app.py:12".into()),
+                created_at: Some("app.py:35".into()),
             },
             TaskStack {
                 id: 0x7f02,
@@ -265,6 +269,7 @@ mod tests {
                 name: "packer".into(),
                 frames: Vec::new(),
                 awaiting: None,
+                created_at: None,
             },
         ];
         assert_eq!(crate::state::stack_line_count(&snap), lines(&snap).len());
