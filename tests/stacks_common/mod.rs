@@ -140,7 +140,15 @@ impl Target {
         cmd.args(args);
         Self::start(
             cmd,
-            &["mutex_waiter", "condvar_waiter", "sleeper", "pipe_reader"],
+            // The main thread too: it prints "ready" before it joins (a test once caught it
+            // between the two, with no native stack to read yet).
+            &[
+                "mutex_waiter",
+                "condvar_waiter",
+                "sleeper",
+                "pipe_reader",
+                "stacks_blocked_",
+            ],
             None,
         )
     }
