@@ -79,6 +79,13 @@ fn sigquit_restores_the_terminal_then_dies_of_sigquit() {
         lf & libc::ICANON != 0 && lf & libc::ECHO != 0,
         "terminal left raw after SIGQUIT (c_lflag {lf:#o})"
     );
+    // The reader thread may not have taken in the last bytes yet: wait for them.
+    wait_until("the alternate screen is left", || {
+        let out = text();
+        let entered = out.rfind("\x1b[?1049h");
+        out.rfind("\x1b[?1049l")
+            .is_some_and(|left| Some(left) > entered)
+    });
     let out = text();
     let entered = out.rfind("\x1b[?1049h").unwrap();
     assert!(

@@ -326,6 +326,7 @@ impl Session {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
         loop {
             if let Some(status) = self.child.try_wait().expect("lifecycle-top status") {
+                self.drain();
                 return status;
             }
             if std::time::Instant::now() > deadline {
@@ -336,6 +337,22 @@ impl Session {
                 );
             }
             std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    /// After the exit: lets the reader thread take in the last bytes written (the terminal
+    /// restore), waiting until the output has not grown for 500 ms (at most 10 s).
+    fn drain(&self) {
+        let end = Instant::now() + Duration::from_secs(10);
+        let mut len = self.screen.raw.lock().expect("raw").len();
+        let mut still_since = Instant::now();
+        while Instant::now() < end && still_since.elapsed() < Duration::from_millis(500) {
+            std::thread::sleep(Duration::from_millis(20));
+            let now = self.screen.raw.lock().expect("raw").len();
+            if now != len {
+                len = now;
+                still_since = Instant::now();
+            }
         }
     }
 
