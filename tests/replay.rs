@@ -157,7 +157,12 @@ fn a_flipped_byte_is_one_note_and_the_rest_replays() {
             .all(|l| l.starts_with("lifecycle-top: recording")),
         "one line per note: {stderr}"
     );
-    assert!(stderr.contains("checksum"), "{stderr}");
+    // Where the middle byte lands decides how it is caught: in a frame's payload by its
+    // checksum, in a frame header by the header check (then the reader resyncs).
+    assert!(
+        stderr.contains("checksum") || stderr.contains("no valid frame header"),
+        "{stderr}"
+    );
     let (all, some) = (
         whole["events"].as_u64().expect("events"),
         m["events"].as_u64().expect("events"),
