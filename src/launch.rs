@@ -545,9 +545,15 @@ pub fn prune_launch_logs(dir: &Path, keep: usize) -> usize {
 
 /// `launch-<pid>-<ms>.log` -> (pid, ms).
 fn launch_log_stamp(name: &str) -> Option<(u32, u64)> {
+    parse_stamp(name, "launch-", ".log")
+}
+
+/// The `<pid>-<ms>` stamp [`launch_with`] puts in the names of a launch's files
+/// (`<prefix><pid>-<ms><suffix>`): the launching lifecycle-top's pid and the time.
+pub fn parse_stamp(name: &str, prefix: &str, suffix: &str) -> Option<(u32, u64)> {
     let (pid, ms) = name
-        .strip_prefix("launch-")?
-        .strip_suffix(".log")?
+        .strip_prefix(prefix)?
+        .strip_suffix(suffix)?
         .split_once('-')?;
     Some((pid.parse().ok()?, ms.parse().ok()?))
 }

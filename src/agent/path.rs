@@ -131,15 +131,10 @@ pub fn clean_stale_sockets(dir: &Path) -> usize {
 
 /// The pid a socket file's name says it belongs to: `<pid>.sock` or `agent-<pid>-<ms>.sock`.
 fn socket_owner_pid(name: &str) -> Option<u32> {
-    let stem = name.strip_suffix(".sock")?;
-    match stem.strip_prefix("agent-") {
-        Some(rest) => {
-            let (pid, ms) = rest.split_once('-')?;
-            ms.parse::<u64>().ok()?;
-            pid.parse().ok()
-        }
-        None => stem.parse().ok(),
+    if name.starts_with("agent-") {
+        return crate::launch::parse_stamp(name, "agent-", ".sock").map(|(pid, _)| pid);
     }
+    name.strip_suffix(".sock")?.parse().ok()
 }
 
 #[cfg(test)]
