@@ -198,6 +198,10 @@ pub struct AgentFacts {
     /// The agent said its interpreter is exiting (a disconnect that follows is the exit).
     #[serde(default)]
     pub exiting: bool,
+    /// A JVM in its shutdown sequence (SIGTERM, `System.exit`): it halts once its shutdown
+    /// hooks return, whatever its other non-daemon threads do.
+    #[serde(default)]
+    pub jvm_shutdown: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -209,6 +213,9 @@ pub struct AgentThreadFact {
     /// The interpreter's main thread (never a left-over: it is the one that exits).
     #[serde(default)]
     pub main: bool,
+    /// A JVM shutdown hook the shutdown sequence waits for.
+    #[serde(default)]
+    pub hook: bool,
 }
 
 impl AgentFacts {

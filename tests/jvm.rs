@@ -277,15 +277,25 @@ fn check_names_the_shutdown_hook_that_does_not_finish_and_the_non_daemon_thread(
             && cause.contains("sleeps at LtJvm.sleepForever(LtJvm.java:"),
         "{cause}"
     );
-    // The audit after SIGTERM names the non-daemon threads by their Java names.
-    for name in ["lt-worker", "lt-hook"] {
-        assert!(
-            text.contains(&format!(
-                "({name}): non-daemon Java thread: DestroyJavaVM waits for it"
-            )),
-            "{name}: {text}"
-        );
-    }
+    // The only cause: a JVM in its shutdown sequence halts once its hooks return, so neither
+    // the launcher's pthread_join of DestroyJavaVM nor the non-daemon worker is another one,
+    // and nothing is said in CPython's terms.
+    let causes: Vec<&str> = text
+        .lines()
+        .filter(|l| l.trim_start().starts_with("- exit blocked"))
+        .collect();
+    assert_eq!(causes.len(), 1, "{text}");
+    assert!(!text.contains("threading._shutdown"), "{text}");
+    // The audit after SIGTERM names the hook that does not finish and the non-daemon thread,
+    // by their Java names, each with what it means during the shutdown sequence.
+    assert!(
+        text.contains("(lt-hook): shutdown hook still running: the JVM's shutdown sequence halts only when every hook has returned"),
+        "{text}"
+    );
+    assert!(
+        text.contains("(lt-worker): non-daemon Java thread, not what holds the exit now"),
+        "{text}"
+    );
     assert!(!text.contains("daemon flags unknown"), "{text}");
     // The evidence captured at the budget has the Java frames of the hook.
     let r: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
@@ -298,6 +308,38 @@ fn check_names_the_shutdown_hook_that_does_not_finish_and_the_non_daemon_thread(
             && handler.iter().any(|f| f.starts_with("- waiting on <0x")),
         "{handler:?}"
     );
+}
+
+#[test]
+fn why_names_the_java_join_and_the_thread_destroy_java_vm_will_wait_for() {
+    // main() joins the non-daemon worker: the launcher's pthread_join of "main" leads to
+    // main's Thread.join, and DestroyJavaVM will wait for the worker once main() returns.
+    let j = spawn_java(&[], "hook");
+    // "ready" comes just before main() calls join: ask again until main is in it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let text = loop {
+        let (code, text) = run(&["why", "--pid", &j.0.id().to_string()], &[]);
+        assert_eq!(code, 0, "{text}");
+        if text.contains("Thread.join") || std::time::Instant::now() > deadline {
+            break text;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    let main = text
+        .lines()
+        .find(|l| l.contains("joins (pthread_join) \"main\""))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        main.contains("which joins a Java thread (Thread.join")
+            && main.contains("at LtJvm.main(LtJvm.java:"),
+        "{main}"
+    );
+    let later = text
+        .lines()
+        .find(|l| l.contains("will wait in DestroyJavaVM, once main() returns, for non-daemon thread \"lt-worker\""))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(later.contains("sleeps at LtJvm.sleepForever("), "{later}");
+    assert!(!text.contains("threading._shutdown"), "{text}");
 }
 
 #[test]

@@ -6,6 +6,7 @@ use crate::model::{AgentFacts, AgentThreadFact};
 
 impl From<&Report> for AgentFacts {
     fn from(r: &Report) -> Self {
+        let hooks: Vec<i32> = crate::jvm::report::running_hook_tids(r).collect();
         AgentFacts {
             threads: r
                 .threads
@@ -17,6 +18,7 @@ impl From<&Report> for AgentFacts {
                         daemon: t.daemon,
                         alive: t.alive,
                         main: t.main,
+                        hook: t.native_id.is_some_and(|n| hooks.contains(&n)),
                     })
                 })
                 .collect(),
@@ -35,6 +37,7 @@ impl From<&Report> for AgentFacts {
             loops: r.loops.iter().filter(|l| !l.closed).count(),
             pid: Some(r.pid).filter(|p| *p > 0),
             exiting: false,
+            jvm_shutdown: crate::jvm::report::in_shutdown_sequence(r),
         }
     }
 }

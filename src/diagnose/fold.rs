@@ -142,7 +142,14 @@ fn wait_object<'a>(f: &'a Facts, e: &Edge) -> Option<&'a str> {
 
 /// The phrase of a JVM edge (`crate::jvm::report`'s objects), if the edge is one.
 fn jvm_phrase(f: &Facts, e: &Edge, to: &str) -> Option<String> {
-    use crate::jvm::report::{DESTROY_JVM, SHUTDOWN_HOOK, SHUTDOWN_SEQUENCE};
+    use crate::jvm::report::{DESTROY_JVM, SHUTDOWN_HOOK, SHUTDOWN_SEQUENCE, is_jvm_report};
+    if e.kind == EdgeKind::ShutdownLater
+        && f.agent.as_ref().is_some_and(|a| is_jvm_report(&a.report))
+    {
+        return Some(format!(
+            "will wait in DestroyJavaVM, once main() returns, for non-daemon thread {to}"
+        ));
+    }
     let object = wait_object(f, e)?;
     Some(match &e.kind {
         EdgeKind::Join if object == SHUTDOWN_SEQUENCE => {

@@ -301,7 +301,10 @@ fn agent_edges(f: &Facts, g: &mut Graph, by_pid: &BTreeMap<i32, ProcKey>) {
             "join" => match w.target_native_id {
                 Some(to) => one(th(to), EdgeKind::Join, detail("Thread.join")),
                 None => one(
-                    unowned("a thread that has not started"),
+                    unowned(match w.object.as_deref() {
+                        Some(o @ crate::jvm::report::JAVA_JOIN) => o,
+                        _ => "a thread that has not started",
+                    }),
                     EdgeKind::Join,
                     detail("Thread.join"),
                 ),
@@ -347,7 +350,10 @@ fn agent_edges(f: &Facts, g: &mut Graph, by_pid: &BTreeMap<i32, ProcKey>) {
     let in_shutdown = main
         .and_then(|m| m.waits_on.as_ref())
         .is_some_and(|w| w.kind == "shutdown");
-    if !node && main.is_some() && !in_shutdown {
+    // A JVM in its shutdown sequence halts once its hooks return: its other non-daemon
+    // threads no longer hold the exit (the hooks' edges say what does).
+    let jvm_halting = crate::jvm::report::in_shutdown_sequence(r);
+    if !node && main.is_some() && !in_shutdown && !jvm_halting {
         for o in &r.threads {
             let Some(otid) = o.native_id else { continue };
             if o.alive && !o.daemon && !o.main && !o.agent {
@@ -789,6 +795,14 @@ fn futex_edge(f: &Facts, t: &ThreadWait, from: Node, g: &mut Graph) {
         .map(|x| x.tid)
         .collect();
     let thread = |tid: i32| Node::Thread { key: t.key, tid };
+    // The runtime (agent, thread dump) already said what this thread waits for: the futex is
+    // how it waits (a JVM launcher's pthread_join of the thread that runs main()), not a
+    // second blocker.
+    if g.outgoing(&from)
+        .any(|e| e.evidence.iter().any(|ev| ev.source == Source::Agent))
+    {
+        return;
+    }
     let (to, kind, detail) = match classify_futex(&t.args, t.futex_words, &tids) {
         Some(FutexWait::Mutex { addr, owner }) => (
             thread(owner),

@@ -144,6 +144,18 @@ fn waits_on(d: &ThreadDump, t: &JavaThread, shutdown: bool) -> Option<WaitsOn> {
             ..WaitsOn::default()
         });
     }
+    // Thread.join waits on the joined Thread object, whose thread the dump does not name.
+    if t.frames
+        .iter()
+        .any(|f| f.starts_with("java.lang.Thread.join("))
+    {
+        return Some(WaitsOn {
+            kind: "join".into(),
+            where_: at,
+            object: Some(JAVA_JOIN.into()),
+            ..WaitsOn::default()
+        });
+    }
     if t.state.starts_with("TIMED_WAITING (sleeping)") {
         return Some(WaitsOn {
             kind: "sleep".into(),
@@ -207,8 +219,41 @@ pub fn to_report(dump: &ThreadDump, pid: i32, tids: &[i32], seq: u64, at_unix_ms
         at_unix_ms,
         pid,
         threads,
+        runtime: Some(RUNTIME.into()),
         ..Report::default()
     }
+}
+
+/// The `object` of a `Thread.join` (the dump does not say which thread is joined).
+pub const JAVA_JOIN: &str = "a Java thread (Thread.join; the thread dump does not say which)";
+
+/// [`Report::runtime`] of a report made from a thread dump.
+pub const RUNTIME: &str = "jvm";
+
+/// Whether `r` was made from a JVM's thread dump.
+pub fn is_jvm_report(r: &Report) -> bool {
+    r.runtime.as_deref() == Some(RUNTIME)
+}
+
+/// Whether the JVM of report `r` is in its shutdown sequence (a thread runs the hooks, or
+/// the launcher waits for the thread that does): non-daemon threads no longer hold the exit.
+pub fn in_shutdown_sequence(r: &Report) -> bool {
+    is_jvm_report(r)
+        && r.threads.iter().any(|t| {
+            t.waits_on
+                .as_ref()
+                .and_then(|w| w.object.as_deref())
+                .is_some_and(|o| o == SHUTDOWN_SEQUENCE || o == SHUTDOWN_HOOK)
+        })
+}
+
+/// Native ids of the shutdown hooks the shutdown sequence waits for.
+pub fn running_hook_tids(r: &Report) -> impl Iterator<Item = i32> + '_ {
+    r.threads
+        .iter()
+        .filter_map(|t| t.waits_on.as_ref())
+        .filter(|w| w.object.as_deref() == Some(SHUTDOWN_HOOK))
+        .filter_map(|w| w.target_native_id)
 }
 
 #[cfg(test)]
@@ -304,6 +349,34 @@ mod tests {
         // Shutting down: DestroyJavaVM no longer decides.
         assert!(thread(&r, DESTROY_JVM).waits_on.is_none());
         assert!(thread(&r, DESTROY_JVM).main);
+    }
+
+    #[test]
+    fn a_java_join_is_a_join_and_a_shutdown_marks_its_hooks_in_the_facts() {
+        let d = parse(include_str!("../../tests/fixtures/jvm/plain.txt"));
+        let r = to_report(&d, 1, &all_tids(&d), 1, 0);
+        assert!(is_jvm_report(&r) && !in_shutdown_sequence(&r));
+        let w = thread(&r, "main").waits_on.as_ref().unwrap();
+        assert_eq!(
+            (w.kind.as_str(), w.object.as_deref(), w.target_native_id),
+            ("join", Some(JAVA_JOIN), None)
+        );
+        assert!(w.where_.as_deref().unwrap().starts_with("LtJvm.main("));
+        // During the SIGTERM shutdown the facts name the running hook.
+        let d = parse(SIGTERM);
+        let mut tids = all_tids(&d);
+        tids.push(4242);
+        let r = to_report(&d, 4242, &tids, 1, 0);
+        assert!(in_shutdown_sequence(&r));
+        let facts = crate::model::AgentFacts::from(&r);
+        assert!(facts.jvm_shutdown);
+        let hooks: Vec<&str> = facts
+            .threads
+            .iter()
+            .filter(|t| t.hook)
+            .map(|t| t.name.as_str())
+            .collect();
+        assert_eq!(hooks, ["lt-hook"]);
     }
 
     #[test]

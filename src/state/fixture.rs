@@ -94,6 +94,7 @@ pub fn agent_facts() -> AgentFacts {
         daemon,
         alive: true,
         main: native_id == 100,
+        hook: false,
     };
     AgentFacts {
         threads: vec![
@@ -106,6 +107,7 @@ pub fn agent_facts() -> AgentFacts {
         loops: 1,
         pid: Some(100),
         exiting: false,
+        jvm_shutdown: false,
     }
 }
 

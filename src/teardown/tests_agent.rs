@@ -65,6 +65,7 @@ fn agent_timeout_snapshots_and_agent_error_fails() {
         daemon: false,
         alive: true,
         main: false,
+        hook: false,
     };
     e.step(
         0,
@@ -74,6 +75,7 @@ fn agent_timeout_snapshots_and_agent_error_fails() {
             loops: 1,
             pid: Some(100),
             exiting: false,
+            jvm_shutdown: false,
         })),
     );
     e.step(0, Input::Command(Command::RunNext));
@@ -230,6 +232,7 @@ fn agent_in_a_descendant_main_thread_is_no_leftover_and_stacks_use_its_process()
         daemon: false,
         alive: true,
         main,
+        hook: false,
     };
     e.step(
         0,
@@ -239,6 +242,7 @@ fn agent_in_a_descendant_main_thread_is_no_leftover_and_stacks_use_its_process()
             loops: 1,
             pid: Some(101),
             exiting: false,
+            jvm_shutdown: false,
         })),
     );
     assert_eq!(e.world().agent_process(), Some(key(101)));

@@ -546,6 +546,7 @@ fn run_all_waits_for_the_audits_stacks_before_the_next_phase() {
             daemon: false,
             alive: true,
             main: false,
+            hook: false,
         };
         e.step(
             0,

@@ -200,6 +200,29 @@ impl World {
         }
     }
 
+    /// Why non-daemon thread `tid` is a left-over, in the runtime's terms. A JVM's facts come
+    /// from its thread dump (`crate::jvm::report`): in the shutdown sequence only the hooks
+    /// hold the exit.
+    fn non_daemon_reason(&self, tid: i32) -> &'static str {
+        let facts = self.agent.as_ref();
+        let jvm = facts.is_some_and(|f| f.jvm_shutdown)
+            || self.info(self.target).is_some_and(|p| p.name == "java");
+        if !jvm {
+            return "non-daemon thread: the interpreter joins it at exit (threading._shutdown)";
+        }
+        match facts {
+            Some(f) if f.thread(tid).is_some_and(|t| t.hook) => {
+                "shutdown hook still running: the JVM's shutdown sequence halts only when every \
+                 hook has returned"
+            }
+            Some(f) if f.jvm_shutdown => {
+                "non-daemon Java thread, not what holds the exit now: the JVM is in its shutdown \
+                 sequence and halts once its hooks return"
+            }
+            _ => "non-daemon Java thread: DestroyJavaVM waits for it once main() returns",
+        }
+    }
+
     /// Everything still there, each with the reason it stays.
     pub fn leftovers(&self, now_ms: u64) -> Vec<Leftover> {
         let mut out = Vec::new();
@@ -217,20 +240,12 @@ impl World {
             }
         }
         if let Some(threads) = self.non_daemon_threads() {
-            // A JVM's facts come from its thread dump (`crate::jvm::report`).
-            let reason = if self.info(self.target).is_some_and(|p| p.name == "java") {
-                "non-daemon Java thread: DestroyJavaVM waits for it once main() returns; after \
-                 SIGTERM the JVM waits only for its shutdown hooks (a hook still running is \
-                 listed here too)"
-            } else {
-                "non-daemon thread: the interpreter joins it at exit (threading._shutdown)"
-            };
             for (tid, name) in threads {
                 out.push(Leftover {
                     pid: tid,
+                    reason: self.non_daemon_reason(tid).into(),
                     name,
                     kind: LeftoverKind::NonDaemonThread,
-                    reason: reason.into(),
                 });
             }
         }

@@ -44,6 +44,10 @@ pub struct Report {
     /// Node.js agent (docs/protocol.md §8): the libuv handles and requests it sees, ref'ed
     /// (keeping the event loop alive) or not. Each ref'ed one is also a task row.
     pub handles: Vec<LoopHandle>,
+    /// Set when no agent wrote this report but lifecycle-top made it from the runtime's own
+    /// view: `jvm` for a HotSpot thread dump (`crate::jvm::report`). Never on the wire.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<String>,
 }
 
 impl Report {
