@@ -322,3 +322,35 @@ fn the_stack_pane_scroll_is_clamped() {
     s.quit_killing();
     wait_until("the demo is gone", || !alive(demo));
 }
+
+#[test]
+fn config_extra_keys_work_and_are_listed_in_the_help() {
+    let target = python(THREADS);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, "[keys]\nquit = \"Q\"\n").expect("write config");
+    let pid = target.pid().to_string();
+    let mut s = Session::start_with(
+        &[
+            "--pid",
+            &pid,
+            "--interval",
+            "100",
+            "--config",
+            config.to_str().expect("utf-8"),
+        ],
+        140,
+        40,
+        &[],
+    );
+    s.wait_for("e2e-alpha");
+    s.press(b"?");
+    s.wait_for("quit (as q; config [keys])");
+    s.press(b"?");
+    s.wait_gone("quit (as q; config [keys])");
+    // The extra key does what the built-in one does.
+    s.press(b"Q");
+    let status = s.wait_exit();
+    assert!(status.success(), "exit status {status:?}");
+    assert!(alive(target.pid()));
+}

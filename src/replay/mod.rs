@@ -141,6 +141,13 @@ pub fn summary_lines(model: &Model) -> Vec<String> {
     let plan = model.plan.as_ref().and_then(|p| p.load().ok());
     let mut lines = Vec::new();
     if let (Some(plan), Some(target)) = (&plan, model.target()) {
+        if model.phase_exits_dropped > 0 {
+            lines.push(format!(
+                "({} earlier exit lines not kept: the recording's Model keeps the last {})",
+                model.phase_exits_dropped,
+                crate::session::MAX_EXIT_EVENTS
+            ));
+        }
         lines.extend(
             model
                 .phase_events

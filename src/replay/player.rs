@@ -1,24 +1,39 @@
 //! The replay controller: the recording (read lazily, frame by frame), where the replay is
 //! (events folded, session time shown), its speed and whether it is paused. Opening folds
 //! the whole recording once into a Model (snapshots decoded without their threads), keeping
-//! a light checkpoint (the Model without its snapshot) every [`CHECKPOINT_EVERY`] events,
-//! and no decoded events: an hour of a 1,000-thread target would be 7,200 decoded snapshots. Moving forward a little folds the
+//! a light checkpoint (the Model without its snapshot) every [`CHECKPOINT_EVERY`] heavy
+//! events (at most [`CHECKPOINT_MAX_EVENTS`] apart), and no decoded events: an hour of a 1,000-thread target would be 7,200 decoded snapshots. Moving forward a little folds the
 //! next events into the dashboard; any other move restores the checkpoint at or before the
 //! target (with the playback's place and its snapshot chain, kept compressed: no reading
 //! from a keyframe), decodes the one snapshot it lacks and folds at most
-//! [`CHECKPOINT_EVERY`] events. Pure: no terminal, no clock, no session, so it has
+//! [`CHECKPOINT_EVERY`] heavy events. Pure: no terminal, no clock, no session, so it has
 //! nothing to signal with.
 
 use crate::record::Resume;
 use crate::session::{CoreEvent, Depth, Model, Playback};
-use crate::state::{Dashboard, ReplayBar};
+use crate::state::{Dashboard, GoneBook, ReplayBar};
+use std::sync::Arc;
 
 /// Speeds `<` / `>` step through.
 pub const SPEEDS: [f64; 7] = [0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0];
 const ONE_X: usize = 2;
-/// A checkpoint every this many events, so a seek folds fewer than this many (each snapshot
-/// folded is a decode of 1,000 threads; bench/replay_seek.sh).
+/// A checkpoint every this many heavy events (snapshots, agent reports, stack captures), so
+/// a seek decodes fewer than this many (each snapshot folded is a decode of 1,000 threads;
+/// bench/replay_seek.sh).
 pub const CHECKPOINT_EVERY: usize = 8;
+/// ... or every this many events of any kind. A tree forking 50 children a second records
+/// 50 small exit events a second: a checkpoint per 8 of them (a Model with thousands of
+/// exits each) made a 15-minute recording take 140 MB to open, while folding a few hundred
+/// exits costs microseconds.
+pub const CHECKPOINT_MAX_EVENTS: usize = 256;
+
+/// Whether folding `ev` again on a seek costs a decode worth a checkpoint.
+fn heavy(ev: &CoreEvent) -> bool {
+    matches!(
+        ev,
+        CoreEvent::Snapshot { .. } | CoreEvent::AgentReport { .. } | CoreEvent::Stacks { .. }
+    )
+}
 /// `<-` / `->` seek by this much.
 pub const SEEK_STEP_MS: u64 = 5_000;
 
@@ -35,6 +50,9 @@ struct Checkpoint {
     status: Option<String>,
     started_phase: Option<usize>,
     selected_phase: usize,
+    /// The View's gone book there ([`GoneBook::pack`]; shared with the checkpoint before
+    /// when unchanged; None when empty).
+    gone: Option<Arc<[u8]>>,
 }
 
 pub struct Player {
@@ -64,13 +82,16 @@ impl Player {
             status: None,
             started_phase: None,
             selected_phase: 0,
+            gone: None,
         }];
+        let mut last_book = GoneBook::default();
         let mut boundaries = Vec::new();
         let mut times = Vec::new();
         // The whole fold, as the dashboard does it (its View keeps what events say).
         let mut shadow = Dashboard::new();
         let mut last = (0usize, false);
         let mut has_snapshot = false;
+        let (mut heavy_since, mut since) = (0usize, 0usize);
         // Snapshots without their threads: `Model::apply` reads only processes and times
         // of a snapshot, and checkpoints keep none (the seek tests compare with a straight
         // fold of full snapshots, so a fold that starts reading threads fails them).
@@ -78,6 +99,8 @@ impl Player {
             let i = times.len();
             times.push(ev.at.at_ms);
             let _ = shadow.apply(&ev);
+            since += 1;
+            heavy_since += usize::from(heavy(&ev.event));
             match &ev.event {
                 CoreEvent::Snapshot { .. } => has_snapshot = true,
                 CoreEvent::Timeline { timeline } | CoreEvent::PlanDone { timeline } => {
@@ -90,10 +113,17 @@ impl Player {
                 }
                 _ => {}
             }
-            if (i + 1) % CHECKPOINT_EVERY == 0 {
+            if heavy_since >= CHECKPOINT_EVERY || since >= CHECKPOINT_MAX_EVENTS {
+                (heavy_since, since) = (0, 0);
                 let mut model = shadow.model.clone();
                 model.snapshot = None;
                 let resume = source.save(checkpoints.last().map(|c| &c.resume));
+                let book = GoneBook::of(&shadow);
+                let gone = match checkpoints.last() {
+                    Some(prev) if book == last_book => prev.gone.clone(),
+                    _ => book.pack(),
+                };
+                last_book = book;
                 checkpoints.push(Checkpoint {
                     n: i + 1,
                     model,
@@ -102,6 +132,7 @@ impl Player {
                     status: shadow.view.status.clone(),
                     started_phase: shadow.view.started_phase,
                     selected_phase: shadow.view.selected_phase,
+                    gone,
                 });
             }
         }
@@ -257,7 +288,7 @@ impl Player {
     }
 
     /// Exactly the first `n` events folded into `dash`: forward from where it is when that
-    /// is at most [`CHECKPOINT_EVERY`] events, else from the checkpoint at or before `n`.
+    /// reaches no later checkpoint, else from the checkpoint at or before `n`.
     fn fold_to(&mut self, dash: &mut Dashboard, n: usize) {
         let n = n.min(self.len());
         let i = self.checkpoints.partition_point(|c| c.n <= n);
@@ -269,7 +300,7 @@ impl Player {
             if cp.has_snapshot {
                 model.snapshot = self.source.last_snapshot();
             }
-            dash.replace_model(model);
+            dash.replace_model(model, cp.gone.as_deref());
             dash.view.status = cp.status.clone();
             dash.view.started_phase = cp.started_phase;
             dash.view.selected_phase = cp.selected_phase;
@@ -388,7 +419,11 @@ mod tests {
     fn seeking_back_and_forth_gives_the_model_of_a_straight_fold() {
         let (mut p, events, _dir) = player_of(&events(700));
         assert_eq!(p.len(), 700);
-        assert_eq!(p.checkpoints.len(), 1 + 700 / CHECKPOINT_EVERY);
+        // One event in three is a snapshot.
+        assert_eq!(
+            p.checkpoints.len(),
+            1 + 700usize.div_ceil(3) / CHECKPOINT_EVERY
+        );
         let mut dash = Dashboard::new();
         for at in [
             60_000u64, 30_050, 69_900, 100, 25_600, 0, 40_000, 40_200, 12_345, 69_900,
@@ -422,6 +457,88 @@ mod tests {
             serde_json::to_value(&dash.model).ok(),
             Some(folded(&events, 41))
         );
+    }
+
+    #[test]
+    fn light_events_between_snapshots_are_checkpointed_by_count_and_seek_exactly() {
+        // A churning tree: 300 exits between two snapshots.
+        let snap = crate::state::fixture::snapshot();
+        let events: Vec<Stamped> = (0..1_500u64)
+            .map(|i| {
+                let ev = if i % 300 == 0 {
+                    CoreEvent::Snapshot {
+                        snapshot: Arc::new(snap.clone()),
+                    }
+                } else {
+                    CoreEvent::Exited {
+                        key: crate::model::ProcKey {
+                            pid: 50_000 + i32::try_from(i).expect("small"),
+                            start_time: i,
+                        },
+                        status: crate::model::ExitStatus::Code(0),
+                        at_unix_ms: 1_000_000 + i * 100,
+                    }
+                };
+                at(i, ev)
+            })
+            .collect();
+        let (mut p, events, _dir) = player_of(&events);
+        // By count (at most CHECKPOINT_MAX_EVENTS apart), not one per 8 exits.
+        assert_eq!(p.checkpoints.len(), 1 + 1_500 / CHECKPOINT_MAX_EVENTS);
+        let mut dash = Dashboard::new();
+        for at in [149_900u64, 20_000, 100_050, 0, 77_700] {
+            p.seek(&mut dash, at);
+            let n = events.partition_point(|e| e.at.at_ms <= at);
+            assert_eq!(p.applied(), n);
+            assert_eq!(
+                serde_json::to_value(&dash.model).ok(),
+                Some(folded(&events, n)),
+                "at {at} ms"
+            );
+        }
+    }
+
+    #[test]
+    fn a_seek_back_keeps_the_gone_processes_a_straight_fold_keeps() {
+        // Each round lists a new child, which exits and is gone from the next snapshot.
+        let base = crate::state::fixture::snapshot();
+        let mut events = Vec::new();
+        let mut i = 0u64;
+        for round in 0..120i32 {
+            let mut snap = base.clone();
+            let mut child = crate::state::fixture::process(60_000 + round, 100, "sh", 1);
+            child.key.start_time = 9_000 + u64::try_from(round).expect("small");
+            snap.processes.push(child.clone());
+            events.push(at(
+                i,
+                CoreEvent::Snapshot {
+                    snapshot: Arc::new(snap),
+                },
+            ));
+            i += 1;
+            events.push(at(
+                i,
+                CoreEvent::Exited {
+                    key: child.key,
+                    status: crate::model::ExitStatus::Code(round % 3),
+                    at_unix_ms: 1_000_000 + i * 100,
+                },
+            ));
+            i += 1;
+        }
+        let (mut p, events, _dir) = player_of(&events);
+        let mut dash = Dashboard::new();
+        for at in [23_900u64, 5_000, 12_250, 0, 19_999, 7_700] {
+            p.seek(&mut dash, at);
+            let n = events.partition_point(|e| e.at.at_ms <= at);
+            let mut straight = Dashboard::new();
+            for e in &events[..n] {
+                let _ = straight.apply(e);
+            }
+            assert!(!straight.view.gone.is_empty() || n < 3, "at {at} ms");
+            assert_eq!(dash.view.gone, straight.view.gone, "at {at} ms");
+            assert_eq!(dash.view.proc_order, straight.view.proc_order, "at {at} ms");
+        }
     }
 
     #[test]

@@ -25,7 +25,7 @@ pub use capture::{AgentPortAdapter, capture_stacks};
 pub use event::{
     AgentState, AttachInfo, Clock, CoreEvent, LaunchInfo, PlanInfo, Stamp, Stamped, SystemClock,
 };
-pub use model::{MAX_EXITS, Model};
+pub use model::{MAX_EXIT_EVENTS, MAX_EXITS, Model};
 pub use recorder::{Depth, Playback, RecordSummary, Recorder};
 pub use snapshot::{AgentSection, FullSnapshot, WatchEnd, agent_text, snapshot_with_agent, watch};
 pub use tree::TreePids;

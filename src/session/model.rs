@@ -17,8 +17,12 @@ const MAX_STACKS: usize = 8;
 /// Session notices and collector errors kept.
 const MAX_NOTICES: usize = 50;
 /// Exits kept (the target's always): a tree forking 50 children a second must not grow the
-/// model without bound. The oldest go first; `exits_dropped` counts them.
+/// model without bound. Exits of processes no longer listed are forgotten at each snapshot;
+/// past this many the oldest go first; `exits_dropped` counts both.
 pub const MAX_EXITS: usize = 4096;
+/// Exit events kept among the phase events (the target's always; as the timeline keeps the
+/// last 256 exits outside a phase).
+pub const MAX_EXIT_EVENTS: usize = 256;
 
 /// An exit seen, with when.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -64,7 +68,7 @@ pub struct Model {
     /// `exits` in the order they came (oldest first), to drop the oldest past [`MAX_EXITS`].
     #[serde(skip)]
     exit_order: VecDeque<ProcKey>,
-    /// Exits dropped from `exits` past [`MAX_EXITS`].
+    /// Exits the Model no longer holds: of processes no longer listed, or past [`MAX_EXITS`].
     pub exits_dropped: u64,
     pub agent: Option<AgentState>,
     pub hello: Option<Box<Hello>>,
@@ -86,8 +90,11 @@ pub struct Model {
     pub timeline: Option<Arc<Timeline>>,
     /// The plan ran to its end (every phase asked for has run).
     pub plan_done: bool,
-    /// Phase events, in order (the running phase's notes live in `timeline.running`).
+    /// Phase events, in order (the running phase's notes live in `timeline.running`); of
+    /// the exits among them, the last [`MAX_EXIT_EVENTS`] (the target's always).
     pub phase_events: Vec<(u64, PhaseEvent)>,
+    /// Exit events dropped from `phase_events` past [`MAX_EXIT_EVENTS`].
+    pub phase_exits_dropped: u64,
     pub stacks: Vec<Arc<StackSnapshot>>,
     /// Captures started and not yet reported.
     pub captures_running: usize,
@@ -143,6 +150,7 @@ impl Model {
                 self.last_tree = live;
                 self.snapshots += 1;
                 self.snapshot = Some(snapshot.clone());
+                self.forget_unlisted_exits();
             }
             CoreEvent::Exited {
                 key,
@@ -220,8 +228,14 @@ impl Model {
                 self.timeline = None;
                 self.plan_done = false;
                 self.phase_events.clear();
+                self.phase_exits_dropped = 0;
             }
-            CoreEvent::Phase { event } => self.phase_events.push((ev.at.at_ms, event.clone())),
+            CoreEvent::Phase { event } => {
+                self.phase_events.push((ev.at.at_ms, event.clone()));
+                if matches!(event, PhaseEvent::ExitNoticed { .. }) {
+                    self.drop_old_exit_events();
+                }
+            }
             CoreEvent::Timeline { timeline } => self.timeline = Some(timeline.clone()),
             CoreEvent::PlanDone { timeline } => {
                 self.timeline = Some(timeline.clone());
@@ -255,6 +269,44 @@ impl Model {
             .unwrap_or_default();
         if self.warning_ids.insert((instance, w.seq)) {
             self.warnings.push(w.clone());
+        }
+    }
+
+    /// Exits of processes the snapshot no longer lists are forgotten (the target's never):
+    /// every reader asks about a listed process, and the dashboard books a gone process
+    /// when the exit comes, while the process is still listed. Without this, a tree forking
+    /// 50 children a second kept 4,096 exits, and each replay checkpoint a copy of them
+    /// (a 15-minute recording took 140 MB to open).
+    fn forget_unlisted_exits(&mut self) {
+        let Some(snap) = &self.snapshot else { return };
+        if self.exits.is_empty() {
+            return;
+        }
+        let target = self.target();
+        let listed: std::collections::HashSet<ProcKey> =
+            snap.processes.iter().map(|p| p.key).collect();
+        let before = self.exits.len();
+        self.exits
+            .retain(|k, _| Some(*k) == target || listed.contains(k));
+        if self.exits.len() != before {
+            self.exits_dropped += (before - self.exits.len()) as u64;
+            let exits = &self.exits;
+            self.exit_order.retain(|k| exits.contains_key(k));
+        }
+    }
+
+    /// Past [`MAX_EXIT_EVENTS`] exit events, forgets the oldest (never the target's): every
+    /// exit of a churning tree is one, and each replay checkpoint holds a copy of the list
+    /// (887 of them made a 15-minute recording's Model 110 KB).
+    fn drop_old_exit_events(&mut self) {
+        let target = self.target();
+        let is_exit = |e: &PhaseEvent| matches!(e, PhaseEvent::ExitNoticed { key, .. } if Some(*key) != target);
+        let n = self.phase_events.iter().filter(|(_, e)| is_exit(e)).count();
+        if n > MAX_EXIT_EVENTS
+            && let Some(i) = self.phase_events.iter().position(|(_, e)| is_exit(e))
+        {
+            self.phase_events.remove(i);
+            self.phase_exits_dropped += 1;
         }
     }
 

@@ -19,7 +19,7 @@ mod why;
 pub use actions::WHY_KEY;
 pub use geometry::{Area, Geometry, MouseKind, PanelArea, Rows, WHEEL_ROWS};
 pub use procs::{Gone, Listed, ProcRow, Slot};
-pub use replay::ReplayBar;
+pub use replay::{GoneBook, ReplayBar};
 pub use screen::{Counts, Screen, StaleReport};
 pub use status::{outcome_text, phase_outcome, stack_line_count};
 pub use tables::{SortKey, ThreadRow, page_offset, thread_order};

@@ -9,7 +9,7 @@ use crate::model::{ExitInfo, ProcInfo, ProcKey};
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// A process that exited: what was last known of it, and how it ended.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Gone {
     pub info: ProcInfo,
     pub exit: ExitInfo,

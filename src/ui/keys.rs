@@ -120,6 +120,40 @@ pub fn install_aliases(aliases: Vec<(char, char)>) {
     let _ = ALIASES.set(aliases);
 }
 
+/// Help entries for the config file's extra keys (`Q`, "quit (extra key from the config
+/// file's [keys])"), built once: the aliases are installed once at start.
+pub fn alias_entries() -> &'static [(&'static str, &'static str)] {
+    static ENTRIES: std::sync::OnceLock<Vec<(&'static str, &'static str)>> =
+        std::sync::OnceLock::new();
+    ENTRIES.get_or_init(|| {
+        let aliases = ALIASES.get().map_or(&[][..], Vec::as_slice);
+        alias_lines(aliases)
+            .into_iter()
+            .map(|(k, w)| {
+                (
+                    &*Box::leak(k.into_boxed_str()),
+                    &*Box::leak(w.into_boxed_str()),
+                )
+            })
+            .collect()
+    })
+}
+
+fn alias_lines(aliases: &[(char, char)]) -> Vec<(String, String)> {
+    aliases
+        .iter()
+        .filter_map(|(extra, builtin)| {
+            let (action, _) = crate::config::KEY_ACTIONS
+                .iter()
+                .find(|(_, k)| k == builtin)?;
+            Some((
+                extra.to_string(),
+                format!("{} (as {builtin}; config [keys])", action.replace('_', " ")),
+            ))
+        })
+        .collect()
+}
+
 /// The built-in key an extra key stands for (itself when it is no alias).
 fn aliased(code: KeyCode, aliases: &[(char, char)]) -> KeyCode {
     match code {
@@ -283,6 +317,21 @@ mod tests {
             Some(Action::ToggleWhy)
         );
         assert!(crate::teardown::plan::GLOBAL_KEYS.contains(crate::state::WHY_KEY));
+    }
+
+    #[test]
+    fn config_aliases_are_listed_in_the_help_with_their_action() {
+        let lines = alias_lines(&[('Q', 'q'), ('N', 'n')]);
+        assert_eq!(
+            lines,
+            [
+                ("Q".to_string(), "quit (as q; config [keys])".to_string()),
+                (
+                    "N".to_string(),
+                    "next phase (as n; config [keys])".to_string()
+                ),
+            ]
+        );
     }
 
     #[test]

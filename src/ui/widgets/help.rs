@@ -1,5 +1,6 @@
-//! Overlays: the `?` help (generated from the key map, sized to the terminal: one column,
-//! two, or scrolled with a hint) and the quit prompt of launch mode.
+//! Overlays: the `?` help (generated from the key map and the config file's extra keys,
+//! sized to the terminal: one column, two, or scrolled with a hint) and the quit prompt of
+//! launch mode.
 
 use crate::state::{Mode, Screen};
 use crate::ui::keys::{BINDINGS, REPLAY_BINDINGS};
@@ -25,7 +26,13 @@ const KEYS: usize = 16;
 /// The help's entries: a replay's own keys first, then the dashboard's.
 pub fn entries(replay: bool) -> Vec<(&'static str, &'static str)> {
     let extra: &[(&str, &str)] = if replay { REPLAY_BINDINGS } else { &[] };
-    extra.iter().chain(BINDINGS).copied().collect()
+    // The config file's extra keys last, each with its action.
+    extra
+        .iter()
+        .chain(BINDINGS)
+        .chain(crate::ui::keys::alias_entries())
+        .copied()
+        .collect()
 }
 
 fn entry_line(keys: &str, what: &str, width: usize) -> Line<'static> {
