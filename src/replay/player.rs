@@ -53,6 +53,20 @@ struct Checkpoint {
     /// The View's gone book there ([`GoneBook::pack`]; shared with the checkpoint before
     /// when unchanged; None when empty).
     gone: Option<Arc<[u8]>>,
+    /// The Model's `phase_events`, taken out of `model` and kept as zstd-compressed JSON
+    /// (shared with the checkpoint before when unchanged): under churn they are hundreds of
+    /// exit events of 288 bytes each, and a checkpoint comes every 8 snapshots.
+    phase_events: Option<Arc<[u8]>>,
+}
+
+/// zstd-compressed JSON of `v`.
+fn pack<T: serde::Serialize + ?Sized>(v: &T) -> Option<Arc<[u8]>> {
+    let json = serde_json::to_vec(v).ok()?;
+    zstd::bulk::compress(&json, 1).ok().map(Into::into)
+}
+
+fn unpack<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Option<T> {
+    serde_json::from_slice(&zstd::stream::decode_all(bytes).ok()?).ok()
 }
 
 pub struct Player {
@@ -83,8 +97,10 @@ impl Player {
             started_phase: None,
             selected_phase: 0,
             gone: None,
+            phase_events: None,
         }];
         let mut last_book = GoneBook::default();
+        let mut last_events = Vec::new();
         let mut boundaries = Vec::new();
         let mut times = Vec::new();
         // The whole fold, as the dashboard does it (its View keeps what events say).
@@ -117,6 +133,13 @@ impl Player {
                 (heavy_since, since) = (0, 0);
                 let mut model = shadow.model.clone();
                 model.snapshot = None;
+                let events = std::mem::take(&mut model.phase_events);
+                let phase_events = match checkpoints.last() {
+                    _ if events.is_empty() => None,
+                    Some(prev) if events == last_events => prev.phase_events.clone(),
+                    _ => pack(&events),
+                };
+                last_events = events;
                 let resume = source.save(checkpoints.last().map(|c| &c.resume));
                 let book = GoneBook::of(&shadow);
                 let gone = match checkpoints.last() {
@@ -133,6 +156,7 @@ impl Player {
                     started_phase: shadow.view.started_phase,
                     selected_phase: shadow.view.selected_phase,
                     gone,
+                    phase_events,
                 });
             }
         }
@@ -295,6 +319,11 @@ impl Player {
         let cp = i.checked_sub(1).and_then(|i| self.checkpoints.get(i));
         if let Some(cp) = cp.filter(|cp| n < self.applied || cp.n > self.applied) {
             let mut model = cp.model.clone();
+            model.phase_events = cp
+                .phase_events
+                .as_deref()
+                .and_then(unpack)
+                .unwrap_or_default();
             self.source.restore(&cp.resume);
             // The snapshot the checkpoint lacks is the snapshot chain's value there.
             if cp.has_snapshot {
