@@ -122,3 +122,44 @@ fn without_agent_the_shape_stays_and_says_why() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("agent: not found"), "{text}");
 }
+
+#[test]
+fn the_text_form_says_where_each_task_was_created() {
+    let code = r#"
+import asyncio
+import lifecycle_top_agent; lifecycle_top_agent.install()
+async def idle():
+    await asyncio.Event().wait()
+async def main():
+    t = asyncio.create_task(idle(), name="lt-idle")
+    await asyncio.sleep(0)
+    print("ready", flush=True)
+    await t
+asyncio.run(main())
+"#;
+    let mut target = Target(
+        Command::new("python3")
+            .args(["-c", code])
+            .env("PYTHONPATH", agent_dir())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3 is needed for this test (apt install python3)"),
+    );
+    let mut line = String::new();
+    BufReader::new(target.0.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("target output");
+    assert_eq!(line.trim(), "ready");
+    let out = Command::new(BIN)
+        .args(["snapshot", "--pid", &target.0.id().to_string()])
+        .output()
+        .expect("run lifecycle-top snapshot");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    let task = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("task lt-idle"))
+        .unwrap_or_else(|| panic!("{text}"));
+    // The creating line is `t = asyncio.create_task(...)`, line 7 of the -c program.
+    assert!(task.ends_with("(created at <string>:7)"), "{task}");
+}

@@ -261,9 +261,13 @@ pub fn agent_text(full: &FullSnapshot) -> String {
         );
     }
     for t in &r.tasks {
+        let created = t
+            .created_at
+            .as_deref()
+            .map_or_else(String::new, |c| format!("  (created at {c})"));
         let _ = writeln!(
             out,
-            "  task {:<28} {:<10} {}",
+            "  task {:<28} {:<10} {}{created}",
             t.name,
             t.state,
             t.where_.as_deref().unwrap_or("")
