@@ -325,14 +325,14 @@ _CREATED = "_lifecycle_top_created"
 
 _CT_HEAD = '''if __name__ == "never":
     from asyncio import tasks
-def _lifecycle_top_outer(_getframe, _lib, _deeper):
+def _lifecycle_top_outer(_getframe, _lib, _deeper, _via):
   class BaseEventLoop:
     def create_task(self, coro, *, name=None%(ctx_sig)s):
         """Schedule a coroutine object.
 
         Return a task object.
         """
-        self._check_closed()
+        self._check_closed()%(consume)s
         if self._task_factory is None:
             task = tasks.Task(coro, loop=self, name=name%(ctx_arg)s)
             if task._source_traceback:
@@ -356,18 +356,77 @@ _CT_FACTORY_CTX = '''            if context is None:
 # No loop (no backward jump) and nothing that can raise past the try: the creator is one
 # asyncio frame up in the usual case (asyncio.create_task, TaskGroup); deeper chains (gather,
 # ensure_future, asyncio.run on older versions) take one helper call.
-_CT_RECORD = '''        try:
-            f = _getframe(1)
-            c = f.f_code
-            if c.co_filename in _lib:
-                f = f.f_back
+# On the `self._check_closed()` line (columns and later lines unchanged): the spliced
+# asyncio.create_task below records the site itself (its caller is the creator, one frame up,
+# no asyncio frame object to build) and marks the call with its coroutine in `_via[0]`; the
+# mark is taken (cleared) here before anything else can happen, so a nested create_task (an
+# eager task's first step) or another thread's sees only its own.
+_CT_CONSUME = "; _skip = _via[0] is coro; _via[0] = None"
+_CT_RECORD = '''        if not _skip:
+            try:
+                f = _getframe(1)
                 c = f.f_code
                 if c.co_filename in _lib:
-                    f, c = _deeper(f)
-            if c is not None:
-                task.%s = c, f.f_lasti
-        except Exception:
-            pass''' % _CREATED
+                    f = f.f_back
+                    c = f.f_code
+                    if c.co_filename in _lib:
+                        f, c = _deeper(f)
+                if c is not None:
+                    task.%s = c, f.f_lasti
+            except Exception:
+                pass''' % _CREATED
+
+# asyncio.create_task (asyncio.tasks.create_task), spliced the same way: the recording goes
+# before `return task`; the mark is set on the `loop = events.get_running_loop()` line after
+# the call (no mark when there is no running loop) and cleared again before the return (a
+# loop class of the program's own that never reaches BaseEventLoop.create_task).
+_ACT_HEAD = '''if __name__ == "never":
+    from asyncio import events
+def _lifecycle_top_outer(_getframe, _lib, _deeper, _via):
+  def create_task(coro, *, name=None%(ctx_sig)s):
+    """Schedule the execution of a coroutine object in a spawn task.
+
+    Return a Task object.
+    """
+    loop = events.get_running_loop()%(mark)s
+%(body)s
+%(record)s
+    return task
+  return create_task
+'''
+_ACT_MARK = "; _via[0] = coro"
+_ACT_RECORD = '''    _via[0] = None
+    try:
+        f = _getframe(1)
+        c = f.f_code
+        if c.co_filename in _lib:
+            f, c = _deeper(f)
+        if c is not None:
+            task.%s = c, f.f_lasti
+    except Exception:
+        pass''' % _CREATED
+_ACT_VARIANTS = (
+    # 3.8-3.10
+    {"ctx_sig": "", "body": "    task = loop.create_task(coro)\n    _set_task_name(task, name)"},
+    # 3.11-3.12
+    {"ctx_sig": ", context=None",
+     "body": "    if context is None:\n"
+             "        # Use legacy API if context is not needed\n"
+             "        task = loop.create_task(coro)\n"
+             "    else:\n"
+             "        task = loop.create_task(coro, context=context)\n"
+             "\n"
+             "    _set_task_name(task, name)"},
+    # 3.13
+    {"ctx_sig": ", context=None",
+     "body": "    if context is None:\n"
+             "        # Use legacy API if context is not needed\n"
+             "        task = loop.create_task(coro, name=name)\n"
+             "    else:\n"
+             "        task = loop.create_task(coro, name=name, context=context)\n"},
+)
+# The mark: the coroutine an asyncio.create_task call is creating a task for, or None.
+_via = [None]
 
 
 def _deeper(f):
@@ -416,33 +475,48 @@ def _lib_files_of_asyncio(mod):
 
 
 def _same_code(a, b):
+    """Same bytecode, names, constants and signature, and the same line and column of every
+    instruction (so a traceback through the copy reads like one through the original),
+    except on the last line (`return task`, which cannot raise: the recording goes in
+    front of it)."""
     nested = 0x10  # CO_NESTED: the template is compiled inside a function
-    return (a.co_flags | nested) == (b.co_flags | nested) and all(
-        getattr(a, k) == getattr(b, k) for k in ("co_code", "co_consts", "co_names",
-                                                 "co_varnames", "co_argcount",
-                                                 "co_kwonlyargcount"))
+    if (a.co_flags | nested) != (b.co_flags | nested) or not all(
+            getattr(a, k) == getattr(b, k) for k in ("co_code", "co_consts", "co_names",
+                                                     "co_varnames", "co_argcount",
+                                                     "co_kwonlyargcount", "co_firstlineno")):
+        return False
+    if hasattr(b, "co_positions"):  # 3.11+: lines and columns
+        pa, pb = list(a.co_positions()), list(b.co_positions())
+    else:
+        pa, pb = ([_line_at(c, i) for i in range(0, len(c.co_code), 2)] for c in (a, b))
+    lines = [p[0] if isinstance(p, tuple) else p for p in pb]
+    last = max([ln for ln in lines if ln is not None] or [0])
+    return len(pa) == len(pb) and all(x == y or ln == last for x, y, ln in zip(pa, pb, lines))
 
 
-def _spliced_create_task(mod, orig, lib):
-    """A copy of the stdlib create_task with the recording spliced in, or None when no
-    template reproduces `orig` exactly."""
+def _splice(mod, orig, head, variants, recorded, lib):
+    """A copy of the stdlib function `orig` (of module `mod`) with the recording spliced in,
+    compiled from the first template of `variants` that reproduces `orig` exactly without
+    it (`recorded`: the template's fields that add it); None when none does."""
     code = getattr(orig, "__code__", None)
     if code is None or code.co_freevars:
         return None
     # 3.11/3.12 compile `module.attr(...)` differently when `module` was imported (hence the
     # never-run import in the template); the def lands on the original's line.
-    pad = "\n" * max(0, code.co_firstlineno - 5)
-    for v in _CT_VARIANTS:
+    at = head.split("\n").index(next(ln for ln in head.split("\n")
+                                     if ln.lstrip().startswith("def " + orig.__name__)))
+    pad = "\n" * max(0, code.co_firstlineno - 1 - at)
+    plain = {k: "" for k in recorded}
+    for v in variants:
         try:
             pristine = {"__name__": "lifecycle_top_template"}
-            exec(compile(pad + _CT_HEAD % dict(v, record=""), code.co_filename, "exec"), pristine)
-            if not _same_code(pristine["_lifecycle_top_outer"](None, None, None).__code__,
+            exec(compile(pad + head % dict(v, **plain), code.co_filename, "exec"), pristine)
+            if not _same_code(pristine["_lifecycle_top_outer"](None, None, None, None).__code__,
                               code):
                 continue
             ns = {"__name__": "lifecycle_top_template"}
-            exec(compile(pad + _CT_HEAD % dict(v, record=_CT_RECORD), code.co_filename,
-                         "exec"), ns)
-            inner = ns["_lifecycle_top_outer"](sys._getframe, lib, _deeper)
+            exec(compile(pad + head % dict(v, **recorded), code.co_filename, "exec"), ns)
+            inner = ns["_lifecycle_top_outer"](sys._getframe, lib, _deeper, _via)
             c = inner.__code__
             if hasattr(c, "co_qualname"):
                 c = c.replace(co_qualname=code.co_qualname)
@@ -455,6 +529,16 @@ def _spliced_create_task(mod, orig, lib):
         except Exception:
             continue
     return None
+
+
+def _spliced_create_task(mod, orig, lib):
+    return _splice(mod, orig, _CT_HEAD, _CT_VARIANTS,
+                   {"record": _CT_RECORD, "consume": _CT_CONSUME}, lib)
+
+
+def _spliced_asyncio_create_task(mod, orig, lib):
+    return _splice(mod, orig, _ACT_HEAD, _ACT_VARIANTS,
+                   {"record": _ACT_RECORD, "mark": _ACT_MARK}, lib)
 
 
 def _wrapped_create_task(orig, lib):
@@ -499,6 +583,31 @@ def _hook_create_task(mod):
     fn.__wrapped__ = orig
     cls.create_task = fn
     _create_task_hook[0] = kind
+    if kind == "spliced":  # only the spliced loop.create_task takes asyncio.create_task's mark
+        _hook_asyncio_create_task(sys.modules.get("asyncio.tasks"), lib)
+
+
+# Whether asyncio.create_task records the site itself (the spliced copy is in place).
+_asyncio_create_task_spliced = [False]
+
+
+def _hook_asyncio_create_task(mod, lib):
+    """asyncio.create_task -> the spliced copy, in asyncio.tasks and the asyncio package (a
+    program that imported the function itself before install keeps the original, which
+    goes through loop.create_task's recording)."""
+    orig = getattr(mod, "create_task", None)
+    if orig is None or getattr(orig, "_lifecycle_top", False):
+        return
+    fn = _spliced_asyncio_create_task(mod, orig, lib)
+    if fn is None:
+        return
+    fn._lifecycle_top = True
+    fn.__wrapped__ = orig
+    mod.create_task = fn
+    pkg = sys.modules.get("asyncio")
+    if pkg is not None and getattr(pkg, "create_task", None) is orig:
+        pkg.create_task = fn
+    _asyncio_create_task_spliced[0] = True
 
 
 def _line_at(code, lasti):
