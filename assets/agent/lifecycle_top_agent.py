@@ -325,13 +325,14 @@ _CREATED = "_lifecycle_top_created"
 
 _CT_HEAD = '''if __name__ == "never":
     from asyncio import tasks
-def _lifecycle_top_outer(_getframe, _lib, _deeper, _via):
+def _lifecycle_top_outer(_getframe, _lib, _deeper):
+  _via = None
   class BaseEventLoop:
     def create_task(self, coro, *, name=None%(ctx_sig)s):
         """Schedule a coroutine object.
 
         Return a task object.
-        """
+        """%(nonlocal)s
         self._check_closed()%(consume)s
         if self._task_factory is None:
             task = tasks.Task(coro, loop=self, name=name%(ctx_arg)s)
@@ -358,10 +359,11 @@ _CT_FACTORY_CTX = '''            if context is None:
 # ensure_future, asyncio.run on older versions) take one helper call.
 # On the `self._check_closed()` line (columns and later lines unchanged): the spliced
 # asyncio.create_task below records the site itself (its caller is the creator, one frame up,
-# no asyncio frame object to build) and marks the call with its coroutine in `_via[0]`; the
+# no asyncio frame object to build) and marks the call with its coroutine in `_via`; the
 # mark is taken (cleared) here before anything else can happen, so a nested create_task (an
 # eager task's first step) or another thread's sees only its own.
-_CT_CONSUME = "; _skip = _via[0] is coro; _via[0] = None"
+_CT_CONSUME = "; _skip = _via is coro; _via = None"
+_NONLOCAL = "; nonlocal _via"  # on the docstring's last line: no code, no line moved
 _CT_RECORD = '''        if not _skip:
             try:
                 f = _getframe(1)
@@ -382,20 +384,21 @@ _CT_RECORD = '''        if not _skip:
 # loop class of the program's own that never reaches BaseEventLoop.create_task).
 _ACT_HEAD = '''if __name__ == "never":
     from asyncio import events
-def _lifecycle_top_outer(_getframe, _lib, _deeper, _via):
+def _lifecycle_top_outer(_getframe, _lib, _deeper):
+  _via = None
   def create_task(coro, *, name=None%(ctx_sig)s):
     """Schedule the execution of a coroutine object in a spawn task.
 
     Return a Task object.
-    """
+    """%(nonlocal)s
     loop = events.get_running_loop()%(mark)s
 %(body)s
 %(record)s
     return task
   return create_task
 '''
-_ACT_MARK = "; _via[0] = coro"
-_ACT_RECORD = '''    _via[0] = None
+_ACT_MARK = "; _via = coro"
+_ACT_RECORD = '''    _via = None
     try:
         f = _getframe(1)
         c = f.f_code
@@ -425,8 +428,10 @@ _ACT_VARIANTS = (
              "    else:\n"
              "        task = loop.create_task(coro, name=name, context=context)\n"},
 )
-# The mark: the coroutine an asyncio.create_task call is creating a task for, or None.
-_via = [None]
+# The mark, one cell shared by both spliced functions (a closure variable: the cheapest
+# store and load there is): the coroutine an asyncio.create_task call is making a task for,
+# or None.
+_via_cell = types.CellType(None)
 
 
 def _deeper(f):
@@ -511,17 +516,18 @@ def _splice(mod, orig, head, variants, recorded, lib):
         try:
             pristine = {"__name__": "lifecycle_top_template"}
             exec(compile(pad + head % dict(v, **plain), code.co_filename, "exec"), pristine)
-            if not _same_code(pristine["_lifecycle_top_outer"](None, None, None, None).__code__,
+            if not _same_code(pristine["_lifecycle_top_outer"](None, None, None).__code__,
                               code):
                 continue
             ns = {"__name__": "lifecycle_top_template"}
             exec(compile(pad + head % dict(v, **recorded), code.co_filename, "exec"), ns)
-            inner = ns["_lifecycle_top_outer"](sys._getframe, lib, _deeper, _via)
+            inner = ns["_lifecycle_top_outer"](sys._getframe, lib, _deeper)
             c = inner.__code__
+            cells = tuple(_via_cell if k == "_via" else cell
+                          for k, cell in zip(c.co_freevars, inner.__closure__))
             if hasattr(c, "co_qualname"):
                 c = c.replace(co_qualname=code.co_qualname)
-            fn = types.FunctionType(c, mod.__dict__, orig.__name__, orig.__defaults__,
-                                    inner.__closure__)
+            fn = types.FunctionType(c, mod.__dict__, orig.__name__, orig.__defaults__, cells)
             fn.__kwdefaults__ = orig.__kwdefaults__
             fn.__doc__, fn.__qualname__, fn.__module__ = orig.__doc__, orig.__qualname__, \
                 orig.__module__
@@ -533,12 +539,12 @@ def _splice(mod, orig, head, variants, recorded, lib):
 
 def _spliced_create_task(mod, orig, lib):
     return _splice(mod, orig, _CT_HEAD, _CT_VARIANTS,
-                   {"record": _CT_RECORD, "consume": _CT_CONSUME}, lib)
+                   {"record": _CT_RECORD, "consume": _CT_CONSUME, "nonlocal": _NONLOCAL}, lib)
 
 
 def _spliced_asyncio_create_task(mod, orig, lib):
     return _splice(mod, orig, _ACT_HEAD, _ACT_VARIANTS,
-                   {"record": _ACT_RECORD, "mark": _ACT_MARK}, lib)
+                   {"record": _ACT_RECORD, "mark": _ACT_MARK, "nonlocal": _NONLOCAL}, lib)
 
 
 def _wrapped_create_task(orig, lib):

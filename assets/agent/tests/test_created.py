@@ -141,7 +141,7 @@ class CreatedAt(unittest.TestCase):
             self.fail("no RuntimeError")
 
         self.assertEqual(tb_of(act), tb_of(orig))
-        self.assertIsNone(agent._via[0])
+        self.assertIsNone(agent._via_cell.cell_contents)
 
     def test_the_mark_is_never_left_holding_a_coroutine(self):
         class NotACoroutine:
@@ -158,7 +158,7 @@ class CreatedAt(unittest.TestCase):
             return ref, t
 
         ref, t = asyncio.run(main())
-        self.assertIsNone(agent._via[0])
+        self.assertIsNone(agent._via_cell.cell_contents)
         gc.collect()
         self.assertIsNone(ref(), "the failed call's argument is still referenced")
         self.assertEqual(_site(t), "%s:%d" % (HERE, _line("plain")))
@@ -179,7 +179,7 @@ class CreatedAt(unittest.TestCase):
             t = loop.run_until_complete(main())
         finally:
             loop.close()
-        self.assertIsNone(agent._via[0])
+        self.assertIsNone(agent._via_cell.cell_contents)
         self.assertEqual(_site(t), "%s:%d" % (HERE, _line("own loop")))
 
     def test_threads_creating_tasks_at_once_each_get_their_own_lines(self):
