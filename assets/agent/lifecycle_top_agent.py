@@ -1341,12 +1341,13 @@ def _task_await(t, fw, loop_id, where):
 
 # ----------------------------------------------------------------------------- task book
 #
-# Reports follow activity, not size (issue 14): a _TaskBook keeps, per task, the future it
-# waited on at the last report (`_fut_waiter`, by identity). A pending task that has not run
-# a step since still waits on the same future, so its row (await point, coroutine, state) is
-# unchanged; only tasks whose future changed, new tasks, the loops' current tasks and a small
-# rolling window (names, tracked flags, a cancel not yet acted on) are looked at in Python.
-# The comparison over all tasks is done with C-level map() passes over slices of STEP tasks,
+# Reports follow activity, not size (issue 14): a _TaskBook keeps, per task, a weak
+# reference to the future it waited on at the last report (`_fut_waiter`). A task runs a step
+# only once that future is done, so while it is still pending the task's row (await point,
+# coroutine, state) is unchanged; only tasks whose future is done or gone, tasks without one,
+# new tasks, the loops' current tasks and a small rolling window (names, tracked flags) are
+# looked at in Python. The check over all tasks reads only the remembered futures' `_state`
+# (not the tasks), in C-level map() passes over slices of STEP tasks,
 # and the agent thread sleeps briefly every SLICE_S of work, so neither the walk nor the
 # one-time loop discovery holds the GIL for more than a few milliseconds at a time (the
 # host's threads get it between slices; bench/agent_gil.py measures the longest stall).
@@ -1367,7 +1368,6 @@ else:
         # Not map(weakref.ref.__call__, refs): the slot wrapper builds an argument tuple
         # per call, 2-9x slower than this comprehension (bench/agent_delta.py's profile).
         return [r() for r in refs]
-_get_fw = operator.attrgetter("_fut_waiter")
 _MISSING = object()
 
 
@@ -1435,8 +1435,9 @@ def _task_refs():
     return out
 
 
-def _task_row(t, tid, lid, state, tracked, where_cache):
-    """(row, task_awaits entry or None) of one task; row strings are plain (not indexed)."""
+def _task_row(t, tid, lid, state, tracked, where_cache, prev=None):
+    """(row, task_awaits entry or None) of one task; row strings are plain (not indexed).
+    `prev`: the task's previous row (its creation site is kept from it)."""
     coro = t._coro
     f = user = None
     x = coro
@@ -1475,7 +1476,8 @@ def _task_row(t, tid, lid, state, tracked, where_cache):
     if len(name) > MAX_STR:
         name = name[:MAX_STR]
     return (tid, lid, name, state, q, where,
-            (tid in tracked) if tracked is not None else None, _created_at(t)), aw
+            (tid in tracked) if tracked is not None else None,
+            _created_at(t) if prev is None else prev[7]), aw
 
 
 class _Nothing:
@@ -1483,11 +1485,32 @@ class _Nothing:
 
 
 # What the book remembers of a task's future: a weak reference to it, _NO_FUTURE (a dead
-# weak reference: it gives None, like a task without a future) or _UNWATCHABLE (a live one
-# to an object no task waits on: a future without weak references is always looked at).
+# weak reference: a task with no future, looked at again in every report), _UNWATCHABLE (a
+# live one to an object with no `_state`: a future without weak references is always looked
+# at) or _DONE.
 _NO_FUTURE = weakref.ref(_Nothing())
 _UNWATCHED = _Nothing()
 _UNWATCHABLE = weakref.ref(_UNWATCHED)
+# _DONE: what a done task is remembered by (done is final), a live weak reference to an
+# object that looks like a future that stays pending.
+
+
+class _Final:
+    _state = "PENDING"
+
+
+_FINAL = _Final()
+_DONE = weakref.ref(_FINAL)
+
+
+def _pending_state():
+    """asyncio's pending `_state`: one string object in C and Python futures (3.8-3.13), so
+    the book compares it by identity."""
+    bf = sys.modules.get("asyncio.base_futures")
+    p = getattr(bf, "_PENDING", None)
+    if isinstance(p, str):
+        _Final._state = p
+    return _Final._state
 
 
 def _ref_of(fw):
@@ -1512,6 +1535,7 @@ class _TaskBook:
         self.counts = {}   # loop id -> {state: n}
         self.changed = {}  # tid -> row added or changed since the last report
         self.removed = set()  # tids of rows removed since the last report
+        self.born = set()  # tids of tasks first seen in this update (see _drop)
         self.currents = ()  # refs of the loops' current tasks at the last report
         self.pos = 0
         self.prev_refs, self.prev_fws = [], []  # last pass: refs, weak refs of their futures
@@ -1530,19 +1554,24 @@ class _TaskBook:
     def _drop(self, ref, keep_fw):
         info = self.info.pop(ref, None)
         if keep_fw:
-            self.fw[ref] = _NO_FUTURE
+            self.fw[ref] = _DONE  # done is final: never looked at again
         else:
             self.fw.pop(ref, None)
         if info is None:
             return
         tid = info[0]
         self._count(info[1], info[2], -1)
+        if tid in self.born:
+            return  # the row at this id is a live task's now (the address was reused)
         self.aw.pop(tid, None)
         if self.rows.pop(tid, None) is not None:
             self.changed.pop(tid, None)
             self.removed.add(tid)
 
-    def _visit(self, ref, t, fw, ctx):
+    def _visit(self, ref, t, fw, ctx, quick=False):
+        """Refreshes the book's facts and row of task `t` (weak reference `ref`, future `fw`);
+        `quick`: only name, state and tracked flag when `t` has not run since it was last
+        looked at (it still waits on the same future)."""
         current, has_cancelling, tracked, where_cache, lids = ctx
         if t is None:
             self._drop(ref, False)
@@ -1569,6 +1598,8 @@ class _TaskBook:
                 state = "pending"
             tid = id(t)
             old = self.info.get(ref)
+            if old is None:
+                self.born.add(tid)
             # Unchanged facts keep their old objects: every object the book replaces is one
             # more that lives on into the old generations and brings a full collection of
             # the host's heap closer.
@@ -1577,12 +1608,23 @@ class _TaskBook:
                     self._count(old[1], old[2], -1)
                 self.info[ref] = (tid, lid, state)
                 self._count(lid, state, 1)
-            self.fw[ref] = _ref_of(fw)
+            fref = _ref_of(fw)
+            before = self.fw.get(ref)
+            self.fw[ref] = fref
             if tid in self.rows or len(self.rows) < self.budget:
-                row, aw = _task_row(t, tid, lid, state, tracked, where_cache)
+                # The row at `tid` is this task's only if the book knew the task (`old`):
+                # else it may be that of a dead task that had the same address.
+                prow = self.rows.get(tid) if old is not None else None
+                if (quick and prow is not None and fw is not None and fref is before
+                        and fref is not _UNWATCHABLE and prow[3] == state
+                        and prow[6] == ((tid in tracked) if tracked is not None else None)
+                        and prow[2] == t.get_name()[:MAX_STR]):
+                    return
+                row, aw = _task_row(t, tid, lid, state, tracked, where_cache, prow)
                 if self.rows.get(tid) != row:
                     self.rows[tid] = row
                     self.changed[tid] = row
+                    self.removed.discard(tid)
                 if aw is not None:
                     if self.aw.get(tid) != aw:
                         self.aw[tid] = aw
@@ -1594,6 +1636,7 @@ class _TaskBook:
     def update(self, loops, tracked, slicer):
         """One pass: refreshes what changed since the last report."""
         self.visited = 0
+        self.born = set()
         current = {}
         for lp in loops:
             ct = _current_task(lp)
@@ -1610,34 +1653,30 @@ class _TaskBook:
         n = len(refs)
         prev_refs, prev_fws = self.prev_refs, self.prev_fws
         fws_all = []
+        pending = _pending_state()
+        same = len(refs) == len(prev_refs) and refs == prev_refs
         for i in range(0, n, STEP):
             chunk = refs[i:i + STEP]
-            try:
-                fws = list(map(_get_fw, _derefs(chunk)))
-            except AttributeError:  # a task died since the copy (its ref gives None)
-                fws = list(map(getattr, _derefs(chunk), rep("_fut_waiter"), rep(None)))
-            if chunk == prev_refs[i:i + STEP]:
-                # Same tasks in the same order as last time (the usual case): compare each
-                # task's future with the one remembered at the same position.
+            if same:
+                # Same tasks in the same order as last time (the usual case): the futures
+                # remembered at the same positions.
                 old = prev_fws[i:i + STEP]
             else:
                 old = list(map(fw_get, chunk, rep(_UNWATCHABLE)))
-            # One C-level pass, no allocation per task: a remembered future that is still
-            # the one waited on derefs to it. We hold the weak references (prev_fws, fw),
-            # so a future at a reused address has a new reference: `is not` is exact.
-            idx = list(itertools.compress(range(len(chunk)),
-                                          map(operator.is_not, _derefs(old), fws)))
-            if any(map(operator.is_, fws, rep(None))):
-                # No future now: unchanged only if there was none before either (a
-                # remembered future that died also derefs to None).
-                nofw = itertools.compress(range(len(chunk)), map(operator.is_, fws, rep(None)))
-                more = [j for j in nofw if old[j] is not _NO_FUTURE]
-                if more:
-                    idx = sorted(set(idx).union(more))
+            # One C-level pass over the remembered futures, not the tasks: a task steps
+            # only once the future it waits on is done (its wake-up is that future's done
+            # callback; cancel() cancels that future first), so a task whose remembered
+            # future is still pending has not run since and its row is unchanged. Looked
+            # at: the rest (future done or gone, no future, not a future, new task).
+            idx = list(itertools.compress(range(len(chunk)), map(
+                operator.is_not, map(getattr, _derefs(old), rep("_state"), rep(None)),
+                rep(pending))))
             for j in idx:
                 r = chunk[j]
-                old[j] = _ref_of(fws[j])
-                self._visit(r, r(), fws[j], ctx)
+                t = r()
+                fw = getattr(t, "_fut_waiter", None)
+                old[j] = _ref_of(fw)
+                self._visit(r, t, fw, ctx)
                 slicer.tick()
             fws_all.extend(old)
             slicer.tick()
@@ -1646,13 +1685,14 @@ class _TaskBook:
         # running and then finished keeps its future None), and a rolling window.
         extra = [weakref.ref(t) for t in current.values()] + list(self.currents)
         self.currents = extra[:len(current)]
+        ncur = len(extra)
         if n:
             start = self.pos % n
             extra.extend(refs[start:start + ROLL])
             self.pos = start + ROLL
-        for r in extra:
+        for k, r in enumerate(extra):
             t = r()
-            self._visit(r, t, getattr(t, "_fut_waiter", None), ctx)
+            self._visit(r, t, getattr(t, "_fut_waiter", None), ctx, k >= ncur)
             slicer.tick()
         # Tasks gone since (collected): in the book but no longer in asyncio's sets.
         if len(self.fw) != n:
