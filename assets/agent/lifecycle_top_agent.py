@@ -524,7 +524,7 @@ def _splice(mod, orig, head, variants, recorded, lib):
             inner = ns["_lifecycle_top_outer"](sys._getframe, lib, _deeper)
             c = inner.__code__
             cells = tuple(_via_cell if k == "_via" else cell
-                          for k, cell in zip(c.co_freevars, inner.__closure__))
+                          for k, cell in zip(c.co_freevars, inner.__closure__ or ()))
             if hasattr(c, "co_qualname"):
                 c = c.replace(co_qualname=code.co_qualname)
             fn = types.FunctionType(c, mod.__dict__, orig.__name__, orig.__defaults__, cells)
@@ -1522,6 +1522,12 @@ def _ref_of(fw):
         return _UNWATCHABLE
 
 
+# Awaits entries that stay the same while a task waits on the same future (none, another
+# task, a subprocess); a gather's pending children and an executor item's worker change.
+_STATIC_KINDS = (None, "task", "subprocess")
+_STATIC_AW = {}
+
+
 class _TaskBook:
     def __init__(self, budget=None):
         self.budget = budget
@@ -1617,6 +1623,7 @@ class _TaskBook:
                 prow = self.rows.get(tid) if old is not None else None
                 if (quick and prow is not None and fw is not None and fref is before
                         and fref is not _UNWATCHABLE and prow[3] == state
+                        and self.aw.get(tid, _STATIC_AW).get("kind") in _STATIC_KINDS
                         and prow[6] == ((tid in tracked) if tracked is not None else None)
                         and prow[2] == t.get_name()[:MAX_STR]):
                     return

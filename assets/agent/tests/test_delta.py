@@ -175,6 +175,38 @@ class BookTest(unittest.TestCase):
         self.assertNotIn("inner", rows)
         self.assertTrue(rows["waiter"][5].endswith(":%d" % _line("then sleeps")), rows)
 
+    def test_a_gathers_pending_children_are_kept_current_while_it_waits(self):
+        # The parent waits on the same (pending) gathering future throughout: its awaits
+        # entry changes as children finish, and the rolling window re-reads it.
+        futs = []
+
+        async def child(f):
+            await f
+
+        async def parent():
+            await asyncio.gather(*[child(f) for f in futs])
+
+        def start():
+            futs.extend([self.loop.create_future(), self.loop.create_future()])
+            return id(self.loop.create_task(parent(), name="parent"))
+        pid = self.on_loop(start)
+        self.on_loop(lambda: None)
+        book = agent._TaskBook(100)
+
+        def awaited():
+            book.update([self.loop], None, agent._Slicer())
+            book.take_changes()
+            return sorted(book.aw[pid]["task_ids"])
+        both = self.on_loop(awaited)
+        self.assertEqual(len(both), 2)
+        self.on_loop(lambda: futs[0].set_result(None))
+        self.on_loop(lambda: None)
+        self.on_loop(lambda: None)
+        left = self.on_loop(awaited)
+        self.assertEqual(len(left), 1)
+        self.assertIn(left[0], both)
+        self.on_loop(lambda: futs[1].set_result(None))
+
     def test_a_cancel_not_yet_acted_on_shows_as_cancelling(self):
         tasks = []
         self.on_loop(lambda: tasks.append(self.loop.create_task(asyncio.sleep(3600),
