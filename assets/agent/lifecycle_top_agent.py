@@ -1363,11 +1363,15 @@ if hasattr(operator, "call"):  # 3.11+
     def _derefs(refs):
         """The referents of `refs` (None for dead ones), lazily, at C speed."""
         return map(operator.call, refs)
+    _derefs_lazy = _derefs
 else:
     def _derefs(refs):
         # Not map(weakref.ref.__call__, refs): the slot wrapper builds an argument tuple
         # per call, 2-9x slower than this comprehension (bench/agent_delta.py's profile).
         return [r() for r in refs]
+
+    def _derefs_lazy(refs):
+        return (r() for r in refs)
 _MISSING = object()
 
 
@@ -1659,34 +1663,45 @@ class _TaskBook:
         rep = itertools.repeat
         n = len(refs)
         prev_refs, prev_fws = self.prev_refs, self.prev_fws
-        fws_all = []
         pending = _pending_state()
-        same = len(refs) == len(prev_refs) and refs == prev_refs
-        for i in range(0, n, STEP):
-            chunk = refs[i:i + STEP]
-            if same:
-                # Same tasks in the same order as last time (the usual case): the futures
-                # remembered at the same positions.
-                old = prev_fws[i:i + STEP]
-            else:
-                old = list(map(fw_get, chunk, rep(_UNWATCHABLE)))
-            # One C-level pass over the remembered futures, not the tasks: a task steps
-            # only once the future it waits on is done (its wake-up is that future's done
-            # callback; cancel() cancels that future first), so a task whose remembered
-            # future is still pending has not run since and its row is unchanged. Looked
-            # at: the rest (future done or gone, no future, not a future, new task).
-            idx = list(itertools.compress(range(len(chunk)), map(
-                operator.is_not, map(getattr, _derefs(old), rep("_state"), rep(None)),
-                rep(pending))))
-            for j in idx:
-                r = chunk[j]
-                t = r()
-                fw = getattr(t, "_fut_waiter", None)
-                old[j] = _ref_of(fw)
-                self._visit(r, t, fw, ctx)
+        if len(refs) == len(prev_refs) and refs == prev_refs:
+            # Same tasks in the same order as last time (the usual case): one lazy C-level
+            # pass over the futures remembered at the same positions, taken STEP at a time
+            # (no copies); a looked-at position gets its new future in place, behind the
+            # pass. A task steps only once the future it waits on is done (its wake-up is
+            # that future's done callback; cancel() cancels that future first), so a task
+            # whose remembered future is still pending has not run since and its row is
+            # unchanged. Looked at: the rest (future done or gone, no future, not a future).
+            fws_all = prev_fws
+            flags = map(operator.is_not, map(getattr, _derefs_lazy(fws_all), rep("_state"),
+                                             rep(None)), rep(pending))
+            for i in range(0, n, STEP):
+                for j in itertools.compress(range(i, min(n, i + STEP)),
+                                            list(itertools.islice(flags, STEP))):
+                    r = refs[j]
+                    t = r()
+                    fw = getattr(t, "_fut_waiter", None)
+                    fws_all[j] = _ref_of(fw)
+                    self._visit(r, t, fw, ctx)
+                    slicer.tick()
                 slicer.tick()
-            fws_all.extend(old)
-            slicer.tick()
+        else:
+            fws_all = []
+            for i in range(0, n, STEP):
+                chunk = refs[i:i + STEP]
+                old = list(map(fw_get, chunk, rep(_UNWATCHABLE)))  # new tasks: unwatchable
+                idx = list(itertools.compress(range(len(chunk)), map(
+                    operator.is_not, map(getattr, _derefs(old), rep("_state"), rep(None)),
+                    rep(pending))))
+                for j in idx:
+                    r = chunk[j]
+                    t = r()
+                    fw = getattr(t, "_fut_waiter", None)
+                    old[j] = _ref_of(fw)
+                    self._visit(r, t, fw, ctx)
+                    slicer.tick()
+                fws_all.extend(old)
+                slicer.tick()
         self.prev_refs, self.prev_fws = refs, fws_all
         # Always looked at: the current tasks (now and at the last report: a task that was
         # running and then finished keeps its future None), and a rolling window.
