@@ -1708,9 +1708,10 @@ class _TaskBook:
         extra = [weakref.ref(t) for t in current.values()] + list(self.currents)
         self.currents = extra[:len(current)]
         ncur = len(extra)
-        if n:
+        if n:  # wraps around: every task is in one window of every ceil(n / ROLL)
             start = self.pos % n
             extra.extend(refs[start:start + ROLL])
+            extra.extend(refs[:max(0, min(start, start + ROLL - n))])
             self.pos = start + ROLL
         for k, r in enumerate(extra):
             t = r()
