@@ -20,8 +20,13 @@ is, so the recording's share is the largest it can be) with no agent, with the a
 fallback wrapper (LIFECYCLE_TOP_AGENT_WRAP_CREATE_TASK=1); `--workload thread_start` the
 same for `Thread(target=f).start(); join()`. No client: the recording does not depend on one.
 
+`--floor` adds lower bounds: loop.create_task spliced with only `sys._getframe(2)`, only the
+per-task attribute store, or both (the cheapest complete recording: no check of which frame
+is the creator's, the creator known to be two frames up). `--work`: each task awaits
+`asyncio.sleep(0)` once (a task that does minimal real work).
+
 Run: python3 bench/agent_callgrind.py [--ops 100000] [--every 50000]
-     python3 bench/agent_callgrind.py --workload create_task [--ops 20000]
+     python3 bench/agent_callgrind.py --workload create_task [--ops 20000] [--floor] [--work]
      python3 bench/agent_callgrind.py --workload thread_start [--ops 2000]
 Needs valgrind (apt-get install -y valgrind).
 """
@@ -80,9 +85,17 @@ if os.environ.get("WITH_AGENT"):
     import lifecycle_top_agent
     lifecycle_top_agent.install()
 import asyncio
+if os.environ.get("FLOOR"):  # the cheapest recordings there can be (see FLOORS)
+    import asyncio.base_events as be, lifecycle_top_agent as lt
+    orig = be.BaseEventLoop.create_task
+    be.BaseEventLoop.create_task = lt._splice(be, orig, lt._CT_HEAD, lt._CT_VARIANTS, {
+        "record": os.environ["FLOOR"], "consume": "", "nonlocal": ""}, frozenset())
+    assert be.BaseEventLoop.create_task is not None
 N = int(sys.argv[1])
+WORK = bool(os.environ.get("WORK"))
 async def noop():
-    pass
+    if WORK:
+        await asyncio.sleep(0)
 async def main():
     for _ in range(N // 100):
         for _ in range(100):
@@ -95,6 +108,15 @@ if os.environ.get("WITH_AGENT"):
     got = lifecycle_top_agent._create_task_hook[0]
     assert got == want, (got, want)
 """
+
+# Lower bounds (--floor): loop.create_task spliced with only part of a recording, knowing
+# where the creator is (two frames up: asyncio.create_task's caller) with no check at all.
+FLOORS = (
+    ("floor: _getframe(2)", "        f = _getframe(2)"),
+    ("floor: setattr", "        task._lifecycle_top_created = None"),
+    ("floor: both", "        f = _getframe(2)\n"
+                    "        task._lifecycle_top_created = f.f_code, f.f_lasti"),
+)
 
 THREAD_START = r"""
 import os, sys, threading
@@ -111,15 +133,20 @@ for _ in range(N):
 """
 
 
-def run_simple(tmp, script, variant, ops, n):
+def run_simple(tmp, script, variant, ops, n, work=False):
     """Instructions of `script` with `ops` operations under one variant."""
     out = os.path.join(tmp, "cg%d.out" % n)
     env = dict(os.environ)
     for k in ("LIFECYCLE_TOP_AGENT", "LIFECYCLE_TOP_SOCKET", "PYTHONPATH",
-              "LIFECYCLE_TOP_AGENT_WRAP_CREATE_TASK"):
+              "LIFECYCLE_TOP_AGENT_WRAP_CREATE_TASK", "FLOOR", "WORK"):
         env.pop(k, None)
     env["PYTHONHASHSEED"] = "0"  # the same dict layouts in every run
-    if variant != "no agent":
+    if work:
+        env["WORK"] = "1"
+    floor = dict(FLOORS).get(variant)
+    if floor is not None:
+        env.update(FLOOR=floor, PYTHONPATH=AGENT_DIR)
+    elif variant != "no agent":
         env.update(WITH_AGENT="1", PYTHONPATH=AGENT_DIR,
                    LIFECYCLE_TOP_SOCKET=os.path.join(tmp, "s%d" % n, "a.sock"),
                    EXPECT_HOOK="spliced")
@@ -133,10 +160,14 @@ def run_simple(tmp, script, variant, ops, n):
     return instructions(out)
 
 
-def main_simple(workload, ops):
+def main_simple(workload, ops, floor=False, work=False):
     script = CREATE_TASK if workload == "create_task" else THREAD_START
-    variants = ["no agent", "agent"] + (["agent, wrapper"] if workload == "create_task" else [])
-    print("python %s, %s: N=%d and 2N operations" % (sys.version.split()[0], workload, ops))
+    variants = ["no agent", "agent"]
+    if workload == "create_task":
+        variants += [name for name, _ in FLOORS] if floor else ["agent, wrapper"]
+    print("python %s, %s%s: N=%d and 2N operations" % (
+        sys.version.split()[0], workload,
+        " (each task awaits asyncio.sleep(0) once)" if work else " (empty tasks)", ops))
     res = {}
     with tempfile.TemporaryDirectory(prefix="ltcg-") as tmp:
         os.chmod(tmp, 0o700)
@@ -144,12 +175,13 @@ def main_simple(workload, ops):
         for variant in variants:
             for k in (ops, 2 * ops):
                 n += 1
-                res[(variant, k)] = run_simple(tmp, script, variant, k, n)
+                res[(variant, k)] = run_simple(tmp, script, variant, k, n, work)
     base = None
     for variant in variants:
         per_op = (res[(variant, 2 * ops)] - res[(variant, ops)]) / float(ops)
         base = per_op if base is None else base
-        print("%-15s %9.0f instr/op (%+6.2f %%)" % (variant, per_op, (per_op / base - 1) * 100.0))
+        print("%-20s %9.0f instr/op (%+6.2f %%, %+5.0f)" % (
+            variant, per_op, (per_op / base - 1) * 100.0, per_op - base))
 
 
 class Client:
@@ -240,11 +272,15 @@ def main():
     ap.add_argument("--every", type=int, default=50000, help="operations per report")
     ap.add_argument("--workload", choices=("pingpong", "create_task", "thread_start"),
                     default="pingpong")
+    ap.add_argument("--floor", action="store_true",
+                    help="create_task: also the cheapest recordings there can be (lower bounds)")
+    ap.add_argument("--work", action="store_true",
+                    help="create_task: each task awaits asyncio.sleep(0) once (minimal real work)")
     args = ap.parse_args()
     if shutil.which("valgrind") is None:
         raise SystemExit("valgrind is needed: apt-get install -y valgrind")
     if args.workload != "pingpong":
-        main_simple(args.workload, args.ops)
+        main_simple(args.workload, args.ops, args.floor, args.work)
         return
     print("python %s, ping-pong operations N=%d and 2N, a report every %d operations"
           % (sys.version.split()[0], args.ops, args.every))

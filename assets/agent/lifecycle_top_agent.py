@@ -326,13 +326,14 @@ _CREATED = "_lifecycle_top_created"
 _CT_HEAD = '''if __name__ == "never":
     from asyncio import tasks
 def _lifecycle_top_outer(_getframe, _lib, _deeper):
+  _via = None
   class BaseEventLoop:
     def create_task(self, coro, *, name=None%(ctx_sig)s):
         """Schedule a coroutine object.
 
         Return a task object.
-        """
-        self._check_closed()
+        """%(nonlocal)s
+        self._check_closed()%(consume)s
         if self._task_factory is None:
             task = tasks.Task(coro, loop=self, name=name%(ctx_arg)s)
             if task._source_traceback:
@@ -356,18 +357,81 @@ _CT_FACTORY_CTX = '''            if context is None:
 # No loop (no backward jump) and nothing that can raise past the try: the creator is one
 # asyncio frame up in the usual case (asyncio.create_task, TaskGroup); deeper chains (gather,
 # ensure_future, asyncio.run on older versions) take one helper call.
-_CT_RECORD = '''        try:
-            f = _getframe(1)
-            c = f.f_code
-            if c.co_filename in _lib:
-                f = f.f_back
+# On the `self._check_closed()` line (columns and later lines unchanged): the spliced
+# asyncio.create_task below records the site itself (its caller is the creator, one frame up,
+# no asyncio frame object to build) and marks the call with its coroutine in `_via`; the
+# mark is taken (cleared) here before anything else can happen, so a nested create_task (an
+# eager task's first step) or another thread's sees only its own.
+_CT_CONSUME = "; _skip = _via is coro; _via = None"
+_NONLOCAL = "; nonlocal _via"  # on the docstring's last line: no code, no line moved
+_CT_RECORD = '''        if not _skip:
+            try:
+                f = _getframe(1)
                 c = f.f_code
                 if c.co_filename in _lib:
-                    f, c = _deeper(f)
-            if c is not None:
-                task.%s = c, f.f_lasti
-        except Exception:
-            pass''' % _CREATED
+                    f = f.f_back
+                    c = f.f_code
+                    if c.co_filename in _lib:
+                        f, c = _deeper(f)
+                if c is not None:
+                    task.%s = c, f.f_lasti
+            except Exception:
+                pass''' % _CREATED
+
+# asyncio.create_task (asyncio.tasks.create_task), spliced the same way: the recording goes
+# before `return task`; the mark is set on the `loop = events.get_running_loop()` line after
+# the call (no mark when there is no running loop) and cleared again before the return (a
+# loop class of the program's own that never reaches BaseEventLoop.create_task).
+_ACT_HEAD = '''if __name__ == "never":
+    from asyncio import events
+def _lifecycle_top_outer(_getframe, _lib, _deeper):
+  _via = None
+  def create_task(coro, *, name=None%(ctx_sig)s):
+    """Schedule the execution of a coroutine object in a spawn task.
+
+    Return a Task object.
+    """%(nonlocal)s
+    loop = events.get_running_loop()%(mark)s
+%(body)s
+%(record)s
+    return task
+  return create_task
+'''
+_ACT_MARK = "; _via = coro"
+_ACT_RECORD = '''    _via = None
+    try:
+        f = _getframe(1)
+        c = f.f_code
+        if c.co_filename in _lib:
+            f, c = _deeper(f)
+        if c is not None:
+            task.%s = c, f.f_lasti
+    except Exception:
+        pass''' % _CREATED
+_ACT_VARIANTS = (
+    # 3.8-3.10
+    {"ctx_sig": "", "body": "    task = loop.create_task(coro)\n    _set_task_name(task, name)"},
+    # 3.11-3.12
+    {"ctx_sig": ", context=None",
+     "body": "    if context is None:\n"
+             "        # Use legacy API if context is not needed\n"
+             "        task = loop.create_task(coro)\n"
+             "    else:\n"
+             "        task = loop.create_task(coro, context=context)\n"
+             "\n"
+             "    _set_task_name(task, name)"},
+    # 3.13
+    {"ctx_sig": ", context=None",
+     "body": "    if context is None:\n"
+             "        # Use legacy API if context is not needed\n"
+             "        task = loop.create_task(coro, name=name)\n"
+             "    else:\n"
+             "        task = loop.create_task(coro, name=name, context=context)\n"},
+)
+# The mark, one cell shared by both spliced functions (a closure variable: the cheapest
+# store and load there is): the coroutine an asyncio.create_task call is making a task for,
+# or None.
+_via_cell = types.CellType(None)
 
 
 def _deeper(f):
@@ -416,38 +480,54 @@ def _lib_files_of_asyncio(mod):
 
 
 def _same_code(a, b):
+    """Same bytecode, names, constants and signature, and the same line and column of every
+    instruction (so a traceback through the copy reads like one through the original),
+    except on the last line (`return task`, which cannot raise: the recording goes in
+    front of it)."""
     nested = 0x10  # CO_NESTED: the template is compiled inside a function
-    return (a.co_flags | nested) == (b.co_flags | nested) and all(
-        getattr(a, k) == getattr(b, k) for k in ("co_code", "co_consts", "co_names",
-                                                 "co_varnames", "co_argcount",
-                                                 "co_kwonlyargcount"))
+    if (a.co_flags | nested) != (b.co_flags | nested) or not all(
+            getattr(a, k) == getattr(b, k) for k in ("co_code", "co_consts", "co_names",
+                                                     "co_varnames", "co_argcount",
+                                                     "co_kwonlyargcount", "co_firstlineno")):
+        return False
+    if hasattr(b, "co_positions"):  # 3.11+: lines and columns
+        pa, pb = list(a.co_positions()), list(b.co_positions())
+    else:
+        pa, pb = ([_line_at(c, i) for i in range(0, len(c.co_code), 2)] for c in (a, b))
+    lines = [p[0] if isinstance(p, tuple) else p for p in pb]
+    last = max([ln for ln in lines if ln is not None] or [0])
+    return len(pa) == len(pb) and all(x == y or ln == last for x, y, ln in zip(pa, pb, lines))
 
 
-def _spliced_create_task(mod, orig, lib):
-    """A copy of the stdlib create_task with the recording spliced in, or None when no
-    template reproduces `orig` exactly."""
+def _splice(mod, orig, head, variants, recorded, lib):
+    """A copy of the stdlib function `orig` (of module `mod`) with the recording spliced in,
+    compiled from the first template of `variants` that reproduces `orig` exactly without
+    it (`recorded`: the template's fields that add it); None when none does."""
     code = getattr(orig, "__code__", None)
     if code is None or code.co_freevars:
         return None
     # 3.11/3.12 compile `module.attr(...)` differently when `module` was imported (hence the
     # never-run import in the template); the def lands on the original's line.
-    pad = "\n" * max(0, code.co_firstlineno - 5)
-    for v in _CT_VARIANTS:
+    at = head.split("\n").index(next(ln for ln in head.split("\n")
+                                     if ln.lstrip().startswith("def " + orig.__name__)))
+    pad = "\n" * max(0, code.co_firstlineno - 1 - at)
+    plain = {k: "" for k in recorded}
+    for v in variants:
         try:
             pristine = {"__name__": "lifecycle_top_template"}
-            exec(compile(pad + _CT_HEAD % dict(v, record=""), code.co_filename, "exec"), pristine)
+            exec(compile(pad + head % dict(v, **plain), code.co_filename, "exec"), pristine)
             if not _same_code(pristine["_lifecycle_top_outer"](None, None, None).__code__,
                               code):
                 continue
             ns = {"__name__": "lifecycle_top_template"}
-            exec(compile(pad + _CT_HEAD % dict(v, record=_CT_RECORD), code.co_filename,
-                         "exec"), ns)
+            exec(compile(pad + head % dict(v, **recorded), code.co_filename, "exec"), ns)
             inner = ns["_lifecycle_top_outer"](sys._getframe, lib, _deeper)
             c = inner.__code__
+            cells = tuple(_via_cell if k == "_via" else cell
+                          for k, cell in zip(c.co_freevars, inner.__closure__ or ()))
             if hasattr(c, "co_qualname"):
                 c = c.replace(co_qualname=code.co_qualname)
-            fn = types.FunctionType(c, mod.__dict__, orig.__name__, orig.__defaults__,
-                                    inner.__closure__)
+            fn = types.FunctionType(c, mod.__dict__, orig.__name__, orig.__defaults__, cells)
             fn.__kwdefaults__ = orig.__kwdefaults__
             fn.__doc__, fn.__qualname__, fn.__module__ = orig.__doc__, orig.__qualname__, \
                 orig.__module__
@@ -455,6 +535,16 @@ def _spliced_create_task(mod, orig, lib):
         except Exception:
             continue
     return None
+
+
+def _spliced_create_task(mod, orig, lib):
+    return _splice(mod, orig, _CT_HEAD, _CT_VARIANTS,
+                   {"record": _CT_RECORD, "consume": _CT_CONSUME, "nonlocal": _NONLOCAL}, lib)
+
+
+def _spliced_asyncio_create_task(mod, orig, lib):
+    return _splice(mod, orig, _ACT_HEAD, _ACT_VARIANTS,
+                   {"record": _ACT_RECORD, "mark": _ACT_MARK, "nonlocal": _NONLOCAL}, lib)
 
 
 def _wrapped_create_task(orig, lib):
@@ -499,6 +589,31 @@ def _hook_create_task(mod):
     fn.__wrapped__ = orig
     cls.create_task = fn
     _create_task_hook[0] = kind
+    if kind == "spliced":  # only the spliced loop.create_task takes asyncio.create_task's mark
+        _hook_asyncio_create_task(sys.modules.get("asyncio.tasks"), lib)
+
+
+# Whether asyncio.create_task records the site itself (the spliced copy is in place).
+_asyncio_create_task_spliced = [False]
+
+
+def _hook_asyncio_create_task(mod, lib):
+    """asyncio.create_task -> the spliced copy, in asyncio.tasks and the asyncio package (a
+    program that imported the function itself before install keeps the original, which
+    goes through loop.create_task's recording)."""
+    orig = getattr(mod, "create_task", None)
+    if orig is None or getattr(orig, "_lifecycle_top", False):
+        return
+    fn = _spliced_asyncio_create_task(mod, orig, lib)
+    if fn is None:
+        return
+    fn._lifecycle_top = True
+    fn.__wrapped__ = orig
+    mod.create_task = fn
+    pkg = sys.modules.get("asyncio")
+    if pkg is not None and getattr(pkg, "create_task", None) is orig:
+        pkg.create_task = fn
+    _asyncio_create_task_spliced[0] = True
 
 
 def _line_at(code, lasti):
@@ -1226,12 +1341,13 @@ def _task_await(t, fw, loop_id, where):
 
 # ----------------------------------------------------------------------------- task book
 #
-# Reports follow activity, not size (issue 14): a _TaskBook keeps, per task, the future it
-# waited on at the last report (`_fut_waiter`, by identity). A pending task that has not run
-# a step since still waits on the same future, so its row (await point, coroutine, state) is
-# unchanged; only tasks whose future changed, new tasks, the loops' current tasks and a small
-# rolling window (names, tracked flags, a cancel not yet acted on) are looked at in Python.
-# The comparison over all tasks is done with C-level map() passes over slices of STEP tasks,
+# Reports follow activity, not size (issue 14): a _TaskBook keeps, per task, a weak
+# reference to the future it waited on at the last report (`_fut_waiter`). A task runs a step
+# only once that future is done, so while it is still pending the task's row (await point,
+# coroutine, state) is unchanged; only tasks whose future is done or gone, tasks without one,
+# new tasks, the loops' current tasks and a small rolling window (names, tracked flags) are
+# looked at in Python. The check over all tasks reads only the remembered futures' `_state`
+# (not the tasks), in C-level map() passes over slices of STEP tasks,
 # and the agent thread sleeps briefly every SLICE_S of work, so neither the walk nor the
 # one-time loop discovery holds the GIL for more than a few milliseconds at a time (the
 # host's threads get it between slices; bench/agent_gil.py measures the longest stall).
@@ -1247,12 +1363,15 @@ if hasattr(operator, "call"):  # 3.11+
     def _derefs(refs):
         """The referents of `refs` (None for dead ones), lazily, at C speed."""
         return map(operator.call, refs)
+    _derefs_lazy = _derefs
 else:
     def _derefs(refs):
         # Not map(weakref.ref.__call__, refs): the slot wrapper builds an argument tuple
         # per call, 2-9x slower than this comprehension (bench/agent_delta.py's profile).
         return [r() for r in refs]
-_get_fw = operator.attrgetter("_fut_waiter")
+
+    def _derefs_lazy(refs):
+        return (r() for r in refs)
 _MISSING = object()
 
 
@@ -1320,8 +1439,9 @@ def _task_refs():
     return out
 
 
-def _task_row(t, tid, lid, state, tracked, where_cache):
-    """(row, task_awaits entry or None) of one task; row strings are plain (not indexed)."""
+def _task_row(t, tid, lid, state, tracked, where_cache, prev=None):
+    """(row, task_awaits entry or None) of one task; row strings are plain (not indexed).
+    `prev`: the task's previous row (its creation site is kept from it)."""
     coro = t._coro
     f = user = None
     x = coro
@@ -1360,7 +1480,8 @@ def _task_row(t, tid, lid, state, tracked, where_cache):
     if len(name) > MAX_STR:
         name = name[:MAX_STR]
     return (tid, lid, name, state, q, where,
-            (tid in tracked) if tracked is not None else None, _created_at(t)), aw
+            (tid in tracked) if tracked is not None else None,
+            _created_at(t) if prev is None else prev[7]), aw
 
 
 class _Nothing:
@@ -1368,11 +1489,32 @@ class _Nothing:
 
 
 # What the book remembers of a task's future: a weak reference to it, _NO_FUTURE (a dead
-# weak reference: it gives None, like a task without a future) or _UNWATCHABLE (a live one
-# to an object no task waits on: a future without weak references is always looked at).
+# weak reference: a task with no future, looked at again in every report), _UNWATCHABLE (a
+# live one to an object with no `_state`: a future without weak references is always looked
+# at) or _DONE.
 _NO_FUTURE = weakref.ref(_Nothing())
 _UNWATCHED = _Nothing()
 _UNWATCHABLE = weakref.ref(_UNWATCHED)
+# _DONE: what a done task is remembered by (done is final), a live weak reference to an
+# object that looks like a future that stays pending.
+
+
+class _Final:
+    _state = "PENDING"
+
+
+_FINAL = _Final()
+_DONE = weakref.ref(_FINAL)
+
+
+def _pending_state():
+    """asyncio's pending `_state`: one string object in C and Python futures (3.8-3.13), so
+    the book compares it by identity."""
+    bf = sys.modules.get("asyncio.base_futures")
+    p = getattr(bf, "_PENDING", None)
+    if isinstance(p, str):
+        _Final._state = p
+    return _Final._state
 
 
 def _ref_of(fw):
@@ -1382,6 +1524,12 @@ def _ref_of(fw):
         return weakref.ref(fw)  # the future's existing plain weak reference, if it has one
     except TypeError:
         return _UNWATCHABLE
+
+
+# Awaits entries that stay the same while a task waits on the same future (none, another
+# task, a subprocess); a gather's pending children and an executor item's worker change.
+_STATIC_KINDS = (None, "task", "subprocess")
+_STATIC_AW = {}
 
 
 class _TaskBook:
@@ -1397,6 +1545,7 @@ class _TaskBook:
         self.counts = {}   # loop id -> {state: n}
         self.changed = {}  # tid -> row added or changed since the last report
         self.removed = set()  # tids of rows removed since the last report
+        self.born = set()  # tids of tasks first seen in this update (see _drop)
         self.currents = ()  # refs of the loops' current tasks at the last report
         self.pos = 0
         self.prev_refs, self.prev_fws = [], []  # last pass: refs, weak refs of their futures
@@ -1415,19 +1564,24 @@ class _TaskBook:
     def _drop(self, ref, keep_fw):
         info = self.info.pop(ref, None)
         if keep_fw:
-            self.fw[ref] = _NO_FUTURE
+            self.fw[ref] = _DONE  # done is final: never looked at again
         else:
             self.fw.pop(ref, None)
         if info is None:
             return
         tid = info[0]
         self._count(info[1], info[2], -1)
+        if tid in self.born:
+            return  # the row at this id is a live task's now (the address was reused)
         self.aw.pop(tid, None)
         if self.rows.pop(tid, None) is not None:
             self.changed.pop(tid, None)
             self.removed.add(tid)
 
-    def _visit(self, ref, t, fw, ctx):
+    def _visit(self, ref, t, fw, ctx, quick=False):
+        """Refreshes the book's facts and row of task `t` (weak reference `ref`, future `fw`);
+        `quick`: only name, state and tracked flag when `t` has not run since it was last
+        looked at (it still waits on the same future)."""
         current, has_cancelling, tracked, where_cache, lids = ctx
         if t is None:
             self._drop(ref, False)
@@ -1454,6 +1608,8 @@ class _TaskBook:
                 state = "pending"
             tid = id(t)
             old = self.info.get(ref)
+            if old is None:
+                self.born.add(tid)
             # Unchanged facts keep their old objects: every object the book replaces is one
             # more that lives on into the old generations and brings a full collection of
             # the host's heap closer.
@@ -1462,12 +1618,24 @@ class _TaskBook:
                     self._count(old[1], old[2], -1)
                 self.info[ref] = (tid, lid, state)
                 self._count(lid, state, 1)
-            self.fw[ref] = _ref_of(fw)
+            fref = _ref_of(fw)
+            before = self.fw.get(ref)
+            self.fw[ref] = fref
             if tid in self.rows or len(self.rows) < self.budget:
-                row, aw = _task_row(t, tid, lid, state, tracked, where_cache)
+                # The row at `tid` is this task's only if the book knew the task (`old`):
+                # else it may be that of a dead task that had the same address.
+                prow = self.rows.get(tid) if old is not None else None
+                if (quick and prow is not None and fw is not None and fref is before
+                        and fref is not _UNWATCHABLE and prow[3] == state
+                        and self.aw.get(tid, _STATIC_AW).get("kind") in _STATIC_KINDS
+                        and prow[6] == ((tid in tracked) if tracked is not None else None)
+                        and prow[2] == t.get_name()[:MAX_STR]):
+                    return
+                row, aw = _task_row(t, tid, lid, state, tracked, where_cache, prow)
                 if self.rows.get(tid) != row:
                     self.rows[tid] = row
                     self.changed[tid] = row
+                    self.removed.discard(tid)
                 if aw is not None:
                     if self.aw.get(tid) != aw:
                         self.aw[tid] = aw
@@ -1479,6 +1647,7 @@ class _TaskBook:
     def update(self, loops, tracked, slicer):
         """One pass: refreshes what changed since the last report."""
         self.visited = 0
+        self.born = set()
         current = {}
         for lp in loops:
             ct = _current_task(lp)
@@ -1494,50 +1663,59 @@ class _TaskBook:
         rep = itertools.repeat
         n = len(refs)
         prev_refs, prev_fws = self.prev_refs, self.prev_fws
-        fws_all = []
-        for i in range(0, n, STEP):
-            chunk = refs[i:i + STEP]
-            try:
-                fws = list(map(_get_fw, _derefs(chunk)))
-            except AttributeError:  # a task died since the copy (its ref gives None)
-                fws = list(map(getattr, _derefs(chunk), rep("_fut_waiter"), rep(None)))
-            if chunk == prev_refs[i:i + STEP]:
-                # Same tasks in the same order as last time (the usual case): compare each
-                # task's future with the one remembered at the same position.
-                old = prev_fws[i:i + STEP]
-            else:
-                old = list(map(fw_get, chunk, rep(_UNWATCHABLE)))
-            # One C-level pass, no allocation per task: a remembered future that is still
-            # the one waited on derefs to it. We hold the weak references (prev_fws, fw),
-            # so a future at a reused address has a new reference: `is not` is exact.
-            idx = list(itertools.compress(range(len(chunk)),
-                                          map(operator.is_not, _derefs(old), fws)))
-            if any(map(operator.is_, fws, rep(None))):
-                # No future now: unchanged only if there was none before either (a
-                # remembered future that died also derefs to None).
-                nofw = itertools.compress(range(len(chunk)), map(operator.is_, fws, rep(None)))
-                more = [j for j in nofw if old[j] is not _NO_FUTURE]
-                if more:
-                    idx = sorted(set(idx).union(more))
-            for j in idx:
-                r = chunk[j]
-                old[j] = _ref_of(fws[j])
-                self._visit(r, r(), fws[j], ctx)
+        pending = _pending_state()
+        if len(refs) == len(prev_refs) and refs == prev_refs:
+            # Same tasks in the same order as last time (the usual case): one lazy C-level
+            # pass over the futures remembered at the same positions, taken STEP at a time
+            # (no copies); a looked-at position gets its new future in place, behind the
+            # pass. A task steps only once the future it waits on is done (its wake-up is
+            # that future's done callback; cancel() cancels that future first), so a task
+            # whose remembered future is still pending has not run since and its row is
+            # unchanged. Looked at: the rest (future done or gone, no future, not a future).
+            fws_all = prev_fws
+            flags = map(operator.is_not, map(getattr, _derefs_lazy(fws_all), rep("_state"),
+                                             rep(None)), rep(pending))
+            for i in range(0, n, STEP):
+                for j in itertools.compress(range(i, min(n, i + STEP)),
+                                            list(itertools.islice(flags, STEP))):
+                    r = refs[j]
+                    t = r()
+                    fw = getattr(t, "_fut_waiter", None)
+                    fws_all[j] = _ref_of(fw)
+                    self._visit(r, t, fw, ctx)
+                    slicer.tick()
                 slicer.tick()
-            fws_all.extend(old)
-            slicer.tick()
+        else:
+            fws_all = []
+            for i in range(0, n, STEP):
+                chunk = refs[i:i + STEP]
+                old = list(map(fw_get, chunk, rep(_UNWATCHABLE)))  # new tasks: unwatchable
+                idx = list(itertools.compress(range(len(chunk)), map(
+                    operator.is_not, map(getattr, _derefs(old), rep("_state"), rep(None)),
+                    rep(pending))))
+                for j in idx:
+                    r = chunk[j]
+                    t = r()
+                    fw = getattr(t, "_fut_waiter", None)
+                    old[j] = _ref_of(fw)
+                    self._visit(r, t, fw, ctx)
+                    slicer.tick()
+                fws_all.extend(old)
+                slicer.tick()
         self.prev_refs, self.prev_fws = refs, fws_all
         # Always looked at: the current tasks (now and at the last report: a task that was
         # running and then finished keeps its future None), and a rolling window.
         extra = [weakref.ref(t) for t in current.values()] + list(self.currents)
         self.currents = extra[:len(current)]
-        if n:
+        ncur = len(extra)
+        if n:  # wraps around: every task is in one window of every ceil(n / ROLL)
             start = self.pos % n
             extra.extend(refs[start:start + ROLL])
+            extra.extend(refs[:max(0, min(start, start + ROLL - n))])
             self.pos = start + ROLL
-        for r in extra:
+        for k, r in enumerate(extra):
             t = r()
-            self._visit(r, t, getattr(t, "_fut_waiter", None), ctx)
+            self._visit(r, t, getattr(t, "_fut_waiter", None), ctx, k >= ncur)
             slicer.tick()
         # Tasks gone since (collected): in the book but no longer in asyncio's sets.
         if len(self.fw) != n:

@@ -6,10 +6,15 @@ Run: python3 -m unittest discover -s assets/agent/tests   (from the repo root)
 """
 
 import asyncio
+import gc
+import inspect
 import os
 import sys
 import textwrap
+import threading
+import traceback
 import unittest
+import weakref
 
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir)))
 import lifecycle_top_agent as agent  # noqa: E402
@@ -111,6 +116,102 @@ class CreatedAt(unittest.TestCase):
             return t
 
         self.assertIsNone(agent._created_at(asyncio.run(main())))
+
+    def test_asyncio_create_task_is_spliced_and_reads_like_the_original(self):
+        act = asyncio.create_task
+        if sys.version_info < (3, 14):
+            self.assertTrue(agent._asyncio_create_task_spliced[0])
+            self.assertTrue(getattr(act, "_lifecycle_top", False))
+        orig = getattr(act, "__wrapped__", act)
+        self.assertIs(asyncio.tasks.create_task, act)
+        self.assertEqual(inspect.signature(act), inspect.signature(orig))
+        self.assertEqual((act.__qualname__, act.__module__, act.__doc__),
+                         (orig.__qualname__, orig.__module__, orig.__doc__))
+
+        def tb_of(fn):
+            coro = _noop()
+            try:
+                fn(coro)  # no running loop: RuntimeError from inside create_task
+            except RuntimeError as e:
+                return [(f.filename, f.lineno, f.name, f.line, getattr(f, "colno", None),
+                         getattr(f, "end_colno", None))
+                        for f in traceback.extract_tb(e.__traceback__)[1:]]
+            finally:
+                coro.close()
+            self.fail("no RuntimeError")
+
+        self.assertEqual(tb_of(act), tb_of(orig))
+        self.assertIsNone(agent._via_cell.cell_contents)
+
+    def test_the_mark_is_never_left_holding_a_coroutine(self):
+        class NotACoroutine:
+            pass
+
+        async def main():
+            obj = NotACoroutine()
+            ref = weakref.ref(obj)
+            with self.assertRaises(TypeError):  # Task() refuses it inside loop.create_task
+                asyncio.create_task(obj)
+            del obj
+            t = asyncio.create_task(_noop())  # plain
+            await t
+            return ref, t
+
+        ref, t = asyncio.run(main())
+        self.assertIsNone(agent._via_cell.cell_contents)
+        gc.collect()
+        self.assertIsNone(ref(), "the failed call's argument is still referenced")
+        self.assertEqual(_site(t), "%s:%d" % (HERE, _line("plain")))
+
+    def test_a_loop_class_with_its_own_create_task_gets_sites_from_asyncio_create_task(self):
+        class OwnLoop(asyncio.SelectorEventLoop):
+            def create_task(self, coro, **kwargs):  # never reaches BaseEventLoop.create_task
+                kwargs.pop("context", None)
+                return asyncio.Task(coro, loop=self)
+
+        async def main():
+            t = asyncio.create_task(_noop())  # own loop
+            await t
+            return t
+
+        loop = OwnLoop()
+        try:
+            t = loop.run_until_complete(main())
+        finally:
+            loop.close()
+        self.assertIsNone(agent._via_cell.cell_contents)
+        self.assertEqual(_site(t), "%s:%d" % (HERE, _line("own loop")))
+
+    def test_threads_creating_tasks_at_once_each_get_their_own_lines(self):
+        # Every thread runs its own loop and creates tasks from two lines of its own; the
+        # interpreter switches threads between bytecodes, so marks of different threads
+        # interleave (sys.setswitchinterval makes that frequent).
+        def worker(out):
+            async def main():
+                loop = asyncio.get_running_loop()
+                ts = []
+                for _ in range(2000):
+                    ts.append(asyncio.create_task(_noop()))  # thread a
+                    ts.append(loop.create_task(_noop()))  # thread b
+                await asyncio.gather(*ts)
+                out.extend(_site(t) for t in ts)
+            asyncio.run(main())
+
+        old = sys.getswitchinterval()
+        sys.setswitchinterval(1e-6)
+        try:
+            outs = [[] for _ in range(4)]
+            ths = [threading.Thread(target=worker, args=(o,)) for o in outs]
+            for th in ths:
+                th.start()
+            for th in ths:
+                th.join()
+        finally:
+            sys.setswitchinterval(old)
+        want = ["%s:%d" % (HERE, _line("thread a")), "%s:%d" % (HERE, _line("thread b"))]
+        for o in outs:
+            self.assertEqual(len(o), 4000)
+            self.assertEqual(o, want * 2000)
 
     def test_line_of_offset_agrees_with_f_lineno(self):
         def where():
