@@ -29,10 +29,14 @@ for tool in gcc top htop tmux cargo awk python3; do
 done
 
 tmp=$(mktemp -d)
+# A tmux server of our own: a `tmux kill-server` elsewhere on the machine (another bench)
+# must not end the panes mid-run.
+tmx() { tmux -L "ltb-$$" "$@"; }
 sessions=()
 pids=()
 cleanup() {
-    for s in "${sessions[@]}"; do tmux kill-session -t "$s" 2>/dev/null || true; done
+    for s in "${sessions[@]}"; do tmx kill-session -t "$s" 2>/dev/null || true; done
+    tmx kill-server 2>/dev/null || true
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
     wait 2>/dev/null || true
     rm -rf "$tmp"
@@ -52,7 +56,7 @@ in_pane() {
     local name=$1; shift
     local s="ltb-$$-$name"
     sessions+=("$s")
-    tmux new-session -d -s "$s" -x 160 -y 48 "echo \$\$ > $tmp/$name.pid; exec $*"
+    tmx new-session -d -s "$s" -x 160 -y 48 "echo \$\$ > $tmp/$name.pid; exec $*"
     for _ in $(seq 100); do [ -s "$tmp/$name.pid" ] && break; sleep 0.1; done
     cat "$tmp/$name.pid"
 }
@@ -100,7 +104,7 @@ for sc in "${SCENARIOS[@]}"; do
         -v lr="${rss[$lt]}" -v hr="${rss[$htop]}" -v sc="$sc" 'BEGIN {
         printf "%-9s ratios: top/lt %.1fx, htop/lt %.1fx CPU; RSS lt/htop %.2fx\n", sc, t / l, h / l, lr / hr
     }'
-    for s in "ltb-$$-lt-$sc" "ltb-$$-top-$sc" "ltb-$$-htop-$sc" "ltb-$$-base-$sc"; do tmux kill-session -t "$s" 2>/dev/null || true; done
+    for s in "ltb-$$-lt-$sc" "ltb-$$-top-$sc" "ltb-$$-htop-$sc" "ltb-$$-base-$sc"; do tmx kill-session -t "$s" 2>/dev/null || true; done
     kill "$tpid" 2>/dev/null || true
     wait "$tpid" 2>/dev/null || true
     unset s0 k0 cpu kcpu rss

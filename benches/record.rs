@@ -33,7 +33,7 @@ fn base_snapshot() -> Snapshot {
             ppid: if i == 0 { 1 } else { 4000 },
             pgid: 4000,
             sid: 3900,
-            name: format!("worker-{i}"),
+            name: format!("worker-{i}").into(),
             cmdline: vec!["python3".into(), "app.py".into(), format!("--worker={i}")],
             state: RunState::Sleeping,
             cpu_ticks: 1_000 + i as u64,
@@ -54,7 +54,7 @@ fn base_snapshot() -> Snapshot {
     let threads = (0..1000)
         .map(|t| ThreadInfo {
             tid: 4000 + t,
-            name: format!("pool-{}", t % 50),
+            name: format!("pool-{}", t % 50).into(),
             state: RunState::Sleeping,
             wait: WaitPoint {
                 wchan: Some("futex_wait_queue".into()),

@@ -266,7 +266,10 @@ async fn drive(
         .and_then(|s| s.target_info().cloned());
     let target_info = report::json::TargetInfo {
         pid: target.pid,
-        name: info.as_ref().map(|i| i.name.clone()).unwrap_or_default(),
+        name: info
+            .as_ref()
+            .map(|i| i.name.to_string())
+            .unwrap_or_default(),
         cmdline: info.map(|i| i.cmdline).unwrap_or_default(),
     };
     println!(
@@ -485,7 +488,7 @@ async fn with_late_target_exit(
             .snapshot
             .as_ref()
             .and_then(|s| s.target_info())
-            .map(|t| t.name.clone())
+            .map(|t| t.name.to_string())
             .unwrap_or_default();
         timeline
             .exits_outside

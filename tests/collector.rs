@@ -369,3 +369,43 @@ fn idle_thread_that_wakes_is_read_at_the_next_refresh() {
     );
     assert_eq!(snap.threads.len(), 22);
 }
+
+#[test]
+fn a_process_forked_and_reparented_between_refreshes_is_found_by_process_events() {
+    // Only the kernel's process events see this one: its parent exits at once and it leaves
+    // the tree's process group and session, so by the next refresh nothing in /proc ties it
+    // to the tree. The event reader reads its events in batches; the fork must still count.
+    assert!(
+        rustix::process::geteuid().is_root(),
+        "this test needs root (process events need CAP_NET_ADMIN): run it with sudo"
+    );
+    let go = std::env::temp_dir().join(format!("lt-collector-events-{}", std::process::id()));
+    let _ = std::fs::remove_file(&go);
+    let script = format!(
+        "while [ ! -e {} ]; do sleep 0.05; done; sh -c 'setsid sleep 61 & exit 0'; exec sleep 1008",
+        go.display()
+    );
+    let t = Target::sh(&script);
+    let mut c = Collector::attach(t.pid(), CollectorOptions::default()).unwrap();
+    assert_eq!(
+        c.discovery(),
+        &lifecycle_top::collect::procevents::Discovery::ProcEvents,
+        "process events are unavailable here (LIFECYCLE_TOP_NO_PROC_EVENTS set?)"
+    );
+    c.refresh();
+    std::fs::write(&go, b"").unwrap();
+    let found = |s: &Snapshot| {
+        s.processes
+            .iter()
+            .find(|p| p.exit.is_none() && p.cmdline.iter().any(|a| a == "61"))
+            .map(|p| (p.key, p.orphan))
+    };
+    let snap = wait_for(&mut c, "the setsid sleep, tracked as an orphan", |s| {
+        found(s).is_some_and(|(_, orphan)| orphan)
+    });
+    let _ = std::fs::remove_file(&go);
+    // Outside the target's process group: the guard would not kill it.
+    if let Some((key, _)) = found(&snap) {
+        let _ = lifecycle_top::teardown::exec::signal(key, 9);
+    }
+}

@@ -138,7 +138,7 @@ fn build(
                     EvThread {
                         pid: s.target.pid,
                         tid: t.tid,
-                        name: fact.map_or_else(|| t.name.clone(), |f| f.name.clone()),
+                        name: fact.map_or_else(|| t.name.to_string(), |f| f.name.clone()),
                         state: t.state.as_char(),
                         waits_in,
                         daemon: fact.map(|f| f.daemon),
@@ -171,7 +171,7 @@ fn build(
                 .map(|p| EvProcess {
                     pid: p.key.pid,
                     ppid: p.ppid,
-                    name: p.name.clone(),
+                    name: p.name.to_string(),
                     state: p.state.as_char(),
                     stop_signal: if p.signals.ignores(stop_signal) {
                         "ignores"

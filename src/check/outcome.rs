@@ -88,7 +88,7 @@ pub fn leftovers(m: &Model, launched: bool) -> Vec<Leftover> {
             };
             Leftover {
                 pid: p.key.pid,
-                name: p.name.clone(),
+                name: p.name.to_string(),
                 kind: if p.orphan {
                     LeftoverKind::Orphan
                 } else {
@@ -386,7 +386,10 @@ pub(super) fn report(
     let info = m.snapshot.as_ref().and_then(|s| s.target_info().cloned());
     let target = TargetInfo {
         pid: run.target.pid,
-        name: info.as_ref().map(|i| i.name.clone()).unwrap_or_default(),
+        name: info
+            .as_ref()
+            .map(|i| i.name.to_string())
+            .unwrap_or_default(),
         cmdline: info.map(|i| i.cmdline).unwrap_or_default(),
     };
     let plan = run.plan.as_ref();

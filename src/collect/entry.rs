@@ -4,7 +4,7 @@
 
 use crate::collect::pidfd::{PidFd, PidFdError};
 use crate::collect::procfs::{self, ProcFile, Stat};
-use crate::model::{ProcInfo, ProcKey, RunState, SignalMasks};
+use crate::model::{ProcInfo, ProcKey, RunState, SharedStr, SignalMasks};
 use rustix::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 use std::time::Instant;
@@ -101,7 +101,7 @@ impl Entry {
                 ppid: stat.ppid,
                 pgid: stat.pgrp,
                 sid: stat.session,
-                name: String::new(),
+                name: SharedStr::default(),
                 cmdline: Vec::new(),
                 state: RunState::from_char(stat.state),
                 cpu_ticks: stat.cpu_ticks,
@@ -217,7 +217,9 @@ impl Entry {
             });
             let execed = !self.info.name.is_empty() && self.info.name != stat.comm;
             let first = self.info.name.is_empty();
-            self.info.name = stat.comm;
+            if self.info.name != stat.comm {
+                self.info.name = stat.comm.into();
+            }
             self.info.ppid = stat.ppid;
             self.info.pgid = stat.pgrp;
             self.info.sid = stat.session;

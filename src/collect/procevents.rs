@@ -361,14 +361,32 @@ fn boot_offset_ns() -> u64 {
     ns(clock_gettime(ClockId::Boottime)).saturating_sub(ns(clock_gettime(ClockId::Monotonic)))
 }
 
+/// How long the reader sleeps after draining the socket before it waits again: the events of
+/// that time (every fork and exit on the machine that passes the filter) are then read in one
+/// wake-up instead of one each. On a build-heavy machine that is hundreds of wake-ups a
+/// second, each a context switch: most of the reader's cost. The collector takes new members
+/// once per refresh (hundreds of ms), so a short delay changes nothing it shows; the child's
+/// start time is read that much later (a pid is not reused within it: the kernel would have
+/// to cycle through every other pid first), and the 8 MiB receive buffer holds far more than
+/// this window's events.
+const BATCH: Duration = Duration::from_millis(25);
+
 fn read_loop(sock: OwnedFd, shared: Arc<Mutex<Shared>>, stop: Arc<AtomicBool>) {
     let mut buf = vec![0u8; 64 * 1024];
+    // After a datagram, read the rest without blocking; once drained, pause `BATCH`.
+    let mut draining = false;
     while !stop.load(Ordering::Relaxed) {
+        let flags = if draining { libc::MSG_DONTWAIT } else { 0 };
         // SAFETY: receiving into a live buffer of `buf.len()` bytes.
-        let n = unsafe { libc::recv(sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+        let n = unsafe { libc::recv(sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), flags) };
         if n < 0 {
             let e = io::Error::last_os_error();
             match e.raw_os_error() {
+                Some(libc::EAGAIN) if draining => {
+                    draining = false;
+                    std::thread::sleep(BATCH);
+                    continue;
+                }
                 Some(libc::EAGAIN) | Some(libc::EINTR) => continue,
                 Some(libc::ENOBUFS) => {
                     lock(&shared).lost = true;
@@ -384,6 +402,7 @@ fn read_loop(sock: OwnedFd, shared: Arc<Mutex<Shared>>, stop: Arc<AtomicBool>) {
         }
         let data = buf.get(..n as usize).unwrap_or_default();
         handle_datagram(data, &shared);
+        draining = true;
     }
 }
 

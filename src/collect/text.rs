@@ -18,7 +18,7 @@ pub fn snapshot_text(snap: &Snapshot) -> String {
 
 fn header(out: &mut String, snap: &Snapshot) {
     let t = snap.target_info();
-    let name = t.map_or_else(|| "?".to_owned(), |p| p.name.clone());
+    let name = t.map_or_else(|| "?".to_owned(), |p| p.name.to_string());
     let state = match t {
         Some(p) => match p.exit {
             Some(x) => format!("exited ({})", exit_text(x.status)),

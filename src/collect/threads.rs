@@ -14,7 +14,7 @@ use crate::collect::dirscan::DirScanner;
 use crate::collect::procfs::{self, ProcFile};
 use crate::collect::syscalls;
 use crate::collect::tree::Clock;
-use crate::model::{RunState, ThreadInfo, WaitPoint};
+use crate::model::{RunState, SharedStr, ThreadInfo, WaitPoint};
 use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::{CStr, CString};
@@ -151,7 +151,7 @@ impl Slot {
             sched_ns_at_stat: 0,
             info: ThreadInfo {
                 tid,
-                name: String::new(),
+                name: SharedStr::default(),
                 state: RunState::Other('?'),
                 wait: WaitPoint::default(),
                 cpu_ticks: 0,
@@ -259,7 +259,7 @@ impl Slot {
             self.info.cpu_ticks
         };
         if stat.comm != self.info.name {
-            self.info.name = stat.comm;
+            self.info.name = stat.comm.into();
         }
         self.info.state = state;
         self.info.cpu_ticks = stat.cpu_ticks;

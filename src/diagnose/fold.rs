@@ -347,7 +347,7 @@ fn proc_name(f: &Facts, key: crate::model::ProcKey) -> String {
         .processes
         .iter()
         .find(|p| p.key == key)
-        .map_or_else(String::new, |p| p.name.clone())
+        .map_or_else(String::new, |p| p.name.to_string())
 }
 
 /// How a node is named in a line.

@@ -352,7 +352,7 @@ struct Driver {
     /// The last [`SessionHandle::show_threads`] set, sorted.
     shown: Option<Vec<i32>>,
     /// Whether the target is a JVM, by the target's name when it was asked (an exec renames).
-    jvm_memo: Option<(String, bool)>,
+    jvm_memo: Option<(crate::model::SharedStr, bool)>,
     jvm: JvmDumps,
     /// The JVM thread dump under way (at most one), with the tids it was asked for.
     jvm_dumps: JoinSet<(Result<crate::jvm::Dump, String>, Vec<i32>)>,

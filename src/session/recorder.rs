@@ -677,7 +677,7 @@ mod tests {
             0 => t.cpu_ticks += u64::from(seed % 5),
             1 => t.cpu_percent = F32S[k],
             2 => t.state = [RunState::Running, RunState::Sleeping, RunState::Other('W')][k % 3],
-            3 => t.name = format!("n{}", seed % 3),
+            3 => t.name = format!("n{}", seed % 3).into(),
             4 => t.wait.wchan = seed.is_multiple_of(2).then(|| "do_poll".into()),
             5 => t.wait.syscall_args = vec![u64::from(seed); k],
             6 => t.voluntary_ctxt_switches = (!seed.is_multiple_of(3)).then_some(u64::from(seed)),

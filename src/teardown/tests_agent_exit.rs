@@ -392,7 +392,7 @@ fn our_own_zombie_child_is_no_leftover() {
 fn thread(tid: i32) -> ThreadInfo {
     ThreadInfo {
         tid,
-        name: format!("t{tid}"),
+        name: format!("t{tid}").into(),
         state: RunState::Sleeping,
         wait: WaitPoint::default(),
         cpu_ticks: 0,

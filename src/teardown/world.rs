@@ -63,7 +63,7 @@ impl World {
     pub fn absorb(&mut self, snap: std::sync::Arc<Snapshot>) -> Vec<(ProcKey, ExitStatus)> {
         let mut new_exits = Vec::new();
         for p in &snap.processes {
-            self.names.insert(p.key, p.name.clone()); // latest: comm changes at exec
+            self.names.insert(p.key, p.name.to_string()); // latest: comm changes at exec
             if let Some(exit) = p.exit
                 && !self.exited.contains_key(&p.key)
             {
@@ -361,7 +361,7 @@ impl World {
         };
         Some(Leftover {
             pid: p.key.pid,
-            name: p.name.clone(),
+            name: p.name.to_string(),
             kind,
             reason,
         })

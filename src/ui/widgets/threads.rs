@@ -26,7 +26,7 @@ pub fn render(frame: &mut Frame, area: Rect, s: &Screen) -> Rows {
             let t = r.thread;
             let name = match r.agent {
                 Some(a) if a.name != t.name => format!("{} ({})", t.name, a.name),
-                _ => t.name.clone(),
+                _ => t.name.to_string(),
             };
             let wait = match (&t.wait.syscall, &t.wait.wchan) {
                 (Some(sc), Some(w)) => format!("{sc} · {w}"),
