@@ -291,3 +291,71 @@ print(json.dumps(out))
         );
     }
 }
+
+/// A thread running Python code moves under the reader: every read of it is either a real
+/// stack (its frames, outermost first, are the thread's call path) or refused, never a mix.
+#[test]
+fn a_running_thread_reads_as_a_real_stack() {
+    let script = r#"
+import os, sys, threading, time
+def busy_leaf(n):
+    return sum(range(n))
+def busy_middle():
+    x = 0
+    for i in range(50):
+        x += busy_leaf(i)
+    return x
+def busy_outer():
+    while True:
+        busy_middle()
+threading.Thread(target=busy_outer, name="busy", daemon=True).start()
+print("ready", flush=True)
+parent = os.getppid()
+while os.getppid() == parent:
+    time.sleep(0.2)
+"#;
+    let mut cmd = Command::new(interpreter("3.11.7"));
+    cmd.args(["-c", script]);
+    let t = Target::start(cmd, &[], None);
+    let pid = t.pid();
+    let reader = Reader::open(pid, &maps(pid)).unwrap();
+    let (mut ok, mut refused) = (0, 0);
+    for _ in 0..200 {
+        let read = match reader.read() {
+            Ok(r) => r,
+            Err(Failure::Inconsistent(_)) => {
+                refused += 1;
+                continue;
+            }
+            Err(f) => panic!("{f:?}"),
+        };
+        let Some(busy) = read
+            .threads
+            .iter()
+            .find(|t| t.frames.iter().any(|f| f.function == "busy_outer"))
+        else {
+            continue; // not started yet
+        };
+        let names: Vec<&str> = busy
+            .frames
+            .iter()
+            .rev()
+            .map(|f| f.function.as_str())
+            .collect();
+        let path = [
+            "Thread._bootstrap",
+            "Thread._bootstrap_inner",
+            "Thread.run",
+            "busy_outer",
+        ];
+        assert_eq!(&names[..4], &path, "{names:?}");
+        // Below busy_outer: nothing, busy_middle, or busy_middle -> busy_leaf.
+        let rest = &names[4..];
+        assert!(
+            matches!(rest, [] | ["busy_middle"] | ["busy_middle", "busy_leaf"]),
+            "not a call path of the busy thread: {names:?}"
+        );
+        ok += 1;
+    }
+    assert!(ok > 100, "{ok} good reads, {refused} refused");
+}

@@ -135,12 +135,7 @@ impl Reader {
                 .ok_or_else(|| bad(format!("{what} at {at:#x} unreadable")))
         };
         // Thread states of every interpreter, in list order.
-        struct Thread {
-            tid: i32,
-            frame: u64,
-        }
         let mut threads: Vec<Thread> = Vec::new();
-        let mut cframes: Vec<u64> = Vec::new();
         let mut interp = ptr(
             mem,
             self.syms.runtime + l.runtime_interpreters_head,
@@ -170,69 +165,37 @@ impl Reader {
                 let native = u64_at(&t, l.tstate_native_thread_id);
                 threads.push(Thread {
                     tid: i32::try_from(native).unwrap_or(0),
-                    frame: l.tstate_current_frame.map_or(0, |o| u64_at(&t, o)),
+                    tstate: ts,
+                    raw: t,
                 });
-                cframes.push(l.tstate_cframe.map_or(0, |o| u64_at(&t, o)));
-                ts = u64_at(&t, l.tstate_next);
+                ts = u64_at(&threads[threads.len() - 1].raw, l.tstate_next);
             }
             interp = u64_at(&is, l.interp_next);
         }
-        // 3.11/3.12: the current frame hangs off the thread's C frame.
-        if l.tstate_cframe.is_some() {
-            let reqs: Vec<(u64, usize)> = cframes
-                .iter()
-                .map(|&c| {
-                    (
-                        if c == 0 {
-                            0
-                        } else {
-                            c + l.cframe_current_frame
-                        },
-                        8,
-                    )
-                })
-                .collect();
-            for ((t, got), &c) in threads.iter_mut().zip(mem.read_many(&reqs)).zip(&cframes) {
-                t.frame = match got {
-                    Some(b) => u64_at(&b, 0),
-                    None if c == 0 => 0,
-                    None => return Err(bad(format!("C frame at {c:#x} unreadable"))),
-                };
+        let starts = self.current_frames(mem, &threads)?;
+        let (mut raw, tops) = self.chains(mem, &threads, &starts)?;
+        // A thread running Python code moves while its chain is read a level at a time:
+        // where its top frame (or the instruction in it) changed, its chain is read again on
+        // its own, with no other thread's reads in between (py-spy's window).
+        let ts_reqs: Vec<(u64, usize)> =
+            threads.iter().map(|t| (t.tstate, l.tstate_len())).collect();
+        for (t, fresh) in threads.iter_mut().zip(mem.read_many(&ts_reqs)) {
+            if let Some(fresh) = fresh {
+                t.raw = fresh;
             }
         }
-        // Frame chains, one level of every thread per call.
-        struct Raw {
-            code: u64,
-            instr: u64,
-        }
-        let mut raw: Vec<Vec<Raw>> = threads.iter().map(|_| Vec::new()).collect();
-        let mut cursor: Vec<u64> = threads.iter().map(|t| t.frame).collect();
-        for depth in 0.. {
-            let live: Vec<usize> = (0..cursor.len()).filter(|&i| cursor[i] != 0).collect();
-            if live.is_empty() {
-                break;
-            }
-            if depth >= MAX_DEPTH {
-                return Err(bad(format!(
-                    "the frame chain of thread {} does not end",
-                    threads[live[0]].tid
-                )));
-            }
-            let reqs: Vec<(u64, usize)> =
-                live.iter().map(|&i| (cursor[i], l.frame_len())).collect();
-            for (&i, got) in live.iter().zip(mem.read_many(&reqs)) {
-                let f = got.ok_or_else(|| bad(format!("frame at {:#x} unreadable", cursor[i])))?;
-                cursor[i] = u64_at(&f, l.frame_previous);
-                let owner = f.get(l.frame_owner as usize).copied().unwrap_or(0);
-                let code = u64_at(&f, l.frame_code);
-                // Shim frames of C calls into Python carry no Python code.
-                if Some(owner) == l.owner_cstack || code == 0 {
-                    continue;
-                }
-                raw[i].push(Raw {
-                    code,
-                    instr: u64_at(&f, l.frame_instr),
-                });
+        let now = self.current_frames(mem, &threads)?;
+        let top_reqs: Vec<(u64, usize)> = now.iter().map(|&f| (f, l.frame_len())).collect();
+        let now_tops: Vec<u64> = mem
+            .read_many(&top_reqs)
+            .into_iter()
+            .map(|f| f.map_or(0, |f| u64_at(&f, l.frame_instr)))
+            .collect();
+        for i in 0..threads.len() {
+            if (now[i], now_tops[i]) != (starts[i], tops[i]) {
+                let one = std::slice::from_ref(&threads[i]);
+                let (mut again, _) = self.chains(mem, one, &now[i..=i])?;
+                raw[i] = again.pop().unwrap_or_default();
             }
         }
         // Code objects, each once.
@@ -383,6 +346,102 @@ impl Reader {
             });
         }
         Ok(out)
+    }
+}
+
+/// A thread state as read: its kernel tid, address and bytes.
+struct Thread {
+    tid: i32,
+    tstate: u64,
+    raw: Vec<u8>,
+}
+
+/// A Python frame as read: its code object and instruction pointer.
+struct Raw {
+    code: u64,
+    instr: u64,
+}
+
+impl Reader {
+    /// Each thread's current frame: in its thread state (3.13) or its C frame (3.11/3.12,
+    /// one batched read).
+    fn current_frames(&self, mem: &mut Mem, threads: &[Thread]) -> Result<Vec<u64>, Failure> {
+        let l = &self.layout;
+        if let Some(off) = l.tstate_current_frame {
+            return Ok(threads.iter().map(|t| u64_at(&t.raw, off)).collect());
+        }
+        let off = l.tstate_cframe.unwrap_or(0);
+        let cframes: Vec<u64> = threads.iter().map(|t| u64_at(&t.raw, off)).collect();
+        let reqs: Vec<(u64, usize)> = cframes
+            .iter()
+            .map(|&c| {
+                (
+                    if c == 0 {
+                        0
+                    } else {
+                        c + l.cframe_current_frame
+                    },
+                    8,
+                )
+            })
+            .collect();
+        mem.read_many(&reqs)
+            .into_iter()
+            .zip(cframes)
+            .map(|(got, c)| match got {
+                Some(b) => Ok(u64_at(&b, 0)),
+                None if c == 0 => Ok(0),
+                None => Err(Failure::Inconsistent(format!(
+                    "C frame at {c:#x} unreadable"
+                ))),
+            })
+            .collect()
+    }
+
+    /// The frame chains from `starts`, one level of every thread per call, innermost first;
+    /// also the instruction pointer of each thread's top frame (to see if it moved).
+    fn chains(
+        &self,
+        mem: &mut Mem,
+        threads: &[Thread],
+        starts: &[u64],
+    ) -> Result<(Vec<Vec<Raw>>, Vec<u64>), Failure> {
+        let l = &self.layout;
+        let mut raw: Vec<Vec<Raw>> = threads.iter().map(|_| Vec::new()).collect();
+        let mut tops = vec![0u64; threads.len()];
+        let mut cursor = starts.to_vec();
+        for depth in 0.. {
+            let live: Vec<usize> = (0..cursor.len()).filter(|&i| cursor[i] != 0).collect();
+            if live.is_empty() {
+                break;
+            }
+            if depth >= MAX_DEPTH {
+                return Err(Failure::Inconsistent(format!(
+                    "the frame chain of thread {} does not end",
+                    threads[live[0]].tid
+                )));
+            }
+            let reqs: Vec<(u64, usize)> =
+                live.iter().map(|&i| (cursor[i], l.frame_len())).collect();
+            for (&i, got) in live.iter().zip(mem.read_many(&reqs)) {
+                let f = got.ok_or_else(|| {
+                    Failure::Inconsistent(format!("frame at {:#x} unreadable", cursor[i]))
+                })?;
+                cursor[i] = u64_at(&f, l.frame_previous);
+                let instr = u64_at(&f, l.frame_instr);
+                if depth == 0 {
+                    tops[i] = instr;
+                }
+                let owner = f.get(l.frame_owner as usize).copied().unwrap_or(0);
+                let code = u64_at(&f, l.frame_code);
+                // Shim frames of C calls into Python carry no Python code.
+                if Some(owner) == l.owner_cstack || code == 0 {
+                    continue;
+                }
+                raw[i].push(Raw { code, instr });
+            }
+        }
+        Ok((raw, tops))
     }
 }
 
