@@ -7,6 +7,9 @@
 #
 #   bench/cold_cli.sh [RUNS (default 10)]
 #   LT=path/to/lifecycle-top bench/cold_cli.sh     # measure another build
+#   BEFORE=path/to/older/lifecycle-top bench/cold_cli.sh   # the Python row for that build
+#                                                   # too, in the same run (before/after)
+#   ONLY=python bench/cold_cli.sh                   # only the Python row(s)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-10}
@@ -19,12 +22,14 @@ wait_ready() {
     exit 1
 }
 
+if [ "${ONLY:-}" != python ]; then
 gcc -O2 -o "$tmp/tree_target" bench/tree_target.c -lpthread
 "$tmp/tree_target" 1000 190 >"$tmp/tree.pid" &
 pids+=($!)
 for _ in $(seq 100); do [ -s "$tmp/tree.pid" ] && break; sleep 0.1; done
 T=$(cat "$tmp/tree.pid")
 compare "snapshot --pid, 1,000 threads" "$LT snapshot --pid $T" "ps -T -o tid,stat,wchan,comm -p $T"
+fi
 
 python3 tests/targets/stacks_blocked.py 100 >"$tmp/py.out" &
 pids+=($!)
@@ -33,6 +38,10 @@ PY=${pids[-1]}
 # The py-spy binary itself, not a version manager's shim (pyenv's adds a few ms of shell).
 PYSPY=$(pyenv which py-spy 2>/dev/null || command -v py-spy)
 compare "stacks --pid, 100 Python threads" "$LT stacks --pid $PY" "$PYSPY dump --pid $PY"
+if [ -n "${BEFORE:-}" ]; then
+    LT=$BEFORE compare "stacks --pid, 100 Python threads, build $BEFORE" "$BEFORE stacks --pid $PY" "$PYSPY dump --pid $PY"
+fi
+[ "${ONLY:-}" = python ] && exit 0
 
 gcc -O0 -g -pthread -o "$tmp/stacks_blocked" tests/targets/stacks_blocked.c
 "$tmp/stacks_blocked" 100 >"$tmp/c.out" &

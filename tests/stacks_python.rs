@@ -1,8 +1,9 @@
 //! Python targets: CPython threads blocked in named functions. With the agent's `stacks`
 //! result (from the real agent in assets/agent over its socket, and from the target itself
 //! producing the same format) the Python function names appear on the right kernel thread,
-//! next to its native frames and wait point. Without an agent, py-spy
-//! (as a library) reads the same names from outside, joined by os_thread_id.
+//! next to its native frames and wait point. Without an agent, the same names are read from
+//! outside (the built-in CPython reader, py-spy for other versions), joined by the native
+//! thread id; tests/stacks_cpython.rs compares the two readers.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod stacks_common;
@@ -52,7 +53,7 @@ fn python_names_from_agent_result_join_kernel_threads() {
 }
 
 #[test]
-fn python_names_without_agent_via_py_spy() {
+fn python_names_without_agent_read_from_outside() {
     // The dump only makes the target wait until its threads are blocked; it is not used.
     let (t, _) = python_target(2, true);
     let snap = stacks::capture(t.pid(), &[], &StackOptions::default());

@@ -6,6 +6,7 @@
 //! can say how much to trust what they show. No drawing here: see `ui::widgets::stacks`.
 
 pub mod cli;
+pub mod cpython;
 mod from_agent;
 pub mod kernel;
 pub mod native;

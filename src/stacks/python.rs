@@ -1,7 +1,9 @@
 //! Python frames joined to kernel threads (and JavaScript frames, from the Node.js agent's
 //! answer of the same shape). With an agent connected, its `stacks` response
 //! (`sys._current_frames()` keyed by `Thread.native_id`) is parsed here; without one, a
-//! CPython process is read from outside by py-spy (see `pyspy`). Frames are innermost first
+//! CPython process is read from outside: by the built-in reader (`cpython`, 3.11-3.13) or,
+//! for other versions and reads that do not hold together, by py-spy (`pyspy`). The choice
+//! is made here ([`read_outside`]) and said in each stack's note. Frames are innermost first
 //! everywhere, and Python stacks go first in a thread's list (they say the most).
 
 use super::{Frame, SourceError, SourceKind, SourceStack, StackOptions, ThreadStacks};
@@ -147,8 +149,97 @@ pub fn join_agent(
     }
 }
 
-/// A py-spy read under way on the `lt-pyspy` thread (see [`start`]).
-pub struct Pending(std::sync::mpsc::Receiver<Result<Vec<PyThreadStack>, SourceError>>);
+/// Python frames read from outside (no agent), and which reader gave them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outside {
+    pub threads: Vec<PyThreadStack>,
+    /// Set on every stack: `CPython 3.11.7 reader` when the built-in reader
+    /// ([`super::cpython`]) read them, else `py-spy: <why the built-in reader could not>`.
+    pub note: String,
+    /// The built-in reader gave them (not py-spy).
+    pub built_in: bool,
+}
+
+thread_local! {
+    // The built-in reader of each process (its layout and symbol addresses), kept for warm
+    // snapshots on the `lt-pyspy` thread; a process it refused is remembered as refused.
+    static READERS: std::cell::RefCell<std::collections::HashMap<(i32, u64), Result<super::cpython::Reader, String>>> =
+        Default::default();
+}
+
+/// Read the Python stacks of `pid` (started at `start_time`) from outside: the built-in
+/// reader for the CPython versions it knows (an inconsistent read is retried once), py-spy
+/// for the others and when the built-in reader's reads do not hold together. `maps` is
+/// /proc/PID/maps when already read. `edit_layout` (tests) alters the built-in reader's
+/// layout, to check that a wrong one is caught and falls back.
+pub fn read_outside(
+    pid: i32,
+    start_time: u64,
+    maps: Option<&str>,
+    edit_layout: Option<fn(&mut super::cpython::layout::Layout)>,
+) -> Result<Outside, SourceError> {
+    use super::cpython::{Failure, Reader};
+    let reader = READERS.with(|cell| {
+        let mut readers = cell.borrow_mut();
+        readers.retain(|(p, _), _| std::path::Path::new(&format!("/proc/{p}")).exists());
+        readers
+            .entry((pid, start_time))
+            .or_insert_with(|| {
+                let owned;
+                let maps = match maps {
+                    Some(m) => m,
+                    None => {
+                        owned = fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
+                        &owned
+                    }
+                };
+                Reader::open(pid, maps).map_err(|f| f.reason().to_string())
+            })
+            .clone()
+    });
+    let why_not = match reader {
+        Ok(reader) => {
+            let reader = match edit_layout {
+                Some(edit) => reader.with_layout(edit),
+                None => reader,
+            };
+            // A read racing the interpreter (a thread starting, a frame pushed) once more.
+            match reader.read().or_else(|_| reader.read()) {
+                Ok(read) => {
+                    return Ok(Outside {
+                        threads: read.threads,
+                        note: format!("CPython {} reader", reader.version()),
+                        built_in: true,
+                    });
+                }
+                Err(Failure::Inconsistent(r) | Failure::Unsupported(r)) => format!(
+                    "the built-in CPython {} reader read inconsistent data twice ({r})",
+                    reader.version()
+                ),
+            }
+        }
+        Err(r) => format!("built-in reader: {r}"),
+    };
+    match super::pyspy::capture(pid, start_time) {
+        Ok(threads) => Ok(Outside {
+            threads,
+            note: format!("py-spy; {why_not}"),
+            built_in: false,
+        }),
+        Err(mut e) => {
+            e.message = format!("{}; {why_not}", e.message);
+            Err(e)
+        }
+    }
+}
+
+/// py-spy's read alone (tests compare the built-in reader with it).
+pub fn read_with_py_spy(pid: i32, start_time: u64) -> Result<Vec<PyThreadStack>, SourceError> {
+    super::pyspy::capture(pid, start_time)
+}
+
+/// A read from outside under way on the `lt-pyspy` thread (see [`start`]).
+pub struct Pending(std::sync::mpsc::Receiver<Result<Outside, SourceError>>);
 
 /// Start reading Python stacks without an agent, if the options ask for it, no agent answer
 /// is joined already and `pid` runs CPython. The read runs on its own thread while the
@@ -161,21 +252,27 @@ pub fn start(pid: i32, maps_text: Option<&str>, opts: &StackOptions) -> Option<P
         Some(st) => st,
         None => crate::collect::procfs::read_start_time(pid).ok()?,
     };
-    Some(Pending(
-        super::worker::PYSPY.submit(move || super::pyspy::capture(pid, start)),
-    ))
+    let maps = maps_text.map(str::to_owned);
+    Some(Pending(super::worker::PYSPY.submit(move || {
+        read_outside(pid, start, maps.as_deref(), None)
+    })))
 }
 
-/// Join a py-spy read started by [`start`] into `threads` (Python first).
+/// Join a read started by [`start`] into `threads` (Python first).
 pub fn finish(pending: Pending, threads: &mut [ThreadStacks], errors: &mut Vec<SourceError>) {
     let answer = pending.0.recv().unwrap_or_else(|_| {
         Err(SourceError {
             source: SourceKind::PySpyPython,
-            message: "py-spy read failed internally (a bug: please report it with the log)".into(),
+            message: "Python stack read failed internally (a bug: please report it with the log)"
+                .into(),
         })
     });
     match answer {
-        Ok(list) => {
+        Ok(Outside {
+            threads: list,
+            note,
+            ..
+        }) => {
             let mut unjoined = 0;
             for PyThreadStack { tid, frames, .. } in list {
                 match threads.iter_mut().find(|t| t.tid == tid) {
@@ -183,7 +280,7 @@ pub fn finish(pending: Pending, threads: &mut [ThreadStacks], errors: &mut Vec<S
                         let stack = SourceStack {
                             source: SourceKind::PySpyPython,
                             frames,
-                            note: None,
+                            note: Some(note.clone()),
                         };
                         t.stacks.insert(0, stack);
                     }
@@ -196,7 +293,8 @@ pub fn finish(pending: Pending, threads: &mut [ThreadStacks], errors: &mut Vec<S
                     source: SourceKind::PySpyPython,
                     message: format!(
                         "{unjoined} Python threads could not be joined to kernel threads \
-                         (CPython < 3.11 has no native id): use the agent for joined stacks"
+                         (CPython < 3.11 has no native id): use the agent for joined stacks \
+                         (read by {note})"
                     ),
                 });
             }
