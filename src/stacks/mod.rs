@@ -46,7 +46,9 @@ impl SourceKind {
             Self::AgentPython => "python (agent)",
             Self::AgentJs => "javascript (agent)",
             Self::Java => "java",
-            Self::PySpyPython => "python (py-spy)",
+            // Read from the process memory without an agent: the built-in CPython reader or
+            // py-spy, which the stack's note names.
+            Self::PySpyPython => "python (memory)",
             Self::Native => "native",
             Self::Kernel => "kernel",
         }
