@@ -198,7 +198,7 @@ def main():
         tpid = int(target.stdout.readline())
         subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "160", "-y", "48",
                         f"ulimit -n $(ulimit -Hn); echo $$ > {tmp}/lt.pid; "
-                        f"exec {env}{lt} --pid {tpid} --interval 1000"], check=True)
+                        f"exec {env}{lt} --pid {tpid} --interval 1000 2>{tmp}/lt.err"], check=True)
         deadline = time.monotonic() + 10
         while not os.path.exists(f"{tmp}/lt.pid") or not open(f"{tmp}/lt.pid").read().strip():
             if time.monotonic() > deadline:
@@ -207,7 +207,8 @@ def main():
         pid = int(open(f"{tmp}/lt.pid").read())
         time.sleep(a.wait)
         if not os.path.exists(f"/proc/{pid}"):
-            sys.exit("error: the dashboard exited early (run it by hand to see why)")
+            err = open(f"{tmp}/lt.err", errors="replace").read().strip()
+            sys.exit(f"error: the dashboard exited early: {err or 'nothing on its stderr'}")
         agg, status = smaps(pid)
         print(f"lifecycle-top --pid (tree_target {a.threads} threads, {children} children), "
               f"after {a.wait:.0f} s:")
