@@ -40,13 +40,17 @@ const FUTEX_TID_MASK: u32 = 0x3fff_ffff;
 /// `PTHREAD_MUTEX_KIND_MASK_NP` plus the robust, PI and PP flags glibc keeps in `__kind`.
 const MUTEX_KIND_OK: u32 = 3 | 16 | 32 | 64 | 128;
 
-/// Judges a `futex(uaddr, op, val, ...)` wait of a thread of a process whose live thread
-/// ids are `tids`. `words`: what was read at `uaddr` (`None`: unreadable).
-pub fn classify_futex(args: &[u64], words: Option<FutexWords>, tids: &[i32]) -> Option<FutexWait> {
+/// Judges a `futex(uaddr, op, val, ...)` wait of a thread of a process; `other(tid)`: `tid`
+/// is another live thread of it. `words`: what was read at `uaddr` (`None`: unreadable).
+pub fn classify_futex(
+    args: &[u64],
+    words: Option<FutexWords>,
+    other: impl Fn(i32) -> bool,
+) -> Option<FutexWait> {
     let addr = *args.first()?;
     let op = args.get(1)? & !FUTEX_FLAGS;
     let val = args.get(2).map_or(0, |v| *v as u32);
-    let live = |t: i32| t > 0 && tids.contains(&t);
+    let live = |t: i32| t > 0 && other(t);
     match op {
         FUTEX_LOCK_PI | FUTEX_LOCK_PI2 => {
             let owner = (words?[0] & FUTEX_TID_MASK) as i32;
@@ -185,8 +189,9 @@ mod tests {
     #[test]
     fn futex_words_are_judged_by_shape() {
         let tids = [100, 101, 102];
+        let tids = |t: i32| tids.contains(&t);
         // A mutex held by 101 with waiters; private flag set on the op.
-        let m = classify_futex(&[0x1000, 128, 2], Some([2, 0, 101, 2, 0]), &tids);
+        let m = classify_futex(&[0x1000, 128, 2], Some([2, 0, 101, 2, 0]), tids);
         assert_eq!(
             m,
             Some(FutexWait::Mutex {
@@ -196,21 +201,21 @@ mod tests {
         );
         // A recursive robust mutex kind is still a mutex; an owner of another process is not.
         assert!(matches!(
-            classify_futex(&[1, 0, 2], Some([2, 1, 102, 1, 1 | 16]), &tids),
+            classify_futex(&[1, 0, 2], Some([2, 1, 102, 1, 1 | 16]), tids),
             Some(FutexWait::Mutex { owner: 102, .. })
         ));
         assert_eq!(
-            classify_futex(&[1, 0, 2], Some([2, 0, 999, 1, 0]), &tids),
+            classify_futex(&[1, 0, 2], Some([2, 0, 999, 1, 0]), tids),
             Some(FutexWait::Other { addr: 1 })
         );
         // A kind with bits glibc never sets: not a mutex (a condvar or a semaphore).
         assert_eq!(
-            classify_futex(&[1, 0, 2], Some([2, 0, 101, 1, 0x4000]), &tids),
+            classify_futex(&[1, 0, 2], Some([2, 0, 101, 1, 0x4000]), tids),
             Some(FutexWait::Other { addr: 1 })
         );
         // pthread_join: the word and the expected value are the joined thread's tid.
         assert_eq!(
-            classify_futex(&[8, 9, 102], Some([102, 0, 0, 0, 0]), &tids),
+            classify_futex(&[8, 9, 102], Some([102, 0, 0, 0, 0]), tids),
             Some(FutexWait::Join { addr: 8, tid: 102 })
         );
         // PI: the owner is in the word, with the waiters bit.
@@ -218,7 +223,7 @@ mod tests {
             classify_futex(
                 &[4, 6 | 128, 0],
                 Some([0x8000_0000 | 100, 0, 0, 0, 0]),
-                &tids
+                tids
             ),
             Some(FutexWait::PiMutex {
                 addr: 4,
@@ -226,9 +231,9 @@ mod tests {
             })
         );
         // Not a wait (FUTEX_WAKE = 1), or unreadable words.
-        assert_eq!(classify_futex(&[4, 1, 1], None, &tids), None);
+        assert_eq!(classify_futex(&[4, 1, 1], None, tids), None);
         assert_eq!(
-            classify_futex(&[4, 0, 2], None, &tids),
+            classify_futex(&[4, 0, 2], None, tids),
             Some(FutexWait::Other { addr: 4 })
         );
     }

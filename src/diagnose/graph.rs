@@ -7,7 +7,7 @@ use super::Facts;
 use crate::collect::waits::{FdObject, ThreadWait};
 use crate::model::ProcKey;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 /// Something that can wait or be waited for.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -239,8 +239,14 @@ pub fn build(f: &Facts) -> Graph {
         }
     }
     agent_edges(f, &mut g, &by_pid);
+    // Each process's thread ids, once: a futex wait names an owner only if it is one of them
+    // (a list rebuilt per waiter was quadratic at 10,000 threads).
+    let mut tids: HashMap<ProcKey, HashSet<i32>> = HashMap::new();
     for t in &f.waits.threads {
-        proc_edges(f, t, &mut g, &by_pid);
+        tids.entry(t.key).or_default().insert(t.tid);
+    }
+    for t in &f.waits.threads {
+        proc_edges(f, t, &mut g, &by_pid, &tids);
     }
     // A thread in futex that nothing above explains: its owner is not known.
     let unexplained = f.waits.threads.iter().any(|t| {
@@ -504,7 +510,13 @@ fn node_loop_edges(f: &Facts, g: &mut Graph) {
     }
 }
 
-fn proc_edges(f: &Facts, t: &ThreadWait, g: &mut Graph, by_pid: &BTreeMap<i32, ProcKey>) {
+fn proc_edges(
+    f: &Facts,
+    t: &ThreadWait,
+    g: &mut Graph,
+    by_pid: &BTreeMap<i32, ProcKey>,
+    tids: &HashMap<ProcKey, HashSet<i32>>,
+) {
     let Some(sc) = t.syscall.as_deref() else {
         return;
     };
@@ -570,7 +582,7 @@ fn proc_edges(f: &Facts, t: &ThreadWait, g: &mut Graph, by_pid: &BTreeMap<i32, P
                 ));
             }
         }
-        "futex" => futex_edge(f, t, from, g),
+        "futex" => futex_edge(t, tids, from, g),
         _ if !t.polled.is_empty() => {
             for &fd in &t.polled {
                 if let Some(FdObject::Socket { inode }) = fd_object(f, t.key, fd) {
@@ -785,15 +797,10 @@ fn pipe_edges(
 }
 
 /// A `futex` wait: a pthread mutex's owner, a joined thread, or (no owner known) nothing.
-fn futex_edge(f: &Facts, t: &ThreadWait, from: Node, g: &mut Graph) {
+fn futex_edge(t: &ThreadWait, tids: &HashMap<ProcKey, HashSet<i32>>, from: Node, g: &mut Graph) {
     use crate::collect::memwait::{FutexWait, classify_futex};
-    let tids: Vec<i32> = f
-        .waits
-        .threads
-        .iter()
-        .filter(|x| x.key == t.key && x.tid != t.tid)
-        .map(|x| x.tid)
-        .collect();
+    let others = tids.get(&t.key);
+    let other = |tid: i32| tid != t.tid && others.is_some_and(|s| s.contains(&tid));
     let thread = |tid: i32| Node::Thread { key: t.key, tid };
     // The runtime (agent, thread dump) already said what this thread waits for: the futex is
     // how it waits (a JVM launcher's pthread_join of the thread that runs main()), not a
@@ -803,7 +810,7 @@ fn futex_edge(f: &Facts, t: &ThreadWait, from: Node, g: &mut Graph) {
     {
         return;
     }
-    let (to, kind, detail) = match classify_futex(&t.args, t.futex_words, &tids) {
+    let (to, kind, detail) = match classify_futex(&t.args, t.futex_words, other) {
         Some(FutexWait::Mutex { addr, owner }) => (
             thread(owner),
             EdgeKind::Mutex {
