@@ -47,8 +47,13 @@ time.sleep(600)
             ""
         }
     );
+    python_ready(&code, agent)
+}
+
+/// `python3 -c code` (with the agent on its path when `agent`), once it printed "ready".
+fn python_ready(code: &str, agent: bool) -> Target {
     let mut cmd = Command::new("python3");
-    cmd.args(["-c", &code]).stdout(Stdio::piped());
+    cmd.args(["-c", code]).stdout(Stdio::piped());
     if agent {
         cmd.env("PYTHONPATH", agent_dir());
     }
@@ -137,19 +142,7 @@ async def main():
     await t
 asyncio.run(main())
 "#;
-    let mut target = Target(
-        Command::new("python3")
-            .args(["-c", code])
-            .env("PYTHONPATH", agent_dir())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("python3 is needed for this test (apt install python3)"),
-    );
-    let mut line = String::new();
-    BufReader::new(target.0.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("target output");
-    assert_eq!(line.trim(), "ready");
+    let target = python_ready(code, true);
     let out = Command::new(BIN)
         .args(["snapshot", "--pid", &target.0.id().to_string()])
         .output()

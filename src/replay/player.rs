@@ -444,6 +444,34 @@ mod tests {
         serde_json::to_value(&m).expect("a Model serializes")
     }
 
+    /// A dashboard that folded the first `n` events straight.
+    fn straight(events: &[Stamped], n: usize) -> Dashboard {
+        let mut d = Dashboard::new();
+        for e in &events[..n] {
+            let _ = d.apply(e);
+        }
+        d
+    }
+
+    /// Seeks `p` to `at` and checks it folded what a straight fold does (events and Model);
+    /// returns how many events that is.
+    fn seek_like_a_fold(
+        p: &mut Player,
+        dash: &mut Dashboard,
+        events: &[Stamped],
+        at: u64,
+    ) -> usize {
+        p.seek(dash, at);
+        let n = events.partition_point(|e| e.at.at_ms <= at);
+        assert_eq!(p.applied(), n, "at {at} ms");
+        assert_eq!(
+            serde_json::to_value(&dash.model).ok(),
+            Some(folded(events, n)),
+            "at {at} ms"
+        );
+        n
+    }
+
     #[test]
     fn seeking_back_and_forth_gives_the_model_of_a_straight_fold() {
         let (mut p, events, _dir) = player_of(&events(700));
@@ -457,20 +485,13 @@ mod tests {
         for at in [
             60_000u64, 30_050, 69_900, 100, 25_600, 0, 40_000, 40_200, 12_345, 69_900,
         ] {
-            p.seek(&mut dash, at);
-            let n = events.partition_point(|e| e.at.at_ms <= at);
-            assert_eq!(p.applied(), n);
+            let n = seek_like_a_fold(&mut p, &mut dash, &events, at);
+            // The status line the events set, as a dashboard folding them all shows it.
             assert_eq!(
-                serde_json::to_value(&dash.model).ok(),
-                Some(folded(&events, n)),
+                dash.view.status,
+                straight(&events, n).view.status,
                 "at {at} ms"
             );
-            // The status line the events set, as a dashboard folding them all shows it.
-            let mut straight = Dashboard::new();
-            for e in &events[..n] {
-                let _ = straight.apply(e);
-            }
-            assert_eq!(dash.view.status, straight.view.status, "at {at} ms");
         }
         p.seek(&mut dash, 0);
         p.step_forward(&mut dash);
@@ -516,14 +537,7 @@ mod tests {
         assert_eq!(p.checkpoints.len(), 1 + 1_500 / CHECKPOINT_MAX_EVENTS);
         let mut dash = Dashboard::new();
         for at in [149_900u64, 20_000, 100_050, 0, 77_700] {
-            p.seek(&mut dash, at);
-            let n = events.partition_point(|e| e.at.at_ms <= at);
-            assert_eq!(p.applied(), n);
-            assert_eq!(
-                serde_json::to_value(&dash.model).ok(),
-                Some(folded(&events, n)),
-                "at {at} ms"
-            );
+            seek_like_a_fold(&mut p, &mut dash, &events, at);
         }
     }
 
@@ -558,12 +572,8 @@ mod tests {
         let (mut p, events, _dir) = player_of(&events);
         let mut dash = Dashboard::new();
         for at in [23_900u64, 5_000, 12_250, 0, 19_999, 7_700] {
-            p.seek(&mut dash, at);
-            let n = events.partition_point(|e| e.at.at_ms <= at);
-            let mut straight = Dashboard::new();
-            for e in &events[..n] {
-                let _ = straight.apply(e);
-            }
+            let n = seek_like_a_fold(&mut p, &mut dash, &events, at);
+            let straight = straight(&events, n);
             assert!(!straight.view.gone.is_empty() || n < 3, "at {at} ms");
             assert_eq!(dash.view.gone, straight.view.gone, "at {at} ms");
             assert_eq!(dash.view.proc_order, straight.view.proc_order, "at {at} ms");
