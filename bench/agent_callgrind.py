@@ -25,8 +25,15 @@ per-task attribute store, or both (the cheapest complete recording: no check of 
 is the creator's, the creator known to be two frames up). `--work`: each task awaits
 `asyncio.sleep(0)` once (a task that does minimal real work).
 
-Run: python3 bench/agent_callgrind.py [--ops 100000] [--every 50000]
+`--origin` compares with "cr_origin depth 1" (instead of the wrapper; on ping-pong, instead of
+the agent variants): no agent, `sys.set_coroutine_origin_tracking_depth(1)`
+(CPython records each coroutine's creating frame, in C, as `cr_origin`): its cost per
+create_task, and on ping-pong its cost on every coroutine call (each `await asyncio.sleep(0)`
+makes one), since it records every coroutine, not only tasks'.
+
+Run: python3 bench/agent_callgrind.py [--ops 100000] [--every 50000] [--origin]
      python3 bench/agent_callgrind.py --workload create_task [--ops 20000] [--floor] [--work]
+                                      [--origin]
      python3 bench/agent_callgrind.py --workload thread_start [--ops 2000]
 Needs valgrind (apt-get install -y valgrind).
 """
@@ -46,6 +53,8 @@ AGENT_DIR = os.path.abspath(os.path.join(HERE, os.pardir, "assets", "agent"))
 
 TARGET = r"""
 import asyncio, os, sys
+if os.environ.get("ORIGIN"):
+    sys.set_coroutine_origin_tracking_depth(int(os.environ["ORIGIN"]))
 if os.environ.get("WITH_AGENT"):
     import lifecycle_top_agent
     lifecycle_top_agent.install()
@@ -81,6 +90,8 @@ asyncio.run(main())
 
 CREATE_TASK = r"""
 import os, sys
+if os.environ.get("ORIGIN"):
+    sys.set_coroutine_origin_tracking_depth(int(os.environ["ORIGIN"]))
 if os.environ.get("WITH_AGENT"):
     import lifecycle_top_agent
     lifecycle_top_agent.install()
@@ -133,18 +144,25 @@ for _ in range(N):
 """
 
 
+# --origin: no agent, sys.set_coroutine_origin_tracking_depth(1) (CPython records every
+# coroutine's creating frame in C as cr_origin, the candidate C-level creation site).
+ORIGIN_VARIANT = "cr_origin depth 1"
+
+
 def run_simple(tmp, script, variant, ops, n, work=False):
     """Instructions of `script` with `ops` operations under one variant."""
     out = os.path.join(tmp, "cg%d.out" % n)
     env = dict(os.environ)
     for k in ("LIFECYCLE_TOP_AGENT", "LIFECYCLE_TOP_SOCKET", "PYTHONPATH",
-              "LIFECYCLE_TOP_AGENT_WRAP_CREATE_TASK", "FLOOR", "WORK"):
+              "LIFECYCLE_TOP_AGENT_WRAP_CREATE_TASK", "FLOOR", "WORK", "ORIGIN"):
         env.pop(k, None)
     env["PYTHONHASHSEED"] = "0"  # the same dict layouts in every run
     if work:
         env["WORK"] = "1"
     floor = dict(FLOORS).get(variant)
-    if floor is not None:
+    if variant == ORIGIN_VARIANT:
+        env["ORIGIN"] = "1"  # no agent: CPython's own C-level record, nothing else
+    elif floor is not None:
         env.update(FLOOR=floor, PYTHONPATH=AGENT_DIR)
     elif variant != "no agent":
         env.update(WITH_AGENT="1", PYTHONPATH=AGENT_DIR,
@@ -160,11 +178,14 @@ def run_simple(tmp, script, variant, ops, n, work=False):
     return instructions(out)
 
 
-def main_simple(workload, ops, floor=False, work=False):
+def main_simple(workload, ops, floor=False, work=False, origin=False):
     script = CREATE_TASK if workload == "create_task" else THREAD_START
     variants = ["no agent", "agent"]
     if workload == "create_task":
-        variants += [name for name, _ in FLOORS] if floor else ["agent, wrapper"]
+        if origin:
+            variants.append(ORIGIN_VARIANT)
+        else:
+            variants += [name for name, _ in FLOORS] if floor else ["agent, wrapper"]
     print("python %s, %s%s: N=%d and 2N operations" % (
         sys.version.split()[0], workload,
         " (each task awaits asyncio.sleep(0) once)" if work else " (empty tasks)", ops))
@@ -229,9 +250,11 @@ def run(tmp, variant, ops, every, n):
     sock = os.path.join(tmp, "s%d" % n, "a.sock")
     out = os.path.join(tmp, "cg%d.out" % n)
     env = dict(os.environ)
-    for k in ("LIFECYCLE_TOP_AGENT", "LIFECYCLE_TOP_SOCKET", "PYTHONPATH"):
+    for k in ("LIFECYCLE_TOP_AGENT", "LIFECYCLE_TOP_SOCKET", "PYTHONPATH", "ORIGIN"):
         env.pop(k, None)
-    if variant != "no agent":
+    if variant == ORIGIN_VARIANT:
+        env["ORIGIN"] = "1"
+    elif variant != "no agent":
         # Not for "no agent": with the socket variable set, the agent's sitecustomize on
         # PYTHONPATH would start it there too.
         env.update(WITH_AGENT="1", PYTHONPATH=AGENT_DIR, LIFECYCLE_TOP_SOCKET=sock)
@@ -276,24 +299,30 @@ def main():
                     help="create_task: also the cheapest recordings there can be (lower bounds)")
     ap.add_argument("--work", action="store_true",
                     help="create_task: each task awaits asyncio.sleep(0) once (minimal real work)")
+    ap.add_argument("--origin", action="store_true",
+                    help="also no agent with sys.set_coroutine_origin_tracking_depth(1) "
+                         "(create_task, pingpong)")
     args = ap.parse_args()
     if shutil.which("valgrind") is None:
         raise SystemExit("valgrind is needed: apt-get install -y valgrind")
     if args.workload != "pingpong":
-        main_simple(args.workload, args.ops, args.floor, args.work)
+        main_simple(args.workload, args.ops, args.floor, args.work, args.origin)
         return
     print("python %s, ping-pong operations N=%d and 2N, a report every %d operations"
           % (sys.version.split()[0], args.ops, args.every))
+    variants = ["no agent", "agent idle", "agent + client"]
+    if args.origin:  # only what cr_origin costs every coroutine call
+        variants = ["no agent", ORIGIN_VARIANT]
     res = {}
     with tempfile.TemporaryDirectory(prefix="ltcg-") as tmp:
         os.chmod(tmp, 0o700)
         n = 0
-        for variant in ("no agent", "agent idle", "agent + client"):
+        for variant in variants:
             for ops in (args.ops, 2 * args.ops):
                 n += 1
                 res[(variant, ops)] = run(tmp, variant, ops, args.every, n)
     base_op = None
-    for variant in ("no agent", "agent idle", "agent + client"):
+    for variant in variants:
         i1, k1 = res[(variant, args.ops)]
         i2, k2 = res[(variant, 2 * args.ops)]
         per_op = (i2 - i1) / float(args.ops)

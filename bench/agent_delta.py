@@ -41,9 +41,11 @@ stall = [0.0]
 gc_max, gc_t0, gc_n = [0.0], [0.0], [0]
 def on_gc(phase, info):  # garbage collections hold the GIL too: told apart
     if phase == "start":
+        # Counted at the start: the waiting ticker may take the GIL inside the "stop"
+        # callback (a Python call, where the GIL can change hands) before a count there.
+        gc_n[0] += 1
         gc_t0[0] = time.perf_counter()
     else:
-        gc_n[0] += 1
         gc_max[0] = max(gc_max[0], time.perf_counter() - gc_t0[0])
 gc.callbacks.append(on_gc)
 def ticker():

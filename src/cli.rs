@@ -137,8 +137,10 @@ lifecycle-top snapshot --pid 4242 --watch 500ms | jq -c 'select(.end == null) | 
         /// Allow PTRACE_SEIZE+INTERRUPT for threads the ptrace-free path cannot read.
         #[arg(long)]
         seize: bool,
-        /// Also read system libraries' separate debug info (debug packages such as
-        /// libc6-dbg) for file:line of their frames; slower cold. Names come without it.
+        /// Also read debug info for file:line of the frames that are named from symbol
+        /// tables without it: system libraries (their separate debug packages, such as
+        /// libc6-dbg) and, when Python frames were read, the interpreter's own (libpython's
+        /// DWARF); slower cold. Names come without it.
         #[arg(long)]
         debug_info: bool,
     },

@@ -309,6 +309,9 @@ async fn drive(
         .and_then(|a| a.launched.as_ref())
         .map(|l| l.log_path.clone());
     let mut facts = crate::verdict::Facts::from_timeline(&timeline);
+    facts
+        .leftovers
+        .extend(crate::check::outcome::abandoned_threads(&model));
     facts.warnings = crate::check::outcome::warnings(
         &model,
         log.as_deref(),

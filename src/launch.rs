@@ -503,40 +503,51 @@ pub fn tail_log(path: &Path, max_lines: usize) -> Vec<String> {
 /// ones; older ones are removed at the next launch (a CI machine ran 10,000 launches in a
 /// day, and every agent lookup read the directory they filled).
 pub const KEEP_LAUNCH_LOGS: usize = 200;
+/// A launch log younger than this is never pruned (see [`prune_launch_logs`]).
+pub const PRUNE_MIN_AGE: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// Removes all but the `keep` most recent `launch-<pid>-<ms>.log` files of `dir` (regular
 /// files of our uid, never a link), never one whose lifecycle-top `<pid>` is still running.
 /// Best effort: returns how many were removed.
 pub fn prune_launch_logs(dir: &Path, keep: usize) -> usize {
     use std::os::unix::fs::MetadataExt;
-    let uid = rustix::process::geteuid().as_raw();
     let Ok(entries) = std::fs::read_dir(dir) else {
         return 0;
     };
-    let mut logs: Vec<(u64, PathBuf)> = Vec::new();
-    let mut seen = 0usize;
-    for e in entries.flatten() {
-        let name = e.file_name();
-        let Some((pid, ms)) = name.to_str().and_then(launch_log_stamp) else {
-            continue;
-        };
-        seen += 1;
-        let path = e.path();
-        let own_file = std::fs::symlink_metadata(&path)
-            .is_ok_and(|m| m.file_type().is_file() && m.uid() == uid);
-        if own_file && !Path::new(&format!("/proc/{pid}")).exists() {
-            logs.push((ms, path));
-        }
-    }
-    if seen <= keep {
+    // Names first (no stat): most launches find nothing to prune, and a directory of
+    // thousands of young logs (a CI job running `check` in a loop) cost a stat of each per
+    // launch.
+    let mut logs: Vec<(u64, u32, PathBuf)> = entries
+        .flatten()
+        .filter_map(|e| {
+            let (pid, ms) = e.file_name().to_str().and_then(launch_log_stamp)?;
+            Some((ms, pid, e.path()))
+        })
+        .collect();
+    if logs.len() <= keep {
         return 0;
     }
-    // Newest first; what is past `keep` (counting the running ones) goes.
-    logs.sort_by_key(|l| std::cmp::Reverse(l.0));
-    let excess = seen - keep;
+    let excess = logs.len() - keep;
+    // Oldest first; what is past `keep` (counting the running ones) goes, but never a log
+    // of the last PRUNE_MIN_AGE: a run that just ended may still be read (its report names
+    // it, a CI step prints it) while other launches go on beside it.
+    logs.sort_by_key(|l| l.0);
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let young = now_ms.saturating_sub(PRUNE_MIN_AGE.as_millis() as u64);
+    let uid = rustix::process::geteuid().as_raw();
     let mut removed = 0;
-    for (_, path) in logs.iter().rev().take(excess) {
-        if std::fs::remove_file(path).is_ok() {
+    for (_, pid, path) in logs.iter().take_while(|l| l.0 < young) {
+        if removed == excess {
+            break;
+        }
+        let own_file = std::fs::symlink_metadata(path)
+            .is_ok_and(|m| m.file_type().is_file() && m.uid() == uid);
+        if own_file
+            && !Path::new(&format!("/proc/{pid}")).exists()
+            && std::fs::remove_file(path).is_ok()
+        {
             removed += 1;
         }
     }
@@ -593,6 +604,25 @@ mod tests {
         want.sort();
         assert_eq!(left, want);
         assert_eq!(prune_launch_logs(dir, 3), 0, "nothing more past the bound");
+    }
+
+    #[test]
+    fn a_launch_log_of_the_last_minutes_is_never_pruned() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_millis() as u64;
+        for i in 0..5u64 {
+            let name = format!("launch-4294967295-{}.log", now - i * 1000);
+            std::fs::write(dir.join(name), b"x").expect("write");
+        }
+        std::fs::write(dir.join("launch-4294967295-7.log"), b"x").expect("write");
+        // 6 logs, keep 1: only the old one goes; the young ones stay past the bound.
+        assert_eq!(prune_launch_logs(dir, 1), 1);
+        assert!(!dir.join("launch-4294967295-7.log").exists());
+        assert_eq!(std::fs::read_dir(dir).expect("read_dir").count(), 5);
     }
 
     #[test]

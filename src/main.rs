@@ -73,8 +73,7 @@ fn run(config: Config) -> anyhow::Result<ExitCode> {
             let jvm = full.jvm.and_then(|j| j.report);
             let report = full.agent.and_then(|a| a.report).or(jvm);
             let status = full.agent_status;
-            let snapshot = std::sync::Arc::unwrap_or_clone(full.snapshot);
-            let facts = diagnose::Facts::gather(snapshot, report, libc::SIGTERM);
+            let facts = diagnose::Facts::gather(full.snapshot, report, libc::SIGTERM);
             let why = diagnose::why(&facts, status.as_deref());
             let mut out = std::io::stdout().lock();
             if json {

@@ -8,108 +8,182 @@ use std::ops::Deref;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// An immutable string shared by reference count: a process or thread name. A refresh of
-/// 10,000 threads copies every [`ThreadInfo`] into its snapshot; with a `String` name each
-/// copy was an allocation (and each dropped snapshot 10,000 frees), with this one it is a
-/// counter increment. Compares, prints and serializes as the plain string it holds.
-#[derive(Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct SharedStr(Arc<str>);
+/// An immutable name: a process or thread name. A refresh of 10,000 threads copies every
+/// [`ThreadInfo`] into its snapshot, so a copy must not allocate nor touch shared memory:
+/// names up to [`SharedStr::INLINE`] bytes (every kernel `comm`: 15 at most) are kept inline
+/// and copied with the struct; longer ones are shared by reference count. Compares, hashes,
+/// prints and serializes as the plain string it holds.
+#[derive(Clone)]
+pub struct SharedStr(Repr);
+
+#[derive(Clone)]
+enum Repr {
+    /// `len` bytes of `bytes`, always valid UTF-8 (cut only at a char boundary: never, since
+    /// only strings that fit whole are kept inline).
+    Inline {
+        len: u8,
+        bytes: [u8; SharedStr::INLINE],
+    },
+    Shared(Arc<str>),
+}
 
 impl SharedStr {
+    /// Longest name kept inline (the struct stays 24 bytes).
+    pub const INLINE: usize = 22;
+
     pub fn as_str(&self) -> &str {
-        &self.0
+        match &self.0 {
+            Repr::Inline { len, bytes } => {
+                std::str::from_utf8(&bytes[..usize::from(*len)]).unwrap_or_default()
+            }
+            Repr::Shared(s) => s,
+        }
+    }
+
+    fn new(s: &str) -> Self {
+        match u8::try_from(s.len()) {
+            Ok(len) if s.len() <= Self::INLINE => {
+                let mut bytes = [0; Self::INLINE];
+                bytes[..s.len()].copy_from_slice(s.as_bytes());
+                SharedStr(Repr::Inline { len, bytes })
+            }
+            _ => SharedStr(Repr::Shared(Arc::from(s))),
+        }
+    }
+}
+
+impl Default for SharedStr {
+    fn default() -> Self {
+        SharedStr::new("")
+    }
+}
+
+impl PartialEq for SharedStr {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for SharedStr {}
+
+impl std::hash::Hash for SharedStr {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        self.as_str().hash(h)
+    }
+}
+
+impl PartialOrd for SharedStr {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for SharedStr {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.as_str().cmp(other.as_str())
+    }
+}
+
+impl Serialize for SharedStr {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for SharedStr {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(SharedStr::from)
     }
 }
 
 impl Deref for SharedStr {
     type Target = str;
     fn deref(&self) -> &str {
-        &self.0
+        self.as_str()
     }
 }
 
 impl AsRef<str> for SharedStr {
     fn as_ref(&self) -> &str {
-        &self.0
+        self.as_str()
     }
 }
 
 impl std::borrow::Borrow<str> for SharedStr {
     fn borrow(&self) -> &str {
-        &self.0
+        self.as_str()
     }
 }
 
 impl fmt::Display for SharedStr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(&*self.0, f)
+        fmt::Display::fmt(self.as_str(), f)
     }
 }
 
 impl fmt::Debug for SharedStr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&*self.0, f)
+        fmt::Debug::fmt(self.as_str(), f)
     }
 }
 
 impl From<&str> for SharedStr {
     fn from(s: &str) -> Self {
-        SharedStr(Arc::from(s))
+        SharedStr::new(s)
     }
 }
 
 impl From<String> for SharedStr {
     fn from(s: String) -> Self {
-        SharedStr(Arc::from(s))
+        SharedStr::new(&s)
     }
 }
 
 impl From<&String> for SharedStr {
     fn from(s: &String) -> Self {
-        SharedStr(Arc::from(s.as_str()))
+        SharedStr::new(s)
     }
 }
 
 impl From<SharedStr> for String {
     fn from(s: SharedStr) -> Self {
-        s.0.to_string()
+        s.as_str().to_owned()
     }
 }
 
 impl PartialEq<str> for SharedStr {
     fn eq(&self, other: &str) -> bool {
-        &*self.0 == other
+        self.as_str() == other
     }
 }
 
 impl PartialEq<&str> for SharedStr {
     fn eq(&self, other: &&str) -> bool {
-        &*self.0 == *other
+        self.as_str() == *other
     }
 }
 
 impl PartialEq<String> for SharedStr {
     fn eq(&self, other: &String) -> bool {
-        *self.0 == **other
+        self.as_str() == other.as_str()
     }
 }
 
 impl PartialEq<SharedStr> for str {
     fn eq(&self, other: &SharedStr) -> bool {
-        self == &*other.0
+        self == other.as_str()
     }
 }
 
 impl PartialEq<SharedStr> for &str {
     fn eq(&self, other: &SharedStr) -> bool {
-        *self == &*other.0
+        *self == other.as_str()
     }
 }
 
 impl PartialEq<SharedStr> for String {
     fn eq(&self, other: &SharedStr) -> bool {
-        **self == *other.0
+        self.as_str() == other.as_str()
     }
 }
 
@@ -338,4 +412,38 @@ impl AgentFacts {
 /// Helper for durations in reports: milliseconds as f64.
 pub fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn shared_str_is_the_string_it_holds_inline_or_shared() {
+        let comm = SharedStr::from("tree_target-w15");
+        let long = SharedStr::from("a name far longer than any kernel comm".to_string());
+        assert!(matches!(comm.0, Repr::Inline { .. }));
+        assert!(matches!(long.0, Repr::Shared(_)));
+        let edge = "é".repeat(SharedStr::INLINE / 2);
+        assert_eq!(SharedStr::from(edge.as_str()), edge.as_str());
+        assert_eq!(comm, "tree_target-w15");
+        assert_eq!(&*long, "a name far longer than any kernel comm");
+        assert_eq!(SharedStr::default(), "");
+        let (a, b, zz) = (
+            SharedStr::from("a"),
+            SharedStr::from("b"),
+            SharedStr::from("zz"),
+        );
+        assert!(a < b);
+        assert!(zz > long, "ordered as strings, whatever the storage");
+        let json = serde_json::to_string(&vec![comm.clone(), long.clone()]).unwrap();
+        assert_eq!(
+            json,
+            r#"["tree_target-w15","a name far longer than any kernel comm"]"#
+        );
+        let back: Vec<SharedStr> = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, vec![comm, long]);
+        assert_eq!(std::mem::size_of::<SharedStr>(), 24);
+    }
 }

@@ -86,6 +86,12 @@ pub struct TargetWarning {
     /// The phase running when it was seen.
     #[serde(default)]
     pub phase: Option<String>,
+    /// Check mode: pushed by the agent after the budget ran out, while lifecycle-top forced
+    /// the exit (its own phases and signals may have caused it): listed, not judged. The
+    /// budget already failed the run; what the forcing provokes depends on the signals'
+    /// dispositions (a CI runner that starts jobs with SIGINT ignored), not on the program.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub after_budget: bool,
 }
 
 /// Everything the verdict is computed from.
@@ -415,18 +421,34 @@ fn warning_line(w: &TargetWarning) -> String {
     line
 }
 
+/// Said after a check's message when warnings seen while the exit was forced were left out.
+fn not_judged(f: &Facts, keep: impl Fn(&TargetWarning) -> bool) -> String {
+    let n = f
+        .warnings
+        .iter()
+        .filter(|w| w.after_budget && keep(w))
+        .count();
+    if n == 0 {
+        return String::new();
+    }
+    format!(
+        " ({n} more seen after the budget ran out, while lifecycle-top forced the exit: listed, not judged)"
+    )
+}
+
 fn exceptions(f: &Facts) -> Judged {
     let bad: Vec<String> = f
         .warnings
         .iter()
-        .filter(|w| is_exception(w) && !ours(f, w))
+        .filter(|w| is_exception(w) && !ours(f, w) && !w.after_budget)
         .map(warning_line)
         .collect();
     let excused = f
         .warnings
         .iter()
-        .filter(|w| is_exception(w) && ours(f, w))
+        .filter(|w| is_exception(w) && ours(f, w) && !w.after_budget)
         .count();
+    let later = not_judged(f, is_exception);
     if bad.is_empty() {
         let mut m = "none".to_string();
         if excused > 0 {
@@ -435,11 +457,11 @@ fn exceptions(f: &Facts) -> Judged {
                 plural(excused, "KeyboardInterrupt", "KeyboardInterrupts")
             );
         }
-        return pass(EXCEPTIONS, m);
+        return pass(EXCEPTIONS, m + &later);
     }
     fail(
         EXCEPTIONS,
-        plural(bad.len(), "unhandled exception", "unhandled exceptions"),
+        plural(bad.len(), "unhandled exception", "unhandled exceptions") + &later,
         bad,
     )
 }
@@ -492,13 +514,14 @@ fn warnings(f: &Facts) -> Judged {
     let lines: Vec<String> = f
         .warnings
         .iter()
-        .filter(|w| !ours(f, w))
+        .filter(|w| !ours(f, w) && !w.after_budget)
         .map(warning_line)
         .collect();
+    let later = not_judged(f, |_| true);
     if lines.is_empty() {
-        return pass(NAME, "none");
+        return pass(NAME, format!("none{later}"));
     }
-    let n = plural(lines.len(), "warning", "warnings");
+    let n = plural(lines.len(), "warning", "warnings") + &later;
     if f.allow_warnings {
         return pass(NAME, format!("{n}, allowed: {}", lines.join("; ")));
     }
@@ -609,6 +632,7 @@ mod tests {
             exc_type: exc.map(String::from),
             source: WarningSource::Agent,
             phase: None,
+            after_budget: false,
         }
     }
 
@@ -749,6 +773,44 @@ mod tests {
         let v = judge(&facts(Mode::Headless, None));
         assert!(v.clean, "{v:#?}");
         assert!(v.summary.contains("still running"));
+    }
+
+    #[test]
+    fn what_the_forced_exit_provokes_is_listed_not_judged() {
+        // The budget ran out; the forced phases' SIGTERM made the handler raise SystemExit
+        // inside threading._shutdown (with SIGINT ignored by the CI runner), and a thread
+        // raised: only the budget fails, the rest is counted in the checks' messages.
+        let mut f = facts(CHECK, exit(ExitStatus::Code(0), 9000, &[SIGTERM]));
+        let mut late = warning(
+            "unraisable",
+            Some("SystemExit"),
+            "Exception ignored in: <module 'threading'> (SystemExit: 0)",
+        );
+        late.after_budget = true;
+        let mut late_exc = warning("unhandled_exception", Some("ValueError"), "ValueError: x");
+        late_exc.after_budget = true;
+        f.warnings = vec![late, late_exc];
+        let v = judge(&f);
+        assert_eq!(failed_checks(&v), vec![BUDGET], "{v:#?}");
+        assert_eq!(v.reasons.len(), 1, "{:?}", v.reasons);
+        let msg = |name: &str| {
+            v.checks
+                .iter()
+                .find(|c| c.name == name)
+                .map(|c| c.message.clone())
+                .unwrap_or_default()
+        };
+        assert_eq!(
+            msg("no warnings"),
+            "none (2 more seen after the budget ran out, while lifecycle-top forced the exit: listed, not judged)"
+        );
+        assert!(msg(EXCEPTIONS).starts_with("none (1 more seen after the budget"));
+        // The same warnings before the budget ran out are judged.
+        for w in &mut f.warnings {
+            w.after_budget = false;
+        }
+        let v = judge(&f);
+        assert_eq!(failed_checks(&v), vec![BUDGET, EXCEPTIONS, "no warnings"]);
     }
 
     #[test]

@@ -66,6 +66,8 @@ fn programs_behave_as_documented() {
         expect("clean_no_handler.py", Some(-15), &[]),
         expect("ignores_term.py", None, &[]),
         expect("exits_3.py", Some(3), &[]),
+        expect("join_cut_by_sigint.py", Some(-15), &[]),
+        expect("os_exit_on_term.py", Some(0), &[]),
         Expect {
             exc_type: Some("ValueError"),
             ..expect("raises_in_thread.py", Some(0), &[ThreadException])
@@ -120,7 +122,10 @@ fn programs_behave_as_documented() {
             .iter()
             .map(|c| {
                 s.spawn(move || {
-                    let (st, killed, out) = run_direct(&strs(&c.cmd), Duration::from_secs(3));
+                    // A program that hangs by design is killed after 3 s; one that exits gets
+                    // as long as a loaded machine needs (it exits at once when not loaded).
+                    let limit = Duration::from_secs(if c.status.is_none() { 3 } else { 60 });
+                    let (st, killed, out) = run_direct(&strs(&c.cmd), limit);
                     let got = if killed {
                         None
                     } else {
@@ -296,6 +301,57 @@ fn ignores_term_overruns_budget_with_evidence() {
     assert!(!r["target_exit"].is_null(), "{}", run.describe());
 }
 
+/// What the forced phases provoke after the budget ran out is listed, not judged, so the
+/// verdict does not depend on the runner's SIGINT disposition: with SIGINT taken, the forced
+/// SIGINT's KeyboardInterrupt ends the program; with SIGINT ignored, the forced SIGTERM
+/// raises SystemExit inside threading._shutdown. Both give the one budget reason, and the
+/// root cause names the worker.
+#[test]
+fn forced_exit_side_effects_are_not_judged_whatever_sigint_does() {
+    let mut seen = Vec::new();
+    for extra in [None, Some("--ignore-int")] {
+        let mut cmd = py("pool_blocks_exit.py");
+        cmd.extend(extra.map(String::from));
+        let mut opts: Vec<&str> = READY.to_vec();
+        opts.extend(["--budget", "2s"]);
+        let run = check(&opts, &strs(&cmd));
+        run.assert_not_clean("exited within budget");
+        let r = run.report();
+        let reasons: Vec<String> = r["verdict"]["reasons"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect();
+        assert_eq!(
+            reasons.len(),
+            1,
+            "only the budget: {reasons:?}\n{}",
+            run.describe()
+        );
+        assert!(
+            reasons[0].contains("past the budget of 2.0 s"),
+            "{reasons:?}"
+        );
+        assert!(
+            run.stdout.contains("joins \"pool_0\""),
+            "the root cause names the worker\n{}",
+            run.describe()
+        );
+        seen.push(run);
+    }
+    // The case was exercised: with SIGINT ignored the SystemExit was seen, and kept.
+    let late = seen[1].warnings_of("unraisable");
+    assert!(
+        late.iter()
+            .any(|w| w["exc_type"] == "SystemExit" && w["after_budget"] == true),
+        "{}",
+        seen[1].describe()
+    );
+    let (passed, _, msg) = seen[1].check("no warnings");
+    assert!(passed && msg.contains("listed, not judged"), "{msg}");
+}
+
 #[test]
 fn exit_status_3_is_not_clean() {
     let run = check_py("exits_3.py", &[]);
@@ -349,6 +405,46 @@ fn unhandled_exception_at_shutdown() {
         "{}",
         run.describe()
     );
+}
+
+/// SIGINT cuts the interpreter's wait for a non-daemon thread short: status 0 and only an
+/// "Exception ignored" for our own KeyboardInterrupt, but the exit abandoned the thread.
+/// Same verdict every time.
+#[test]
+fn a_non_daemon_thread_abandoned_by_an_interrupted_join_is_not_clean() {
+    for _ in 0..3 {
+        let run = check_py("join_cut_by_sigint.py", &["--stop-signal", "SIGINT"]);
+        run.assert_not_clean("no lingering non-daemon threads");
+        run.assert_passed("exit status");
+        run.assert_passed("no warnings");
+        assert!(
+            json_mentions(&run.report()["verdict"]["reasons"], "loop-runner"),
+            "the verdict should name the abandoned thread\n{}",
+            run.describe()
+        );
+        assert!(
+            run.last_line().contains("non-daemon thread"),
+            "{}",
+            run.describe()
+        );
+    }
+}
+
+/// os._exit(0) from a SIGTERM handler while a non-daemon thread runs: status 0, nothing
+/// printed, but the thread was killed mid-work.
+#[test]
+fn os_exit_that_kills_a_non_daemon_thread_is_not_clean() {
+    for _ in 0..3 {
+        let run = check_py("os_exit_on_term.py", &[]);
+        run.assert_not_clean("no lingering non-daemon threads");
+        run.assert_passed("exit status");
+        assert!(
+            json_mentions(&run.report()["verdict"]["reasons"], "flush-worker")
+                && json_mentions(&run.report()["verdict"]["reasons"], "os._exit"),
+            "the verdict should name the thread and os._exit\n{}",
+            run.describe()
+        );
+    }
 }
 
 #[test]

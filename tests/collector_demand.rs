@@ -33,15 +33,24 @@ print("ready", flush=True)
 late_stop = threading.Event()
 def late():
     named("lt-late"); late_stop.wait()
+calm = threading.Event()
+burners = []
 def burner():
     named("lt-burner")
-    while True:
+    burners.append(threading.get_native_id())
+    while not calm.is_set():
         pass
+    never.wait()
 for line in sys.stdin:
     if line.startswith("spawn"):
         threading.Thread(target=late).start()
     elif line.startswith("burn"):
         threading.Thread(target=burner, daemon=True).start()
+    elif line.startswith("calm"):
+        calm.set()
+    elif line.startswith("rename"):
+        with open(f"/proc/self/task/{burners[0]}/comm", "w") as f:
+            f.write("lt-renamed")
 "#;
 
 fn spawn() -> Target {
@@ -205,5 +214,114 @@ fn an_offscreen_thread_that_burns_cpu_shows_in_its_cpu_figures() {
         seen_running,
         "the burner never showed R in {} refreshes",
         8 * ROTATE_EVERY
+    );
+}
+
+/// How many of our own fds are open on `/proc/PID/task/TID/stat`.
+fn own_fds_on(pid: i32, tid: i32, file: &str) -> usize {
+    let want = format!("/proc/{pid}/task/{tid}/{file}");
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|l| l.to_str() == Some(want.as_str()))
+        .count()
+}
+
+/// An off-screen thread that keeps running has its `stat` re-read in rotation through a
+/// file kept open (a `pread`, not an open per read): a rename from outside still shows
+/// within a rotation, and the file is closed once the thread is found idle.
+#[test]
+fn an_offscreen_busy_thread_keeps_its_stat_open_until_it_calms_down() {
+    use lifecycle_top::collect::entry::ROTATE_EVERY;
+    let t = spawn();
+    let mut c = Collector::attach(t.pid(), CollectorOptions::default()).unwrap();
+    c.set_wait_demand(WaitDemand::Tids(Default::default()));
+    wait_for(&mut c, "three threads", |s| s.threads.len() == 3);
+    writeln!(t.child.stdin.as_ref().unwrap(), "burn").unwrap();
+    let snap = wait_for(&mut c, "the burner named", |s| {
+        s.threads.iter().any(|x| x.name == "lt-burner")
+    });
+    let tid = thread(&snap, "lt-burner").tid;
+    // Renamed by another thread while it burns: only a re-read of its `stat` shows it.
+    writeln!(t.child.stdin.as_ref().unwrap(), "rename").unwrap();
+    let mut renamed = false;
+    for _ in 0..(4 * ROTATE_EVERY) {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let s = c.refresh();
+        if s.threads
+            .iter()
+            .any(|x| x.tid == tid && x.name == "lt-renamed")
+        {
+            renamed = true;
+            break;
+        }
+    }
+    assert!(
+        renamed,
+        "the rename never showed in {} refreshes",
+        4 * ROTATE_EVERY
+    );
+    assert_eq!(
+        own_fds_on(t.pid(), tid, "stat"),
+        1,
+        "a busy off-screen thread's stat is kept open"
+    );
+    assert_eq!(
+        own_fds_on(t.pid(), tid, "wchan"),
+        0,
+        "not wanted: no wait files"
+    );
+    writeln!(t.child.stdin.as_ref().unwrap(), "calm").unwrap();
+    // Idle now (blocked on an event): the first read that sees it idle closes the file.
+    let mut closed = false;
+    for _ in 0..100 {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        c.refresh();
+        if own_fds_on(t.pid(), tid, "stat") == 0 {
+            closed = true;
+            break;
+        }
+    }
+    assert!(closed, "the calm thread's stat stayed open");
+}
+
+/// utime + stime of the whole process, from `/proc/PID/stat` (fields 14 and 15).
+fn full_stat_ticks(pid: i32) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let rest = &text[text.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+/// With the TUI's demand (rows on screen only) a multi-threaded target's line comes from its
+/// main thread's `stat` (no walk of every thread) and its CPU time from its CPU clock: the
+/// thread count still follows a thread born between refreshes (listed at the next refresh),
+/// and name, state and CPU time agree with the full `/proc/PID/stat`.
+#[test]
+fn tui_demand_reads_the_target_line_without_walking_its_threads() {
+    let t = spawn();
+    let mut c = Collector::attach(t.pid(), CollectorOptions::default()).unwrap();
+    c.set_wait_demand(WaitDemand::Tids(Default::default()));
+    let snap = wait_for(&mut c, "three threads", |s| s.threads.len() == 3);
+    let target = snap.target_info().unwrap();
+    assert_eq!(target.num_threads, 3);
+    assert_eq!(target.name, "python3");
+    // The target sleeps (its threads wait): the clock's sum and stat's agree within the
+    // kernel's rounding of utime and stime to ticks.
+    let full = full_stat_ticks(t.pid());
+    assert!(
+        target.cpu_ticks.abs_diff(full) <= 2,
+        "CPU time {} ticks from the clock, {full} from /proc/PID/stat",
+        target.cpu_ticks
+    );
+    writeln!(t.child.stdin.as_ref().unwrap(), "spawn").unwrap();
+    // Born between refreshes: the next refresh after the count moved lists it.
+    let snap = wait_for(&mut c, "the late thread", |s| {
+        s.target_info().is_some_and(|p| p.num_threads == 4)
+    });
+    assert_eq!(
+        snap.threads.len(),
+        4,
+        "the count moved, the table must follow"
     );
 }

@@ -14,6 +14,16 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+static LAUNCHED: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Tests whose collector runs in launch mode adopt (and reap) every child of this process
+/// started in a group of its own, as `launch::start_target` starts them: such a test and one
+/// that launches commands must not run side by side (CI once saw the attach test's `exit 7`
+/// reaped by the other test's collector, so "no process with pid N").
+async fn launched_alone() -> tokio::sync::MutexGuard<'static, ()> {
+    LAUNCHED.lock().await
+}
+
 /// The first event `pick` accepts, within the deadline; panics if the channel closes.
 async fn next_event<T>(
     lc: &mut live::LiveCollector,
@@ -48,6 +58,7 @@ async fn exited(lc: &mut live::LiveCollector, key: ProcKey) -> ExitStatus {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_events_report_exit_code_and_signal() {
+    let _alone = launched_alone().await;
     let opts = || CollectorOptions {
         launch_mode: true, // the targets are our children: reap them for the code
         ..CollectorOptions::default()
@@ -248,11 +259,27 @@ async fn live_reports_exit_of_a_descendant() {
 /// snapshot, make the refresh thread notice exits before the pidfd watcher can run.
 #[tokio::test(flavor = "current_thread")]
 async fn every_exit_reported_once_and_before_snapshots_show_it() {
-    let t = Target::sh(
-        "for i in 1 2 3 4 5 6; do sleep 0.$i & done; wait; touch /dev/null; exec sleep 1000",
+    // The children are forked once the collector is attached (one that lived and ended
+    // before the attach is not the collector's to see), and live over a second: a member
+    // forked and reaped by its parent between two refreshes is not listed (its fork event is
+    // seen, but an exited entry is built from its /proc files), and on a runner at load 30
+    // the refresh thread was once held off for 400 ms.
+    let mut t = Target::spawn(
+        Command::new("sh")
+            .args([
+                "-c",
+                "read x; for i in 1 2 3 4 5 6; do sleep 1.$i & done; wait; touch /dev/null; \
+                 exec sleep 1000",
+            ])
+            .stdin(Stdio::piped()),
     );
     let c = Collector::attach(t.pid(), CollectorOptions::default()).unwrap();
     let mut lc = live::spawn(c, Duration::from_millis(5));
+    next_event(&mut lc, "first snapshot", |ev| {
+        matches!(ev, CollectEvent::Snapshot(_)).then_some(())
+    })
+    .await;
+    writeln!(t.child.stdin.take().unwrap(), "go").unwrap();
     let mut reported: Vec<ProcKey> = Vec::new();
     next_event(
         &mut lc,
@@ -294,6 +321,7 @@ async fn every_exit_reported_once_and_before_snapshots_show_it() {
 fn a_command_that_ends_during_attach_is_explained_with_its_status() {
     use lifecycle_top::cli::Target as CliTarget;
     use lifecycle_top::launch;
+    let _alone = LAUNCHED.blocking_lock();
     let mut seen = std::collections::BTreeMap::<&str, u32>::new();
     let cmd = CliTarget::Launch(vec!["sh".into(), "-c".into(), "exit 7".into()]);
     for i in 0..300u32 {
@@ -316,4 +344,50 @@ fn a_command_that_ends_during_attach_is_explained_with_its_status() {
         *seen.entry(outcome).or_default() += 1;
     }
     eprintln!("outcomes over 300 runs: {seen:?}");
+}
+
+/// A child a member forked that has already ended when the refresh after its fork event reads
+/// it (a zombie: its parent has not waited yet) is listed and its exit reported. On a loaded
+/// machine a short child often ends between two refreshes; the process-events path dropped
+/// such zombies, so they were never shown and their exits never reported (CI's "six exited
+/// children" test timed out on a loaded runner).
+#[test]
+fn a_child_ended_before_the_refresh_read_it_is_listed_with_its_exit() {
+    let mut t = Target::spawn(
+        Command::new("sh")
+            .args(["-c", "read x; (exit 3) & read y; wait; read z"])
+            .stdin(Stdio::piped()),
+    );
+    let sh = t.pid();
+    let mut c = Collector::attach(sh, CollectorOptions::default()).unwrap();
+    c.refresh();
+    c.refresh();
+    let mut stdin = t.child.stdin.take().unwrap();
+    writeln!(stdin, "fork").unwrap();
+    // sh forks a child that exits at once, then blocks in `read y`: the child stays a zombie.
+    let end = Instant::now() + DEADLINE;
+    let zombie = loop {
+        let found = std::fs::read_dir("/proc").unwrap().flatten().find_map(|e| {
+            let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+            let stat = procfs::parse_stat(&procfs::read_path(&format!("/proc/{pid}/stat")).ok()?)?;
+            (stat.ppid == sh && stat.state == 'Z').then_some(pid)
+        });
+        if let Some(pid) = found {
+            break pid;
+        }
+        assert!(Instant::now() < end, "sh's child never became a zombie");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let snap = c.refresh();
+    assert!(
+        snap.processes.iter().any(|p| p.key.pid == zombie),
+        "the ended child {zombie} is not listed:\n{}",
+        lifecycle_top::collect::snapshot_text(&snap)
+    );
+    writeln!(stdin, "reap").unwrap();
+    collector_util::wait_for(&mut c, "the child's exit with code 3", |s| {
+        s.processes
+            .iter()
+            .any(|p| p.key.pid == zombie && p.exit.is_some_and(|e| e.status == ExitStatus::Code(3)))
+    });
 }

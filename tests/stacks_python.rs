@@ -142,3 +142,107 @@ async fn python_names_from_the_real_agent() {
     let sleep = with_python_function(&snap, "py_blocked_in_sleep");
     assert_ne!(sleep.tid, lock.tid);
 }
+
+/// The interpreter's own native frames (pyenv's libpython carries 20 MB of DWARF) are named
+/// from its symbol table when Python frames were read in the same capture, and the stack's
+/// note says so; `debug_info` reads its DWARF for file:line, as before. Checked through the
+/// library and through the `stacks --json [--debug-info]` command line.
+#[test]
+fn libpython_named_by_symbol_with_python_frames_and_file_line_with_debug_info() {
+    let (t, _) = python_target(2, true);
+    let pid = t.pid();
+    let interpreter = |f: &stacks::Frame| {
+        f.module
+            .as_deref()
+            .is_some_and(|m| m.starts_with("libpython") || m.starts_with("python"))
+    };
+    let lock_stacks = |snap: &stacks::StackSnapshot| {
+        let lock = snap
+            .threads
+            .iter()
+            .find(|t| {
+                t.stack(SourceKind::PySpyPython)
+                    .is_some_and(|s| has_function(s, "py_blocked_on_lock"))
+            })
+            .unwrap_or_else(|| panic!("no Python frames read:\n{}", dump(snap)));
+        lock.stack(SourceKind::Native)
+            .unwrap_or_else(|| panic!("no native stack:\n{}", dump(snap)))
+            .clone()
+    };
+    let by_symbol = |native: &stacks::SourceStack, snap: &stacks::StackSnapshot| {
+        let acquire = native
+            .frames
+            .iter()
+            .find(|f| f.function == "PyThread_acquire_lock_timed")
+            .unwrap_or_else(|| panic!("interpreter frame not named:\n{}", dump(snap)));
+        assert!(interpreter(acquire), "{acquire:?}");
+        let with_lines: Vec<_> = native
+            .frames
+            .iter()
+            .filter(|f| interpreter(f) && (f.file.is_some() || f.line.is_some()))
+            .collect();
+        assert!(with_lines.is_empty(), "DWARF read: {with_lines:?}");
+        assert!(
+            native
+                .frames
+                .iter()
+                .filter(|f| interpreter(f))
+                .all(|f| f.function != "??"),
+            "{}",
+            dump(snap)
+        );
+        let note = native.note.as_deref().unwrap_or_default();
+        assert!(
+            note.contains("libpython") && note.contains("named from its symbol table"),
+            "{note}"
+        );
+    };
+    let with_dwarf = |native: &stacks::SourceStack, snap: &stacks::StackSnapshot| {
+        let lines = native
+            .frames
+            .iter()
+            .filter(|f| interpreter(f) && f.file.as_deref().is_some_and(|p| p.ends_with(".c")))
+            .filter(|f| f.line.is_some())
+            .count();
+        assert!(
+            lines > 0,
+            "no file:line in libpython frames:\n{}",
+            dump(snap)
+        );
+        assert!(
+            has_function(native, "PyThread_acquire_lock_timed"),
+            "{}",
+            dump(snap)
+        );
+        let note = native.note.as_deref().unwrap_or_default();
+        assert!(!note.contains("symbol table"), "{note}");
+    };
+
+    let snap = stacks::capture(pid, &[], &StackOptions::default());
+    by_symbol(&lock_stacks(&snap), &snap);
+    let opts = StackOptions {
+        debug_info: true,
+        ..StackOptions::default()
+    };
+    let snap = stacks::capture(pid, &[], &opts);
+    with_dwarf(&lock_stacks(&snap), &snap);
+
+    // The same through the command line, cold (a process of its own).
+    let cli = |extra: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_lifecycle-top"))
+            .args(["stacks", "--json", "--pid", &pid.to_string()])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<stacks::StackSnapshot>(&out.stdout).unwrap()
+    };
+    let snap = cli(&[]);
+    by_symbol(&lock_stacks(&snap), &snap);
+    let snap = cli(&["--debug-info"]);
+    with_dwarf(&lock_stacks(&snap), &snap);
+}

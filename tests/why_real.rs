@@ -61,6 +61,21 @@ fn py(code: &str, agent: bool) -> Target {
     spawn(&["python3", "-c", &code], agent)
 }
 
+/// Starts `python3 app.py` with the agent installed by the file's first line: a file, not
+/// `-c`, where the agent must read a thread's source line (to call it a sleep, a poll...).
+/// Lines of `code` are numbered from 2.
+fn py_file(code: &str) -> (tempfile::TempDir, Target) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let app = dir.path().join("app.py");
+    std::fs::write(
+        &app,
+        format!("import lifecycle_top_agent; lifecycle_top_agent.install()\n{code}"),
+    )
+    .expect("write app.py");
+    let t = spawn(&["python3", &app.to_string_lossy()], true);
+    (dir, t)
+}
+
 fn why(pid: u32) -> Value {
     let out = Command::new(BIN)
         .args(["why", "--pid", &pid.to_string(), "--json"])
@@ -436,6 +451,33 @@ poller.poll()
     );
 }
 
+/// A poll on a pipe only the waiter's own process writes (an event loop's self-pipe, as
+/// Node.js's signal pipe) is no blocker: no "write end no other process holds" cause; the
+/// root is the thread's own poll.
+#[test]
+fn polling_its_own_self_pipe_gets_no_pipe_edge() {
+    let t = py(
+        r#"
+import os, select
+r, w = os.pipe()
+print("ready", flush=True)
+poller = select.poll()
+poller.register(r, select.POLLIN)
+poller.poll()
+"#,
+        false,
+    );
+    let v = why_until(t.0.id(), |c| line(c).contains("is blocked in poll"));
+    let c = &v["causes"][0];
+    assert_eq!(kinds(c), ["main_thread"], "{v:#}");
+    assert!(
+        !serde_json::to_string(&v)
+            .unwrap_or_default()
+            .contains("pipe:["),
+        "{v:#}"
+    );
+}
+
 #[test]
 fn a_task_awaits_executor_work_whose_worker_waits_on_an_event() {
     let t = py(
@@ -654,7 +696,7 @@ fn the_demo_verdict_names_each_of_its_blockers() {
     let expected = [
         "exit blocked: pid N \"python3\" runs an event loop whose main task is task \"Task-1\", which is pending at demo_async.py:106; task \"Task-1\" was created at demo_async.py:112.",
         "exit blocked: pid N \"python3\" will wait in threading._shutdown, once its main thread returns, for non-daemon thread \"asyncio_1\" (tid N), which waits on an Event at demo.py:48 that no thread is known to set; \"asyncio_1\" was started at demo.py:N.",
-        "exit blocked: pid N \"python3\" will wait in threading._shutdown, once its main thread returns, for non-daemon thread \"asyncio_0\" (tid N), which waits on an Event at demo_async.py:65 that no thread is known to set; \"asyncio_0\" was started at thread.py:N.",
+        "exit blocked: pid N \"python3\" will wait in threading._shutdown, once its main thread returns, for non-daemon thread \"asyncio_0\" (tid N), which waits on an Event at demo_async.py:65 that no thread is known to set; \"asyncio_0\" was started at demo_async.py:91.",
         "exit blocked: pid N \"stubborn-worker\" is blocked in SYSCALL and ignores SIGTERM.",
         "exit blocked: pid N \"stubborn-helper\" is blocked in SYSCALL and ignores SIGTERM.",
         "exit blocked: pid N \"sh\" waits (wait4, any child) for child pid N \"sleep\", which is blocked in SYSCALL.",
@@ -670,4 +712,82 @@ fn the_demo_verdict_names_each_of_its_blockers() {
     pty_util::wait_until("the whole demo tree is gone", || {
         !pty_util::alive(demo) && !pty_util::alive(stubborn) && !pty_util::alive(helper)
     });
+}
+
+/// The seed's "non-daemon asyncio_N threads" at exit: `asyncio.run` closing waits in
+/// `loop.shutdown_default_executor()` for a blocked `run_in_executor` worker. One cause:
+/// the main task -> the `_do_shutdown` thread -> joins the worker -> its sleep, and the
+/// worker is named by the line that submitted its work (not concurrent/futures' own).
+#[test]
+fn asyncio_run_closing_waits_for_the_default_executor_worker() {
+    let (_dir, t) = py_file(
+        r#"import asyncio, time
+def blocking():
+    print("ready", flush=True)
+    time.sleep(1000)
+async def main():
+    asyncio.get_running_loop().run_in_executor(None, blocking)
+asyncio.run(main())
+"#,
+    );
+    // (The worker's "sleeps at" comes from the agent's frames once it sleeps.)
+    let v = why_until(t.0.id(), |c| {
+        kinds(c).contains(&"await_executor_shutdown".to_string()) && line(c).contains("sleeps at")
+    });
+    let causes = v["causes"].as_array().expect("causes");
+    assert_eq!(causes.len(), 1, "one cause, its root the worker: {v:#}");
+    let c = &causes[0];
+    assert_eq!(
+        kinds(c),
+        [
+            "main_thread",
+            "loop_main",
+            "await_executor_shutdown",
+            "join"
+        ],
+        "{v:#}"
+    );
+    let l = line(c);
+    assert!(
+        l.contains("awaits the default executor's shutdown (loop.shutdown_default_executor), run by \"Thread-1"),
+        "{l}"
+    );
+    assert!(l.contains("joins \"asyncio_0\""), "{l}");
+    assert!(
+        l.contains("which sleeps at ") && l.contains("app.py:5"),
+        "{l}"
+    );
+    assert!(
+        l.contains("\"asyncio_0\" was started at ") && l.contains("app.py:7"),
+        "{l}"
+    );
+}
+
+/// A non-daemon thread serving an `http.server` forever: the root cause says what it runs and
+/// what ends it, whether the agent sees it in its poll or between two polls.
+#[test]
+fn a_non_daemon_thread_serving_forever_names_the_server() {
+    let (_dir, t) = py_file(
+        r#"import http.server, threading, time
+def serve():
+    srv = http.server.HTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+    print("ready", flush=True)
+    srv.serve_forever(poll_interval=0.05)
+threading.Thread(target=serve, name="http").start()
+"#,
+    );
+    let v = why_until(t.0.id(), |c| line(c).contains("serve_forever"));
+    let c = &v["causes"][0];
+    assert_eq!(kinds(c), ["main_thread", "shutdown"], "{v:#}");
+    for _ in 0..5 {
+        let again = why(t.0.id());
+        let l = line(&again["causes"][0]);
+        assert!(
+            l.contains("which serves requests in HTTPServer.serve_forever() at ")
+                && l.contains(
+                    "app.py:6, which returns only when the server's shutdown() is called"
+                ),
+            "{l}"
+        );
+    }
 }

@@ -284,12 +284,18 @@ def _hook_thread_start():
     orig = threading.Thread.start
     if getattr(orig, "_lifecycle_top", False):
         return
-    here = threading.__file__
+    # A ThreadPoolExecutor starts its workers from inside `submit`, asyncio from inside its
+    # loop (run_in_executor, shutdown_default_executor): the site worth naming is the
+    # caller's line outside them.
+    lib = os.path.dirname(threading.__file__)
+    here = frozenset((threading.__file__, os.path.join(lib, "concurrent", "futures", "thread.py")))
+    aio = os.path.join(lib, "asyncio", "")
 
     def start(self):
         try:
             f = sys._getframe(1)
-            while f is not None and (f.f_code.co_filename == here
+            while f is not None and (f.f_code.co_filename in here
+                                     or f.f_code.co_filename.startswith(aio)
                                      or f.f_code.co_name == "start"):
                 f = f.f_back
             if f is not None:  # resolved to file:line when a report lists the thread
@@ -1013,10 +1019,53 @@ def _on_main_thread_done():
 _exit_hooked = []
 
 
+def _abandoned_threads():
+    """Non-daemon threads still running at atexit. The interpreter runs atexit handlers
+    after threading._shutdown has joined every non-daemon thread, unless that wait was cut
+    short (KeyboardInterrupt in the main thread, say): those threads are then abandoned by
+    the exit, killed mid-work."""
+    out = []
+    try:
+        me = threading.current_thread()
+        for t in threading.enumerate():
+            if t is me or t.daemon or isinstance(t, threading._DummyThread):
+                continue
+            if t is threading.main_thread() or not t.is_alive():
+                continue
+            out.append({"native_id": getattr(t, "native_id", None) or 0, "name": t.name})
+    except Exception:
+        pass
+    return out
+
+
+def _hook_os_exit():
+    """os._exit skips threading's join and the atexit handlers: say which non-daemon threads
+    it kills mid-work (only while a client listens: then it waits up to 0.1 s for the line
+    to be written)."""
+    orig = os._exit
+    if getattr(orig, "_lifecycle_top", False):
+        return
+
+    def _exit(status):
+        try:
+            ag = _agent
+            if ag is not None and os.getpid() == ag.pid:
+                ag.push(_encode({"type": "exiting", "at_unix_ms": _now_ms(),
+                                 "reason": "os_exit", "code": status,
+                                 "abandoned": _abandoned_threads()}), wait=0.1, sent=True)
+        except Exception:
+            pass
+        orig(status)
+
+    _exit._lifecycle_top = True
+    _exit.__wrapped__ = orig
+    os._exit = _exit
+
+
 def _install_event_hooks():
     """Idempotent; also re-run at each report, so a hook the app installs later is chained
     (wrapped) in its turn."""
-    for fn in (_hook_warnings, _hook_threading, _hook_sys):
+    for fn in (_hook_warnings, _hook_threading, _hook_sys, _hook_os_exit):
         try:
             fn()
         except Exception:
@@ -1305,11 +1354,15 @@ def _innermost(coro):
 MAX_TASK_AWAITS = 2000
 _awaits_acc = []
 _SUBPROC_FILE = os.sep + "asyncio" + os.sep + "subprocess.py"
+_SUBPROC_WAITS = ("wait", "communicate")
+_MISSING = object()
 
 
-def _task_await(t, fw, loop_id, where):
+def _task_await(t, fw, loop_id, where, sub=_MISSING):
     """What task t awaits through its _fut_waiter fw: another task, a gather of tasks, or
-    (walking its await chain) an asyncio subprocess; None for anything else."""
+    (walking its await chain) an asyncio subprocess; None for anything else. `sub`: the
+    first coroutine of the chain running asyncio's subprocess.py wait/communicate (the walk
+    starts there), or None, when the caller walked the chain already (_task_row)."""
     aio = sys.modules.get("asyncio")
     if aio is None:
         return None
@@ -1320,17 +1373,31 @@ def _task_await(t, fw, loop_id, where):
     if worker is not None:
         return {"task_id": id(t), "loop_id": loop_id, "kind": "executor", "native_id": worker,
                 "where": where}
+    coro = t._coro
+    if type(coro) is _CORO and coro.cr_code.co_name == "shutdown_default_executor":
+        # asyncio.run's close: the task awaits a future that the thread it started
+        # (target loop._do_shutdown, the future as its argument) sets once every worker of
+        # the default executor has been joined.
+        for th in threading.enumerate():
+            target = getattr(th, "_target", None)
+            args = getattr(th, "_args", None) or ()
+            if getattr(target, "__name__", None) == "_do_shutdown" and any(
+                    a is fw for a in args):
+                return {"task_id": id(t), "loop_id": loop_id, "kind": "executor_shutdown",
+                        "native_id": th.native_id, "where": where}
     children = getattr(fw, "_children", None)
     if children is not None:
         return {"task_id": id(t), "loop_id": loop_id, "kind": "gather",
                 "task_ids": [id(c) for c in children if not c.done()][:50], "where": where}
-    x = t._coro
+    if sub is None:
+        return None
+    x = t._coro if sub is _MISSING else sub
     while type(x) is _CORO:
         fr = x.cr_frame
         if fr is None:
             break
-        if fr.f_code.co_filename.endswith(_SUBPROC_FILE) and fr.f_code.co_name in (
-                "wait", "communicate"):
+        if fr.f_code.co_filename.endswith(_SUBPROC_FILE) and fr.f_code.co_name in \
+                _SUBPROC_WAITS:
             pid = getattr(fr.f_locals.get("self"), "pid", None)
             if pid is not None:
                 return {"task_id": id(t), "loop_id": loop_id, "kind": "subprocess",
@@ -1350,7 +1417,8 @@ def _task_await(t, fw, loop_id, where):
 # (not the tasks), in C-level map() passes over slices of STEP tasks,
 # and the agent thread sleeps briefly every SLICE_S of work, so neither the walk nor the
 # one-time loop discovery holds the GIL for more than a few milliseconds at a time (the
-# host's threads get it between slices; bench/agent_gil.py measures the longest stall).
+# host's threads get it between slices; bench/agent_gil.py classes the stalls a ticker
+# thread sees by whether a report was being built).
 # The book is the state both kinds of report are encoded from: a full report lists its rows,
 # a delta (report_delta, docs/protocol.md §5.3) the rows added/changed/removed since the
 # previous report.
@@ -1372,7 +1440,6 @@ else:
 
     def _derefs_lazy(refs):
         return (r() for r in refs)
-_MISSING = object()
 
 
 class _Slicer:
@@ -1424,7 +1491,12 @@ def _task_refs():
         if data is not None:
             for _ in range(10):
                 try:
-                    out.extend(tuple(data))
+                    # One copy (list(set) is C-level, atomic under the GIL); the usual case
+                    # is one set only (3.8-3.11: _all_tasks, 3.12+: _scheduled_tasks).
+                    if out:
+                        out.extend(list(data))
+                    else:
+                        out = list(data)
                     break
                 except RuntimeError:  # changed size during iteration (another thread)
                     continue
@@ -1439,11 +1511,13 @@ def _task_refs():
     return out
 
 
-def _task_row(t, tid, lid, state, tracked, where_cache, prev=None):
-    """(row, task_awaits entry or None) of one task; row strings are plain (not indexed).
-    `prev`: the task's previous row (its creation site is kept from it)."""
+def _task_row(t, fw, tid, lid, state, tracked, where_cache, prev=None):
+    """(row, task_awaits entry or None) of one task waiting on `fw` (its _fut_waiter); row
+    strings are plain (not indexed). `prev`: the task's previous row (its creation site is
+    kept from it). One walk of the await chain gives both "where" and, for _task_await, the
+    first coroutine in asyncio's subprocess wait/communicate."""
     coro = t._coro
-    f = user = None
+    f = user = sub = None
     x = coro
     lib = _lib_files
     while type(x) is _CORO:
@@ -1451,12 +1525,15 @@ def _task_row(t, tid, lid, state, tracked, where_cache, prev=None):
         if fr is None:
             break
         f = fr
-        fn = fr.f_code.co_filename
+        code = fr.f_code
+        fn = code.co_filename
         r = lib.get(fn)
         if r is None:
             r = _is_lib(fn)
         if not r:
             user = fr
+        elif sub is None and code.co_name in _SUBPROC_WAITS and fn.endswith(_SUBPROC_FILE):
+            sub = x
         x = x.cr_await
     if user is not None:
         f = user
@@ -1470,10 +1547,9 @@ def _task_row(t, tid, lid, state, tracked, where_cache, prev=None):
             where = where_cache[key] = _short("%s:%d" % key, 300)
     q = getattr(coro, "__qualname__", None) or type(coro).__name__
     aw = None
-    fw = getattr(t, "_fut_waiter", None)
     if fw is not None:
         try:
-            aw = _task_await(t, fw, lid, where)
+            aw = _task_await(t, fw, lid, where, sub)
         except Exception:
             aw = None
     name = t.get_name()
@@ -1578,10 +1654,11 @@ class _TaskBook:
             self.changed.pop(tid, None)
             self.removed.add(tid)
 
-    def _visit(self, ref, t, fw, ctx, quick=False):
-        """Refreshes the book's facts and row of task `t` (weak reference `ref`, future `fw`);
-        `quick`: only name, state and tracked flag when `t` has not run since it was last
-        looked at (it still waits on the same future)."""
+    def _visit(self, ref, t, fw, ctx, quick=False, fref=None):
+        """Refreshes the book's facts and row of task `t` (weak reference `ref`, future `fw`,
+        `fref` the book's reference to it when the caller made it already); `quick`: only
+        name, state and tracked flag when `t` has not run since it was last looked at (it
+        still waits on the same future)."""
         current, has_cancelling, tracked, where_cache, lids = ctx
         if t is None:
             self._drop(ref, False)
@@ -1592,15 +1669,16 @@ class _TaskBook:
                 self._drop(ref, True)
                 return
             lp = t._loop
-            lid = lids.get(id(lp))
+            lpid = id(lp)
+            lid = lids.get(lpid)
             if lid is None:
-                lid = lids[id(lp)] = _loop_id(lp)
+                lid = lids[lpid] = _loop_id(lp)
                 if lp not in _loops:
                     try:
                         _loops.add(lp)  # a loop made before install (or not a BaseEventLoop)
                     except TypeError:
                         pass
-            if t is current.get(id(lp)):
+            if t is current.get(lpid):
                 state = "running"
             elif (t.cancelling() if has_cancelling else t._must_cancel):
                 state = "cancelling"
@@ -1618,22 +1696,26 @@ class _TaskBook:
                     self._count(old[1], old[2], -1)
                 self.info[ref] = (tid, lid, state)
                 self._count(lid, state, 1)
-            fref = _ref_of(fw)
-            before = self.fw.get(ref)
-            self.fw[ref] = fref
-            if tid in self.rows or len(self.rows) < self.budget:
+            if fref is None:
+                fref = _ref_of(fw)
+            fws = self.fw
+            before = fws.get(ref)
+            fws[ref] = fref
+            rows = self.rows
+            cur = rows.get(tid)
+            if cur is not None or len(rows) < self.budget:
                 # The row at `tid` is this task's only if the book knew the task (`old`):
                 # else it may be that of a dead task that had the same address.
-                prow = self.rows.get(tid) if old is not None else None
+                prow = cur if old is not None else None
                 if (quick and prow is not None and fw is not None and fref is before
                         and fref is not _UNWATCHABLE and prow[3] == state
                         and self.aw.get(tid, _STATIC_AW).get("kind") in _STATIC_KINDS
                         and prow[6] == ((tid in tracked) if tracked is not None else None)
                         and prow[2] == t.get_name()[:MAX_STR]):
                     return
-                row, aw = _task_row(t, tid, lid, state, tracked, where_cache, prow)
-                if self.rows.get(tid) != row:
-                    self.rows[tid] = row
+                row, aw = _task_row(t, fw, tid, lid, state, tracked, where_cache, prow)
+                if cur != row:
+                    rows[tid] = row
                     self.changed[tid] = row
                     self.removed.discard(tid)
                 if aw is not None:
@@ -1673,16 +1755,25 @@ class _TaskBook:
             # whose remembered future is still pending has not run since and its row is
             # unchanged. Looked at: the rest (future done or gone, no future, not a future).
             fws_all = prev_fws
-            flags = map(operator.is_not, map(getattr, _derefs_lazy(fws_all), rep("_state"),
-                                             rep(None)), rep(pending))
+            same = map(operator.is_, map(getattr, _derefs_lazy(fws_all), rep("_state"),
+                                         rep(None)), rep(pending))
             for i in range(0, n, STEP):
-                for j in itertools.compress(range(i, min(n, i + STEP)),
-                                            list(itertools.islice(flags, STEP))):
+                flags = list(itertools.islice(same, STEP))
+                k = 0
+                while True:
+                    # The next one whose future is not pending: list.index scans in C
+                    # (cheaper than compress over a range, which makes an int per task).
+                    try:
+                        k = flags.index(False, k)
+                    except ValueError:
+                        break
+                    j = i + k
+                    k += 1
                     r = refs[j]
                     t = r()
                     fw = getattr(t, "_fut_waiter", None)
-                    fws_all[j] = _ref_of(fw)
-                    self._visit(r, t, fw, ctx)
+                    fref = fws_all[j] = _ref_of(fw)
+                    self._visit(r, t, fw, ctx, False, fref)
                     slicer.tick()
                 slicer.tick()
         else:
@@ -1697,8 +1788,8 @@ class _TaskBook:
                     r = chunk[j]
                     t = r()
                     fw = getattr(t, "_fut_waiter", None)
-                    old[j] = _ref_of(fw)
-                    self._visit(r, t, fw, ctx)
+                    fref = old[j] = _ref_of(fw)
+                    self._visit(r, t, fw, ctx, False, fref)
                     slicer.tick()
                 fws_all.extend(old)
                 slicer.tick()
@@ -1713,10 +1804,27 @@ class _TaskBook:
             extra.extend(refs[start:start + ROLL])
             extra.extend(refs[:max(0, min(start, start + ROLL - n))])
             self.pos = start + ROLL
-        for k, r in enumerate(extra):
+        for r in extra[:ncur]:
             t = r()
-            self._visit(r, t, getattr(t, "_fut_waiter", None), ctx, k >= ncur)
+            self._visit(r, t, getattr(t, "_fut_waiter", None), ctx)
+        # The window: the pass saw every other change (a task steps only once its future is
+        # done), so what is left to look at is what changes while a task waits: its name, its
+        # tracked flag and what a gather or an executor item it waits on waits for. A row
+        # with the same name and flag and a static await is skipped without a visit.
+        rows, info, awd = self.rows, self.info, self.aw
+        for r in extra[ncur:]:
+            t = r()
+            if t is not None and r in info:
+                tid = id(t)
+                row = rows.get(tid)
+                if (row is not None and row[3] != "running"
+                        and row[2] == t.get_name()[:MAX_STR]
+                        and row[6] == ((tid in tracked) if tracked is not None else None)
+                        and awd.get(tid, _STATIC_AW).get("kind") in _STATIC_KINDS):
+                    continue
+            self._visit(r, t, getattr(t, "_fut_waiter", None), ctx, True)
             slicer.tick()
+        slicer.tick()
         # Tasks gone since (collected): in the book but no longer in asyncio's sets.
         if len(self.fw) != n:
             live = set(refs)
@@ -1852,7 +1960,31 @@ def _resolve(f, dotted):
     return obj
 
 
+_SOCKETSERVER = os.sep + "socketserver.py"
+_SERVE_FILES = (_SOCKETSERVER, os.sep + "selectors.py")
+
+
+def _serve_forever(f):
+    """A `socketserver` server's `serve_forever` loop a few frames out from a poll: it polls
+    every 0.5 s and returns only when the server's `shutdown()` is called."""
+    n = 0
+    while f is not None and n < 4:
+        c = f.f_code
+        if c.co_name == "serve_forever" and c.co_filename.endswith(_SOCKETSERVER):
+            caller = f.f_back  # the app's call, unless it is Thread.run (target=serve_forever)
+            at = caller if caller is not None and not _is_sync(caller.f_code.co_filename) else f
+            return {"kind": "serve_forever", "where": _where(at),
+                    "object": type(f.f_locals.get("self")).__name__}
+        f = f.f_back
+        n += 1
+    return None
+
+
 def _lock_wait(f, ident):
+    if f.f_code.co_filename.endswith(_SERVE_FILES):  # in its poll, or between two polls
+        s = _serve_forever(f)
+        if s is not None:
+            return s
     kind, names = _line_kind(f)
     if kind != "lock":
         return {"kind": kind, "where": _where(f)} if kind else None
@@ -2528,11 +2660,46 @@ class _Server:
         except OSError:
             pass
 
-    def push(self, line, wait=0.0):
+    def push(self, line, wait=0.0, sent=False):
         """Send a line to every subscribed client now, from whatever thread calls (a hook in
         the app, maybe during interpreter shutdown when the agent thread never runs again).
-        Never blocks (beyond `wait` for a connection's lock), never raises; best effort: a
-        line that cannot be written at once stays queued for the agent thread."""
+        Never blocks (beyond `wait`), never raises; best effort: a line that cannot be
+        written at once stays queued for the agent thread. `sent`: wait (up to `wait`) until
+        the line is written, not only taken by the agent thread (before a hard exit).
+
+        From the main thread, while the agent thread runs, the line is handed to it: the main
+        thread runs the app's signal handlers, and an exception one raises (KeyboardInterrupt
+        from a SIGINT, ours included) between a send and its accounting would leave sent bytes
+        queued, to be sent again (a duplicated or garbled line)."""
+        th = self.thread
+        try:
+            handoff = (th is not None and not self.stopping and th.is_alive()
+                       and threading.get_ident() == threading.main_thread().ident)
+        except Exception:
+            handoff = False
+        if not handoff:
+            self._push_direct(line, wait)
+            return
+        try:
+            queued = []
+            for c in list(self.conns.values()):
+                if c.subscribed and not c.closed:
+                    if len(c.pushq) < 1000:
+                        c.pushq.append(line)  # atomic: sent once, or not at all
+                        queued.append(c)
+                    else:
+                        c.pushes_dropped += 1
+            if queued:
+                self.wake()
+                deadline = time.monotonic() + wait
+                # sent: until the agent thread has written it (the process is about to end).
+                while wait and time.monotonic() < deadline and any(
+                        c.pushq or (sent and c.wbuf and not c.closed) for c in queued):
+                    time.sleep(0.0005)
+        except Exception:
+            pass
+
+    def _push_direct(self, line, wait):
         try:
             conns = list(self.conns.values())
         except Exception:
@@ -2543,6 +2710,8 @@ class _Server:
                 if not c.subscribed:
                     continue
                 if not (c.wlock.acquire(True, wait) if wait else c.wlock.acquire(False)):
+                    if line is None:
+                        continue
                     if len(c.pushq) < 1000:
                         c.pushq.append(line)
                         queued = True
@@ -2558,10 +2727,11 @@ class _Server:
                             c.pushes_dropped += 1
                         else:
                             c.wbuf.append(q)
-                    if len(c.wbuf) + len(line) > MAX_WBUF + c.bulk:
-                        c.pushes_dropped += 1
-                        continue
-                    c.wbuf.append(line)
+                    if line is not None:
+                        if len(c.wbuf) + len(line) > MAX_WBUF + c.bulk:
+                            c.pushes_dropped += 1
+                            continue
+                        c.wbuf.append(line)
                     self._write_some(c)
                     if c.wbuf:
                         queued = True
@@ -2594,12 +2764,14 @@ class _Server:
         clients themselves."""
         if os.getpid() != self.pid:
             return
+        line = _encode({"type": "exiting", "at_unix_ms": _now_ms(), "reason": "atexit",
+                        "abandoned": _abandoned_threads()})
+        self.push(line, wait=0.05)  # by the agent thread, while it runs
         try:
             self.pause(0.5)
         except Exception:
             pass
-        self.push(_encode({"type": "exiting", "at_unix_ms": _now_ms(), "reason": "atexit"}),
-                  wait=0.05)
+        self._push_direct(None, 0.05)  # what it did not write
 
     def _unlink(self):
         """At exit, remove our socket file unless another process has replaced it."""

@@ -35,7 +35,7 @@ pub enum AgentEvent {
     /// A warning the agent pushed the moment it was caught (also listed in later reports).
     Warning(super::protocol::AgentWarning),
     /// The agent said its interpreter is exiting: a disconnect that follows is the exit.
-    Exiting(String),
+    Exiting(super::protocol::ExitingMsg),
 }
 
 /// Why a request failed.

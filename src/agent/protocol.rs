@@ -47,7 +47,7 @@ pub struct WarningMsg {
     pub warning: AgentWarning,
 }
 
-/// `{"type":"exiting","at_unix_ms":T,"reason":"atexit"}`.
+/// `{"type":"exiting","at_unix_ms":T,"reason":"atexit","abandoned":[...]}`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ExitingMsg {
@@ -55,6 +55,21 @@ pub struct ExitingMsg {
     pub at_unix_ms: u64,
     #[serde(deserialize_with = "null_as_default")]
     pub reason: String,
+    /// `atexit` only: non-daemon threads still running once the interpreter stopped waiting
+    /// for them (its join was cut short, by KeyboardInterrupt say): the exit abandons them.
+    #[serde(deserialize_with = "null_as_default")]
+    pub abandoned: Vec<AbandonedThread>,
+}
+
+/// A non-daemon thread alive at `atexit` (see [`ExitingMsg::abandoned`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AbandonedThread {
+    /// The kernel's thread id (`Thread.native_id`); 0 if unknown.
+    #[serde(deserialize_with = "null_as_default")]
+    pub native_id: i32,
+    #[serde(deserialize_with = "null_as_default")]
+    pub name: String,
 }
 
 /// A message to the agent.

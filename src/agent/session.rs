@@ -270,7 +270,7 @@ impl<'a> Session<'a> {
             }
             // Also listed in later reports (by `seq`): one lost to a full channel is not lost.
             Incoming::Warning(w) => self.push(AgentEvent::Warning(w.warning))?,
-            Incoming::Exiting(e) => self.push(AgentEvent::Exiting(e.reason))?,
+            Incoming::Exiting(e) => self.push(AgentEvent::Exiting(e))?,
             Incoming::Unknown => {
                 ClientStats::bump(&self.stats.unknown_types, 1);
                 tracing::debug!("ignored a message of unknown type from the agent");

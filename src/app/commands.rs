@@ -145,8 +145,8 @@ pub fn diagnose(dash: &Dashboard, tx: mpsc::Sender<WhyResult>) {
         };
         let work = tokio::task::spawn_blocking(move || {
             let t0 = std::time::Instant::now();
-            let facts = crate::diagnose::Facts::gather((*snapshot).clone(), report, libc::SIGTERM);
-            let why = crate::diagnose::why(&facts, agent.as_deref());
+            let facts = crate::diagnose::Facts::gather(snapshot, report, libc::SIGTERM);
+            let why = crate::diagnose::why_causes(&facts, agent.as_deref());
             WhyResult {
                 causes: why.causes.into_iter().map(|c| c.line).collect(),
                 unknowns: why.unknowns,

@@ -26,6 +26,10 @@ pub mod commands;
 
 /// How often the screen's clocks move and the log tail is looked at.
 const TICK: Duration = Duration::from_millis(500);
+/// A tick redraws the verdict's age only when no event drew the screen for this long: at
+/// refresh intervals up to a second each refresh's redraw moves the age too, so the screen
+/// is drawn once per refresh, not once more for the clock (a third of the TUI's CPU).
+const CLOCK_REDRAW_AFTER: Duration = Duration::from_millis(1_500);
 /// Thread rows either side of those drawn whose wait points are read too (a short scroll
 /// finds them ready).
 const SHOWN_MARGIN: usize = 5;
@@ -109,6 +113,7 @@ pub async fn run(cfg: RunConfig, attached: Attached) -> Result<ExitCode> {
     let mut terminal = ratatui::try_init().context("cannot set up the terminal")?;
     let mouse = MouseCapture::enable();
     let mut dirty = true;
+    let mut last_draw = std::time::Instant::now();
     let outcome: Result<Option<QuitChoice>> = 'run: loop {
         if dirty {
             let mut geometry = None;
@@ -123,6 +128,7 @@ pub async fn run(cfg: RunConfig, attached: Attached) -> Result<ExitCode> {
                 dash.set_geometry(g);
             }
             dirty = false;
+            last_draw = std::time::Instant::now();
             // The collector reads wait points (and `stat`) only for the rows on screen:
             // those drawn plus a few either side, else a page either side of the selection.
             let screen = dash.screen();
@@ -161,7 +167,8 @@ pub async fn run(cfg: RunConfig, attached: Attached) -> Result<ExitCode> {
                 Vec::new()
             }
             _ = tick.tick() => {
-                dirty |= dash.tick(crate::collect::exits::now_unix_ms());
+                let moved = dash.tick(crate::collect::exits::now_unix_ms());
+                dirty |= redraw_on_tick(moved, dash.phase_running(), last_draw.elapsed());
                 // Re-read the log's tail only when it grew.
                 if let Some(path) = &log_path {
                     let len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
@@ -218,6 +225,12 @@ pub async fn run(cfg: RunConfig, attached: Attached) -> Result<ExitCode> {
         reraise_sigquit();
     }
     result
+}
+
+/// Whether a tick redraws: a running phase's clock moves every tick; the verdict's age
+/// (`moved`, whole seconds) waits for the next refresh's redraw unless none came lately.
+fn redraw_on_tick(moved: bool, phase_running: bool, since_draw: Duration) -> bool {
+    phase_running || (moved && since_draw >= CLOCK_REDRAW_AFTER)
 }
 
 /// Tids of the threads that may be on screen: a terminal height of rows either side of the
@@ -358,4 +371,22 @@ fn spawn_reader(stop: Arc<AtomicBool>, forward: impl Fn(term::Event) -> bool + S
         })
         .map(|_| ())
         .unwrap_or_else(|e| tracing::error!("cannot start the key reader: {e}"));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tick_redraws_the_age_only_when_no_refresh_drew_lately() {
+        let ms = Duration::from_millis;
+        // A refresh drew 300 ms ago (1 s interval): the age waits for the next refresh.
+        assert!(!redraw_on_tick(true, false, ms(300)));
+        assert!(!redraw_on_tick(true, false, ms(1_000)));
+        // A long interval (or a paused tree): the age still moves on its own.
+        assert!(redraw_on_tick(true, false, ms(1_500)));
+        assert!(!redraw_on_tick(false, false, ms(5_000)), "nothing moved");
+        // A running phase's clock moves every tick.
+        assert!(redraw_on_tick(false, true, ms(10)));
+    }
 }

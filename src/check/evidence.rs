@@ -192,9 +192,12 @@ fn build(
         .find(|s| s.pid == key.pid)
         .map(|s| s.as_ref().clone());
     // The tree's waits are read now, while it is still alive (before anything is forced).
-    let causes = snap.map_or_else(Vec::new, |s| {
-        let facts =
-            crate::diagnose::Facts::gather(s.clone(), m.report.as_deref().cloned(), stop_signal);
+    let causes = m.snapshot.as_ref().map_or_else(Vec::new, |s| {
+        let facts = crate::diagnose::Facts::gather(
+            std::sync::Arc::clone(s),
+            m.report.as_deref().cloned(),
+            stop_signal,
+        );
         crate::diagnose::diagnose(&facts)
     });
     Evidence {

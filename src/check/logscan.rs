@@ -38,10 +38,13 @@ pub enum WarningKind {
     ThreadException,
     /// A top-level "Traceback (most recent call last):" block ending in `ExcType: message`.
     UnhandledException,
+    /// "Exception ignored in: <obj>" and its traceback: an exception CPython could not raise
+    /// (in `__del__`, a callback, `threading._shutdown`...), printed and dropped.
+    Unraisable,
 }
 
 impl WarningKind {
-    pub const ALL: [WarningKind; 8] = [
+    pub const ALL: [WarningKind; 9] = [
         WarningKind::LoopClosedWatcher,
         WarningKind::ExceptionNeverRetrieved,
         WarningKind::TaskDestroyedPending,
@@ -50,6 +53,7 @@ impl WarningKind {
         WarningKind::ResourceWarning,
         WarningKind::ThreadException,
         WarningKind::UnhandledException,
+        WarningKind::Unraisable,
     ];
 
     /// The agent's name for this kind.
@@ -63,6 +67,7 @@ impl WarningKind {
             WarningKind::ResourceWarning => "resource_warning",
             WarningKind::ThreadException => "thread_exception",
             WarningKind::UnhandledException => "unhandled_exception",
+            WarningKind::Unraisable => "unraisable",
         }
     }
 
@@ -110,6 +115,7 @@ static NEVER_AWAITED: LazyLock<Regex> =
     LazyLock::new(|| re(r"RuntimeWarning: coroutine '([^']*)' was never awaited"));
 static RESOURCE: LazyLock<Regex> = LazyLock::new(|| re(r"ResourceWarning: unclosed\b.*"));
 static THREAD_EXC: LazyLock<Regex> = LazyLock::new(|| re(r"^Exception in thread (.+):\s*$"));
+static IGNORED: LazyLock<Regex> = LazyLock::new(|| re(r"^Exception ignored (?:in|on|while)\b.*$"));
 static TRACEBACK: LazyLock<Regex> =
     LazyLock::new(|| re(r"^\s*Traceback \(most recent call last\):\s*$"));
 /// The line ending a traceback: `pkg.mod.ExcType: message` or a bare `ExcType`.
@@ -290,6 +296,30 @@ pub fn scan_text_from(text: &str, first_line: usize) -> Vec<LogFinding> {
             out.push(finding(
                 WarningKind::ThreadException,
                 one_line(line),
+                &lines[i..j],
+                exc_type,
+            ));
+            i = j;
+        } else if IGNORED.is_match(line) {
+            // Its traceback (or a bare exception line) is part of it, not a top-level one.
+            let mut j = i + 1;
+            let mut exc_type = None;
+            let mut exc_line = None;
+            if j < lines.len() && TRACEBACK.is_match(lines[j]) {
+                let b = traceback_block(&lines, j);
+                (exc_type, exc_line, j) = (b.exc_type, b.exc_line, b.end);
+            } else if let Some(c) = lines.get(j).and_then(|l| EXC_LINE.captures(l)) {
+                exc_type = c.get(1).map(|m| m.as_str().to_string());
+                exc_line = Some(lines[j].to_string());
+                j += 1;
+            }
+            let mut message = one_line(line);
+            if let Some(e) = exc_line {
+                message.push_str(&format!(" ({})", e.trim()));
+            }
+            out.push(finding(
+                WarningKind::Unraisable,
+                message,
                 &lines[i..j],
                 exc_type,
             ));
@@ -644,6 +674,46 @@ print("after the thread")
             "{}",
             f.detail
         );
+    }
+
+    #[test]
+    fn unraisable_from_a_real_run_is_not_an_unhandled_exception() {
+        // `__del__` raising, and SystemExit raised by a SIGTERM handler inside
+        // threading._shutdown (a forced stop): each printed as "Exception ignored in:".
+        let text = python(
+            r#"
+import os, signal, sys, threading, time
+class C:
+    def __del__(self):
+        raise ValueError("in del")
+c = C(); del c
+signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
+threading.Thread(target=lambda: (time.sleep(0.5), os.kill(os.getpid(), signal.SIGTERM))).start()
+threading.Thread(target=time.sleep, args=(3,)).start()
+print("main returns")
+"#,
+            &[],
+        );
+        let found = scan_text(&text);
+        assert_eq!(kinds(&found), ["unraisable", "unraisable"], "{text}");
+        assert!(
+            found[0]
+                .message
+                .starts_with("Exception ignored in: <function C.__del__"),
+            "{}",
+            found[0].message
+        );
+        assert!(found[0].message.ends_with("(ValueError: in del)"));
+        assert_eq!(found[0].exc_type.as_deref(), Some("ValueError"));
+        assert!(
+            found[1]
+                .message
+                .starts_with("Exception ignored in: <module 'threading'"),
+            "{}",
+            found[1].message
+        );
+        assert_eq!(found[1].exc_type.as_deref(), Some("SystemExit"));
+        assert!(found[1].detail.contains("_shutdown"), "{}", found[1].detail);
     }
 
     #[test]

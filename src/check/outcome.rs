@@ -100,6 +100,33 @@ pub fn leftovers(m: &Model, launched: bool) -> Vec<Leftover> {
         .collect()
 }
 
+/// Non-daemon threads the agent said were still running at `atexit`: the interpreter
+/// stopped waiting for them (its join was cut short) and its exit abandons them mid-work.
+/// A clean exit status does not make that clean.
+pub fn abandoned_threads(m: &Model) -> Vec<Leftover> {
+    let reason = match m.abandoned_by.as_deref() {
+        Some("os_exit") => {
+            "non-daemon thread still running when the program called os._exit(), which \
+             skips joining threads and the atexit handlers: the exit killed it mid-work; stop \
+             it and join it before the exit"
+        }
+        _ => {
+            "non-daemon thread still running when the interpreter exited: the wait for it in \
+             threading._shutdown was cut short (by KeyboardInterrupt, say), so the exit \
+             abandoned it; stop it and join it before the exit"
+        }
+    };
+    m.abandoned_threads
+        .iter()
+        .map(|t| Leftover {
+            pid: t.native_id,
+            name: t.name.clone(),
+            kind: LeftoverKind::NonDaemonThread,
+            reason: reason.to_string(),
+        })
+        .collect()
+}
+
 fn is_python(m: &Model) -> bool {
     m.hello
         .as_ref()
@@ -166,6 +193,7 @@ pub(crate) fn warnings(
             exc_type: w.exc_type.clone(),
             source: WarningSource::Agent,
             phase: Some(phase_at(w.at_unix_ms, stop_unix, forced, labels)),
+            after_budget: false,
         })
         .collect();
     let Some(path) = log else { return out };
@@ -197,6 +225,7 @@ pub(crate) fn warnings(
                 exc_type: f.exc_type,
                 source: WarningSource::Log,
                 phase: Some(format!("from the output, line {}", f.line)),
+                after_budget: false,
             });
         }
     }
@@ -252,21 +281,31 @@ pub fn judge(
             "no agent: thread daemon flags, tasks and Python warnings are not known (launched Python commands get the agent unless --no-agent)".to_string(),
         );
     }
+    let budget_ms = u64::try_from(cfg.budget.as_millis()).unwrap_or(u64::MAX);
+    let mut warnings = warnings(
+        m,
+        log,
+        stop_unix,
+        forced.as_ref(),
+        m.now.unix_ms,
+        CHECK_LABELS,
+    );
+    if let (Stage::Forced { .. }, Some(stop)) = (stage, stop_unix) {
+        // Pushed after the budget ran out: while the exit was forced. (A log finding's time
+        // is not known: it stays judged.)
+        let end = stop.saturating_add(budget_ms);
+        for w in &mut warnings {
+            w.after_budget = w.source == WarningSource::Agent && w.at_unix_ms >= end;
+        }
+    }
     let facts = Facts {
         mode: Mode::Check {
             stop_signal: cfg.stop_signal,
-            budget_ms: u64::try_from(cfg.budget.as_millis()).unwrap_or(u64::MAX),
+            budget_ms,
         },
         target_exit,
         leftovers,
-        warnings: warnings(
-            m,
-            log,
-            stop_unix,
-            forced.as_ref(),
-            m.now.unix_ms,
-            CHECK_LABELS,
-        ),
+        warnings,
         allow_warnings: cfg.allow_warnings,
         phases: forced
             .as_ref()

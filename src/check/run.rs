@@ -487,7 +487,9 @@ async fn after_exit(run: &mut Run, launched: bool) -> Vec<crate::teardown::timel
         m.snapshots >= from + 2 && m.tree_settled()
     })
     .await;
-    outcome::leftovers(&run.model, launched)
+    let mut left = outcome::leftovers(&run.model, launched);
+    left.extend(outcome::abandoned_threads(&run.model));
+    left
 }
 
 fn finish(

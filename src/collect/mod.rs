@@ -13,7 +13,8 @@
 //!
 //! Cost model (measured by `benches/collector.rs` and `bench/vs_top_htop.sh`): per
 //! refresh one CPU-clock read (`clock_gettime`) per process (a multi-threaded target's
-//! once); one `pread` of `schedstat` per thread that ran last time (or is due and wanted),
+//! once; with the TUI's demand its `stat` is the main thread's line, which unlike
+//! `/proc/PID/stat` does not walk every thread, and its CPU time is that clock's); one `pread` of `schedstat` per thread that ran last time (or is due and wanted),
 //! and per every other thread only when those do not account for the process clock's
 //! delta; `stat`, `wchan`, `syscall`, `status` only for what ran *and* is wanted
 //! ([`WaitDemand`]: all by default, the rows on screen in the TUI; an unwanted thread that
@@ -21,7 +22,7 @@
 //! only when the thread count changes; `/proc` listed, with process events, every
 //! `full_reread_every` refreshes only, and without them when something in the tree ran and
 //! a pid was created (`/proc/loadavg`'s last-pid field moved). One kept fd per thread
-//! (`schedstat`), five per wanted one.
+//! (`schedstat`), two per unwanted thread that keeps running (`stat`), five per wanted one.
 
 pub mod dirscan;
 pub mod entry;
@@ -350,7 +351,13 @@ impl Collector {
             tick,
             every: u64::from(self.opts.full_reread_every.max(1)),
         };
-        let may_fork = self.tree.update_tracked(&clock, self.threads.is_some());
+        // The TUI (wait points for the rows on screen only) takes a big target's CPU time
+        // from its CPU clock instead of a `stat` that walks all its threads; headless,
+        // `check` and `snapshot` read the full line.
+        let light = self.threads.as_ref().is_some_and(|t| !t.wants_all());
+        let may_fork = self
+            .tree
+            .update_tracked(&clock, self.threads.is_some(), light);
         let target = self.tree.live.get(&self.tree.target.pid);
         let expected = target.map(|e| e.info.num_threads);
         // Read right before the threads: the idle proof compares this clock's delta with

@@ -97,6 +97,8 @@ struct Shared {
     new: Vec<(i32, u64)>,
     /// Events were lost (ENOBUFS): the collector must list /proc in full.
     lost: bool,
+    /// `recvmmsg`'s slots, used under the lock by whichever thread drains the socket.
+    buf: Vec<u8>,
 }
 
 impl Shared {
@@ -131,6 +133,7 @@ impl Shared {
 pub struct ProcEvents {
     shared: Arc<Mutex<Shared>>,
     stop: Arc<AtomicBool>,
+    sock: Arc<OwnedFd>,
 }
 
 fn lock(m: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
@@ -151,14 +154,14 @@ impl ProcEvents {
                 "not root (the connector needs CAP_NET_ADMIN)",
             ));
         }
-        let sock = open_socket()?;
+        let sock = Arc::new(open_socket()?);
         let shared = Arc::new(Mutex::new(Shared::default()));
         let stop = Arc::new(AtomicBool::new(false));
-        let (s2, stop2) = (Arc::clone(&shared), Arc::clone(&stop));
+        let (s2, stop2, sock2) = (Arc::clone(&shared), Arc::clone(&stop), Arc::clone(&sock));
         std::thread::Builder::new()
             .name("lt-procevents".into())
-            .spawn(move || read_loop(sock, s2, stop2))?;
-        Ok(ProcEvents { shared, stop })
+            .spawn(move || read_loop(&sock2, s2, stop2))?;
+        Ok(ProcEvents { shared, stop, sock })
     }
 
     /// `pid`, started at `start_time` (clock ticks since boot, /proc/PID/stat field 22), is
@@ -174,8 +177,13 @@ impl ProcEvents {
 
     /// Members that joined since the last call, with their start times, and whether events
     /// were lost meanwhile (then a full scan is due).
+    ///
+    /// Every event the kernel queued before this call is applied first (read here, not
+    /// left for the reader thread's next batch): a refresh that judges the tree (the final
+    /// audit) sees each fork made before it, however late the reader is on a loaded machine.
     pub fn take_new(&self) -> (Vec<(i32, u64)>, bool) {
         let mut s = lock(&self.shared);
+        drain_locked(&self.sock, &mut s);
         let lost = std::mem::take(&mut s.lost);
         (std::mem::take(&mut s.new), lost)
     }
@@ -371,46 +379,110 @@ fn boot_offset_ns() -> u64 {
 /// this window's events.
 const BATCH: Duration = Duration::from_millis(25);
 
-fn read_loop(sock: OwnedFd, shared: Arc<Mutex<Shared>>, stop: Arc<AtomicBool>) {
-    let mut buf = vec![0u8; 64 * 1024];
-    // After a datagram, read the rest without blocking; once drained, pause `BATCH`.
-    let mut draining = false;
+/// Datagrams taken per `recvmmsg` (each one event, under 100 bytes; a slot holds 1 KiB).
+const SLOTS: usize = 64;
+const SLOT_BYTES: usize = 1024;
+
+fn read_loop(sock: &OwnedFd, shared: Arc<Mutex<Shared>>, stop: Arc<AtomicBool>) {
+    // Wait until a datagram is queued without taking it, then take every one queued under
+    // the lock (one `recvmmsg` per SLOTS): datagrams leave the socket only under the lock,
+    // so `take_new`'s own drain and this one never apply events out of order or miss one
+    // held by the other. Then pause `BATCH` unless the slots ran out.
     while !stop.load(Ordering::Relaxed) {
-        let flags = if draining { libc::MSG_DONTWAIT } else { 0 };
-        // SAFETY: receiving into a live buffer of `buf.len()` bytes.
-        let n = unsafe { libc::recv(sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), flags) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            match e.raw_os_error() {
-                Some(libc::EAGAIN) if draining => {
-                    draining = false;
-                    std::thread::sleep(BATCH);
-                    continue;
-                }
-                Some(libc::EAGAIN) | Some(libc::EINTR) => continue,
-                Some(libc::ENOBUFS) => {
-                    lock(&shared).lost = true;
-                    continue;
-                }
-                _ => {
-                    tracing::warn!("process events: {e}; falling back to /proc scans");
-                    lock(&shared).lost = true;
-                    std::thread::sleep(Duration::from_millis(50));
-                    continue;
-                }
-            }
+        let mut fds = [libc::pollfd {
+            fd: sock.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        }];
+        // SAFETY: one valid pollfd for the call's duration.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), 1, 1000) };
+        if n <= 0 {
+            continue; // timeout (look at `stop`) or EINTR
         }
-        let data = buf.get(..n as usize).unwrap_or_default();
-        handle_datagram(data, &shared);
-        draining = true;
+        match drain_locked(sock, &mut lock(&shared)) {
+            Some(true) => {}
+            Some(false) => std::thread::sleep(BATCH),
+            // The socket failed (said in the log, the collector scans /proc): retry slower.
+            None => std::thread::sleep(Duration::from_millis(50)),
+        }
     }
 }
 
+/// Takes every datagram queued now (at most 64 batches) and applies it; the caller holds
+/// the lock. `Some(true)` when the last batch filled every slot (more may be queued),
+/// `None` when the socket failed (events were lost).
+fn drain_locked(sock: &OwnedFd, s: &mut Shared) -> Option<bool> {
+    let mut buf = std::mem::take(&mut s.buf);
+    buf.resize(SLOTS * SLOT_BYTES, 0);
+    let mut full = false;
+    for _ in 0..64 {
+        let got = match recv_batch(sock, &mut buf) {
+            Ok(got) => got,
+            Err(e) => {
+                full = false;
+                match e.raw_os_error() {
+                    Some(libc::EAGAIN) | Some(libc::EINTR) => {}
+                    Some(libc::ENOBUFS) => s.lost = true,
+                    _ => {
+                        tracing::warn!("process events: {e}; falling back to /proc scans");
+                        s.lost = true;
+                        s.buf = buf;
+                        return None;
+                    }
+                }
+                break;
+            }
+        };
+        let offset = boot_offset_ns();
+        for (i, &len) in got.iter().enumerate() {
+            let slot = &buf[i * SLOT_BYTES..(i + 1) * SLOT_BYTES];
+            handle_datagram(slot.get(..len).unwrap_or_default(), offset, s);
+        }
+        full = got.len() == SLOTS;
+        if !full {
+            break;
+        }
+    }
+    s.buf = buf;
+    Some(full)
+}
+
+/// One non-blocking `recvmmsg` into `buf`'s slots: the datagrams queued now (at most
+/// [`SLOTS`]), as their lengths; EAGAIN when there is none.
+fn recv_batch(sock: &OwnedFd, buf: &mut [u8]) -> io::Result<Vec<usize>> {
+    // SAFETY: an all-zero iovec/mmsghdr is valid (null pointers, zero lengths); each is
+    // pointed at its own slot of `buf` below.
+    let mut iov: [libc::iovec; SLOTS] = unsafe { std::mem::zeroed() };
+    let mut msgs: [libc::mmsghdr; SLOTS] = unsafe { std::mem::zeroed() };
+    for (i, (v, m)) in iov.iter_mut().zip(msgs.iter_mut()).enumerate() {
+        v.iov_base = buf[i * SLOT_BYTES..].as_mut_ptr().cast();
+        v.iov_len = SLOT_BYTES;
+        m.msg_hdr.msg_iov = v;
+        m.msg_hdr.msg_iovlen = 1;
+    }
+    // SAFETY: `msgs` holds SLOTS headers, each pointing at one live iovec, which points at
+    // SLOT_BYTES of `buf`; all outlive the call. No timeout.
+    let n = unsafe {
+        libc::recvmmsg(
+            sock.as_raw_fd(),
+            msgs.as_mut_ptr(),
+            SLOTS as libc::c_uint,
+            libc::MSG_DONTWAIT,
+            std::ptr::null_mut(),
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(msgs[..n as usize]
+        .iter()
+        .map(|m| (m.msg_len as usize).min(SLOT_BYTES))
+        .collect())
+}
+
 /// Parse one datagram (one or more netlink messages) and apply its events.
-fn handle_datagram(data: &[u8], shared: &Mutex<Shared>) {
+fn handle_datagram(data: &[u8], offset: u64, s: &mut Shared) {
     let mut off = 0;
-    let offset = boot_offset_ns();
-    let mut s = lock(shared);
     while let Some(len) = u32_at(data, off) {
         let len = len as usize;
         if len < NLMSG_HDR || off + len > data.len() {
@@ -419,7 +491,7 @@ fn handle_datagram(data: &[u8], shared: &Mutex<Shared>) {
         let msg = &data[off + NLMSG_HDR..off + len];
         if u32_at(msg, 0) == Some(CN_IDX_PROC) && u32_at(msg, 4) == Some(CN_VAL_PROC) {
             let ev = msg.get(CN_MSG_HDR..).unwrap_or_default();
-            apply_event(ev, offset, &mut s);
+            apply_event(ev, offset, s);
         }
         // NLMSG_ALIGN
         off += (len + 3) & !3;

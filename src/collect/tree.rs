@@ -158,8 +158,15 @@ impl Tree {
     /// tracked process may have forked since the last refresh (it ran, it is multi-threaded
     /// so we cannot tell, or something exited), which is when [`Tree::discover`] must list
     /// /proc. With `target_threads_known`, a multi-threaded target is left to the caller,
-    /// who knows from its thread table whether any of its threads ran.
-    pub fn update_tracked(&mut self, clock: &Clock, target_threads_known: bool) -> bool {
+    /// who knows from its thread table whether any of its threads ran. `light_target`: that
+    /// target's `stat` is its main thread's line, its CPU time its CPU clock (see
+    /// `Entry::update_ordered`), for a consumer that does not need every figure exact.
+    pub fn update_tracked(
+        &mut self,
+        clock: &Clock,
+        target_threads_known: bool,
+        light_target: bool,
+    ) -> bool {
         // 1. Tracked processes: exited or updated. Exiting means running, so the gated read
         //    sees it: the kept `stat` fd fails once the process is reaped (even if its pid
         //    was reused meanwhile), and a zombie shows `Z`. `Z` is also what a process whose
@@ -189,7 +196,8 @@ impl Tree {
             let Some(e) = self.live.get_mut(&pid) else {
                 continue;
             };
-            let read = e.update_ordered(&mut self.buf, false, clock, target_last && pid == target);
+            let last = target_last && pid == target;
+            let read = e.update_ordered(&mut self.buf, false, clock, last, last && light_target);
             let pid = &pid;
             let suspect = !read || e.info.state == RunState::Zombie;
             let exited = suspect && e.pidfd.as_ref().is_none_or(|fd| fd.has_exited());
@@ -202,25 +210,8 @@ impl Tree {
         }
         may_fork |= !gone.is_empty();
         for pid in gone {
-            if let Some(mut e) = self.live.remove(&pid) {
-                // Noticed here first: queue the report for the live watcher's channel (only
-                // when one is attached), ahead of the snapshot showing it.
-                let reported = &mut self.reported;
-                let watched = self.watched;
-                let report = |key, info| {
-                    if watched {
-                        reported.push((key, info));
-                    }
-                };
-                let info: ExitInfo = match &e.pidfd {
-                    Some(fd) => self.exits.resolve(fd, report),
-                    None => self.exits.resolve_without_pidfd(e.info.key, report),
-                };
-                e.info.exit = Some(info);
-                e.info.cpu_percent = 0.0;
-                e.exited_at = Some(Instant::now());
-                e.pidfd = None;
-                self.exited.push(e);
+            if let Some(e) = self.live.remove(&pid) {
+                self.retire(e);
             }
         }
 
@@ -357,6 +348,28 @@ impl Tree {
             && (self.groups.contains(&stat.pgrp) || self.sessions.contains(&stat.session))
     }
 
+    /// `e` has exited: resolve how (once, with the live watcher), keep it among the exited.
+    fn retire(&mut self, mut e: Entry) {
+        // Noticed here first: queue the report for the live watcher's channel (only when one
+        // is attached), ahead of the snapshot showing it.
+        let reported = &mut self.reported;
+        let watched = self.watched;
+        let report = |key, info| {
+            if watched {
+                reported.push((key, info));
+            }
+        };
+        let info: ExitInfo = match &e.pidfd {
+            Some(fd) => self.exits.resolve(fd, report),
+            None => self.exits.resolve_without_pidfd(e.info.key, report),
+        };
+        e.info.exit = Some(info);
+        e.info.cpu_percent = 0.0;
+        e.exited_at = Some(Instant::now());
+        e.pidfd = None;
+        self.exited.push(e);
+    }
+
     /// Track processes the event reader saw forked by a member (even if their parent has
     /// exited and they were reparented since).
     fn adopt_forked(&mut self, clock: &Clock, joined: Vec<(i32, u64)>) {
@@ -372,15 +385,23 @@ impl Tree {
                 continue;
             };
             // Reused pid, or lifecycle-top's own (a helper forked by a member cannot be).
-            if stat.start_time != start_time || stat.state == 'Z' || stat.pgrp == own_pgid {
+            if stat.start_time != start_time || stat.pgrp == own_pgid {
                 continue;
             }
+            let zombie = stat.state == 'Z';
             let parent_depth = self.live.get(&stat.ppid).map(|p| p.info.depth);
             let depth = parent_depth.map_or(1, |d| d + 1);
             if let Some(mut e) = Entry::open(&self.proc_root, pid, 0, stat, depth) {
                 e.info.orphan = parent_depth.is_none();
                 e.update(&mut self.buf, true, clock);
-                self.track(e);
+                // A member that ended before this refresh read it (a short child on a loaded
+                // machine): listed, and its exit resolved now, while its status is still in
+                // its `stat` (its parent may reap it before the next refresh).
+                if zombie && e.pidfd.as_ref().is_none_or(|fd| fd.has_exited()) {
+                    self.retire(e);
+                } else {
+                    self.track(e);
+                }
             }
         }
     }

@@ -9,25 +9,28 @@
 //! have changed; see `Kept`).
 
 use super::procfs::{self, ProcFile};
-use crate::model::{ProcKey, Snapshot};
+use crate::model::{ProcKey, SharedStr, Snapshot};
 use rustix::fd::{AsFd, BorrowedFd};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::ffi::CString;
 use std::os::unix::fs::MetadataExt;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
-/// One thread's current syscall (`None` when running in user space or unreadable).
+/// One thread's current syscall (`None` when running in user space or unreadable). Its
+/// strings are shared: a syscall name is the table's, names and wait channels are one
+/// allocation per distinct text in a read (see [`read_tree`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ThreadWait {
     pub key: ProcKey,
     pub tid: i32,
     /// Kernel thread name (`comm`).
-    pub name: String,
+    pub name: SharedStr,
     pub state: char,
-    pub syscall: Option<String>,
+    pub syscall: Option<Cow<'static, str>>,
     pub args: Vec<u64>,
-    pub wchan: Option<String>,
+    pub wchan: Option<SharedStr>,
     /// In `futex`: the words at its address (see [`super::memwait::classify_futex`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub futex_words: Option<super::memwait::FutexWords>,
@@ -85,7 +88,8 @@ pub struct FileLock {
 /// Everything [`read_tree`] found.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TreeWaits {
-    pub threads: Vec<ThreadWait>,
+    /// Shared with the reuse cache (see `Kept`): a thread that did not run is not copied.
+    pub threads: Vec<Arc<ThreadWait>>,
     pub fds: Vec<FdEntry>,
     pub locks: Vec<FileLock>,
     /// For each Unix socket a thread waits to read (`read`/`recv*`, or polled): the inode of
@@ -107,11 +111,76 @@ const MAX_FDS_PER_PROC: usize = 10_000;
 /// [`REUSE_ROUNDS`] reads in a row: a thread renamed from outside is caught then.
 struct Kept {
     cpu_ns: Option<u64>,
-    /// Each thread with the `schedstat` read just before it.
-    threads: Vec<(ThreadWait, Option<[u64; 3]>)>,
+    /// Each thread with the `schedstat` read just before it, and its kept files.
+    threads: Vec<KeptThread>,
     fds: Vec<FdEntry>,
     /// Reads since the last one that reused nothing.
     rounds: u32,
+}
+
+/// One thread of [`Kept`].
+struct KeptThread {
+    wait: Arc<ThreadWait>,
+    sched: Option<[u64; 3]>,
+    files: Option<Box<ThreadFiles>>,
+    /// Its `schedstat` moved since the read before (or it was new then).
+    ran: bool,
+}
+
+/// A thread's `schedstat`, `stat`, `syscall` and `wchan`, kept open between two reads once
+/// it ran between two (a busy thread is re-read in full each time: four opens and closes,
+/// most of a busy 1,000-thread tree's read, become four `pread`s). A kept file stays bound
+/// to its thread: a dead thread's read fails and the path is opened instead (a reused tid
+/// is then read as a new thread). At most [`kept_threads_cap`] threads keep files.
+#[derive(Default)]
+struct ThreadFiles([Option<ProcFile>; 4]);
+
+/// Indices into [`ThreadFiles`].
+const SCHEDSTAT: usize = 0;
+const STAT: usize = 1;
+const SYSCALL: usize = 2;
+const WCHAN: usize = 3;
+const THREAD_FILES: [&str; 4] = ["schedstat", "stat", "syscall", "wchan"];
+
+/// How many threads (over the whole tree) may keep their four files: at most 1,024, and
+/// at most a quarter of the fd limit (the collector's kept files and on-demand opens need
+/// the rest). An eighth left a busy 1,000-thread target under a 20,000 limit with 375
+/// threads opening and closing four files at every verdict (a third of its reads' cost).
+fn kept_threads_cap() -> usize {
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .current
+        .unwrap_or(u64::MAX);
+    let by_limit = usize::try_from(limit / 4 / THREAD_FILES.len() as u64).unwrap_or(usize::MAX);
+    by_limit.min(1_024)
+}
+
+impl ThreadFiles {
+    /// Read file `which` of thread `tid`: through the kept file if there is one (dropped if
+    /// its read fails), else opened by path and kept when `keep`.
+    fn read<'a>(
+        files: &mut Option<Box<ThreadFiles>>,
+        keep: bool,
+        which: usize,
+        dir: BorrowedFd<'_>,
+        tid: i32,
+        buf: &'a mut Vec<u8>,
+    ) -> Option<&'a [u8]> {
+        if let Some(f) = files.as_mut().and_then(|f| f.0[which].take())
+            && let Ok(n) = f.read(buf).map(<[u8]>::len)
+        {
+            if let Some(fs) = files.as_mut() {
+                fs.0[which] = Some(f);
+            }
+            return buf.get(..n);
+        }
+        let path = CString::new(format!("task/{tid}/{}", THREAD_FILES[which])).ok()?;
+        let f = ProcFile::open_at(dir, &path).ok()?;
+        let n = f.read(buf).ok()?.len();
+        if keep {
+            files.get_or_insert_with(Box::default).0[which] = Some(f);
+        }
+        buf.get(..n)
+    }
 }
 
 /// See [`Kept`]: e.g. the TUI's verdict, refreshed every 5 s, re-reads everything every
@@ -127,12 +196,15 @@ static KEPT: Mutex<Option<HashMap<ProcKey, Kept>>> = Mutex::new(None);
 pub fn read_tree(snap: &Snapshot) -> TreeWaits {
     let mut out = TreeWaits::default();
     let mut syms = super::memwait::DataSymbols::default();
+    let mut strings = Strings::default();
     let mut kept = KEPT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     let mut before = kept.take().unwrap_or_default();
     let mut now = HashMap::new();
+    let mut room = kept_threads_cap();
     for p in snap.processes.iter().filter(|p| p.exit.is_none()) {
         let prev = before.remove(&p.key);
-        if let Some(k) = read_process(p.key, prev, &mut out, &mut syms) {
+        let read = read_process(p.key, prev, &mut out, &mut syms, &mut strings, &mut room);
+        if let Some(k) = read {
             now.insert(p.key, k);
         }
     }
@@ -192,6 +264,8 @@ fn read_process(
     prev: Option<Kept>,
     out: &mut TreeWaits,
     syms: &mut super::memwait::DataSymbols,
+    strings: &mut Strings,
+    room: &mut usize,
 ) -> Option<Kept> {
     let base = format!("/proc/{}", key.pid);
     // Relative opens from the process's directory: no walk of /proc and the pid per file.
@@ -205,13 +279,15 @@ fn read_process(
     if start != Some(key.start_time) {
         return None;
     }
-    let cpu_ns = procfs::process_cpu_clock(key.pid).and_then(procfs::cpu_clock_ns);
+    let mut cpu_ns = procfs::process_cpu_clock(key.pid).and_then(procfs::cpu_clock_ns);
     let prev = prev.filter(|k| k.rounds < REUSE_ROUNDS);
+    let prev_cpu_ns = prev.as_ref().and_then(|k| k.cpu_ns);
     if let Some(k) = &prev
         && cpu_ns.is_some()
         && k.cpu_ns == cpu_ns
     {
-        out.threads.extend(k.threads.iter().map(|(t, _)| t.clone()));
+        out.threads.extend(k.threads.iter().map(|t| t.wait.clone()));
+        *room = room.saturating_sub(k.threads.iter().filter(|t| t.files.is_some()).count());
         out.fds.extend(k.fds.iter().cloned());
         return prev.map(|k| Kept {
             rounds: k.rounds + 1,
@@ -221,8 +297,8 @@ fn read_process(
     let unreadable_before = out.unreadable.len();
     let mut reused_any = false;
     let prev_rounds = prev.as_ref().map_or(0, |k| k.rounds);
-    let mut prev_threads: HashMap<i32, (ThreadWait, Option<[u64; 3]>)> = prev
-        .map(|k| k.threads.into_iter().map(|t| (t.0.tid, t)).collect())
+    let mut prev_threads: HashMap<i32, KeptThread> = prev
+        .map(|k| k.threads.into_iter().map(|t| (t.wait.tid, t)).collect())
         .unwrap_or_default();
     let mut threads = Vec::new();
     let mut buf = vec![0u8; 4096];
@@ -233,21 +309,71 @@ fn read_process(
                 .collect();
             tids.sort_unstable();
             tids.truncate(MAX_THREADS_PER_PROC);
-            for tid in tids {
-                let sched = read_rel(dir.as_fd(), &format!("task/{tid}/schedstat"), &mut buf)
-                    .and_then(procfs::parse_schedstat);
-                let t = match prev_threads.remove(&tid) {
-                    Some((t, Some(was))) if sched == Some(was) => {
-                        reused_any = true;
-                        t
-                    }
-                    _ => match read_thread(key, dir.as_fd(), tid, &mut buf, syms) {
-                        Some(t) => t,
-                        None => continue,
-                    },
+            // The clock again, right before the first `schedstat`: a thread that runs
+            // between the two readings (listing 10,000 tids takes milliseconds) would
+            // otherwise make the proof below fail.
+            cpu_ns = procfs::process_cpu_clock(key.pid).and_then(procfs::cpu_clock_ns);
+            let cpu_delta = match (prev_cpu_ns, cpu_ns) {
+                (Some(before), Some(now)) => now.checked_sub(before),
+                _ => None,
+            };
+            let mut reader = ThreadReader {
+                key,
+                dir: dir.as_fd(),
+                buf: &mut buf,
+                syms,
+                strings,
+                room,
+            };
+            // Pass 1: the threads that ran at the last read, and new ones. When their
+            // run-time deltas add up to the process clock's to the nanosecond, no other
+            // thread ran since: the others are not read at all (their `schedstat` would
+            // say the same), as the collector's own thread table does.
+            let mut sum = cpu_delta.map(|_| 0u64);
+            let mut done: Vec<Option<Option<KeptThread>>> = Vec::with_capacity(tids.len());
+            // Sized once: grown by doubling, 10,000 threads left 6,000 slots unused.
+            threads.reserve_exact(tids.len());
+            out.threads.reserve(tids.len());
+            for &tid in &tids {
+                let candidate = cpu_delta.is_none() || prev_threads.get(&tid).is_none_or(|t| t.ran);
+                if !candidate {
+                    done.push(None);
+                    continue;
+                }
+                let prev = prev_threads.remove(&tid);
+                let before = prev.as_ref().map_or(Some(0), |t| t.sched.map(|s| s[0]));
+                let read = reader.thread(tid, prev);
+                let after = read.as_ref().and_then(|t| t.sched.map(|s| s[0]));
+                sum = match (sum, before, after) {
+                    (Some(acc), Some(b), Some(a)) => a.checked_sub(b).map(|d| acc + d),
+                    _ => None,
                 };
-                out.threads.push(t.clone());
-                threads.push((t, sched));
+                done.push(Some(read));
+            }
+            let others_idle = sum.is_some() && sum == cpu_delta;
+            // Pass 2, in tid order: the rest, reused when proven idle, else read as above.
+            for (&tid, read) in tids.iter().zip(done) {
+                let read = match read {
+                    Some(read) => read,
+                    None => {
+                        let prev = prev_threads.remove(&tid);
+                        match prev {
+                            Some(mut t) if others_idle => {
+                                t.ran = false;
+                                if t.files.is_some() {
+                                    *reader.room = reader.room.saturating_sub(1);
+                                }
+                                Some(t)
+                            }
+                            prev => reader.thread(tid, prev),
+                        }
+                    }
+                };
+                if let Some(t) = read {
+                    reused_any |= !t.ran;
+                    out.threads.push(t.wait.clone());
+                    threads.push(t);
+                }
             }
         }
         Err(e) => out.unreadable.push(format!("{base}/task: {e}")),
@@ -279,32 +405,108 @@ fn read_process(
     })
 }
 
-/// Read a file relative to the process's directory.
-fn read_rel<'a>(dir: BorrowedFd<'_>, rel: &str, buf: &'a mut Vec<u8>) -> Option<&'a [u8]> {
-    let path = CString::new(rel).ok()?;
-    ProcFile::open_at(dir, &path).ok()?.read(buf).ok()
+/// One allocation per distinct string of a [`read_tree`] (190 children named alike, 1,000
+/// threads asleep in the same wait channel).
+#[derive(Default)]
+struct Strings(HashSet<SharedStr>);
+
+impl Strings {
+    fn get(&mut self, s: &str) -> SharedStr {
+        if let Some(known) = self.0.get(s) {
+            return known.clone();
+        }
+        let new = SharedStr::from(s);
+        self.0.insert(new.clone());
+        new
+    }
+}
+
+/// Reads one thread for [`read_process`], reusing what the last read found when its
+/// `schedstat` did not move.
+struct ThreadReader<'a> {
+    key: ProcKey,
+    dir: BorrowedFd<'a>,
+    buf: &'a mut Vec<u8>,
+    syms: &'a mut super::memwait::DataSymbols,
+    strings: &'a mut Strings,
+    /// Threads that may still keep files ([`kept_threads_cap`] less those keeping them).
+    room: &'a mut usize,
+}
+
+impl ThreadReader<'_> {
+    /// `None` when the thread is gone.
+    fn thread(&mut self, tid: i32, prev: Option<KeptThread>) -> Option<KeptThread> {
+        let (prev, mut files) = match prev {
+            Some(KeptThread {
+                wait, sched, files, ..
+            }) => (Some((wait, sched)), files),
+            None => (None, None),
+        };
+        // A thread seen before that is read again in full ran between two reads: it keeps
+        // its files for the next, while there is room.
+        let keep = *self.room > 0 && prev.is_some();
+        if !keep {
+            files = None;
+        }
+        let kept = files.is_some();
+        let sched = ThreadFiles::read(&mut files, kept, SCHEDSTAT, self.dir, tid, self.buf)
+            .and_then(procfs::parse_schedstat);
+        let (wait, ran) = match prev {
+            Some((t, Some(was))) if sched == Some(was) => (t, false),
+            _ => {
+                let at = ThreadAt {
+                    dir: self.dir,
+                    tid,
+                    keep,
+                };
+                let t = read_thread(self.key, at, &mut files, self.buf, self.syms, self.strings)?;
+                (Arc::new(t), true)
+            }
+        };
+        if files.is_some() {
+            *self.room = self.room.saturating_sub(1);
+        }
+        Some(KeptThread {
+            wait,
+            sched,
+            files,
+            ran,
+        })
+    }
+}
+
+/// Where [`read_thread`] reads: the process's directory, the tid, and whether the files
+/// opened now are kept ([`ThreadFiles`]).
+struct ThreadAt<'a> {
+    dir: BorrowedFd<'a>,
+    tid: i32,
+    keep: bool,
 }
 
 fn read_thread(
     key: ProcKey,
-    dir: BorrowedFd<'_>,
-    tid: i32,
+    at: ThreadAt<'_>,
+    files: &mut Option<Box<ThreadFiles>>,
     buf: &mut Vec<u8>,
     syms: &mut super::memwait::DataSymbols,
+    strings: &mut Strings,
 ) -> Option<ThreadWait> {
-    let stat = procfs::parse_stat(read_rel(dir, &format!("task/{tid}/stat"), buf)?)?;
-    let (syscall, args) = read_rel(dir, &format!("task/{tid}/syscall"), buf)
+    let ThreadAt { dir, tid, keep } = at;
+    let stat = procfs::parse_stat(ThreadFiles::read(files, keep, STAT, dir, tid, buf)?)?;
+    let (syscall, args) = ThreadFiles::read(files, keep, SYSCALL, dir, tid, buf)
         .and_then(procfs::parse_syscall)
         .map_or((None, Vec::new()), |(nr, args)| {
             (
                 Some(
                     super::syscalls::name(nr)
-                        .map_or_else(|| format!("syscall {nr}"), str::to_string),
+                        .map_or_else(|| Cow::Owned(format!("syscall {nr}")), Cow::Borrowed),
                 ),
                 args,
             )
         });
-    let wchan = read_rel(dir, &format!("task/{tid}/wchan"), buf).and_then(procfs::parse_wchan);
+    let wchan = ThreadFiles::read(files, keep, WCHAN, dir, tid, buf)
+        .and_then(procfs::parse_wchan)
+        .map(|w| strings.get(&w));
     // Memory arguments only of a thread asleep in the syscall (a running one moves on).
     let asleep = matches!(stat.state, 'S' | 'D');
     let (futex_words, polled) = match syscall.as_deref() {
@@ -322,7 +524,7 @@ fn read_thread(
     Some(ThreadWait {
         key,
         tid,
-        name: stat.comm,
+        name: strings.get(&stat.comm),
         state: stat.state,
         syscall,
         args,
@@ -422,6 +624,134 @@ pub fn parse_locks(s: &str) -> Vec<FileLock> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    /// 20 idle threads, one that ticks every 5 ms, and one blocked in `read` on a pipe
+    /// until a line comes on stdin, then asleep; prints the reader's tid, the ticker's, then
+    /// the 20 sleepers'.
+    const TARGET: &str = r#"
+import os, sys, threading, time
+r, w = os.pipe()
+def reader():
+    os.read(r, 1)
+    time.sleep(1000)
+sleepers = [threading.Thread(target=time.sleep, args=(1000,), daemon=True) for _ in range(20)]
+for s in sleepers:
+    s.start()
+def tick():
+    while True:
+        time.sleep(0.005)
+k = threading.Thread(target=tick, daemon=True)
+k.start()
+t = threading.Thread(target=reader, daemon=True)
+t.start()
+print(t.native_id, k.native_id, *(s.native_id for s in sleepers), flush=True)
+sys.stdin.readline()
+os.write(w, b"x")
+sys.stdin.readline()
+"#;
+
+    /// Waits (10 s at most) until the kernel shows thread `tid` of `pid` in syscall `nr`.
+    fn wait_for_syscall(pid: i32, tid: i32, nr: u32) {
+        let path = format!("/proc/{pid}/task/{tid}/syscall");
+        let want = format!("{nr} ");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !std::fs::read_to_string(&path).is_ok_and(|s| s.starts_with(&want)) {
+            assert!(
+                Instant::now() < deadline,
+                "thread {tid} never entered syscall {nr}"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    fn syscall_of(waits: &TreeWaits, tid: i32) -> Option<String> {
+        let t = waits.threads.iter().find(|t| t.tid == tid)?;
+        t.syscall.as_deref().map(str::to_owned)
+    }
+
+    /// Reads that reuse what did not run (the idle proof, kept files) see a thread that was
+    /// idle through several reads once it moves on, and agree with a read from scratch.
+    #[test]
+    fn reused_reads_see_an_idle_thread_move_on() {
+        // read and clock_nanosleep: x86-64 0 and 230, arm64 63 and 115.
+        let (read_nr, sleep_nr) = if cfg!(target_arch = "aarch64") {
+            (63, 115)
+        } else {
+            (0, 230)
+        };
+        let mut child = Command::new("python3")
+            .args(["-c", TARGET])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3");
+        let mut line = String::new();
+        let stdout = child.stdout.take().expect("stdout");
+        BufReader::new(stdout).read_line(&mut line).expect("tid");
+        let tids: Vec<i32> = line
+            .split_whitespace()
+            .filter_map(|t| t.parse().ok())
+            .collect();
+        let [tid, _ticker, ref sleepers @ ..] = tids[..] else {
+            panic!("tids expected: {line:?}");
+        };
+        assert_eq!(sleepers.len(), 20, "{line:?}");
+        let pid = i32::try_from(child.id()).expect("pid");
+        // A started thread has not necessarily reached its first call yet.
+        wait_for_syscall(pid, tid, read_nr);
+        for &s in sleepers {
+            wait_for_syscall(pid, s, sleep_nr);
+        }
+        let snap = crate::collect::snapshot_once(pid).expect("snapshot");
+        // Several reads: the reader is idle in all of them, so later ones reuse it.
+        for _ in 0..4 {
+            let w = read_tree(&snap);
+            assert_eq!(syscall_of(&w, tid).as_deref(), Some("read"));
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let stdin = child.stdin.as_mut().expect("stdin");
+        stdin.write_all(b"go\n").expect("write");
+        stdin.flush().expect("flush");
+        // Its next wait: asleep for good (not the way there: taking the GIL, say).
+        wait_for_syscall(pid, tid, sleep_nr);
+        let reused = read_tree(&snap);
+        assert_eq!(
+            syscall_of(&reused, tid).as_deref(),
+            Some("clock_nanosleep"),
+            "the reader moved on from read"
+        );
+        // A read from scratch (nothing kept for this process) finds the same waits for
+        // every thread that sleeps for good: the sleepers and the reader (the main thread
+        // and the ticker move on their own).
+        if let Some(kept) = KEPT.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
+            kept.retain(|k, _| k.pid != pid);
+        }
+        let fresh = read_tree(&snap);
+        // tid, syscall, its arguments, wait channel.
+        type Wait = (i32, Option<String>, Vec<u64>, Option<String>);
+        let settled = |w: &TreeWaits| -> Vec<Wait> {
+            let mut v: Vec<Wait> = w
+                .threads
+                .iter()
+                .filter(|t| t.key.pid == pid && (t.tid == tid || sleepers.contains(&t.tid)))
+                .map(|t| {
+                    let sc = t.syscall.as_deref().map(str::to_owned);
+                    let wchan = t.wchan.as_deref().map(str::to_owned);
+                    (t.tid, sc, t.args.clone(), wchan)
+                })
+                .collect();
+            v.sort();
+            v
+        };
+        let (a, b) = (settled(&reused), settled(&fresh));
+        assert_eq!(a.len(), 21, "{a:?}");
+        assert_eq!(a, b);
+        let _ = child.kill();
+        let _ = child.wait();
+    }
 
     #[test]
     fn locks_parse_holders_and_waiters() {

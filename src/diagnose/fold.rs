@@ -57,7 +57,8 @@ pub struct Cause {
     pub line: String,
 }
 
-const MAX_CAUSES: usize = 64;
+/// Causes one fold lists at most (a tree of 190 children each left running gives 190).
+pub const MAX_CAUSES: usize = 64;
 const MAX_DEPTH: usize = 64;
 
 /// Every cause, those reached from the target first.
@@ -257,7 +258,7 @@ fn deadlock(f: &Facts, path: Vec<Node>, edges: Vec<Edge>) -> Cause {
 }
 
 fn thread_wait<'a>(f: &'a Facts, n: &Node) -> Option<&'a crate::collect::waits::ThreadWait> {
-    match n {
+    let found = match n {
         Node::Thread { key, tid } => f
             .waits
             .threads
@@ -269,7 +270,8 @@ fn thread_wait<'a>(f: &'a Facts, n: &Node) -> Option<&'a crate::collect::waits::
             .iter()
             .find(|t| t.key == *key && t.tid == key.pid),
         _ => None,
-    }
+    };
+    found.map(|t| &**t)
 }
 
 fn root_state(f: &Facts, n: &Node) -> Root {
@@ -284,8 +286,8 @@ fn root_state(f: &Facts, n: &Node) -> Root {
         }
         if let Some(sc) = &t.syscall {
             return Root::InSyscall {
-                syscall: sc.clone(),
-                wchan: t.wchan.clone(),
+                syscall: sc.to_string(),
+                wchan: t.wchan.as_deref().map(str::to_string),
             };
         }
         return Root::Running;
@@ -365,7 +367,7 @@ pub fn name(f: &Facts, n: &Node) -> String {
                     proc_name(f, *key)
                 );
             }
-            let comm = thread_wait(f, n).map_or_else(String::new, |t| t.name.clone());
+            let comm = thread_wait(f, n).map_or_else(String::new, |t| t.name.to_string());
             format!("thread {comm:?} (tid {tid}) of pid {}", key.pid)
         }
         Node::Task { key, task_id, .. } => {
@@ -463,6 +465,9 @@ fn phrase(f: &Facts, e: &Edge) -> String {
         EdgeKind::Gather => format!("gathers {to}{}", at(e)),
         EdgeKind::AwaitSubprocess { .. } => format!("awaits subprocess {to}{}", at(e)),
         EdgeKind::AwaitExecutor => format!("awaits executor work run by {to}{}", at(e)),
+        EdgeKind::AwaitExecutorShutdown => format!(
+            "awaits the default executor's shutdown (loop.shutdown_default_executor), run by {to}"
+        ),
         EdgeKind::FutureResult if unowned => format!("waits for the result of {to}{}", at(e)),
         EdgeKind::FutureResult => {
             format!("waits for the result of executor work run by {to}{}", at(e))
@@ -507,6 +512,12 @@ fn leaf(f: &Facts, c: &Cause) -> Option<String> {
     if let Some(w) = py_thread(f, &c.root).and_then(|t| t.waits_on.as_ref()) {
         match (w.kind.as_str(), &w.where_) {
             ("sleep", Some(at)) => s = format!("sleeps at {at}"),
+            ("serve_forever", Some(at)) => {
+                let server = w.object.as_deref().unwrap_or("a socketserver server");
+                s = format!(
+                    "serves requests in {server}.serve_forever() at {at}, which returns only when the server's shutdown() is called"
+                );
+            }
             (_, Some(at)) => s.push_str(&format!(" at {at}")),
             _ => {}
         }

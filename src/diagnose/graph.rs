@@ -5,9 +5,10 @@
 
 use super::Facts;
 use crate::collect::waits::{FdObject, ThreadWait};
-use crate::model::ProcKey;
+use crate::model::{ProcKey, SharedStr};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
 
 /// Something that can wait or be waited for.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -107,6 +108,9 @@ pub enum EdgeKind {
     },
     /// A task awaits `run_in_executor` work that the target worker thread runs.
     AwaitExecutor,
+    /// A task in `loop.shutdown_default_executor()` (asyncio.run's close) awaits the thread
+    /// that joins the default executor's workers (the target).
+    AwaitExecutorShutdown,
     /// A thread in `Future.result()` of executor work (the target runs it).
     FutureResult,
     /// A Node.js event loop kept alive by ref'ed handles/requests (the Node.js agent's
@@ -141,8 +145,9 @@ pub enum Source {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Evidence {
     pub source: Source,
-    /// What exactly was read, e.g. `wait4(-1, ...)` or `Thread.join frame`.
-    pub detail: String,
+    /// What exactly was read, e.g. `wait4(-1, ...)` or `Thread.join frame`. Shared: the
+    /// edges of one wait (a pipe read's write ends) carry the same text.
+    pub detail: SharedStr,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -154,7 +159,9 @@ pub struct Edge {
     /// `file:line` of the wait when known (the agent's frames).
     #[serde(rename = "where", skip_serializing_if = "Option::is_none")]
     pub where_: Option<String>,
-    pub evidence: Vec<Evidence>,
+    /// Shared by the edges of one wait (a pipe read's edges to each write end): 496 pipe
+    /// readers with 8 writers each are 3,968 edges but 496 evidences.
+    pub evidence: Arc<[Evidence]>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -175,10 +182,10 @@ impl Graph {
             v.iter()
                 .find(|&&i| self.edges[i].to == edge.to && self.edges[i].kind == edge.kind)
         }) {
-            for e in edge.evidence {
-                if !self.edges[i].evidence.contains(&e) {
-                    self.edges[i].evidence.push(e);
-                }
+            let have = &mut self.edges[i].evidence;
+            let new: Vec<&Evidence> = edge.evidence.iter().filter(|e| !have.contains(e)).collect();
+            if !new.is_empty() {
+                *have = have.iter().chain(new).cloned().collect();
             }
             return;
         }
@@ -200,20 +207,44 @@ impl Graph {
 }
 
 fn edge(from: Node, to: Node, kind: EdgeKind, source: Source, detail: String) -> Edge {
+    shared_edge(from, to, kind, evidence(source, detail))
+}
+
+/// One evidence, to be shared by every edge of one wait.
+fn evidence(source: Source, detail: impl Into<SharedStr>) -> Arc<[Evidence]> {
+    Arc::new([Evidence {
+        source,
+        detail: detail.into(),
+    }])
+}
+
+fn shared_edge(from: Node, to: Node, kind: EdgeKind, evidence: Arc<[Evidence]>) -> Edge {
     Edge {
         from,
         to,
         kind,
         where_: None,
-        evidence: vec![Evidence { source, detail }],
+        evidence,
     }
 }
 
 /// Write ends listed per pipe read (a pipe inherited by 200 children is one wait, not 200).
 const MAX_WRITERS: usize = 8;
 
-/// Builds the graph from every layer the facts reach.
+/// Builds the graph from every layer the facts reach: every edge (`why --json` lists them).
 pub fn build(f: &Facts) -> Graph {
+    build_with(f, true)
+}
+
+/// The graph as far as the causes need it (the header's verdict, `check`): the same causes
+/// and notes as [`build`], without the `/proc` edges of threads no walk can reach (no edge
+/// leads to them and none starts a walk). 5,000 threads reading a pipe that 1,000 children
+/// hold are 40,000 edges nothing walks; their notes are still taken.
+pub fn build_for_causes(f: &Facts) -> Graph {
+    build_with(f, false)
+}
+
+fn build_with(f: &Facts, all: bool) -> Graph {
     let mut g = Graph::default();
     let live: Vec<ProcKey> = f
         .snapshot
@@ -245,8 +276,41 @@ pub fn build(f: &Facts) -> Graph {
     for t in &f.waits.threads {
         tids.entry(t.key).or_default().insert(t.tid);
     }
-    for t in &f.waits.threads {
-        proc_edges(f, t, &mut g, &by_pid, &tids);
+    let fds = FdIndex::new(f);
+    if all {
+        for t in &f.waits.threads {
+            proc_edges(f, t, &mut g, &by_pid, &tids, &fds);
+        }
+    } else {
+        // Futex waits first: they are the /proc edges that lead to threads. Each thread's
+        // edges start from it alone, so each node's edges come in the same order as above.
+        let futex = |t: &ThreadWait| t.syscall.as_deref() == Some("futex");
+        for t in f.waits.threads.iter().filter(|t| futex(t)) {
+            proc_edges(f, t, &mut g, &by_pid, &tids, &fds);
+        }
+        let agent = f.agent.as_ref().map(|a| a.key);
+        let mut scratch = Graph::default();
+        for t in f.waits.threads.iter().filter(|t| !futex(t)) {
+            let node = Node::Thread {
+                key: t.key,
+                tid: t.tid,
+            };
+            let walked = t.tid == t.key.pid || Some(t.key) == agent || g.has_in.contains(&node);
+            if walked {
+                proc_edges(f, t, &mut g, &by_pid, &tids, &fds);
+                continue;
+            }
+            // Unreachable: only its notes count, in the order `build` takes them.
+            proc_edges(f, t, &mut scratch, &by_pid, &tids, &fds);
+            for n in scratch.notes.drain(..) {
+                if !g.notes.contains(&n) {
+                    g.notes.push(n);
+                }
+            }
+            scratch.edges.clear();
+            scratch.out.clear();
+            scratch.has_in.clear();
+        }
     }
     // A thread in futex that nothing above explains: its owner is not known.
     let unexplained = f.waits.threads.iter().any(|t| {
@@ -430,6 +494,14 @@ fn agent_edges(f: &Facts, g: &mut Graph, by_pid: &BTreeMap<i32, ProcKey>) {
                     "task._fut_waiter chained to the work item this executor worker runs",
                 );
             }
+            "executor_shutdown" => {
+                let Some(tid) = aw.native_id else { continue };
+                one(
+                    th(tid),
+                    EdgeKind::AwaitExecutorShutdown,
+                    "task._fut_waiter is the future this loop._do_shutdown thread sets",
+                );
+            }
             "subprocess" => {
                 let Some(pid) = aw.pid else { continue };
                 let to = match by_pid.get(&pid) {
@@ -516,6 +588,7 @@ fn proc_edges(
     g: &mut Graph,
     by_pid: &BTreeMap<i32, ProcKey>,
     tids: &HashMap<ProcKey, HashSet<i32>>,
+    fds: &FdIndex,
 ) {
     let Some(sc) = t.syscall.as_deref() else {
         return;
@@ -554,6 +627,7 @@ fn proc_edges(
                 };
                 (p, format!("waitid({idtype}, {id}, ...)"))
             };
+            let ev = evidence(Source::ProcSyscall, detail);
             let targets: Vec<ProcKey> = if pid_arg > 0 {
                 children()
                     .into_iter()
@@ -564,39 +638,37 @@ fn proc_edges(
             };
             let kind = EdgeKind::Wait4 { pid_arg };
             if targets.is_empty() {
-                g.add(edge(
+                g.add(shared_edge(
                     from.clone(),
                     unowned("a child that is not in the tree".into()),
                     kind.clone(),
-                    Source::ProcSyscall,
-                    detail.clone(),
+                    ev.clone(),
                 ));
             }
             for k in targets {
-                g.add(edge(
+                g.add(shared_edge(
                     from.clone(),
                     Node::Process { key: k },
                     kind.clone(),
-                    Source::ProcSyscall,
-                    detail.clone(),
+                    ev.clone(),
                 ));
             }
         }
         "futex" => futex_edge(t, tids, from, g),
         _ if !t.polled.is_empty() => {
             for &fd in &t.polled {
-                if let Some(FdObject::Socket { inode }) = fd_object(f, t.key, fd) {
-                    socket_edges(f, t, &from, g, fd, inode, true);
+                if let Some(FdObject::Socket { inode }) = fds.object(t.key, fd) {
+                    socket_edges(f, t, &from, g, fds, fd, inode, true);
                 }
-                if let Some(FdObject::Pipe { inode }) = fd_object(f, t.key, fd) {
+                if let Some(FdObject::Pipe { inode }) = fds.object(t.key, fd) {
                     let detail = format!(
                         "{sc} on fd {fd} = pipe:[{inode}] (fds read from its arguments); write ends from /proc/*/fd"
                     );
                     pipe_edges(
-                        f,
                         t,
                         &from,
                         g,
+                        fds,
                         EdgeKind::PipePoll { fd, inode },
                         inode,
                         detail,
@@ -608,16 +680,16 @@ fn proc_edges(
             let Some(fd) = arg(0).map(|a| a as u32 as i32) else {
                 return;
             };
-            if let Some(FdObject::Socket { inode }) = fd_object(f, t.key, fd) {
-                socket_edges(f, t, &from, g, fd, inode, false);
+            if let Some(FdObject::Socket { inode }) = fds.object(t.key, fd) {
+                socket_edges(f, t, &from, g, fds, fd, inode, false);
                 return;
             }
-            let Some(FdObject::Pipe { inode }) = fd_object(f, t.key, fd) else {
+            let Some(FdObject::Pipe { inode }) = fds.object(t.key, fd) else {
                 return;
             };
             let kind = EdgeKind::PipeRead { fd, inode };
             let detail = format!("{sc}({fd}) on pipe:[{inode}]; write ends from /proc/*/fd");
-            pipe_edges(f, t, &from, g, kind, inode, detail);
+            pipe_edges(t, &from, g, fds, kind, inode, detail);
         }
         "flock" | "fcntl" => {
             let Some(fd) = arg(0).map(|a| a as u32 as i32) else {
@@ -634,7 +706,7 @@ fn proc_edges(
                 major,
                 minor,
                 inode,
-            }) = fd_object(f, t.key, fd)
+            }) = fds.object(t.key, fd)
             else {
                 return;
             };
@@ -652,16 +724,18 @@ fn proc_edges(
                 .map(|l| l.pid)
                 .collect();
             let kind = EdgeKind::FileLock { fd, inode };
-            let detail = format!("{sc}({fd}) on {major:02x}:{minor:02x}:{inode}; /proc/locks");
+            let ev = evidence(
+                Source::ProcLocks,
+                format!("{sc}({fd}) on {major:02x}:{minor:02x}:{inode}; /proc/locks"),
+            );
             if holders.is_empty() {
-                g.add(edge(
+                g.add(shared_edge(
                     from.clone(),
                     unowned(format!(
                         "a file lock on inode {inode} with no holder listed"
                     )),
                     kind.clone(),
-                    Source::ProcLocks,
-                    detail.clone(),
+                    ev.clone(),
                 ));
             }
             for pid in holders {
@@ -671,13 +745,7 @@ fn proc_edges(
                         "a file lock on inode {inode} held by pid {pid} outside the tree"
                     )),
                 };
-                g.add(edge(
-                    from.clone(),
-                    to,
-                    kind.clone(),
-                    Source::ProcLocks,
-                    detail.clone(),
-                ));
+                g.add(shared_edge(from.clone(), to, kind.clone(), ev.clone()));
             }
         }
         _ => {}
@@ -688,11 +756,13 @@ fn proc_edges(
 /// the other processes holding the peer end. A peer held only by the waiter's own process
 /// (asyncio's self-pipe socketpair, a wake-up channel) or an unconnected socket (a
 /// listener, TCP) gives no edge: nothing outside it will write, or nothing is known.
+#[allow(clippy::too_many_arguments)]
 fn socket_edges(
     f: &Facts,
     t: &ThreadWait,
     from: &Node,
     g: &mut Graph,
+    fds: &FdIndex,
     fd: i32,
     inode: u64,
     poll: bool,
@@ -700,13 +770,7 @@ fn socket_edges(
     let Some(&peer) = f.waits.socket_peers.get(&inode) else {
         return;
     };
-    let holders: BTreeSet<ProcKey> = f
-        .waits
-        .fds
-        .iter()
-        .filter(|e| e.object == (FdObject::Socket { inode: peer }))
-        .map(|e| e.key)
-        .collect();
+    let holders = fds.holders(FdObject::Socket { inode: peer });
     if holders.contains(&t.key) {
         return;
     }
@@ -727,7 +791,7 @@ fn socket_edges(
         "socket:[{peer}] is held by {} processes of the tree",
         holders.len()
     );
-    holder_edges(g, from, holders, kind, detail, nobody, many);
+    holder_edges(g, from, holders, kind, detail.into(), nobody, many);
 }
 
 /// Edges from `from` to each of `holders` (the first [`MAX_WRITERS`], with a note saying
@@ -737,63 +801,70 @@ fn holder_edges(
     from: &Node,
     holders: BTreeSet<ProcKey>,
     kind: EdgeKind,
-    detail: String,
+    detail: SharedStr,
     nobody: String,
     many: String,
 ) {
     if holders.is_empty() {
-        g.add(edge(
+        g.add(shared_edge(
             from.clone(),
             Node::Unowned {
                 waiter: Box::new(from.clone()),
                 object: nobody,
             },
             kind,
-            Source::ProcFd,
-            detail,
+            evidence(Source::ProcFd, detail),
         ));
         return;
     }
     if holders.len() > MAX_WRITERS {
-        g.notes
-            .push(format!("{many}: the first {MAX_WRITERS} are listed"));
+        // Every reader of one pipe says the same: one note (`why` lists each once anyway).
+        let note = format!("{many}: the first {MAX_WRITERS} are listed");
+        if !g.notes.contains(&note) {
+            g.notes.push(note);
+        }
     }
+    let ev = evidence(Source::ProcFd, detail);
     for k in holders.into_iter().take(MAX_WRITERS) {
-        g.add(edge(
+        g.add(shared_edge(
             from.clone(),
             Node::Process { key: k },
             kind.clone(),
-            Source::ProcFd,
-            detail.clone(),
+            ev.clone(),
         ));
     }
 }
 
 /// A wait for input on pipe `inode`: edges to the other processes holding its write end.
 fn pipe_edges(
-    f: &Facts,
     t: &ThreadWait,
     from: &Node,
     g: &mut Graph,
+    fds: &FdIndex,
     kind: EdgeKind,
     inode: u64,
     detail: String,
 ) {
-    let writers: BTreeSet<ProcKey> = f
-        .waits
-        .fds
-        .iter()
-        .filter(|e| {
-            e.key != t.key && e.object == (FdObject::Pipe { inode }) && e.writes != Some(false)
-        })
-        .map(|e| e.key)
-        .collect();
+    let writers = fds.writers(FdObject::Pipe { inode }, t.key);
+    // A poll on a pipe only its own process writes is a wake-up channel (an event loop's
+    // self-pipe: libuv's signal pipe, asyncio's on older Pythons): nothing outside the
+    // process will write it, nothing is known to block on it. No edge, as for a socketpair.
+    let own = || {
+        fds.holders
+            .get(&FdObject::Pipe { inode })
+            .into_iter()
+            .flatten()
+            .any(|(k, writes)| *k == t.key && *writes)
+    };
+    if writers.is_empty() && matches!(kind, EdgeKind::PipePoll { .. }) && own() {
+        return;
+    }
     let nobody = format!("pipe:[{inode}] whose write end no other process of the tree holds");
     let many = format!(
         "pipe:[{inode}] has {} write ends in the tree",
         writers.len()
     );
-    holder_edges(g, from, writers, kind, detail, nobody, many);
+    holder_edges(g, from, writers, kind, detail.into(), nobody, many);
 }
 
 /// A `futex` wait: a pthread mutex's owner, a joined thread, or (no owner known) nothing.
@@ -840,10 +911,48 @@ fn futex_edge(t: &ThreadWait, tids: &HashMap<ProcKey, HashSet<i32>>, from: Node,
     g.add(edge(from, to, kind, Source::ProcMem, detail));
 }
 
-fn fd_object(f: &Facts, key: ProcKey, fd: i32) -> Option<FdObject> {
-    f.waits
-        .fds
-        .iter()
-        .find(|e| e.key == key && e.fd == fd)
-        .map(|e| e.object)
+/// The tree's fds indexed once per graph: each waiter looked its fd up, and each pipe or
+/// socket wait scanned every fd of the tree for the holders (at 10,000 threads, 5,000
+/// readers times 5,000 fds).
+struct FdIndex {
+    /// What each (process, fd) refers to (the first entry listed, as a scan would find).
+    objects: HashMap<(ProcKey, i32), FdObject>,
+    /// For each pipe and socket: the processes holding it, with whether that fd may write
+    /// (a pipe's read-only ends are no writers; `None`: unknown, counted as one).
+    holders: HashMap<FdObject, Vec<(ProcKey, bool)>>,
+}
+
+impl FdIndex {
+    fn new(f: &Facts) -> Self {
+        let mut objects = HashMap::with_capacity(f.waits.fds.len());
+        let mut holders: HashMap<FdObject, Vec<(ProcKey, bool)>> = HashMap::new();
+        for e in &f.waits.fds {
+            objects.entry((e.key, e.fd)).or_insert(e.object);
+            if matches!(e.object, FdObject::Pipe { .. } | FdObject::Socket { .. }) {
+                holders
+                    .entry(e.object)
+                    .or_default()
+                    .push((e.key, e.writes != Some(false)));
+            }
+        }
+        Self { objects, holders }
+    }
+
+    fn object(&self, key: ProcKey, fd: i32) -> Option<FdObject> {
+        self.objects.get(&(key, fd)).copied()
+    }
+
+    /// The processes holding `object`.
+    fn holders(&self, object: FdObject) -> BTreeSet<ProcKey> {
+        let all = self.holders.get(&object).into_iter().flatten();
+        all.map(|(k, _)| *k).collect()
+    }
+
+    /// The processes but `reader`'s holding an end of `object` that may write.
+    fn writers(&self, object: FdObject, reader: ProcKey) -> BTreeSet<ProcKey> {
+        let all = self.holders.get(&object).into_iter().flatten();
+        all.filter(|(k, writes)| *k != reader && *writes)
+            .map(|(k, _)| *k)
+            .collect()
+    }
 }

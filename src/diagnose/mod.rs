@@ -5,7 +5,9 @@
 //! returns [`Cause`]s; no I/O. [`Facts::gather`] is the one impure helper that reads them.
 //!
 //! - [`graph`]: nodes (processes, threads, tasks, executors, unowned primitives), edges with
-//!   their kind and evidence, built from each layer (Python agent, /proc syscalls, fds, locks).
+//!   their kind and evidence, built from each layer (Python agent, /proc syscalls, fds, locks);
+//!   whole for `why --json`, or without the edges no walk reaches for the verdict alone
+//!   ([`diagnose`], [`why_causes`]: same causes and notes, a fraction of the memory).
 //! - [`fold`]: chains folded to their root (the thing nothing will wake), cycles as
 //!   deadlocks, and the one plain line each cause renders as.
 
@@ -22,6 +24,7 @@ use crate::collect::waits::TreeWaits;
 use crate::model::{ExitStatus, ProcKey, Snapshot};
 use serde::Serialize;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// The agent's report and the process it runs in.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -33,7 +36,8 @@ pub struct AgentReport {
 /// Everything the diagnosis reads.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Facts {
-    pub snapshot: Snapshot,
+    /// Shared with the caller (the Model's latest snapshot): never copied for a diagnosis.
+    pub snapshot: Arc<Snapshot>,
     pub waits: TreeWaits,
     pub agent: Option<AgentReport>,
     pub exits: BTreeMap<ProcKey, ExitStatus>,
@@ -45,18 +49,24 @@ pub struct Facts {
 impl Facts {
     /// Facts from a snapshot and an optional report: reads the tree's waits from /proc now.
     /// The agent's process is the one whose pid the report names (else the target).
-    pub fn gather(snapshot: Snapshot, report: Option<Report>, stop_signal: i32) -> Facts {
+    pub fn gather(
+        snapshot: impl Into<Arc<Snapshot>>,
+        report: Option<Report>,
+        stop_signal: i32,
+    ) -> Facts {
+        let snapshot = snapshot.into();
         let waits = crate::collect::waits::read_tree(&snapshot);
         Self::from_parts(snapshot, waits, report, stop_signal)
     }
 
     /// Facts from parts already read (tests build them by hand).
     pub fn from_parts(
-        snapshot: Snapshot,
+        snapshot: impl Into<Arc<Snapshot>>,
         waits: TreeWaits,
         report: Option<Report>,
         stop_signal: i32,
     ) -> Facts {
+        let snapshot = snapshot.into();
         let agent = report.map(|report| {
             let key = snapshot
                 .processes
@@ -82,7 +92,7 @@ impl Facts {
 
 /// The causes, root cause first in each, target's first.
 pub fn diagnose(facts: &Facts) -> Vec<Cause> {
-    let g = graph::build(facts);
+    let g = graph::build_for_causes(facts);
     fold::fold(&g, facts)
 }
 
@@ -98,7 +108,19 @@ pub struct WhyReport {
 
 /// The graph and its causes, with what could not be read.
 pub fn why(facts: &Facts, agent_status: Option<&str>) -> WhyReport {
-    let g = graph::build(facts);
+    report(graph::build(facts), facts, agent_status)
+}
+
+/// [`why`] without the graph's edges (`edges` is empty): the same causes and unknowns from a
+/// graph of only what the causes walk (see [`graph::build_for_causes`]), for the header's
+/// verdict and the Why view, which show no edges.
+pub fn why_causes(facts: &Facts, agent_status: Option<&str>) -> WhyReport {
+    let mut r = report(graph::build_for_causes(facts), facts, agent_status);
+    r.edges = Vec::new();
+    r
+}
+
+fn report(g: Graph, facts: &Facts, agent_status: Option<&str>) -> WhyReport {
     let causes = fold::fold(&g, facts);
     let mut unknowns = facts.waits.unreadable.clone();
     if facts.agent.is_none() {

@@ -45,13 +45,17 @@ fn snap(procs: Vec<ProcInfo>) -> Snapshot {
     }
 }
 
-fn tw(pid: i32, tid: i32, syscall: Option<&str>, args: &[u64]) -> ThreadWait {
+fn tw(pid: i32, tid: i32, syscall: Option<&str>, args: &[u64]) -> Arc<ThreadWait> {
+    Arc::new(tw_owned(pid, tid, syscall, args))
+}
+
+fn tw_owned(pid: i32, tid: i32, syscall: Option<&str>, args: &[u64]) -> ThreadWait {
     ThreadWait {
         key: key(pid),
         tid,
-        name: format!("t{tid}"),
+        name: format!("t{tid}").into(),
         state: 'S',
-        syscall: syscall.map(str::to_string),
+        syscall: syscall.map(|s| s.to_string().into()),
         args: args.to_vec(),
         wchan: None,
         futex_words: None,
@@ -88,7 +92,7 @@ fn facts(procs: Vec<ProcInfo>, w: TreeWaits, r: Option<Report>) -> Facts {
     Facts::from_parts(snap(procs), w, r, 15)
 }
 
-fn threads_of(pid: i32, tids: &[i32]) -> Vec<ThreadWait> {
+fn threads_of(pid: i32, tids: &[i32]) -> Vec<Arc<ThreadWait>> {
     tids.iter()
         .map(|&t| tw(pid, t, Some("futex"), &[]))
         .collect()
@@ -341,10 +345,10 @@ fn a_table_of_chains_and_their_roots() {
             procs: vec![proc(10, 1, "python3"), proc(11, 10, "worker")],
             waits: TreeWaits {
                 threads: vec![
-                    ThreadWait {
+                    Arc::new(ThreadWait {
                         polled: vec![5],
-                        ..tw(10, 10, Some("poll"), &[0, 1, u64::MAX])
-                    },
+                        ..tw_owned(10, 10, Some("poll"), &[0, 1, u64::MAX])
+                    }),
                     tw(11, 11, Some("clock_nanosleep"), &[]),
                 ],
                 fds: vec![
@@ -427,7 +431,14 @@ fn a_table_of_chains_and_their_roots() {
         },
     ];
     for c in cases {
-        let causes = diagnose(&facts(c.procs, c.waits, None));
+        let f = facts(c.procs, c.waits, None);
+        let causes = diagnose(&f);
+        assert_eq!(
+            causes,
+            why(&f, None).causes,
+            "{}: the graph of what the causes walk found other causes than the whole graph",
+            c.name
+        );
         let first = causes
             .first()
             .unwrap_or_else(|| panic!("{}: no cause", c.name));
@@ -574,6 +585,66 @@ fn two_sources_for_one_wait_merge_evidence() {
     assert_eq!(g.edges.len(), 1);
 }
 
+#[test]
+fn threads_nothing_walks_to_give_no_edges_to_the_verdict_but_the_same_causes_and_notes() {
+    // The target's main thread pauses; five other threads read a pipe whose write end ten
+    // children hold (past MAX_WRITERS: a note). Nothing waits for those readers.
+    let mut procs = vec![proc(10, 1, "server")];
+    let mut threads = vec![tw(10, 10, Some("pause"), &[])];
+    let mut fds = vec![FdEntry {
+        key: key(10),
+        fd: 3,
+        object: FdObject::Pipe { inode: 77 },
+        writes: Some(false),
+    }];
+    for tid in 100..105 {
+        threads.push(tw(10, tid, Some("read"), &[3, 0, 1]));
+    }
+    for pid in 11..21 {
+        procs.push(proc(pid, 10, "worker"));
+        threads.push(tw(pid, pid, Some("pause"), &[]));
+        fds.push(FdEntry {
+            key: key(pid),
+            fd: 4,
+            object: FdObject::Pipe { inode: 77 },
+            writes: Some(true),
+        });
+    }
+    let w = TreeWaits {
+        threads,
+        fds,
+        ..TreeWaits::default()
+    };
+    let f = facts(procs, w, None);
+    let (all, verdict) = (why(&f, Some("none")), why_causes(&f, Some("none")));
+    assert_eq!(verdict.causes, all.causes);
+    assert_eq!(verdict.unknowns, all.unknowns);
+    assert!(
+        all.unknowns
+            .iter()
+            .any(|u| u == "pipe:[77] has 10 write ends in the tree: the first 8 are listed"),
+        "{:#?}",
+        all.unknowns
+    );
+    let pipe = |g: &Graph| {
+        g.edges
+            .iter()
+            .filter(|e| matches!(e.kind, EdgeKind::PipeRead { .. }))
+            .count()
+    };
+    assert_eq!(
+        pipe(&graph::build(&f)),
+        5 * 8,
+        "the whole graph has every edge"
+    );
+    assert_eq!(
+        pipe(&graph::build_for_causes(&f)),
+        0,
+        "nothing walks to the readers"
+    );
+    assert!(verdict.edges.is_empty());
+}
+
 fn node_loop(blocked: bool, blocked_at: Option<&str>, lag_ms: f64) -> LoopInfo {
     LoopInfo {
         id: 1,
@@ -661,10 +732,10 @@ fn node_loop_blocked_in_js_names_the_line_not_the_handles() {
         ..Report::default()
     };
     let w = TreeWaits {
-        threads: vec![ThreadWait {
+        threads: vec![Arc::new(ThreadWait {
             state: 'R',
-            ..tw(20, 20, None, &[])
-        }],
+            ..tw_owned(20, 20, None, &[])
+        })],
         ..TreeWaits::default()
     };
     let f = facts(vec![proc(20, 1, "node")], w, Some(r));

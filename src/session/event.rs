@@ -137,6 +137,9 @@ pub enum CoreEvent {
     /// The agent said its interpreter is exiting.
     AgentExiting {
         reason: String,
+        /// Non-daemon threads the exit abandons (said at `atexit`).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        abandoned: Vec<crate::agent::protocol::AbandonedThread>,
     },
     /// The plan chosen (again, while no phase has run: an agent hello may prove Python).
     Plan {

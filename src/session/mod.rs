@@ -30,7 +30,7 @@ pub use recorder::{Depth, Playback, RecordSummary, Recorder};
 pub use snapshot::{AgentSection, FullSnapshot, WatchEnd, agent_text, snapshot_with_agent, watch};
 pub use tree::TreePids;
 
-use crate::agent::{self, AgentEvent};
+use crate::agent::{self, AgentEvent, protocol::ExitingMsg};
 use crate::collect::{self, Collector, live::CollectEvent};
 use crate::launch::{Started, TreeGuard};
 use crate::model::{AgentFacts, ExitStatus, ProcKey, Snapshot};
@@ -542,7 +542,9 @@ impl Driver {
                 self.give_jvm_report_again();
             }
             AgentEvent::Warning(warning) => self.emit(CoreEvent::AgentWarning { warning }),
-            AgentEvent::Exiting(reason) => {
+            AgentEvent::Exiting(ExitingMsg {
+                reason, abandoned, ..
+            }) => {
                 self.exiting = true;
                 if let Some(mut f) = self.facts.clone() {
                     f.exiting = true;
@@ -551,7 +553,7 @@ impl Driver {
                 if let Some(r) = &self.runner {
                     r.handle.agent_exiting();
                 }
-                self.emit(CoreEvent::AgentExiting { reason });
+                self.emit(CoreEvent::AgentExiting { reason, abandoned });
             }
         }
     }

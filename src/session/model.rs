@@ -82,6 +82,11 @@ pub struct Model {
     last_report_shape: (usize, u64, usize, usize, usize),
     pub facts: Option<AgentFacts>,
     pub agent_exiting: Option<String>,
+    /// Non-daemon threads the agent said the exit abandons (its `atexit` message).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub abandoned_threads: Vec<crate::agent::protocol::AbandonedThread>,
+    /// The exit that abandoned them: `atexit` (threading's join was cut short) or `os_exit`.
+    pub abandoned_by: Option<String>,
     /// Every distinct warning the agent reported (pushed or in a report), by (instance, seq).
     pub warnings: Vec<AgentWarning>,
     #[serde(skip)]
@@ -135,10 +140,16 @@ impl Model {
                 self.last_tree_cpu = (ticks, snapshot.taken_at_unix_ms);
                 if self.snapshots > 0 && live == self.last_tree {
                     self.same_tree_in_a_row += 1;
-                    // Quiet: at most 2 % of a core plus one tick (10 ms) since the last one.
+                    // Quiet: at most 2 % of a core plus one tick (10 ms) since the last one,
+                    // and no main thread runnable: on a loaded machine a program still
+                    // importing waits for a CPU (state R) and uses none.
                     let used_ms = ticks.saturating_sub(last_ticks) * 10;
                     let wall_ms = snapshot.taken_at_unix_ms.saturating_sub(last_ms);
-                    if used_ms <= wall_ms / 50 + 10 {
+                    let runnable = snapshot
+                        .processes
+                        .iter()
+                        .any(|p| p.exit.is_none() && p.state == crate::model::RunState::Running);
+                    if used_ms <= wall_ms / 50 + 10 && !runnable {
                         self.quiet_in_a_row += 1;
                     } else {
                         self.quiet_in_a_row = 0;
@@ -184,6 +195,8 @@ impl Model {
                     self.facts = None;
                 }
                 self.agent_exiting = None;
+                self.abandoned_threads.clear();
+                self.abandoned_by = None;
                 self.hello = Some(hello.clone());
             }
             CoreEvent::AgentReport { report } => {
@@ -217,8 +230,12 @@ impl Model {
                 self.agent = Some(state.clone());
             }
             CoreEvent::AgentWarning { warning } => self.add_warning(warning),
-            CoreEvent::AgentExiting { reason } => {
+            CoreEvent::AgentExiting { reason, abandoned } => {
                 self.agent_exiting = Some(reason.clone());
+                if !abandoned.is_empty() {
+                    self.abandoned_threads = abandoned.clone();
+                    self.abandoned_by = Some(reason.clone());
+                }
                 if let Some(f) = &mut self.facts {
                     f.exiting = true;
                 }
@@ -430,6 +447,29 @@ mod tests {
             serde_json::to_value(&m).ok(),
             serde_json::to_value(&again).ok()
         );
+    }
+
+    #[test]
+    fn a_tree_is_quiet_only_when_no_main_thread_waits_for_a_cpu() {
+        // The same tree, no CPU used between snapshots: quiet, unless a main thread is
+        // runnable (on a loaded machine a program still importing waits for a CPU).
+        let fold = |state: crate::model::RunState| {
+            let mut m = Model::new();
+            for seq in 1..=4 {
+                let mut snap = crate::state::fixture::snapshot();
+                snap.taken_at_unix_ms = 1_000 + seq * 500;
+                snap.processes[0].state = state;
+                m.apply(&stamped(
+                    seq,
+                    CoreEvent::Snapshot {
+                        snapshot: Arc::new(snap),
+                    },
+                ));
+            }
+            m.tree_quiet()
+        };
+        assert!(fold(crate::model::RunState::Sleeping));
+        assert!(!fold(crate::model::RunState::Running));
     }
 
     #[test]

@@ -311,6 +311,14 @@ fn read_kernel_views(pid: i32, tids: &[i32], kernel_stack: bool) -> Vec<ThreadSt
     })
 }
 
+/// Whether some thread has Python frames (the agent's or read from outside).
+fn has_python_frames(threads: &[ThreadStacks]) -> bool {
+    threads.iter().flat_map(|t| &t.stacks).any(|s| {
+        matches!(s.source, SourceKind::AgentPython | SourceKind::PySpyPython)
+            && !s.frames.is_empty()
+    })
+}
+
 fn capture_here(pid: i32, tids: &[i32], opts: &StackOptions) -> StackSnapshot {
     let started = Instant::now();
     let taken_at_unix_ms = SystemTime::now()
@@ -377,17 +385,23 @@ fn capture_here(pid: i32, tids: &[i32], opts: &StackOptions) -> StackSnapshot {
             tasks: Vec::new(),
         };
     }
-    if opts.native {
-        match &maps_text {
-            Ok(text) => native::capture_into(pid, text, &mut threads, opts, started, &mut errors),
-            Err(e) => errors.push(SourceError {
+    let unwound = match (&maps_text, opts.native) {
+        (_, false) => None,
+        (Ok(text), true) => {
+            native::unwind_into(pid, text, &mut threads, opts, started, &mut errors)
+        }
+        (Err(e), true) => {
+            errors.push(SourceError {
                 source: SourceKind::Native,
                 message: format!(
                     "/proc/{pid}/maps unreadable: {e} (run as the target's user or root)"
                 ),
-            }),
+            });
+            None
         }
-    }
+    };
+    // Joined before the native frames are named: with Python frames, the interpreter's own
+    // frames are named from its symbol table (see `native::Naming`).
     match pyspy {
         Some(pending) => python::finish(pending, &mut threads, &mut errors),
         None => python::join_into(
@@ -397,6 +411,13 @@ fn capture_here(pid: i32, tids: &[i32], opts: &StackOptions) -> StackSnapshot {
             opts,
             &mut errors,
         ),
+    }
+    if let Some(unwound) = unwound {
+        let naming = native::Naming {
+            debug_info: opts.debug_info,
+            interpreter_by_symbols: has_python_frames(&threads),
+        };
+        unwound.symbolize(&mut threads, naming, &mut errors);
     }
     StackSnapshot {
         pid,

@@ -299,7 +299,7 @@ impl Dashboard {
             CoreEvent::AgentWarning { warning } => {
                 view.status = Some(format!("target warning: {}", warning.message));
             }
-            CoreEvent::AgentExiting { reason } => {
+            CoreEvent::AgentExiting { reason, .. } => {
                 view.status = Some(format!("the target is exiting ({reason})"));
             }
             CoreEvent::Plan { plan } => match plan.load() {
@@ -383,6 +383,14 @@ impl Dashboard {
                 .is_some_and(|t| t.running.is_some())
     }
 
+    /// A teardown phase is running (its clock on screen moves every tick).
+    pub fn phase_running(&self) -> bool {
+        self.model
+            .timeline
+            .as_ref()
+            .is_some_and(|t| t.running.is_some())
+    }
+
     pub fn set_log_tail(&mut self, lines: Vec<String>) {
         self.view.log_tail = lines;
     }
@@ -404,9 +412,18 @@ impl Dashboard {
     fn fix_selection(&mut self) {
         self.resort();
         self.book_exits();
-        let tids = self.screen().ordered_tids();
-        if self.view.selected_tid.is_none_or(|t| !tids.contains(&t)) {
-            self.view.selected_tid = tids.first().copied();
+        // Without building the list of every tid (10,000 threads: once per refresh).
+        let reselect = {
+            let threads = self.screen().threads();
+            let listed = |t: i32| threads.iter().any(|x| x.tid == t);
+            let first = self.view.thread_order.first();
+            self.view
+                .selected_tid
+                .is_none_or(|t| !listed(t))
+                .then(|| first.and_then(|&i| threads.get(i)).map(|x| x.tid))
+        };
+        if let Some(tid) = reselect {
+            self.view.selected_tid = tid;
         }
         let keys = self.screen().process_keys();
         if self.view.selected_pid.is_none_or(|k| !keys.contains(&k)) {

@@ -71,6 +71,40 @@ pub fn thread_order(
         Some(_) => 1,
         None => 2,
     };
+    // The numeric keys sort a packed copy (key, tid, index): 10,000 threads are sorted once
+    // per refresh, and comparing through the 170-byte rows cost twice as much.
+    let numeric = |k: &dyn Fn(&ThreadInfo) -> u64| {
+        let mut keyed: Vec<(u64, i32, usize)> = t
+            .iter()
+            .enumerate()
+            .map(|(i, x)| (k(x), x.tid, i))
+            .collect();
+        keyed.sort_unstable();
+        keyed.into_iter().map(|(_, _, i)| i).collect::<Vec<usize>>()
+    };
+    // Busiest first: the key is the complement of the (non-negative) percentage's bits,
+    // which order as the numbers do; -0.0 and NaN count as 0.
+    let busiest = |x: &ThreadInfo| {
+        let pct = if x.cpu_percent > 0.0 {
+            x.cpu_percent
+        } else {
+            0.0
+        };
+        u64::from(!pct.to_bits())
+    };
+    let fast = match key {
+        SortKey::Tid => Some(numeric(&|_| 0)),
+        SortKey::State => Some(numeric(&|x| u64::from(x.state.as_char()))),
+        SortKey::Cpu => Some(numeric(&busiest)),
+        SortKey::CpuTime => Some(numeric(&|x| !x.cpu_ticks)),
+        SortKey::Name | SortKey::Daemon => None,
+    };
+    if let Some(mut order) = fast {
+        if reverse {
+            order.reverse();
+        }
+        return order;
+    }
     let mut order: Vec<usize> = (0..t.len()).collect();
     order.sort_by(|&a, &b| {
         let (x, y) = (&t[a], &t[b]);
@@ -139,6 +173,50 @@ mod tests {
         assert_eq!(tids(order), vec![107, 106, 105, 100]);
         assert_eq!(SortKey::CpuTime.next(), SortKey::Daemon);
         assert_eq!(SortKey::Daemon.next(), SortKey::Tid);
+    }
+
+    /// The packed-key sorts give the order of the plain comparison (ties by tid), both ways.
+    #[test]
+    fn numeric_sorts_match_the_plain_comparison() {
+        use crate::model::RunState;
+        let mut threads = crate::state::fixture::snapshot().threads;
+        let base = threads[0].clone();
+        let states = ['S', 'R', 'D', 'S', 'Z', 'S', 'R'];
+        let pcts = [0.0, 12.5, 0.0, 99.9, 0.01, 12.5, 250.0, -0.0];
+        threads = (0..40)
+            .map(|i: i32| {
+                let mut t = base.clone();
+                // Tids out of order, as a replay's threads may be.
+                t.tid = 1000 + (i * 7919) % 97;
+                t.state = RunState::from_char(states[i as usize % states.len()]);
+                t.cpu_percent = pcts[i as usize % pcts.len()];
+                t.cpu_ticks = (i as u64 * 31) % 9;
+                t
+            })
+            .collect();
+        for key in [SortKey::Tid, SortKey::State, SortKey::Cpu, SortKey::CpuTime] {
+            let mut want: Vec<usize> = (0..threads.len()).collect();
+            want.sort_by(|&a, &b| {
+                let (x, y) = (&threads[a], &threads[b]);
+                let ord = match key {
+                    SortKey::Tid => Ordering::Equal,
+                    SortKey::State => x.state.as_char().cmp(&y.state.as_char()),
+                    SortKey::Cpu => y
+                        .cpu_percent
+                        .partial_cmp(&x.cpu_percent)
+                        .unwrap_or(Ordering::Equal),
+                    _ => y.cpu_ticks.cmp(&x.cpu_ticks),
+                };
+                ord.then(x.tid.cmp(&y.tid))
+            });
+            assert_eq!(thread_order(&threads, None, key, false), want, "{key:?}");
+            want.reverse();
+            assert_eq!(
+                thread_order(&threads, None, key, true),
+                want,
+                "{key:?} reversed"
+            );
+        }
     }
 
     #[test]

@@ -399,6 +399,21 @@ fn applying_a_diagnosis_shows_its_verdict() {
     );
     let none = WhyResult::default();
     assert_eq!(none.verdict(), "nothing found that blocks the exit");
+    // The fold stops at its cap: the header does not claim an exact count then.
+    let capped = WhyResult {
+        causes: vec![
+            "exit blocked: pid 7 \"sleep\" is alive.".to_string();
+            crate::diagnose::fold::MAX_CAUSES
+        ],
+        ..WhyResult::default()
+    };
+    assert_eq!(
+        capped.verdict(),
+        format!(
+            "exit blocked by {} or more: pid 7 \"sleep\" is alive.",
+            crate::diagnose::fold::MAX_CAUSES
+        )
+    );
     let failed = WhyResult {
         error: Some("no snapshot yet".into()),
         ..WhyResult::default()

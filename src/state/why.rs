@@ -39,10 +39,16 @@ impl WhyResult {
         let Some(first) = self.causes.first() else {
             return "nothing found that blocks the exit".into();
         };
+        // The fold stops at MAX_CAUSES: there may be more.
+        let count = if n >= crate::diagnose::fold::MAX_CAUSES {
+            format!("{n} or more")
+        } else {
+            n.to_string()
+        };
         match first.strip_prefix("exit blocked: ") {
-            Some(rest) => format!("exit blocked by {n}: {rest}"),
+            Some(rest) => format!("exit blocked by {count}: {rest}"),
             None if n == 1 => first.clone(),
-            None => format!("{n} causes: {first}"),
+            None => format!("{count} causes: {first}"),
         }
     }
 }

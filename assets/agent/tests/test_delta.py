@@ -94,6 +94,7 @@ class BookTest(unittest.TestCase):
         n = 3000
         self.on_loop(lambda: [self.loop.create_task(worker(i), name="w%d" % i)
                               for i in range(n)])
+        self.addCleanup(self.cancel_and_wait)
         # Every worker has run its first step before the first build: one not started
         # then changes its row in round 1 (the size check below failed once at load 50).
         self.on_loop(lambda: None)
@@ -147,6 +148,99 @@ class BookTest(unittest.TestCase):
             folded = fold(state, built.delta(seq - 1, changed, removed, {}))
             self.assertEqual(folded["tasks"], full["tasks"])
         return full, {row[2]: row for row in full["tasks"].values()}
+
+    def cancel_and_wait(self):
+        """Cancels every task of the loop and waits until they have ended."""
+        def cancel():
+            mine = list(asyncio.all_tasks(self.loop))
+            for t in mine:
+                t.cancel()
+            return mine
+        mine = self.on_loop(cancel)
+
+        async def ended():
+            await asyncio.wait(mine)
+        if mine:
+            asyncio.run_coroutine_threadsafe(ended(), self.loop).result(30)
+
+    def test_a_books_rows_equal_a_fresh_books_after_every_kind_of_change(self):
+        # Ground truth: a book that has followed the tasks through many reports lists the
+        # same rows, counts and awaits as a book made now (which looks at every task). The
+        # changes: wakes (a new await point), renames and tracked-flag changes of waiting
+        # tasks (seen by the rolling window, made here to cover every task), cancels, tasks
+        # that end, new tasks, a gather whose children finish, a task awaiting a task.
+        roll = agent.ROLL
+        agent.ROLL = 1 << 30
+        self.addCleanup(setattr, agent, "ROLL", roll)
+        futs, gfuts, tracked = {}, [], []
+
+        async def worker(i):
+            while True:
+                f = futs[i] = self.loop.create_future()
+                await f  # first await point
+                f = futs[i] = self.loop.create_future()
+                await f  # second await point
+
+        async def child(f):
+            await f
+
+        async def parent():
+            await asyncio.gather(*[child(f) for f in gfuts])
+
+        async def waits_on(t):
+            await t
+
+        n = 400
+
+        def start():
+            ts = [self.loop.create_task(worker(i), name="w%d" % i) for i in range(n)]
+            gfuts.extend(self.loop.create_future() for _ in range(3))
+            self.loop.create_task(parent(), name="parent")
+            self.loop.create_task(waits_on(ts[0]), name="waits-on-w0")
+            return ts
+        ts = self.on_loop(start)
+        self.addCleanup(self.cancel_and_wait)  # before the loop stops: no destroyed tasks
+        self.on_loop(lambda: None)
+        self.assertTrue(self.on_loop(lambda: len(futs) == n))
+        book = agent._TaskBook(1000)
+
+        def snapshot(b):
+            aw = {k: dict(v, task_ids=sorted(v.get("task_ids", ()))) for k, v in b.aw.items()}
+            return dict(b.rows), {k: dict(v) for k, v in b.counts.items()}, aw
+
+        for rnd in range(8):
+            def change(rnd=rnd):
+                for i in range(rnd * 7, rnd * 7 + 7):
+                    futs[i].set_result(None)  # woken: the next await point
+                ts[100 + rnd].set_name("renamed-%d" % rnd)  # waits on, renamed
+                if rnd % 2:
+                    tracked.append(ts[200 + rnd])  # now tracked, still waiting
+                ts[300 + rnd].cancel()  # ends cancelled
+                self.loop.create_task(asyncio.sleep(3600), name="new-%d" % rnd)
+                if rnd < len(gfuts):
+                    gfuts[rnd].set_result(None)  # one child of the gather ends
+                if rnd == 4:
+                    futs[0].cancel()  # w0 ends: "waits-on-w0" steps and ends too
+            if rnd:
+                self.on_loop(change)
+                self.on_loop(lambda: None)
+                self.on_loop(lambda: None)
+
+            def both():
+                ids = {id(t) for t in tracked}
+                book.update([self.loop], ids, agent._Slicer())
+                book.take_changes()
+                fresh = agent._TaskBook(1000)
+                fresh.update([self.loop], ids, agent._Slicer())
+                return snapshot(book), snapshot(fresh)
+            kept, fresh = self.on_loop(both)
+            self.assertEqual(kept[0], fresh[0], "rows, round %d" % rnd)
+            self.assertEqual(kept[1], fresh[1], "counts, round %d" % rnd)
+            self.assertEqual(kept[2], fresh[2], "awaits, round %d" % rnd)
+        rows = {r[2]: r for r in kept[0].values()}
+        self.assertIn("renamed-7", rows)
+        self.assertNotIn("waits-on-w0", rows)
+        self.assertTrue(rows["w%d" % (200 + 7)][6], "a task tracked while it waits")
 
     def test_a_task_that_waited_on_a_task_is_looked_at_once_that_one_is_done(self):
         # The awaited task stays referenced (done, alive): the waiter is found by the done

@@ -91,6 +91,30 @@ class WaitsOn(unittest.TestCase):
             h.join(2)
             w.join(2)
 
+    def test_serve_forever(self):
+        """A socketserver loop in a thread: named as such (it polls every 0.5 s and returns
+        only on shutdown()), with the app's call as its place."""
+        import http.server
+        srv = http.server.HTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+
+        def serve():
+            srv.serve_forever(poll_interval=0.05)  # polls often: seen between polls too
+
+        t = threading.Thread(target=serve, name="t-http", daemon=True)
+        t.start()
+        try:
+            w = _entry("t-http", "serve_forever")["waits_on"]
+            self.assertEqual(w["object"], "HTTPServer")
+            self.assertIn("test_why.py:", w["where"])
+            for _ in range(100):  # every sample, whether in a poll or between two
+                e = next(e for e in agent._thread_entries(set()) if e["name"] == "t-http")
+                self.assertEqual(e.get("waits_on"), w)
+                time.sleep(0.003)
+        finally:
+            srv.shutdown()
+            srv.server_close()
+            t.join(2)
+
     def test_task_awaits_task(self):
         seen = {}
 
@@ -114,6 +138,41 @@ class WaitsOn(unittest.TestCase):
         self.assertEqual(seen["aw"]["kind"], "task")
         self.assertEqual(seen["aw"]["task_ids"], [seen["ids"][0]])
         self.assertEqual(seen["aw"]["task_id"], seen["ids"][1])
+
+    def test_closing_loop_awaits_the_default_executor_shutdown(self):
+        """asyncio.run's close (3.9+) awaits loop.shutdown_default_executor(): its task awaits
+        the thread that joins the default executor's workers; a worker is named by the line
+        that submitted its work."""
+        if sys.version_info < (3, 9):  # 3.8's asyncio.run does not shut the executor down
+            self.assertFalse(hasattr(asyncio.BaseEventLoop, "shutdown_default_executor"))
+            return
+        release = threading.Event()
+        seen = {}
+
+        def watch(loop):
+            for _ in range(500):
+                for t in list(asyncio.all_tasks(loop)):
+                    if t.get_coro().__name__ == "shutdown_default_executor" and t._fut_waiter:
+                        seen["aw"] = agent._task_await(t, t._fut_waiter, 1, None)
+                        seen["targets"] = {th.native_id: getattr(th, "_target", None)
+                                           for th in threading.enumerate()}
+                        seen["worker"] = _entry("asyncio_0")
+                        release.set()
+                        return
+                time.sleep(0.01)
+            release.set()
+
+        async def main():
+            loop = asyncio.get_running_loop()
+            loop.run_in_executor(None, release.wait)  # submitted here
+            threading.Thread(target=watch, args=(loop,), daemon=True).start()
+
+        asyncio.run(main())
+        self.assertIn("aw", seen, "no shutdown_default_executor task was seen")
+        aw = seen["aw"]
+        self.assertEqual(aw["kind"], "executor_shutdown")
+        self.assertEqual(seen["targets"][aw["native_id"]].__name__, "_do_shutdown")
+        self.assertIn("test_why.py:", seen["worker"]["started_at"])
 
 
 class StartCost(unittest.TestCase):

@@ -133,7 +133,8 @@ pub struct TaskAwait {
 #[serde(default)]
 pub struct WaitsOn {
     /// `shutdown`, `join`, `event`, `condition`, `queue`, `lock`, `rlock`, `semaphore`,
-    /// `sleep`, `select`; other values are passed through.
+    /// `sleep`, `select`, `serve_forever` (a socketserver loop), `future`; other values are
+    /// passed through.
     #[serde(deserialize_with = "null_as_default")]
     pub kind: String,
     /// `join`: the joined thread.

@@ -55,17 +55,40 @@ fn err(message: String) -> SourceError {
     }
 }
 
-/// Unwind and symbolize the native stack of each thread, appending a `Native` stack.
-/// `maps_text` is /proc/PID/maps, read once per snapshot by the caller.
+/// Threads unwound but not yet symbolized (see [`unwind_into`] and [`Unwound::symbolize`]):
+/// symbols are looked up once the Python read is joined, since whether Python frames exist
+/// decides how the interpreter's own frames are named.
+pub struct Unwound {
+    pid: i32,
+    st: u64,
+    exec_maps: Vec<Mapping>,
+    walks: Vec<(usize, unwind::Walk, String)>,
+}
+
+/// How native frames are named: which modules' own DWARF is read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Naming {
+    /// `--debug-info`: every module's DWARF, system libraries' separate debug files too.
+    pub debug_info: bool,
+    /// Python frames were read for this capture: the interpreter's modules (libpython, the
+    /// python executable) are named from their symbol tables even when they carry DWARF (a
+    /// pyenv build's libpython has 20 MB of it, most of a cold capture's time); their
+    /// file:line says little next to the Python frames. `debug_info` overrides it.
+    pub interpreter_by_symbols: bool,
+}
+
+/// Unwind the native stack of each thread (ptrace-free, else seized when allowed); name
+/// the frames with [`Unwound::symbolize`]. `maps_text` is /proc/PID/maps, read once per
+/// snapshot by the caller.
 #[cfg(target_arch = "x86_64")]
-pub fn capture_into(
+pub fn unwind_into(
     pid: i32,
     maps_text: &str,
     threads: &mut [ThreadStacks],
     opts: &StackOptions,
     started: Instant,
     errors: &mut Vec<SourceError>,
-) {
+) -> Option<Unwound> {
     let maps = modules::parse_maps(maps_text);
     // The caller already refused a pid whose start time differs from `expect_start_time`.
     let st = match opts.expect_start_time {
@@ -76,19 +99,67 @@ pub fn capture_into(
                 errors.push(err(format!(
                     "pid {pid}: /proc/{pid}/stat unreadable: {e} (has it exited?)"
                 )));
-                return;
+                return None;
             }
         },
     };
     STATE.with(|cell| {
         let mut native = cell.borrow_mut();
-        capture_with(&mut native, pid, st, &maps, threads, opts, started, errors);
-    });
+        unwind_with(&mut native, pid, st, &maps, threads, opts, started, errors)
+    })
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Unwound {
+    /// Name the frames of every walk and append a `Native` stack to its thread. A stack
+    /// with interpreter frames named from symbols says so in its note.
+    pub fn symbolize(
+        self,
+        threads: &mut [ThreadStacks],
+        naming: Naming,
+        errors: &mut Vec<SourceError>,
+    ) {
+        STATE.with(|cell| {
+            let mut native = cell.borrow_mut();
+            let Some(pc) = native.procs.get_mut(&(self.pid, self.st)) else {
+                return;
+            };
+            let all: Vec<u64> = self
+                .walks
+                .iter()
+                .flat_map(|(_, w, _)| w.lookup_addrs.iter().copied())
+                .collect();
+            if let Some(e) = pc
+                .symbols
+                .resolve(self.pid, &all, &self.exec_maps, &pc.files, naming)
+            {
+                errors.push(err(e));
+            }
+            for (i, w, mut note) in self.walks {
+                if let Some(why) = &w.truncated {
+                    note.push_str(&format!(", truncated ({why})"));
+                }
+                let frames = pc.symbols.frames(&w.lookup_addrs);
+                if let Some(named) = pc.symbols.named_by_symbols(&frames) {
+                    note.push_str(&format!(
+                        ", {named} named from its symbol table (--debug-info: file:line)"
+                    ));
+                }
+                if let Some(t) = threads.get_mut(i) {
+                    t.stacks.push(SourceStack {
+                        source: SourceKind::Native,
+                        frames,
+                        note: Some(note),
+                    });
+                }
+            }
+        });
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::too_many_arguments)]
-fn capture_with(
+fn unwind_with(
     native: &mut NativeState,
     pid: i32,
     st: u64,
@@ -97,7 +168,7 @@ fn capture_with(
     opts: &StackOptions,
     started: Instant,
     errors: &mut Vec<SourceError>,
-) {
+) -> Option<Unwound> {
     let exec_maps: Vec<Mapping> = maps
         .iter()
         .filter(|m| m.perms.contains('x'))
@@ -131,9 +202,7 @@ fn capture_with(
         };
         native.procs.insert((pid, st), pc);
     }
-    let Some(pc) = native.procs.get_mut(&(pid, st)) else {
-        return;
-    };
+    let pc = native.procs.get_mut(&(pid, st))?;
     for e in pc.module_errors.iter().take(3) {
         errors.push(err(format!("no unwind info: {e}")));
     }
@@ -153,29 +222,12 @@ fn capture_with(
         }
     }
     seize_all(pid, threads, &to_seize, pc, opts, started, &mut walks);
-    let all: Vec<u64> = walks
-        .iter()
-        .flat_map(|(_, w, _)| w.lookup_addrs.iter().copied())
-        .collect();
-    if let Some(e) = pc
-        .symbols
-        .resolve(pid, &all, &exec_maps, &pc.files, opts.debug_info)
-    {
-        errors.push(err(e));
-    }
-    for (i, w, mut note) in walks {
-        if let Some(why) = &w.truncated {
-            note.push_str(&format!(", truncated ({why})"));
-        }
-        let frames = pc.symbols.frames(&w.lookup_addrs);
-        if let Some(t) = threads.get_mut(i) {
-            t.stacks.push(SourceStack {
-                source: SourceKind::Native,
-                frames,
-                note: Some(note),
-            });
-        }
-    }
+    Some(Unwound {
+        pid,
+        st,
+        exec_maps,
+        walks,
+    })
 }
 
 enum Outcome {
@@ -317,15 +369,21 @@ fn seize_all(
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-pub fn capture_into(
+pub fn unwind_into(
     _pid: i32,
     _maps_text: &str,
     _threads: &mut [ThreadStacks],
     _opts: &StackOptions,
     _started: Instant,
     errors: &mut Vec<SourceError>,
-) {
+) -> Option<Unwound> {
     errors.push(err(
         "native stacks are implemented for x86_64 only in this build (kernel view shown)".into(),
     ));
+    None
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+impl Unwound {
+    pub fn symbolize(self, _: &mut [ThreadStacks], _: Naming, _: &mut Vec<SourceError>) {}
 }

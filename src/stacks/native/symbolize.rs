@@ -1,7 +1,9 @@
 //! Address -> frames with blazesym: inlined calls expanded, file:line from the DWARF a module
 //! carries itself (the user's program); a system library whose DWARF lives in a separate
 //! debug file is named from that file's symbol table only, unless asked (`--debug-info`: see
-//! [`plan_for`]). Names are demangled here (only `_Z`/`__Z` Itanium C++ and `_R`/legacy Rust names: blazesym
+//! [`plan_for`]). The interpreter's own modules (libpython, the python executable) are named
+//! from their symbol tables too when Python frames were read for the same capture, though
+//! they may carry their DWARF themselves ([`Naming`]). Names are demangled here (only `_Z`/`__Z` Itanium C++ and `_R`/legacy Rust names: blazesym
 //! alone would read a plain C symbol such as `a` as a mangled type, "signed char"). One
 //! batched call per module per snapshot; results cached by absolute address per target
 //! while its executable mappings stay the same.
@@ -11,12 +13,13 @@
 //! directory needs CAP_SYS_ADMIN, so this is the non-root way; it still works in a
 //! container's mount namespace).
 
+use super::Naming;
 use super::modules::{ElfUnwindInfo, LoadedFile, Mapping};
 use crate::stacks::Frame;
 use blazesym::symbolize::source::{Elf, Process, Source};
 use blazesym::symbolize::{CodeInfo, Input, Symbolized, Symbolizer};
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// A symbolizer plus a per-process address cache.
 pub struct Symbols {
@@ -26,8 +29,10 @@ pub struct Symbols {
     map_files: Option<bool>,
     /// Plans by mapping start (the debug file lookup is a few stats per module).
     plans: HashMap<u64, Plan>,
-    /// Whether the cached frames were made with system libraries' DWARF.
-    debug_info: bool,
+    /// How the cached frames were named.
+    naming: Naming,
+    /// Modules that carry DWARF but were named from their symbol tables (basenames).
+    by_symbols: BTreeSet<String>,
 }
 
 impl Default for Symbols {
@@ -42,7 +47,8 @@ impl Default for Symbols {
             cache: HashMap::new(),
             map_files: None,
             plans: HashMap::new(),
-            debug_info: false,
+            naming: Naming::default(),
+            by_symbols: BTreeSet::new(),
         }
     }
 }
@@ -201,17 +207,26 @@ fn debug_file_fits(path: &str, build_id: Option<&[u8]>) -> bool {
     has_symtab && build_id.is_none_or(|id| file.build_id().ok().flatten() == Some(id))
 }
 
+/// Whether a mapped file is the CPython interpreter's: `libpython3.X.so...` or the
+/// `python3.X` executable (a statically linked interpreter is the executable itself).
+pub fn is_interpreter(path: &str) -> bool {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    name.starts_with("libpython") || name.starts_with("python")
+}
+
 /// The plan for one mapped module. Its own DWARF (the user's program built with `-g`) is
 /// read for file:line; a system library's separate DWARF is not, unless `debug_info`: it is
 /// compressed, and decompressing libc's took about half of a cold `stacks` run. Its symbol
 /// table (the debug file's `.symtab`, which also names static functions such as
-/// `__futex_abstimed_wait_common`) is enough for names.
+/// `__futex_abstimed_wait_common`) is enough for names. The interpreter's own DWARF is not
+/// read either when `interpreter_by_symbols` (see [`Naming`]): its `.symtab` names static
+/// functions too.
 pub fn plan_for(
     pid: i32,
     m: &Mapping,
     info: &ElfUnwindInfo,
     map_files: bool,
-    debug_info: bool,
+    naming: Naming,
 ) -> Plan {
     let open = if map_files {
         format!(
@@ -221,7 +236,8 @@ pub fn plan_for(
     } else {
         format!("/proc/{pid}/root{}", m.path)
     };
-    if info.own_dwarf || debug_info {
+    let own = info.own_dwarf && !(naming.interpreter_by_symbols && is_interpreter(&m.path));
+    if own || naming.debug_info {
         return Plan {
             path: open,
             debug_syms: true,
@@ -239,23 +255,24 @@ impl Symbols {
     pub fn clear(&mut self) {
         self.cache.clear();
         self.plans.clear();
+        self.by_symbols.clear();
     }
 
     /// Resolve every address not cached yet. `maps` are the target's executable mappings,
-    /// `files` the ELF files loaded there (see [`plan_for`]); `debug_info` reads system
-    /// libraries' separate DWARF too. Returns a one-line error if blazesym failed as a whole
-    /// for some module (individual misses become `??` frames).
+    /// `files` the ELF files loaded there (see [`plan_for`]); `naming` says whose DWARF is
+    /// read. Returns a one-line error if blazesym failed as a whole for some module
+    /// (individual misses become `??` frames).
     pub fn resolve(
         &mut self,
         pid: i32,
         addrs: &[u64],
         maps: &[Mapping],
         files: &[LoadedFile],
-        debug_info: bool,
+        naming: Naming,
     ) -> Option<String> {
-        if self.debug_info != debug_info {
+        if self.naming != naming {
             self.clear();
-            self.debug_info = debug_info;
+            self.naming = naming;
         }
         let mut todo: Vec<u64> = addrs
             .iter()
@@ -283,8 +300,11 @@ impl Symbols {
                     let plan = self
                         .plans
                         .entry(f.range.start)
-                        .or_insert_with(|| plan_for(pid, m, &f.info, map_files, debug_info))
+                        .or_insert_with(|| plan_for(pid, m, &f.info, map_files, naming))
                         .clone();
+                    if f.info.own_dwarf && !plan.debug_syms {
+                        self.by_symbols.insert(basename(&m.path));
+                    }
                     by_plan
                         .entry(plan)
                         .or_default()
@@ -313,7 +333,7 @@ impl Symbols {
             let mut process = Process::new((pid as u32).into());
             process.map_files = map_files;
             process.perf_map = false;
-            process.debug_syms = debug_info;
+            process.debug_syms = naming.debug_info;
             match self
                 .symbolizer
                 .symbolize(&Source::Process(process), Input::AbsAddr(&other))
@@ -328,6 +348,18 @@ impl Symbols {
             }
         }
         failure.map(|e| format!("symbolization failed: {e} (those frames shown as addresses)"))
+    }
+
+    /// The modules among `frames` that carry DWARF but were named from their symbol tables
+    /// (joined with ", "), if any: said in the stack's note.
+    pub fn named_by_symbols(&self, frames: &[Frame]) -> Option<String> {
+        let mut found: Vec<&str> = Vec::new();
+        for m in frames.iter().filter_map(|f| f.module.as_deref()) {
+            if self.by_symbols.contains(m) && !found.contains(&m) {
+                found.push(m);
+            }
+        }
+        (!found.is_empty()).then(|| found.join(", "))
     }
 
     /// Frames of one walk (after `resolve`).

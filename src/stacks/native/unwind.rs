@@ -171,10 +171,18 @@ pub fn bp_candidates(
     out
 }
 
+/// An rbp no unwind rule can use: a frame-pointer rule computes rbp + 16, which overflows,
+/// so a walk that needs rbp fails instead of ending.
+const UNUSABLE_BP: u64 = u64::MAX - 15;
+
 /// Walk with rbp unknown and with up to 12 guessed rbp values; keep the best walk: every
 /// address in code beats one with garbage, then reaching the end of the stack cleanly beats
 /// a truncated walk, then more frames win. rbp=0 alone often "ends" cleanly at the first
-/// frame-pointer frame, so guesses are always tried (a walk costs microseconds).
+/// frame-pointer frame, so guesses are tried unless a walk from an unusable rbp already ends
+/// cleanly in code: that walk never read rbp (every frame's rule restored it or did without),
+/// so rbp=0 and every guess give the same frames, and the up to 37 walks of the search would
+/// only repeat it (most of a cold capture's unwinding, for code built without frame pointers
+/// such as CPython's and glibc's).
 #[cfg(target_arch = "x86_64")]
 pub fn walk_guessing_bp(
     unwinder: &NativeUnwinder,
@@ -188,6 +196,10 @@ pub fn walk_guessing_bp(
         let all_code = w.lookup_addrs.iter().all(|a| is_code(*a));
         (all_code, w.truncated.is_none(), w.lookup_addrs.len())
     };
+    let without_bp = walk(unwinder, cache, stack, pc, sp, UNUSABLE_BP);
+    if let (true, true, _) = score(&without_bp) {
+        return without_bp;
+    }
     let mut best = walk(unwinder, cache, stack, pc, sp, 0);
     let mut best_score = score(&best);
     // Round 1 guesses from sp; later rounds from the slot holding the last return address
