@@ -16,8 +16,9 @@ How loops are found (robust to import order): a meta-path hook patches
 ``asyncio.base_events.BaseEventLoop.__init__`` (and ThreadPoolExecutor/ProcessPoolExecutor
 ``__init__``, ``subprocess.Popen.__init__``) when those modules are imported, or at once if
 they already are; each new instance goes into a WeakSet. Loops created before install()
-are found by a one-time ``gc`` scan when a client connects, and from the ``_loop`` of every
-live task.
+are found when a client connects from the threads' frames (a running loop) and the policy's
+loop, and from the ``_loop`` of every live task (never ``gc.get_objects()``: see
+``_scan_loops``).
 """
 
 import collections
@@ -1118,18 +1119,22 @@ def _all_loops(scan_tasks=True):
 _LOOP_FRAMES = ("run_forever", "run_until_complete", "_run_once")
 
 
-def _gc_scan_loops():
-    """One-time search for loops created before install() patched BaseEventLoop, in pieces
-    that each hold the GIL briefly (gc.get_objects() of the whole heap is one C call: ~30 ms
-    with 100,000 tasks). Looked at: the young gc generations (a loop made just before install,
-    the usual case), every thread's frames (a running loop is `self` of run_forever /
-    _run_once), and the event loop policy's loop. Loops with tasks are also found through
-    their tasks (the task book) at each report. A loop made long before install that is not
-    running, has no task and is not the policy's is only found once it runs or gets a task."""
+def _scan_loops():
+    """One-time search for loops created before install() patched BaseEventLoop: every
+    thread's frames (a running loop is `self` of run_forever / _run_once) and the event loop
+    policy's loop; loops with tasks are also found through their tasks (the task book) at
+    each report. A loop made before install that is not running, has no task and is not the
+    policy's is only found once it runs or gets a task.
+
+    Never `gc.get_objects()`: from this thread it hands out references to objects another
+    thread is still building. CPython builds `tuple(generator)` in place and resizes it at
+    the end, which fails unless it holds the only reference; an app thread that got the GIL
+    back while the list held its half-built tuple died of `SystemError: Objects/tupleobject.c:
+    bad argument to internal function` (seen in CI: aiohttp's import while `check` connected).
+    """
     aev = sys.modules.get("asyncio.events")
     if aev is None:
         return
-    import gc
     base = aev.AbstractEventLoop
 
     def add(o):
@@ -1138,16 +1143,6 @@ def _gc_scan_loops():
                 _loops.add(o)
         except Exception:
             pass
-    for gen in (0, 1):
-        try:
-            objs = gc.get_objects(generation=gen)
-        except Exception:
-            continue
-        for i in range(0, len(objs), 2048):
-            for o in objs[i:i + 2048]:
-                add(o)
-            time.sleep(YIELD_S)
-        del objs
     try:
         for f in _other_frames().values():
             n = 0
@@ -2558,7 +2553,7 @@ class _Server:
         self.thread = None
         self.start_time = _self_start_time()
         self.instance = "%d-%d-%x" % (os.getpid(), self.start_time, id(self))
-        self.gc_scanned = False
+        self.loops_scanned = False
         self.stopping = False  # set before fork: the agent thread returns (see _before_fork)
         self.accept_paused_until = 0.0  # accept() failed (EMFILE): listening paused until
         self.throttled_s = 0.0  # time slept by the CPU cap
@@ -2940,9 +2935,9 @@ class _Server:
         conn = _Conn(s, pid, uid)
         self.conns[s.fileno()] = conn
         self.sel.register(s, selectors.EVENT_READ, conn)
-        if not self.gc_scanned:
-            self.gc_scanned = True
-            _gc_scan_loops()
+        if not self.loops_scanned:
+            self.loops_scanned = True
+            _scan_loops()
         self._send(conn, _encode(self.hello()))
 
     def hello(self):
