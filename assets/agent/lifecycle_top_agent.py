@@ -3134,6 +3134,9 @@ class _Server:
                 for tid in built.removed:
                     acc_c.pop(tid, None)
                     acc_r.add(tid)
+                # An id removed by an earlier build and given to a new task by this one
+                # (CPython reuses a freed task's address) is a changed row, not a removal.
+                acc_r.difference_update(built.changed)
                 acc_c.update(built.changed)
         for c in ready:
             lines = None
