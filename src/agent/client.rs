@@ -257,9 +257,10 @@ async fn run(
 ) {
     let mut last_not_found: Option<String> = None;
     let mut first = true;
+    let mut paths = Candidates::default();
     loop {
         let sweep = std::mem::replace(&mut first, false);
-        let reason = match connect(target, in_tree.as_ref(), &opts, sweep).await {
+        let reason = match connect(target, in_tree.as_ref(), &opts, sweep, &mut paths).await {
             Ok((stream, hello, decoder, leftover)) => {
                 last_not_found = None;
                 if events.send(AgentEvent::Connected(hello)).await.is_err() {
@@ -311,11 +312,39 @@ type Connection = (UnixStream, Hello, LineDecoder, Leftover);
 /// Finds and vets the agent: socket candidates in order, peer pid in the tree, hello with a
 /// matching version and a consistent identity. A candidate that fails any check is skipped
 /// (its reason kept for the message) so a squatted or stale path cannot hide the real agent.
+/// The target's socket candidates, re-derived from its environment (`/proc/PID/environ`, a
+/// read of the target's memory) when its executable changed (the environment a process
+/// started with only changes when it execs: a launched command read between fork and exec
+/// still has ours) and at least every [`Candidates::REREAD`]. A client retrying every
+/// second read it each time (5 % of the dashboard thread watching 10,000 threads).
+#[derive(Default)]
+struct Candidates {
+    paths: Vec<PathBuf>,
+    exe: Option<PathBuf>,
+    read_at: Option<std::time::Instant>,
+}
+
+impl Candidates {
+    const REREAD: Duration = Duration::from_secs(10);
+
+    fn get(&mut self, pid: i32) -> Vec<PathBuf> {
+        let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok();
+        let stale = self.read_at.is_none_or(|at| at.elapsed() >= Self::REREAD);
+        if stale || exe.is_none() || exe != self.exe {
+            self.paths = path::candidates(pid);
+            self.exe = exe;
+            self.read_at = Some(std::time::Instant::now());
+        }
+        self.paths.clone()
+    }
+}
+
 async fn connect(
     target: ProcKey,
     in_tree: &(dyn Fn(i32) -> bool + Send + Sync),
     opts: &ClientOptions,
     sweep: bool,
+    paths: &mut Candidates,
 ) -> Result<Connection, String> {
     let candidates = match &opts.socket {
         Some(p) => vec![p.clone()],
@@ -329,7 +358,7 @@ async fn connect(
                     path::clean_stale_sockets(&dir);
                 }
             }
-            path::candidates(target.pid)
+            paths.get(target.pid)
         }
     };
     let mut why = Vec::new();
