@@ -312,27 +312,36 @@ type Connection = (UnixStream, Hello, LineDecoder, Leftover);
 /// Finds and vets the agent: socket candidates in order, peer pid in the tree, hello with a
 /// matching version and a consistent identity. A candidate that fails any check is skipped
 /// (its reason kept for the message) so a squatted or stale path cannot hide the real agent.
-/// The target's socket candidates, re-derived from its environment (`/proc/PID/environ`, a
-/// read of the target's memory) when its executable changed (the environment a process
-/// started with only changes when it execs: a launched command read between fork and exec
-/// still has ours) and at least every [`Candidates::REREAD`]. A client retrying every
-/// second read it each time (5 % of the dashboard thread watching 10,000 threads).
+/// The target's socket candidates, from its environment (`/proc/PID/environ`, a read of
+/// the target's memory). A client retrying every second read it each time (5 % of the
+/// dashboard thread watching 10,000 threads), yet the environment a process started with
+/// only changes when it execs: once its executable has been the same for [`Candidates::STABLE`]
+/// attempts in a row, the list is kept (and re-read at least every [`Candidates::REREAD`]).
+/// Not sooner: a read during an exec sees the new executable with an environment not yet
+/// (or only partly) set up, and a launched command read between fork and exec has ours.
 #[derive(Default)]
 struct Candidates {
     paths: Vec<PathBuf>,
     exe: Option<PathBuf>,
+    /// Attempts in a row that found the same executable.
+    same: u32,
     read_at: Option<std::time::Instant>,
 }
 
 impl Candidates {
     const REREAD: Duration = Duration::from_secs(10);
+    const STABLE: u32 = 3;
 
     fn get(&mut self, pid: i32) -> Vec<PathBuf> {
         let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok();
-        let stale = self.read_at.is_none_or(|at| at.elapsed() >= Self::REREAD);
-        if stale || exe.is_none() || exe != self.exe {
+        self.same = match exe.is_some() && exe == self.exe {
+            true => self.same.saturating_add(1),
+            false => 0,
+        };
+        self.exe = exe;
+        let fresh = self.read_at.is_some_and(|at| at.elapsed() < Self::REREAD);
+        if !(fresh && self.same >= Self::STABLE) {
             self.paths = path::candidates(pid);
-            self.exe = exe;
             self.read_at = Some(std::time::Instant::now());
         }
         self.paths.clone()
@@ -467,5 +476,59 @@ async fn read_shared(stream: &UnixStream, buf: &mut [u8]) -> std::io::Result<usi
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
             Err(e) => return Err(e),
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// A real process that execs with a new environment: the candidates follow it (the
+    /// executable changed, so the environment is read again), and once the executable has
+    /// been stable the list is kept.
+    #[test]
+    fn candidates_follow_an_exec_that_sets_the_socket() {
+        let want = PathBuf::from("/tmp/lifecycle-top-test-exec.sock");
+        let mut child = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "sleep 0.4; exec env {}={} sleep 30",
+                path::ENV_SOCKET,
+                want.display()
+            ))
+            .env_remove(path::ENV_SOCKET)
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        let mut c = Candidates::default();
+        let before = c.get(pid);
+        let mut seen = false;
+        for _ in 0..100 {
+            if c.get(pid).first() == Some(&want) {
+                seen = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // The same executable from now on: after STABLE attempts the list is kept.
+        let read_at = (0..=Candidates::STABLE).fold(None, |_, _| {
+            c.get(pid);
+            c.read_at
+        });
+        c.get(pid);
+        let kept = c.read_at == read_at;
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_ne!(before.first(), Some(&want), "not set before the exec");
+        assert!(
+            seen,
+            "the socket set by the exec never showed: {:?}",
+            c.paths
+        );
+        assert!(
+            kept,
+            "a stable executable's environment is read again every attempt"
+        );
     }
 }
