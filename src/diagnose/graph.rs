@@ -850,13 +850,7 @@ fn pipe_edges(
     // A poll on a pipe only its own process writes is a wake-up channel (an event loop's
     // self-pipe: libuv's signal pipe, asyncio's on older Pythons): nothing outside the
     // process will write it, nothing is known to block on it. No edge, as for a socketpair.
-    let own = || {
-        fds.holders
-            .get(&FdObject::Pipe { inode })
-            .into_iter()
-            .flatten()
-            .any(|(k, writes)| *k == t.key && *writes)
-    };
+    let own = || fds.writes(FdObject::Pipe { inode }, t.key);
     if writers.total == 0 && matches!(kind, EdgeKind::PipePoll { .. }) && own() {
         return;
     }
@@ -918,11 +912,9 @@ fn futex_edge(t: &ThreadWait, tids: &HashMap<ProcKey, HashSet<i32>>, from: Node,
 struct FdIndex {
     /// What each (process, fd) refers to (the first entry listed, as a scan would find).
     objects: HashMap<(ProcKey, i32), FdObject>,
-    /// For each pipe and socket: the processes holding it, with whether that fd may write
-    /// (a pipe's read-only ends are no writers; `None`: unknown, counted as one).
-    holders: HashMap<FdObject, Vec<(ProcKey, bool)>>,
     /// For each pipe and socket, sorted and without repeats: the processes holding it, and
-    /// those holding an end that may write. Built once: each of 10,000 readers of one pipe
+    /// those holding an end that may write (a pipe's read-only ends are no writers;
+    /// `fdinfo` unreadable: counted as one). Built once: each of 10,000 readers of one pipe
     /// built a set of its 1,000 writers (40 % of a verdict's CPU at 10,000 threads).
     holding: HashMap<FdObject, Vec<ProcKey>>,
     writing: HashMap<FdObject, Vec<ProcKey>>,
@@ -986,7 +978,6 @@ impl FdIndex {
             .collect();
         Self {
             objects,
-            holders,
             holding,
             writing,
         }
@@ -994,6 +985,13 @@ impl FdIndex {
 
     fn object(&self, key: ProcKey, fd: i32) -> Option<FdObject> {
         self.objects.get(&(key, fd)).copied()
+    }
+
+    /// Whether `key` holds an end of `object` that may write.
+    fn writes(&self, object: FdObject, key: ProcKey) -> bool {
+        self.writing
+            .get(&object)
+            .is_some_and(|v| v.binary_search(&key).is_ok())
     }
 
     /// Whether `key` holds `object`.
