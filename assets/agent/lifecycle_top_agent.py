@@ -1497,9 +1497,12 @@ def _task_refs():
                     continue
     eager = getattr(at, "_eager_tasks", None)
     if eager:
+        # Not twice (the book's gone-pass gate counts references): a task that moved from
+        # the eager set to the scheduled one between the two copies is listed once.
+        listed = getattr(getattr(at, "_scheduled_tasks", None), "data", None) or ()
         for _ in range(10):
             try:
-                out.extend(map(weakref.ref, tuple(eager)))
+                out.extend(r for r in map(weakref.ref, tuple(eager)) if r not in listed)
                 break
             except (RuntimeError, TypeError):
                 continue
@@ -1616,7 +1619,7 @@ class _TaskBook:
         self.counts = {}   # loop id -> {state: n}
         self.changed = {}  # tid -> row added or changed since the last report
         self.removed = set()  # tids of rows removed since the last report
-        self.born = set()  # tids of tasks first seen in this update (see _drop)
+        self.born = {}     # tid -> ref of a task first seen in this update (see _drop)
         self.currents = ()  # refs of the loops' current tasks at the last report
         self.pos = 0
         self.prev_refs, self.prev_fws = [], []  # last pass: refs, weak refs of their futures
@@ -1633,6 +1636,10 @@ class _TaskBook:
             c.pop(state, None)
 
     def _drop(self, ref, keep_fw):
+        """Forgets task `ref` (done, dead or gone). `keep_fw`: remember it as done while asyncio
+        still lists its reference (a dead one stays listed while some thread iterates the
+        WeakSet), so that the book's references are a superset of the listed ones and the
+        gone-pass gate in `update` (a count) is exact."""
         info = self.info.pop(ref, None)
         if keep_fw:
             self.fw[ref] = _DONE  # done is final: never looked at again
@@ -1642,21 +1649,26 @@ class _TaskBook:
             return
         tid = info[0]
         self._count(info[1], info[2], -1)
-        if tid in self.born:
-            return  # the row at this id is a live task's now (the address was reused)
+        b = self.born.get(tid)
+        if b is not None and b != ref:
+            # The row at this id is another task's now: one first seen in this update at the
+            # address this task had (CPython reuses a freed task's memory). The born task's
+            # own drop (it was done before the update ended) does remove it.
+            return
         self.aw.pop(tid, None)
         if self.rows.pop(tid, None) is not None:
             self.changed.pop(tid, None)
             self.removed.add(tid)
 
-    def _visit(self, ref, t, fw, ctx, quick=False, fref=None):
+    def _visit(self, ref, t, fw, ctx, quick=False, fref=None, listed=False):
         """Refreshes the book's facts and row of task `t` (weak reference `ref`, future `fw`,
         `fref` the book's reference to it when the caller made it already); `quick`: only
         name, state and tracked flag when `t` has not run since it was last looked at (it
-        still waits on the same future)."""
+        still waits on the same future). `listed`: `ref` is one of asyncio's (this update's
+        list), which the book keeps an entry for even when its task is dead."""
         current, has_cancelling, tracked, where_cache, lids = ctx
         if t is None:
-            self._drop(ref, False)
+            self._drop(ref, listed or ref in self.fw)
             return
         self.visited += 1
         try:
@@ -1682,7 +1694,7 @@ class _TaskBook:
             tid = id(t)
             old = self.info.get(ref)
             if old is None:
-                self.born.add(tid)
+                self.born[tid] = ref
             # Unchanged facts keep their old objects: every object the book replaces is one
             # more that lives on into the old generations and brings a full collection of
             # the host's heap closer.
@@ -1719,12 +1731,14 @@ class _TaskBook:
                 else:
                     self.aw.pop(tid, None)
         except Exception:
+            # Looked at again next time (an entry the gone-pass gate counts).
+            self.fw.setdefault(ref, _UNWATCHABLE)
             return
 
     def update(self, loops, tracked, slicer):
         """One pass: refreshes what changed since the last report."""
         self.visited = 0
-        self.born = set()
+        self.born = {}
         current = {}
         for lp in loops:
             ct = _current_task(lp)
@@ -1768,7 +1782,7 @@ class _TaskBook:
                     t = r()
                     fw = getattr(t, "_fut_waiter", None)
                     fref = fws_all[j] = _ref_of(fw)
-                    self._visit(r, t, fw, ctx, False, fref)
+                    self._visit(r, t, fw, ctx, False, fref, True)
                     slicer.tick()
                 slicer.tick()
         else:
@@ -1784,7 +1798,7 @@ class _TaskBook:
                     t = r()
                     fw = getattr(t, "_fut_waiter", None)
                     fref = old[j] = _ref_of(fw)
-                    self._visit(r, t, fw, ctx, False, fref)
+                    self._visit(r, t, fw, ctx, False, fref, True)
                     slicer.tick()
                 fws_all.extend(old)
                 slicer.tick()
@@ -1820,7 +1834,12 @@ class _TaskBook:
             self._visit(r, t, getattr(t, "_fut_waiter", None), ctx, True)
             slicer.tick()
         slicer.tick()
-        # Tasks gone since (collected): in the book but no longer in asyncio's sets.
+        # Tasks gone since (collected): in the book but no longer in asyncio's sets. Every
+        # listed reference has an entry in `fw` (a dead one too: see _drop) and `refs` holds
+        # no reference twice, so the counts are equal only if the two sets are: the walk is
+        # needed only when they differ. (Before, a dead reference still listed was dropped
+        # from `fw`; with one task collected since the last update that balanced the counts
+        # and its row stayed listed.)
         if len(self.fw) != n:
             live = set(refs)
             slicer.tick()

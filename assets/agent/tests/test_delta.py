@@ -14,6 +14,7 @@ import textwrap
 import threading
 import time
 import unittest
+import _weakrefset
 
 import test_agent
 import test_verdict
@@ -326,6 +327,86 @@ class BookTest(unittest.TestCase):
         expect = "cancelling" if hasattr(tasks[0], "cancelling") else "pending"
         if sys.version_info >= (3, 11):
             self.assertEqual(rows["sleeper"][3], expect)
+
+    def _names(self, book):
+        return sorted(row[2] for row in book.rows.values())
+
+    def _live_names(self):
+        return sorted(t.get_name() for t in self.on_loop(lambda: asyncio.all_tasks(self.loop)))
+
+    def test_a_task_collected_while_a_dead_reference_is_still_listed_loses_its_row(self):
+        # asyncio's WeakSet keeps a dead task's reference while some thread iterates it (the
+        # removal waits for the iteration to end). The book used to forget such a reference,
+        # which balanced the count of a task collected since the last report: the gone-pass
+        # was skipped and that task's row stayed listed as pending (CI, deltas_fold).
+        at = asyncio.tasks
+        ws = getattr(at, "_scheduled_tasks", None) or at._all_tasks
+        futs = {}
+
+        def make():
+            for name in ("keep", "gone", "dies-listed"):
+                f = futs[name] = self.loop.create_future()
+                self.loop.create_task(asyncio.wait_for(f, None), name=name)
+        self.on_loop(make)
+        self.addCleanup(self.cancel_and_wait)
+        self.on_loop(lambda: None)
+        book = agent._TaskBook(100)
+        state, rows = self.report(book, None, 1)
+        self.assertEqual(sorted(rows), ["dies-listed", "gone", "keep"])
+
+        def end(name):
+            futs.pop(name).cancel()
+        self.on_loop(lambda: end("gone"))
+        self.on_loop(lambda: None)
+        self.on_loop(gc.collect)
+        # An iteration in progress elsewhere (what WeakSet.__iter__ holds while a loop over
+        # the set runs): removals wait until it ends.
+        with _weakrefset._IterationGuard(ws):
+            self.on_loop(lambda: end("dies-listed"))
+            self.on_loop(lambda: None)
+            self.on_loop(gc.collect)
+            self.assertTrue(any(r() is None for r in list(ws.data)),
+                            "a dead reference stays listed while the WeakSet is iterated")
+            state, rows = self.report(book, state, 2)
+            self.assertEqual(sorted(rows), ["keep"])
+            self.assertEqual(sum(book.counts.get(agent._loop_id(self.loop), {}).values()), 1)
+        state, rows = self.report(book, state, 3)
+        self.assertEqual(sorted(rows), ["keep"])
+        self.assertEqual(self._names(book), self._live_names())
+
+    def test_a_task_first_seen_and_done_within_one_update_leaves_no_row(self):
+        # A task first seen in an update keeps its row against the drop of a dead task that
+        # had its address (test below); its own end within the same update must still
+        # remove the row. Here it is the loop's current task when the update starts (its step
+        # blocks), it ends while the update yields, and the update looks at it again.
+        release, ended = threading.Event(), threading.Event()
+        box = []
+
+        async def step():
+            release.wait(10)  # blocks the loop: this task stays current
+        def make():
+            t = self.loop.create_task(step(), name="brief")
+            t.add_done_callback(lambda _: ended.set())
+            box.append(t.get_name())
+        self.on_loop(make)
+        self.addCleanup(self.cancel_and_wait)
+        book = agent._TaskBook(100)
+        deadline = time.monotonic() + 10
+        while agent._current_task(self.loop) is None and time.monotonic() < deadline:
+            time.sleep(0.001)
+        self.assertIsNotNone(agent._current_task(self.loop), "the task runs its step")
+
+        class Slicer(agent._Slicer):
+            def tick(s):
+                if not release.is_set() and "brief" in self._names(book):
+                    release.set()  # the task ends between two looks of this update
+                    self.assertTrue(ended.wait(10))
+                super().tick()
+        book.update([self.loop], None, Slicer())
+        self.assertTrue(release.is_set(), "the update saw the task while it ran")
+        changed, removed = book.take_changes()
+        self.assertEqual(self._names(book), [], (changed, removed))
+        self.assertEqual(self._names(book), self._live_names())
 
     def test_a_new_task_at_a_dead_tasks_address_keeps_its_row(self):
         # CPython's allocator hands a freed task's memory to the next task made: the new
