@@ -1084,19 +1084,11 @@ def _install_event_hooks():
 # ----------------------------------------------------------------------------- inspection
 
 def _raw_tasks():
-    at = sys.modules.get("asyncio.tasks")
-    out = []
-    if at is None:
-        return out
-    for name in ("_all_tasks", "_scheduled_tasks", "_eager_tasks"):
-        s = getattr(at, name, None)
-        for _ in range(10):
-            try:
-                out.extend(list(s or ()))
-                break
-            except RuntimeError:  # changed size during iteration: retry
-                continue
-    return out
+    """Every task asyncio knows, from one C-level copy of each WeakSet's references (not by
+    iterating the WeakSet: while a thread does, the set keeps dead tasks' references)."""
+    if sys.modules.get("asyncio.tasks") is None:
+        return []
+    return [t for t in _derefs(_task_refs()) if t is not None]
 
 
 def _all_loops(scan_tasks=True):
