@@ -125,6 +125,12 @@ struct KeptThread {
     files: Option<Box<ThreadFiles>>,
     /// Its `schedstat` moved since the read before (or it was new then).
     ran: bool,
+    /// A hash of the raw `syscall` line (number, arguments, stack pointer and program
+    /// counter) when the thread was asleep in a syscall at that read.
+    line: Option<u64>,
+    /// It ran, and was found asleep in the same syscall at the same place (same line): its
+    /// name, state and wait channel were taken from the read before (see [`read_thread`]).
+    partial: bool,
 }
 
 /// A thread's `schedstat`, `stat`, `syscall` and `wchan`, kept open between two reads once
@@ -370,7 +376,7 @@ fn read_process(
                     }
                 };
                 if let Some(t) = read {
-                    reused_any |= !t.ran;
+                    reused_any |= !t.ran || t.partial;
                     out.threads.push(t.wait.clone());
                     threads.push(t);
                 }
@@ -438,8 +444,12 @@ impl ThreadReader<'_> {
     fn thread(&mut self, tid: i32, prev: Option<KeptThread>) -> Option<KeptThread> {
         let (prev, mut files) = match prev {
             Some(KeptThread {
-                wait, sched, files, ..
-            }) => (Some((wait, sched)), files),
+                wait,
+                sched,
+                files,
+                line,
+                ..
+            }) => (Some((wait, sched, line)), files),
             None => (None, None),
         };
         // A thread seen before that is read again in full ran between two reads: it keeps
@@ -451,16 +461,27 @@ impl ThreadReader<'_> {
         let kept = files.is_some();
         let sched = ThreadFiles::read(&mut files, kept, SCHEDSTAT, self.dir, tid, self.buf)
             .and_then(procfs::parse_schedstat);
-        let (wait, ran) = match prev {
-            Some((t, Some(was))) if sched == Some(was) => (t, false),
-            _ => {
+        let (wait, ran, line, partial) = match prev {
+            Some((t, Some(was), line)) if sched == Some(was) => (t, false, line, false),
+            prev => {
                 let at = ThreadAt {
                     dir: self.dir,
                     tid,
                     keep,
                 };
-                let t = read_thread(self.key, at, &mut files, self.buf, self.syms, self.strings)?;
-                (Arc::new(t), true)
+                let before = prev
+                    .as_ref()
+                    .and_then(|(t, _, line)| Some((&**t, (*line)?)));
+                let (t, line, partial) = read_thread(
+                    self.key,
+                    at,
+                    &mut files,
+                    self.buf,
+                    self.syms,
+                    self.strings,
+                    before,
+                )?;
+                (Arc::new(t), true, line, partial)
             }
         };
         if files.is_some() {
@@ -471,6 +492,8 @@ impl ThreadReader<'_> {
             sched,
             files,
             ran,
+            line,
+            partial,
         })
     }
 }
@@ -483,6 +506,19 @@ struct ThreadAt<'a> {
     keep: bool,
 }
 
+/// Reads one thread's wait: `stat` (name, state), `syscall`, `wchan`, and the memory its
+/// syscall waits on. `before`: the thread's wait at the previous read with the hash of its
+/// `syscall` line then, if it was asleep in one. Returns the wait, the hash of the line now
+/// (asleep in a syscall only), and whether the name, state and wait channel were reused.
+///
+/// A thread that wakes often and goes back to the same wait (a timer loop's `nanosleep`, a
+/// worker's `futex` on its queue) ran since the last read, yet its `syscall` line (number,
+/// arguments, stack pointer, program counter) is the same: it sleeps in the same call of
+/// the same code. Its `stat` and `wchan` (two of its four reads, `wchan` the costliest: a
+/// kernel symbol lookup) are then taken from the read before; what lies in its memory
+/// (futex words, polled fds) is read again. A rename is caught by the full read every
+/// [`REUSE_ROUNDS`]; a different kernel wait point inside the same call (rare: the same
+/// call on the same fd) shows up then too.
 fn read_thread(
     key: ProcKey,
     at: ThreadAt<'_>,
@@ -490,25 +526,83 @@ fn read_thread(
     buf: &mut Vec<u8>,
     syms: &mut super::memwait::DataSymbols,
     strings: &mut Strings,
-) -> Option<ThreadWait> {
+    before: Option<(&ThreadWait, u64)>,
+) -> Option<(ThreadWait, Option<u64>, bool)> {
     let ThreadAt { dir, tid, keep } = at;
-    let stat = procfs::parse_stat(ThreadFiles::read(files, keep, STAT, dir, tid, buf)?)?;
-    let (syscall, args) = ThreadFiles::read(files, keep, SYSCALL, dir, tid, buf)
-        .and_then(procfs::parse_syscall)
-        .map_or((None, Vec::new()), |(nr, args)| {
+    let line_of = |raw: &[u8]| {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        raw.hash(&mut h);
+        h.finish()
+    };
+    let parse_line = |raw: &[u8]| {
+        procfs::parse_syscall(raw).map(|(nr, args)| {
             (
-                Some(
-                    super::syscalls::name(nr)
-                        .map_or_else(|| Cow::Owned(format!("syscall {nr}")), Cow::Borrowed),
-                ),
+                super::syscalls::name(nr)
+                    .map_or_else(|| Cow::Owned(format!("syscall {nr}")), Cow::Borrowed),
                 args,
             )
-        });
+        })
+    };
+    // The thread asleep in a syscall before: its line first, to see if it is the same.
+    let mut early = None;
+    if let Some((was, line)) = before
+        && was.syscall.is_some()
+        && matches!(was.state, 'S' | 'D')
+        && let Some(raw) = ThreadFiles::read(files, keep, SYSCALL, dir, tid, buf)
+    {
+        let now = line_of(raw);
+        let parsed = parse_line(raw);
+        if now == line && parsed.is_some() {
+            let (syscall, args) = parsed.unzip();
+            let wait = waits_in_memory(key, was.name.clone(), was.state, syscall, args, syms);
+            return Some((
+                ThreadWait {
+                    wchan: was.wchan.clone(),
+                    tid,
+                    ..wait
+                },
+                Some(now),
+                true,
+            ));
+        }
+        early = Some((parsed, now));
+    }
+    let stat = procfs::parse_stat(ThreadFiles::read(files, keep, STAT, dir, tid, buf)?)?;
+    let (parsed, line) = match early {
+        Some(e) => e,
+        None => match ThreadFiles::read(files, keep, SYSCALL, dir, tid, buf) {
+            Some(raw) => (parse_line(raw), line_of(raw)),
+            None => (None, 0),
+        },
+    };
+    let (syscall, args) = parsed.unzip();
     let wchan = ThreadFiles::read(files, keep, WCHAN, dir, tid, buf)
         .and_then(procfs::parse_wchan)
         .map(|w| strings.get(&w));
+    let asleep_in_call = syscall.is_some() && matches!(stat.state, 'S' | 'D');
+    let name = strings.get(&stat.comm);
+    let wait = waits_in_memory(key, name, stat.state, syscall, args, syms);
+    Some((
+        ThreadWait { wchan, tid, ..wait },
+        asleep_in_call.then_some(line),
+        false,
+    ))
+}
+
+/// A [`ThreadWait`] (tid and wait channel left for the caller) with what its syscall waits
+/// on in memory: the futex words and the data symbol at the futex, the polled fds.
+fn waits_in_memory(
+    key: ProcKey,
+    name: SharedStr,
+    state: char,
+    syscall: Option<Cow<'static, str>>,
+    args: Option<Vec<u64>>,
+    syms: &mut super::memwait::DataSymbols,
+) -> ThreadWait {
+    let args = args.unwrap_or_default();
     // Memory arguments only of a thread asleep in the syscall (a running one moves on).
-    let asleep = matches!(stat.state, 'S' | 'D');
+    let asleep = matches!(state, 'S' | 'D');
     let (futex_words, polled) = match syscall.as_deref() {
         Some("futex") if asleep => (
             args.first()
@@ -521,18 +615,18 @@ fn read_thread(
     let futex_symbol = futex_words
         .and(args.first())
         .and_then(|a| syms.name(key.pid, *a));
-    Some(ThreadWait {
+    ThreadWait {
         key,
-        tid,
-        name: strings.get(&stat.comm),
-        state: stat.state,
+        tid: 0,
+        name,
+        state,
         syscall,
         args,
-        wchan,
+        wchan: None,
         futex_words,
         futex_symbol,
         polled,
-    })
+    }
 }
 
 fn read_fd(key: ProcKey, base: &str, fd: i32) -> Option<FdEntry> {
@@ -749,6 +843,90 @@ sys.stdin.readline()
         let (a, b) = (settled(&reused), settled(&fresh));
         assert_eq!(a.len(), 21, "{a:?}");
         assert_eq!(a, b);
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    const TICKER: &str = r#"
+import sys, threading, time
+def tick():
+    while True:
+        time.sleep(0.002)
+k = threading.Thread(target=tick, daemon=True)
+k.start()
+print(k.native_id, flush=True)
+sys.stdin.readline()
+with open("/proc/self/task/%d/comm" % k.native_id, "w") as f:
+    f.write("renamed")
+print("done", flush=True)
+sys.stdin.readline()
+"#;
+
+    /// The ticker's wait in the last read and whether it was a partial one.
+    fn kept_ticker(pid: i32, tid: i32) -> Option<(ThreadWait, bool)> {
+        let kept = KEPT.lock().unwrap_or_else(|p| p.into_inner());
+        let k = kept.as_ref()?.iter().find(|(k, _)| k.pid == pid)?.1;
+        let t = k.threads.iter().find(|t| t.wait.tid == tid)?;
+        Some(((*t.wait).clone(), t.partial))
+    }
+
+    #[test]
+    fn a_thread_back_in_the_same_wait_is_reused_and_a_rename_still_shows() {
+        let mut child = Command::new("python3")
+            .args(["-c", TICKER])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3");
+        let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut line = String::new();
+        out.read_line(&mut line).expect("tid");
+        let tid: i32 = line.trim().parse().expect("tid");
+        let pid = i32::try_from(child.id()).expect("pid");
+        let snap = crate::collect::snapshot_once(pid).expect("snapshot");
+        // The ticker runs between any two reads (every 2 ms) and sleeps again in the same
+        // clock_nanosleep call: once read in full asleep, later reads reuse its name, state
+        // and wait channel, and give what a full read gives.
+        let mut partial = 0;
+        for _ in 0..100 {
+            let w = read_tree(&snap);
+            if let Some((t, true)) = kept_ticker(pid, tid) {
+                partial += 1;
+                assert_eq!(syscall_of(&w, tid).as_deref(), Some("clock_nanosleep"));
+                assert_eq!(t.state, 'S', "{t:?}");
+                assert!(t.wchan.is_some(), "{t:?}");
+                assert!(
+                    t.name.starts_with("Thread-") || &*t.name == "python3",
+                    "{t:?}"
+                );
+            }
+            if partial >= 5 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(
+            partial >= 5,
+            "a ticker back in the same sleep was never reused"
+        );
+        // Renamed from another thread while its syscall line stays the same: a full read
+        // every REUSE_ROUNDS reads shows the new name.
+        let stdin = child.stdin.as_mut().expect("stdin");
+        stdin.write_all(b"rename\n").expect("write");
+        stdin.flush().expect("flush");
+        line.clear();
+        out.read_line(&mut line).expect("done");
+        assert_eq!(line, "done\n");
+        let mut seen = None;
+        for n in 0..=(2 * REUSE_ROUNDS as usize + 2) {
+            read_tree(&snap);
+            if kept_ticker(pid, tid).is_some_and(|(t, _)| &*t.name == "renamed") {
+                seen = Some(n);
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(seen.is_some(), "the rename never showed");
         let _ = child.kill();
         let _ = child.wait();
     }

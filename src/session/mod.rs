@@ -63,24 +63,26 @@ pub struct SessionConfig {
 /// looks like Python (its comm or argv[0]), `node` for Node.js (comm or argv[0] `node` or
 /// `nodejs`), `jvm` for a JVM (`jvm::is_jvm`), `native` otherwise.
 pub fn default_plan(snap: &Snapshot) -> Result<Plan, String> {
-    plan_for(snap, || crate::jvm::is_jvm(snap.target.pid))
+    plan::load(builtin_plan_for(snap, || {
+        crate::jvm::is_jvm(snap.target.pid)
+    }))
+    .map_err(|e| e.to_string())
 }
 
-/// [`default_plan`] with the JVM test given (it reads the target's memory maps, long for a
+/// The name of [`default_plan`]'s pick, with the JVM test given (it reads the target's memory maps, long for a
 /// process with many threads: the session asks it once per target name, not per refresh).
-fn plan_for(snap: &Snapshot, is_jvm: impl FnOnce() -> bool) -> Result<Plan, String> {
+fn builtin_plan_for(snap: &Snapshot, is_jvm: impl FnOnce() -> bool) -> &'static str {
     let python = snap.target_info().is_some_and(|t| {
         t.name.starts_with("python") || t.cmdline.first().is_some_and(|c| c.contains("python"))
     });
     let node = !python && snap.target_info().is_some_and(is_node);
     let jvm = !python && !node && is_jvm();
-    let name = match (python, node, jvm) {
+    match (python, node, jvm) {
         (true, _, _) => "python-asyncio",
         (_, true, _) => "node",
         (_, _, true) => "jvm",
         _ => "native",
-    };
-    plan::load(name).map_err(|e| e.to_string())
+    }
 }
 
 /// A Node.js process: comm `node`/`nodejs`, or argv[0] whose file name is one of those.
@@ -800,25 +802,40 @@ impl Driver {
         let Some(snap) = self.latest.clone() else {
             return;
         };
-        let wanted = match &self.explicit {
-            Some(p) => Ok(p.clone()),
-            None if self.python => plan::load("python-asyncio").map_err(|e| e.to_string()),
-            None if self.node => plan::load("node").map_err(|e| e.to_string()),
+        // Decided by name first: a built-in plan is parsed only when the pick changes (this
+        // runs at every refresh).
+        let builtin = match &self.explicit {
+            Some(_) => None,
+            None if self.python => Some("python-asyncio"),
+            None if self.node => Some("node"),
             None => {
                 let name = snap
                     .target_info()
                     .map(|t| t.name.clone())
                     .unwrap_or_default();
                 let memo = &mut self.jvm_memo;
-                plan_for(&snap, || match memo {
+                Some(builtin_plan_for(&snap, || match memo {
                     Some((n, jvm)) if *n == name => *jvm,
                     _ => {
                         let jvm = crate::jvm::is_jvm(snap.target.pid);
                         *memo = Some((name, jvm));
                         jvm
                     }
-                })
+                }))
             }
+        };
+        let unchanged = match (builtin, &self.explicit) {
+            (Some(name), _) => self.plan_name.as_deref() == Some(name),
+            (None, Some(p)) => self.plan_name.as_deref() == Some(p.name.as_str()),
+            (None, None) => true,
+        };
+        if unchanged {
+            return;
+        }
+        let wanted = match (builtin, &self.explicit) {
+            (Some(name), _) => plan::load(name).map_err(|e| e.to_string()),
+            (None, Some(p)) => Ok(p.clone()),
+            (None, None) => return,
         };
         let p = match wanted {
             Ok(p) => p,
