@@ -134,8 +134,9 @@ struct KeptThread {
 }
 
 /// A thread's `schedstat`, `stat`, `syscall` and `wchan`, kept open between two reads once
-/// it ran between two (a busy thread is re-read in full each time: four opens and closes,
-/// most of a busy 1,000-thread tree's read, become four `pread`s). A kept file stays bound
+/// it ran between two (a busy thread is re-read each time: four opens and closes, most of a
+/// busy 1,000-thread tree's read, become `pread`s). A thread back in the same wait keeps
+/// only `schedstat` and `syscall`, the two files read then (see [`read_thread`]). A kept file stays bound
 /// to its thread: a dead thread's read fails and the path is opened instead (a reused tid
 /// is then read as a new thread). At most [`kept_threads_cap`] threads keep files.
 #[derive(Default)]
@@ -554,6 +555,13 @@ fn read_thread(
         let now = line_of(raw);
         let parsed = parse_line(raw);
         if now == line && parsed.is_some() {
+            // Its `stat` and `wchan` are not read now: not kept open either (each kept
+            // /proc file holds a page of kernel memory; they are opened again at the next
+            // full read).
+            if let Some(f) = files.as_mut() {
+                f.0[STAT] = None;
+                f.0[WCHAN] = None;
+            }
             let (syscall, args) = parsed.unzip();
             let wait = waits_in_memory(key, was.name.clone(), was.state, syscall, args, syms);
             return Some((
