@@ -126,8 +126,9 @@ struct KeptThread {
     /// Its `schedstat` moved since the read before (or it was new then).
     ran: bool,
     /// A hash of the raw `syscall` line (number, arguments, stack pointer and program
-    /// counter) when the thread was asleep in a syscall at that read.
-    line: Option<u64>,
+    /// counter) when the thread was asleep in a syscall at that read, else 0 (a plain `u64`:
+    /// 10,000 of these are kept, and an `Option` would add 8 bytes to each).
+    line: u64,
     /// It ran, and was found asleep in the same syscall at the same place (same line): its
     /// name, state and wait channel were taken from the read before (see [`read_thread`]).
     partial: bool,
@@ -472,7 +473,7 @@ impl ThreadReader<'_> {
                 };
                 let before = prev
                     .as_ref()
-                    .and_then(|(t, _, line)| Some((&**t, (*line)?)));
+                    .and_then(|(t, _, line)| (*line != 0).then_some((&**t, *line)));
                 let (t, line, partial) = read_thread(
                     self.key,
                     at,
@@ -482,7 +483,7 @@ impl ThreadReader<'_> {
                     self.strings,
                     before,
                 )?;
-                (Arc::new(t), true, line, partial)
+                (Arc::new(t), true, line.unwrap_or(0), partial)
             }
         };
         if files.is_some() {
@@ -534,7 +535,7 @@ fn read_thread(
         use std::hash::{Hash, Hasher};
         let mut h = std::collections::hash_map::DefaultHasher::new();
         raw.hash(&mut h);
-        h.finish()
+        h.finish().max(1) // 0 means "no line"
     };
     let parse_line = |raw: &[u8]| {
         procfs::parse_syscall(raw).map(|(nr, args)| {
