@@ -118,6 +118,13 @@ struct Kept {
     rounds: u32,
 }
 
+/// What [`read_process`]'s first pass did with a thread: read it (`None`: it is gone), or
+/// left it for the second pass (reused if the first proves it idle, else read then).
+enum FirstPass {
+    Read(Option<KeptThread>),
+    Left,
+}
+
 /// One thread of [`Kept`].
 struct KeptThread {
     wait: Arc<ThreadWait>,
@@ -338,14 +345,14 @@ fn read_process(
             // thread ran since: the others are not read at all (their `schedstat` would
             // say the same), as the collector's own thread table does.
             let mut sum = cpu_delta.map(|_| 0u64);
-            let mut done: Vec<Option<Option<KeptThread>>> = Vec::with_capacity(tids.len());
+            let mut done: Vec<FirstPass> = Vec::with_capacity(tids.len());
             // Sized once: grown by doubling, 10,000 threads left 6,000 slots unused.
             threads.reserve_exact(tids.len());
             out.threads.reserve(tids.len());
             for &tid in &tids {
                 let candidate = cpu_delta.is_none() || prev_threads.get(&tid).is_none_or(|t| t.ran);
                 if !candidate {
-                    done.push(None);
+                    done.push(FirstPass::Left);
                     continue;
                 }
                 let prev = prev_threads.remove(&tid);
@@ -356,14 +363,14 @@ fn read_process(
                     (Some(acc), Some(b), Some(a)) => a.checked_sub(b).map(|d| acc + d),
                     _ => None,
                 };
-                done.push(Some(read));
+                done.push(FirstPass::Read(read));
             }
             let others_idle = sum.is_some() && sum == cpu_delta;
             // Pass 2, in tid order: the rest, reused when proven idle, else read as above.
             for (&tid, read) in tids.iter().zip(done) {
                 let read = match read {
-                    Some(read) => read,
-                    None => {
+                    FirstPass::Read(read) => read,
+                    FirstPass::Left => {
                         let prev = prev_threads.remove(&tid);
                         match prev {
                             Some(mut t) if others_idle => {
