@@ -37,6 +37,56 @@ fn attach_shows_thread_and_q_leaves_target_alive() {
     assert!(alive(pid), "q must never touch the target");
 }
 
+/// Voluntary context switches of the dashboard's threads that are neither its main thread,
+/// its own `lt-*` threads nor tokio's: what is left is the terminal-input reader.
+fn input_reader_switches(pid: i32) -> Vec<(String, u64)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let tid = e.unwrap().file_name().to_string_lossy().into_owned();
+        let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/status")) else {
+            continue; // gone meanwhile
+        };
+        let field = |k: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(k))
+                .map(|v| v.trim().to_string())
+                .unwrap_or_default()
+        };
+        let name = field("Name:");
+        if tid == pid.to_string() || name.starts_with("lt-") || name.starts_with("tokio") {
+            continue;
+        }
+        let n = field("voluntary_ctxt_switches:").parse().unwrap_or(0);
+        out.push((format!("{tid} {name}"), n));
+    }
+    out.sort();
+    out
+}
+
+/// The key reader sleeps until a key comes: no wake-ups while nobody types (it polled with a
+/// 100 ms timeout before: ten wake-ups a second), and keys still arrive afterwards.
+#[test]
+fn the_key_reader_does_not_wake_while_nobody_types() {
+    let target = spawn_target();
+    let pid = target.0.id() as i32;
+    let mut s = Session::start(&["--pid", &pid.to_string(), "--interval", "1000"]);
+    s.screen.wait_for("e2e-worker");
+    // A key read and answered: the reader is past its start-up.
+    s.press(b"?");
+    s.screen.wait_for("Keys (Esc closes)");
+    let before = input_reader_switches(s.pid());
+    assert!(!before.is_empty(), "no input reader thread found");
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let after = input_reader_switches(s.pid());
+    assert_eq!(before, after, "the input reader woke while nobody typed");
+    s.press(b"\x1b");
+    s.screen.wait_gone("Keys (Esc closes)");
+    s.press(b"q");
+    let status = s.wait_exit();
+    assert!(status.success(), "exit status {status:?}");
+}
+
 #[test]
 fn unknown_pid_is_one_line_and_exit_2() {
     let out = Command::new(env!("CARGO_BIN_EXE_lifecycle-top"))

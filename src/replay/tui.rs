@@ -10,11 +10,8 @@ use crate::ui::{self, keys::ReplayKey};
 use anyhow::{Context, Result};
 use crossterm::event as term;
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::mpsc;
 
 /// How often a playing replay moves.
 const FRAME: Duration = Duration::from_millis(50);
@@ -92,9 +89,7 @@ pub fn run(mut player: Player, start_ms: Option<u64>, notes: &[String]) -> Resul
 }
 
 async fn event_loop(player: &mut Player, dash: &mut Dashboard) -> Result<ExitCode> {
-    let (key_tx, mut key_rx) = mpsc::channel::<term::Event>(64);
-    let stop_keys = Arc::new(AtomicBool::new(false));
-    crate::app::spawn_input_reader(key_tx, stop_keys.clone());
+    let mut keys = crate::app::Input::open();
     let mut sigterm = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     let mut sigint = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
     let mut sighup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
@@ -117,7 +112,7 @@ async fn event_loop(player: &mut Player, dash: &mut Dashboard) -> Result<ExitCod
             dirty = false;
         }
         tokio::select! {
-            input = key_rx.recv() => {
+            input = keys.next() => {
                 let Some(input) = input else { break Ok(()) };
                 dirty = true;
                 let key = match input {
@@ -148,7 +143,7 @@ async fn event_loop(player: &mut Player, dash: &mut Dashboard) -> Result<ExitCod
             _ = sighup.recv() => break Ok(()),
         }
     };
-    stop_keys.store(true, Ordering::Relaxed);
+    keys.close();
     drop(mouse);
     ratatui::restore();
     outcome.map(|()| ExitCode::SUCCESS)
