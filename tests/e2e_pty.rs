@@ -41,8 +41,12 @@ fn attach_shows_thread_and_q_leaves_target_alive() {
 /// its own `lt-*` threads nor tokio's: what is left is the terminal-input reader.
 fn input_reader_switches(pid: i32) -> Vec<(String, u64)> {
     let mut out = Vec::new();
-    for e in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
-        let tid = e.unwrap().file_name().to_string_lossy().into_owned();
+    for e in std::fs::read_dir(format!("/proc/{pid}/task")).expect("the dashboard's threads") {
+        let tid = e
+            .expect("a thread entry")
+            .file_name()
+            .to_string_lossy()
+            .into_owned();
         let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/status")) else {
             continue; // gone meanwhile
         };
