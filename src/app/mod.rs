@@ -207,7 +207,7 @@ pub async fn run(cfg: RunConfig, attached: Attached) -> Result<ExitCode> {
             dirty = true;
         }
     };
-    keys.close();
+    keys.close().await;
     drop(mouse);
     let result = finish(&dash, &session, outcome);
     if let Some(summary) = rec.finish() {
@@ -334,47 +334,67 @@ impl Drop for MouseCapture {
     }
 }
 
-/// Keys, mouse events and resizes (the live dashboard and the replay), read in the event
-/// loop's `select!` (`next` is cancel-safe: an event is taken only when it is returned).
-/// crossterm's event stream blocks one helper thread in `poll` on the terminal until input
-/// comes or the stream is dropped: no wake-ups while nobody types (a reader polling with a
-/// 100 ms timeout woke ten times a second, 4 % of the dashboard's CPU on a busy target), and
-/// [`Input::close`] stops it at once, so a key typed to the shell after quitting is not
-/// eaten by us while the tree is being acted on.
-pub(crate) struct Input(Option<term::EventStream>);
+/// Keys, mouse events and resizes (the live dashboard and the replay). A task owns
+/// crossterm's event stream, which blocks one helper thread in `poll` on the terminal until
+/// input comes: no wake-ups while nobody types (a reader polling with a 100 ms timeout woke
+/// ten times a second, 4 % of the dashboard's CPU on a busy target). The task forwards over
+/// a channel, so the event loop's `select!` waits on a plain receiver (cancel-safe); polling
+/// the stream itself from the loop would try its reader lock (held by the helper thread) at
+/// every turn. [`Input::close`] drops the stream at once, so a key typed to the shell after
+/// quitting is not eaten by us while the tree is being acted on.
+pub(crate) struct Input {
+    rx: mpsc::Receiver<term::Event>,
+    task: tokio::task::JoinHandle<()>,
+}
 
 impl Input {
     pub(crate) fn open() -> Self {
-        Input(Some(term::EventStream::new()))
-    }
-
-    /// The next key, mouse event or resize; `None` once the terminal is gone (or closed).
-    pub(crate) async fn next(&mut self) -> Option<term::Event> {
-        use futures_core::Stream;
-        let stream = self.0.as_mut()?;
-        loop {
-            let ev = std::future::poll_fn(|cx| std::pin::Pin::new(&mut *stream).poll_next(cx));
-            match ev.await {
-                Some(Ok(
-                    ev @ (term::Event::Key(_) | term::Event::Mouse(_) | term::Event::Resize(..)),
-                )) => return Some(ev),
-                Some(Ok(_)) => {}
-                Some(Err(e)) => {
-                    tracing::debug!("terminal input ended: {e}");
-                    self.0 = None;
-                    return None;
-                }
-                None => {
-                    self.0 = None;
-                    return None;
+        let (tx, rx) = mpsc::channel(64);
+        let task = tokio::spawn(async move {
+            use futures_core::Stream;
+            let mut stream = term::EventStream::new();
+            loop {
+                let ev = std::future::poll_fn(|cx| std::pin::Pin::new(&mut stream).poll_next(cx));
+                match ev.await {
+                    Some(Ok(
+                        ev
+                        @ (term::Event::Key(_) | term::Event::Mouse(_) | term::Event::Resize(..)),
+                    )) => {
+                        if tx.send(ev).await.is_err() {
+                            return;
+                        }
+                    }
+                    Some(Ok(_)) => {}
+                    // The terminal is gone: the receiver's `None` says so.
+                    Some(Err(e)) => {
+                        tracing::debug!("terminal input ended: {e}");
+                        return;
+                    }
+                    None => return,
                 }
             }
-        }
+        });
+        Input { rx, task }
     }
 
-    /// Stop reading (the helper thread leaves its `poll`).
-    pub(crate) fn close(&mut self) {
-        self.0 = None;
+    /// The next key, mouse event or resize; `None` once the terminal is gone.
+    pub(crate) async fn next(&mut self) -> Option<term::Event> {
+        self.rx.recv().await
+    }
+
+    /// Stop reading: the task is cancelled and its stream dropped before this returns (the
+    /// helper thread leaves its `poll`).
+    pub(crate) async fn close(&mut self) {
+        self.task.abort();
+        let _ = (&mut self.task).await;
+    }
+}
+
+impl Drop for Input {
+    /// An early return (the terminal could not be set up): the task stops when the runtime
+    /// next runs it, or when the runtime is dropped.
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }
 

@@ -143,7 +143,7 @@ async fn event_loop(player: &mut Player, dash: &mut Dashboard) -> Result<ExitCod
             _ = sighup.recv() => break Ok(()),
         }
     };
-    keys.close();
+    keys.close().await;
     drop(mouse);
     ratatui::restore();
     outcome.map(|()| ExitCode::SUCCESS)
