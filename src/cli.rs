@@ -112,6 +112,10 @@ lifecycle-top snapshot --pid 4242 --watch 500ms | jq -c 'select(.end == null) | 
         /// exits.
         #[arg(long, value_name = "DURATION", value_parser = interval_value)]
         watch: Option<Duration>,
+        /// CPU% over a window of DURATION (two reads that far apart: the command takes that
+        /// much longer) instead of since each process and thread started.
+        #[arg(long, value_name = "DURATION", value_parser = interval_value, conflicts_with = "watch")]
+        cpu_window: Option<Duration>,
     },
     /// Why it won't exit: one snapshot (plus the agent's report) folded into a wait-for
     /// graph; prints one line per cause, root cause first. Exit 0.
@@ -394,6 +398,8 @@ pub enum Config {
         json: bool,
         /// `--watch`: one JSON line per refresh at this interval.
         watch: Option<Duration>,
+        /// `--cpu-window`: CPU% measured over this window (else since start).
+        cpu_window: Option<Duration>,
     },
     Stacks {
         pid: i32,
@@ -604,9 +610,17 @@ fn command(
                 "--pid {pid}: a pid is a positive number (see `ps -e`)"
             )))
         }
-        Some(RawCommand::Snapshot { pid, json, watch }) => {
-            Ok(Config::Snapshot { pid, json, watch })
-        }
+        Some(RawCommand::Snapshot {
+            pid,
+            json,
+            watch,
+            cpu_window,
+        }) => Ok(Config::Snapshot {
+            pid,
+            json,
+            watch,
+            cpu_window,
+        }),
         Some(RawCommand::Stacks {
             pid,
             json,

@@ -49,11 +49,16 @@ fn run(config: Config) -> anyhow::Result<ExitCode> {
                 session::WatchEnd::Exited | session::WatchEnd::Closed => ExitCode::SUCCESS,
             })
         }
-        Config::Snapshot { pid, json, .. } => {
+        Config::Snapshot {
+            pid,
+            json,
+            cpu_window,
+            ..
+        } => {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
-            let full = runtime.block_on(session::snapshot_with_agent(pid))?;
+            let full = runtime.block_on(session::snapshot_with_agent(pid, cpu_window))?;
             let mut out = std::io::stdout().lock();
             if json {
                 serde_json::to_writer_pretty(&mut out, &full)?;
@@ -61,6 +66,7 @@ fn run(config: Config) -> anyhow::Result<ExitCode> {
             } else {
                 write!(out, "{}", collect::snapshot_text(&full.snapshot))?;
                 write!(out, "{}", session::agent_text(&full))?;
+                write!(out, "{}", full.cpu_line())?;
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -68,7 +74,7 @@ fn run(config: Config) -> anyhow::Result<ExitCode> {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
-            let full = runtime.block_on(session::snapshot_with_agent(pid))?;
+            let full = runtime.block_on(session::snapshot_with_agent(pid, None))?;
             // A JVM runs no agent: its thread dump stands in for one.
             let jvm = full.jvm.and_then(|j| j.report);
             let report = full.agent.and_then(|a| a.report).or(jvm);

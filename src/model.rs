@@ -261,7 +261,8 @@ pub struct ThreadInfo {
     pub wait: WaitPoint,
     /// utime + stime, in clock ticks.
     pub cpu_ticks: u64,
-    /// CPU use over the last refresh, percent of one core.
+    /// CPU use over the last refresh, percent of one core (on the first read: since the
+    /// thread started).
     pub cpu_percent: f32,
     pub voluntary_ctxt_switches: Option<u64>,
     pub nonvoluntary_ctxt_switches: Option<u64>,

@@ -156,3 +156,85 @@ asyncio.run(main())
     // The creating line is `t = asyncio.create_task(...)`, line 7 of the -c program.
     assert!(task.ends_with("(created at <string>:7)"), "{task}");
 }
+
+/// CPU% comes from one read (since each thread started: no wait, as `ps` does it) unless
+/// `--cpu-window` asks for a second read that far after the first. A thread that burned
+/// 0.3 s of CPU at start and now sleeps shows CPU% since start, and 0 over a window.
+#[test]
+fn cpu_percent_is_since_start_unless_a_window_is_asked_for() {
+    let target = python_ready(
+        r#"
+import threading, time
+done = threading.Event()
+def burn():
+    t0 = time.thread_time()
+    while time.thread_time() - t0 < 0.3:
+        pass
+    done.set()
+    threading.Event().wait()
+threading.Thread(target=burn, daemon=True).start()
+done.wait()
+print("ready", flush=True)
+time.sleep(600)
+"#,
+        false,
+    );
+    let pid = target.0.id();
+    let burner = |v: &Value| {
+        let threads = v["threads"].as_array().expect("threads");
+        let t = threads
+            .iter()
+            .find(|t| t["tid"].as_u64() != Some(u64::from(pid)))
+            .unwrap_or_else(|| panic!("no second thread in {v}"));
+        t["cpu_percent"].as_f64().expect("cpu_percent")
+    };
+    let once = snapshot_json(pid);
+    assert!(once.get("cpu_window_ms").is_none(), "{once}");
+    assert!(burner(&once) > 0.0, "CPU% since start: {once}");
+    let out = Command::new(BIN)
+        .args([
+            "snapshot",
+            "--pid",
+            &pid.to_string(),
+            "--json",
+            "--cpu-window",
+            "200ms",
+        ])
+        .output()
+        .expect("run lifecycle-top snapshot --cpu-window");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let windowed: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(windowed["cpu_window_ms"], 200, "{windowed}");
+    assert_eq!(burner(&windowed), 0.0, "the thread sleeps: {windowed}");
+    // The text form says which CPU% it shows.
+    let text = Command::new(BIN)
+        .args(["snapshot", "--pid", &pid.to_string()])
+        .output()
+        .expect("run lifecycle-top snapshot");
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains("CPU% since each process and thread started"),
+        "{text}"
+    );
+    let both = Command::new(BIN)
+        .args([
+            "snapshot",
+            "--pid",
+            &pid.to_string(),
+            "--watch",
+            "1s",
+            "--cpu-window",
+            "1s",
+        ])
+        .output()
+        .expect("run lifecycle-top snapshot");
+    assert_eq!(
+        both.status.code(),
+        Some(2),
+        "--watch and --cpu-window conflict"
+    );
+}
