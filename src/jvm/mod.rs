@@ -37,9 +37,16 @@ pub fn is_jvm(pid: i32) -> bool {
         .ok()
         .and_then(|p| p.file_name().map(|n| n == "java"))
         .unwrap_or(false);
+    // Line by line: a 1,000-thread target's maps are ~200 KB (a guard and a stack per
+    // thread), read whole it was a step of the TUI's heap peak (bench/rss_breakdown.py --heap).
     exe_is_java
-        || std::fs::read_to_string(format!("/proc/{pid}/maps"))
-            .is_ok_and(|m| m.lines().any(|l| l.ends_with("/libjvm.so")))
+        || std::fs::File::open(format!("/proc/{pid}/maps")).is_ok_and(|f| {
+            use std::io::BufRead;
+            std::io::BufReader::new(f)
+                .lines()
+                .map_while(Result::ok)
+                .any(|l| l.ends_with("/libjvm.so"))
+        })
 }
 
 /// A thread dump, parsed, with the way it was taken and its wall time.
@@ -436,6 +443,41 @@ pub fn join_into(
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    /// A process that maps a file named libjvm.so (an embedded JVM) is a JVM; one that does
+    /// not, is not. A real python3 child mapping a real file.
+    #[test]
+    fn a_mapped_libjvm_makes_a_jvm() {
+        let dir = tempfile::tempdir().unwrap();
+        let lib = dir.path().join("libjvm.so");
+        std::fs::write(&lib, vec![0u8; 4096]).unwrap();
+        let code = "import mmap, sys, time\n\
+                    f = open(sys.argv[1], 'rb')\n\
+                    m = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)\n\
+                    print('ready', flush=True)\n\
+                    time.sleep(60)\n";
+        let mut child = std::process::Command::new("python3")
+            .args(["-c", code])
+            .arg(&lib)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3 is needed for this test (apt-get install python3)");
+        let mut line = String::new();
+        use std::io::BufRead;
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "ready");
+        let pid = child.id() as i32;
+        let verdict = is_jvm(pid);
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(verdict, "libjvm.so is mapped");
+        assert!(
+            !is_jvm(std::process::id() as i32),
+            "this test binary is no JVM"
+        );
+    }
 
     #[test]
     fn frames_and_lock_lines_as_a_java_stack() {
