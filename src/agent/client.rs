@@ -258,11 +258,14 @@ async fn run(
     let mut last_not_found: Option<String> = None;
     let mut first = true;
     let mut paths = Candidates::default();
+    // Attempts in a row that found no agent (see `retry_pause`).
+    let mut misses = 0u32;
     loop {
         let sweep = std::mem::replace(&mut first, false);
         let reason = match connect(target, in_tree.as_ref(), &opts, sweep, &mut paths).await {
             Ok((stream, hello, decoder, leftover)) => {
                 last_not_found = None;
+                misses = 0;
                 if events.send(AgentEvent::Connected(hello)).await.is_err() {
                     return;
                 }
@@ -274,6 +277,7 @@ async fn run(
                 reason
             }
             Err(reason) => {
+                misses = misses.saturating_add(1);
                 if last_not_found.as_ref() != Some(&reason) {
                     last_not_found = Some(reason.clone());
                     if events
@@ -288,7 +292,7 @@ async fn run(
             }
         };
         // Between attempts requests fail at once instead of waiting for their timeout.
-        let pause = tokio::time::sleep(opts.retry);
+        let pause = tokio::time::sleep(retry_pause(opts.retry, misses));
         tokio::pin!(pause);
         loop {
             tokio::select! {
@@ -302,6 +306,22 @@ async fn run(
                 _ = events.closed() => return,
             }
         }
+    }
+}
+
+/// Attempts at the full pace before [`retry_pause`] slows down (10 s at the default 500 ms).
+const MISSES_AT_FULL_PACE: u32 = 20;
+
+/// The pause before the next attempt: `retry` while the agent was found lately (a lost one
+/// is looked for again at once and then at full pace), four times that once
+/// [`MISSES_AT_FULL_PACE`] attempts in a row found none. A target without an agent (attach
+/// mode, `--no-agent`) is then looked at every 2 s instead of twice a second: each attempt
+/// reads its `exe` link and looks for socket files (3.5 % of the dashboard's CPU watching a
+/// busy 1,000-thread target), and an agent installed late is still found within 2 s.
+fn retry_pause(retry: Duration, misses: u32) -> Duration {
+    match misses > MISSES_AT_FULL_PACE {
+        true => retry * 4,
+        false => retry,
     }
 }
 
@@ -483,6 +503,15 @@ async fn read_shared(stream: &UnixStream, buf: &mut [u8]) -> std::io::Result<usi
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_search_slows_down_only_after_many_misses_in_a_row() {
+        let r = Duration::from_millis(500);
+        assert_eq!(retry_pause(r, 0), r, "after a connection or a loss: full pace");
+        assert_eq!(retry_pause(r, MISSES_AT_FULL_PACE), r);
+        assert_eq!(retry_pause(r, MISSES_AT_FULL_PACE + 1), Duration::from_secs(2));
+        assert_eq!(retry_pause(r, u32::MAX), Duration::from_secs(2), "never slower");
+    }
 
     /// A real process that execs with a new environment: the candidates follow it (the
     /// executable changed, so the environment is read again), and once the executable has
