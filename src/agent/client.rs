@@ -507,10 +507,21 @@ mod tests {
     #[test]
     fn the_search_slows_down_only_after_many_misses_in_a_row() {
         let r = Duration::from_millis(500);
-        assert_eq!(retry_pause(r, 0), r, "after a connection or a loss: full pace");
+        assert_eq!(
+            retry_pause(r, 0),
+            r,
+            "after a connection or a loss: full pace"
+        );
         assert_eq!(retry_pause(r, MISSES_AT_FULL_PACE), r);
-        assert_eq!(retry_pause(r, MISSES_AT_FULL_PACE + 1), Duration::from_secs(2));
-        assert_eq!(retry_pause(r, u32::MAX), Duration::from_secs(2), "never slower");
+        assert_eq!(
+            retry_pause(r, MISSES_AT_FULL_PACE + 1),
+            Duration::from_secs(2)
+        );
+        assert_eq!(
+            retry_pause(r, u32::MAX),
+            Duration::from_secs(2),
+            "never slower"
+        );
     }
 
     /// A real process that execs with a new environment: the candidates follow it (the
