@@ -70,8 +70,14 @@ fn python_ready(code: &str, agent: bool) -> Target {
 }
 
 fn snapshot_json(pid: u32) -> Value {
+    snapshot_json_with(pid, &[])
+}
+
+/// `snapshot --pid PID --json` with `extra` arguments.
+fn snapshot_json_with(pid: u32, extra: &[&str]) -> Value {
     let out = Command::new(BIN)
         .args(["snapshot", "--pid", &pid.to_string(), "--json"])
+        .args(extra)
         .output()
         .expect("run lifecycle-top snapshot");
     assert!(
@@ -191,23 +197,7 @@ time.sleep(600)
     let once = snapshot_json(pid);
     assert!(once.get("cpu_window_ms").is_none(), "{once}");
     assert!(burner(&once) > 0.0, "CPU% since start: {once}");
-    let out = Command::new(BIN)
-        .args([
-            "snapshot",
-            "--pid",
-            &pid.to_string(),
-            "--json",
-            "--cpu-window",
-            "200ms",
-        ])
-        .output()
-        .expect("run lifecycle-top snapshot --cpu-window");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let windowed: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let windowed = snapshot_json_with(pid, &["--cpu-window", "200ms"]);
     assert_eq!(windowed["cpu_window_ms"], 200, "{windowed}");
     assert_eq!(burner(&windowed), 0.0, "the thread sleeps: {windowed}");
     // The text form says which CPU% it shows.
