@@ -228,3 +228,57 @@ time.sleep(600)
         "--watch and --cpu-window conflict"
     );
 }
+
+/// A snapshot that read again while it waited for the agent's report says its CPU% is
+/// over the refresh interval, not since start. The target is an "agent" that says hello
+/// and never reports (a raw Unix socket in the target, standard library only), so the
+/// snapshot reads every 250 ms until its 3 s wait for the report runs out.
+#[test]
+fn a_snapshot_that_waited_for_the_agent_labels_its_cpu_window() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sock = dir.path().join("silent.sock");
+    let code = r#"
+import json, os, socket, threading, time
+path = os.environ["LIFECYCLE_TOP_SOCKET"]
+start = int(open("/proc/self/stat").read().rsplit(")", 1)[1].split()[19])
+srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+srv.bind(path)
+srv.listen(4)
+held = []
+def serve():
+    while True:
+        c, _ = srv.accept()
+        held.append(c)
+        hello = {"type": "hello", "protocol": 1,
+                 "agent": {"kind": "silent", "version": "0", "instance": "x"},
+                 "target": {"pid": os.getpid(), "start_time": start},
+                 "capabilities": ["ping"]}
+        c.sendall((json.dumps(hello) + "\n").encode())
+threading.Thread(target=serve, daemon=True).start()
+print("ready", flush=True)
+time.sleep(600)
+"#;
+    let mut cmd = Command::new("python3");
+    cmd.args(["-c", code])
+        .env("LIFECYCLE_TOP_SOCKET", &sock)
+        .stdout(Stdio::piped());
+    let mut target = Target(
+        cmd.spawn()
+            .expect("python3 is needed for this test (apt install python3)"),
+    );
+    let mut line = String::new();
+    BufReader::new(target.0.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("target output");
+    assert_eq!(line.trim(), "ready");
+    let v = snapshot_json(target.0.id());
+    assert_eq!(
+        v["cpu_window_ms"], 250,
+        "the snapshot read again while it waited: {v}"
+    );
+    assert!(v["agent"]["report"].is_null(), "no report came: {v}");
+    assert_eq!(
+        v["agent_status"], "agent connected but sent no report in time",
+        "{v}"
+    );
+}

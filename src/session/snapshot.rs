@@ -27,9 +27,10 @@ pub struct FullSnapshot {
     /// Processes watched in limited mode (missing rights): what is missing and the remedy.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub limitations: Vec<crate::access::Limitation>,
-    /// The window CPU% was measured over (ms): `snapshot --cpu-window`, and each `--watch`
-    /// line after the first (the interval). Absent: CPU% since each process and thread
-    /// started (one read, no wait).
+    /// The window CPU% was measured over (ms): `snapshot --cpu-window`, a snapshot that
+    /// read again while it waited for the agent's report (250 ms), and each `--watch` line
+    /// after the first (the interval). Absent: CPU% since each process and thread started
+    /// (the first read).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cpu_window_ms: Option<u64>,
 }
@@ -110,8 +111,12 @@ fn agent_part(m: &Model, waited: bool) -> (Option<AgentSection>, Option<String>)
     }
 }
 
-fn full(m: &Model, waited: bool, cpu_window: Option<Duration>) -> Option<FullSnapshot> {
+/// `m`'s snapshot as printed; `interval`: the session's refresh interval. The first read's
+/// CPU% is since start, every later one's over the interval (a one-shot snapshot reads
+/// again when `--cpu-window` asks, and while it waits for the agent's report).
+fn full(m: &Model, waited: bool, interval: Duration) -> Option<FullSnapshot> {
     let (agent, agent_status) = agent_part(m, waited);
+    let cpu_window = (m.snapshots > 1).then_some(interval);
     Some(FullSnapshot {
         snapshot: m.snapshot.clone()?,
         agent,
@@ -134,7 +139,8 @@ pub async fn snapshot_with_agent(
     pid: i32,
     cpu_window: Option<Duration>,
 ) -> anyhow::Result<FullSnapshot> {
-    let mut session = attach(pid, cpu_window.unwrap_or(ONE_SHOT_INTERVAL)).await?;
+    let interval = cpu_window.unwrap_or(ONE_SHOT_INTERVAL);
+    let mut session = attach(pid, interval).await?;
     let reads = if cpu_window.is_some() { 2 } else { 1 };
     let mut model = Model::new();
     let deadline = tokio::time::Instant::now() + SNAPSHOT_AGENT_WAIT;
@@ -170,7 +176,7 @@ pub async fn snapshot_with_agent(
             _ = tokio::time::sleep_until(deadline), if !waited => waited = true,
         }
     }
-    let mut out = full(&model, waited, cpu_window)
+    let mut out = full(&model, waited, interval)
         .ok_or_else(|| anyhow::anyhow!("the session stopped before a snapshot"))?;
     if let Some(j) = jvm {
         out.jvm = j.await?;
@@ -216,9 +222,7 @@ pub async fn watch(pid: i32, interval: Duration, out: &mut dyn Write) -> anyhow:
         let line = match &ev.event {
             CoreEvent::Snapshot { .. } => {
                 let waited = started.elapsed() >= SNAPSHOT_AGENT_WAIT;
-                // The first line's CPU% is since start, the next ones' over the interval.
-                let window = (model.snapshots > 1).then_some(interval);
-                full(&model, waited, window)
+                full(&model, waited, interval)
                     .map(|f| serde_json::to_string(&f))
                     .transpose()?
             }
