@@ -151,7 +151,9 @@ def heap_attribution(out, exe, top=12):
     def site(b):
         for a in b[1]:
             for func, loc in frames.get(int(a, 16), []):
-                if "/src/" in loc and ".cargo" not in loc and "/rustc/" not in loc:
+                # std's own hashbrown sits under /rust/deps/: not ours either.
+                if ("/src/" in loc and ".cargo" not in loc and "/rustc/" not in loc
+                        and "/rust/deps/" not in loc):
                     return loc.split("/src/", 1)[1].split(" ")[0]
         return "(outside lifecycle-top's sources)"
 

@@ -118,11 +118,33 @@ struct Kept {
     rounds: u32,
 }
 
-/// What [`read_process`]'s first pass did with a thread: read it (`None`: it is gone), or
-/// left it for the second pass (reused if the first proves it idle, else read then).
-enum FirstPass {
-    Read(Option<KeptThread>),
-    Left,
+/// The threads of a process's previous read, in tid order (as [`read_process`] keeps
+/// them), looked up by binary search and taken out one by one. It was a `HashMap` built
+/// per read: 1.3 MB for 10,000 threads, at the verdict's heap peak.
+struct PrevThreads {
+    tids: Vec<i32>,
+    threads: Vec<Option<KeptThread>>,
+}
+
+impl PrevThreads {
+    fn new(mut threads: Vec<KeptThread>) -> Self {
+        // Kept in tid order already; sorting an ordered list is one pass.
+        threads.sort_by_key(|t| t.wait.tid);
+        PrevThreads {
+            tids: threads.iter().map(|t| t.wait.tid).collect(),
+            threads: threads.into_iter().map(Some).collect(),
+        }
+    }
+
+    fn get(&self, tid: i32) -> Option<&KeptThread> {
+        let i = self.tids.binary_search(&tid).ok()?;
+        self.threads.get(i)?.as_ref()
+    }
+
+    fn remove(&mut self, tid: i32) -> Option<KeptThread> {
+        let i = self.tids.binary_search(&tid).ok()?;
+        self.threads.get_mut(i)?.take()
+    }
 }
 
 /// One thread of [`Kept`].
@@ -312,9 +334,7 @@ fn read_process(
     let unreadable_before = out.unreadable.len();
     let mut reused_any = false;
     let prev_rounds = prev.as_ref().map_or(0, |k| k.rounds);
-    let mut prev_threads: HashMap<i32, KeptThread> = prev
-        .map(|k| k.threads.into_iter().map(|t| (t.wait.tid, t)).collect())
-        .unwrap_or_default();
+    let mut prev_threads = PrevThreads::new(prev.map(|k| k.threads).unwrap_or_default());
     let mut threads = Vec::new();
     let mut buf = vec![0u8; 4096];
     match std::fs::read_dir(format!("{base}/task")) {
@@ -345,17 +365,20 @@ fn read_process(
             // thread ran since: the others are not read at all (their `schedstat` would
             // say the same), as the collector's own thread table does.
             let mut sum = cpu_delta.map(|_| 0u64);
-            let mut done: Vec<FirstPass> = Vec::with_capacity(tids.len());
+            // Which tids pass 1 read, and what it found (in tid order): on an idle target
+            // only a few are read, so the results are kept apart from the flags.
+            let mut read_first: Vec<bool> = Vec::with_capacity(tids.len());
+            let mut first: Vec<Option<KeptThread>> = Vec::new();
             // Sized once: grown by doubling, 10,000 threads left 6,000 slots unused.
             threads.reserve_exact(tids.len());
             out.threads.reserve(tids.len());
             for &tid in &tids {
-                let candidate = cpu_delta.is_none() || prev_threads.get(&tid).is_none_or(|t| t.ran);
+                let candidate = cpu_delta.is_none() || prev_threads.get(tid).is_none_or(|t| t.ran);
+                read_first.push(candidate);
                 if !candidate {
-                    done.push(FirstPass::Left);
                     continue;
                 }
-                let prev = prev_threads.remove(&tid);
+                let prev = prev_threads.remove(tid);
                 let before = prev.as_ref().map_or(Some(0), |t| t.sched.map(|s| s[0]));
                 let read = reader.thread(tid, prev);
                 let after = read.as_ref().and_then(|t| t.sched.map(|s| s[0]));
@@ -363,15 +386,16 @@ fn read_process(
                     (Some(acc), Some(b), Some(a)) => a.checked_sub(b).map(|d| acc + d),
                     _ => None,
                 };
-                done.push(FirstPass::Read(read));
+                first.push(read);
             }
             let others_idle = sum.is_some() && sum == cpu_delta;
             // Pass 2, in tid order: the rest, reused when proven idle, else read as above.
-            for (&tid, read) in tids.iter().zip(done) {
-                let read = match read {
-                    FirstPass::Read(read) => read,
-                    FirstPass::Left => {
-                        let prev = prev_threads.remove(&tid);
+            let mut first = first.into_iter();
+            for (&tid, was_read) in tids.iter().zip(read_first) {
+                let read = match was_read {
+                    true => first.next().flatten(),
+                    false => {
+                        let prev = prev_threads.remove(tid);
                         match prev {
                             Some(mut t) if others_idle => {
                                 t.ran = false;
@@ -421,12 +445,18 @@ fn read_process(
 }
 
 /// One allocation per distinct string of a [`read_tree`] (190 children named alike, 1,000
-/// threads asleep in the same wait channel).
+/// threads asleep in the same wait channel). Strings short enough to be kept inline (every
+/// `comm`, most wait channels) are not remembered: they allocate nothing anyway, and a set
+/// of 10,000 distinct thread names was 1.5 MB of the TUI's heap peak at every verdict
+/// (`bench/rss_breakdown.py --threads 10000 --heap`).
 #[derive(Default)]
 struct Strings(HashSet<SharedStr>);
 
 impl Strings {
     fn get(&mut self, s: &str) -> SharedStr {
+        if s.len() <= SharedStr::INLINE {
+            return SharedStr::from(s);
+        }
         if let Some(known) = self.0.get(s) {
             return known.clone();
         }
@@ -596,7 +626,11 @@ fn read_thread(
     let wchan = ThreadFiles::read(files, keep, WCHAN, dir, tid, buf)
         .and_then(procfs::parse_wchan)
         .map(|w| strings.get(&w));
-    let asleep_in_call = syscall.is_some() && matches!(stat.state, 'S' | 'D');
+    // Reusable by the next read only when the three reads agree that it sleeps: a thread
+    // that woke between its `syscall` and `wchan` reads has no wait channel (0 while it
+    // runs), and that `None` would be reused for a thread asleep again in the same call
+    // (seen under load: the ticker test's partial read had no wchan).
+    let asleep_in_call = syscall.is_some() && matches!(stat.state, 'S' | 'D') && wchan.is_some();
     let name = strings.get(&stat.comm);
     let wait = waits_in_memory(key, name, stat.state, syscall, args, syms);
     Some((
