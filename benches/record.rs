@@ -61,7 +61,8 @@ fn base_snapshot() -> Snapshot {
                 syscall_nr: Some(202),
                 syscall: Some("futex".into()),
                 syscall_args: vec![0x7f00_0000_1000 + t as u64 * 64, 128, 0, 0, 0, 0],
-            },
+            }
+            .into(),
             cpu_ticks: 50 + t as u64 % 17,
             cpu_percent: 0.0,
             voluntary_ctxt_switches: Some(10 + t as u64),

@@ -234,7 +234,8 @@ mod tests {
                     syscall_nr: Some(202),
                     syscall: Some("futex".into()),
                     syscall_args: vec![],
-                },
+                }
+                .into(),
                 cpu_ticks: 0,
                 cpu_percent: 0.0,
                 voluntary_ctxt_switches: Some(4),

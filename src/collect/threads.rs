@@ -15,7 +15,7 @@ use crate::collect::dirscan::DirScanner;
 use crate::collect::procfs::{self, ProcFile};
 use crate::collect::syscalls;
 use crate::collect::tree::Clock;
-use crate::model::{RunState, SharedStr, ThreadInfo, WaitPoint};
+use crate::model::{RunState, SharedStr, ThreadInfo, Wait, WaitPoint};
 use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::collections::BTreeSet;
 use std::ffi::{CStr, CString};
@@ -154,7 +154,7 @@ impl Slot {
                 tid,
                 name: SharedStr::default(),
                 state: RunState::Other('?'),
-                wait: WaitPoint::default(),
+                wait: Wait::default(),
                 cpu_ticks: 0,
                 cpu_percent: 0.0,
                 voluntary_ctxt_switches: None,
@@ -297,7 +297,7 @@ impl Slot {
         }
         self.wait_fresh = true;
         // Opened now and kept while the budget has room, else opened per read.
-        self.info.wait.wchan = self
+        let wchan = self
             .wchan
             .read(at, c"wchan", keep, buf)
             .and_then(procfs::parse_wchan);
@@ -305,12 +305,17 @@ impl Slot {
             .syscall
             .read(at, c"syscall", keep, buf)
             .and_then(procfs::parse_syscall);
-        self.info.wait.syscall_nr = sc.as_ref().map(|(nr, _)| *nr);
-        self.info.wait.syscall = sc
-            .as_ref()
-            .and_then(|(nr, _)| syscalls::name(*nr))
-            .map(str::to_owned);
-        self.info.wait.syscall_args = sc.map(|(_, a)| a).unwrap_or_default();
+        // Boxed only when something is known (see `Wait`).
+        self.info.wait = WaitPoint {
+            wchan,
+            syscall_nr: sc.as_ref().map(|(nr, _)| *nr),
+            syscall: sc
+                .as_ref()
+                .and_then(|(nr, _)| syscalls::name(*nr))
+                .map(str::to_owned),
+            syscall_args: sc.map(|(_, a)| a).unwrap_or_default(),
+        }
+        .into();
         if let Some(st) = self.status.read(at, c"status", keep, buf) {
             let st = procfs::parse_status(st);
             self.info.voluntary_ctxt_switches = st.voluntary;
@@ -320,9 +325,7 @@ impl Slot {
     }
 
     fn clear_wait(&mut self) {
-        if self.info.wait != WaitPoint::default() {
-            self.info.wait = WaitPoint::default();
-        }
+        self.info.wait.clear();
         self.info.voluntary_ctxt_switches = None;
         self.info.nonvoluntary_ctxt_switches = None;
     }

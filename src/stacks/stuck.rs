@@ -24,7 +24,7 @@ impl From<&ThreadInfo> for Observation {
             state: t.state,
             cpu_ticks: t.cpu_ticks,
             voluntary_ctxt_switches: t.voluntary_ctxt_switches,
-            wait: t.wait.clone(),
+            wait: (*t.wait).clone(),
         }
     }
 }

@@ -14,7 +14,8 @@ fn thread(tid: i32, name: &str, state: char, wchan: &str, syscall: &str, cpu: f3
             syscall_nr: None,
             syscall: (!syscall.is_empty()).then(|| syscall.into()),
             syscall_args: Vec::new(),
-        },
+        }
+        .into(),
         cpu_ticks: (cpu * 10.0) as u64 + 7,
         cpu_percent: cpu,
         voluntary_ctxt_switches: Some(12),

@@ -394,7 +394,7 @@ fn thread(tid: i32) -> ThreadInfo {
         tid,
         name: format!("t{tid}").into(),
         state: RunState::Sleeping,
-        wait: WaitPoint::default(),
+        wait: Default::default(),
         cpu_ticks: 0,
         cpu_percent: 0.0,
         voluntary_ctxt_switches: None,

@@ -171,7 +171,8 @@ fn an_unkillable_target_is_listed_with_its_wchan() {
             wait: WaitPoint {
                 wchan: Some("nfs_wait_bit_killable".into()),
                 ..WaitPoint::default()
-            },
+            }
+            .into(),
             cpu_ticks: 0,
             cpu_percent: 0.0,
             voluntary_ctxt_switches: None,
