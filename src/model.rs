@@ -527,7 +527,7 @@ mod tests {
         assert_eq!(json, serde_json::to_value(&wp).unwrap());
         assert_eq!(serde_json::from_value::<Wait>(json).unwrap(), wp);
         // Written through: boxed; cleared: unboxed again.
-        let mut m = Wait::default();
+        let mut m = Wait::from(WaitPoint::EMPTY);
         m.syscall_nr = Some(7);
         assert_eq!(m.syscall_nr, Some(7));
         m.clear();
