@@ -39,6 +39,7 @@ pub mod duration;
 pub mod headless;
 pub mod jvm;
 pub mod launch;
+pub mod memory;
 pub mod model;
 pub mod record;
 pub mod replay;

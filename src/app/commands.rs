@@ -145,15 +145,20 @@ pub fn diagnose(dash: &Dashboard, tx: mpsc::Sender<WhyResult>) {
         };
         let work = tokio::task::spawn_blocking(move || {
             let t0 = std::time::Instant::now();
-            let facts = crate::diagnose::Facts::gather(snapshot, report, libc::SIGTERM);
-            let why = crate::diagnose::why_causes(&facts, agent.as_deref());
-            WhyResult {
-                causes: why.causes.into_iter().map(|c| c.line).collect(),
-                unknowns: why.unknowns,
-                error: None,
-                computed_at_unix_ms: crate::collect::exits::now_unix_ms(),
-                took_ms: u64::try_from(t0.elapsed().as_millis()).unwrap_or(u64::MAX),
-            }
+            let result = {
+                let facts = crate::diagnose::Facts::gather(snapshot, report, libc::SIGTERM);
+                let why = crate::diagnose::why_causes(&facts, agent.as_deref());
+                WhyResult {
+                    causes: why.causes.into_iter().map(|c| c.line).collect(),
+                    unknowns: why.unknowns,
+                    error: None,
+                    computed_at_unix_ms: crate::collect::exits::now_unix_ms(),
+                    took_ms: u64::try_from(t0.elapsed().as_millis()).unwrap_or(u64::MAX),
+                }
+            };
+            // The facts (every thread's wait, the graph) are dropped: give their pages back.
+            crate::memory::give_back_freed();
+            result
         });
         let result = match work.await {
             Ok(r) => r,
