@@ -139,11 +139,23 @@ fn sh_tree_in_depth_first_order_with_signal_masks() {
          sh -c 'trap \"exit 7\" TERM; sleep 1001 & wait' & wait",
     );
     let mut c = Collector::attach(t.pid(), CollectorOptions::default()).unwrap();
-    // Each sh sets its trap before starting its sleep, so once both sleeps are seen, the
-    // masks (signals 1-31 come with every stat read) must show the traps.
-    let snap = wait_for(&mut c, "two sh children with a sleep each", |s| {
-        by_name(s, "sleep").len() == 2 && s.processes.len() == 5
-    });
+    // Each sh sets its trap before starting its sleep. A refresh is not atomic: an sh read
+    // while it was still starting (state R, no trap yet) can be listed with the sleep it
+    // forked a moment later (seen in CI under load); it ran since, so the next refresh reads
+    // it again and must show the trap.
+    let traps_seen = |s: &lifecycle_top::model::Snapshot| {
+        s.processes.iter().filter(|x| x.signals.ignores(15)).count() >= 2
+            && s.processes
+                .iter()
+                .filter(|x| x.name == "sh" && x.signals.catches(15))
+                .count()
+                == 1
+    };
+    let snap = wait_for(
+        &mut c,
+        "two sh children with a sleep each, traps set",
+        |s| by_name(s, "sleep").len() == 2 && s.processes.len() == 5 && traps_seen(s),
+    );
     let p = &snap.processes;
     assert_eq!(p[0].key, t.key());
     // DFS: each sh child is directly followed by its sleep.
