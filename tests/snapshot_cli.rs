@@ -52,11 +52,19 @@ time.sleep(600)
 
 /// `python3 -c code` (with the agent on its path when `agent`), once it printed "ready".
 fn python_ready(code: &str, agent: bool) -> Target {
+    let agent_path = agent.then(agent_dir);
+    let env: Vec<(&str, &std::ffi::OsStr)> = agent_path
+        .iter()
+        .map(|p| ("PYTHONPATH", std::ffi::OsStr::new(p)))
+        .collect();
+    python_ready_env(code, &env)
+}
+
+/// Starts `python3 -c CODE` with `env` added and waits for its `ready` line.
+fn python_ready_env(code: &str, env: &[(&str, &std::ffi::OsStr)]) -> Target {
     let mut cmd = Command::new("python3");
     cmd.args(["-c", code]).stdout(Stdio::piped());
-    if agent {
-        cmd.env("PYTHONPATH", agent_dir());
-    }
+    cmd.envs(env.iter().copied());
     let mut target = Target(
         cmd.spawn()
             .expect("python3 is needed for this test (apt install python3)"),
@@ -258,19 +266,7 @@ threading.Thread(target=serve, daemon=True).start()
 print("ready", flush=True)
 time.sleep(600)
 "#;
-    let mut cmd = Command::new("python3");
-    cmd.args(["-c", code])
-        .env("LIFECYCLE_TOP_SOCKET", &sock)
-        .stdout(Stdio::piped());
-    let mut target = Target(
-        cmd.spawn()
-            .expect("python3 is needed for this test (apt install python3)"),
-    );
-    let mut line = String::new();
-    BufReader::new(target.0.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("target output");
-    assert_eq!(line.trim(), "ready");
+    let target = python_ready_env(code, &[("LIFECYCLE_TOP_SOCKET", sock.as_os_str())]);
     let v = snapshot_json(target.0.id());
     assert_eq!(
         v["cpu_window_ms"], 250,

@@ -392,20 +392,18 @@ fn read_process(
             // Pass 2, in tid order: the rest, reused when proven idle, else read as above.
             let mut first = first.into_iter();
             for (&tid, was_read) in tids.iter().zip(read_first) {
-                let read = match was_read {
-                    true => first.next().flatten(),
-                    false => {
-                        let prev = prev_threads.remove(tid);
-                        match prev {
-                            Some(mut t) if others_idle => {
-                                t.ran = false;
-                                if t.files.is_some() {
-                                    *reader.room = reader.room.saturating_sub(1);
-                                }
-                                Some(t)
+                let read = if was_read {
+                    first.next().flatten()
+                } else {
+                    match prev_threads.remove(tid) {
+                        Some(mut t) if others_idle => {
+                            t.ran = false;
+                            if t.files.is_some() {
+                                *reader.room = reader.room.saturating_sub(1);
                             }
-                            prev => reader.thread(tid, prev),
+                            Some(t)
                         }
+                        prev => reader.thread(tid, prev),
                     }
                 };
                 if let Some(t) = read {
