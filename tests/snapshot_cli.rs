@@ -52,12 +52,11 @@ time.sleep(600)
 
 /// `python3 -c code` (with the agent on its path when `agent`), once it printed "ready".
 fn python_ready(code: &str, agent: bool) -> Target {
-    let agent_path = agent.then(agent_dir);
-    let env: Vec<(&str, &std::ffi::OsStr)> = agent_path
-        .iter()
-        .map(|p| ("PYTHONPATH", std::ffi::OsStr::new(p)))
-        .collect();
-    python_ready_env(code, &env)
+    if agent {
+        python_ready_env(code, &[("PYTHONPATH", std::ffi::OsStr::new(&agent_dir()))])
+    } else {
+        python_ready_env(code, &[])
+    }
 }
 
 /// Starts `python3 -c CODE` with `env` added and waits for its `ready` line.
