@@ -28,6 +28,15 @@ fn main() {
     if glibc_at_least(2, 36) {
         println!("cargo:rustc-link-arg-bins=-Wl,-z,pack-relative-relocs");
     }
+    let order = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/symbol-order.txt");
+    println!("cargo:rerun-if-changed={}", order.display());
+    if order.is_file() {
+        println!(
+            "cargo:rustc-link-arg-bin=lifecycle-top=-Wl,--symbol-ordering-file={}",
+            order.display()
+        );
+        println!("cargo:rustc-link-arg-bin=lifecycle-top=-Wl,--no-warn-symbol-ordering");
+    }
 }
 
 /// rustc links x86_64-unknown-linux-gnu binaries with its bundled LLD from 1.90 on, unless
