@@ -313,7 +313,7 @@ impl Slot {
                 .as_ref()
                 .and_then(|(nr, _)| syscalls::name(*nr))
                 .map(str::to_owned),
-            syscall_args: sc.map(|(_, a)| a).unwrap_or_default(),
+            syscall_args: sc.map(|(_, a)| a.to_vec()).unwrap_or_default(),
         }
         .into();
         if let Some(st) = self.status.read(at, c"status", keep, buf) {

@@ -56,11 +56,11 @@ fn tw_owned(pid: i32, tid: i32, syscall: Option<&str>, args: &[u64]) -> ThreadWa
         name: format!("t{tid}").into(),
         state: 'S',
         syscall: syscall.map(|s| s.to_string().into()),
-        args: args.to_vec(),
+        args: args.into(),
         wchan: None,
         futex_words: None,
         futex_symbol: None,
-        polled: Vec::new(),
+        polled: Box::default(),
     }
 }
 
@@ -346,7 +346,7 @@ fn a_table_of_chains_and_their_roots() {
             waits: TreeWaits {
                 threads: vec![
                     Arc::new(ThreadWait {
-                        polled: vec![5],
+                        polled: vec![5].into(),
                         ..tw_owned(10, 10, Some("poll"), &[0, 1, u64::MAX])
                     }),
                     tw(11, 11, Some("clock_nanosleep"), &[]),

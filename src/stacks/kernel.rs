@@ -67,7 +67,7 @@ pub fn parse_syscall(text: &str) -> Option<SyscallLine> {
         return Some(SyscallLine::NotInSyscall { sp, pc });
     }
     let (nr, parsed) = procfs::parse_syscall(text.as_bytes())?;
-    let args: [u64; 6] = parsed.try_into().ok()?;
+    let args: [u64; 6] = (*parsed).try_into().ok()?;
     Some(SyscallLine::InSyscall { nr, args, sp, pc })
 }
 
